@@ -1,0 +1,87 @@
+"""The ``jingzhun`` command line: ``jingzhun [--db PATH] [--config FILE] GROUP COMMAND [ARGS]``.
+
+Exit codes: 0 success, 1 failure while running, 2 bad input or usage. Errors print one line on
+stderr: what is wrong, where, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+try:  # Typer >= 0.20 ships its own copy of Click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older Typer uses Click itself
+    from click import exceptions as click_exc  # type: ignore[no-redef]
+
+from jingzhun import __version__
+from jingzhun.cli import commands, ingest, quarantine
+from jingzhun.cli.common import Globals
+from jingzhun.errors import JingzhunError
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"jingzhun {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="jingzhun",
+        help="精准 jingzhun — precision marketing on your own data.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @app.callback()
+    def root(
+        ctx: typer.Context,
+        db: Annotated[str | None, typer.Option("--db", envvar="JINGZHUN_DB", help="The store (default ./jingzhun.duckdb).")] = None,
+        config: Annotated[str | None, typer.Option("--config", envvar="JINGZHUN_CONFIG", help="Settings file (default ./jingzhun.toml if present).")] = None,
+        version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    ) -> None:
+        ctx.obj = Globals(db=db, config=config)
+
+    app.add_typer(ingest.app, name="ingest")
+    app.add_typer(quarantine.app, name="quarantine")
+    app.command()(commands.clean)
+    app.command()(commands.status)
+    app.command()(commands.synth)
+    app.command()(commands.demo)
+    app.command()(commands.report)
+    return app
+
+
+def _fail(message: str, code: int) -> None:
+    # One line, unwrapped, whatever the terminal width.
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    command = typer.main.get_command(build_app())
+    try:
+        command.main(args=argv, prog_name="jingzhun", standalone_mode=False)
+    except JingzhunError as exc:
+        _fail(str(exc), exc.exit_code)
+    except click_exc.NoArgsIsHelpError as exc:
+        sys.stdout.write((exc.ctx.get_help() if exc.ctx else str(exc)) + "\n")
+        sys.exit(2)
+    except click_exc.UsageError as exc:
+        hint = f"; see: {exc.ctx.command_path} --help" if exc.ctx else ""
+        _fail(f"{exc.format_message().rstrip('.')}{hint}", 2)
+    except click_exc.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (click_exc.Abort, KeyboardInterrupt):
+        _fail("interrupted; a batch in progress was rolled back", 130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+__all__ = ["build_app", "main"]

@@ -1,0 +1,595 @@
+"""Readers that turn a file (or stdin) into a stream of Arrow record batches.
+
+Every source yields :class:`pyarrow.Table` chunks with the file's own columns plus three meta
+columns the validator relies on:
+
+``_line``      the row's record number in the file (the CSV header is record 1; for Parquet the
+               first row is 1; for JSON Lines the physical line);
+``_error``     set when the row could not even be parsed (wrong number of CSV fields, invalid
+               JSON, invalid UTF-8 in a JSON line); every other column is then null;
+``_raw_line``  for such a row, a JSON object with its unparsed text (``_raw_line``) and, for
+               CSV, the header and delimiter to split it by: the quarantine keeps it as the
+               raw row, and a replay can parse an edited version.
+
+Files stream in chunks, so a file never has to fit in memory. Formats: CSV, TSV, Parquet and
+JSON Lines, each optionally gzip-compressed (detected from the content, not the name), and ``-``
+for standard input. Problems with the file as a whole (missing, unreadable, empty, binary,
+wrong format, a row longer than the limit) raise :class:`InputError` naming the file and fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from jingzhun.errors import InputError
+
+Format = Literal["csv", "tsv", "parquet", "jsonl", "rows"]
+FORMATS: tuple[Format, ...] = ("csv", "tsv", "parquet", "jsonl")  # "rows": in-memory only
+META_COLUMNS = ("_line", "_error", "_raw_line")
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+_SNIFF_BYTES = 1 << 16
+_EXTENSIONS: dict[str, Format] = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+# Values read as null from text files, besides the empty field. "NA" and "nan" are not here:
+# they are legitimate ids and names too often.
+_NULL_TOKENS = ["", "NULL", "null", "\\N"]
+
+#: Called with (bytes consumed so far, total bytes or None) as a source streams.
+ProgressFn = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows of a source: an Arrow table, or an SQL relation DuckDB reads itself.
+
+    Either way the rows carry the meta columns. ``schema_key`` is equal for chunks of equal
+    schema, so the validating statement is generated once per schema.
+    """
+
+    table: pa.Table | None = None
+    relation: str | None = None
+    schema_key: object = None
+
+    @classmethod
+    def of(cls, table: pa.Table) -> Chunk:
+        return cls(table=table, schema_key=table.schema)
+
+
+def _noop_progress(done: int, total: int | None) -> None:
+    return None
+
+
+@dataclass
+class Source:
+    """An opened input: where it came from, its format and columns, and its chunk stream."""
+
+    label: str
+    format: Format
+    columns: list[str]
+    _chunks: Callable[[ProgressFn], Iterator[Chunk]]
+    size: int | None = None
+    _cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    def chunks(self, progress: ProgressFn = _noop_progress) -> Iterator[Chunk]:
+        """Yield the rows in order, in chunks, with the meta columns appended."""
+        try:
+            yield from self._chunks(progress)
+        finally:
+            self.close()
+
+    @property
+    def strict(self) -> bool:
+        """Whether the columns are known up front (a header or schema) and so can be checked."""
+        return self.format in ("csv", "tsv", "parquet")
+
+    def close(self) -> None:
+        while self._cleanup:
+            self._cleanup.pop()()
+
+
+def table_source(label: str, table: pa.Table) -> Source:
+    """A source over rows already in memory (meta columns included), e.g. for a replay."""
+    columns = [c for c in table.column_names if c not in META_COLUMNS and c != "_qid"]
+    return Source(label, "rows", columns, lambda progress: iter([Chunk.of(table)]))
+
+
+# -- opening ---------------------------------------------------------------------------------
+
+
+class _Rewound(io.RawIOBase):
+    """A read-only stream that replays ``prefix`` and then continues with ``rest``."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        self._prefix = memoryview(prefix)
+        self._rest = rest
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+        else:
+            data = self._rest.read(len(buffer))
+            n = len(data)
+            buffer[:n] = data
+        self.consumed += n
+        return n
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        chunk = stream.read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _decompressed(label: str, raw: BinaryIO, head: bytes) -> tuple[BinaryIO, bytes]:
+    """Wrap ``raw`` (positioned after ``head``) so that reading yields decompressed content.
+
+    Returns the stream and the first bytes of the decompressed content.
+    """
+    stream: BinaryIO = io.BufferedReader(_Rewound(head, raw), buffer_size=1 << 20)
+    if head.startswith(_GZIP_MAGIC):
+        import gzip
+
+        stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
+        try:
+            content_head = _read_exact(stream, _SNIFF_BYTES)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{label}: not a valid gzip file ({exc})", hint="re-compress it or pass it uncompressed") from exc
+        return io.BufferedReader(_Rewound(content_head, stream), buffer_size=1 << 20), content_head  # type: ignore[arg-type]
+    return stream, head
+
+
+def _detect_format(label: str, head: bytes, explicit: str | None) -> Format:
+    if explicit:
+        if explicit not in FORMATS:
+            raise InputError(f"unknown --format {explicit!r}", hint=f"use one of {', '.join(FORMATS)}")
+        return explicit  # type: ignore[return-value]
+    if label != "-":
+        suffixes = [s.lower() for s in Path(label).suffixes]
+        if suffixes and suffixes[-1] in (".gz", ".gzip"):
+            suffixes = suffixes[:-1]
+        if suffixes and suffixes[-1] in _EXTENSIONS:
+            return _EXTENSIONS[suffixes[-1]]
+    if head.startswith(_PARQUET_MAGIC):
+        return "parquet"
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith(b"{"):
+        return "jsonl"
+    first_line = stripped.split(b"\n", 1)[0]
+    return "tsv" if first_line.count(b"\t") > first_line.count(b",") else "csv"
+
+
+def _check_text(label: str, head: bytes, fmt: Format) -> None:
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(f"{label} is UTF-16 text", hint="re-save it as UTF-8")
+    if head.startswith(_PARQUET_MAGIC):
+        raise InputError(f"{label} is a Parquet file, not {fmt.upper()}", hint="pass --format parquet")
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise InputError(
+            f"{label} does not look like {fmt.upper()} text (binary data at byte {nul})",
+            hint="check the file, or pass the right --format",
+        )
+
+
+def open_source(
+    path: str,
+    fmt: str | None = None,
+    *,
+    batch_rows: int = 262_144,
+    max_line_bytes: int = 16 << 20,
+    stdin: BinaryIO | None = None,
+) -> Source:
+    """Open ``path`` (``"-"`` for standard input) and check it before any row is read.
+
+    Raises
+    ------
+    InputError
+        The file is missing, unreadable, empty, binary, not in ``fmt``, or has no columns.
+    """
+    label = path
+    size: int | None = None
+    if path == "-":
+        raw: BinaryIO = stdin if stdin is not None else sys.stdin.buffer
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"{label}: no such file", hint="check the path")
+        if p.is_dir():
+            raise InputError(f"{label} is a folder, not a file", hint="name the files inside it")
+        try:
+            raw = open(p, "rb")  # noqa: SIM115 — closed by the source's cleanup
+        except OSError as exc:
+            raise InputError(f"{label}: cannot read ({exc.strerror})", hint="check the file's permissions") from exc
+        size = p.stat().st_size
+    cleanup: list[Callable[[], None]] = [] if path == "-" else [raw.close]
+    try:
+        head = _read_exact(raw, _SNIFF_BYTES)
+        if not head:
+            raise InputError(f"{label} is empty", hint="nothing to ingest; check the export that wrote it")
+        stream, content_head = _decompressed(label, raw, head)
+        if not content_head:
+            raise InputError(f"{label} is empty (after decompression)", hint="nothing to ingest")
+        fmt_ = _detect_format(label, content_head, fmt)
+        if fmt_ == "parquet":
+            compressed = head.startswith(_GZIP_MAGIC)
+            return _parquet_source(label, stream, content_head, compressed, size, batch_rows, cleanup)
+        _check_text(label, content_head, fmt_)
+        if fmt_ == "jsonl":
+            return _jsonl_source(label, stream, size, raw, batch_rows, max_line_bytes, cleanup)
+        return _csv_source(label, fmt_, stream, content_head, size, raw, batch_rows, max_line_bytes, cleanup)
+    except BaseException:
+        for fn in reversed(cleanup):
+            fn()
+        raise
+
+
+def _position(raw: BinaryIO) -> Callable[[], int]:
+    def pos() -> int:
+        try:
+            return raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+    return pos
+
+
+def _meta_nulls(n: int) -> dict[str, pa.Array]:
+    return {"_error": pa.nulls(n, pa.string()), "_raw_line": pa.nulls(n, pa.string())}
+
+
+# -- CSV / TSV -------------------------------------------------------------------------------
+
+
+def _csv_header(label: str, head: bytes, delimiter: str) -> list[str]:
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    first = next(csv.reader(io.StringIO(text), delimiter=delimiter), None)
+    if not first or all(not c.strip() for c in first):
+        raise InputError(f"{label}: the first line has no column names", hint="add a header row")
+    names = [c.strip() for c in first]
+    if "" in names:
+        raise InputError(f"{label}: column {names.index('') + 1} of the header has no name", hint="name every column")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"{label}: column {name!r} appears twice in the header", hint="rename one of them")
+        seen.add(name)
+    if any(n.startswith("_") and n in META_COLUMNS for n in names):
+        raise InputError(f"{label}: column names {', '.join(META_COLUMNS)} are reserved", hint="rename them")
+    return names
+
+
+def _csv_source(
+    label: str,
+    fmt: Format,
+    stream: BinaryIO,
+    head: bytes,
+    size: int | None,
+    raw: BinaryIO,
+    batch_rows: int,
+    max_line_bytes: int,
+    cleanup: list[Callable[[], None]],
+) -> Source:
+    delimiter = "\t" if fmt == "tsv" else ","
+    names = _csv_header(label, head, delimiter)
+    pos = _position(raw)
+
+    def chunks(progress: ProgressFn) -> Iterator[Chunk]:
+        bad: list[tuple[int, str, str]] = []
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        skipped: list[int] = []  # record numbers the parser did not emit (bad or blank rows)
+
+        def on_invalid(row: pacsv.InvalidRow) -> str:
+            skipped.append(row.number)
+            if row.text.strip():
+                bad.append(
+                    (row.number, f"expected {row.expected_columns} fields, found {row.actual_columns}", row.text)
+                )
+            return "skip"
+
+        try:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(block_size=max_line_bytes, use_threads=False),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter,
+                    newlines_in_values=True,
+                    ignore_empty_lines=False,
+                    invalid_row_handler=on_invalid,
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    # Binary, not string: invalid UTF-8 then fails one row, not the file.
+                    column_types={n: pa.binary() for n in names},
+                    null_values=_NULL_TOKENS,
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            raise _csv_error(label, exc, 0, max_line_bytes) from exc
+        emitted = 0
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as exc:
+                raise _csv_error(label, exc, emitted + len(skipped) + 1, max_line_bytes) from exc
+            n = batch.num_rows
+            # Record numbers of emitted rows: 2, 3, … skipping the records the parser dropped.
+            # With S the sorted skipped numbers, the j-th emitted row is j + 2 + #{i: S_i - i <= j + 2}.
+            idx = np.arange(emitted, emitted + n, dtype=np.int64) + 2
+            if skipped:
+                s = np.asarray(skipped, dtype=np.int64)
+                idx = idx + np.searchsorted(s - np.arange(len(s)), idx, side="right")
+            emitted += n
+            cols = dict(zip(batch.schema.names, batch.columns, strict=True))
+            pending.append(pa.table({**cols, "_line": pa.array(idx), **_meta_nulls(n)}))
+            pending_rows += n
+            if bad:
+                pending.append(_error_rows(names, bad, pa.binary(), delimiter))
+                bad.clear()
+            if pending_rows >= batch_rows:
+                yield Chunk.of(pa.concat_tables(pending))
+                pending, pending_rows = [], 0
+                progress(pos(), size)
+        if bad:
+            pending.append(_error_rows(names, bad, pa.binary(), delimiter))
+        if pending:
+            yield Chunk.of(pa.concat_tables(pending))
+        progress(size or pos(), size)
+
+    return Source(label, fmt, names, chunks, size, cleanup)
+
+
+def _error_rows(names: list[str], bad: list[tuple[int, str, str]], typ: pa.DataType, delimiter: str) -> pa.Table:
+    """Rows the parser could not split: the raw line, with the header to re-split it later."""
+    import json
+
+    n = len(bad)
+    cols = {name: pa.nulls(n, typ) for name in names}
+    raw = [json.dumps({"_raw_line": b[2], "_columns": names, "_delimiter": delimiter}, ensure_ascii=False) for b in bad]
+    return pa.table(
+        {
+            **cols,
+            "_line": pa.array([b[0] for b in bad], pa.int64()),
+            "_error": pa.array([b[1] for b in bad], pa.string()),
+            "_raw_line": pa.array(raw, pa.string()),
+        }
+    )
+
+
+def _csv_error(label: str, exc: Exception, near: int, max_line_bytes: int) -> InputError:
+    text = str(exc)
+    if "straddling" in text or "block size" in text:
+        return InputError(
+            f"{label}: a row near record {near} is longer than {max_line_bytes >> 20} MiB",
+            hint="look for an unclosed quote there, or raise [ingest] max_line_bytes",
+        )
+    return InputError(f"{label}: cannot parse as CSV near record {near}: {text.splitlines()[0]}")
+
+
+# -- JSON Lines ------------------------------------------------------------------------------
+
+
+def _split_lines(buf: bytes, first_line: int) -> tuple[pa.Array, np.ndarray]:
+    """Split ``buf`` (complete lines, ending with ``\\n``) into a binary array without copying.
+
+    Each value keeps its line terminator; the parser trims it.
+    """
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    offsets = np.empty(len(ends) + 1, dtype=np.int64)
+    offsets[0] = 0
+    offsets[1:] = ends + 1
+    array = pa.Array.from_buffers(
+        pa.large_binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(buf)]
+    )
+    return array, first_line + np.arange(len(ends), dtype=np.int64)
+
+
+def _jsonl_source(
+    label: str,
+    stream: BinaryIO,
+    size: int | None,
+    raw: BinaryIO,
+    batch_rows: int,
+    max_line_bytes: int,
+    cleanup: list[Callable[[], None]],
+) -> Source:
+    pos = _position(raw)
+    block = max(1 << 20, min(32 << 20, batch_rows * 256))
+    con = duckdb.connect()
+    cleanup.append(con.close)
+
+    def parse(lines: pa.Array, numbers: np.ndarray) -> pa.Table:
+        con.register("_jl", pa.table({"b": lines, "_line": pa.array(numbers)}))
+        try:
+            con.execute(
+                """
+                CREATE OR REPLACE TEMP TABLE _jp AS
+                SELECT _line, t,
+                       CASE WHEN t IS NULL THEN 'invalid UTF-8'
+                            WHEN NOT json_valid(t) THEN 'not valid JSON'
+                            WHEN json_type(t::JSON) <> 'OBJECT' THEN 'not a JSON object' END AS _error
+                FROM (SELECT _line, rtrim(try(decode(b)), chr(13) || chr(10)) AS t FROM _jl)
+                WHERE t IS NULL OR trim(t, chr(32) || chr(9) || chr(13) || chr(10)) <> ''
+                """
+            )
+        finally:
+            con.unregister("_jl")
+        keys = [
+            k
+            for (k,) in con.execute(
+                "SELECT DISTINCT unnest(json_keys(t::JSON)) AS k FROM _jp WHERE _error IS NULL ORDER BY k"
+            ).fetchall()
+        ]
+        reserved = [k for k in keys if k in META_COLUMNS]
+        if reserved:
+            raise InputError(f"{label}: keys {', '.join(reserved)} are reserved", hint="rename them")
+        # Scalars arrive as their text; nested objects and arrays as JSON text.
+        exprs = [
+            f"CASE WHEN _error IS NULL THEN json_extract_string(t, {_json_path(k)}) END AS {_quote(k)}"
+            for k in keys
+        ]
+        raw = "CASE WHEN _error IS NOT NULL THEN json_object('_raw_line', coalesce(t, '(invalid UTF-8)'))::VARCHAR END"
+        select = ", ".join([*exprs, "_line", "_error", f"{raw} AS _raw_line"])
+        return con.execute(f"SELECT {select} FROM _jp ORDER BY _line").fetch_arrow_table()
+
+    def chunks(progress: ProgressFn) -> Iterator[Chunk]:
+        carry = b""
+        line_no = 1
+        while True:
+            data = stream.read(block)
+            if not data:
+                break
+            buf = carry + data
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                if len(buf) > max_line_bytes:
+                    raise InputError(
+                        f"{label}: line {line_no} is longer than {max_line_bytes >> 20} MiB",
+                        hint="split it, or raise [ingest] max_line_bytes",
+                    )
+                carry = buf
+                continue
+            complete, carry = buf[:cut], buf[cut:]
+            lines, numbers = _split_lines(complete, line_no)
+            lengths = np.diff(lines.offsets.to_numpy())
+            if len(lengths) and lengths.max() > max_line_bytes:
+                at = int(numbers[int(np.argmax(lengths))])
+                raise InputError(
+                    f"{label}: line {at} is longer than {max_line_bytes >> 20} MiB",
+                    hint="split it, or raise [ingest] max_line_bytes",
+                )
+            line_no += len(lines)
+            table = parse(lines, numbers)
+            if table.num_rows:
+                yield Chunk.of(table)
+            progress(pos(), size)
+        if carry.strip():
+            if len(carry) > max_line_bytes:
+                raise InputError(
+                    f"{label}: line {line_no} is longer than {max_line_bytes >> 20} MiB",
+                    hint="split it, or raise [ingest] max_line_bytes",
+                )
+            table = parse(*_split_lines(carry + b"\n", line_no))
+            if table.num_rows:
+                yield Chunk.of(table)
+        progress(size or pos(), size)
+
+    return Source(label, "jsonl", [], chunks, size, cleanup)
+
+
+def _json_path(key: str) -> str:
+    return "'$.\"" + key.replace("\\", "\\\\").replace('"', '\\"').replace("'", "''") + "\"'"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# -- Parquet ---------------------------------------------------------------------------------
+
+
+def _parquet_source(
+    label: str,
+    stream: BinaryIO,
+    head: bytes,
+    compressed: bool,
+    size: int | None,
+    batch_rows: int,
+    cleanup: list[Callable[[], None]],
+) -> Source:
+    """Parquet is read by DuckDB itself (in parallel), one range of rows per chunk."""
+    if not head.startswith(_PARQUET_MAGIC):
+        raise InputError(f"{label} is not a Parquet file (no PAR1 header)", hint="check the file, or pass the right --format")
+    if not compressed and label != "-":
+        target = label
+    else:
+        # Parquet needs random access: spool stdin or decompressed content to a temp file.
+        fd, target = tempfile.mkstemp(suffix=".parquet", prefix="jingzhun-")
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+        cleanup.append(lambda: os.path.exists(target) and os.remove(target))
+        size = os.path.getsize(target)
+    path_sql = "'" + str(Path(target).resolve()).replace("'", "''") + "'"
+    con = duckdb.connect()
+    try:
+        groups = [
+            int(n)
+            for _, n in con.execute(
+                f"SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata({path_sql}) ORDER BY row_group_id"
+            ).fetchall()
+        ]
+        names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({path_sql})").fetchall()]
+        threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+    except duckdb.Error as exc:
+        raise InputError(f"{label} is not a readable Parquet file: {str(exc).splitlines()[0]}") from exc
+    finally:
+        con.close()
+    reserved = [n for n in names if n in (*META_COLUMNS, "file_row_number")]
+    if reserved:
+        raise InputError(f"{label}: column names {', '.join(reserved)} are reserved", hint="rename them")
+    total_rows = sum(groups)
+    # Chunks are whole row groups, at least one per DuckDB thread (a Parquet scan runs in
+    # parallel across row groups, not within one) and at least batch_rows rows.
+    bounds = [0]
+    rows = count = 0
+    for n in groups:
+        rows, count = rows + n, count + 1
+        if rows >= batch_rows and count >= threads:
+            bounds.append(bounds[-1] + rows)
+            rows = count = 0
+    if rows or len(bounds) == 1:
+        bounds.append(bounds[-1] + rows)
+
+    def chunks(progress: ProgressFn) -> Iterator[Chunk]:
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            yield Chunk(
+                relation=(
+                    f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _line, "
+                    f"NULL::VARCHAR AS _error, NULL::VARCHAR AS _raw_line "
+                    f"FROM read_parquet({path_sql}, file_row_number = true) "
+                    f"WHERE file_row_number >= {start} AND file_row_number < {stop})"
+                ),
+                schema_key=("parquet", path_sql),
+            )
+            progress(int(stop / max(total_rows, 1) * (size or 1)), size)
+
+    return Source(label, "parquet", names, chunks, size, cleanup)

@@ -1,0 +1,552 @@
+"""Row validation as generated SQL.
+
+:class:`RowValidator` turns a source's columns (names and DuckDB types) into one ``SELECT``
+that DuckDB runs vectorised over each chunk. The statement produces the *stage* columns: every
+field of the kind, typed and normalised; ``_reason`` (null for a good row, otherwise every
+problem found, ``; ``-separated, each naming its field); and ``_raw``, the row as read under its
+original column names, computed only for bad rows.
+
+Typing depends on the source type, so a Parquet timestamp is not rendered to text and parsed
+back, while a CSV cell is parsed: ISO 8601 (with or without offset; naive times are UTC) or
+epoch seconds, or ``--ts-format`` for other layouts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from jingzhun.config import IngestSettings
+from jingzhun.errors import InputError
+from jingzhun.ingest.schema import (
+    EVENT_NAMES,
+    EVENT_REQUIRES,
+    EXTRAS_COLUMN,
+    FIELDS,
+    Field,
+    Kind,
+    field_names,
+)
+from jingzhun.ingest.sources import META_COLUMNS
+
+#: DuckDB type of each field type in the stage and the store.
+SQL_TYPES = {
+    "id": "VARCHAR",
+    "event": "VARCHAR",
+    "text": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+    "number": "DOUBLE",
+    "integer": "BIGINT",
+    "boolean": "BOOLEAN",
+    "json": "JSON",
+}
+
+#: Events whose rows are items in a cart or an order: quantity defaults to 1.
+_ITEM_LINE_EVENTS = ("product_added", "product_removed", "order_completed", "order_refunded")
+#: Events whose revenue defaults to quantity × price.
+_REVENUE_EVENTS = ("order_completed", "order_refunded")
+
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+def q(name: str) -> str:
+    """Quote an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lit(value: str) -> str:
+    """Quote an SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def is_in(expr: str, values: list[str] | tuple[str, ...]) -> str:
+    """``expr IN (values)`` that stays a scalar test.
+
+    DuckDB rewrites a long ``IN`` list into a hash (mark) join, which costs far more per row
+    than comparing a dozen strings; ``list_contains`` is evaluated in place.
+    """
+    items = ", ".join(lit(v) for v in values)
+    return f"{expr} IN ({items})" if len(values) <= 5 else f"list_contains([{items}], {expr})"
+
+
+def _category(duck_type: str) -> str:
+    t = duck_type.upper()
+    if t == "BLOB":
+        return "blob"
+    if t == "VARCHAR" or t.startswith("VARCHAR"):
+        return "text"
+    if t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"):
+        return "int"
+    if t in ("FLOAT", "DOUBLE", "REAL") or t.startswith("DECIMAL"):
+        return "float"
+    if t == "TIMESTAMP WITH TIME ZONE":
+        return "timestamptz"
+    if t.startswith("TIMESTAMP"):
+        return "timestamp"
+    if t == "DATE":
+        return "date"
+    if t == "BOOLEAN":
+        return "bool"
+    if t == "JSON":
+        return "text"
+    return "nested"
+
+
+def parse_assignments(pairs: list[str] | None, option: str) -> dict[str, str]:
+    """Parse ``SRC=DST`` pairs of a CLI option into a dict, with an error naming the bad one."""
+    result: dict[str, str] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise InputError(f"{option} {pair!r} is not of the form NAME=VALUE", hint=f"e.g. {option} customer_id=user_id")
+        key, value = pair.split("=", 1)
+        key, value = key.strip(), value.strip()
+        if not key:
+            raise InputError(f"{option} {pair!r} has an empty name")
+        if key in result:
+            raise InputError(f"{option} names {key!r} twice")
+        result[key] = value
+    return result
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How to read a batch: everything a replay needs to read its rows the same way again."""
+
+    kind: Kind
+    mapping: dict[str, str] = field(default_factory=dict)  # source column -> field
+    constants: dict[str, str] = field(default_factory=dict)  # field -> value for every row
+    event_map: dict[str, str] = field(default_factory=dict)  # source event name -> known name
+    ts_format: str | None = None  # strptime layout for text timestamps
+    format: str | None = None
+
+    def __post_init__(self) -> None:
+        names = set(field_names(self.kind))
+        for src, dst in self.mapping.items():
+            if dst not in names:
+                raise InputError(
+                    f"--map {src}={dst}: {dst!r} is not a field of {self.kind}",
+                    hint=f"map to one of: {', '.join(field_names(self.kind))}",
+                )
+        targets = list(self.mapping.values())
+        for dst in set(targets):
+            if targets.count(dst) > 1:
+                sources = [s for s, d in self.mapping.items() if d == dst]
+                raise InputError(f"--map sends {' and '.join(sources)} to the same field {dst!r}", hint="map only one")
+        for name in self.constants:
+            if name not in names:
+                raise InputError(
+                    f"--set {name}=…: {name!r} is not a field of {self.kind}",
+                    hint=f"use one of: {', '.join(field_names(self.kind))}",
+                )
+        for src, dst in self.event_map.items():
+            if dst not in EVENT_NAMES:
+                raise InputError(
+                    f"--event-map {src}={dst}: {dst!r} is not a known event",
+                    hint=f"use one of: {', '.join(sorted(EVENT_NAMES))}",
+                )
+        if self.ts_format is not None and "%" not in self.ts_format:
+            raise InputError(f"--ts-format {self.ts_format!r} has no % directives", hint="e.g. --ts-format '%d/%m/%Y %H:%M'")
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "mapping": self.mapping,
+                "constants": self.constants,
+                "event_map": self.event_map,
+                "ts_format": self.ts_format,
+                "format": self.format,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> IngestOptions:
+        data = json.loads(text)
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A row fails when ``condition`` holds; ``message`` (SQL) then says why, naming the field."""
+
+    condition: str
+    message: str
+    id_check: bool = False  # length/blank checks of ids: guarded together, see select()
+
+
+def stage_columns(kind: Kind) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of the stage table for ``kind``."""
+    return [
+        ("_file", "INTEGER"),
+        ("_line", "BIGINT"),
+        ("_qid", "BIGINT"),
+        ("_present", "BIGINT"),
+        *((f.name, SQL_TYPES[f.type]) for f in FIELDS[kind]),
+        ("_reason", "VARCHAR"),
+        ("_raw", "VARCHAR"),
+    ]
+
+
+class RowValidator:
+    """Builds the validating ``SELECT`` for one kind and one set of options.
+
+    Parameters
+    ----------
+    options : IngestOptions
+        Kind, column mapping, constants, event names and timestamp layout.
+    settings : IngestSettings
+        Limits: future tolerance, earliest timestamp, longest id.
+    now : datetime
+        The batch's receive time (UTC, naive); "in the future" is measured from it.
+    """
+
+    def __init__(self, options: IngestOptions, settings: IngestSettings, now: datetime) -> None:
+        self.options = options
+        self.settings = settings
+        self.now = now
+        self.kind = options.kind
+        self.fields = FIELDS[options.kind]
+        event_map = {**settings.event_map, **options.event_map}
+        self.event_map = event_map
+        try:
+            datetime.fromisoformat(settings.min_timestamp)
+        except ValueError as exc:
+            raise InputError(f"[ingest] min_timestamp {settings.min_timestamp!r} is not a date", hint="e.g. 1990-01-01") from exc
+
+    # -- column resolution ------------------------------------------------------------------
+
+    def resolve(self, label: str, columns: list[str], *, strict: bool) -> dict[str, str]:
+        """Map each field to the source column that feeds it.
+
+        ``strict`` sources (with a header) must have every required column; JSON Lines rows
+        are checked one by one instead.
+        """
+        fields = set(field_names(self.kind))
+        renamed_to = set(self.options.mapping.values())
+        mapped: dict[str, str] = {}
+        for col in columns:
+            if col in self.options.mapping:
+                target: str | None = self.options.mapping[col]
+            elif col in renamed_to:
+                target = None  # another column was mapped onto this name; this one stays an extra
+            else:
+                target = col if col in fields else None
+            if target is None:
+                continue
+            if target in self.options.constants:
+                raise InputError(
+                    f"{label}: column {col!r} and --set {target}=… both give {target}",
+                    hint=f"drop --set {target}, or --map the column to another field",
+                )
+            mapped[target] = col
+        if strict:
+            available = set(mapped) | set(self.options.constants)
+            for f in self.fields:
+                if f.required and f.name not in available and f.name != "event_id":
+                    raise InputError(
+                        f"{label}: missing required column {f.name!r}",
+                        hint=_suggest(f.name, columns),
+                    )
+            if self.kind == "events" and not ({"user_id", "anonymous_id"} & available):
+                raise InputError(
+                    f"{label}: needs a user_id or an anonymous_id column",
+                    hint=_suggest("user_id", columns),
+                )
+        return mapped
+
+    # -- SQL --------------------------------------------------------------------------------
+
+    def select(self, label: str, columns: list[tuple[str, str]], relation: str, file_index: int, *, strict: bool) -> str:
+        """The ``SELECT`` producing :func:`stage_columns` from ``relation``.
+
+        ``columns`` are the relation's (name, DuckDB type) pairs, meta columns included.
+        """
+        names = [n for n, _ in columns]
+        types = dict(columns)
+        source_cols = [n for n in names if n not in META_COLUMNS and n != "_qid"]
+        mapped = self.resolve(label, source_cols, strict=strict)
+        index = {c: i for i, c in enumerate(source_cols)}
+        cats = {c: _category(types[c]) for c in source_cols}
+
+        # Level 1: source columns under safe aliases; BLOBs decoded (invalid UTF-8 -> NULL).
+        l1 = [f"{q(c)} AS c{i}" for c, i in index.items()]
+        l1 += [f"try(decode({q(c)})) AS d{i}" if cats[c] == "blob" else f"{q(c)} AS d{i}" for c, i in index.items()]
+        l1 += ["_line", "_error", "_raw_line", "_qid" if "_qid" in names else "NULL::BIGINT AS _qid"]
+
+        # Levels 2 and 3: per field, the value as given (v_), then typed (t_). Separate SELECT
+        # levels, not lateral aliases: DuckDB expands an alias at every use, so a typed value
+        # referenced by ten checks would be computed ten times.
+        lv: list[str] = []
+        lt: list[str] = []
+        checks: list[Check] = []
+        ids: list[str] = []  # typed id columns: their length and blank checks share one guard
+        present_bits = 0
+        for bit, f in enumerate(self.fields):
+            if f.name in mapped:
+                i = index[mapped[f.name]]
+                cat, value = cats[mapped[f.name]], f"d{i}"
+            elif f.name in self.options.constants:
+                cat, value = "text", lit(self.options.constants[f.name])
+            else:
+                lv.append(f"NULL::{SQL_TYPES[f.type]} AS v_{f.name}")
+                lt.append(f"NULL::{SQL_TYPES[f.type]} AS t_{f.name}")
+                continue
+            present_bits |= 1 << bit
+            v, t, field_checks = self._field(f, cat, value)
+            lv.append(f"{v} AS v_{f.name}")
+            lt.append(f"{t} AS t_{f.name}")
+            checks.extend(field_checks)
+            if f.type in ("id", "event"):
+                ids.append(f"t_{f.name}")
+        for c, i in index.items():
+            if cats[c] == "blob":
+                checks.append(Check(f"c{i} IS NOT NULL AND d{i} IS NULL", lit(c + ": invalid UTF-8")))
+        checks.extend(self._row_rules(set(mapped) | set(self.options.constants)))
+
+        # Level 4: the reason. A row is tested against one cheap guard that every failing row
+        # trips (ids share a single greatest/least test); only rows that trip it pay for the
+        # per-check messages.
+        limit = self.settings.max_id_length
+        guards = [c.condition for c in checks if not c.id_check]
+        if ids:
+            guards.append(f"greatest({', '.join(f'strlen({t})' for t in ids)}) > {limit}")
+            guards.append(f"least({', '.join(ids)}) < '!'")
+        messages = ", ".join(f"CASE WHEN {c.condition} THEN {c.message} END" for c in checks)
+        reason = (
+            f"CASE WHEN _error IS NOT NULL THEN _error "
+            f"WHEN coalesce({' OR '.join(f'({g})' for g in guards)}, FALSE) "
+            f"THEN NULLIF(concat_ws('; ', {messages}), '') END"
+            if checks
+            else "_error"
+        )
+
+        # Level 5: outputs with defaults and extras, and the raw row for bad rows only.
+        out = self._outputs(mapped, index, cats, file_index, present_bits)
+        raw_pairs = [f"{q(c)} := {self._raw_text(i, cats[c])}" for c, i in index.items()]
+        raw = f"to_json(struct_pack({', '.join(raw_pairs)}))::VARCHAR" if raw_pairs else "'{}'"
+        return (
+            f"SELECT {', '.join(out)},\n"
+            f"  _reason,\n"
+            f"  CASE WHEN _reason IS NULL THEN NULL WHEN _raw_line IS NOT NULL "
+            f"THEN _raw_line ELSE {raw} END AS _raw\n"
+            f"FROM (SELECT *, {reason} AS _reason\n"
+            f"      FROM (SELECT *, {', '.join(lt)}\n"
+            f"            FROM (SELECT *, {', '.join(lv)}\n"
+            f"                  FROM (SELECT {', '.join(l1)} FROM {relation}))))"
+        )
+
+    def _raw_text(self, i: int, cat: str) -> str:
+        if cat == "blob":
+            return f"coalesce(d{i}, CAST(c{i} AS VARCHAR))"
+        return f"CAST(c{i} AS VARCHAR)"
+
+    def _field(self, f: Field, cat: str, value: str) -> tuple[str, str, list[Check]]:
+        """(given-value expr, typed expr, checks) for field ``f`` fed by ``value`` of ``cat``.
+
+        A conversion check is added only where the conversion can fail (text to number, say,
+        but not a Parquet double to a number).
+        """
+        name = f.name
+        textual = cat in ("text", "blob")
+        v = f"NULLIF({value}, '')" if textual else value
+        V, T = f"v_{name}", f"t_{name}"
+        quote = lit("'")
+        shown = f"{quote} || left(CAST({V} AS VARCHAR), 60) || {quote}"
+
+        def bad(what: str) -> str:
+            return f"{lit(name + ': ')} || {shown} || {lit(' ' + what)}"
+
+        def unconverted(what: str) -> Check:
+            return Check(f"{V} IS NOT NULL AND {T} IS NULL", bad(what))
+
+        checks: list[Check] = []
+        if f.required:
+            checks.append(Check(f"{V} IS NULL", lit(name + ": missing")))
+        if f.type in ("id", "event", "text"):
+            if textual:
+                t = V
+            elif cat == "float":
+                t = (
+                    f"CASE WHEN isfinite({V}) AND {V} = trunc({V}) AND abs({V}) < 1e18 "
+                    f"THEN CAST(CAST({V} AS HUGEINT) AS VARCHAR) WHEN isfinite({V}) THEN CAST({V} AS VARCHAR) END"
+                )
+                checks.append(unconverted("is not a valid value"))
+            elif cat == "nested":
+                t = f"CAST(to_json({V}) AS VARCHAR)"
+            else:
+                t = f"CAST({V} AS VARCHAR)"
+            if f.type in ("id", "event"):
+                limit = self.settings.max_id_length
+                # strlen (bytes) bounds length (characters) from above; DuckDB evaluates the
+                # right side of AND only where the left holds.
+                checks.append(
+                    Check(f"strlen({T}) > {limit} AND length({T}) > {limit}", lit(f"{name}: longer than {limit} characters"), id_check=True)
+                )
+                checks.append(Check(f"{T} < '!' AND trim({T}) = ''", lit(name + ": blank"), id_check=True))
+            if f.type == "event":
+                t = self._event_expr(t)
+                checks.append(
+                    Check(
+                        f"NOT {is_in(T, sorted(EVENT_NAMES))}",
+                        f"{bad('is not a known event')} || '; map it with --event-map NAME=EVENT or [ingest.event_map]'",
+                    )
+                )
+            if name == "email":
+                checks.append(Check(f"NOT regexp_matches({T}, {lit(_EMAIL)})", bad("is not an email address")))
+        elif f.type in ("number", "integer"):
+            if cat in ("int", "float"):
+                num = f"CAST({V} AS DOUBLE)"
+            elif textual:
+                num = f"TRY_CAST(trim({V}) AS DOUBLE)"
+            else:
+                num = f"TRY_CAST(CAST({V} AS VARCHAR) AS DOUBLE)"
+            if f.type == "number":
+                t = num
+                if cat not in ("int", "float"):
+                    checks.append(unconverted("is not a number"))
+            else:
+                t = f"CASE WHEN isfinite({num}) AND {num} = round({num}) AND abs({num}) < 9e15 THEN CAST({num} AS BIGINT) END"
+                if cat != "int":
+                    checks.append(unconverted("is not a whole number"))
+            low = f.minimum if f.minimum is not None else "-1.7976931348623157e308"
+            high = (str(self.now.year) if f.maximum == "now" else f.maximum) if f.maximum is not None else "1.7976931348623157e308"
+            # One range test also catches NaN and infinities; the messages tell them apart.
+            range_msgs = [f"CASE WHEN NOT isfinite({T}) THEN {lit(name + ': must be a finite number')}"]
+            if f.minimum is not None:
+                range_msgs.append(f"WHEN {T} < {f.minimum} THEN {bad(f'is below {f.minimum:g}')}")
+            if f.maximum is not None:
+                range_msgs.append(f"WHEN {T} > {high} THEN {bad(f'is above {high}')}")
+            checks.append(Check(f"NOT ({T} BETWEEN {low} AND {high})", " ".join(range_msgs) + " END"))
+        elif f.type == "timestamp":
+            t = self._timestamp_expr(V, cat)
+            if cat not in ("timestamp", "timestamptz", "date"):
+                hint = " (use ISO 8601 or epoch seconds, or pass --ts-format)" if textual else ""
+                checks.append(unconverted("is not a timestamp" + hint))
+            future = f"TIMESTAMP {lit(self.now.isoformat(sep=' '))} + INTERVAL {int(self.settings.max_future_hours * 3600)} SECOND"
+            earliest = f"TIMESTAMP {lit(self.settings.min_timestamp)}"
+            checks.append(
+                Check(
+                    f"NOT ({T} BETWEEN {earliest} AND {future})",
+                    f"{lit(name + ': ')} || CAST({T} AS VARCHAR) || CASE WHEN {T} > {future} "
+                    f"THEN {lit(f' is more than {self.settings.max_future_hours:g} hours in the future')} "
+                    f"ELSE {lit(f' is before {self.settings.min_timestamp}')} END",
+                )
+            )
+        elif f.type == "boolean":
+            if cat == "bool":
+                t = V
+            elif cat in ("int", "float"):
+                t = f"CASE WHEN {V} = 1 THEN TRUE WHEN {V} = 0 THEN FALSE END"
+            else:
+                s = f"lower(trim(CAST({V} AS VARCHAR)))"
+                t = f"CASE WHEN {s} IN ('true', 't', 'yes', 'y', '1') THEN TRUE WHEN {s} IN ('false', 'f', 'no', 'n', '0') THEN FALSE END"
+            if cat != "bool":
+                checks.append(unconverted("is not true or false"))
+        elif f.type == "json":
+            if cat == "nested":
+                t = f"to_json({V})"
+            else:
+                s = f"CAST({V} AS VARCHAR)"
+                t = f"CASE WHEN json_valid({s}) AND json_type({s}::JSON) = 'OBJECT' THEN {s}::JSON END"
+                checks.append(Check(f"{V} IS NOT NULL AND {T} IS NULL", lit(name + ": must be a JSON object")))
+        else:  # pragma: no cover - FieldType is closed
+            raise AssertionError(f.type)
+        return v, t, checks
+
+    def _event_expr(self, text: str) -> str:
+        """Mapped, else known as is, else normalised ("Order Completed" -> order_completed)."""
+        norm = f"trim(regexp_replace(lower(trim({text})), '[^a-z0-9]+', '_', 'g'), '_')"
+        if self.event_map:
+            cases = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in sorted(self.event_map.items()))
+            norm = f"coalesce(CASE {norm} {cases} END, {norm})"
+            mapped = f"CASE {text} {cases} END"
+        else:
+            mapped = "NULL"
+        return f"coalesce({mapped}, CASE WHEN {is_in(text, sorted(EVENT_NAMES))} THEN {text} ELSE {norm} END)"
+
+    def _timestamp_expr(self, v: str, cat: str) -> str:
+        epoch = "CASE WHEN abs({x}) < 1e11 THEN CAST(to_timestamp({x}) AS TIMESTAMP) END"
+        if cat in ("timestamp", "date"):
+            return f"CAST({v} AS TIMESTAMP)"
+        if cat == "timestamptz":
+            return f"CAST({v} AS TIMESTAMP)"  # the session time zone is UTC
+        if cat in ("int", "float"):
+            return f"CASE WHEN isfinite(CAST({v} AS DOUBLE)) THEN {epoch.format(x=f'CAST({v} AS DOUBLE)')} END"
+        s = f"trim(CAST({v} AS VARCHAR))"
+        if self.options.ts_format:
+            return f"CAST(try_strptime({s}, {lit(self.options.ts_format)}) AS TIMESTAMP)"
+        number = f"TRY_CAST({s} AS DOUBLE)"
+        return (
+            f"CASE WHEN regexp_full_match({s}, '[0-9]+(\\.[0-9]+)?') THEN {epoch.format(x=number)} "
+            f"ELSE CAST(TRY_CAST({s} AS TIMESTAMPTZ) AS TIMESTAMP) END"
+        )
+
+    def _row_rules(self, given: set[str]) -> list[Check]:
+        """Rules across fields. ``given`` are the fields the source provides."""
+        if self.kind != "events":
+            return []
+        rules = [Check("t_user_id IS NULL AND t_anonymous_id IS NULL", "'needs a user_id or an anonymous_id'")]
+        needs: dict[str, list[str]] = {}
+        for event, fields in EVENT_REQUIRES.items():
+            for name in fields:
+                needs.setdefault(name, []).append(event)
+        for name, events in sorted(needs.items()):
+            rules.append(Check(f"t_{name} IS NULL AND {is_in('t_event', sorted(events))}", f"t_event || {lit(' needs ' + name)}"))
+        return rules
+
+    def _outputs(self, mapped: dict[str, str], index: dict[str, int], cats: dict[str, str], file_index: int, present: int) -> list[str]:
+        out = [f"{file_index}::INTEGER AS _file", "_line", "_qid", f"{present}::BIGINT AS _present"]
+        extras_col = EXTRAS_COLUMN[self.kind]
+        used = set(mapped.values())
+        extras = [(c, i) for c, i in index.items() if c not in used]
+        for f in self.fields:
+            expr = f"t_{f.name}"
+            if f.name == extras_col and extras:
+                pairs = ", ".join(f"{lit(c)}, {self._extra_value(i, cats[c])}" for c, i in extras)
+                # json_merge_patch drops null members; rows whose extras are all null (most
+                # rows, typically) skip the JSON work entirely.
+                merged = f"json_merge_patch(coalesce(t_{f.name}, '{{}}'::JSON), json_object({pairs}))"
+                all_null = " AND ".join(f"d{i} IS NULL" for _, i in extras)
+                expr = f"CASE WHEN {all_null} THEN t_{f.name} ELSE NULLIF(CAST({merged} AS VARCHAR), '{{}}')::JSON END"
+            elif self.kind == "events" and f.name == "quantity":
+                expr = f"CASE WHEN t_quantity IS NULL AND {is_in('t_event', _ITEM_LINE_EVENTS)} THEN 1.0 ELSE t_quantity END"
+            elif self.kind == "events" and f.name == "revenue":
+                qty = "coalesce(t_quantity, 1.0)"
+                expr = f"coalesce(t_revenue, CASE WHEN {is_in('t_event', _REVENUE_EVENTS)} THEN {qty} * t_price END)"
+            elif self.kind == "events" and f.name == "event_id":
+                content = ", ".join(
+                    f"coalesce(CAST(t_{n} AS VARCHAR), '')"
+                    for n in ("event", "user_id", "anonymous_id", "order_id", "item_id", "quantity", "price", "revenue", "currency", "channel", "campaign_id", "ts")
+                )
+                expr = f"coalesce(t_event_id, 'jz_' || md5(concat_ws(chr(31), {content})))"
+            out.append(f"{expr} AS {q(f.name)}")
+        return out
+
+    @staticmethod
+    def _extra_value(i: int, cat: str) -> str:
+        if cat == "float":
+            return f"CASE WHEN isfinite(d{i}) THEN d{i} END"  # NaN is not JSON
+        if cat in ("timestamp", "timestamptz", "date"):
+            return f"CAST(d{i} AS VARCHAR)"
+        return f"d{i}"
+
+
+def _suggest(name: str, columns: list[str]) -> str:
+    import difflib
+
+    norm = {re.sub(r"[^a-z0-9]", "", c.lower()): c for c in columns}
+    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    close = [norm[k] for k in difflib.get_close_matches(key, list(norm), n=1, cutoff=0.6)]
+    if close:
+        return f"map one with --map {close[0]}={name}"
+    shown = ", ".join(columns[:12]) + (" …" if len(columns) > 12 else "")
+    return f"map one with --map COLUMN={name} (columns: {shown})"
+
+
+def describe(con: Any, relation: str) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of each column of ``relation``."""
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]

@@ -1,0 +1,188 @@
+"""The collect stage's report sections: overview, activity, ingest, data quality, identity."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from jingzhun.ingest.clean import clean
+from jingzhun.report.html import Section, cards, figure, heading, note, section, table
+from jingzhun.report.i18n import Translator
+
+if TYPE_CHECKING:
+    from jingzhun.workspace import Workspace
+
+
+def _has_events(ws: Workspace) -> bool:
+    return ws.store.count("events") > 0
+
+
+@section
+def overview(ws: Workspace, t: Translator) -> Section | None:
+    import plotly.graph_objects as go
+
+    s = ws.summary()
+    tables = s["tables"]
+    orders, revenue = ws.store.sql(
+        "SELECT count(DISTINCT order_id), coalesce(sum(revenue), 0) FROM events WHERE event = 'order_completed'"
+    ).fetchone()
+    period = f"{s['events_from'][:10]} – {s['events_to'][:10]}" if s["events_from"] else "–"
+    body = cards(
+        [
+            (t("events"), tables["events"]),
+            (t("users"), tables["users"]),
+            (t("items"), tables["items"]),
+            (t("orders"), int(orders)),
+            (t("revenue"), round(float(revenue), 2)),
+            (t("period"), period),
+            (t("identities"), tables["identities"]),
+            (t("quarantine_open"), s["quarantine_open"]),
+        ]
+    )
+    if s["events_by_type"]:
+        by = pd.Series(s["events_by_type"]).sort_values()
+        fig = go.Figure(go.Bar(x=by.values, y=by.index, orientation="h"))
+        fig.update_layout(title=t("events_by_type"))
+        body += figure(fig, height=max(260, 26 * len(by)))
+    return Section("overview", t("overview"), body)
+
+
+@section
+def activity(ws: Workspace, t: Translator) -> Section | None:
+    if not _has_events(ws):
+        return None
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    daily = ws.sql(
+        """
+        SELECT date_trunc('day', ts)::DATE AS day, event, count(*) AS n FROM events
+        WHERE event IN ('page_viewed', 'product_viewed', 'product_added', 'checkout_started', 'order_completed')
+        GROUP BY ALL ORDER BY day
+        """
+    )
+    wide = daily.pivot_table(index="day", columns="event", values="n", fill_value=0)
+    fig = go.Figure([go.Scatter(x=wide.index, y=wide[c], name=c, mode="lines") for c in wide.columns])
+    fig.update_layout(title=t("daily_events"), xaxis_title=t("day"), yaxis_title=t("count"))
+    body = figure(fig)
+    sales = ws.sql(
+        """
+        SELECT date_trunc('day', ts)::DATE AS day, count(DISTINCT order_id) AS orders, sum(revenue) AS revenue
+        FROM events WHERE event = 'order_completed' GROUP BY ALL ORDER BY day
+        """
+    )
+    if not sales.empty:
+        fig = make_subplots(specs=[[{"secondary_y": True}]])
+        fig.add_trace(go.Bar(x=sales["day"], y=sales["orders"], name=t("orders"), opacity=0.6), secondary_y=False)
+        fig.add_trace(go.Scatter(x=sales["day"], y=sales["revenue"], name=t("revenue"), mode="lines"), secondary_y=True)
+        fig.update_layout(title=t("daily_revenue"))
+        body += figure(fig)
+    channels = ws.sql("SELECT coalesce(channel, '–') AS channel, count(*) AS n FROM events WHERE event = 'page_viewed' GROUP BY 1 ORDER BY 2 DESC")
+    if not channels.empty:
+        fig = go.Figure(go.Pie(labels=channels["channel"], values=channels["n"], hole=0.45))
+        fig.update_layout(title=t("channel_mix"))
+        body += figure(fig, height=320)
+    return Section("activity", t("activity"), body)
+
+
+@section
+def ingest(ws: Workspace, t: Translator) -> Section | None:
+    import plotly.graph_objects as go
+
+    batches = ws.sql(
+        """
+        SELECT batch_id, kind, array_to_string(CAST(sources AS VARCHAR[]), ', ') AS sources, rows_read, inserted,
+               duplicates, quarantined, round(epoch(finished_at - started_at), 2) AS seconds
+        FROM ingest_batches ORDER BY started_at DESC LIMIT 30
+        """
+    )
+    if batches.empty:
+        return None
+    body = heading(t("batches")) + table(
+        batches,
+        columns={
+            "batch_id": t("batch"),
+            "kind": t("kind"),
+            "sources": t("sources"),
+            "rows_read": t("rows_read"),
+            "inserted": t("inserted"),
+            "duplicates": t("duplicates"),
+            "quarantined": t("quarantined"),
+            "seconds": t("seconds"),
+        },
+    )
+    reasons = ws.quarantine_reasons()
+    body += heading(t("quarantine_reasons"))
+    if reasons.empty:
+        body += note(t("no_quarantine"))
+    else:
+        top = reasons.head(12).iloc[::-1]
+        fig = go.Figure(go.Bar(x=top["rows"], y=[f"{k}: {r[:70]}" for k, r in zip(top["kind"], top["reason"], strict=True)], orientation="h"))
+        body += figure(fig, height=max(240, 30 * len(top)))
+    return Section("ingest", t("ingest"), body)
+
+
+@section
+def quality(ws: Workspace, t: Translator) -> Section | None:
+    if not _has_events(ws):
+        return None
+    import plotly.graph_objects as go
+
+    rep = clean(ws.store, ws.settings.clean, flag=False)
+    out = rep.outliers
+    body = cards(
+        [
+            (t("outliers"), out.get("outliers", 0)),
+            (t("bursts"), rep.bursts.get("actors", 0)),
+            (t("content_duplicates"), rep.duplicates.get("content_duplicates", 0)),
+            (t("flagged"), int(ws.store.count("event_flags"))),
+        ]
+    )
+    values = ws.sql(
+        "SELECT sum(revenue) AS v FROM events WHERE event = 'order_completed' AND revenue IS NOT NULL GROUP BY order_id"
+    )["v"]
+    if len(values):
+        fig = go.Figure(go.Histogram(x=np.log10(1 + values.to_numpy(dtype=np.float64)), nbinsx=80))
+        fig.update_layout(title=t("order_values"), xaxis_title=f"log10(1 + {t('order_value')})", yaxis_title=t("orders"))
+        body += figure(fig, height=320)
+    if out.get("examples"):
+        body += heading(t("outliers")) + table(pd.DataFrame(out["examples"]))
+    body += heading(t("bursts"))
+    if rep.bursts.get("top"):
+        body += table(
+            pd.DataFrame(rep.bursts["top"]),
+            columns={"actor": t("visitor"), "minutes": t("minutes"), "events": t("events"), "peak_per_minute": t("peak")},
+        )
+    else:
+        body += note(t("no_bursts"))
+    missing = pd.DataFrame(rep.missing)
+    missing = missing[missing["rate"] > 0].sort_values("rate")
+    if not missing.empty:
+        fig = go.Figure(go.Bar(x=missing["rate"], y=missing["table"] + "." + missing["column"], orientation="h"))
+        fig.update_layout(title=t("missing_rates"), xaxis_tickformat=".0%")
+        body += figure(fig, height=max(260, 22 * len(missing)))
+    dup = rep.duplicates.get("ingest", {})
+    if dup:
+        frame = pd.DataFrame([{"kind": k, **v} for k, v in dup.items()])
+        body += heading(t("duplicate_rates")) + table(frame, columns={"kind": t("kind"), "rows_read": t("rows_read"), "duplicates": t("duplicates"), "rate": t("duplicate_rates")})
+    return Section("quality", t("quality"), body)
+
+
+@section
+def identity(ws: Workspace, t: Translator) -> Section | None:
+    if not _has_events(ws):
+        return None
+    import plotly.graph_objects as go
+
+    s = ws.summary()
+    total = s["tables"]["events"]
+    anon = s["anonymous_events"]
+    stitched = s["anonymous_events_stitched"]
+    labels = [t("known"), t("stitched"), t("anonymous")]
+    values = [total - anon, stitched, anon - stitched]
+    fig = go.Figure(go.Pie(labels=labels, values=values, hole=0.45, sort=False))
+    fig.update_layout(title=t("identity_mix"))
+    body = cards([(t("identities"), s["tables"]["identities"]), (t("users"), s["known_users_with_anonymous_history"])]) + figure(fig, height=320)
+    return Section("identity", t("identity"), body)

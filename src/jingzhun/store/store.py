@@ -1,0 +1,239 @@
+"""The DuckDB-backed store: connection, settings, migrations and transactions.
+
+A store is one DuckDB file. Its schema is created and upgraded by the numbered SQL files in
+``jingzhun/store/migrations`` (``NNN_name.sql``); the ``schema_version`` table records each
+one applied. A file written by a newer jingzhun (a higher version than this code knows) is
+refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from jingzhun.config import Settings
+from jingzhun.errors import ConflictError, InputError, NotFoundError, StoreVersionError
+from jingzhun.store.tables import SCHEMA_VERSION, STORE_META
+
+_MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """All migrations shipped with this version of jingzhun, in order."""
+    found = []
+    for entry in resources.files("jingzhun.store.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    return found
+
+
+def latest_schema_version() -> int:
+    return len(migrations())
+
+
+def _translate_open_error(path: Path, exc: duckdb.Error) -> Exception:
+    text = str(exc)
+    if "Could not set lock" in text:
+        holder = re.search(r"\(PID (\d+)\)", text)
+        who = f"process {holder[1]}" if holder else "another process"
+        return ConflictError(
+            f"store {path} is locked by {who}",
+            hint="wait for it to finish, or pass another --db",
+        )
+    if "not a valid DuckDB database" in text:
+        return InputError(
+            f"{path} is not a DuckDB database", hint="pass the path of a jingzhun store with --db"
+        )
+    if "does not exist" in text or "No such file" in text:
+        return NotFoundError(
+            f"no store at {path}",
+            hint="check --db or $JINGZHUN_DB, or ingest data first (jingzhun ingest events FILE)",
+        )
+    if "version number" in text or "newer" in text.lower():
+        return StoreVersionError(
+            f"{path} was written by a newer DuckDB than this one ({duckdb.__version__})",
+            hint="upgrade jingzhun",
+        )
+    return InputError(f"cannot open store {path}: {text.splitlines()[0]}")
+
+
+class Store:
+    """One open jingzhun store.
+
+    Parameters
+    ----------
+    path : Path
+        The DuckDB file; created (with its folder) when missing unless ``read_only``.
+    settings : Settings
+        Memory limit and threads for DuckDB.
+    read_only : bool
+        Open without write access, so several readers may share the file.
+
+    Examples
+    --------
+    >>> with Store.open("shop.duckdb") as store:           # doctest: +SKIP
+    ...     store.sql("select count(*) from events").fetchone()
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+        self.con = con
+        self.path = path
+        self.read_only = read_only
+
+    @classmethod
+    def open(
+        cls, path: str | Path, settings: Settings | None = None, *, read_only: bool = False
+    ) -> Store:
+        settings = settings or Settings()
+        path = Path(path)
+        if read_only and not path.exists():
+            raise NotFoundError(
+                f"no store at {path}",
+                hint="check --db or $JINGZHUN_DB, or ingest data first (jingzhun ingest events FILE)",
+            )
+        if not read_only:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"cannot create the folder for store {path}: {exc.strerror}") from exc
+        config: dict[str, Any] = {"memory_limit": settings.store.memory_limit}
+        if settings.store.threads:
+            config["threads"] = settings.store.threads
+        try:
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
+        except duckdb.Error as exc:
+            raise _translate_open_error(path, exc) from exc
+        # Progress bars would write to stdout, which `--json` reserves for one object.
+        con.execute("SET enable_progress_bar = false")
+        con.execute("SET TimeZone = 'UTC'")
+        # Row order inside a table carries no meaning here; dropping it lets inserts run in parallel.
+        con.execute("SET preserve_insertion_order = false")
+        store = cls(con, path, read_only)
+        try:
+            store._migrate()
+            store._check_hash_canary()
+        except BaseException:
+            con.close()
+            raise
+        return store
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        exists = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = 'main' AND table_name = ?",
+            [SCHEMA_VERSION],
+        ).fetchone()[0]
+        if not exists:
+            return 0
+        return self.con.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA_VERSION}").fetchone()[0]
+
+    def _migrate(self) -> None:
+        known = migrations()
+        current = self.schema_version()
+        if current == 0:
+            other = self.con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'"
+            ).fetchone()[0]
+            if other:
+                raise StoreVersionError(
+                    f"{self.path} is a DuckDB database but not a jingzhun store",
+                    hint="pass the path of a jingzhun store, or a new file, with --db",
+                )
+        if current > len(known):
+            raise StoreVersionError(
+                f"{self.path} has schema version {current}, written by a newer jingzhun "
+                f"(this one knows up to {len(known)})",
+                hint="upgrade jingzhun to open it",
+            )
+        pending = known[current:]
+        if not pending:
+            return
+        if self.read_only:
+            raise StoreVersionError(
+                f"{self.path} has schema version {current} and needs upgrading to {len(known)}",
+                hint="open it once without read-only access (any jingzhun write command) to upgrade",
+            )
+        with self.transaction():
+            self.con.execute(
+                f"CREATE TABLE IF NOT EXISTS {SCHEMA_VERSION} ("
+                "version INTEGER NOT NULL, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+            )
+            for migration in pending:
+                self.con.execute(migration.sql)
+                self.con.execute(
+                    f"INSERT INTO {SCHEMA_VERSION} VALUES (?, ?, now()::TIMESTAMP)",
+                    [migration.version, migration.name],
+                )
+
+    def _check_hash_canary(self) -> None:
+        """Recompute ``events.event_key`` if this DuckDB hashes strings differently.
+
+        Duplicate detection compares ``event_key = hash(event_id)`` first; a DuckDB release
+        with another hash function would make every stored key stale, so the store records
+        the hash of a fixed string and rebuilds the keys when it no longer matches.
+        """
+        current = str(self.con.execute("SELECT hash('jingzhun event_key canary')").fetchone()[0])
+        row = self.con.execute(f"SELECT value FROM {STORE_META} WHERE key = 'hash_canary'").fetchone()
+        if row is not None and row[0] == current:
+            return
+        if self.read_only:
+            if row is None:
+                return
+            raise StoreVersionError(
+                f"{self.path} needs its event keys rebuilt for this DuckDB version",
+                hint="open it once without read-only access (any jingzhun write command)",
+            )
+        with self.transaction():
+            if row is not None:
+                self.con.execute("UPDATE events SET event_key = hash(event_id)")
+            self.con.execute(f"DELETE FROM {STORE_META} WHERE key = 'hash_canary'")
+            self.con.execute(f"INSERT INTO {STORE_META} VALUES ('hash_canary', ?)", [current])
+
+    # -- use --------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Run a block atomically: committed on success, rolled back on any exception."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+        return self.con.execute(query, params) if params is not None else self.con.execute(query)
+
+    def count(self, table: str) -> int:
+        return self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
