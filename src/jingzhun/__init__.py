@@ -15,7 +15,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0+unknown"
 
 
-def open(path=None, *, config=None, read_only: bool = False):  # noqa: A001 - the facade's name
+def open(path=None, *, config=None, read_only: bool = False):
     """Open (or create) the store at ``path`` and return a :class:`~jingzhun.workspace.Workspace`.
 
     ``path`` defaults to ``$JINGZHUN_DB`` or ``./jingzhun.duckdb``; ``config`` to

@@ -74,7 +74,9 @@ class IngestSettings(_Section):
 class CleanSettings(_Section):
     outlier_method: Literal["mad", "iqr"] = "mad"
     outlier_threshold: float | None = Field(
-        None, gt=0, description="Modified z-score (mad, default 3.5) or IQR multiple (iqr, default 3) beyond which an order is an outlier."
+        None,
+        gt=0,
+        description="Modified z-score (mad, default 3.5) or IQR multiple (iqr, default 3) beyond which an order is an outlier.",
     )
     burst_events_per_minute: int = Field(
         30, ge=1, description="More events than this in one minute from one visitor flags a burst."

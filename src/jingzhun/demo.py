@@ -56,7 +56,9 @@ def run_demo(
     try:
         batches = {}
         for kind in ("items", "users", "events"):
-            batches[kind] = timed(f"ingest {kind}", lambda kind=kind: ws.ingest(kind, [files[kind]])).to_dict()
+            batches[kind] = timed(
+                f"ingest {kind}", lambda kind=kind: ws.ingest(kind, [files[kind]])
+            ).to_dict()
         cleaning = timed("cleaning report", lambda: ws.clean()).to_dict()
         summary = timed("summary", ws.summary)
         report = timed("HTML report", lambda: ws.report(out / "report.html", lang=lang))

@@ -70,7 +70,7 @@ class Workspace:
         kind: str,
         paths: Sequence[str | os.PathLike[str]],
         *,
-        format: str | None = None,  # noqa: A002 - the CLI's --format
+        format: str | None = None,
         mapping: dict[str, str] | None = None,
         constants: dict[str, str] | None = None,
         event_map: dict[str, str] | None = None,
@@ -89,7 +89,9 @@ class Workspace:
             ts_format=ts_format,
             format=format,
         )
-        return self._ingestor().ingest([str(p) for p in paths], options, progress=progress, stdin=stdin)
+        return self._ingestor().ingest(
+            [str(p) for p in paths], options, progress=progress, stdin=stdin
+        )
 
     def _ingestor(self) -> Ingestor:
         return Ingestor(self.store, self.settings.ingest)
@@ -97,18 +99,22 @@ class Workspace:
     def quarantine_batches(self) -> pd.DataFrame:
         return q.batches(self.store)
 
-    def quarantine_reasons(self, selection: q.Selection = q.Selection()) -> pd.DataFrame:
+    def quarantine_reasons(self, selection: q.Selection = q.OPEN) -> pd.DataFrame:
         return q.reasons(self.store, selection)
 
-    def quarantine_rows(self, selection: q.Selection = q.Selection(), *, limit: int | None = 50) -> pd.DataFrame:
+    def quarantine_rows(
+        self, selection: q.Selection = q.OPEN, *, limit: int | None = 50
+    ) -> pd.DataFrame:
         return q.rows(self.store, selection, limit=limit)
 
-    def quarantine_export(self, out: str | os.PathLike[str], selection: q.Selection = q.Selection()) -> int:
+    def quarantine_export(
+        self, out: str | os.PathLike[str], selection: q.Selection = q.OPEN
+    ) -> int:
         return q.export(self.store, out, selection)
 
     def quarantine_replay(
         self,
-        selection: q.Selection = q.Selection(),
+        selection: q.Selection = q.OPEN,
         *,
         file: str | os.PathLike[str] | None = None,
         event_map: dict[str, str] | None = None,
@@ -118,9 +124,13 @@ class Workspace:
     def quarantine_discard(self, selection: q.Selection) -> int:
         return q.discard(self.store, selection)
 
-    def clean(self, *, flag: bool = True, remove: Sequence[str] = (), **overrides: Any) -> CleaningReport:
+    def clean(
+        self, *, flag: bool = True, remove: Sequence[str] = (), **overrides: Any
+    ) -> CleaningReport:
         """The cleaning report; ``overrides`` replace ``[clean]`` settings for this run."""
-        settings = self.settings.clean.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        settings = self.settings.clean.model_copy(
+            update={k: v for k, v in overrides.items() if v is not None}
+        )
         return clean(self.store, settings, flag=flag, remove=tuple(remove))
 
     # -- look ---------------------------------------------------------------------------------
@@ -138,8 +148,12 @@ class Workspace:
             FROM events e LEFT JOIN identities i ON e.user_id IS NULL AND i.anonymous_id = e.anonymous_id
             """
         ).fetchone()
-        by_event = dict(con.execute("SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall())
-        open_q = con.execute("SELECT count(*) FROM quarantine WHERE resolved_at IS NULL").fetchone()[0]
+        by_event = dict(
+            con.execute("SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        )
+        open_q = con.execute(
+            "SELECT count(*) FROM quarantine WHERE resolved_at IS NULL"
+        ).fetchone()[0]
         return {
             "store": str(self.path),
             "schema_version": self.store.schema_version(),
@@ -168,7 +182,9 @@ class Workspace:
 
     # -- report -------------------------------------------------------------------------------
 
-    def report(self, out: str | os.PathLike[str], *, lang: str = "en", title: str | None = None) -> Path:
+    def report(
+        self, out: str | os.PathLike[str], *, lang: str = "en", title: str | None = None
+    ) -> Path:
         """Write the HTML report of everything in the store to ``out``."""
         from jingzhun.report import build_report
 

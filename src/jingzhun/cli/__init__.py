@@ -41,9 +41,26 @@ def build_app() -> typer.Typer:
     @app.callback()
     def root(
         ctx: typer.Context,
-        db: Annotated[str | None, typer.Option("--db", envvar="JINGZHUN_DB", help="The store (default ./jingzhun.duckdb).")] = None,
-        config: Annotated[str | None, typer.Option("--config", envvar="JINGZHUN_CONFIG", help="Settings file (default ./jingzhun.toml if present).")] = None,
-        version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+        db: Annotated[
+            str | None,
+            typer.Option(
+                "--db", envvar="JINGZHUN_DB", help="The store (default ./jingzhun.duckdb)."
+            ),
+        ] = None,
+        config: Annotated[
+            str | None,
+            typer.Option(
+                "--config",
+                envvar="JINGZHUN_CONFIG",
+                help="Settings file (default ./jingzhun.toml if present).",
+            ),
+        ] = None,
+        version: Annotated[
+            bool,
+            typer.Option(
+                "--version", callback=_version, is_eager=True, help="Print the version and exit."
+            ),
+        ] = False,
     ) -> None:
         ctx.obj = Globals(db=db, config=config)
 

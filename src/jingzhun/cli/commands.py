@@ -16,11 +16,35 @@ LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en or zh.
 
 def clean(
     ctx: typer.Context,
-    remove: Annotated[str | None, typer.Option("--remove", help="Move flagged events to the quarantine: outlier_order,bot_burst,content_duplicate.")] = None,
-    no_flag: Annotated[bool, typer.Option("--no-flag", help="Report only; do not write event_flags.")] = False,
-    method: Annotated[str | None, typer.Option("--method", help="Outlier test on log order value: mad or iqr.")] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", min=0.0, help="Modified z (mad, default 3.5) or IQR multiple (iqr, default 3).")] = None,
-    burst: Annotated[int | None, typer.Option("--burst", min=1, help="Events per minute from one visitor that make a burst (default 30).")] = None,
+    remove: Annotated[
+        str | None,
+        typer.Option(
+            "--remove",
+            help="Move flagged events to the quarantine: outlier_order,bot_burst,content_duplicate.",
+        ),
+    ] = None,
+    no_flag: Annotated[
+        bool, typer.Option("--no-flag", help="Report only; do not write event_flags.")
+    ] = False,
+    method: Annotated[
+        str | None, typer.Option("--method", help="Outlier test on log order value: mad or iqr.")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            help="Modified z (mad, default 3.5) or IQR multiple (iqr, default 3).",
+        ),
+    ] = None,
+    burst: Annotated[
+        int | None,
+        typer.Option(
+            "--burst",
+            min=1,
+            help="Events per minute from one visitor that make a burst (default 30).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Cleaning report: outlier orders, bot-like bursts, duplicates, missing values. Flags; deletes nothing unless --remove."""
@@ -32,29 +56,49 @@ def clean(
     kinds = tuple(k.strip() for k in remove.split(",") if k.strip()) if remove else ()
     with g.workspace() as ws, steps() as say:
         say("cleaning report")
-        report = ws.clean(flag=not no_flag, remove=kinds, outlier_method=method, outlier_threshold=threshold, burst_events_per_minute=burst)
+        report = ws.clean(
+            flag=not no_flag,
+            remove=kinds,
+            outlier_method=method,
+            outlier_threshold=threshold,
+            burst_events_per_minute=burst,
+        )
     data = report.to_dict()
     if as_json:
         print_json(data)
         return
     o, b, d = data["outliers"], data["bursts"], data["duplicates"]
-    out.print(f"[bold]Outlier orders[/] ({o['method']}, threshold {o['threshold']}): {o.get('outliers', 0):,} of {o.get('orders', 0):,} orders")
+    out.print(
+        f"[bold]Outlier orders[/] ({o['method']}, threshold {o['threshold']}): {o.get('outliers', 0):,} of {o.get('orders', 0):,} orders"
+    )
     for ex in o.get("examples", []):
         out.print(f"  {ex['order_id']}  {ex['value']:,.2f}  score {ex['score']:+.1f}")
-    out.print(f"[bold]Bursts[/] (> {b['threshold_per_minute']} events/minute): {b['actors']:,} visitors, {b['events']:,} events in {b['minutes']:,} minutes")
+    out.print(
+        f"[bold]Bursts[/] (> {b['threshold_per_minute']} events/minute): {b['actors']:,} visitors, {b['events']:,} events in {b['minutes']:,} minutes"
+    )
     for ex in b.get("top", []):
         out.print(f"  {ex['actor']}  {ex['events']:,} events, peak {ex['peak_per_minute']}/min")
     for kind, v in d.get("ingest", {}).items():
-        out.print(f"[bold]Duplicates[/] {kind}: {v['duplicates']:,} of {v['rows_read']:,} rows read ({v['rate']:.2%})")
-    out.print(f"[bold]Stored twice under different ids[/]: {d['content_duplicates']:,} events ({d['content_duplicate_rate']:.2%})")
+        out.print(
+            f"[bold]Duplicates[/] {kind}: {v['duplicates']:,} of {v['rows_read']:,} rows read ({v['rate']:.2%})"
+        )
+    out.print(
+        f"[bold]Stored twice under different ids[/]: {d['content_duplicates']:,} events ({d['content_duplicate_rate']:.2%})"
+    )
     missing = pd.DataFrame(data["missing"])
     missing = missing[missing["rate"] > 0].sort_values(["table", "rate"], ascending=[True, False])
     if not missing.empty:
         print_frame(missing, "Missing values")
     if data["flagged"]:
-        out.print("[bold]Flagged[/] in event_flags: " + ", ".join(f"{k} {v:,}" for k, v in data["flagged"].items()))
+        out.print(
+            "[bold]Flagged[/] in event_flags: "
+            + ", ".join(f"{k} {v:,}" for k, v in data["flagged"].items())
+        )
     if data["removed"]:
-        out.print("[bold]Moved to the quarantine[/]: " + ", ".join(f"{k} {v:,}" for k, v in data["removed"].items()))
+        out.print(
+            "[bold]Moved to the quarantine[/]: "
+            + ", ".join(f"{k} {v:,}" for k, v in data["removed"].items())
+        )
 
 
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
@@ -70,25 +114,43 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if s["events_from"]:
         out.print(f"Events from {s['events_from']} to {s['events_to']}")
         print_frame(pd.DataFrame([{"event": k, "rows": v} for k, v in s["events_by_type"].items()]))
-        out.print(f"Anonymous events: {s['anonymous_events']:,}, of which {s['anonymous_events_stitched']:,} stitched to a known user")
+        out.print(
+            f"Anonymous events: {s['anonymous_events']:,}, of which {s['anonymous_events_stitched']:,} stitched to a known user"
+        )
     if s["quarantine_open"]:
-        out.print(f"[yellow]{s['quarantine_open']:,} rows wait in the quarantine[/]: jingzhun quarantine list")
+        out.print(
+            f"[yellow]{s['quarantine_open']:,} rows wait in the quarantine[/]: jingzhun quarantine list"
+        )
 
 
 def synth(
-    users: Annotated[int, typer.Option("--users", "-u", help="Registered users to simulate.")] = 20_000,
-    items: Annotated[int | None, typer.Option("--items", help="Catalogue size (default: users / 10, 200 to 50,000).")] = None,
+    users: Annotated[
+        int, typer.Option("--users", "-u", help="Registered users to simulate.")
+    ] = 20_000,
+    items: Annotated[
+        int | None,
+        typer.Option("--items", help="Catalogue size (default: users / 10, 200 to 50,000)."),
+    ] = None,
     days: Annotated[int, typer.Option("--days", help="Days of history.")] = 365,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed: equal seeds give equal data.")] = 0,
-    end: Annotated[str | None, typer.Option("--end", help="Last day of the history, YYYY-MM-DD (default 2026-10-31).")] = None,
-    to: Annotated[Path, typer.Option("--out", "-o", help="Folder for events/users/items.parquet and truth/.")] = Path("shop"),
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed: equal seeds give equal data.")
+    ] = 0,
+    end: Annotated[
+        str | None,
+        typer.Option("--end", help="Last day of the history, YYYY-MM-DD (default 2026-10-31)."),
+    ] = None,
+    to: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for events/users/items.parquet and truth/.")
+    ] = Path("shop"),
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate a shop: events, users (with PII), items, a past campaign, and the ground truth."""
     from jingzhun.synth import SynthConfig, simulate
     from jingzhun.synth.shop import parse_end
 
-    config = SynthConfig(users=users, items=items, days=days, seed=seed, **({"end": parse_end(end)} if end else {}))
+    config = SynthConfig(
+        users=users, items=items, days=days, seed=seed, **({"end": parse_end(end)} if end else {})
+    )
     with steps() as say:
         data = simulate(config, step=say)
         say("writing Parquet files")
@@ -97,13 +159,19 @@ def synth(
         print_json({"files": files, "stats": data.stats})
         return
     st = data.stats
-    out.print(f"Simulated {st['users']:,} users, {st['anonymous_visitors']:,} anonymous visitors, {st['items']:,} items, {st['events']:,} events ({st['orders']:,} orders) from {st['window'][0]} to {st['window'][1]}")
-    out.print(f"Wrote {to}/events.parquet, users.parquet, items.parquet, campaigns.parquet; ground truth in {to}/truth/")
+    out.print(
+        f"Simulated {st['users']:,} users, {st['anonymous_visitors']:,} anonymous visitors, {st['items']:,} items, {st['events']:,} events ({st['orders']:,} orders) from {st['window'][0]} to {st['window'][1]}"
+    )
+    out.print(
+        f"Wrote {to}/events.parquet, users.parquet, items.parquet, campaigns.parquet; ground truth in {to}/truth/"
+    )
 
 
 def demo(
     users: Annotated[int, typer.Option("--users", "-u", help="Users to simulate.")] = 20_000,
-    to: Annotated[Path, typer.Option("--out", "-o", help="Folder for the data, the store and the report.")] = Path("jingzhun-demo"),
+    to: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the data, the store and the report.")
+    ] = Path("jingzhun-demo"),
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     lang: LangOpt = "en",
     as_json: JsonOpt = False,
@@ -120,17 +188,25 @@ def demo(
     ev = result["ingest"]["events"]
     for name, secs in result["seconds"].items():
         err.print(f"  {name}: {secs:.1f}s")
-    out.print(f"Simulated {result['simulated']['users']:,} users and {result['simulated']['events']:,} event rows (about 1% dirty on purpose).")
-    out.print(f"Ingested events: {ev['inserted']:,} stored, {ev['duplicates']:,} duplicates skipped, {ev['quarantined']:,} quarantined; {s['tables']['identities']:,} anonymous ids stitched to users.")
+    out.print(
+        f"Simulated {result['simulated']['users']:,} users and {result['simulated']['events']:,} event rows (about 1% dirty on purpose)."
+    )
+    out.print(
+        f"Ingested events: {ev['inserted']:,} stored, {ev['duplicates']:,} duplicates skipped, {ev['quarantined']:,} quarantined; {s['tables']['identities']:,} anonymous ids stitched to users."
+    )
     c = result["cleaning"]
-    out.print(f"Cleaning report: {c['outlier_orders']:,} outlier orders, {c['burst_visitors']:,} bot-like visitors flagged.")
+    out.print(
+        f"Cleaning report: {c['outlier_orders']:,} outlier orders, {c['burst_visitors']:,} bot-like visitors flagged."
+    )
     out.print(f"Store: {result['store']}")
     out.print(f"[bold green]Report: {Path(result['report']).resolve()}[/]")
 
 
 def report(
     ctx: typer.Context,
-    to: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+    to: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "report.html"
+    ),
     lang: LangOpt = "en",
 ) -> None:
     """Write the HTML report of what the store holds."""

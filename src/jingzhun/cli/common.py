@@ -18,7 +18,14 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from jingzhun.workspace import Workspace
@@ -68,11 +75,15 @@ def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records", date_format="iso", force_ascii=False))
 
 
-def print_frame(frame: pd.DataFrame, title: str | None = None, *, max_width: int | None = 60) -> None:
+def print_frame(
+    frame: pd.DataFrame, title: str | None = None, *, max_width: int | None = 60
+) -> None:
     table = Table(title=title, show_lines=False, header_style="bold")
     for col in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[col])
-        table.add_column(str(col), justify="right" if numeric else "left", overflow="fold", max_width=max_width)
+        table.add_column(
+            str(col), justify="right" if numeric else "left", overflow="fold", max_width=max_width
+        )
     for row in frame.itertuples(index=False):
         table.add_row(*[_cell(v) for v in row])
     out.print(table)
@@ -119,6 +130,12 @@ def steps(enabled: bool = True) -> Iterator[Any]:
     if not enabled or not err.is_terminal:
         yield lambda _msg: None
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         task = bar.add_task("starting")
         yield lambda msg: bar.update(task, description=msg)

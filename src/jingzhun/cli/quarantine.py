@@ -14,13 +14,21 @@ from jingzhun.ingest.validate import parse_assignments
 app = typer.Typer(help="Inspect, fix and replay rows that failed validation.", no_args_is_help=True)
 
 BatchOpt = Annotated[str | None, typer.Option("--batch", "-b", help="Only rows of this batch.")]
-IdOpt = Annotated[list[int] | None, typer.Option("--id", help="Only these quarantine ids. Repeatable.")]
-ReasonOpt = Annotated[str | None, typer.Option("--reason", "-r", help="Only rows whose reason contains this text.")]
+IdOpt = Annotated[
+    list[int] | None, typer.Option("--id", help="Only these quarantine ids. Repeatable.")
+]
+ReasonOpt = Annotated[
+    str | None, typer.Option("--reason", "-r", help="Only rows whose reason contains this text.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
-def _selection(batch: str | None, ids: list[int] | None, reason: str | None, include_resolved: bool = False) -> Selection:
-    return Selection(batch_id=batch, ids=tuple(ids or ()), reason=reason, include_resolved=include_resolved)
+def _selection(
+    batch: str | None, ids: list[int] | None, reason: str | None, include_resolved: bool = False
+) -> Selection:
+    return Selection(
+        batch_id=batch, ids=tuple(ids or ()), reason=reason, include_resolved=include_resolved
+    )
 
 
 @app.command("list")
@@ -44,17 +52,25 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @app.command()
 def show(
     ctx: typer.Context,
-    ids: Annotated[list[int] | None, typer.Argument(help="Quarantine ids to show.", show_default=False)] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Quarantine ids to show.", show_default=False)
+    ] = None,
     batch: BatchOpt = None,
     reason: ReasonOpt = None,
-    include_resolved: Annotated[bool, typer.Option("--all", help="Include rows already replayed or discarded.")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many rows.")] = 20,
+    include_resolved: Annotated[
+        bool, typer.Option("--all", help="Include rows already replayed or discarded.")
+    ] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, help="At most this many rows.")
+    ] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """Quarantined rows with their reason, source, record number and raw values."""
     g: Globals = ctx.obj
     with g.workspace() as ws:
-        frame = ws.quarantine_rows(_selection(batch, ids, reason, include_resolved or bool(ids)), limit=limit)
+        frame = ws.quarantine_rows(
+            _selection(batch, ids, reason, include_resolved or bool(ids)), limit=limit
+        )
     if as_json:
         records = frame_records(frame)
         for r in records:
@@ -65,8 +81,14 @@ def show(
         out.print("No quarantined rows match.")
         return
     for r in frame.itertuples(index=False):
-        status = "" if r.resolved_at is None or str(r.resolved_at) == "NaT" else f"  [dim](resolved: {r.resolved_batch_id})[/]"
-        out.print(f"[bold]#{r.quarantine_id}[/] {r.kind} {r.source}:{'' if r.line_no != r.line_no else int(r.line_no)}  batch {r.batch_id}{status}")
+        status = (
+            ""
+            if r.resolved_at is None or str(r.resolved_at) == "NaT"
+            else f"  [dim](resolved: {r.resolved_batch_id})[/]"
+        )
+        out.print(
+            f"[bold]#{r.quarantine_id}[/] {r.kind} {r.source}:{'' if r.line_no != r.line_no else int(r.line_no)}  batch {r.batch_id}{status}"
+        )
         out.print(f"  [yellow]{r.reason}[/]")
         out.print(f"  {r.raw}")
 
@@ -87,7 +109,9 @@ def export(
     if as_json:
         print_json({"exported": n, "file": to})
     else:
-        out.print(f"Wrote {n:,} rows to {to}; fix the \"row\" objects, then: jingzhun quarantine replay --file {to}")
+        out.print(
+            f'Wrote {n:,} rows to {to}; fix the "row" objects, then: jingzhun quarantine replay --file {to}'
+        )
 
 
 @app.command()
@@ -96,15 +120,29 @@ def replay(
     batch: BatchOpt = None,
     ids: IdOpt = None,
     reason: ReasonOpt = None,
-    file: Annotated[str | None, typer.Option("--file", help="An edited export: its rows replace the stored ones.")] = None,
-    event_map: Annotated[list[str] | None, typer.Option("--event-map", help="Extra event-name mapping SRC=EVENT for this replay.")] = None,
+    file: Annotated[
+        str | None,
+        typer.Option("--file", help="An edited export: its rows replace the stored ones."),
+    ] = None,
+    event_map: Annotated[
+        list[str] | None,
+        typer.Option("--event-map", help="Extra event-name mapping SRC=EVENT for this replay."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate open rows again (after fixing the config or the rows) and ingest those that pass."""
     g: Globals = ctx.obj
     with g.workspace() as ws:
-        results = ws.quarantine_replay(_selection(batch, ids, reason), file=file, event_map=parse_assignments(event_map, "--event-map"))
-    totals = {"rows": sum(r.rows_read for r in results), "resolved": sum(r.resolved for r in results), "still_quarantined": sum(r.quarantined for r in results)}
+        results = ws.quarantine_replay(
+            _selection(batch, ids, reason),
+            file=file,
+            event_map=parse_assignments(event_map, "--event-map"),
+        )
+    totals = {
+        "rows": sum(r.rows_read for r in results),
+        "resolved": sum(r.resolved for r in results),
+        "still_quarantined": sum(r.quarantined for r in results),
+    }
     if as_json:
         print_json({**totals, "batches": [r.to_dict() for r in results]})
         return
@@ -112,7 +150,9 @@ def replay(
         out.print("No open quarantined rows match.")
         return
     for r in results:
-        out.print(f"[bold]{r.batch_id}[/] replayed {r.rows_read:,} rows of {r.sources[0].removeprefix('replay:')}: [green]{r.resolved:,} resolved[/] ({r.inserted:,} inserted, {r.duplicates:,} already stored), {r.quarantined:,} still quarantined")
+        out.print(
+            f"[bold]{r.batch_id}[/] replayed {r.rows_read:,} rows of {r.sources[0].removeprefix('replay:')}: [green]{r.resolved:,} resolved[/] ({r.inserted:,} inserted, {r.duplicates:,} already stored), {r.quarantined:,} still quarantined"
+        )
 
 
 @app.command()

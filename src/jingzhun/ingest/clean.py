@@ -49,7 +49,11 @@ class CleaningReport:
 def _outliers(store: Store, settings: CleanSettings) -> dict[str, object]:
     con = store.con
     method = settings.outlier_method
-    k = settings.outlier_threshold if settings.outlier_threshold is not None else (3.5 if method == "mad" else 3.0)
+    k = (
+        settings.outlier_threshold
+        if settings.outlier_threshold is not None
+        else (3.5 if method == "mad" else 3.0)
+    )
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _jz_orders AS
@@ -67,16 +71,34 @@ def _outliers(store: Store, settings: CleanSettings) -> dict[str, object]:
         ).fetchone()
         scale = mad / 0.6745 if mad else None
         score = f"(x - {med}) / {scale}" if scale else "0"
-        stats = {"median_value": round(float(pow(2.718281828459045, med) - 1), 2), "mad_log": round(float(mad), 4)}
+        stats = {
+            "median_value": round(float(pow(2.718281828459045, med) - 1), 2),
+            "mad_log": round(float(mad), 4),
+        }
     else:
-        q1, q3 = con.execute("SELECT quantile_cont(x, 0.25), quantile_cont(x, 0.75) FROM _jz_orders").fetchone()
+        q1, q3 = con.execute(
+            "SELECT quantile_cont(x, 0.25), quantile_cont(x, 0.75) FROM _jz_orders"
+        ).fetchone()
         iqr = q3 - q1
         # Distance beyond the nearer fence, in IQRs (0 inside the box).
-        score = f"CASE WHEN x > {q3} THEN (x - {q3}) / {iqr} WHEN x < {q1} THEN -({q1} - x) / {iqr} ELSE 0 END" if iqr else "0"
-        stats = {"q1_value": round(float(pow(2.718281828459045, q1) - 1), 2), "q3_value": round(float(pow(2.718281828459045, q3) - 1), 2)}
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_outliers AS SELECT order_id, value, {score} AS score FROM _jz_orders WHERE abs({score}) > {k}")
-    flagged = con.execute("SELECT count(*), count(*) FILTER (WHERE score > 0) FROM _jz_outliers").fetchone()
-    examples = con.execute("SELECT order_id, round(value, 2), round(score, 2) FROM _jz_outliers ORDER BY abs(score) DESC LIMIT 5").fetchall()
+        score = (
+            f"CASE WHEN x > {q3} THEN (x - {q3}) / {iqr} WHEN x < {q1} THEN -({q1} - x) / {iqr} ELSE 0 END"
+            if iqr
+            else "0"
+        )
+        stats = {
+            "q1_value": round(float(pow(2.718281828459045, q1) - 1), 2),
+            "q3_value": round(float(pow(2.718281828459045, q3) - 1), 2),
+        }
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _jz_outliers AS SELECT order_id, value, {score} AS score FROM _jz_orders WHERE abs({score}) > {k}"
+    )
+    flagged = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE score > 0) FROM _jz_outliers"
+    ).fetchone()
+    examples = con.execute(
+        "SELECT order_id, round(value, 2), round(score, 2) FROM _jz_outliers ORDER BY abs(score) DESC LIMIT 5"
+    ).fetchall()
     return {
         "method": method,
         "threshold": k,
@@ -99,7 +121,9 @@ def _bursts(store: Store, settings: CleanSettings) -> dict[str, object]:
         FROM events GROUP BY ALL HAVING count(*) > {limit}
         """
     )
-    actors, minutes, events = con.execute("SELECT count(DISTINCT actor), count(*), coalesce(sum(n), 0) FROM _jz_bursts").fetchone()
+    actors, minutes, events = con.execute(
+        "SELECT count(DISTINCT actor), count(*), coalesce(sum(n), 0) FROM _jz_bursts"
+    ).fetchone()
     top = con.execute(
         "SELECT actor, count(*) AS minutes, sum(n) AS events, max(n) AS peak FROM _jz_bursts GROUP BY actor ORDER BY events DESC LIMIT 5"
     ).fetchall()
@@ -108,7 +132,10 @@ def _bursts(store: Store, settings: CleanSettings) -> dict[str, object]:
         "actors": int(actors),
         "minutes": int(minutes),
         "events": int(events),
-        "top": [{"actor": a, "minutes": int(m), "events": int(e), "peak_per_minute": int(p)} for a, m, e, p in top],
+        "top": [
+            {"actor": a, "minutes": int(m), "events": int(e), "peak_per_minute": int(p)}
+            for a, m, e, p in top
+        ],
     }
 
 
@@ -117,10 +144,13 @@ def _duplicates(store: Store) -> dict[str, object]:
     per_kind = con.execute(
         "SELECT kind, sum(rows_read), sum(duplicates) FROM ingest_batches WHERE replay_of IS NULL GROUP BY kind ORDER BY kind"
     ).fetchall()
-    total, distinct = con.execute(f"SELECT count(*), count(DISTINCT ({_CONTENT})) FROM events").fetchone()
+    total, distinct = con.execute(
+        f"SELECT count(*), count(DISTINCT ({_CONTENT})) FROM events"
+    ).fetchone()
     return {
         "ingest": {
-            kind: {"rows_read": int(r), "duplicates": int(d), "rate": round(d / r, 6) if r else 0.0} for kind, r, d in per_kind
+            kind: {"rows_read": int(r), "duplicates": int(d), "rate": round(d / r, 6) if r else 0.0}
+            for kind, r, d in per_kind
         },
         "content_duplicates": int(total - distinct),
         "content_duplicate_rate": round((total - distinct) / total, 6) if total else 0.0,
@@ -138,18 +168,32 @@ def _missing(store: Store) -> list[dict[str, object]]:
             ).fetchall()
             if r[0] not in ("batch_id", "event_key", "received_at", "updated_at")
         ]
-        counts = store.sql(f"SELECT count(*), {', '.join(f'count({c})' for c in cols)} FROM {table}").fetchone()
+        counts = store.sql(
+            f"SELECT count(*), {', '.join(f'count({c})' for c in cols)} FROM {table}"
+        ).fetchone()
         n = counts[0]
         for c, present in zip(cols, counts[1:], strict=True):
-            out.append({"table": table, "column": c, "rows": int(n), "missing": int(n - present), "rate": round((n - present) / n, 6) if n else 0.0})
+            out.append(
+                {
+                    "table": table,
+                    "column": c,
+                    "rows": int(n),
+                    "missing": int(n - present),
+                    "rate": round((n - present) / n, 6) if n else 0.0,
+                }
+            )
     return out
 
 
-def clean(store: Store, settings: CleanSettings, *, flag: bool = True, remove: tuple[str, ...] = ()) -> CleaningReport:
+def clean(
+    store: Store, settings: CleanSettings, *, flag: bool = True, remove: tuple[str, ...] = ()
+) -> CleaningReport:
     """Build the cleaning report; flag suspicious events; optionally move them to quarantine."""
     unknown = [r for r in remove if r not in FLAGS]
     if unknown:
-        raise InputError(f"--remove {unknown[0]!r} is not a flag", hint=f"use one of: {', '.join(FLAGS)}")
+        raise InputError(
+            f"--remove {unknown[0]!r} is not a flag", hint=f"use one of: {', '.join(FLAGS)}"
+        )
     report = CleaningReport()
     report.outliers = _outliers(store, settings)
     report.bursts = _bursts(store, settings)
@@ -180,7 +224,7 @@ def _flag(store: Store) -> dict[str, int]:
             f"""
             INSERT INTO event_flags
             SELECT e.event_id, 'bot_burst', b.n || ' events in the minute ' || strftime(b.minute, '%Y-%m-%d %H:%M'), ?
-            FROM events e JOIN _jz_bursts b ON b.actor = {_ACTOR.replace('user_id', 'e.user_id').replace('anonymous_id', 'e.anonymous_id')}
+            FROM events e JOIN _jz_bursts b ON b.actor = {_ACTOR.replace("user_id", "e.user_id").replace("anonymous_id", "e.anonymous_id")}
                                             AND b.minute = date_trunc('minute', e.ts)
             """,
             [now],
@@ -209,13 +253,29 @@ def _remove(store: Store, kinds: tuple[str, ...]) -> dict[str, int]:
     batch_id = new_batch_id(now)
     flags = ", ".join(repr(k) for k in kinds)
     with store.transaction() as con:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_remove AS SELECT event_id, min(flag) AS flag, min(detail) AS detail FROM event_flags WHERE flag IN ({flags}) GROUP BY event_id")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _jz_remove AS SELECT event_id, min(flag) AS flag, min(detail) AS detail FROM event_flags WHERE flag IN ({flags}) GROUP BY event_id"
+        )
         n = con.execute("SELECT count(*) FROM _jz_remove").fetchone()[0]
         con.execute(
             """
             INSERT INTO ingest_batches VALUES (?, 'events', '["clean"]', ?, ?, ?, 0, 0, 0, 0, 0, 0, NULL)
             """,
-            [batch_id, json.dumps({"kind": "events", "mapping": {}, "constants": {}, "event_map": {}, "ts_format": None, "format": None}), now, now],
+            [
+                batch_id,
+                json.dumps(
+                    {
+                        "kind": "events",
+                        "mapping": {},
+                        "constants": {},
+                        "event_map": {},
+                        "ts_format": None,
+                        "format": None,
+                    }
+                ),
+                now,
+                now,
+            ],
         )
         con.execute(
             """

@@ -102,7 +102,9 @@ class Ingestor:
     ) -> BatchResult:
         """Ingest ``paths`` as one atomic batch of ``options.kind`` rows."""
         if not paths:
-            raise InputError("no files given", hint="name one or more files, or - for standard input")
+            raise InputError(
+                "no files given", hint="name one or more files, or - for standard input"
+            )
         if paths.count("-") > 1:
             raise InputError("standard input (-) can be read only once per batch")
         sources: list[Source] = []
@@ -141,11 +143,20 @@ class Ingestor:
         """
         now = utcnow()
         validator = RowValidator(options, self.settings, now)
-        return self._run([table_source(label, table)], options, validator, now, progress=None, replay_of=replay_of)
+        return self._run(
+            [table_source(label, table)],
+            options,
+            validator,
+            now,
+            progress=None,
+            replay_of=replay_of,
+        )
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _check_columns(self, validator: RowValidator, sources: list[Source], options: IngestOptions) -> None:
+    def _check_columns(
+        self, validator: RowValidator, sources: list[Source], options: IngestOptions
+    ) -> None:
         """Fail before writing anything if a file lacks a required column or a --map names none."""
         seen: set[str] = set()
         strict = [s for s in sources if s.strict]
@@ -156,7 +167,10 @@ class Ingestor:
             for col in options.mapping:
                 if col not in seen:
                     cols = ", ".join(sorted(seen)[:20])
-                    raise InputError(f"--map {col}={options.mapping[col]}: no file has a column {col!r}", hint=f"columns are: {cols}")
+                    raise InputError(
+                        f"--map {col}={options.mapping[col]}: no file has a column {col!r}",
+                        hint=f"columns are: {cols}",
+                    )
 
     def _run(
         self,
@@ -218,7 +232,11 @@ class Ingestor:
         Event chunks also get ``_key = hash(event_id)`` for duplicate detection.
         """
         con = self.con
-        extra = ", CASE WHEN _reason IS NULL THEN hash(event_id) END AS _key" if validator.kind == "events" else ""
+        extra = (
+            ", CASE WHEN _reason IS NULL THEN hash(event_id) END AS _key"
+            if validator.kind == "events"
+            else ""
+        )
         cache: dict[object, str] = {}  # one generated statement per distinct chunk schema
 
         def report(done: int, total: int | None) -> None:
@@ -231,22 +249,29 @@ class Ingestor:
                 # instead would add a catalog entry that the open transaction keeps, with the
                 # chunk it points to, until commit: every chunk of the batch would stay in
                 # memory.
-                _jz_arrow = chunk.table  # noqa: F841 - read by DuckDB, see above
+                _jz_arrow = chunk.table
                 relation = "_jz_arrow"
             else:
-                con.execute(f"CREATE OR REPLACE TEMP VIEW _jz_src AS SELECT * FROM {chunk.relation}")
+                con.execute(
+                    f"CREATE OR REPLACE TEMP VIEW _jz_src AS SELECT * FROM {chunk.relation}"
+                )
                 relation = "_jz_src"
             try:
                 sql = cache.get(chunk.schema_key)
                 if sql is None:
-                    columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
+                    columns = [
+                        (r[0], r[1])
+                        for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+                    ]
                     sql = validator.select(src.label, columns, relation, index, strict=src.strict)
                     cache[chunk.schema_key] = sql
                 con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_v AS SELECT *{extra} FROM ({sql})")
             except duckdb.Error as exc:
                 # What DuckDB rejects in a file as a whole (e.g. invalid UTF-8 in a Parquet
                 # string column) is the file's fault; name it.
-                raise InputError(f"{src.label}: {str(exc).splitlines()[0]}", hint="check the file") from exc
+                raise InputError(
+                    f"{src.label}: {str(exc).splitlines()[0]}", hint="check the file"
+                ) from exc
             finally:
                 _jz_arrow = None
             yield
@@ -369,7 +394,12 @@ class Ingestor:
             fields = [f for f in FIELDS[kind] if f.pii == pii and f.name != key]
             mask = sum(1 << bits[f.name] for f in fields)
             given = f"(l._present & {mask}) <> 0"
-            if pii and not con.execute(f"SELECT count(*) FROM _jz_latest l WHERE {given}").fetchone()[0]:
+            if (
+                pii
+                and not con.execute(f"SELECT count(*) FROM _jz_latest l WHERE {given}").fetchone()[
+                    0
+                ]
+            ):
                 continue  # no file of this batch has personal data columns
             merged = []
             for f in fields:
@@ -399,7 +429,9 @@ class Ingestor:
                 WHERE {differs}
                 """
             )
-            con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _jz_changed_{table})")
+            con.execute(
+                f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _jz_changed_{table})"
+            )
             names = ", ".join(f.name for f in fields)
             con.execute(
                 f"""
@@ -420,7 +452,14 @@ class Ingestor:
         result.inserted = int(new + changed)
         result.updated = int(changed)
 
-    def _record(self, result: BatchResult, options: IngestOptions, *, started_at: datetime, replay_of: str | None) -> None:
+    def _record(
+        self,
+        result: BatchResult,
+        options: IngestOptions,
+        *,
+        started_at: datetime,
+        replay_of: str | None,
+    ) -> None:
         import json
 
         self.con.execute(

@@ -57,9 +57,20 @@ class Selection:
         return (" AND ".join(clauses) or "TRUE"), params
 
 
+#: Every open row.
+OPEN = Selection()
+
+
 def _check_batch(store: Store, batch_id: str | None) -> None:
-    if batch_id and not store.sql("SELECT count(*) FROM ingest_batches WHERE batch_id = ?", [batch_id]).fetchone()[0]:
-        raise NotFoundError(f"no batch {batch_id!r}", hint="jingzhun quarantine list shows the batches")
+    if (
+        batch_id
+        and not store.sql(
+            "SELECT count(*) FROM ingest_batches WHERE batch_id = ?", [batch_id]
+        ).fetchone()[0]
+    ):
+        raise NotFoundError(
+            f"no batch {batch_id!r}", hint="jingzhun quarantine list shows the batches"
+        )
 
 
 def batches(store: Store) -> pd.DataFrame:
@@ -77,7 +88,7 @@ def batches(store: Store) -> pd.DataFrame:
     ).df()
 
 
-def reasons(store: Store, selection: Selection = Selection()) -> pd.DataFrame:
+def reasons(store: Store, selection: Selection = OPEN) -> pd.DataFrame:
     """Open rows grouped by reason (the first problem of each row), most common first."""
     where, params = selection.where()
     return store.sql(
@@ -89,7 +100,7 @@ def reasons(store: Store, selection: Selection = Selection()) -> pd.DataFrame:
     ).df()
 
 
-def rows(store: Store, selection: Selection = Selection(), *, limit: int | None = 50) -> pd.DataFrame:
+def rows(store: Store, selection: Selection = OPEN, *, limit: int | None = 50) -> pd.DataFrame:
     """The selected rows, oldest first."""
     _check_batch(store, selection.batch_id)
     where, params = selection.where()
@@ -104,7 +115,7 @@ def rows(store: Store, selection: Selection = Selection(), *, limit: int | None 
     ).df()
 
 
-def export(store: Store, out: str | Path, selection: Selection = Selection()) -> int:
+def export(store: Store, out: str | Path, selection: Selection = OPEN) -> int:
     """Write the selected rows as JSON Lines for editing; return how many.
 
     Each line: ``{"quarantine_id", "batch_id", "kind", "source", "line_no", "reason", "row"}``
@@ -141,7 +152,10 @@ def export(store: Store, out: str | Path, selection: Selection = Selection()) ->
 def discard(store: Store, selection: Selection) -> int:
     """Mark the selected open rows as discarded (kept, but no longer open); return how many."""
     if not (selection.batch_id or selection.ids or selection.reason):
-        raise InputError("discard needs --batch, --id or --reason", hint="refusing to discard every open row at once")
+        raise InputError(
+            "discard needs --batch, --id or --reason",
+            hint="refusing to discard every open row at once",
+        )
     _check_batch(store, selection.batch_id)
     where, params = Selection(selection.batch_id, selection.ids, selection.reason).where()
     return store.sql(
@@ -155,7 +169,9 @@ def _edits(path: str | Path) -> dict[int, dict[str, object]]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError as exc:
-        raise InputError(f"{path}: no such file", hint="write one with jingzhun quarantine export --out FILE") from exc
+        raise InputError(
+            f"{path}: no such file", hint="write one with jingzhun quarantine export --out FILE"
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc})") from exc
     for n, line in enumerate(lines, start=1):
@@ -164,16 +180,27 @@ def _edits(path: str | Path) -> dict[int, dict[str, object]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}, line {n}: not valid JSON ({exc.msg})", hint="fix the edit") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get("quarantine_id"), int) or not isinstance(obj.get("row"), dict):
-            raise InputError(f"{path}, line {n}: needs an integer quarantine_id and a row object", hint="keep the exported layout")
+            raise InputError(
+                f"{path}, line {n}: not valid JSON ({exc.msg})", hint="fix the edit"
+            ) from exc
+        if (
+            not isinstance(obj, dict)
+            or not isinstance(obj.get("quarantine_id"), int)
+            or not isinstance(obj.get("row"), dict)
+        ):
+            raise InputError(
+                f"{path}, line {n}: needs an integer quarantine_id and a row object",
+                hint="keep the exported layout",
+            )
         edits[obj["quarantine_id"]] = obj["row"]
     if not edits:
         raise InputError(f"{path} holds no rows to replay")
     return edits
 
 
-def _row_values(raw: dict[str, object], qid: int) -> tuple[dict[str, str | None], str | None, str | None]:
+def _row_values(
+    raw: dict[str, object], qid: int
+) -> tuple[dict[str, str | None], str | None, str | None]:
     """A raw row as text values; (values, parse error, raw line) for rows never split."""
     if "_raw_line" not in raw:
         return {k: _text(v) for k, v in raw.items()}, None, None
@@ -182,8 +209,16 @@ def _row_values(raw: dict[str, object], qid: int) -> tuple[dict[str, str | None]
     if isinstance(columns, list):  # a CSV line with the wrong number of fields
         fields = next(csv.reader(io.StringIO(line), delimiter=str(raw.get("_delimiter", ","))), [])
         if len(fields) != len(columns):
-            return {}, f"expected {len(columns)} fields, found {len(fields)}", json.dumps(raw, ensure_ascii=False)
-        return {c: (f if f != "" else None) for c, f in zip(columns, fields, strict=True)}, None, None
+            return (
+                {},
+                f"expected {len(columns)} fields, found {len(fields)}",
+                json.dumps(raw, ensure_ascii=False),
+            )
+        return (
+            {c: (f if f != "" else None) for c, f in zip(columns, fields, strict=True)},
+            None,
+            None,
+        )
     try:  # a JSON Lines line
         obj = json.loads(line)
     except json.JSONDecodeError:
@@ -214,7 +249,9 @@ def _table(records: Iterable[tuple[int, dict[str, object]]]) -> pa.Table:
         errors.append(err)
         raws.append(raw_line)
     columns = sorted({k for v in values for k in v})
-    data: dict[str, pa.Array] = {c: pa.array([v.get(c) for v in values], pa.string()) for c in columns}
+    data: dict[str, pa.Array] = {
+        c: pa.array([v.get(c) for v in values], pa.string()) for c in columns
+    }
     data["_line"] = pa.array(qids, pa.int64())  # unique within the replay, for in-batch dedupe
     data["_error"] = pa.array(errors, pa.string())
     data["_raw_line"] = pa.array(raws, pa.string())
@@ -225,7 +262,7 @@ def _table(records: Iterable[tuple[int, dict[str, object]]]) -> pa.Table:
 def replay(
     store: Store,
     ingestor: Ingestor,
-    selection: Selection = Selection(),
+    selection: Selection = OPEN,
     *,
     file: str | Path | None = None,
     event_map: dict[str, str] | None = None,
@@ -239,29 +276,47 @@ def replay(
     edits = _edits(file) if file is not None else None
     sel = selection
     if edits is not None:
-        known = {r[0] for r in store.sql(
-            f"SELECT quarantine_id FROM quarantine WHERE quarantine_id IN ({', '.join('?' for _ in edits)})", list(edits)
-        ).fetchall()}
+        known = {
+            r[0]
+            for r in store.sql(
+                f"SELECT quarantine_id FROM quarantine WHERE quarantine_id IN ({', '.join('?' for _ in edits)})",
+                list(edits),
+            ).fetchall()
+        }
         missing = sorted(set(edits) - known)
         if missing:
-            raise InputError(f"{file}: quarantine ids {missing[:5]} do not exist", hint="export again and edit that file")
+            raise InputError(
+                f"{file}: quarantine ids {missing[:5]} do not exist",
+                hint="export again and edit that file",
+            )
         sel = Selection(selection.batch_id, tuple(sorted(edits)), selection.reason, False)
     frame = rows(store, sel, limit=None)
     if frame.empty:
         return []
     results = []
     for batch_id, group in frame.groupby("batch_id", sort=True):
-        options_json = store.sql("SELECT options FROM ingest_batches WHERE batch_id = ?", [batch_id]).fetchone()
+        options_json = store.sql(
+            "SELECT options FROM ingest_batches WHERE batch_id = ?", [batch_id]
+        ).fetchone()
         if options_json is None:
             raise NotFoundError(f"quarantined rows name batch {batch_id!r}, which is not recorded")
         options = IngestOptions.from_json(options_json[0])
         if event_map:
             options = IngestOptions(
-                options.kind, options.mapping, options.constants, {**options.event_map, **event_map}, options.ts_format, options.format
+                options.kind,
+                options.mapping,
+                options.constants,
+                {**options.event_map, **event_map},
+                options.ts_format,
+                options.format,
             )
         records = [
             (int(qid), edits[int(qid)] if edits is not None else json.loads(raw))
             for qid, raw in zip(group["quarantine_id"], group["raw"], strict=True)
         ]
-        results.append(ingestor.run_rows(f"replay:{batch_id}", _table(records), options, replay_of=str(batch_id)))
+        results.append(
+            ingestor.run_rows(
+                f"replay:{batch_id}", _table(records), options, replay_of=str(batch_id)
+            )
+        )
     return results

@@ -72,7 +72,12 @@ EVENT_FIELDS: tuple[Field, ...] = (
     Field("item_id", "id", doc="Product; required for product_* events and order lines."),
     Field("quantity", "number", minimum=0, doc="Units; 1 when an item event gives none."),
     Field("price", "number", minimum=0, doc="Unit list price."),
-    Field("revenue", "number", minimum=0, doc="Line amount after discount; quantity × price if absent."),
+    Field(
+        "revenue",
+        "number",
+        minimum=0,
+        doc="Line amount after discount; quantity × price if absent.",
+    ),
     Field("currency", "text", doc="ISO 4217 code, e.g. CNY."),
     Field("channel", "text", doc="web, app, mini_program, store, email …"),
     Field("campaign_id", "id", doc="Campaign that caused the event, if any."),
@@ -117,7 +122,11 @@ FIELDS: dict[Kind, tuple[Field, ...]] = {
 KEY: dict[Kind, str] = {"events": "event_id", "users": "user_id", "items": "item_id"}
 
 #: The JSON column that collects a kind's unknown columns.
-EXTRAS_COLUMN: dict[Kind, str] = {"events": "properties", "users": "attributes", "items": "attributes"}
+EXTRAS_COLUMN: dict[Kind, str] = {
+    "events": "properties",
+    "users": "attributes",
+    "items": "attributes",
+}
 
 
 def field_names(kind: Kind) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import shutil
 import sys
@@ -168,7 +169,10 @@ def _decompressed(label: str, raw: BinaryIO, head: bytes) -> tuple[BinaryIO, byt
         try:
             content_head = _read_exact(stream, _SNIFF_BYTES)
         except (OSError, EOFError) as exc:
-            raise InputError(f"{label}: not a valid gzip file ({exc})", hint="re-compress it or pass it uncompressed") from exc
+            raise InputError(
+                f"{label}: not a valid gzip file ({exc})",
+                hint="re-compress it or pass it uncompressed",
+            ) from exc
         return io.BufferedReader(_Rewound(content_head, stream), buffer_size=1 << 20), content_head  # type: ignore[arg-type]
     return stream, head
 
@@ -176,7 +180,9 @@ def _decompressed(label: str, raw: BinaryIO, head: bytes) -> tuple[BinaryIO, byt
 def _detect_format(label: str, head: bytes, explicit: str | None) -> Format:
     if explicit:
         if explicit not in FORMATS:
-            raise InputError(f"unknown --format {explicit!r}", hint=f"use one of {', '.join(FORMATS)}")
+            raise InputError(
+                f"unknown --format {explicit!r}", hint=f"use one of {', '.join(FORMATS)}"
+            )
         return explicit  # type: ignore[return-value]
     if label != "-":
         suffixes = [s.lower() for s in Path(label).suffixes]
@@ -197,7 +203,9 @@ def _check_text(label: str, head: bytes, fmt: Format) -> None:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InputError(f"{label} is UTF-16 text", hint="re-save it as UTF-8")
     if head.startswith(_PARQUET_MAGIC):
-        raise InputError(f"{label} is a Parquet file, not {fmt.upper()}", hint="pass --format parquet")
+        raise InputError(
+            f"{label} is a Parquet file, not {fmt.upper()}", hint="pass --format parquet"
+        )
     nul = head.find(b"\x00")
     if nul >= 0:
         raise InputError(
@@ -234,24 +242,32 @@ def open_source(
         try:
             raw = open(p, "rb")  # noqa: SIM115 — closed by the source's cleanup
         except OSError as exc:
-            raise InputError(f"{label}: cannot read ({exc.strerror})", hint="check the file's permissions") from exc
+            raise InputError(
+                f"{label}: cannot read ({exc.strerror})", hint="check the file's permissions"
+            ) from exc
         size = p.stat().st_size
     cleanup: list[Callable[[], None]] = [] if path == "-" else [raw.close]
     try:
         head = _read_exact(raw, _SNIFF_BYTES)
         if not head:
-            raise InputError(f"{label} is empty", hint="nothing to ingest; check the export that wrote it")
+            raise InputError(
+                f"{label} is empty", hint="nothing to ingest; check the export that wrote it"
+            )
         stream, content_head = _decompressed(label, raw, head)
         if not content_head:
             raise InputError(f"{label} is empty (after decompression)", hint="nothing to ingest")
         fmt_ = _detect_format(label, content_head, fmt)
         if fmt_ == "parquet":
             compressed = head.startswith(_GZIP_MAGIC)
-            return _parquet_source(label, stream, content_head, compressed, size, batch_rows, cleanup)
+            return _parquet_source(
+                label, stream, content_head, compressed, size, batch_rows, cleanup
+            )
         _check_text(label, content_head, fmt_)
         if fmt_ == "jsonl":
             return _jsonl_source(label, stream, size, raw, batch_rows, max_line_bytes, cleanup)
-        return _csv_source(label, fmt_, stream, content_head, size, raw, batch_rows, max_line_bytes, cleanup)
+        return _csv_source(
+            label, fmt_, stream, content_head, size, raw, batch_rows, max_line_bytes, cleanup
+        )
     except BaseException:
         for fn in reversed(cleanup):
             fn()
@@ -277,19 +293,32 @@ def _meta_nulls(n: int) -> dict[str, pa.Array]:
 
 def _csv_header(label: str, head: bytes, delimiter: str) -> list[str]:
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
-    first = next(csv.reader(io.StringIO(text), delimiter=delimiter), None)
+    try:
+        first = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), None)
+    except csv.Error as exc:
+        raise InputError(
+            f"{label}: cannot read the header line ({exc})",
+            hint="check the file, or pass the right --format",
+        ) from exc
     if not first or all(not c.strip() for c in first):
         raise InputError(f"{label}: the first line has no column names", hint="add a header row")
     names = [c.strip() for c in first]
     if "" in names:
-        raise InputError(f"{label}: column {names.index('') + 1} of the header has no name", hint="name every column")
+        raise InputError(
+            f"{label}: column {names.index('') + 1} of the header has no name",
+            hint="name every column",
+        )
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise InputError(f"{label}: column {name!r} appears twice in the header", hint="rename one of them")
+            raise InputError(
+                f"{label}: column {name!r} appears twice in the header", hint="rename one of them"
+            )
         seen.add(name)
     if any(n.startswith("_") and n in META_COLUMNS for n in names):
-        raise InputError(f"{label}: column names {', '.join(META_COLUMNS)} are reserved", hint="rename them")
+        raise InputError(
+            f"{label}: column names {', '.join(META_COLUMNS)} are reserved", hint="rename them"
+        )
     return names
 
 
@@ -318,7 +347,11 @@ def _csv_source(
             skipped.append(row.number)
             if row.text.strip():
                 bad.append(
-                    (row.number, f"expected {row.expected_columns} fields, found {row.actual_columns}", row.text)
+                    (
+                        row.number,
+                        f"expected {row.expected_columns} fields, found {row.actual_columns}",
+                        row.text,
+                    )
                 )
             return "skip"
 
@@ -377,13 +410,20 @@ def _csv_source(
     return Source(label, fmt, names, chunks, size, cleanup)
 
 
-def _error_rows(names: list[str], bad: list[tuple[int, str, str]], typ: pa.DataType, delimiter: str) -> pa.Table:
+def _error_rows(
+    names: list[str], bad: list[tuple[int, str, str]], typ: pa.DataType, delimiter: str
+) -> pa.Table:
     """Rows the parser could not split: the raw line, with the header to re-split it later."""
     import json
 
     n = len(bad)
     cols = {name: pa.nulls(n, typ) for name in names}
-    raw = [json.dumps({"_raw_line": b[2], "_columns": names, "_delimiter": delimiter}, ensure_ascii=False) for b in bad]
+    raw = [
+        json.dumps(
+            {"_raw_line": b[2], "_columns": names, "_delimiter": delimiter}, ensure_ascii=False
+        )
+        for b in bad
+    ]
     return pa.table(
         {
             **cols,
@@ -461,7 +501,9 @@ def _jsonl_source(
         ]
         reserved = [k for k in keys if k in META_COLUMNS]
         if reserved:
-            raise InputError(f"{label}: keys {', '.join(reserved)} are reserved", hint="rename them")
+            raise InputError(
+                f"{label}: keys {', '.join(reserved)} are reserved", hint="rename them"
+            )
         # Scalars arrive as their text; nested objects and arrays as JSON text.
         exprs = [
             f"CASE WHEN _error IS NULL THEN json_extract_string(t, {_json_path(k)}) END AS {_quote(k)}"
@@ -469,7 +511,7 @@ def _jsonl_source(
         ]
         raw = "CASE WHEN _error IS NOT NULL THEN json_object('_raw_line', coalesce(t, '(invalid UTF-8)'))::VARCHAR END"
         select = ", ".join([*exprs, "_line", "_error", f"{raw} AS _raw_line"])
-        return con.execute(f"SELECT {select} FROM _jp ORDER BY _line").fetch_arrow_table()
+        return arrow_table(con, f"SELECT {select} FROM _jp ORDER BY _line")
 
     def chunks(progress: ProgressFn) -> Iterator[Chunk]:
         carry = b""
@@ -516,6 +558,12 @@ def _jsonl_source(
     return Source(label, "jsonl", [], chunks, size, cleanup)
 
 
+def arrow_table(con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:
+    """The result of ``query`` as an Arrow table (DuckDB 2 renamed fetch_arrow_table)."""
+    rel = con.sql(query)
+    return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+
+
 def _json_path(key: str) -> str:
     return "'$.\"" + key.replace("\\", "\\\\").replace('"', '\\"').replace("'", "''") + "\"'"
 
@@ -538,7 +586,10 @@ def _parquet_source(
 ) -> Source:
     """Parquet is read by DuckDB itself (in parallel), one range of rows per chunk."""
     if not head.startswith(_PARQUET_MAGIC):
-        raise InputError(f"{label} is not a Parquet file (no PAR1 header)", hint="check the file, or pass the right --format")
+        raise InputError(
+            f"{label} is not a Parquet file (no PAR1 header)",
+            hint="check the file, or pass the right --format",
+        )
     if not compressed and label != "-":
         target = label
     else:
@@ -557,15 +608,21 @@ def _parquet_source(
                 f"SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata({path_sql}) ORDER BY row_group_id"
             ).fetchall()
         ]
-        names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({path_sql})").fetchall()]
+        names = [
+            r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({path_sql})").fetchall()
+        ]
         threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
     except duckdb.Error as exc:
-        raise InputError(f"{label} is not a readable Parquet file: {str(exc).splitlines()[0]}") from exc
+        raise InputError(
+            f"{label} is not a readable Parquet file: {str(exc).splitlines()[0]}"
+        ) from exc
     finally:
         con.close()
     reserved = [n for n in names if n in (*META_COLUMNS, "file_row_number")]
     if reserved:
-        raise InputError(f"{label}: column names {', '.join(reserved)} are reserved", hint="rename them")
+        raise InputError(
+            f"{label}: column names {', '.join(reserved)} are reserved", hint="rename them"
+        )
     total_rows = sum(groups)
     # Chunks are whole row groups, at least one per DuckDB thread (a Parquet scan runs in
     # parallel across row groups, not within one) and at least batch_rows rows.
@@ -580,7 +637,7 @@ def _parquet_source(
         bounds.append(bounds[-1] + rows)
 
     def chunks(progress: ProgressFn) -> Iterator[Chunk]:
-        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        for start, stop in itertools.pairwise(bounds):
             yield Chunk(
                 relation=(
                     f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _line, "

@@ -78,7 +78,18 @@ def _category(duck_type: str) -> str:
         return "blob"
     if t == "VARCHAR" or t.startswith("VARCHAR"):
         return "text"
-    if t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"):
+    if t in (
+        "TINYINT",
+        "SMALLINT",
+        "INTEGER",
+        "BIGINT",
+        "HUGEINT",
+        "UTINYINT",
+        "USMALLINT",
+        "UINTEGER",
+        "UBIGINT",
+        "UHUGEINT",
+    ):
         return "int"
     if t in ("FLOAT", "DOUBLE", "REAL") or t.startswith("DECIMAL"):
         return "float"
@@ -100,7 +111,10 @@ def parse_assignments(pairs: list[str] | None, option: str) -> dict[str, str]:
     result: dict[str, str] = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise InputError(f"{option} {pair!r} is not of the form NAME=VALUE", hint=f"e.g. {option} customer_id=user_id")
+            raise InputError(
+                f"{option} {pair!r} is not of the form NAME=VALUE",
+                hint=f"e.g. {option} customer_id=user_id",
+            )
         key, value = pair.split("=", 1)
         key, value = key.strip(), value.strip()
         if not key:
@@ -134,7 +148,10 @@ class IngestOptions:
         for dst in set(targets):
             if targets.count(dst) > 1:
                 sources = [s for s, d in self.mapping.items() if d == dst]
-                raise InputError(f"--map sends {' and '.join(sources)} to the same field {dst!r}", hint="map only one")
+                raise InputError(
+                    f"--map sends {' and '.join(sources)} to the same field {dst!r}",
+                    hint="map only one",
+                )
         for name in self.constants:
             if name not in names:
                 raise InputError(
@@ -148,7 +165,10 @@ class IngestOptions:
                     hint=f"use one of: {', '.join(sorted(EVENT_NAMES))}",
                 )
         if self.ts_format is not None and "%" not in self.ts_format:
-            raise InputError(f"--ts-format {self.ts_format!r} has no % directives", hint="e.g. --ts-format '%d/%m/%Y %H:%M'")
+            raise InputError(
+                f"--ts-format {self.ts_format!r} has no % directives",
+                hint="e.g. --ts-format '%d/%m/%Y %H:%M'",
+            )
 
     def to_json(self) -> str:
         return json.dumps(
@@ -215,7 +235,10 @@ class RowValidator:
         try:
             datetime.fromisoformat(settings.min_timestamp)
         except ValueError as exc:
-            raise InputError(f"[ingest] min_timestamp {settings.min_timestamp!r} is not a date", hint="e.g. 1990-01-01") from exc
+            raise InputError(
+                f"[ingest] min_timestamp {settings.min_timestamp!r} is not a date",
+                hint="e.g. 1990-01-01",
+            ) from exc
 
     # -- column resolution ------------------------------------------------------------------
 
@@ -260,7 +283,15 @@ class RowValidator:
 
     # -- SQL --------------------------------------------------------------------------------
 
-    def select(self, label: str, columns: list[tuple[str, str]], relation: str, file_index: int, *, strict: bool) -> str:
+    def select(
+        self,
+        label: str,
+        columns: list[tuple[str, str]],
+        relation: str,
+        file_index: int,
+        *,
+        strict: bool,
+    ) -> str:
         """The ``SELECT`` producing :func:`stage_columns` from ``relation``.
 
         ``columns`` are the relation's (name, DuckDB type) pairs, meta columns included.
@@ -274,8 +305,16 @@ class RowValidator:
 
         # Level 1: source columns under safe aliases; BLOBs decoded (invalid UTF-8 -> NULL).
         l1 = [f"{q(c)} AS c{i}" for c, i in index.items()]
-        l1 += [f"try(decode({q(c)})) AS d{i}" if cats[c] == "blob" else f"{q(c)} AS d{i}" for c, i in index.items()]
-        l1 += ["_line", "_error", "_raw_line", "_qid" if "_qid" in names else "NULL::BIGINT AS _qid"]
+        l1 += [
+            f"try(decode({q(c)})) AS d{i}" if cats[c] == "blob" else f"{q(c)} AS d{i}"
+            for c, i in index.items()
+        ]
+        l1 += [
+            "_line",
+            "_error",
+            "_raw_line",
+            "_qid" if "_qid" in names else "NULL::BIGINT AS _qid",
+        ]
 
         # Levels 2 and 3: per field, the value as given (v_), then typed (t_). Separate SELECT
         # levels, not lateral aliases: DuckDB expands an alias at every use, so a typed value
@@ -304,7 +343,9 @@ class RowValidator:
                 ids.append(f"t_{f.name}")
         for c, i in index.items():
             if cats[c] == "blob":
-                checks.append(Check(f"c{i} IS NOT NULL AND d{i} IS NULL", lit(c + ": invalid UTF-8")))
+                checks.append(
+                    Check(f"c{i} IS NOT NULL AND d{i} IS NULL", lit(c + ": invalid UTF-8"))
+                )
         checks.extend(self._row_rules(set(mapped) | set(self.options.constants)))
 
         # Level 4: the reason. A row is tested against one cheap guard that every failing row
@@ -384,9 +425,15 @@ class RowValidator:
                 # strlen (bytes) bounds length (characters) from above; DuckDB evaluates the
                 # right side of AND only where the left holds.
                 checks.append(
-                    Check(f"strlen({T}) > {limit} AND length({T}) > {limit}", lit(f"{name}: longer than {limit} characters"), id_check=True)
+                    Check(
+                        f"strlen({T}) > {limit} AND length({T}) > {limit}",
+                        lit(f"{name}: longer than {limit} characters"),
+                        id_check=True,
+                    )
                 )
-                checks.append(Check(f"{T} < '!' AND trim({T}) = ''", lit(name + ": blank"), id_check=True))
+                checks.append(
+                    Check(f"{T} < '!' AND trim({T}) = ''", lit(name + ": blank"), id_check=True)
+                )
             if f.type == "event":
                 t = self._event_expr(t)
                 checks.append(
@@ -396,7 +443,9 @@ class RowValidator:
                     )
                 )
             if name == "email":
-                checks.append(Check(f"NOT regexp_matches({T}, {lit(_EMAIL)})", bad("is not an email address")))
+                checks.append(
+                    Check(f"NOT regexp_matches({T}, {lit(_EMAIL)})", bad("is not an email address"))
+                )
         elif f.type in ("number", "integer"):
             if cat in ("int", "float"):
                 num = f"CAST({V} AS DOUBLE)"
@@ -413,14 +462,22 @@ class RowValidator:
                 if cat != "int":
                     checks.append(unconverted("is not a whole number"))
             low = f.minimum if f.minimum is not None else "-1.7976931348623157e308"
-            high = (str(self.now.year) if f.maximum == "now" else f.maximum) if f.maximum is not None else "1.7976931348623157e308"
+            high = (
+                (str(self.now.year) if f.maximum == "now" else f.maximum)
+                if f.maximum is not None
+                else "1.7976931348623157e308"
+            )
             # One range test also catches NaN and infinities; the messages tell them apart.
-            range_msgs = [f"CASE WHEN NOT isfinite({T}) THEN {lit(name + ': must be a finite number')}"]
+            range_msgs = [
+                f"CASE WHEN NOT isfinite({T}) THEN {lit(name + ': must be a finite number')}"
+            ]
             if f.minimum is not None:
                 range_msgs.append(f"WHEN {T} < {f.minimum} THEN {bad(f'is below {f.minimum:g}')}")
             if f.maximum is not None:
                 range_msgs.append(f"WHEN {T} > {high} THEN {bad(f'is above {high}')}")
-            checks.append(Check(f"NOT ({T} BETWEEN {low} AND {high})", " ".join(range_msgs) + " END"))
+            checks.append(
+                Check(f"NOT ({T} BETWEEN {low} AND {high})", " ".join(range_msgs) + " END")
+            )
         elif f.type == "timestamp":
             t = self._timestamp_expr(V, cat)
             if cat not in ("timestamp", "timestamptz", "date"):
@@ -452,7 +509,9 @@ class RowValidator:
             else:
                 s = f"CAST({V} AS VARCHAR)"
                 t = f"CASE WHEN json_valid({s}) AND json_type({s}::JSON) = 'OBJECT' THEN {s}::JSON END"
-                checks.append(Check(f"{V} IS NOT NULL AND {T} IS NULL", lit(name + ": must be a JSON object")))
+                checks.append(
+                    Check(f"{V} IS NOT NULL AND {T} IS NULL", lit(name + ": must be a JSON object"))
+                )
         else:  # pragma: no cover - FieldType is closed
             raise AssertionError(f.type)
         return v, t, checks
@@ -461,7 +520,9 @@ class RowValidator:
         """Mapped, else known as is, else normalised ("Order Completed" -> order_completed)."""
         norm = f"trim(regexp_replace(lower(trim({text})), '[^a-z0-9]+', '_', 'g'), '_')"
         if self.event_map:
-            cases = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in sorted(self.event_map.items()))
+            cases = " ".join(
+                f"WHEN {lit(k)} THEN {lit(v)}" for k, v in sorted(self.event_map.items())
+            )
             norm = f"coalesce(CASE {norm} {cases} END, {norm})"
             mapped = f"CASE {text} {cases} END"
         else:
@@ -489,16 +550,33 @@ class RowValidator:
         """Rules across fields. ``given`` are the fields the source provides."""
         if self.kind != "events":
             return []
-        rules = [Check("t_user_id IS NULL AND t_anonymous_id IS NULL", "'needs a user_id or an anonymous_id'")]
+        rules = [
+            Check(
+                "t_user_id IS NULL AND t_anonymous_id IS NULL",
+                "'needs a user_id or an anonymous_id'",
+            )
+        ]
         needs: dict[str, list[str]] = {}
         for event, fields in EVENT_REQUIRES.items():
             for name in fields:
                 needs.setdefault(name, []).append(event)
         for name, events in sorted(needs.items()):
-            rules.append(Check(f"t_{name} IS NULL AND {is_in('t_event', sorted(events))}", f"t_event || {lit(' needs ' + name)}"))
+            rules.append(
+                Check(
+                    f"t_{name} IS NULL AND {is_in('t_event', sorted(events))}",
+                    f"t_event || {lit(' needs ' + name)}",
+                )
+            )
         return rules
 
-    def _outputs(self, mapped: dict[str, str], index: dict[str, int], cats: dict[str, str], file_index: int, present: int) -> list[str]:
+    def _outputs(
+        self,
+        mapped: dict[str, str],
+        index: dict[str, int],
+        cats: dict[str, str],
+        file_index: int,
+        present: int,
+    ) -> list[str]:
         out = [f"{file_index}::INTEGER AS _file", "_line", "_qid", f"{present}::BIGINT AS _present"]
         extras_col = EXTRAS_COLUMN[self.kind]
         used = set(mapped.values())
@@ -509,7 +587,9 @@ class RowValidator:
                 pairs = ", ".join(f"{lit(c)}, {self._extra_value(i, cats[c])}" for c, i in extras)
                 # json_merge_patch drops null members; rows whose extras are all null (most
                 # rows, typically) skip the JSON work entirely.
-                merged = f"json_merge_patch(coalesce(t_{f.name}, '{{}}'::JSON), json_object({pairs}))"
+                merged = (
+                    f"json_merge_patch(coalesce(t_{f.name}, '{{}}'::JSON), json_object({pairs}))"
+                )
                 all_null = " AND ".join(f"d{i} IS NULL" for _, i in extras)
                 expr = f"CASE WHEN {all_null} THEN t_{f.name} ELSE NULLIF(CAST({merged} AS VARCHAR), '{{}}')::JSON END"
             elif self.kind == "events" and f.name == "quantity":
@@ -520,7 +600,20 @@ class RowValidator:
             elif self.kind == "events" and f.name == "event_id":
                 content = ", ".join(
                     f"coalesce(CAST(t_{n} AS VARCHAR), '')"
-                    for n in ("event", "user_id", "anonymous_id", "order_id", "item_id", "quantity", "price", "revenue", "currency", "channel", "campaign_id", "ts")
+                    for n in (
+                        "event",
+                        "user_id",
+                        "anonymous_id",
+                        "order_id",
+                        "item_id",
+                        "quantity",
+                        "price",
+                        "revenue",
+                        "currency",
+                        "channel",
+                        "campaign_id",
+                        "ts",
+                    )
                 )
                 expr = f"coalesce(t_event_id, 'jz_' || md5(concat_ws(chr(31), {content})))"
             out.append(f"{expr} AS {q(f.name)}")

@@ -45,7 +45,18 @@ def section(fn: SectionFn) -> SectionFn:
 
 # -- building blocks --------------------------------------------------------------------------
 
-PALETTE = ["#2f6fdf", "#e4572e", "#17a398", "#f3a712", "#8e44ad", "#29335c", "#a8c686", "#db2b39", "#669bbc", "#c08552"]
+PALETTE = [
+    "#2f6fdf",
+    "#e4572e",
+    "#17a398",
+    "#f3a712",
+    "#8e44ad",
+    "#29335c",
+    "#a8c686",
+    "#db2b39",
+    "#669bbc",
+    "#c08552",
+]
 
 
 def figure(fig: Any, *, height: int = 360) -> str:
@@ -57,19 +68,39 @@ def figure(fig: Any, *, height: int = 360) -> str:
         margin={"l": 50, "r": 20, "t": 40, "b": 40},
         template="plotly_white",
         colorway=PALETTE,
-        font={"family": "-apple-system, 'Segoe UI', 'PingFang SC', 'Microsoft YaHei', sans-serif", "size": 12},
+        font={
+            "family": "-apple-system, 'Segoe UI', 'PingFang SC', 'Microsoft YaHei', sans-serif",
+            "size": 12,
+        },
         legend={"orientation": "h", "y": -0.2},
     )
-    return '<div class="chart">' + pio.to_html(fig, include_plotlyjs=False, full_html=False, config={"displaylogo": False, "responsive": True}) + "</div>"
+    return (
+        '<div class="chart">'
+        + pio.to_html(
+            fig,
+            include_plotlyjs=False,
+            full_html=False,
+            config={"displaylogo": False, "responsive": True},
+        )
+        + "</div>"
+    )
 
 
-def table(frame: pd.DataFrame, *, columns: dict[str, str] | None = None, max_rows: int = 50, numeric: Sequence[str] = ()) -> str:
+def table(
+    frame: pd.DataFrame,
+    *,
+    columns: dict[str, str] | None = None,
+    max_rows: int = 50,
+    numeric: Sequence[str] = (),
+) -> str:
     """An HTML table of ``frame`` (``columns`` maps column names to headers)."""
     if columns:
         frame = frame[list(columns)].rename(columns=columns)
     frame = frame.head(max_rows)
     num = set(numeric) | {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])}
-    head = "".join(f"<th{' class=num' if c in num else ''}>{html.escape(str(c))}</th>" for c in frame.columns)
+    head = "".join(
+        f"<th{' class=num' if c in num else ''}>{html.escape(str(c))}</th>" for c in frame.columns
+    )
     body = []
     for row in frame.itertuples(index=False):
         cells = []
@@ -77,7 +108,9 @@ def table(frame: pd.DataFrame, *, columns: dict[str, str] | None = None, max_row
             text = fmt(v)
             cells.append(f"<td{' class=num' if c in num else ''}>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return (
+        f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    )
 
 
 def fmt(v: Any) -> str:
@@ -95,7 +128,10 @@ def fmt(v: Any) -> str:
 
 
 def cards(items: Sequence[tuple[str, Any]]) -> str:
-    inner = "".join(f'<div class="card"><div class="label">{html.escape(k)}</div><div class="value">{html.escape(fmt(v))}</div></div>' for k, v in items)
+    inner = "".join(
+        f'<div class="card"><div class="label">{html.escape(k)}</div><div class="value">{html.escape(fmt(v))}</div></div>'
+        for k, v in items
+    )
     return f'<div class="cards">{inner}</div>'
 
 
@@ -118,7 +154,10 @@ def build_report(ws: Workspace, out: Path, *, lang: str = "en", title: str | Non
 
     t = Translator(lang)
     built = [s for s in (fn(ws, t) for fn in SECTIONS) if s is not None]
-    env = Environment(loader=PackageLoader("jingzhun.report", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(
+        loader=PackageLoader("jingzhun.report", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+    )
     page = env.get_template("report.html.j2").render(
         lang=lang,
         title=title or t("report_title"),
@@ -134,5 +173,7 @@ def build_report(ws: Workspace, out: Path, *, lang: str = "en", title: str | Non
         tmp.write_text(page, encoding="utf-8")
         tmp.replace(out)
     except OSError as exc:
-        raise InputError(f"cannot write the report to {out}: {exc.strerror}", hint="check --out") from exc
+        raise InputError(
+            f"cannot write the report to {out}: {exc.strerror}", hint="check --out"
+        ) from exc
     return out

@@ -44,7 +44,10 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "no_quarantine": ("No row is waiting in the quarantine.", "隔离区没有待处理的行。"),
     # quality
     "quality": ("Data quality", "数据质量"),
-    "order_values": ("Order values (log scale) and outlier fences", "订单金额分布（对数坐标）与异常阈值"),
+    "order_values": (
+        "Order values (log scale) and outlier fences",
+        "订单金额分布（对数坐标）与异常阈值",
+    ),
     "order_value": ("Order value", "订单金额"),
     "outliers": ("Outlier orders", "异常订单"),
     "bursts": ("Bot-like bursts", "疑似机器人突发流量"),

@@ -64,7 +64,9 @@ def activity(ws: Workspace, t: Translator) -> Section | None:
         """
     )
     wide = daily.pivot_table(index="day", columns="event", values="n", fill_value=0)
-    fig = go.Figure([go.Scatter(x=wide.index, y=wide[c], name=c, mode="lines") for c in wide.columns])
+    fig = go.Figure(
+        [go.Scatter(x=wide.index, y=wide[c], name=c, mode="lines") for c in wide.columns]
+    )
     fig.update_layout(title=t("daily_events"), xaxis_title=t("day"), yaxis_title=t("count"))
     body = figure(fig)
     sales = ws.sql(
@@ -75,11 +77,19 @@ def activity(ws: Workspace, t: Translator) -> Section | None:
     )
     if not sales.empty:
         fig = make_subplots(specs=[[{"secondary_y": True}]])
-        fig.add_trace(go.Bar(x=sales["day"], y=sales["orders"], name=t("orders"), opacity=0.6), secondary_y=False)
-        fig.add_trace(go.Scatter(x=sales["day"], y=sales["revenue"], name=t("revenue"), mode="lines"), secondary_y=True)
+        fig.add_trace(
+            go.Bar(x=sales["day"], y=sales["orders"], name=t("orders"), opacity=0.6),
+            secondary_y=False,
+        )
+        fig.add_trace(
+            go.Scatter(x=sales["day"], y=sales["revenue"], name=t("revenue"), mode="lines"),
+            secondary_y=True,
+        )
         fig.update_layout(title=t("daily_revenue"))
         body += figure(fig)
-    channels = ws.sql("SELECT coalesce(channel, '–') AS channel, count(*) AS n FROM events WHERE event = 'page_viewed' GROUP BY 1 ORDER BY 2 DESC")
+    channels = ws.sql(
+        "SELECT coalesce(channel, '–') AS channel, count(*) AS n FROM events WHERE event = 'page_viewed' GROUP BY 1 ORDER BY 2 DESC"
+    )
     if not channels.empty:
         fig = go.Figure(go.Pie(labels=channels["channel"], values=channels["n"], hole=0.45))
         fig.update_layout(title=t("channel_mix"))
@@ -119,7 +129,13 @@ def ingest(ws: Workspace, t: Translator) -> Section | None:
         body += note(t("no_quarantine"))
     else:
         top = reasons.head(12).iloc[::-1]
-        fig = go.Figure(go.Bar(x=top["rows"], y=[f"{k}: {r[:70]}" for k, r in zip(top["kind"], top["reason"], strict=True)], orientation="h"))
+        fig = go.Figure(
+            go.Bar(
+                x=top["rows"],
+                y=[f"{k}: {r[:70]}" for k, r in zip(top["kind"], top["reason"], strict=True)],
+                orientation="h",
+            )
+        )
         body += figure(fig, height=max(240, 30 * len(top)))
     return Section("ingest", t("ingest"), body)
 
@@ -145,7 +161,11 @@ def quality(ws: Workspace, t: Translator) -> Section | None:
     )["v"]
     if len(values):
         fig = go.Figure(go.Histogram(x=np.log10(1 + values.to_numpy(dtype=np.float64)), nbinsx=80))
-        fig.update_layout(title=t("order_values"), xaxis_title=f"log10(1 + {t('order_value')})", yaxis_title=t("orders"))
+        fig.update_layout(
+            title=t("order_values"),
+            xaxis_title=f"log10(1 + {t('order_value')})",
+            yaxis_title=t("orders"),
+        )
         body += figure(fig, height=320)
     if out.get("examples"):
         body += heading(t("outliers")) + table(pd.DataFrame(out["examples"]))
@@ -153,20 +173,35 @@ def quality(ws: Workspace, t: Translator) -> Section | None:
     if rep.bursts.get("top"):
         body += table(
             pd.DataFrame(rep.bursts["top"]),
-            columns={"actor": t("visitor"), "minutes": t("minutes"), "events": t("events"), "peak_per_minute": t("peak")},
+            columns={
+                "actor": t("visitor"),
+                "minutes": t("minutes"),
+                "events": t("events"),
+                "peak_per_minute": t("peak"),
+            },
         )
     else:
         body += note(t("no_bursts"))
     missing = pd.DataFrame(rep.missing)
     missing = missing[missing["rate"] > 0].sort_values("rate")
     if not missing.empty:
-        fig = go.Figure(go.Bar(x=missing["rate"], y=missing["table"] + "." + missing["column"], orientation="h"))
+        fig = go.Figure(
+            go.Bar(x=missing["rate"], y=missing["table"] + "." + missing["column"], orientation="h")
+        )
         fig.update_layout(title=t("missing_rates"), xaxis_tickformat=".0%")
         body += figure(fig, height=max(260, 22 * len(missing)))
     dup = rep.duplicates.get("ingest", {})
     if dup:
         frame = pd.DataFrame([{"kind": k, **v} for k, v in dup.items()])
-        body += heading(t("duplicate_rates")) + table(frame, columns={"kind": t("kind"), "rows_read": t("rows_read"), "duplicates": t("duplicates"), "rate": t("duplicate_rates")})
+        body += heading(t("duplicate_rates")) + table(
+            frame,
+            columns={
+                "kind": t("kind"),
+                "rows_read": t("rows_read"),
+                "duplicates": t("duplicates"),
+                "rate": t("duplicate_rates"),
+            },
+        )
     return Section("quality", t("quality"), body)
 
 
@@ -184,5 +219,10 @@ def identity(ws: Workspace, t: Translator) -> Section | None:
     values = [total - anon, stitched, anon - stitched]
     fig = go.Figure(go.Pie(labels=labels, values=values, hole=0.45, sort=False))
     fig.update_layout(title=t("identity_mix"))
-    body = cards([(t("identities"), s["tables"]["identities"]), (t("users"), s["known_users_with_anonymous_history"])]) + figure(fig, height=320)
+    body = cards(
+        [
+            (t("identities"), s["tables"]["identities"]),
+            (t("users"), s["known_users_with_anonymous_history"]),
+        ]
+    ) + figure(fig, height=320)
     return Section("identity", t("identity"), body)

@@ -114,7 +114,9 @@ class Store:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise InputError(f"cannot create the folder for store {path}: {exc.strerror}") from exc
+                raise InputError(
+                    f"cannot create the folder for store {path}: {exc.strerror}"
+                ) from exc
         config: dict[str, Any] = {"memory_limit": settings.store.memory_limit}
         if settings.store.threads:
             config["threads"] = settings.store.threads
@@ -146,7 +148,9 @@ class Store:
         ).fetchone()[0]
         if not exists:
             return 0
-        return self.con.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA_VERSION}").fetchone()[0]
+        return self.con.execute(
+            f"SELECT coalesce(max(version), 0) FROM {SCHEMA_VERSION}"
+        ).fetchone()[0]
 
     def _migrate(self) -> None:
         known = migrations()
@@ -194,7 +198,9 @@ class Store:
         the hash of a fixed string and rebuilds the keys when it no longer matches.
         """
         current = str(self.con.execute("SELECT hash('jingzhun event_key canary')").fetchone()[0])
-        row = self.con.execute(f"SELECT value FROM {STORE_META} WHERE key = 'hash_canary'").fetchone()
+        row = self.con.execute(
+            f"SELECT value FROM {STORE_META} WHERE key = 'hash_canary'"
+        ).fetchone()
         if row is not None and row[0] == current:
             return
         if self.read_only:
@@ -223,7 +229,9 @@ class Store:
             raise
         self.con.execute("COMMIT")
 
-    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    def sql(
+        self, query: str, params: list[Any] | dict[str, Any] | None = None
+    ) -> duckdb.DuckDBPyConnection:
         return self.con.execute(query, params) if params is not None else self.con.execute(query)
 
     def count(self, table: str) -> int:

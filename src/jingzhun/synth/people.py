@@ -21,7 +21,11 @@ BAD_EMAIL_RATE = 0.004
 
 def people(n: int, rng: np.random.Generator, prefs: np.ndarray) -> dict[str, pa.Array]:
     # Gender leans on tastes a little, as it does in shop data; 4% undisclosed.
-    lean = prefs[:, CATEGORY_NAMES.index("beauty")] + prefs[:, CATEGORY_NAMES.index("baby")] - prefs[:, CATEGORY_NAMES.index("electronics")]
+    lean = (
+        prefs[:, CATEGORY_NAMES.index("beauty")]
+        + prefs[:, CATEGORY_NAMES.index("baby")]
+        - prefs[:, CATEGORY_NAMES.index("electronics")]
+    )
     p_female = np.clip(0.5 + 0.6 * lean, 0.1, 0.9)
     female = rng.random(n) < p_female
     gender_code = np.where(rng.random(n) < 0.04, 2, np.where(female, 0, 1))
@@ -33,15 +37,25 @@ def people(n: int, rng: np.random.Generator, prefs: np.ndarray) -> dict[str, pa.
     giv = rng.integers(0, len(vocab.GIVEN), n)
     first = rng.integers(0, len(vocab.EN_FIRST), n)
     last = rng.integers(0, len(vocab.EN_LAST), n)
-    zh_name = join(choose([s[0] for s in vocab.SURNAMES], sur), choose([g[0] for g in vocab.GIVEN], giv))
+    zh_name = join(
+        choose([s[0] for s in vocab.SURNAMES], sur), choose([g[0] for g in vocab.GIVEN], giv)
+    )
     en_name = join(choose(list(vocab.EN_FIRST), first), choose(list(vocab.EN_LAST), last), sep=" ")
     is_zh = pa.array(chinese)
     name = pc.if_else(is_zh, zh_name, en_name)
 
-    zh_local = join(choose([s[1] for s in vocab.SURNAMES], sur), choose([g[1] for g in vocab.GIVEN], giv))
-    en_local = join(choose([f.lower() for f in vocab.EN_FIRST], first), choose([x.lower() for x in vocab.EN_LAST], last), sep=".")
+    zh_local = join(
+        choose([s[1] for s in vocab.SURNAMES], sur), choose([g[1] for g in vocab.GIVEN], giv)
+    )
+    en_local = join(
+        choose([f.lower() for f in vocab.EN_FIRST], first),
+        choose([x.lower() for x in vocab.EN_LAST], last),
+        sep=".",
+    )
     local = pc.if_else(is_zh, zh_local, en_local)
-    suffix = fixed_width("", scramble(np.arange(n), 29, bits=28), 7, base=16)  # bijective: unique per user
+    suffix = fixed_width(
+        "", scramble(np.arange(n), 29, bits=28), 7, base=16
+    )  # bijective: unique per user
     dw = np.array([d[1] for d in vocab.EMAIL_DOMAINS])
     domain = choose([d[0] for d in vocab.EMAIL_DOMAINS], rng.choice(len(dw), n, p=dw / dw.sum()))
     bad = rng.random(n) < BAD_EMAIL_RATE

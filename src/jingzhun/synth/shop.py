@@ -85,11 +85,18 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.users < 10:
-            raise InputError(f"--users {self.users} is too small", hint="simulate at least 10 users")
+            raise InputError(
+                f"--users {self.users} is too small", hint="simulate at least 10 users"
+            )
         if self.items is not None and self.items < 10:
-            raise InputError(f"--items {self.items} is too small", hint="simulate at least 10 items")
+            raise InputError(
+                f"--items {self.items} is too small", hint="simulate at least 10 items"
+            )
         if self.days < 60:
-            raise InputError(f"--days {self.days} is too short", hint="simulate at least 60 days (a campaign needs a 30-day tail)")
+            raise InputError(
+                f"--days {self.days} is too short",
+                hint="simulate at least 60 days (a campaign needs a 30-day tail)",
+            )
         if not 0 <= self.dirty_rate <= 0.2:
             raise InputError(f"dirty rate {self.dirty_rate} must be between 0 and 0.2")
         if self.seed < 0:
@@ -97,7 +104,9 @@ class SynthConfig:
 
     @property
     def n_items(self) -> int:
-        return self.items if self.items is not None else int(min(50_000, max(200, self.users // 10)))
+        return (
+            self.items if self.items is not None else int(min(50_000, max(200, self.users // 10)))
+        )
 
 
 @dataclass
@@ -138,8 +147,13 @@ class ShopData:
             tmp = path.with_suffix(".parquet.tmp")
             pq.write_table(table, tmp, row_group_size=1 << 20, compression="zstd")
             tmp.replace(path)  # never leave a half-written file under the final name
-        meta = {"config": {**asdict(self.config), "end": self.config.end.isoformat()}, "stats": self.stats}
-        (truth / "config.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        meta = {
+            "config": {**asdict(self.config), "end": self.config.end.isoformat()},
+            "stats": self.stats,
+        }
+        (truth / "config.json").write_text(
+            json.dumps(meta, indent=2, default=str), encoding="utf-8"
+        )
         write_world_params(truth)
         return {k: str(v) for k, v in files.items()}
 
@@ -147,7 +161,9 @@ class ShopData:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _sample_rows(cum: np.ndarray, rows: np.ndarray, rng: np.random.Generator, chunk: int = 1 << 21) -> np.ndarray:
+def _sample_rows(
+    cum: np.ndarray, rows: np.ndarray, rng: np.random.Generator, chunk: int = 1 << 21
+) -> np.ndarray:
     """For each r in ``rows``, a category drawn from the cumulative distribution ``cum[r]``."""
     out = np.empty(len(rows), dtype=np.int16)
     for a in range(0, len(rows), chunk):
@@ -204,7 +220,9 @@ class _Calendar:
     def mass(self, cum: np.ndarray, t: np.ndarray) -> np.ndarray:
         return np.interp(t, self.edges, cum)
 
-    def sample(self, cum: np.ndarray, lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample(
+        self, cum: np.ndarray, lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """Times in [lo, hi) distributed by the intensity whose cumulative is ``cum``."""
         a, b = self.mass(cum, lo), self.mass(cum, hi)
         return np.interp(a + rng.random(len(a)) * (b - a), cum, self.edges)
@@ -255,7 +273,9 @@ def simulate(config: SynthConfig, step: StepFn | None = None) -> ShopData:
     # largest step.
     for spent in ("uid", "t"):
         proc.pop(spent)
-    events, ev_stats = _events(config, sessions, users, items, camp, cal, start, r_item, r_time, r_anom)
+    events, ev_stats = _events(
+        config, sessions, users, items, camp, cal, start, r_item, r_time, r_anom
+    )
     del sessions["actor"], sessions["t"]
 
     say("dirty rows")
@@ -273,7 +293,9 @@ def simulate(config: SynthConfig, step: StepFn | None = None) -> ShopData:
         "dirty_event_rows": dirty.num_rows,
         "orders": int(ev_stats["orders"]),
         "alive_at_end": int(proc["alive_end_flag"].sum()),
-        "persona_counts": {name: int((users["persona"] == i).sum()) for i, name in enumerate(PERSONA_NAMES)},
+        "persona_counts": {
+            name: int((users["persona"] == i).sum()) for i, name in enumerate(PERSONA_NAMES)
+        },
         "window": [start.isoformat(), config.end.isoformat()],
         "categories": C,
     }
@@ -316,7 +338,10 @@ def _catalogue(M: int, rng: np.random.Generator) -> dict[str, object]:
         noun[idx] = np.array(cat.nouns, dtype=object)[rng.integers(0, len(cat.nouns), n)]
         terms = np.array(cat.terms, dtype=object)
         t1, t2 = rng.integers(0, len(terms), n), rng.integers(0, len(terms), n)
-        desc[idx] = [f"{a}, {b2} {nn.lower()} for everyday use." for a, b2, nn in zip(terms[t1], terms[t2], noun[idx], strict=True)]
+        desc[idx] = [
+            f"{a}, {b2} {nn.lower()} for everyday use."
+            for a, b2, nn in zip(terms[t1], terms[t2], noun[idx], strict=True)
+        ]
         # Power-law popularity within the category (Zipf exponent ~1.1 on a random ranking).
         ranks = rng.permutation(n) + 1
         pop = ranks.astype(np.float64) ** -1.1
@@ -343,14 +368,23 @@ def _catalogue(M: int, rng: np.random.Generator) -> dict[str, object]:
             "rating": pa.array(rating),
         }
     )
-    return {"table": table, "category": category, "price": price, "gcdf": gcdf, "ids": ids, "popularity": popularity}
+    return {
+        "table": table,
+        "category": category,
+        "price": price,
+        "gcdf": gcdf,
+        "ids": ids,
+        "popularity": popularity,
+    }
 
 
 def _persona_array(attr: str) -> np.ndarray:
     return np.array([getattr(p, attr) for p in PERSONAS], dtype=np.float64)
 
 
-def _users(config: SynthConfig, items: dict[str, object], rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _users(
+    config: SynthConfig, items: dict[str, object], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     N, D = config.users, config.days
     C = len(vocab.CATEGORIES)
     shares = _persona_array("share")
@@ -401,7 +435,9 @@ def _users(config: SynthConfig, items: dict[str, object], rng: np.random.Generat
     }
 
 
-def _purchase_process(users: dict[str, np.ndarray], cal: _Calendar, D: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _purchase_process(
+    users: dict[str, np.ndarray], cal: _Calendar, D: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """BG/NBD-style purchases from sign-up to the end; the dropout point; who is alive."""
     N = len(users["rate"])
     lo = users["signup"]
@@ -414,7 +450,9 @@ def _purchase_process(users: dict[str, np.ndarray], cal: _Calendar, D: int, rng:
     uid, t = uid[order], t[order]
     starts = np.concatenate(([0], np.cumsum(n_pot)[:-1]))
     rank = np.arange(len(uid)) - np.repeat(starts, n_pot)
-    made = rng.geometric(users["dropout"])  # purchases up to and including the one after which they leave
+    made = rng.geometric(
+        users["dropout"]
+    )  # purchases up to and including the one after which they leave
     keep = rank < made[uid]
     died = made <= n_pot
     last = np.where(died, starts + made - 1, 0)
@@ -449,8 +487,15 @@ def _campaign(
     treated_users = eligible[~control]
     alive_at_send = proc["death"][eligible] > send
     p0 = natural_probability(users["rate"][eligible], alive_at_send, RESPONSE_WINDOW_DAYS)
-    r = convert_rate(users["convert"][eligible], users["sens"][eligible], users["prefs"][eligible, category], message.discount)
-    p1 = treated_probability(p0, users["open"][eligible], users["click"][eligible], r, users["dog"][eligible])
+    r = convert_rate(
+        users["convert"][eligible],
+        users["sens"][eligible],
+        users["prefs"][eligible, category],
+        message.discount,
+    )
+    p1 = treated_probability(
+        p0, users["open"][eligible], users["click"][eligible], r, users["dog"][eligible]
+    )
     n = len(treated_users)
     delivered = rng.random(n) < 0.97
     opened = delivered & (rng.random(n) < users["open"][treated_users])
@@ -519,7 +564,12 @@ def _sessions(
     # Purchase sessions inside the window, minus those sleeping dogs forwent after the send.
     pt, pu = proc["t"], proc["uid"]
     in_win = pt >= 0
-    forgo = camp["suppressed"][pu] & (pt >= send) & (pt < send + RESPONSE_WINDOW_DAYS) & (rng.random(len(pt)) < 0.5)
+    forgo = (
+        camp["suppressed"][pu]
+        & (pt >= send)
+        & (pt < send + RESPONSE_WINDOW_DAYS)
+        & (rng.random(len(pt)) < 0.5)
+    )
     keep = in_win & ~forgo
     buy_actor, buy_t = pu[keep], pt[keep]
     # Browsing while alive (and a little after the last purchase), inside the window.
@@ -527,7 +577,9 @@ def _sessions(
     tail = rng.exponential(10.0, N)
     hi = np.minimum(proc["death"] + tail, D)
     ok = hi > lo
-    span = np.where(ok, cal.mass(cal.cum_browse, np.where(ok, hi, lo)) - cal.mass(cal.cum_browse, lo), 0.0)
+    span = np.where(
+        ok, cal.mass(cal.cum_browse, np.where(ok, hi, lo)) - cal.mass(cal.cum_browse, lo), 0.0
+    )
     nb = rng.poisson(users["browse"] * span)
     br_actor = np.repeat(np.arange(N), nb)
     br_t = cal.sample(cal.cum_browse, lo[br_actor], hi[br_actor], rng)
@@ -538,7 +590,7 @@ def _sessions(
     s = users["signup"][pre_actor]
     pre_t = cal.sample(cal.cum_browse, np.maximum(s - 14.0, 0.0), s, rng)
     # Visitors who never sign up: actors N .. N + V - 1.
-    V = int(round(config.anonymous_visitors * N))
+    V = round(config.anonymous_visitors * N)
     nv = 1 + r_vis.poisson(0.6, V)
     vis_actor = N + np.repeat(np.arange(V), nv)
     vis_t = cal.sample(cal.cum_browse, np.zeros(len(vis_actor)), np.full(len(vis_actor), D), r_vis)
@@ -547,8 +599,18 @@ def _sessions(
     inc_t = camp["click_t"][camp["incremental"]] + rng.exponential(0.02, len(inc))
     actor = np.concatenate([buy_actor, inc, br_actor, pre_actor, vis_actor])
     t = np.concatenate([buy_t, inc_t, br_t, pre_t, vis_t])
-    purchase = np.concatenate([np.ones(len(buy_actor) + len(inc), bool), np.zeros(len(br_actor) + len(pre_actor) + len(vis_actor), bool)])
-    identified = np.concatenate([np.ones(len(buy_actor) + len(inc) + len(br_actor), bool), np.zeros(len(pre_actor) + len(vis_actor), bool)])
+    purchase = np.concatenate(
+        [
+            np.ones(len(buy_actor) + len(inc), bool),
+            np.zeros(len(br_actor) + len(pre_actor) + len(vis_actor), bool),
+        ]
+    )
+    identified = np.concatenate(
+        [
+            np.ones(len(buy_actor) + len(inc) + len(br_actor), bool),
+            np.zeros(len(pre_actor) + len(vis_actor), bool),
+        ]
+    )
     from_campaign = np.zeros(len(actor), bool)
     from_campaign[len(buy_actor) : len(buy_actor) + len(inc)] = True
     return {
@@ -586,12 +648,42 @@ def _events(
     hour_pref = np.where(is_user0, users["hour"][np.where(is_user0, sessions["actor"], 0)], 20.0)
     S = len(sessions["actor"])
     day = np.floor(sessions["t"]).astype(np.int64)
-    global_hours = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 4, 4.5, 5, 6, 5.5, 4.5, 4.5, 4.5, 4.5, 5, 6, 7.5, 8, 6.5, 3.5])
+    global_hours = np.array(
+        [
+            1,
+            0.6,
+            0.4,
+            0.3,
+            0.3,
+            0.5,
+            1,
+            2,
+            3,
+            4,
+            4.5,
+            5,
+            6,
+            5.5,
+            4.5,
+            4.5,
+            4.5,
+            4.5,
+            5,
+            6,
+            7.5,
+            8,
+            6.5,
+            3.5,
+        ]
+    )
     gh = r_time.choice(24, S, p=global_hours / global_hours.sum()) + r_time.random(S)
     own = np.mod(r_time.normal(hour_pref, 1.5), 24.0)
     hour = np.where(r_time.random(S) < 0.6, own, gh)
     t_day = np.where(sessions["campaign"], sessions["t"], day + hour / 24.0)
-    start_us = int((np.datetime64(start, "D") - np.datetime64("1970-01-01", "D")).astype(np.int64)) * _US_PER_DAY
+    start_us = (
+        int((np.datetime64(start, "D") - np.datetime64("1970-01-01", "D")).astype(np.int64))
+        * _US_PER_DAY
+    )
     s_us = start_us + (t_day * _US_PER_DAY).astype(np.int64)
     by_time = np.argsort(s_us, kind="stable")
     s_us, day = s_us[by_time], day[by_time]
@@ -606,8 +698,12 @@ def _events(
     base = np.array([c.weight for c in vocab.CATEGORIES])
     users = {
         **users,
-        "prefs_cum_v": np.vstack([users["prefs_cum"], np.cumsum(base / base.sum()).astype(np.float32)[None, :]]),
-        "chan_cum_v": np.vstack([users["channels_cum"], np.cumsum([0.35, 0.35, 0.30]).astype(np.float32)[None, :]]),
+        "prefs_cum_v": np.vstack(
+            [users["prefs_cum"], np.cumsum(base / base.sum()).astype(np.float32)[None, :]]
+        ),
+        "chan_cum_v": np.vstack(
+            [users["channels_cum"], np.cumsum([0.35, 0.35, 0.30]).astype(np.float32)[None, :]]
+        ),
     }
     session = {
         "actor": actor,
@@ -629,13 +725,17 @@ def _events(
     extra = _side_events(config, users, camp, start_us, r_time)
     bots, anomalies = _anomalies(config, cols, sessions["n_visitors"], items, start_us, r_anom)
     extra = {k: np.concatenate([extra[k], bots[k].astype(extra[k].dtype)]) for k in extra}
-    order = np.argsort(np.concatenate([cols["ts"], extra["ts"]]), kind="stable")  # timsort: nearly sorted runs
+    order = np.argsort(
+        np.concatenate([cols["ts"], extra["ts"]]), kind="stable"
+    )  # timsort: nearly sorted runs
     for k2 in cols:
         cols[k2] = np.concatenate([cols[k2], extra[k2].astype(cols[k2].dtype)])[order]
     del order
     meta = {
         "anomalies": anomalies,
-        "anon_pool": np.concatenate([users["anon"], sessions["visitor_anon"], anomalies["bot_anon"]]),
+        "anon_pool": np.concatenate(
+            [users["anon"], sessions["visitor_anon"], anomalies["bot_anon"]]
+        ),
         "orders": int(purchase.sum()),
         "campaign_id": camp["id"],
     }
@@ -655,7 +755,12 @@ def _expand(
     """Funnel events of a run of sessions (see :func:`_events`)."""
     N = config.users
     actor, purchase, identified = part["actor"], part["purchase"], part["identified"]
-    from_campaign, s_us, day, order_no = part["campaign"], part["s_us"], part["day"], part["order_no"]
+    from_campaign, s_us, day, order_no = (
+        part["campaign"],
+        part["s_us"],
+        part["day"],
+        part["order_no"],
+    )
     S = len(actor)
     is_user = actor < N
     ua = np.where(is_user, actor, 0)
@@ -666,7 +771,9 @@ def _expand(
     # Funnel shape per session.
     views_mean = np.where(is_user, users["views"][ua], 1.2)
     n_items = np.where(purchase, np.minimum(1 + rng.poisson(0.35, S), 4), 0).astype(np.int32)
-    n_view = np.maximum(1 + rng.poisson(np.where(purchase, 0.8, views_mean)), n_items).astype(np.int32)
+    n_view = np.maximum(1 + rng.poisson(np.where(purchase, 0.8, views_mean)), n_items).astype(
+        np.int32
+    )
     browse_add = ~purchase & (rng.random(S) < 0.12)
     n_add = np.where(purchase, n_items, browse_add).astype(np.int32)
     n_check = np.where(purchase, 1, browse_add & (rng.random(S) < 0.25)).astype(np.int32)
@@ -688,13 +795,17 @@ def _expand(
     view_item = best.copy()
     cheap, dear = best.copy(), best.copy()
     for _ in range(2):
-        cand = np.minimum(np.searchsorted(gcdf, cat + rng.random(nv_total)), last_item).astype(np.int32)
+        cand = np.minimum(np.searchsorted(gcdf, cat + rng.random(nv_total)), last_item).astype(
+            np.int32
+        )
         cheap = np.where(price[cand] < price[cheap], cand, cheap)
         dear = np.where(price[cand] > price[dear], cand, dear)
     del cat, cand, best
     u = rng.random(nv_total, dtype=np.float32)
     s_view = sens[view_s]
-    view_item = np.where(u < s_view, cheap, np.where(u < s_view + (1 - s_view) * 0.3, dear, view_item))
+    view_item = np.where(
+        u < s_view, cheap, np.where(u < s_view + (1 - s_view) * 0.3, dear, view_item)
+    )
     del cheap, dear, u, s_view
     # Staples: some purchase sessions open on (and buy) one of the user's usual items.
     vbase = np.concatenate(([0], np.cumsum(n_view, dtype=np.int64)[:-1]))
@@ -744,7 +855,9 @@ def _expand(
     p_disc = np.clip((0.12 + 0.25 * promo_level) * (0.3 + 1.6 * aff), 0.0, 0.9)
     levels = np.array([0.05, 0.1, 0.15, 0.2, 0.3, 0.5])
     k = len(order_rows)
-    disc = np.where(rng.random(k) < p_disc, levels[rng.choice(6, k, p=[0.15, 0.3, 0.2, 0.2, 0.1, 0.05])], 0.0)
+    disc = np.where(
+        rng.random(k) < p_disc, levels[rng.choice(6, k, p=[0.15, 0.3, 0.2, 0.2, 0.1, 0.05])], 0.0
+    )
     disc = np.where(from_campaign[sess_of_order], np.maximum(disc, camp["message"].discount), disc)
     discount = np.full(E, np.nan)
     discount[order_rows] = np.where(disc > 0, disc, np.nan)
@@ -767,7 +880,9 @@ def _expand(
     cols = {
         "kind": kind,
         "user": np.where(identified[es], actor[es], -1).astype(np.int32),
-        "anon": np.where(carry_anon[es], actor[es], -1).astype(np.int32),  # visitors' ids follow the users'
+        "anon": np.where(carry_anon[es], actor[es], -1).astype(
+            np.int32
+        ),  # visitors' ids follow the users'
         "order": order_of,
         "item": item,
         "quantity": qty,
@@ -839,10 +954,21 @@ def _anomalies(
         cols["revenue"][lines] = np.round(cols["revenue"][lines] * mult, 2)
     bot_anon = scramble(np.arange(N + n_visitors, N + n_visitors + n_bots), config.seed + 11)
     bot_events = np.bincount(burst_bot, weights=size, minlength=n_bots).astype(np.int64)
-    return bots, {"bot_anon": bot_anon, "bot_events": bot_events, "bulk_orders": bulk, "bulk_factor": factor}
+    return bots, {
+        "bot_anon": bot_anon,
+        "bot_events": bot_events,
+        "bulk_orders": bulk,
+        "bulk_factor": factor,
+    }
 
 
-def _side_events(config: SynthConfig, users: dict[str, np.ndarray], camp: dict[str, object], start_us: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _side_events(
+    config: SynthConfig,
+    users: dict[str, np.ndarray],
+    camp: dict[str, object],
+    start_us: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
     """Sign-up events, and the campaign's sent/delivered/opened/clicked/converted events."""
     D = config.days
     fresh = np.flatnonzero((users["signup"] >= 0) & (users["signup"] < D))
@@ -850,7 +976,12 @@ def _side_events(config: SynthConfig, users: dict[str, np.ndarray], camp: dict[s
     parts: list[tuple[np.ndarray, int, np.ndarray, bool]] = [
         (fresh, _SIGNED_UP, users["signup"][fresh], False),
         (cu, _SENT, np.full(len(cu), camp["send"]), True),
-        (cu[camp["delivered"]], _DELIVERED, np.full(camp["delivered"].sum(), camp["send"]) + 30 / 86400, True),
+        (
+            cu[camp["delivered"]],
+            _DELIVERED,
+            np.full(camp["delivered"].sum(), camp["send"]) + 30 / 86400,
+            True,
+        ),
         (cu[camp["opened"]], _OPENED, camp["open_t"][camp["opened"]], True),
         (cu[camp["clicked"]], _CLICKED, camp["click_t"][camp["clicked"]], True),
         (cu[camp["incremental"]], _CONVERTED, camp["click_t"][camp["incremental"]] + 0.05, True),
@@ -887,7 +1018,9 @@ def _strings(pool: pa.Array, index: np.ndarray) -> pa.Array:
     return pool.take(pa.array(np.where(missing, 0, index), mask=missing))
 
 
-def _dirty(generated: dict[str, object], config: SynthConfig, rng: np.random.Generator) -> tuple[pa.Table, pa.Table, pa.Table]:
+def _dirty(
+    generated: dict[str, object], config: SynthConfig, rng: np.random.Generator
+) -> tuple[pa.Table, pa.Table, pa.Table]:
     """Make about ``dirty_rate`` of the rows dirty; build the events table and the truth.
 
     Returns the events, the dirty rows' truth and the anomalies' truth (bots, bulk orders).
@@ -895,7 +1028,7 @@ def _dirty(generated: dict[str, object], config: SynthConfig, rng: np.random.Gen
     cols: dict[str, np.ndarray] = generated["cols"]
     meta = generated["meta"]
     n = len(cols["ts"])
-    k = int(round(config.dirty_rate * n))
+    k = round(config.dirty_rate * n)
     n_dup, n_bad = int(k * 0.4), int(k * 0.35)
     n_missing = k - n_dup - n_bad
     picked = rng.choice(n, n_dup + n_bad + n_missing, replace=False) if k else np.empty(0, np.int64)
@@ -908,15 +1041,24 @@ def _dirty(generated: dict[str, object], config: SynthConfig, rng: np.random.Gen
     had_price = ~np.isnan(price)
     # Malformed values, one kind per row, each a value ingest must refuse.
     kinds = rng.integers(0, 5, len(bad))
-    kinds[(kinds <= 1) & ~had_price[bad]] = 0  # a NaN where no price belongs is no error: make it negative
-    details = np.array(["price:negative", "price:nan", "ts:future", "event:unknown", "user_id:too_long"], dtype=object)[kinds]
+    kinds[(kinds <= 1) & ~had_price[bad]] = (
+        0  # a NaN where no price belongs is no error: make it negative
+    )
+    details = np.array(
+        ["price:negative", "price:nan", "ts:future", "event:unknown", "user_id:too_long"],
+        dtype=object,
+    )[kinds]
     typo, long_id = len(_EVENT_NAMES), config.users  # codes just past the pools
     rows = bad[kinds == 0]
     price[rows] = -np.where(np.isnan(price[rows]), 9.9, price[rows])
     nan_rows = bad[kinds == 1]
     price[nan_rows] = np.nan
     rows = bad[kinds == 2]
-    ts[rows] = int((np.datetime64("2099-01-01", "D") - np.datetime64("1970-01-01", "D")).astype(np.int64)) * _US_PER_DAY + rows % _US_PER_DAY
+    ts[rows] = (
+        int((np.datetime64("2099-01-01", "D") - np.datetime64("1970-01-01", "D")).astype(np.int64))
+        * _US_PER_DAY
+        + rows % _US_PER_DAY
+    )
     event_code[bad[kinds == 3]] = typo
     user[bad[kinds == 4]] = long_id
     user[missing] = -1
@@ -932,9 +1074,13 @@ def _dirty(generated: dict[str, object], config: SynthConfig, rng: np.random.Gen
     price_null = ~had_price
     price_null[bad] = False  # malformed prices stay as written (negative, or NaN), not null
 
-    users_pool = pa.concat_arrays([fixed_width("u", np.arange(1, config.users + 1), 8), pa.array(["u" * 300])])
+    users_pool = pa.concat_arrays(
+        [fixed_width("u", np.arange(1, config.users + 1), 8), pa.array(["u" * 300])]
+    )
     anon_pool = fixed_width("anon_", meta["anon_pool"], 12, base=16)
-    order_pool = fixed_width("ord_", scramble(np.arange(meta["orders"]), config.seed + 202, bits=40), 10, base=16)
+    order_pool = fixed_width(
+        "ord_", scramble(np.arange(meta["orders"]), config.seed + 202, bits=40), 10, base=16
+    )
     item_pool = fixed_width("sku", np.arange(1, int(max(cols["item"].max(), 0)) + 2), 6)
     # Column by column, freeing each NumPy source as soon as its Arrow column exists.
     arrays: dict[str, pa.Array] = {}
@@ -948,7 +1094,9 @@ def _dirty(generated: dict[str, object], config: SynthConfig, rng: np.random.Gen
     arrays["order_id"] = _strings(order_pool, cols.pop("order")[take])
     arrays["item_id"] = _strings(item_pool, cols.pop("item")[take])
     q = cols.pop("quantity")[take]
-    arrays["quantity"] = pa.array(np.nan_to_num(q).astype(np.int16), mask=np.isnan(q))  # whole units
+    arrays["quantity"] = pa.array(
+        np.nan_to_num(q).astype(np.int16), mask=np.isnan(q)
+    )  # whole units
     del q
     arrays["price"] = pa.array(price[take], mask=price_null[take])
     arrays["revenue"] = pa.array(cols.pop("revenue")[take], from_pandas=True)
@@ -966,7 +1114,9 @@ def _dirty(generated: dict[str, object], config: SynthConfig, rng: np.random.Gen
     first_bot = len(meta["anon_pool"]) - n_bots
     anomaly_table = pa.table(
         {
-            "kind": pa.array(["bot"] * n_bots + ["bulk_order"] * len(anomalies["bulk_orders"]), pa.string()),
+            "kind": pa.array(
+                ["bot"] * n_bots + ["bulk_order"] * len(anomalies["bulk_orders"]), pa.string()
+            ),
             "id": pa.concat_arrays(
                 [
                     anon_pool.take(pa.array(np.arange(first_bot, first_bot + n_bots))),
@@ -983,10 +1133,25 @@ def _dirty(generated: dict[str, object], config: SynthConfig, rng: np.random.Gen
     dup_rows = np.flatnonzero(copy)
     truth = pa.table(
         {
-            "row": pa.array(np.concatenate([dup_rows, inverse[bad], inverse[missing]]).astype(np.int64)),
-            "kind": pa.array(["duplicate"] * len(dup_rows) + ["malformed"] * len(bad) + ["missing_id"] * len(missing), pa.string()),
-            "detail": pa.array(["event_id seen on the previous row"] * len(dup_rows) + details.tolist() + ["user_id:null,anonymous_id:null"] * len(missing), pa.string()),
-            "expected": pa.array(["duplicate"] * len(dup_rows) + ["quarantined"] * (len(bad) + len(missing)), pa.string()),
+            "row": pa.array(
+                np.concatenate([dup_rows, inverse[bad], inverse[missing]]).astype(np.int64)
+            ),
+            "kind": pa.array(
+                ["duplicate"] * len(dup_rows)
+                + ["malformed"] * len(bad)
+                + ["missing_id"] * len(missing),
+                pa.string(),
+            ),
+            "detail": pa.array(
+                ["event_id seen on the previous row"] * len(dup_rows)
+                + details.tolist()
+                + ["user_id:null,anonymous_id:null"] * len(missing),
+                pa.string(),
+            ),
+            "expected": pa.array(
+                ["duplicate"] * len(dup_rows) + ["quarantined"] * (len(bad) + len(missing)),
+                pa.string(),
+            ),
         }
     ).sort_by("row")
     return table, truth, anomaly_table
@@ -998,10 +1163,14 @@ def _users_table(users: dict[str, np.ndarray], start: date, rng: np.random.Gener
 
     N = len(users["signup"])
     persona = users["persona"]
-    created_us = (np.datetime64(start, "us") + (users["signup"] * _US_PER_DAY).astype("timedelta64[us]")).astype("datetime64[us]")
+    created_us = (
+        np.datetime64(start, "us") + (users["signup"] * _US_PER_DAY).astype("timedelta64[us]")
+    ).astype("datetime64[us]")
     pii = people(N, rng, users["prefs"])
     young = persona == PERSONA_NAMES.index("new_user")
-    birth = np.clip(np.round(rng.normal(np.where(young, 1998, 1990), 9.0)), 1950, 2008).astype(np.int64)
+    birth = np.clip(np.round(rng.normal(np.where(young, 1998, 1990), 9.0)), 1950, 2008).astype(
+        np.int64
+    )
     birth_bad = rng.random(N) < 0.002
     birth[birth_bad] = 1850  # impossible: ingest must quarantine these rows
     weights = np.array([c[3] for c in vocab.CITIES])
@@ -1015,12 +1184,18 @@ def _users_table(users: dict[str, np.ndarray], start: date, rng: np.random.Gener
             "birth_year": pa.array(birth),
             "city": choose([c[0] for c in vocab.CITIES], city).dictionary_decode(),
             "region": choose([c[2] for c in vocab.CITIES], city).dictionary_decode(),
-            "signup_channel": choose(list(vocab.SIGNUP_CHANNELS), signup_channel).dictionary_decode(),
+            "signup_channel": choose(
+                list(vocab.SIGNUP_CHANNELS), signup_channel
+            ).dictionary_decode(),
             "marketing_opt_in": pa.array(users["opt_in"]),
             "name": pii["name"],
             "email": pii["email"],
             "phone": pii["phone"],
-            "address": join(choose([c[1] for c in vocab.CITIES], city).dictionary_decode(), pii["street"], sep=" "),
+            "address": join(
+                choose([c[1] for c in vocab.CITIES], city).dictionary_decode(),
+                pii["street"],
+                sep=" ",
+            ),
         }
     )
 
@@ -1036,7 +1211,9 @@ def _truth_table(users: dict[str, np.ndarray], proc: dict[str, np.ndarray]) -> p
     aov = (1.0 + users["quantity"]) * 1.3 * np.exp(np.log(120.0) + 0.8 * (0.5 - users["sens"]))
     cols: dict[str, object] = {
         "user_id": users["ids"],
-        "persona": choose(list(PERSONA_NAMES), users["persona"].astype(np.int64)).dictionary_decode(),
+        "persona": choose(
+            list(PERSONA_NAMES), users["persona"].astype(np.int64)
+        ).dictionary_decode(),
         "signup_day": pa.array(users["signup"]),
         "purchase_rate": pa.array(users["rate"]),
         "dropout_prob": pa.array(users["dropout"]),

@@ -13,7 +13,9 @@ import pyarrow.compute as pc
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
-def fixed_width(prefix: str, values: np.ndarray, width: int, *, base: int = 10, chunk: int = 1 << 20) -> pa.StringArray:
+def fixed_width(
+    prefix: str, values: np.ndarray, width: int, *, base: int = 10, chunk: int = 1 << 20
+) -> pa.StringArray:
     """``prefix`` followed by each non-negative integer in ``base`` (10 or 16), zero-padded.
 
     >>> fixed_width("u", np.array([7, 42]), 4).to_pylist()
@@ -33,7 +35,9 @@ def fixed_width(prefix: str, values: np.ndarray, width: int, *, base: int = 10, 
         offsets = np.arange(0, (n + 1) * row, row, dtype=np.int32)
         return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out.reshape(-1)))
     offsets64 = np.arange(0, (n + 1) * row, row, dtype=np.int64)
-    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets64), pa.py_buffer(out.reshape(-1)))
+    return pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(offsets64), pa.py_buffer(out.reshape(-1))
+    )
 
 
 def scramble(values: np.ndarray, seed: int, bits: int = 48) -> np.ndarray:
@@ -60,7 +64,9 @@ def choose(pool: list[str], index: np.ndarray) -> pa.Array:
 
 def join(*parts: pa.Array | str, sep: str = "") -> pa.Array:
     """Element-wise concatenation of string arrays and literals."""
-    arrays = [pc.cast(p, pa.string()) if isinstance(p, pa.Array | pa.ChunkedArray) else p for p in parts]
+    arrays = [
+        pc.cast(p, pa.string()) if isinstance(p, pa.Array | pa.ChunkedArray) else p for p in parts
+    ]
     return pc.binary_join_element_wise(*arrays, sep)
 
 

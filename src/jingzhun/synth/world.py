@@ -41,7 +41,10 @@ class Message:
 
     def __post_init__(self) -> None:
         if self.category is not None and self.category not in CATEGORY_NAMES:
-            raise InputError(f"message category {self.category!r} is unknown", hint=f"use one of {', '.join(CATEGORY_NAMES)}")
+            raise InputError(
+                f"message category {self.category!r} is unknown",
+                hint=f"use one of {', '.join(CATEGORY_NAMES)}",
+            )
         if not 0.0 <= self.discount < 1.0:
             raise InputError(f"message discount {self.discount} must be in [0, 1)")
 
@@ -57,7 +60,9 @@ def natural_probability(rate: np.ndarray, alive: np.ndarray, days: float) -> np.
     return np.where(alive, 1.0 - np.exp(-rate * days), 0.0)
 
 
-def convert_rate(base: np.ndarray, sensitivity: np.ndarray, category_pref: np.ndarray | None, discount: float) -> np.ndarray:
+def convert_rate(
+    base: np.ndarray, sensitivity: np.ndarray, category_pref: np.ndarray | None, discount: float
+) -> np.ndarray:
     """Chance that a click converts a non-buyer, for a message with ``discount``.
 
     A discount helps in proportion to price sensitivity; a message about one category
@@ -70,7 +75,13 @@ def convert_rate(base: np.ndarray, sensitivity: np.ndarray, category_pref: np.nd
     return np.clip(r, 0.0, 1.0)
 
 
-def treated_probability(p0: np.ndarray, open_rate: np.ndarray, click_rate: np.ndarray, conversion: np.ndarray, dog: np.ndarray) -> np.ndarray:
+def treated_probability(
+    p0: np.ndarray,
+    open_rate: np.ndarray,
+    click_rate: np.ndarray,
+    conversion: np.ndarray,
+    dog: np.ndarray,
+) -> np.ndarray:
     """Chance of a purchase in the window when messaged (see the module docstring)."""
     return np.where(dog, p0 / 2.0, p0 + (1.0 - p0) * open_rate * click_rate * conversion)
 
@@ -90,10 +101,23 @@ class World:
     """
 
     def __init__(self, truth: pd.DataFrame) -> None:
-        required = {"user_id", "purchase_rate", "alive", "open_rate", "click_rate", "convert_rate", "price_sensitivity", "sleeping_dog", "aov"}
+        required = {
+            "user_id",
+            "purchase_rate",
+            "alive",
+            "open_rate",
+            "click_rate",
+            "convert_rate",
+            "price_sensitivity",
+            "sleeping_dog",
+            "aov",
+        }
         missing = required - set(truth.columns)
         if missing:
-            raise InputError(f"ground truth lacks columns {sorted(missing)}", hint="regenerate it with jingzhun synth")
+            raise InputError(
+                f"ground truth lacks columns {sorted(missing)}",
+                hint="regenerate it with jingzhun synth",
+            )
         self.truth = truth.reset_index(drop=True)
         self._index = pd.Index(self.truth["user_id"].to_numpy(dtype=object))
         self._prefs = self.truth[[f"pref_{c}" for c in CATEGORY_NAMES]].to_numpy(dtype=np.float64)
@@ -102,7 +126,9 @@ class World:
     def load(cls, directory: str | Path) -> World:
         path = Path(directory) / "truth" / "users.parquet"
         if not path.exists():
-            raise InputError(f"no ground truth at {path}", hint="generate data with jingzhun synth --out DIR")
+            raise InputError(
+                f"no ground truth at {path}", hint="generate data with jingzhun synth --out DIR"
+            )
         return cls(pq.read_table(path).to_pandas())
 
     def _rows(self, user_ids: list[str] | np.ndarray | pd.Series) -> np.ndarray:
@@ -113,12 +139,18 @@ class World:
         return idx
 
     def probabilities(
-        self, user_ids: list[str] | np.ndarray | pd.Series, message: Message, *, days: float = RESPONSE_WINDOW_DAYS
+        self,
+        user_ids: list[str] | np.ndarray | pd.Series,
+        message: Message,
+        *,
+        days: float = RESPONSE_WINDOW_DAYS,
     ) -> pd.DataFrame:
         """True purchase probabilities in the window, untreated and treated, and the uplift."""
         rows = self._rows(user_ids)
         t = self.truth
-        p0 = natural_probability(t["purchase_rate"].to_numpy(np.float64)[rows], t["alive"].to_numpy(bool)[rows], days)
+        p0 = natural_probability(
+            t["purchase_rate"].to_numpy(np.float64)[rows], t["alive"].to_numpy(bool)[rows], days
+        )
         p1 = treated_probability(
             p0,
             t["open_rate"].to_numpy(np.float64)[rows],
@@ -136,7 +168,11 @@ class World:
         )
 
     def _convert_rate(self, rows: np.ndarray, message: Message) -> np.ndarray:
-        pref = None if message.category is None else self._prefs[rows, CATEGORY_NAMES.index(message.category)]
+        pref = (
+            None
+            if message.category is None
+            else self._prefs[rows, CATEGORY_NAMES.index(message.category)]
+        )
         return convert_rate(
             self.truth["convert_rate"].to_numpy(np.float64)[rows],
             self.truth["price_sensitivity"].to_numpy(np.float64)[rows],
@@ -172,10 +208,14 @@ class World:
         clicked = opened & (rng.random(n) < c)
         p0 = probs["p_control"].to_numpy()
         natural = rng.random(n) < np.where(treated & dog, p0 / 2.0, p0)
-        incremental = clicked & ~dog & ~natural & (rng.random(n) < self._convert_rate(rows, message))
+        incremental = (
+            clicked & ~dog & ~natural & (rng.random(n) < self._convert_rate(rows, message))
+        )
         converted = natural | incremental
         aov = self.truth["aov"].to_numpy(np.float64)[rows] * (1.0 - message.discount * incremental)
-        revenue = np.where(converted, rng.lognormal(np.log(np.maximum(aov, 1.0)) - 0.125, 0.5, n), 0.0)
+        revenue = np.where(
+            converted, rng.lognormal(np.log(np.maximum(aov, 1.0)) - 0.125, 0.5, n), 0.0
+        )
         out = probs.copy()
         out.insert(1, "treated", treated)
         out["opened"] = opened

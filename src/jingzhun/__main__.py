@@ -1,0 +1,5 @@
+"""``python -m jingzhun`` is the ``jingzhun`` command."""
+
+from jingzhun.cli import main
+
+main()

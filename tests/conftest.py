@@ -1,0 +1,114 @@
+"""Shared fixtures: real DuckDB files in temp folders, a small simulated shop, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from jingzhun.config import Settings
+from jingzhun.synth import ShopData, SynthConfig, simulate
+from jingzhun.workspace import Workspace
+
+#: Users in the shared simulated shop: enough for every persona, small enough to be quick.
+SHOP_USERS = 3000
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.duckdb"
+
+
+@pytest.fixture
+def ws(db_path: Path) -> Iterator[Workspace]:
+    """A fresh workspace on a DuckDB file of its own."""
+    workspace = Workspace.open(db_path, config=None)
+    try:
+        yield workspace
+    finally:
+        workspace.close()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings()
+
+
+@dataclass
+class Shop:
+    dir: Path
+    data: ShopData
+
+    def file(self, name: str) -> str:
+        return str(self.dir / f"{name}.parquet")
+
+
+@pytest.fixture(scope="session")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
+    """A small simulated shop written to Parquet once per test session (read-only for tests)."""
+    out = tmp_path_factory.mktemp("shop")
+    data = simulate(SynthConfig(users=SHOP_USERS, seed=3))
+    data.write(out)
+    return Shop(out, data)
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[..., Path]:
+    """Write text or bytes to a file under tmp_path and return its path."""
+
+    def _write(name: str, content: str | bytes, encoding: str = "utf-8") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding=encoding)
+        return path
+
+    return _write
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., CliResult]:
+    """Run ``jingzhun`` in a subprocess (the real entry point), in tmp_path by default."""
+
+    def _run(
+        *args: str,
+        input: bytes | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+    ) -> CliResult:
+        full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+        full_env.pop("JINGZHUN_DB", None) if env is None or "JINGZHUN_DB" not in env else None
+        proc = subprocess.run(
+            [sys.executable, "-m", "jingzhun", *args],
+            input=input,
+            capture_output=True,
+            cwd=cwd or tmp_path,
+            env=full_env,
+            timeout=timeout,
+        )
+        return CliResult(
+            proc.returncode,
+            proc.stdout.decode("utf-8", "replace"),
+            proc.stderr.decode("utf-8", "replace"),
+        )
+
+    return _run
