@@ -78,7 +78,7 @@ class SynthConfig:
     items: int | None = None  # default: users / 10, between 200 and 50,000
     days: int = 365
     seed: int = 0
-    end: date = date(2026, 10, 31)
+    end: date = date(2026, 10, 31)  # the last simulated day (inclusive)
     anonymous_visitors: float = 0.3  # visitors who never sign up, per user
     dirty_rate: float = 0.01
     campaign_control_share: float = 0.3
@@ -88,9 +88,11 @@ class SynthConfig:
             raise InputError(
                 f"--users {self.users} is too small", hint="simulate at least 10 users"
             )
-        if self.items is not None and self.items < 10:
+        n_categories = len(vocab.CATEGORIES)
+        if self.items is not None and self.items < n_categories:
             raise InputError(
-                f"--items {self.items} is too small", hint="simulate at least 10 items"
+                f"--items {self.items} is too small",
+                hint=f"simulate at least {n_categories} items (one per category)",
             )
         if self.days < 60:
             raise InputError(
@@ -101,6 +103,19 @@ class SynthConfig:
             raise InputError(f"dirty rate {self.dirty_rate} must be between 0 and 0.2")
         if self.seed < 0:
             raise InputError(f"--seed {self.seed} must be non-negative")
+        if not 0.0 < self.campaign_control_share < 1.0:
+            raise InputError(
+                f"campaign control share {self.campaign_control_share} must be between 0 and 1"
+            )
+        if self.anonymous_visitors < 0:
+            raise InputError(
+                f"anonymous visitors per user {self.anonymous_visitors} must be non-negative"
+            )
+
+    @property
+    def start(self) -> date:
+        """The first simulated day; ``end`` is the last (both inclusive)."""
+        return self.end - timedelta(days=self.days - 1)
 
     @property
     def n_items(self) -> int:
@@ -246,7 +261,7 @@ def simulate(config: SynthConfig, step: StepFn | None = None) -> ShopData:
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(11)]
     r_cat, r_user, r_proc, r_sess, r_item, r_pii, r_camp, r_dirty, r_time, r_vis, r_anom = rngs
     D = config.days
-    start = config.end - timedelta(days=D)
+    start = config.start
     N = config.users
     M = config.n_items
     C = len(vocab.CATEGORIES)
@@ -481,7 +496,7 @@ def _campaign(
     send = float(D - 30) + 10.0 / 24.0  # 10:00 on that day
     category = int(rng.integers(0, len(CATEGORY_NAMES)))
     message = Message(category=CATEGORY_NAMES[category], discount=0.15)
-    campaign_id = f"cmp_{(config.end - timedelta(days=30)):%Y%m%d}_{CATEGORY_NAMES[category]}"
+    campaign_id = f"cmp_{(config.start + timedelta(days=D - 30)):%Y%m%d}_{CATEGORY_NAMES[category]}"
     eligible = np.flatnonzero(users["opt_in"] & (users["signup"] < send))
     control = rng.random(len(eligible)) < config.campaign_control_share
     treated_users = eligible[~control]
@@ -512,7 +527,7 @@ def _campaign(
     # Sleeping dogs who got the message forgo each natural purchase in the window half the time.
     suppressed = np.zeros(len(users["rate"]), dtype=bool)
     suppressed[treated_users[dog & delivered]] = True
-    sent_at = np.datetime64(config.end - timedelta(days=D), "us") + np.int64(send * _US_PER_DAY)
+    sent_at = np.datetime64(config.start, "us") + np.int64(send * _US_PER_DAY)
     assignments = pa.table(
         {
             "campaign_id": pa.array([campaign_id] * len(eligible), pa.string()),
@@ -725,9 +740,12 @@ def _events(
     extra = _side_events(config, users, camp, start_us, r_time)
     bots, anomalies = _anomalies(config, cols, sessions["n_visitors"], items, start_us, r_anom)
     extra = {k: np.concatenate([extra[k], bots[k].astype(extra[k].dtype)]) for k in extra}
-    order = np.argsort(
-        np.concatenate([cols["ts"], extra["ts"]]), kind="stable"
-    )  # timsort: nearly sorted runs
+    all_ts = np.concatenate([cols["ts"], extra["ts"]])
+    order = np.argsort(all_ts, kind="stable")  # timsort: nearly sorted runs
+    # A session that starts late on the last day runs past the window: the log ends at the
+    # window's end, so its later events are not written.
+    order = order[all_ts[order] < start_us + config.days * _US_PER_DAY]
+    del all_ts
     for k2 in cols:
         cols[k2] = np.concatenate([cols[k2], extra[k2].astype(cols[k2].dtype)])[order]
     del order

@@ -42,6 +42,9 @@ def fixed_width(
 
 def scramble(values: np.ndarray, seed: int, bits: int = 48) -> np.ndarray:
     """A bijection on ``[0, 2**bits)``: turns counters into random-looking, unique ids."""
+    if not 2 <= bits <= 64:
+        # With one bit the xorshift below would shift by 0 and zero every value.
+        raise ValueError(f"scramble needs 2 to 64 bits, got {bits}")
     full = (1 << bits) - 1
     mask = np.uint64(full)
     x = np.asarray(values, dtype=np.uint64) & mask

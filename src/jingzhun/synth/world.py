@@ -111,6 +111,7 @@ class World:
             "price_sensitivity",
             "sleeping_dog",
             "aov",
+            *(f"pref_{c}" for c in CATEGORY_NAMES),
         }
         missing = required - set(truth.columns)
         if missing:
