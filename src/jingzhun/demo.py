@@ -31,6 +31,9 @@ def run_demo(
 
     A store left by an earlier demo in ``out`` is replaced; nothing else is touched.
     """
+    from jingzhun.report.i18n import Translator
+
+    Translator(lang)  # an unknown language fails now, not after minutes of work
     say = step or (lambda _m: None)
     out = Path(out)
     try:

@@ -84,7 +84,7 @@ def _fail(message: str, code: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(build_app())
     try:
-        command.main(args=argv, prog_name="jingzhun", standalone_mode=False)
+        code = command.main(args=argv, prog_name="jingzhun", standalone_mode=False)
     except JingzhunError as exc:
         _fail(str(exc), exc.exit_code)
     except click_exc.NoArgsIsHelpError as exc:
@@ -93,12 +93,20 @@ def main(argv: list[str] | None = None) -> None:
     except click_exc.UsageError as exc:
         hint = f"; see: {exc.ctx.command_path} --help" if exc.ctx else ""
         _fail(f"{exc.format_message().rstrip('.')}{hint}", 2)
-    except click_exc.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except (click_exc.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         _fail("interrupted; a batch in progress was rolled back", 130)
     except BrokenPipeError:
-        sys.exit(0)
+        # The reader went away (e.g. `| head`); nothing more to say, and nowhere to say it.
+        sys.stderr.close()
+        sys.exit(141)
+    # Without standalone mode, Click returns the exit code instead of exiting (130 after
+    # Ctrl-C, for one).
+    if isinstance(code, int) and code != 0:
+        if code == 130:
+            _fail("interrupted; a batch in progress was rolled back", 130)
+        sys.exit(code)
 
 
 __all__ = ["build_app", "main"]

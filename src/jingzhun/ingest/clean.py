@@ -64,7 +64,18 @@ def _outliers(store: Store, settings: CleanSettings) -> dict[str, object]:
     )
     n = con.execute("SELECT count(*) FROM _jz_orders").fetchone()[0]
     if n == 0:
-        return {"method": method, "threshold": k, "orders": 0, "outliers": 0, "examples": []}
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _jz_outliers (order_id VARCHAR, value DOUBLE, score DOUBLE)"
+        )
+        return {
+            "method": method,
+            "threshold": k,
+            "orders": 0,
+            "outliers": 0,
+            "high": 0,
+            "low": 0,
+            "examples": [],
+        }
     if method == "mad":
         med, mad = con.execute(
             "SELECT median(x), median(abs(x - (SELECT median(x) FROM _jz_orders))) FROM _jz_orders"

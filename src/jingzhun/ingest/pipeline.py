@@ -157,12 +157,13 @@ class Ingestor:
     def _check_columns(
         self, validator: RowValidator, sources: list[Source], options: IngestOptions
     ) -> None:
-        """Fail before writing anything if a file lacks a required column or a --map names none."""
-        seen: set[str] = set()
+        """Fail before writing anything if a file lacks a required column or a --map names none.
+
+        A --map naming no column is reported first: it is the likelier cause of a "missing"
+        required column.
+        """
         strict = [s for s in sources if s.strict]
-        for src in strict:
-            validator.resolve(src.label, src.columns, strict=True)
-            seen.update(src.columns)
+        seen = {c for s in strict for c in s.columns}
         if strict and len(strict) == len(sources):
             for col in options.mapping:
                 if col not in seen:
@@ -171,6 +172,8 @@ class Ingestor:
                         f"--map {col}={options.mapping[col]}: no file has a column {col!r}",
                         hint=f"columns are: {cols}",
                     )
+        for src in strict:
+            validator.resolve(src.label, src.columns, strict=True)
 
     def _run(
         self,
@@ -243,6 +246,7 @@ class Ingestor:
             if progress is not None:
                 progress(src.label, done, total)
 
+        rows = 0
         for chunk in src.chunks(report):
             if chunk.table is not None:
                 # DuckDB finds this local by name (a replacement scan). Registering the table
@@ -274,7 +278,12 @@ class Ingestor:
                 ) from exc
             finally:
                 _jz_arrow = None
+            rows += con.execute("SELECT count(*) FROM _jz_v").fetchone()[0]
             yield
+        if rows == 0 and src.format != "rows":
+            raise InputError(
+                f"{src.label} has no rows", hint="nothing to ingest; check the export that wrote it"
+            )
 
     def _quarantine(self, batch_id: str, kind: str, labels: list[str], now: datetime) -> None:
         self.con.execute(

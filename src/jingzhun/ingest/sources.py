@@ -7,6 +7,8 @@ columns the validator relies on:
                first row is 1; for JSON Lines the physical line);
 ``_error``     set when the row could not even be parsed (wrong number of CSV fields, invalid
                JSON, invalid UTF-8 in a JSON line); every other column is then null;
+``_object``    JSON Lines only: the whole line as JSON text, so that columns which are not
+               fields keep their JSON types (numbers, objects, arrays) in ``properties``;
 ``_raw_line``  for such a row, a JSON object with its unparsed text (``_raw_line``) and, for
                CSV, the header and delimiter to split it by: the quarantine keeps it as the
                raw row, and a replay can parse an edited version.
@@ -34,13 +36,14 @@ from typing import BinaryIO, Literal
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from jingzhun.errors import InputError
 
 Format = Literal["csv", "tsv", "parquet", "jsonl", "rows"]
 FORMATS: tuple[Format, ...] = ("csv", "tsv", "parquet", "jsonl")  # "rows": in-memory only
-META_COLUMNS = ("_line", "_error", "_raw_line")
+META_COLUMNS = ("_line", "_error", "_raw_line", "_object")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
@@ -82,6 +85,14 @@ class Chunk:
 
 def _noop_progress(done: int, total: int | None) -> None:
     return None
+
+
+def _size(n: int) -> str:
+    """A byte count for messages: 16 MiB, 2 KiB, 900 bytes."""
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n:,} bytes"
 
 
 @dataclass
@@ -358,7 +369,10 @@ def _csv_source(
         try:
             reader = pacsv.open_csv(
                 stream,
-                read_options=pacsv.ReadOptions(block_size=max_line_bytes, use_threads=False),
+                # Our own (stripped) header names, so "a, b" finds column "b".
+                read_options=pacsv.ReadOptions(
+                    block_size=max_line_bytes, use_threads=False, column_names=names, skip_rows=1
+                ),
                 parse_options=pacsv.ParseOptions(
                     delimiter=delimiter,
                     newlines_in_values=True,
@@ -374,7 +388,7 @@ def _csv_source(
                 ),
             )
         except pa.ArrowInvalid as exc:
-            raise _csv_error(label, exc, 0, max_line_bytes) from exc
+            raise _csv_error(label, exc, 2, max_line_bytes) from exc
         emitted = 0
         while True:
             try:
@@ -382,7 +396,7 @@ def _csv_source(
             except StopIteration:
                 break
             except pa.ArrowInvalid as exc:
-                raise _csv_error(label, exc, emitted + len(skipped) + 1, max_line_bytes) from exc
+                raise _csv_error(label, exc, emitted + len(skipped) + 2, max_line_bytes) from exc
             n = batch.num_rows
             # Record numbers of emitted rows: 2, 3, … skipping the records the parser dropped.
             # With S the sorted skipped numbers, the j-th emitted row is j + 2 + #{i: S_i - i <= j + 2}.
@@ -392,8 +406,16 @@ def _csv_source(
                 idx = idx + np.searchsorted(s - np.arange(len(s)), idx, side="right")
             emitted += n
             cols = dict(zip(batch.schema.names, batch.columns, strict=True))
-            pending.append(pa.table({**cols, "_line": pa.array(idx), **_meta_nulls(n)}))
-            pending_rows += n
+            table = pa.table({**cols, "_line": pa.array(idx), **_meta_nulls(n)})
+            # A line with no value at all (a blank line, or only delimiters) holds no row.
+            blank = None
+            for col in batch.columns:
+                nulls = col.is_null()
+                blank = nulls if blank is None else pc.and_(blank, nulls)
+            if blank is not None and pc.any(blank).as_py():
+                table = table.filter(pc.invert(blank))
+            pending.append(table)
+            pending_rows += table.num_rows
             if bad:
                 pending.append(_error_rows(names, bad, pa.binary(), delimiter))
                 bad.clear()
@@ -438,7 +460,7 @@ def _csv_error(label: str, exc: Exception, near: int, max_line_bytes: int) -> In
     text = str(exc)
     if "straddling" in text or "block size" in text:
         return InputError(
-            f"{label}: a row near record {near} is longer than {max_line_bytes >> 20} MiB",
+            f"{label}: a row at or after record {near} is longer than {_size(max_line_bytes)}",
             hint="look for an unclosed quote there, or raise [ingest] max_line_bytes",
         )
     return InputError(f"{label}: cannot parse as CSV near record {near}: {text.splitlines()[0]}")
@@ -447,10 +469,11 @@ def _csv_error(label: str, exc: Exception, near: int, max_line_bytes: int) -> In
 # -- JSON Lines ------------------------------------------------------------------------------
 
 
-def _split_lines(buf: bytes, first_line: int) -> tuple[pa.Array, np.ndarray]:
+def _split_lines(buf: bytes, first_line: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """Split ``buf`` (complete lines, ending with ``\\n``) into a binary array without copying.
 
-    Each value keeps its line terminator; the parser trims it.
+    Each value keeps its line terminator; the parser trims it. Returns the lines, their line
+    numbers and their lengths in bytes.
     """
     arr = np.frombuffer(buf, dtype=np.uint8)
     ends = np.flatnonzero(arr == 10)
@@ -460,7 +483,7 @@ def _split_lines(buf: bytes, first_line: int) -> tuple[pa.Array, np.ndarray]:
     array = pa.Array.from_buffers(
         pa.large_binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(buf)]
     )
-    return array, first_line + np.arange(len(ends), dtype=np.int64)
+    return array, first_line + np.arange(len(ends), dtype=np.int64), np.diff(offsets)
 
 
 def _jsonl_source(
@@ -483,11 +506,11 @@ def _jsonl_source(
             con.execute(
                 """
                 CREATE OR REPLACE TEMP TABLE _jp AS
-                SELECT _line, t,
+                SELECT _line, b, t,
                        CASE WHEN t IS NULL THEN 'invalid UTF-8'
                             WHEN NOT json_valid(t) THEN 'not valid JSON'
                             WHEN json_type(t::JSON) <> 'OBJECT' THEN 'not a JSON object' END AS _error
-                FROM (SELECT _line, rtrim(try(decode(b)), chr(13) || chr(10)) AS t FROM _jl)
+                FROM (SELECT _line, b, rtrim(try(decode(b)), chr(13) || chr(10)) AS t FROM _jl)
                 WHERE t IS NULL OR trim(t, chr(32) || chr(9) || chr(13) || chr(10)) <> ''
                 """
             )
@@ -506,37 +529,50 @@ def _jsonl_source(
             )
         # Scalars arrive as their text; nested objects and arrays as JSON text.
         exprs = [
-            f"CASE WHEN _error IS NULL THEN json_extract_string(t, {_json_path(k)}) END AS {_quote(k)}"
+            f"CASE WHEN _error IS NULL THEN json_extract_string(t, {json_path(k)}) END AS {_quote(k)}"
             for k in keys
         ]
-        raw = "CASE WHEN _error IS NOT NULL THEN json_object('_raw_line', coalesce(t, '(invalid UTF-8)'))::VARCHAR END"
-        select = ", ".join([*exprs, "_line", "_error", f"{raw} AS _raw_line"])
+        # Bytes that are not UTF-8 are kept in DuckDB's escaped form (\\xFF), so they can be
+        # seen and fixed in an export.
+        raw = "CASE WHEN _error IS NOT NULL THEN json_object('_raw_line', coalesce(t, CAST(b AS VARCHAR)))::VARCHAR END"
+        select = ", ".join(
+            [
+                *exprs,
+                "_line",
+                "_error",
+                f"{raw} AS _raw_line",
+                "CASE WHEN _error IS NULL THEN t END AS _object",
+            ]
+        )
         return arrow_table(con, f"SELECT {select} FROM _jp ORDER BY _line")
 
     def chunks(progress: ProgressFn) -> Iterator[Chunk]:
         carry = b""
         line_no = 1
+        first = True
         while True:
             data = stream.read(block)
             if not data:
                 break
+            if first:
+                data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+                first = False
             buf = carry + data
             cut = buf.rfind(b"\n") + 1
             if cut == 0:
                 if len(buf) > max_line_bytes:
                     raise InputError(
-                        f"{label}: line {line_no} is longer than {max_line_bytes >> 20} MiB",
+                        f"{label}: line {line_no} is longer than {_size(max_line_bytes)}",
                         hint="split it, or raise [ingest] max_line_bytes",
                     )
                 carry = buf
                 continue
             complete, carry = buf[:cut], buf[cut:]
-            lines, numbers = _split_lines(complete, line_no)
-            lengths = np.diff(lines.offsets.to_numpy())
+            lines, numbers, lengths = _split_lines(complete, line_no)
             if len(lengths) and lengths.max() > max_line_bytes:
                 at = int(numbers[int(np.argmax(lengths))])
                 raise InputError(
-                    f"{label}: line {at} is longer than {max_line_bytes >> 20} MiB",
+                    f"{label}: line {at} is longer than {_size(max_line_bytes)}",
                     hint="split it, or raise [ingest] max_line_bytes",
                 )
             line_no += len(lines)
@@ -547,10 +583,11 @@ def _jsonl_source(
         if carry.strip():
             if len(carry) > max_line_bytes:
                 raise InputError(
-                    f"{label}: line {line_no} is longer than {max_line_bytes >> 20} MiB",
+                    f"{label}: line {line_no} is longer than {_size(max_line_bytes)}",
                     hint="split it, or raise [ingest] max_line_bytes",
                 )
-            table = parse(*_split_lines(carry + b"\n", line_no))
+            lines, numbers, _ = _split_lines(carry + b"\n", line_no)
+            table = parse(lines, numbers)
             if table.num_rows:
                 yield Chunk.of(table)
         progress(size or pos(), size)
@@ -564,7 +601,8 @@ def arrow_table(con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:
     return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
 
 
-def _json_path(key: str) -> str:
+def json_path(key: str) -> str:
+    """A DuckDB JSON path literal for a top-level key."""
     return "'$.\"" + key.replace("\\", "\\\\").replace('"', '\\"').replace("'", "''") + "\"'"
 
 

@@ -30,7 +30,7 @@ from jingzhun.ingest.schema import (
     Kind,
     field_names,
 )
-from jingzhun.ingest.sources import META_COLUMNS
+from jingzhun.ingest.sources import META_COLUMNS, json_path
 
 #: DuckDB type of each field type in the stage and the store.
 SQL_TYPES = {
@@ -314,6 +314,7 @@ class RowValidator:
             "_error",
             "_raw_line",
             "_qid" if "_qid" in names else "NULL::BIGINT AS _qid",
+            "_object" if "_object" in names else "NULL::VARCHAR AS _object",
         ]
 
         # Levels 2 and 3: per field, the value as given (v_), then typed (t_). Separate SELECT
@@ -366,7 +367,9 @@ class RowValidator:
         )
 
         # Level 5: outputs with defaults and extras, and the raw row for bad rows only.
-        out = self._outputs(mapped, index, cats, file_index, present_bits)
+        out = self._outputs(
+            mapped, index, cats, file_index, present_bits, has_object="_object" in names
+        )
         raw_pairs = [f"{q(c)} := {self._raw_text(i, cats[c])}" for c, i in index.items()]
         raw = f"to_json(struct_pack({', '.join(raw_pairs)}))::VARCHAR" if raw_pairs else "'{}'"
         return (
@@ -432,7 +435,11 @@ class RowValidator:
                     )
                 )
                 checks.append(
-                    Check(f"{T} < '!' AND trim({T}) = ''", lit(name + ": blank"), id_check=True)
+                    Check(
+                        f"{T} < '!' AND trim({T}, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)) = ''",
+                        lit(name + ": blank"),
+                        id_check=True,
+                    )
                 )
             if f.type == "event":
                 t = self._event_expr(t)
@@ -488,7 +495,7 @@ class RowValidator:
             checks.append(
                 Check(
                     f"NOT ({T} BETWEEN {earliest} AND {future})",
-                    f"{lit(name + ': ')} || CAST({T} AS VARCHAR) || CASE WHEN {T} > {future} "
+                    f"{lit(name + ': ')} || {lit(chr(39))} || CAST({T} AS VARCHAR) || {lit(chr(39))} || CASE WHEN {T} > {future} "
                     f"THEN {lit(f' is more than {self.settings.max_future_hours:g} hours in the future')} "
                     f"ELSE {lit(f' is before {self.settings.min_timestamp}')} END",
                 )
@@ -576,6 +583,8 @@ class RowValidator:
         cats: dict[str, str],
         file_index: int,
         present: int,
+        *,
+        has_object: bool = False,
     ) -> list[str]:
         out = [f"{file_index}::INTEGER AS _file", "_line", "_qid", f"{present}::BIGINT AS _present"]
         extras_col = EXTRAS_COLUMN[self.kind]
@@ -584,7 +593,14 @@ class RowValidator:
         for f in self.fields:
             expr = f"t_{f.name}"
             if f.name == extras_col and extras:
-                pairs = ", ".join(f"{lit(c)}, {self._extra_value(i, cats[c])}" for c, i in extras)
+                # From JSON Lines, extras keep their JSON types (taken from the whole object).
+                values = {
+                    c: f"json_extract(_object, {json_path(c)})"
+                    if has_object
+                    else self._extra_value(i, cats[c])
+                    for c, i in extras
+                }
+                pairs = ", ".join(f"{lit(c)}, {v}" for c, v in values.items())
                 # json_merge_patch drops null members; rows whose extras are all null (most
                 # rows, typically) skip the JSON work entirely.
                 merged = (

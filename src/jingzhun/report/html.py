@@ -153,6 +153,10 @@ def build_report(ws: Workspace, out: Path, *, lang: str = "en", title: str | Non
     from jingzhun.report import sections  # noqa: F401 - registers the built-in sections
 
     t = Translator(lang)
+    if out.name in ("", ".", "..") or out.is_dir():
+        raise InputError(
+            f"--out {out} is a folder", hint="name the HTML file to write, e.g. report.html"
+        )
     built = [s for s in (fn(ws, t) for fn in SECTIONS) if s is not None]
     env = Environment(
         loader=PackageLoader("jingzhun.report", "templates"),

@@ -1,0 +1,85 @@
+"""Shared benchmark plumbing: run a workload in a fresh process, time it, read its peak memory.
+
+Each workload runs as ``python -c CODE`` so its peak resident memory (ru_maxrss) is its own.
+The workload prints one JSON object as its last stdout line; we add wall time and memory.
+Results go to ``benchmarks/results/<name>.json`` with the machine they were measured on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT / "data"
+RESULTS = ROOT / "results"
+
+_WRAPPER = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    _t0 = time.perf_counter()
+    _out = {{}}
+    exec(compile({code!r}, "<workload>", "exec"))
+    _out["seconds"] = round(time.perf_counter() - _t0, 3)
+    _out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(_out))
+    """
+)
+
+
+def run(code: str, *, timeout: float = 1800, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``code`` (which may fill the dict ``_out``) in a fresh interpreter; return ``_out``."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRAPPER.format(code=textwrap.dedent(code))],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"workload failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["process_seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+def machine() -> dict[str, Any]:
+    import duckdb
+    import pyarrow
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "duckdb": duckdb.__version__,
+        "pyarrow": pyarrow.__version__,
+    }
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    doc = {
+        "benchmark": name,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **payload,
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(doc, indent=2))
+    return path
+
+
+def best(runs: list[dict[str, Any]], key: str = "seconds") -> dict[str, Any]:
+    """The fastest of repeated runs, with every run's time kept (this machine's timings vary)."""
+    fastest = min(runs, key=lambda r: r[key])
+    return {**fastest, "all_seconds": [r[key] for r in runs]}

@@ -1,0 +1,30 @@
+"""``make bench``: run every benchmark; results land in benchmarks/results/*.json."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_ingest
+import bench_synth
+
+BENCHMARKS = {"synth": bench_synth.main, "ingest": bench_ingest.main}
+
+
+def main(names: list[str]) -> None:
+    for name in names or list(BENCHMARKS):
+        if name not in BENCHMARKS:
+            raise SystemExit(
+                f"error: unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}"
+            )
+        t = time.perf_counter()
+        print(f"== {name}", file=sys.stderr, flush=True)
+        BENCHMARKS[name]()
+        print(f"== {name} done in {time.perf_counter() - t:.0f}s", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,99 @@
+"""The end-to-end demo: simulate, ingest, clean, report — in process and through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from jingzhun.demo import run_demo
+from jingzhun.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+def _expected(out: Path) -> dict[str, int]:
+    """What the ground truth says ingest must do with the dirty event rows."""
+    column = pq.read_table(out / "data" / "truth" / "dirty_rows.parquet", columns=["expected"])
+    values = column.column("expected").to_pylist()
+    return {k: values.count(k) for k in ("quarantined", "duplicate")}
+
+
+def test_run_demo_ingests_cleans_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_demo(out, users=1500, seed=1)
+
+    report, store = Path(result["report"]), Path(result["store"])
+    assert report.is_file() and store.is_file()
+    assert report == out / "report.html" and store == out / "jingzhun.duckdb"
+    page = report.read_text(encoding="utf-8")
+    for key in ("overview", "activity", "ingest", "quality", "identity"):
+        assert f'<section id="{key}">' in page
+    for name in ("events", "users", "items", "campaigns"):
+        assert Path(result["data"][name]).is_file()
+
+    ingest = result["ingest"]
+    assert set(ingest) == {"items", "users", "events"}
+    for kind, batch in ingest.items():
+        assert (
+            batch["rows_read"] == batch["inserted"] + batch["duplicates"] + batch["quarantined"]
+        ), kind
+        assert batch["inserted"] > 0, kind
+    events = ingest["events"]
+    assert events["rows_read"] == pq.read_metadata(result["data"]["events"]).num_rows
+    truth = _expected(out)
+    assert truth["quarantined"] > 0 and truth["duplicate"] > 0
+    assert events["quarantined"] == truth["quarantined"]
+    assert events["duplicates"] == truth["duplicate"]
+    assert result["simulated"]["users"] == 1500
+
+    # the summary and the cleaning numbers are those of the store left behind
+    with Workspace.open(store, read_only=True) as ws:
+        summary = ws.summary()
+        assert summary["tables"] == result["summary"]["tables"]
+        assert summary["tables"]["events"] == events["inserted"]
+        assert summary["tables"]["ingest_batches"] == 3
+        flags = dict(
+            ws.sql("SELECT flag, count(*) AS n FROM event_flags GROUP BY 1").itertuples(index=False)
+        )
+    flagged = {k: v for k, v in result["cleaning"]["flagged"].items() if v}
+    assert flags == flagged
+    assert result["cleaning"]["burst_visitors"] > 0
+    assert set(result["seconds"]) >= {"simulate the shop", "ingest events", "HTML report"}
+    json.dumps(result)  # plain data, ready for --json
+
+
+def test_run_demo_twice_into_the_same_folder_replaces_the_store(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    first = run_demo(out, users=1500, seed=1)
+    second = run_demo(out, users=1500, seed=1)
+    assert second["store"] == first["store"]
+    # a new store, not the old one with everything ingested twice
+    assert second["ingest"]["events"]["inserted"] == first["ingest"]["events"]["inserted"]
+    assert second["ingest"]["events"]["duplicates"] == first["ingest"]["events"]["duplicates"]
+    assert second["summary"]["tables"] == first["summary"]["tables"]
+    assert second["summary"]["tables"]["ingest_batches"] == 3
+    batch_ids = {b["batch_id"] for b in second["ingest"].values()}
+    with Workspace.open(Path(second["store"]), read_only=True) as ws:
+        stored = {r[0] for r in ws.store.sql("SELECT batch_id FROM ingest_batches").fetchall()}
+    assert stored == batch_ids
+    assert Path(second["report"]).is_file()
+
+
+def test_demo_command_prints_one_json_object(cli, tmp_path: Path) -> None:
+    res = cli("demo", "--users", "800", "--out", "d", "--json")
+    assert res.code == 0, res.stderr
+    obj, end = json.JSONDecoder().raw_decode(res.stdout)
+    assert res.stdout[end:].strip() == ""
+    assert isinstance(obj, dict)
+    report = Path(obj["report"])
+    report = report if report.is_absolute() else tmp_path / report
+    assert report.is_file()
+    assert report.resolve() == (tmp_path / "d" / "report.html").resolve()
+    assert obj["simulated"]["users"] == 800
+    ev = obj["ingest"]["events"]
+    assert ev["rows_read"] == ev["inserted"] + ev["duplicates"] + ev["quarantined"]
+    assert (tmp_path / "d" / "jingzhun.duckdb").is_file()
+    assert not (tmp_path / "jingzhun.duckdb").exists()  # the demo keeps its store in --out
