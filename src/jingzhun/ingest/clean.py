@@ -18,6 +18,7 @@ clean: …``) in one transaction, from where a replay can bring them back.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -44,6 +45,11 @@ class CleaningReport:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def _value(log_value: float) -> float:
+    """An order value from its ln(1 + value)."""
+    return round(math.expm1(float(log_value)), 2)
 
 
 def _outliers(store: Store, settings: CleanSettings) -> dict[str, object]:
@@ -82,10 +88,8 @@ def _outliers(store: Store, settings: CleanSettings) -> dict[str, object]:
         ).fetchone()
         scale = mad / 0.6745 if mad else None
         score = f"(x - {med}) / {scale}" if scale else "0"
-        stats = {
-            "median_value": round(float(pow(2.718281828459045, med) - 1), 2),
-            "mad_log": round(float(mad), 4),
-        }
+        stats = {"median_value": _value(med), "mad_log": round(float(mad), 4)}
+        fences = (_value(med - k * scale), _value(med + k * scale)) if scale else (None, None)
     else:
         q1, q3 = con.execute(
             "SELECT quantile_cont(x, 0.25), quantile_cont(x, 0.75) FROM _jz_orders"
@@ -97,10 +101,8 @@ def _outliers(store: Store, settings: CleanSettings) -> dict[str, object]:
             if iqr
             else "0"
         )
-        stats = {
-            "q1_value": round(float(pow(2.718281828459045, q1) - 1), 2),
-            "q3_value": round(float(pow(2.718281828459045, q3) - 1), 2),
-        }
+        stats = {"q1_value": _value(q1), "q3_value": _value(q3)}
+        fences = (_value(q1 - k * iqr), _value(q3 + k * iqr)) if iqr else (None, None)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _jz_outliers AS SELECT order_id, value, {score} AS score FROM _jz_orders WHERE abs({score}) > {k}"
     )
@@ -118,6 +120,8 @@ def _outliers(store: Store, settings: CleanSettings) -> dict[str, object]:
         "high": int(flagged[1]),
         "low": int(flagged[0] - flagged[1]),
         **stats,
+        # Order values beyond which an order is an outlier (in money, not on the log scale).
+        "fences": {"low": fences[0], "high": fences[1]},
         "examples": [{"order_id": o, "value": float(v), "score": float(s)} for o, v, s in examples],
     }
 

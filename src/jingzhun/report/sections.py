@@ -161,6 +161,14 @@ def quality(ws: Workspace, t: Translator) -> Section | None:
     )["v"]
     if len(values):
         fig = go.Figure(go.Histogram(x=np.log10(1 + values.to_numpy(dtype=np.float64)), nbinsx=80))
+        for side, fence in (out.get("fences") or {}).items():
+            if fence is not None and fence > 0:
+                fig.add_vline(
+                    x=float(np.log10(1 + fence)),
+                    line_dash="dash",
+                    line_color="#e4572e",
+                    annotation_text=f"{side} {fence:,.0f}",
+                )
         fig.update_layout(
             title=t("order_values"),
             xaxis_title=f"log10(1 + {t('order_value')})",
