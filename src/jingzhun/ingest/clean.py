@@ -294,8 +294,9 @@ def _remove(store: Store, kinds: tuple[str, ...]) -> dict[str, int]:
         )
         con.execute(
             """
-            INSERT INTO quarantine (batch_id, kind, source, line_no, raw, reason, received_at)
-            SELECT ?, 'events', 'clean', NULL,
+            INSERT INTO quarantine (quarantine_id, batch_id, kind, source, line_no, raw, reason, received_at)
+            SELECT (SELECT coalesce(max(quarantine_id), 0) FROM quarantine) + row_number() OVER (ORDER BY e.ts, e.event_id),
+                   ?, 'events', 'clean', NULL,
                    to_json(struct_pack(event_id := e.event_id, event := e.event, user_id := e.user_id,
                        anonymous_id := e.anonymous_id, order_id := e.order_id, item_id := e.item_id,
                        quantity := e.quantity::VARCHAR, price := e.price::VARCHAR, revenue := e.revenue::VARCHAR,

@@ -288,8 +288,10 @@ class Ingestor:
     def _quarantine(self, batch_id: str, kind: str, labels: list[str], now: datetime) -> None:
         self.con.execute(
             """
-            INSERT INTO quarantine (batch_id, kind, source, line_no, raw, reason, received_at)
-            SELECT ?, ?, (?::VARCHAR[])[_file + 1], _line, _raw, _reason, ?
+            INSERT INTO quarantine (quarantine_id, batch_id, kind, source, line_no, raw, reason, received_at)
+            SELECT (SELECT coalesce(max(quarantine_id), 0) FROM quarantine)
+                       + row_number() OVER (ORDER BY _file, _line),
+                   ?, ?, (?::VARCHAR[])[_file + 1], _line, _raw, _reason, ?
             FROM _jz_v WHERE _reason IS NOT NULL
             """,
             [batch_id, kind, labels, now],

@@ -547,11 +547,10 @@ class RowValidator:
         s = f"trim(CAST({v} AS VARCHAR))"
         if self.options.ts_format:
             return f"CAST(try_strptime({s}, {lit(self.options.ts_format)}) AS TIMESTAMP)"
+        # ISO 8601 first (the common case); only what it cannot read is tried as epoch
+        # seconds. COALESCE evaluates its second argument only for those rows.
         number = f"TRY_CAST({s} AS DOUBLE)"
-        return (
-            f"CASE WHEN regexp_full_match({s}, '[0-9]+(\\.[0-9]+)?') THEN {epoch.format(x=number)} "
-            f"ELSE CAST(TRY_CAST({s} AS TIMESTAMPTZ) AS TIMESTAMP) END"
-        )
+        return f"coalesce(CAST(TRY_CAST({s} AS TIMESTAMPTZ) AS TIMESTAMP), {epoch.format(x=number)})"
 
     def _row_rules(self, given: set[str]) -> list[Check]:
         """Rules across fields. ``given`` are the fields the source provides."""

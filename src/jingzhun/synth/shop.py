@@ -734,18 +734,16 @@ def _events(
     pieces: list[dict[str, np.ndarray]] = []
     for a in range(0, S, _SESSION_CHUNK):
         part = {k: v[a : a + _SESSION_CHUNK] for k, v in session.items()}
+        part["window_end_us"] = start_us + config.days * _US_PER_DAY
         pieces.append(_expand(config, part, users, items, camp, cal, rng, r_time))
     cols = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
     del pieces, session
     extra = _side_events(config, users, camp, start_us, r_time)
     bots, anomalies = _anomalies(config, cols, sessions["n_visitors"], items, start_us, r_anom)
     extra = {k: np.concatenate([extra[k], bots[k].astype(extra[k].dtype)]) for k in extra}
-    all_ts = np.concatenate([cols["ts"], extra["ts"]])
-    order = np.argsort(all_ts, kind="stable")  # timsort: nearly sorted runs
-    # A session that starts late on the last day runs past the window: the log ends at the
-    # window's end, so its later events are not written.
-    order = order[all_ts[order] < start_us + config.days * _US_PER_DAY]
-    del all_ts
+    order = np.argsort(
+        np.concatenate([cols["ts"], extra["ts"]]), kind="stable"
+    )  # timsort: nearly sorted runs
     for k2 in cols:
         cols[k2] = np.concatenate([cols[k2], extra[k2].astype(cols[k2].dtype)])[order]
     del order
@@ -912,6 +910,11 @@ def _expand(
         "ts": ts,
     }
     del es
+    # A session that starts late on the last day runs past the window: the log ends at the
+    # window's end, so its later events are not written.
+    inside = ts < part["window_end_us"]
+    if not inside.all():
+        cols = {k: v[inside] for k, v in cols.items()}
     return cols
 
 
@@ -940,6 +943,7 @@ def _anomalies(
     first = np.concatenate(([0], np.cumsum(size)[:-1]))
     within = within - np.repeat(within[first], size)
     ts = start_us + (burst_t[ev_burst] * _US_PER_DAY).astype(np.int64) + within.astype(np.int64)
+    ts = np.minimum(ts, start_us + D * _US_PER_DAY - 1)  # a burst at the very end stays inside
     n = len(ev_burst)
     pop = items["popularity"] / items["popularity"].sum()
     item = rng.choice(len(pop), n, p=pop)

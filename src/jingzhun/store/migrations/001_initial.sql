@@ -90,10 +90,8 @@ CREATE TABLE identities (
     batch_id     VARCHAR NOT NULL
 );
 
-CREATE SEQUENCE quarantine_id_seq START 1;
-
 CREATE TABLE quarantine (
-    quarantine_id     BIGINT NOT NULL DEFAULT nextval('quarantine_id_seq'),
+    quarantine_id     BIGINT NOT NULL,    -- in file order within a batch, increasing across batches
     batch_id          VARCHAR NOT NULL,
     kind              VARCHAR NOT NULL,
     source            VARCHAR NOT NULL,   -- file path, "-" for stdin
