@@ -83,10 +83,113 @@ class CleanSettings(_Section):
     )
 
 
+class CustomTrait(_Section):
+    """A computed trait declared in jingzhun.toml, Segment "computed traits" style."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Column name in profiles.")
+    agg: Literal["count", "sum", "mean", "min", "max", "distinct", "mode", "first", "last"] = Field(
+        description="count, sum, mean, min, max, distinct (count of distinct values), mode, first, last."
+    )
+    of: str | None = Field(
+        None, description="The event column (or item category/brand) to aggregate."
+    )
+    where: str | None = Field(
+        None, description="Filter over events, e.g. \"event = 'order_completed'\"."
+    )
+    window_days: float | None = Field(
+        None, gt=0, description="Only events in the last N days before as_of."
+    )
+
+
+class ProfileSettings(_Section):
+    half_life_days: float = Field(
+        30.0, gt=0, description="Half-life of the category affinity decay."
+    )
+    last_items: int = Field(10, ge=1, le=100, description="How many recent items last_items keeps.")
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "product_viewed": 1.0,
+            "product_added": 3.0,
+            "checkout_started": 3.0,
+            "order_completed": 5.0,
+        },
+        description="Interaction weight per event, for affinity and top brands.",
+    )
+    score: dict[str, float] = Field(
+        default_factory=lambda: {
+            "recency_days": -0.3,
+            "frequency": 0.3,
+            "monetary": 0.3,
+            "active_days": 0.1,
+        },
+        description="P(u) = Σ w_i F(u_i): weights over traits (negative: lower is better).",
+    )
+    traits: list[CustomTrait] = Field(default_factory=list)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_name_events(cls, value: dict[str, float]) -> dict[str, float]:
+        from jingzhun.ingest.schema import EVENT_NAMES
+
+        for name, w in value.items():
+            if name not in EVENT_NAMES:
+                raise ValueError(f"weights names unknown event {name!r}")
+            if w < 0:
+                raise ValueError(f"weight of {name!r} must be >= 0")
+        return value
+
+
+class TagRule(_Section):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    when: str = Field(
+        description="An expression over profile traits, e.g. 'monetary >= p90(monetary)'."
+    )
+
+
+class TagBins(_Section):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    trait: str
+    where: str | None = Field(
+        None, description="Only users for whom this holds, e.g. 'frequency >= 1'."
+    )
+    quantiles: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
+    labels: list[str] | None = None
+
+    @field_validator("quantiles")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        if any(not 0 < q < 1 for q in value) or value != sorted(set(value)):
+            raise ValueError("quantiles must be increasing numbers between 0 and 1")
+        return value
+
+
+class TagSettings(_Section):
+    rfm: bool = Field(True, description="RFM scores 1-5 and the standard RFM segment names.")
+    rules: list[TagRule] = Field(
+        default_factory=lambda: [
+            TagRule(name="high_value", when="monetary > 0 and monetary >= p90(monetary)"),
+            TagRule(name="churn_risk", when="recency_days > 90 and frequency >= 3"),
+        ]
+    )
+    bins: list[TagBins] = Field(
+        default_factory=lambda: [
+            TagBins(
+                name="spend_band",
+                trait="monetary",
+                where="frequency >= 1",
+                quantiles=[0.5, 0.8, 0.95],
+                labels=["low", "mid", "high", "top"],
+            )
+        ]
+    )
+
+
 class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     clean: CleanSettings = CleanSettings()
+    profile: ProfileSettings = ProfileSettings()
+    tags: TagSettings = TagSettings()
     _source: Path | None = PrivateAttr(None)
 
     @property

@@ -63,6 +63,7 @@ def run_demo(
                 f"ingest {kind}", lambda kind=kind: ws.ingest(kind, [files[kind]])
             ).to_dict()
         cleaning = timed("cleaning report", lambda: ws.clean()).to_dict()
+        profiles = timed("profiles and tags", ws.profile_build).to_dict()
         summary = timed("summary", ws.summary)
         report = timed("HTML report", lambda: ws.report(out / "report.html", lang=lang))
     finally:
@@ -78,6 +79,11 @@ def run_demo(
             "outlier_orders": cleaning["outliers"].get("outliers", 0),
             "burst_visitors": cleaning["bursts"].get("actors", 0),
             "flagged": cleaning["flagged"],
+        },
+        "profiles": {
+            "users": profiles["users"],
+            "as_of": profiles["as_of"],
+            "tags": profiles["tags"],
         },
         "summary": summary,
         "seconds": timings,

@@ -14,21 +14,48 @@ Examples
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pandas as pd
 
 from jingzhun.config import Settings, load_settings, resolve_db_path
-from jingzhun.errors import InputError
+from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest import quarantine as q
 from jingzhun.ingest.clean import CleaningReport, clean
 from jingzhun.ingest.pipeline import BatchResult, Ingestor, Progress
 from jingzhun.ingest.schema import KINDS
 from jingzhun.ingest.validate import IngestOptions
 from jingzhun.store import TABLES, Store
+
+if TYPE_CHECKING:
+    from jingzhun.profile.analyze import Analysis
+    from jingzhun.profile.build import BuildResult
+
+
+def _plain(value: Any) -> Any:
+    """A DataFrame cell as a plain Python value (for JSON and display)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars
+        value = value.tolist()
+    if isinstance(value, pd.Timestamp):
+        return None if pd.isna(value) else value.to_pydatetime()
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, list) and value and isinstance(value[0], tuple):  # a map: [(key, value)]
+        return {k: v for k, v in value}
+    return value
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 class Workspace:
@@ -132,6 +159,123 @@ class Workspace:
             update={k: v for k, v in overrides.items() if v is not None}
         )
         return clean(self.store, settings, flag=flag, remove=tuple(remove))
+
+    # -- profile ------------------------------------------------------------------------------
+
+    def profile_build(self, as_of: datetime | str | None = None) -> BuildResult:
+        """Build profiles, category affinity and tags as of ``as_of`` (default: now-ish: just
+        after the latest event)."""
+        from jingzhun.profile.build import build, parse_as_of
+
+        when = parse_as_of(as_of) if isinstance(as_of, str) else as_of
+        return build(self.store, self.settings, when)
+
+    def profile(self, user_id: str, *, events: int = 10) -> dict[str, Any]:
+        """One user's traits, tags, linked devices and latest events.
+
+        ``user_id`` may also be an anonymous id that was linked to a user.
+        """
+        from jingzhun.profile.build import require_profiles
+
+        require_profiles(self.store)
+        row = self.store.sql("SELECT * FROM profiles WHERE user_id = ?", [user_id]).df()
+        if row.empty:
+            linked = self.store.scalar(
+                "SELECT user_id FROM identities WHERE anonymous_id = ?", [user_id]
+            )
+            if linked is None:
+                raise NotFoundError(
+                    f"no profile for user {user_id!r}",
+                    hint="check the id, or rebuild: jingzhun profile build",
+                )
+            user_id = linked
+            row = self.store.sql("SELECT * FROM profiles WHERE user_id = ?", [user_id]).df()
+        traits = {k: _plain(v) for k, v in row.iloc[0].items()}
+        tags = self.store.rows(
+            "SELECT tag, value, source FROM tags WHERE user_id = ? ORDER BY source, tag", [user_id]
+        )
+        devices = [
+            r[0]
+            for r in self.store.rows(
+                "SELECT anonymous_id FROM identities WHERE user_id = ? ORDER BY linked_at",
+                [user_id],
+            )
+        ]
+        recent = self.store.sql(
+            """
+            SELECT ts, event, item_id, order_id, revenue, channel FROM events
+            WHERE user_id = ? OR anonymous_id IN (SELECT anonymous_id FROM identities WHERE user_id = ?)
+            ORDER BY ts DESC LIMIT ?
+            """,
+            [user_id, user_id, events],
+        ).df()
+        return {
+            "user_id": user_id,
+            "traits": traits,
+            "tags": {t: v for t, v, _ in tags},
+            "anonymous_ids": devices,
+            "last_events": [
+                {k: _plain(v) for k, v in r.items()} for r in recent.to_dict("records")
+            ],
+        }
+
+    def profiles(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The profiles table (or some of its columns) as a DataFrame."""
+        from jingzhun.profile.build import require_profiles
+
+        require_profiles(self.store)
+        cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+        return self.sql(f"SELECT {cols} FROM profiles ORDER BY user_id")
+
+    def profile_export(self, out: str | os.PathLike[str]) -> int:
+        """Write the profiles to Parquet or CSV (by the file's extension); return the rows."""
+        from jingzhun.profile.build import require_profiles
+
+        require_profiles(self.store)
+        path = Path(out)
+        suffix = path.suffix.lower()
+        if suffix not in (".parquet", ".csv"):
+            raise InputError(
+                f"--out {path}: unknown extension {suffix or '(none)'}", hint="use .parquet or .csv"
+            )
+        if path.is_dir():
+            raise InputError(f"--out {path} is a folder", hint="name the file to write")
+        tmp = path.with_name(path.name + ".tmp")
+        fmt = "(FORMAT parquet)" if suffix == ".parquet" else "(HEADER, DELIMITER ',')"
+        # CSV has no lists or maps: those columns are written as JSON text.
+        select = "*"
+        if suffix == ".csv":
+            kinds = self.store.rows(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'profiles' ORDER BY ordinal_position"
+            )
+            select = ", ".join(
+                f'to_json("{c}")::VARCHAR AS "{c}"'
+                if ("[]" in t or t.startswith("MAP"))
+                else f'"{c}"'
+                for c, t in kinds
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.store.run(
+                f"COPY (SELECT {select} FROM profiles ORDER BY user_id) TO '{_sql_path(tmp)}' {fmt}"
+            )
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise InputError(f"cannot write {path}: {exc.strerror}") from exc
+        return int(self.store.count("profiles"))
+
+    def tags(self) -> pd.DataFrame:
+        """Every tag with its values and how many users carry each."""
+        return self.sql(
+            "SELECT tag, value, source, count(*) AS users, max(computed_at) AS computed_at FROM tags GROUP BY ALL ORDER BY source, tag, users DESC"
+        )
+
+    def analyze(self, name: str, **options: Any) -> Analysis:
+        """Run a behaviour analysis: trends, funnel, cohorts, baskets or frequency."""
+        from jingzhun.profile.analyze import run
+
+        return run(self.store, name, **options)
 
     # -- look ---------------------------------------------------------------------------------
 

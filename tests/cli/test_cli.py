@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import jingzhun
+from jingzhun.store import latest_schema_version
 from jingzhun.workspace import Workspace
 
 INGEST_KEYS = {"batch_id", "rows_read", "inserted", "duplicates", "quarantined", "seconds"}
@@ -170,7 +171,7 @@ def test_ingest_the_shop_with_json_counts_and_reingest(cli, shop, tmp_path: Path
     assert again["batch_id"] != events["batch_id"]
 
     status = one_json(cli("--db", str(db), "status", "--json"))
-    assert status["schema_version"] == 1
+    assert status["schema_version"] == latest_schema_version()
     assert status["store"] == str(db)
     tables = status["tables"]
     assert tables == store_tables(db)

@@ -17,7 +17,8 @@ from jingzhun.errors import InputError
 from jingzhun.workspace import Workspace
 
 CHROMIUM = "/usr/bin/chromium"
-SECTION_IDS = ["overview", "activity", "ingest", "quality", "identity"]
+#: With events ingested and no profile built yet: the profile section waits for a build.
+SECTION_IDS = ["overview", "activity", "ingest", "quality", "identity", "behaviour"]
 
 
 def _section_ids(page: str) -> list[str]:
@@ -107,7 +108,7 @@ def test_chinese_report_has_chinese_headings(shop_ws: Workspace, tmp_path: Path)
     page = out.read_text(encoding="utf-8")
     assert '<html lang="zh-CN">' in page
     assert _section_ids(page) == SECTION_IDS
-    for heading in ("概览", "行为趋势", "数据接入", "数据质量", "身份打通"):
+    for heading in ("概览", "行为趋势", "数据接入", "数据质量", "身份打通", "行为分析"):
         assert f"<h2>{heading}</h2>" in page
     assert "<title>精准营销数据报告</title>" in page
     assert _card(page, "事件") == f"{shop_ws.store.count('events'):,}"

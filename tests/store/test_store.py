@@ -62,11 +62,10 @@ def _csv(tmp_path: Path, name: str, text: str) -> str:
 # -- schema ------------------------------------------------------------------------------------
 
 
-def test_new_store_has_schema_version_1_and_every_table_of_the_data_model(db_path: Path) -> None:
+def test_new_store_has_the_latest_schema_and_every_table_of_the_data_model(db_path: Path) -> None:
     assert not db_path.exists()
     with Store.open(db_path) as store:
-        assert store.schema_version() == 1
-        assert latest_schema_version() == len(migrations()) == 1
+        assert store.schema_version() == latest_schema_version() == len(migrations()) >= 2
         tables = _tables(store.con)
         assert tables >= MODEL_TABLES | {"schema_version"}
         assert set(TABLES) <= tables
@@ -110,27 +109,31 @@ def test_new_store_has_schema_version_1_and_every_table_of_the_data_model(db_pat
             _columns(store.con, "quarantine")
         )
         versions = store.sql("SELECT version, name FROM schema_version ORDER BY version").fetchall()
-        assert versions == [(1, "initial")]
+        assert versions == [(m.version, m.name) for m in migrations()]
+        assert versions[0] == (1, "initial")
     assert db_path.exists()
 
 
 def test_store_creates_missing_parent_folders(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "store.duckdb"
     with Store.open(path) as store:
-        assert store.schema_version() == 1
+        assert store.schema_version() == latest_schema_version()
     assert path.is_file()
 
 
 def test_reopening_applies_no_migration_twice(db_path: Path) -> None:
     with Store.open(db_path) as store:
         store.sql("INSERT INTO store_meta VALUES ('marker', 'kept')")
-        first_applied = store.sql("SELECT applied_at FROM schema_version").fetchall()
+        first_applied = store.sql(
+            "SELECT applied_at FROM schema_version ORDER BY version"
+        ).fetchall()
     for _ in range(2):
         with Store.open(db_path) as store:
-            assert store.schema_version() == 1
-            assert store.sql("SELECT version, applied_at FROM schema_version").fetchall() == [
-                (1, first_applied[0][0])
-            ]
+            assert store.schema_version() == latest_schema_version()
+            applied = store.sql(
+                "SELECT version, applied_at FROM schema_version ORDER BY version"
+            ).fetchall()
+            assert applied == [(v + 1, first_applied[v][0]) for v in range(latest_schema_version())]
             assert (
                 store.sql("SELECT count(*) FROM store_meta WHERE key = 'hash_canary'").fetchone()[0]
                 == 1
@@ -140,23 +143,26 @@ def test_reopening_applies_no_migration_twice(db_path: Path) -> None:
             ]
     with Store.open(db_path, read_only=True) as store:
         assert store.read_only
-        assert store.schema_version() == 1
+        assert store.schema_version() == latest_schema_version()
         with pytest.raises(duckdb.Error):
             store.sql("INSERT INTO store_meta VALUES ('x', 'y')")
 
 
 def test_store_of_a_newer_schema_version_is_refused(db_path: Path) -> None:
     Store.open(db_path).close()
+    future = latest_schema_version() + 1
     with _raw(db_path) as con:
-        con.execute("INSERT INTO schema_version VALUES (2, 'from_the_future', now()::TIMESTAMP)")
+        con.execute(
+            "INSERT INTO schema_version VALUES (?, 'from_the_future', now()::TIMESTAMP)", [future]
+        )
     for read_only in (False, True):
         with pytest.raises(StoreVersionError, match="newer") as info:
             Store.open(db_path, read_only=read_only)
         assert str(db_path) in str(info.value)
         assert info.value.exit_code == 2
-    # refused, not "repaired": the file still says version 2
+    # refused, not "repaired": the file still says the future version
     with _raw(db_path, read_only=True) as con:
-        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 2
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == future
 
 
 def test_duckdb_file_with_unrelated_tables_is_refused_and_left_alone(db_path: Path) -> None:

@@ -198,6 +198,11 @@ def demo(
     out.print(
         f"Cleaning report: {c['outlier_orders']:,} outlier orders, {c['burst_visitors']:,} bot-like visitors flagged."
     )
+    pr = result["profiles"]
+    segments = pr["tags"].get("rfm_segment", 0)
+    out.print(
+        f"Profiles: {pr['users']:,} users as of {pr['as_of'][:19]}; {segments:,} customers in RFM segments."
+    )
     out.print(f"Store: {result['store']}")
     out.print(f"[bold green]Report: {Path(result['report']).resolve()}[/]")
 

@@ -550,7 +550,9 @@ class RowValidator:
         # ISO 8601 first (the common case); only what it cannot read is tried as epoch
         # seconds. COALESCE evaluates its second argument only for those rows.
         number = f"TRY_CAST({s} AS DOUBLE)"
-        return f"coalesce(CAST(TRY_CAST({s} AS TIMESTAMPTZ) AS TIMESTAMP), {epoch.format(x=number)})"
+        return (
+            f"coalesce(CAST(TRY_CAST({s} AS TIMESTAMPTZ) AS TIMESTAMP), {epoch.format(x=number)})"
+        )
 
     def _row_rules(self, given: set[str]) -> list[Check]:
         """Rules across fields. ``given`` are the fields the source provides."""

@@ -33,14 +33,18 @@ class Section:
 
 SectionFn = Callable[["Workspace", Translator], Section | None]
 
-#: The report's sections in order. Stages append theirs (see jingzhun.report.sections).
-SECTIONS: list[SectionFn] = []
+#: The report's sections with their place in it. Stages add theirs with @section(order).
+SECTIONS: list[tuple[int, SectionFn]] = []
 
 
-def section(fn: SectionFn) -> SectionFn:
-    """Register a report section (decorator)."""
-    SECTIONS.append(fn)
-    return fn
+def section(order: int) -> Callable[[SectionFn], SectionFn]:
+    """Register a report section at ``order`` (stages use 10s: collect 10-50, profile 60-70 …)."""
+
+    def register(fn: SectionFn) -> SectionFn:
+        SECTIONS.append((order, fn))
+        return fn
+
+    return register
 
 
 # -- building blocks --------------------------------------------------------------------------
@@ -150,14 +154,15 @@ def build_report(ws: Workspace, out: Path, *, lang: str = "en", title: str | Non
     """Render every section with something to show into ``out`` (written atomically)."""
     import plotly.offline
 
-    from jingzhun.report import sections  # noqa: F401 - registers the built-in sections
+    from jingzhun.report import profile_sections, sections  # noqa: F401 - register the sections
 
     t = Translator(lang)
     if out.name in ("", ".", "..") or out.is_dir():
         raise InputError(
             f"--out {out} is a folder", hint="name the HTML file to write, e.g. report.html"
         )
-    built = [s for s in (fn(ws, t) for fn in SECTIONS) if s is not None]
+    ordered = [fn for _, fn in sorted(SECTIONS, key=lambda pair: pair[0])]
+    built = [s for s in (fn(ws, t) for fn in ordered) if s is not None]
     env = Environment(
         loader=PackageLoader("jingzhun.report", "templates"),
         autoescape=select_autoescape(["html", "j2"]),

@@ -19,7 +19,7 @@ def _has_events(ws: Workspace) -> bool:
     return ws.store.count("events") > 0
 
 
-@section
+@section(10)
 def overview(ws: Workspace, t: Translator) -> Section | None:
     import plotly.graph_objects as go
 
@@ -49,7 +49,7 @@ def overview(ws: Workspace, t: Translator) -> Section | None:
     return Section("overview", t("overview"), body)
 
 
-@section
+@section(20)
 def activity(ws: Workspace, t: Translator) -> Section | None:
     if not _has_events(ws):
         return None
@@ -97,7 +97,7 @@ def activity(ws: Workspace, t: Translator) -> Section | None:
     return Section("activity", t("activity"), body)
 
 
-@section
+@section(30)
 def ingest(ws: Workspace, t: Translator) -> Section | None:
     import plotly.graph_objects as go
 
@@ -140,7 +140,7 @@ def ingest(ws: Workspace, t: Translator) -> Section | None:
     return Section("ingest", t("ingest"), body)
 
 
-@section
+@section(40)
 def quality(ws: Workspace, t: Translator) -> Section | None:
     if not _has_events(ws):
         return None
@@ -213,7 +213,7 @@ def quality(ws: Workspace, t: Translator) -> Section | None:
     return Section("quality", t("quality"), body)
 
 
-@section
+@section(50)
 def identity(ws: Workspace, t: Translator) -> Section | None:
     if not _has_events(ws):
         return None

@@ -234,8 +234,34 @@ class Store:
     ) -> duckdb.DuckDBPyConnection:
         return self.con.execute(query, params) if params is not None else self.con.execute(query)
 
+    # The helpers below fetch every row, which DuckDB 2 needs before the relation API (used by
+    # Ibis) may run on the same connection: a half-read result blocks it.
+
+    def rows(
+        self, query: str, params: list[Any] | dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """All rows of ``query``."""
+        return self.sql(query, params).fetchall()
+
+    def scalar(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> Any:
+        """The first column of the first row of ``query`` (None when there is no row)."""
+        rows = self.rows(query, params)
+        return rows[0][0] if rows else None
+
+    def run(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> int | None:
+        """Run a statement; return the row count DuckDB reports for INSERT/UPDATE/DELETE."""
+        rows = self.rows(query, params)
+        return rows[0][0] if rows and len(rows[0]) == 1 and isinstance(rows[0][0], int) else None
+
+    def ibis(self) -> Any:
+        """An Ibis backend over this connection."""
+        import ibis
+
+        self.con.execute("SELECT 1").fetchall()  # finish any half-read result first
+        return ibis.duckdb.from_connection(self.con)
+
     def count(self, table: str) -> int:
-        return self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return int(self.scalar(f"SELECT count(*) FROM {table}"))
 
     def close(self) -> None:
         self.con.close()

@@ -137,6 +137,7 @@ class ShopData:
     truth_dirty: pa.Table
     truth_campaigns: pa.Table
     truth_anomalies: pa.Table  # scraper bots and bulk orders the cleaning report should flag
+    truth_complements: pa.Table  # each item's planted co-purchase partner
     stats: dict[str, object] = field(default_factory=dict)
 
     def write(self, out: str | Path) -> dict[str, str]:
@@ -156,6 +157,7 @@ class ShopData:
             "truth_dirty": truth / "dirty_rows.parquet",
             "truth_campaigns": truth / "campaigns.parquet",
             "truth_anomalies": truth / "anomalies.parquet",
+            "truth_complements": truth / "complements.parquet",
         }
         for name, path in files.items():
             table: pa.Table = getattr(self, name)
@@ -324,6 +326,12 @@ def simulate(config: SynthConfig, step: StepFn | None = None) -> ShopData:
         truth_dirty=dirty,
         truth_campaigns=camp["truth"],
         truth_anomalies=anomalies,
+        truth_complements=pa.table(
+            {
+                "item_id": items["ids"],
+                "complement_id": items["ids"].take(pa.array(items["complement"])),
+            }
+        ),
         stats=stats,
     )
 
@@ -383,6 +391,13 @@ def _catalogue(M: int, rng: np.random.Generator) -> dict[str, object]:
             "rating": pa.array(rating),
         }
     )
+    # Each item has one complement, a popular item of the complementary category: bought
+    # together often enough for a market-basket analysis to find.
+    names = [c.name for c in cats]
+    target = np.array([names.index(vocab.COMPLEMENTS[c.name]) for c in cats])[category]
+    complement = np.minimum(np.searchsorted(gcdf, target + rng.random(M) ** 2), M - 1)
+    same = complement == np.arange(M)
+    complement[same] = np.minimum(np.searchsorted(gcdf, target[same] + 0.999), M - 1)
     return {
         "table": table,
         "category": category,
@@ -390,6 +405,7 @@ def _catalogue(M: int, rng: np.random.Generator) -> dict[str, object]:
         "gcdf": gcdf,
         "ids": ids,
         "popularity": popularity,
+        "complement": complement,
     }
 
 
@@ -828,6 +844,18 @@ def _expand(
     staple_p = np.where(is_user, users["staple_p"][ua], 0.0)
     restock = np.flatnonzero(purchase & is_user & (rng.random(S) < staple_p))
     view_item[vbase[restock]] = users["staples"][ua[restock], rng.integers(0, 2, len(restock))]
+    # Complements: in an order of several items, a later item is often the first one's
+    # complement (planted co-purchases, recorded in truth/complements.parquet).
+    multi = np.flatnonzero(n_items >= 2)
+    extra = n_items[multi] - 1
+    slot = (
+        vbase[np.repeat(multi, extra)]
+        + 1
+        + (np.arange(extra.sum()) - np.repeat(np.cumsum(extra) - extra, extra))
+    )
+    first = view_item[vbase[np.repeat(multi, extra)]]
+    pair = rng.random(len(slot)) < 0.45
+    view_item[slot[pair]] = items["complement"][first[pair]]
     qty_extra = np.where(is_user, users["quantity"][ua], 0.2)
     line_q = (1 + rng.poisson(qty_extra[view_s])).astype(np.float32)
     del view_s, staple_p, restock

@@ -201,6 +201,22 @@ CATEGORIES: tuple[Category, ...] = (
     ),
 )
 
+#: The category whose items complement a category's items (bought in the same order).
+COMPLEMENTS: dict[str, str] = {
+    "electronics": "electronics",  # a phone and its charger
+    "apparel": "sports",
+    "beauty": "health",
+    "home": "appliances",
+    "grocery": "grocery",
+    "sports": "apparel",
+    "books": "books",
+    "baby": "toys",
+    "pets": "pets",
+    "toys": "baby",
+    "appliances": "home",
+    "health": "beauty",
+}
+
 ADJECTIVES = (
     "Pro",
     "Lite",

@@ -1,0 +1,285 @@
+"""``jingzhun profile build|show|export|traits``, ``jingzhun tags list``, ``jingzhun analyze …``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+
+from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps
+
+app = typer.Typer(
+    help="Profiles (用户画像): computed traits per user, point in time.", no_args_is_help=True
+)
+tags_app = typer.Typer(help="Tags from rules, RFM and quantile bins.", no_args_is_help=True)
+analyze_app = typer.Typer(
+    help="Behaviour analysis: trends, funnel, cohorts, baskets, frequency.", no_args_is_help=True
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="Only events from this time (ISO 8601).")
+]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", help="Only events before this time (ISO 8601).")
+]
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    from jingzhun.errors import InputError
+    from jingzhun.profile.build import parse_as_of
+
+    try:
+        return parse_as_of(value)
+    except InputError as exc:
+        raise InputError(str(exc).replace("--as-of", option)) from exc
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Use only events before this time (default: just after the latest event).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute every user's traits, category affinity and tags."""
+    g: Globals = ctx.obj
+    with g.workspace() as ws, steps() as say:
+        say("building profiles")
+        result = ws.profile_build(as_of)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out.print(
+        f"Built {result.users:,} profiles as of {result.as_of} in {result.seconds:.1f}s ({len(result.traits) - 3} traits)."
+    )
+    if result.tags:
+        out.print(
+            "Tags: "
+            + ", ".join(
+                f"{k} {v:,}"
+                for k, v in result.tags.items()
+                if not k.startswith("rfm_") or k == "rfm_segment"
+            )
+        )
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    user_id: Annotated[
+        str, typer.Argument(help="A user id (or a linked anonymous id).", show_default=False)
+    ],
+    events: Annotated[
+        int, typer.Option("--events", "-n", min=0, help="How many latest events to list.")
+    ] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """One user's traits, tags, linked devices and latest events."""
+    g: Globals = ctx.obj
+    with g.workspace() as ws:
+        p = ws.profile(user_id, events=events)
+    if as_json:
+        print_json(p)
+        return
+    out.print(
+        f"[bold]{p['user_id']}[/]"
+        + (f"  (devices: {', '.join(p['anonymous_ids'])})" if p["anonymous_ids"] else "")
+    )
+    rows = [{"trait": k, "value": _show(v)} for k, v in p["traits"].items() if k != "user_id"]
+    print_frame(pd.DataFrame(rows), max_width=90)
+    if p["tags"]:
+        out.print("Tags: " + ", ".join(f"{k}={v}" for k, v in p["tags"].items()))
+    if p["last_events"]:
+        print_frame(pd.DataFrame(p["last_events"]), "Latest events")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(value.items(), key=lambda kv: -kv[1])[:6]
+        )
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    return "–" if value is None else str(value)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    to: Annotated[Path, typer.Option("--out", "-o", help="A .parquet or .csv file.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the profiles to Parquet or CSV (lists and maps as JSON text in CSV)."""
+    g: Globals = ctx.obj
+    with g.workspace() as ws:
+        n = ws.profile_export(to)
+    if as_json:
+        print_json({"rows": n, "file": str(to)})
+    else:
+        out.print(f"Wrote {n:,} profiles to {to}")
+
+
+@app.command()
+def traits(as_json: JsonOpt = False) -> None:
+    """The built-in traits and what each means."""
+    from jingzhun.profile.traits import catalogue
+
+    rows = [{"trait": n, "meaning": d} for n, d in catalogue()]
+    if as_json:
+        print_json({"traits": rows})
+    else:
+        print_frame(pd.DataFrame(rows), max_width=100)
+
+
+@tags_app.command("list")
+def tags_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Every tag value and how many users carry it."""
+    g: Globals = ctx.obj
+    with g.workspace() as ws:
+        frame = ws.tags()
+    if as_json:
+        print_json({"tags": frame_records(frame)})
+    elif frame.empty:
+        out.print("No tags yet: jingzhun profile build")
+    else:
+        print_frame(frame.drop(columns="computed_at"))
+
+
+def _analysis(ctx: typer.Context, name: str, as_json: bool, **options: Any) -> None:
+    g: Globals = ctx.obj
+    with g.workspace() as ws, steps() as say:
+        say(f"analysing {name}")
+        result = ws.analyze(name, **options)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    for key, value in result.summary.items():
+        if value is not None:
+            out.print(f"[bold]{key}[/]: {value}")
+    for title, frame in result.tables.items():
+        shown = frame if len(frame) <= 40 else frame.tail(40)
+        print_frame(
+            shown.round(4), title if len(frame) <= 40 else f"{title} (last 40 of {len(frame)})"
+        )
+
+
+@analyze_app.command()
+def trends(
+    ctx: typer.Context,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    weeks: Annotated[int, typer.Option(min=2, help="Complete weeks the trend is fitted on.")] = 12,
+    as_json: JsonOpt = False,
+) -> None:
+    """Daily and weekly actives, orders and revenue, with a 7-day average and the trend."""
+    _analysis(
+        ctx,
+        "trends",
+        as_json,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+        weeks=weeks,
+    )
+
+
+@analyze_app.command()
+def funnel(
+    ctx: typer.Context,
+    steps_: Annotated[
+        str, typer.Option("--steps", help="Comma-separated events, in order.")
+    ] = "product_viewed,product_added,checkout_started,order_completed",
+    within_days: Annotated[
+        float | None,
+        typer.Option(
+            "--within-days",
+            min=0.0,
+            help="Later steps must follow the first within this many days.",
+        ),
+    ] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Visitors reaching each step in order, and the conversion between steps."""
+    names = tuple(s.strip() for s in steps_.split(",") if s.strip())
+    _analysis(
+        ctx,
+        "funnel",
+        as_json,
+        steps=names,
+        within_days=within_days,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+    )
+
+
+@analyze_app.command()
+def cohorts(
+    ctx: typer.Context,
+    months: Annotated[int, typer.Option(min=1, help="The latest cohorts to show.")] = 12,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Monthly first-order cohorts: the share ordering again k months later."""
+    _analysis(
+        ctx,
+        "cohorts",
+        as_json,
+        months=months,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+    )
+
+
+@analyze_app.command()
+def baskets(
+    ctx: typer.Context,
+    level: Annotated[str, typer.Option(help="item, category or brand.")] = "category",
+    min_support: Annotated[
+        float,
+        typer.Option("--min-support", help="Share of orders a value (and a pair) must reach."),
+    ] = 0.001,
+    min_confidence: Annotated[
+        float, typer.Option("--min-confidence", help="Smallest P(B | A) kept.")
+    ] = 0.05,
+    top: Annotated[int, typer.Option(min=1, help="Rules to show, by lift.")] = 50,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Market-basket association rules with support, confidence and lift."""
+    _analysis(
+        ctx,
+        "baskets",
+        as_json,
+        level=level,
+        min_support=min_support,
+        min_confidence=min_confidence,
+        top=top,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+    )
+
+
+@analyze_app.command()
+def frequency(
+    ctx: typer.Context, since: SinceOpt = None, until: UntilOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Orders per customer and days between a customer's orders."""
+    _analysis(
+        ctx, "frequency", as_json, since=_when(since, "--since"), until=_when(until, "--until")
+    )

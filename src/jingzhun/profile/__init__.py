@@ -1,0 +1,1 @@
+"""Profiles (用户画像): computed traits, tags and behaviour analysis."""

@@ -1,0 +1,253 @@
+"""Build the ``profiles`` table (one row per user), ``profile_affinity`` and the tags.
+
+Everything the build will compute is checked first — custom traits, score weights, tag rules
+and bins are parsed and their names resolved — so a mistake in ``jingzhun.toml`` fails with the
+trait's or rule's name and position before anything is written. The profile is then one Ibis
+expression, compiled to SQL and written with the tags and the build record in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from jingzhun.config import CustomTrait, Settings
+from jingzhun.errors import InputError, NotFoundError
+from jingzhun.ingest.pipeline import utcnow
+from jingzhun.profile import expr as ex
+from jingzhun.profile import traits as tr
+from jingzhun.profile.tags import TagPlan, plan_tags, write_tags
+from jingzhun.store import Store
+
+#: Columns a custom trait's ``of`` and ``where`` may name.
+EVENT_COLUMNS = (
+    "event_id",
+    "event",
+    "user_id",
+    "anonymous_id",
+    "order_id",
+    "item_id",
+    "quantity",
+    "price",
+    "revenue",
+    "currency",
+    "channel",
+    "campaign_id",
+    "ts",
+    "category",
+    "brand",
+    "price_percentile",
+)
+
+
+@dataclass
+class BuildResult:
+    as_of: datetime
+    users: int
+    traits: list[str]
+    tags: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["as_of"] = self.as_of.isoformat(sep=" ")
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+def default_as_of(store: Store) -> datetime:
+    """Just after the latest event, so a rebuild on the same data gives the same profile."""
+    latest = store.scalar("SELECT max(ts) FROM events")
+    if latest is None:
+        raise NotFoundError(
+            "the store has no events to build profiles from", hint="ingest events first"
+        )
+    return latest + timedelta(microseconds=1)
+
+
+def parse_as_of(value: str) -> datetime:
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InputError(
+            f"--as-of {value!r} is not a timestamp",
+            hint="use ISO 8601, e.g. 2026-06-30 or 2026-06-30T12:00:00Z",
+        ) from exc
+    if parsed.tzinfo is not None:
+        from datetime import UTC
+
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _custom_agg(t: CustomTrait, e: ir.Table, as_of: ir.Value) -> ir.Value:
+    where = f"profile trait {t.name!r}"
+    cond: ir.BooleanValue | None = None
+    if t.where:
+        node = ex.parse(t.where, where=f"{where} where")
+        ex.check_names(node, t.where, dict.fromkeys(EVENT_COLUMNS), f"{where} where")
+        cond = ex.compile_ibis(node, e, now=as_of)
+    if t.window_days is not None:
+        recent = e.ts >= as_of - ibis.interval(seconds=int(t.window_days * 86_400))
+        cond = recent if cond is None else cond & recent
+    if t.agg == "count":
+        return e.count(where=cond) if cond is not None else e.count()
+    if t.of is None:
+        raise InputError(
+            f"{where}: agg {t.agg!r} needs 'of' (the column to aggregate)",
+            hint=f'e.g. of = "revenue"; columns: {", ".join(EVENT_COLUMNS)}',
+        )
+    if t.of not in EVENT_COLUMNS:
+        raise InputError(
+            f"{where}: of = {t.of!r} is not an event column",
+            hint=f"use one of: {', '.join(EVENT_COLUMNS)}",
+        )
+    col = e[t.of]
+    if t.agg in ("sum", "mean", "min", "max"):
+        if t.agg in ("sum", "mean") and not col.type().is_numeric():
+            raise InputError(
+                f"{where}: {t.agg} needs a numeric column, and {t.of!r} is {col.type()}"
+            )
+        return getattr(col, t.agg)(where=cond)
+    if t.agg == "distinct":
+        return col.nunique(where=cond)
+    if t.agg == "mode":
+        return col.mode(where=cond)
+    if t.agg == "first":
+        return col.argmin(e.ts, where=cond)
+    return col.argmax(e.ts, where=cond)  # last
+
+
+def _score(p: ir.Table, weights: dict[str, float]) -> ir.Value:
+    """P(u) = Σ |w_i| F_i(u) / Σ |w_i|, F_i the user's rank (0-1) in trait i among users who
+    have a value; 1 - rank for a negative weight (lower is better); 0 without a value."""
+    total = sum(abs(w) for w in weights.values()) or 1.0
+    parts = []
+    for name, w in weights.items():
+        x = p[name]
+        rank = ibis.rank().over(order_by=x)  # 0-based; nulls sort last
+        n = x.count().over()
+        f = ibis.ifelse(n > 1, rank.cast("float64") / (n - 1), 1.0)
+        f = 1.0 - f if w < 0 else f
+        parts.append(ibis.ifelse(x.isnull(), 0.0, f) * (abs(w) / total))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out + part
+    return out
+
+
+@dataclass
+class Plan:
+    """The checked build: the profile and affinity expressions and the tags to compute."""
+
+    profile: ir.Table
+    affinity: ir.Table
+    columns: list[str]
+    tags: TagPlan
+
+
+def plan(store: Store, settings: Settings, as_of: datetime) -> Plan:
+    backend = store.ibis()
+    cfg = settings.profile
+    at = ibis.literal(as_of, type="timestamp")
+    events, items = tr.base_events(backend, at)
+    users = backend.table("users")
+    ctx = tr.Ctx(events, items, users, at, cfg.half_life_days, cfg.weights, cfg.last_items)
+
+    builtin = {name for name, _ in tr.catalogue()}
+    for t in cfg.traits:
+        if t.name in builtin:
+            raise InputError(
+                f"profile trait {t.name!r} is a built-in trait",
+                hint="give the custom trait another name",
+            )
+    custom = {t.name: _custom_agg(t, events, at) for t in cfg.traits}
+
+    agg = events.group_by("user_id").aggregate(**{a.name: a.fn(events) for a in tr.AGGS}, **custom)
+    # Who has a profile: users signed up before as_of (or without a sign-up time) and anyone
+    # with an event before it.
+    known = users.filter(users.created_at.isnull() | (users.created_at < at)).select(
+        "user_id", "created_at"
+    )
+    seen = agg.select(user_id=agg.user_id.cast("string"))
+    universe = known.select(user_id=known.user_id.cast("string")).union(seen, distinct=True)
+    p = universe.left_join(known, "user_id").select(universe.user_id, known.created_at)
+    p = p.left_join(agg, "user_id").drop("user_id_right")
+    for table in tr.TABLES:
+        t = table.fn(ctx)
+        p = p.left_join(t, "user_id").drop("user_id_right")
+    # Counts are whole numbers, 0 for users without events; sums of money are 0.0.
+    counts = [a.name for a in tr.AGGS if a.name.startswith("n_") or a.name in tr.COUNT_TRAITS]
+    counts += [
+        name for name, t in zip(custom, cfg.traits, strict=True) if t.agg in ("count", "distinct")
+    ]
+    zero = {name: p[name].fill_null(0).cast("int64") for name in counts}
+    zero.update({name: p[name].fill_null(0.0) for name in ("monetary", "units")})
+    p = p.mutate(**zero)
+    p = p.mutate(**{d.name: d.fn(p, ctx) for d in tr.DERIVED})
+
+    names = [c for c in p.columns]
+    for name in cfg.score:
+        if name not in names:
+            raise InputError(
+                f"[profile.score] names unknown trait {name!r}",
+                hint=f"use traits such as: {', '.join(n for n in names if n not in ('user_id', 'created_at'))[:300]}",
+            )
+        if not p[name].type().is_numeric():
+            raise InputError(f"[profile.score] trait {name!r} is not numeric ({p[name].type()})")
+    p = p.mutate(score=_score(p, cfg.score), as_of=at)
+    ordered = [
+        "user_id",
+        "as_of",
+        "created_at",
+        *(n for n, _ in tr.catalogue() if n in names),
+        *custom,
+        "score",
+    ]
+    p = p.select(*ordered)
+    tags = plan_tags(p, settings.tags)
+    return Plan(p, tr.affinity(ctx).mutate(as_of=at), ordered, tags)
+
+
+def build(store: Store, settings: Settings, as_of: datetime | None = None) -> BuildResult:
+    """Build profiles, affinity and tags as of ``as_of`` (default: just after the latest event)."""
+    started = time.perf_counter()
+    if as_of is None:
+        as_of = default_as_of(store)
+    if store.count("events") == 0:
+        raise NotFoundError(
+            "the store has no events to build profiles from", hint="ingest events first"
+        )
+    the_plan = plan(store, settings, as_of)  # every check happens here, before any write
+    profile_sql = ibis.to_sql(the_plan.profile, dialect="duckdb")
+    affinity_sql = ibis.to_sql(the_plan.affinity, dialect="duckdb")
+    now = utcnow()
+    with store.transaction():
+        store.run(f"CREATE OR REPLACE TABLE profiles AS {profile_sql}")
+        store.run("CREATE INDEX profiles_user_id ON profiles (user_id)")
+        store.run(f"CREATE OR REPLACE TABLE profile_affinity AS {affinity_sql}")
+        tag_counts = write_tags(store, the_plan.tags, now)
+        users = store.scalar("SELECT count(*) FROM profiles")
+        seconds = time.perf_counter() - started
+        store.run(
+            "INSERT INTO profile_builds VALUES (?, ?, ?, ?, ?, ?)",
+            [as_of, now, users, json.dumps(the_plan.columns), json.dumps(tag_counts), seconds],
+        )
+    return BuildResult(
+        as_of, int(users), the_plan.columns, tag_counts, time.perf_counter() - started
+    )
+
+
+def require_profiles(store: Store) -> None:
+    exists = store.scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'profiles'"
+    )
+    if not exists:
+        raise NotFoundError("no profiles yet", hint="run jingzhun profile build")

@@ -1,0 +1,363 @@
+"""Computed traits: one definition per trait, as Ibis expressions over the store.
+
+Every trait is a named, documented definition (dbt-style) of one of three shapes:
+
+* ``Agg`` — an aggregate over the user's events, computed together with the others in one
+  grouped pass (``frequency = order ids, distinct, among order lines``);
+* ``Derived`` — an expression over other traits (``aov = monetary / frequency``);
+* ``Table`` — its own grouped query, joined on ``user_id`` (modes, top lists, last items).
+
+The events a trait sees are :func:`base_events`: the events strictly before ``as_of``, with
+anonymous history under the known user when the link between them was made before ``as_of``,
+and the item's category, brand and price percentile joined. Nothing in a trait reads a later event, so a profile built ``--as-of`` a
+past time is what it would have been then; the leakage test in ``tests/profile`` proves it.
+
+Definitions use only portable Ibis operations, so the same traits can run on Spark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from jingzhun.ingest.schema import EVENT_NAMES
+
+DAY = 86_400
+ORDER = "order_completed"
+#: Traits that count things (whole numbers, 0 rather than null for users without events).
+COUNT_TRAITS = ("events", "frequency", "order_lines", "active_days", "distinct_items", "sessions")
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What trait definitions see: the events, the items, the time and the settings."""
+
+    events: ir.Table  # base_events(): before as_of, items joined
+    items: ir.Table
+    users: ir.Table
+    as_of: ir.Value  # timestamp literal
+    half_life_days: float
+    weights: dict[str, float]  # event -> interaction weight (view 1, cart 3, purchase 5)
+    last_n: int
+
+
+@dataclass(frozen=True)
+class Agg:
+    name: str
+    doc: str
+    fn: Callable[[ir.Table], ir.Value]
+
+
+@dataclass(frozen=True)
+class Derived:
+    name: str
+    doc: str
+    fn: Callable[[ir.Table, Ctx], ir.Value]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    doc: str
+    fn: Callable[[Ctx], ir.Table]  # user_id + the trait's column(s)
+    columns: tuple[str, ...] = field(default=())
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.columns or (self.name,)
+
+
+def _is_order(e: ir.Table) -> ir.BooleanValue:
+    return e.event == ORDER
+
+
+def _discounted(e: ir.Table) -> ir.Value:
+    # A line paid below list price: revenue < quantity × price (to the cent).
+    return (e.revenue < e.quantity * e.price - 0.005).cast("float64")
+
+
+def _days_between(later: ir.Value, earlier: ir.Value) -> ir.Value:
+    """Whole days from ``earlier`` to ``later`` (floor), portable across backends."""
+    return ((later.epoch_seconds() - earlier.epoch_seconds()) // DAY).cast("int64")
+
+
+def _capped(x: ir.Value, cap: float) -> ir.Value:
+    # Not least(): DuckDB's least() skips NULL, so least(NULL, 1) would be 1.
+    return ibis.ifelse(x > cap, cap, x)
+
+
+def _safe_ratio(a: ir.Value, b: ir.Value) -> ir.Value:
+    return ibis.ifelse(b > 0, a.cast("float64") / b, ibis.null("float64"))
+
+
+# -- aggregates over the user's events --------------------------------------------------------
+
+_COUNT_EVENTS = sorted(EVENT_NAMES)
+
+AGGS: tuple[Agg, ...] = (
+    Agg("first_seen", "Time of the user's first event (any kind).", lambda e: e.ts.min()),
+    Agg("last_seen", "Time of the user's latest event (any kind).", lambda e: e.ts.max()),
+    Agg(
+        "active_days",
+        "Distinct calendar days (UTC) with at least one event.",
+        lambda e: e.ts.date().nunique(),
+    ),
+    Agg("events", "Events of any kind.", lambda e: e.count()),
+    Agg(
+        "frequency",
+        "Distinct orders (order_id of order_completed lines).",
+        lambda e: e.order_id.nunique(where=_is_order(e)),
+    ),
+    Agg(
+        "monetary",
+        "Sum of order-line revenue (after discount).",
+        lambda e: e.revenue.sum(where=_is_order(e)).fill_null(0.0),
+    ),
+    Agg(
+        "order_lines",
+        "Order lines (order_completed events).",
+        lambda e: e.count(where=_is_order(e)),
+    ),
+    Agg(
+        "units",
+        "Units bought (sum of order-line quantity).",
+        lambda e: e.quantity.sum(where=_is_order(e)).fill_null(0.0),
+    ),
+    Agg("first_order_at", "Time of the first order line.", lambda e: e.ts.min(where=_is_order(e))),
+    Agg("last_order_at", "Time of the latest order line.", lambda e: e.ts.max(where=_is_order(e))),
+    Agg(
+        "discount_share",
+        "Share of order lines bought below list price (price sensitivity).",
+        lambda e: _discounted(e).mean(
+            where=_is_order(e) & e.price.notnull() & e.quantity.notnull()
+        ),
+    ),
+    Agg(
+        "price_percentile",
+        "Mean percentile (0-1) of the bought items' price within their category: low = buys cheap.",
+        lambda e: e.price_percentile.mean(where=_is_order(e)),
+    ),
+    Agg(
+        "distinct_items", "Distinct items viewed, carted or bought.", lambda e: e.item_id.nunique()
+    ),
+    Agg(
+        "sessions",
+        "Page views, the start of a visit (a proxy for sessions).",
+        lambda e: e.count(where=e.event == "page_viewed"),
+    ),
+    *(
+        Agg(
+            f"n_{name}",
+            f"Count of {name} events.",
+            lambda e, name=name: e.count(where=e.event == name),
+        )
+        for name in _COUNT_EVENTS
+    ),
+)
+
+
+# -- derived traits -----------------------------------------------------------------------------
+
+DERIVED: tuple[Derived, ...] = (
+    Derived(
+        "recency_days",
+        "Whole days from the latest order to as_of (null for users without orders).",
+        lambda p, c: _days_between(c.as_of, p.last_order_at),
+    ),
+    Derived(
+        "tenure_days",
+        "Whole days from the first event (or sign-up, if earlier) to as_of.",
+        lambda p, c: _days_between(c.as_of, ibis.least(p.first_seen, p.created_at)),
+    ),
+    Derived(
+        "days_since_seen",
+        "Whole days from the latest event to as_of.",
+        lambda p, c: _days_between(c.as_of, p.last_seen),
+    ),
+    Derived(
+        "aov",
+        "Average order value: monetary / frequency.",
+        lambda p, c: _safe_ratio(p.monetary, p.frequency),
+    ),
+    Derived(
+        "view_to_cart",
+        "Cart adds per product view.",
+        lambda p, c: _safe_ratio(p.n_product_added, p.n_product_viewed),
+    ),
+    Derived(
+        "cart_to_purchase",
+        "Order lines per cart add, at most 1 (null without cart adds).",
+        lambda p, c: _capped(_safe_ratio(p.order_lines, p.n_product_added), 1.0),
+    ),
+    Derived(
+        "email_open_rate",
+        "Opened messages per delivered (or sent) message.",
+        lambda p, c: _safe_ratio(
+            p.n_email_opened, ibis.greatest(p.n_email_delivered, p.n_message_sent)
+        ),
+    ),
+)
+
+
+# -- traits that need their own query -----------------------------------------------------------
+
+
+def _mode(
+    c: Ctx,
+    value: Callable[[ir.Table], ir.Value],
+    name: str,
+    where: Callable[[ir.Table], ir.Value] | None = None,
+) -> ir.Table:
+    e = c.events
+    if where is not None:
+        e = e.filter(where(e))
+    e = e.mutate(_v=value(e)).filter(ibis._._v.notnull())
+    counts = e.group_by(["user_id", "_v"]).aggregate(_n=ibis._.count(), _last=ibis._.ts.max())
+    # The most frequent value; ties go to the most recent, then to the smaller value.
+    rank = ibis.row_number().over(
+        group_by=counts.user_id, order_by=[counts._n.desc(), counts._last.desc(), counts._v]
+    )
+    return counts.mutate(_r=rank).filter(ibis._._r == 0).select("user_id", **{name: ibis._._v})
+
+
+def affinity(c: Ctx) -> ir.Table:
+    """The behaviour vector A(u) = Σ_t α_t R(u, t) over categories (the seeds' formula).
+
+    Each event with an item adds its interaction weight (view, cart, purchase …) to the item's
+    category, discounted by α = 0.5^(age / half-life): recent behaviour counts more. Scores are
+    normalised to sum to 1 per user.
+    """
+    e = c.events.filter(c.events.category.notnull())
+    weight = ibis.cases(*((e.event == k, float(v)) for k, v in c.weights.items()), else_=0.0)
+    age_days = (c.as_of.epoch_seconds() - e.ts.epoch_seconds()).cast("float64") / DAY
+    decay = (ibis.literal(0.5).log() * age_days / c.half_life_days).exp()
+    raw = (
+        e.mutate(_w=weight * decay)
+        .filter(ibis._._w > 0)
+        .group_by(["user_id", "category"])
+        .aggregate(raw=ibis._._w.sum())
+    )
+    total = raw.group_by("user_id").aggregate(_total=ibis._.raw.sum())
+    joined = raw.join(total, "user_id")
+    return joined.select("user_id", "category", score=joined.raw / joined._total)
+
+
+def _top(c: Ctx, table: ir.Table, key: str, score: str, k: int, name: str) -> ir.Table:
+    rank = ibis.row_number().over(
+        group_by=table.user_id, order_by=[table[score].desc(), table[key]]
+    )
+    top = table.mutate(_r=rank).filter(ibis._._r < k)
+    return top.group_by("user_id").aggregate(**{name: top[key].collect(order_by=[top._r])})
+
+
+def _top_brands(c: Ctx) -> ir.Table:
+    e = c.events.filter(c.events.brand.notnull())
+    weight = ibis.cases(*((e.event == k, float(v)) for k, v in c.weights.items()), else_=0.0)
+    scored = (
+        e.mutate(_w=weight)
+        .filter(ibis._._w > 0)
+        .group_by(["user_id", "brand"])
+        .aggregate(score=ibis._._w.sum())
+    )
+    return _top(c, scored, "brand", "score", 3, "top_brands")
+
+
+def _affinity_map(c: Ctx) -> ir.Table:
+    a = affinity(c)
+    top = _top(c, a, "category", "score", 3, "top_categories")
+    as_map = a.group_by("user_id").aggregate(
+        category_affinity=ibis.map(
+            a.category.collect(order_by=a.category), a.score.collect(order_by=a.category)
+        )
+    )
+    return as_map.join(top, "user_id").select("user_id", "category_affinity", "top_categories")
+
+
+def _last_items(c: Ctx) -> ir.Table:
+    e = c.events.filter(c.events.item_id.notnull())
+    latest = e.group_by(["user_id", "item_id"]).aggregate(_t=ibis._.ts.max())
+    rank = ibis.row_number().over(
+        group_by=latest.user_id, order_by=[latest._t.desc(), latest.item_id]
+    )
+    top = latest.mutate(_r=rank).filter(ibis._._r < c.last_n)
+    return top.group_by("user_id").aggregate(last_items=top.item_id.collect(order_by=[top._r]))
+
+
+TABLES: tuple[Table, ...] = (
+    Table(
+        "category_affinity",
+        "Time-decayed category affinity A(u) (a map category -> share) and the top 3 categories.",
+        _affinity_map,
+        ("category_affinity", "top_categories"),
+    ),
+    Table("top_brands", "The 3 brands with the most weighted interactions.", _top_brands),
+    Table(
+        "preferred_channel",
+        "The channel most of the user's events came through.",
+        lambda c: _mode(c, lambda e: e.channel, "preferred_channel"),
+    ),
+    Table(
+        "preferred_weekday",
+        "The weekday (0 = Monday) with most events.",
+        lambda c: _mode(c, lambda e: e.ts.day_of_week.index(), "preferred_weekday"),
+    ),
+    Table(
+        "preferred_hour",
+        "The hour of day (UTC) with most events.",
+        lambda c: _mode(c, lambda e: e.ts.hour(), "preferred_hour"),
+    ),
+    Table(
+        "last_items",
+        "The last items (most recent first) the user viewed, carted or bought.",
+        _last_items,
+    ),
+)
+
+
+def catalogue() -> list[tuple[str, str]]:
+    """(name, doc) of every built-in trait, in profile-column order."""
+    out = [(a.name, a.doc) for a in AGGS] + [(d.name, d.doc) for d in DERIVED]
+    for t in TABLES:
+        if t.name == "category_affinity":
+            out += [
+                ("category_affinity", t.doc),
+                ("top_categories", "The 3 categories with the highest affinity."),
+            ]
+        else:
+            out.append((t.name, t.doc))
+    return out
+
+
+def stitched(backend: Any, as_of: ir.Value) -> ir.Table:
+    """Events before ``as_of``, anonymous ones under the user their device was linked to —
+    by a link made before ``as_of`` too: a later sign-up is not yet known then."""
+    events = backend.table("events").filter(ibis._.ts < as_of)
+    links = (
+        backend.table("identities")
+        .filter(ibis._.linked_at < as_of)
+        .select("anonymous_id", linked_user="user_id")
+    )
+    joined = events.left_join(links, events.anonymous_id == links.anonymous_id)
+    return joined.select(
+        *(c for c in events.columns if c not in ("user_id", "event_key")),
+        user_id=ibis.coalesce(joined.user_id, joined.linked_user),
+    )
+
+
+def base_events(backend: Any, as_of: ir.Value) -> tuple[ir.Table, ir.Table]:
+    """Stitched events of known users before ``as_of``, with item attributes; and the items."""
+    events = stitched(backend, as_of)
+    items = backend.table("items")
+    ranked = items.mutate(
+        price_percentile=ibis.ifelse(
+            items.price.notnull(),
+            ibis.percent_rank().over(group_by=items.category, order_by=items.price),
+            ibis.null("float64"),
+        )
+    ).select("item_id", "category", "brand", "price_percentile")
+    e = events.filter(events.user_id.notnull())
+    return e.left_join(ranked, "item_id").drop("item_id_right"), items
