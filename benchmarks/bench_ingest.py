@@ -12,35 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import DATA, best, run, save
+from common import best, run, save, shop_files
 
 ROWS = 10_000_000
 TARGET = {"parquet_rows_per_s": 1_000_000, "csv_rows_per_s": 300_000, "peak_rss_mb": 2048}
-
-
-def prepare(rows: int) -> tuple[Path, Path]:
-    parquet = DATA / f"events-{rows}.parquet"
-    csv = DATA / f"events-{rows}.csv"
-    if parquet.exists() and csv.exists():
-        return parquet, csv
-    DATA.mkdir(parents=True, exist_ok=True)
-    users = max(1000, rows // 10)
-    run(
-        f"""
-        import duckdb
-        from jingzhun.synth import SynthConfig, simulate
-        data = simulate(SynthConfig(users={users}, seed=1))
-        events = data.events.slice(0, {rows})
-        con = duckdb.connect()
-        con.execute("SET enable_progress_bar = false")
-        con.register("ev", events)
-        con.execute("COPY ev TO '{parquet}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1048576)")
-        con.execute("COPY ev TO '{csv}' (HEADER)")
-        _out["rows"] = events.num_rows
-        """,
-        timeout=3600,
-    )
-    return parquet, csv
 
 
 def jingzhun_ingest(path: Path) -> dict:
@@ -116,7 +91,8 @@ _out["rows_per_s"] = round(len(df) / (time.perf_counter() - t))
 
 
 def main(rows: int = ROWS, repeat: int = 2) -> None:
-    parquet, csv = prepare(rows)
+    files = shop_files(rows)
+    parquet, csv = files["events_parquet"], files["events_csv"]
     results = {
         "jingzhun_parquet": best([jingzhun_ingest(parquet) for _ in range(repeat)]),
         "jingzhun_csv": jingzhun_ingest(csv),

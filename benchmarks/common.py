@@ -52,6 +52,42 @@ def run(code: str, *, timeout: float = 1800, env: dict[str, str] | None = None) 
     return result
 
 
+def shop_files(rows: int = 10_000_000) -> dict[str, Path]:
+    """The first ``rows`` events of a 1M-user simulation (seed 1), with its users and items.
+
+    Cached under benchmarks/data/; every benchmark that needs a shop uses the same one.
+    """
+    folder = DATA / f"shop-{rows}"
+    files = {
+        "events_parquet": folder / "events.parquet",
+        "events_csv": folder / "events.csv",
+        "users": folder / "users.parquet",
+        "items": folder / "items.parquet",
+    }
+    if all(p.exists() for p in files.values()):
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    users = max(1000, rows // 10)
+    run(
+        f"""
+        import duckdb, pyarrow.parquet as pq
+        from jingzhun.synth import SynthConfig, simulate
+        data = simulate(SynthConfig(users={users}, seed=1))
+        events = data.events.slice(0, {rows})
+        con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
+        con.register("ev", events)
+        con.execute("COPY ev TO '{files["events_parquet"]}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1048576)")
+        con.execute("COPY ev TO '{files["events_csv"]}' (HEADER)")
+        pq.write_table(data.users, '{files["users"]}')
+        pq.write_table(data.items, '{files["items"]}')
+        _out["rows"] = events.num_rows
+        """,
+        timeout=3600,
+    )
+    return files
+
+
 def machine() -> dict[str, Any]:
     import duckdb
     import pyarrow

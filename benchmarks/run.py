@@ -9,9 +9,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_ingest
+import bench_profile
 import bench_synth
 
-BENCHMARKS = {"synth": bench_synth.main, "ingest": bench_ingest.main}
+BENCHMARKS = {"synth": bench_synth.main, "ingest": bench_ingest.main, "profile": bench_profile.main}
 
 
 def main(names: list[str]) -> None:

@@ -8,6 +8,12 @@ place each.
 
 from __future__ import annotations
 
+import re
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
+
 
 class JingzhunError(Exception):
     """Base class: a failure while running (exit code 1, HTTP 500)."""
@@ -16,8 +22,10 @@ class JingzhunError(Exception):
     http_status = 500
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        self.message = " ".join(message.split())
-        self.hint = " ".join(hint.split()) if hint else None
+        # One line: line breaks become spaces; other spacing is kept (messages quote input,
+        # and a column number must still point into the quoted text).
+        self.message = _one_line(message)
+        self.hint = _one_line(hint) if hint else None
         super().__init__(self.message)
 
     def __str__(self) -> str:

@@ -188,8 +188,13 @@ class Workspace:
                     f"no profile for user {user_id!r}",
                     hint="check the id, or rebuild: jingzhun profile build",
                 )
+            row = self.store.sql("SELECT * FROM profiles WHERE user_id = ?", [linked]).df()
+            if row.empty:
+                raise NotFoundError(
+                    f"no profile for user {linked!r}, the owner of device {user_id!r}",
+                    hint="rebuild: jingzhun profile build",
+                )
             user_id = linked
-            row = self.store.sql("SELECT * FROM profiles WHERE user_id = ?", [user_id]).df()
         traits = {k: _plain(v) for k, v in row.iloc[0].items()}
         tags = self.store.rows(
             "SELECT tag, value, source FROM tags WHERE user_id = ? ORDER BY source, tag", [user_id]

@@ -196,6 +196,12 @@ class Ingestor:
         # as NOT (price BETWEEN 0 AND max) to false: NaN prices would pass validation.
         # Without statistics propagation every value is tested.
         con.execute("SET disabled_optimizers = 'statistics_propagation'")
+        # Chunks reach DuckDB by a replacement scan (see _validated_chunks); an Ibis backend on
+        # this connection turns replacement scans off, so turn them back on for the batch.
+        replacements = con.execute(
+            "SELECT current_setting('python_enable_replacements')"
+        ).fetchall()[0][0]
+        con.execute("SET python_enable_replacements = true")
         try:
             with self.store.transaction():
                 con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} ({cols})")
@@ -224,6 +230,7 @@ class Ingestor:
                 self._record(result, options, started_at=now, replay_of=replay_of)
         finally:
             con.execute("RESET disabled_optimizers")
+            con.execute(f"SET python_enable_replacements = {'true' if replacements else 'false'}")
             self._drop_temp()
         return result
 

@@ -78,6 +78,12 @@ def trends(
     """
     e = _events(store, since, until)
     visitor = ibis.ifelse(e.event.isin(list(SYSTEM_EVENTS)), ibis.null("string"), _visitor(e))
+    # An order counts on the day (and week) of its first line, so an order whose lines fall
+    # either side of midnight is one order, and the daily counts add up to the period's total.
+    is_order = e.event == ORDER
+    e = e.mutate(
+        first_line=is_order & (e.ts == e.ts.min().over(group_by=[e.event, e.order_id])),
+    )
     day = e.ts.date()
     daily = (
         e.mutate(day=day, visitor=visitor)
@@ -85,7 +91,7 @@ def trends(
         .aggregate(
             actives=ibis._.visitor.nunique(),
             buyers=ibis._.user_id.nunique(where=ibis._.event == ORDER),
-            orders=ibis._.order_id.nunique(where=ibis._.event == ORDER),
+            orders=ibis._.order_id.nunique(where=ibis._.first_line),
             revenue=ibis._.revenue.sum(where=ibis._.event == ORDER).fill_null(0.0),
         )
         .order_by("day")
@@ -94,6 +100,9 @@ def trends(
     if daily.empty:
         raise NotFoundError("no events in that period")
     daily["day"] = pd.to_datetime(daily["day"])
+    # Every calendar day, so that a quiet day counts as 0 in the 7-day averages.
+    calendar = pd.date_range(daily["day"].min(), daily["day"].max(), freq="D")
+    daily = daily.set_index("day").reindex(calendar, fill_value=0).rename_axis("day").reset_index()
     for metric in ("actives", "orders", "revenue"):
         daily[f"{metric}_7d"] = daily[metric].rolling(7, min_periods=1).mean()
     week = e.ts.truncate("W")
@@ -102,7 +111,7 @@ def trends(
         .group_by("week")
         .aggregate(
             actives=ibis._.visitor.nunique(),
-            orders=ibis._.order_id.nunique(where=ibis._.event == ORDER),
+            orders=ibis._.order_id.nunique(where=ibis._.first_line),
             revenue=ibis._.revenue.sum(where=ibis._.event == ORDER).fill_null(0.0),
             days=ibis._.ts.date().nunique(),
         )
@@ -156,10 +165,11 @@ def funnel(
     reached = e.filter(e.event == steps[0]).group_by("visitor").aggregate(t0=ibis._.ts.min())
     counts = [reached.count().execute()]
     start = reached.select("visitor", "t0", t=reached.t0)
-    for step in steps[1:]:
+    for i, step in enumerate(steps[1:], start=1):
         s = e.filter(e.event == step)
         j = start.join(s, start.visitor == s.visitor)
-        cond = j.ts >= j.t
+        # A step met before needs a later event: the one that reached it does not count twice.
+        cond = j.ts > j.t if step in steps[:i] else j.ts >= j.t
         if within_days is not None:
             cond &= j.ts <= j.t0 + ibis.interval(seconds=int(within_days * 86_400))
         nxt = j.filter(cond).group_by([j.visitor, j.t0]).aggregate(t=j.ts.min())
@@ -261,7 +271,8 @@ def baskets(
     n_orders = int(basket.order_id.nunique().execute())
     if n_orders == 0:
         raise NotFoundError("no orders to mine")
-    min_count = max(2, math.ceil(min_support * n_orders))
+    # The tolerance keeps support == min_support in (0.28 * 25 is 7.000000000000001).
+    min_count = max(2, math.ceil(min_support * n_orders - 1e-9))
     single = basket.group_by("value").aggregate(n=ibis._.count()).filter(ibis._.n >= min_count)
     kept = basket.join(single.select("value"), "value")
     a = kept.rename(a="value")

@@ -91,9 +91,11 @@ def _custom_agg(t: CustomTrait, e: ir.Table, as_of: ir.Value) -> ir.Value:
     where = f"profile trait {t.name!r}"
     cond: ir.BooleanValue | None = None
     if t.where:
-        node = ex.parse(t.where, where=f"{where} where")
-        ex.check_names(node, t.where, dict.fromkeys(EVENT_COLUMNS), f"{where} where")
-        cond = ex.compile_ibis(node, e, now=as_of)
+        label = f"{where} where"
+        node = ex.parse(t.where, where=label)
+        ex.check_names(node, t.where, dict.fromkeys(EVENT_COLUMNS), label)
+        ex.check_no_aggregates(node, t.where, label)
+        cond = ex.compile_condition(node, e, source=t.where, where=label, now=as_of)
     if t.window_days is not None:
         recent = e.ts >= as_of - ibis.interval(seconds=int(t.window_days * 86_400))
         cond = recent if cond is None else cond & recent
@@ -151,26 +153,74 @@ class Plan:
     affinity: ir.Table
     columns: list[str]
     tags: TagPlan
+    base: ir.Table  # the events traits read (stitched, before as_of, item attributes joined)
+    pieces: dict[str, ir.Table]  # "agg" and each table trait: what the profile joins
 
 
-def plan(store: Store, settings: Settings, as_of: datetime) -> Plan:
+#: Profile columns that are not traits; custom traits may not take these names.
+RESERVED = ("user_id", "as_of", "created_at")
+
+
+def plan(
+    store: Store,
+    settings: Settings,
+    as_of: datetime,
+    *,
+    tables: dict[str, ir.Table] | None = None,
+) -> Plan:
+    """The profile as Ibis expressions, every name and type checked; nothing runs.
+
+    ``tables`` holds pieces already materialised — "base" (the events), "affinity", "agg"
+    and the table traits by name — which the expressions then read instead of recomputing.
+    """
+    tables = tables or {}
     backend = store.ibis()
     cfg = settings.profile
     at = ibis.literal(as_of, type="timestamp")
-    events, items = tr.base_events(backend, at)
+    base, items = tr.base_events(backend, at)
+    base = base.select(*EVENT_COLUMNS)
+    events = tables.get("base", base)
     users = backend.table("users")
-    ctx = tr.Ctx(events, items, users, at, cfg.half_life_days, cfg.weights, cfg.last_items)
+    ctx = tr.Ctx(
+        events,
+        items,
+        users,
+        at,
+        cfg.half_life_days,
+        cfg.weights,
+        cfg.last_items,
+        tables.get("affinity"),
+    )
 
     builtin = {name for name, _ in tr.catalogue()}
+    seen_names: set[str] = set()
     for t in cfg.traits:
         if t.name in builtin:
             raise InputError(
                 f"profile trait {t.name!r} is a built-in trait",
                 hint="give the custom trait another name",
             )
+        if t.name in RESERVED:
+            raise InputError(
+                f"profile trait {t.name!r} is a profile column",
+                hint="give the custom trait another name",
+            )
+        if t.name in seen_names:
+            raise InputError(
+                f"profile trait {t.name!r} is declared twice",
+                hint="give each custom trait its own name",
+            )
+        seen_names.add(t.name)
     custom = {t.name: _custom_agg(t, events, at) for t in cfg.traits}
 
-    agg = events.group_by("user_id").aggregate(**{a.name: a.fn(events) for a in tr.AGGS}, **custom)
+    pieces = {
+        "agg": events.group_by("user_id").aggregate(
+            **{a.name: a.fn(events) for a in tr.AGGS}, **custom
+        )
+    }
+    pieces.update({table.name: table.fn(ctx) for table in tr.TABLES})
+    use = {name: tables.get(name, expr) for name, expr in pieces.items()}
+    agg = use["agg"]
     # Who has a profile: users signed up before as_of (or without a sign-up time) and anyone
     # with an event before it.
     known = users.filter(users.created_at.isnull() | (users.created_at < at)).select(
@@ -181,19 +231,16 @@ def plan(store: Store, settings: Settings, as_of: datetime) -> Plan:
     p = universe.left_join(known, "user_id").select(universe.user_id, known.created_at)
     p = p.left_join(agg, "user_id").drop("user_id_right")
     for table in tr.TABLES:
-        t = table.fn(ctx)
-        p = p.left_join(t, "user_id").drop("user_id_right")
+        p = p.left_join(use[table.name], "user_id").drop("user_id_right")
     # Counts are whole numbers, 0 for users without events; sums of money are 0.0.
     counts = [a.name for a in tr.AGGS if a.name.startswith("n_") or a.name in tr.COUNT_TRAITS]
-    counts += [
-        name for name, t in zip(custom, cfg.traits, strict=True) if t.agg in ("count", "distinct")
-    ]
+    counts += [t.name for t in cfg.traits if t.agg in ("count", "distinct")]
     zero = {name: p[name].fill_null(0).cast("int64") for name in counts}
     zero.update({name: p[name].fill_null(0.0) for name in ("monetary", "units")})
     p = p.mutate(**zero)
     p = p.mutate(**{d.name: d.fn(p, ctx) for d in tr.DERIVED})
 
-    names = [c for c in p.columns]
+    names = list(p.columns)
     for name in cfg.score:
         if name not in names:
             raise InputError(
@@ -202,7 +249,8 @@ def plan(store: Store, settings: Settings, as_of: datetime) -> Plan:
             )
         if not p[name].type().is_numeric():
             raise InputError(f"[profile.score] trait {name!r} is not numeric ({p[name].type()})")
-    p = p.mutate(score=_score(p, cfg.score), as_of=at)
+    score = _score(p, cfg.score) if cfg.score else ibis.null("float64")
+    p = p.mutate(score=score, as_of=at)
     ordered = [
         "user_id",
         "as_of",
@@ -213,11 +261,17 @@ def plan(store: Store, settings: Settings, as_of: datetime) -> Plan:
     ]
     p = p.select(*ordered)
     tags = plan_tags(p, settings.tags)
-    return Plan(p, tr.affinity(ctx).mutate(as_of=at), ordered, tags)
+    return Plan(p, tr.affinity(ctx).mutate(as_of=at), ordered, tags, base, pieces)
 
 
 def build(store: Store, settings: Settings, as_of: datetime | None = None) -> BuildResult:
-    """Build profiles, affinity and tags as of ``as_of`` (default: just after the latest event)."""
+    """Build profiles, affinity and tags as of ``as_of`` (default: just after the latest event).
+
+    Every piece is computed once: the stitched base events, the affinity (stored as
+    ``profile_affinity``), the per-user aggregates and each table trait go to temporary tables,
+    and the profile joins those. One big query would make DuckDB evaluate shared subqueries
+    more than once.
+    """
     started = time.perf_counter()
     if as_of is None:
         as_of = default_as_of(store)
@@ -226,20 +280,40 @@ def build(store: Store, settings: Settings, as_of: datetime | None = None) -> Bu
             "the store has no events to build profiles from", hint="ingest events first"
         )
     the_plan = plan(store, settings, as_of)  # every check happens here, before any write
-    profile_sql = ibis.to_sql(the_plan.profile, dialect="duckdb")
-    affinity_sql = ibis.to_sql(the_plan.affinity, dialect="duckdb")
     now = utcnow()
-    with store.transaction():
-        store.run(f"CREATE OR REPLACE TABLE profiles AS {profile_sql}")
-        store.run("CREATE INDEX profiles_user_id ON profiles (user_id)")
-        store.run(f"CREATE OR REPLACE TABLE profile_affinity AS {affinity_sql}")
-        tag_counts = write_tags(store, the_plan.tags, now)
-        users = store.scalar("SELECT count(*) FROM profiles")
-        seconds = time.perf_counter() - started
-        store.run(
-            "INSERT INTO profile_builds VALUES (?, ?, ?, ?, ?, ?)",
-            [as_of, now, users, json.dumps(the_plan.columns), json.dumps(tag_counts), seconds],
-        )
+    temps: list[str] = []
+
+    def materialise(name: str, expr: ir.Table, *, temp: bool = True) -> ir.Table:
+        table = f"_jz_profile_{name}" if temp else name
+        kind = "TEMP TABLE" if temp else "TABLE"
+        store.run(f"CREATE OR REPLACE {kind} {table} AS {ibis.to_sql(expr, dialect='duckdb')}")
+        if temp:
+            temps.append(table)
+        return store.ibis().table(table)
+
+    try:
+        with store.transaction():
+            tables = {"base": materialise("base", the_plan.base)}
+            step = plan(store, settings, as_of, tables=tables)
+            tables["affinity"] = materialise("profile_affinity", step.affinity, temp=False)
+            step = plan(store, settings, as_of, tables=tables)
+            for name, expr in step.pieces.items():
+                tables[name] = materialise(name, expr)
+            the_plan = plan(store, settings, as_of, tables=tables)
+            store.run(
+                f"CREATE OR REPLACE TABLE profiles AS {ibis.to_sql(the_plan.profile, dialect='duckdb')}"
+            )
+            store.run("CREATE INDEX profiles_user_id ON profiles (user_id)")
+            tag_counts = write_tags(store, the_plan.tags, now)
+            users = store.scalar("SELECT count(*) FROM profiles")
+            seconds = time.perf_counter() - started
+            store.run(
+                "INSERT INTO profile_builds VALUES (?, ?, ?, ?, ?, ?)",
+                [as_of, now, users, json.dumps(the_plan.columns), json.dumps(tag_counts), seconds],
+            )
+    finally:
+        for table in temps:
+            store.run(f"DROP TABLE IF EXISTS temp.{table}")
     return BuildResult(
         as_of, int(users), the_plan.columns, tag_counts, time.perf_counter() - started
     )

@@ -131,12 +131,22 @@ ROW_FUNCTIONS = {"abs": 1, "lower": 1, "coalesce": -1, "days_since": 1}
 _PERCENTILE = re.compile(r"^p([1-9][0-9]?)$")
 
 
+#: Deepest nesting (parentheses, calls, unary operators) an expression may have.
+MAX_DEPTH = 50
+
+
 class _Parser:
     def __init__(self, source: str, where: str) -> None:
         self.source = source
         self.where = where
         self.tokens = tokenize(source, where)
         self.i = 0
+        self.depth = 0
+
+    def nested(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"the expression nests deeper than {MAX_DEPTH} levels")
 
     @property
     def tok(self) -> Token:
@@ -172,6 +182,13 @@ class _Parser:
         return node
 
     def or_(self) -> Node:
+        self.nested()
+        try:
+            return self._or()
+        finally:
+            self.depth -= 1
+
+    def _or(self) -> Node:
         node = self.and_()
         while t := self.accept("keyword", "or"):
             node = Node("binary", t.pos, "or", (node, self.and_()))
@@ -185,7 +202,11 @@ class _Parser:
 
     def not_(self) -> Node:
         if t := self.accept("keyword", "not"):
-            return Node("unary", t.pos, "not", (self.not_(),))
+            self.nested()
+            try:
+                return Node("unary", t.pos, "not", (self.not_(),))
+            finally:
+                self.depth -= 1
         return self.compare()
 
     def compare(self) -> Node:
@@ -255,7 +276,11 @@ class _Parser:
 
     def unary(self) -> Node:
         if t := self.accept("op", "-"):
-            return Node("unary", t.pos, "-", (self.unary(),))
+            self.nested()
+            try:
+                return Node("unary", t.pos, "-", (self.unary(),))
+            finally:
+                self.depth -= 1
         return self.atom()
 
     def atom(self) -> Node:
@@ -340,19 +365,102 @@ def check_names(node: Node, source: str, allowed: Mapping[str, Any], where: str)
 # -- compile to Ibis ---------------------------------------------------------------------------
 
 
+def check_no_aggregates(node: Node, source: str, where: str) -> None:
+    """Fail on an aggregate helper (p90, mean …): a row filter cannot use one."""
+    if node.kind == "call" and node.value in AGGREGATES:
+        raise _fail(
+            source, node.pos, f"{node.value}() looks across rows; it cannot be used here", where
+        )
+    for a in node.args:
+        check_no_aggregates(a, source, where)
+
+
+def compile_condition(node: Node, table: Any, *, source: str, where: str, now: Any = None) -> Any:
+    """Compile ``node`` and check that it is a condition (a boolean)."""
+    compiled = compile_ibis(node, table, now=now, source=source, where=where)
+    if not compiled.type().is_boolean():
+        raise _fail(
+            source,
+            node.pos,
+            f"{source!r} is not a condition (it gives {compiled.type()}); compare it, e.g. '… > 0'",
+            where,
+        )
+    return compiled
+
+
+def _kind(t: Any) -> str:
+    if t.is_numeric():
+        return "number"
+    if t.is_string():
+        return "text"
+    if t.is_boolean():
+        return "boolean"
+    if t.is_temporal():
+        return "time"
+    return str(t)
+
+
 def compile_ibis(
-    node: Node, table: Any, *, now: Any = None, columns: Callable[[str], Any] | None = None
+    node: Node,
+    table: Any,
+    *,
+    now: Any = None,
+    columns: Callable[[str], Any] | None = None,
+    source: str | None = None,
+    where: str = "expression",
 ) -> Any:
     """The Ibis expression for ``node`` over ``table``.
 
     ``columns`` resolves a name to an Ibis column (default: ``table[name]``); aggregate helpers
-    reduce over the whole ``table``; ``now`` is the timestamp ``days_since`` counts from.
+    reduce over the whole ``table``; ``now`` is the timestamp ``days_since`` counts from. With
+    ``source``, a type error (text compared with a number, say) names its position.
     """
     import ibis
 
     col = columns or (lambda name: table[name])
 
+    def fail(n: Node, message: str) -> ExprError:
+        if source is None:
+            return ExprError(f"{where}: {message}")
+        return _fail(source, n.pos, message, where)
+
+    def start(n: Node) -> Node:
+        """The node's leftmost token: where the failing piece of the source begins."""
+        first = n
+        for a in n.args if isinstance(n.args, tuple) else ():
+            if isinstance(a, Node):
+                a = start(a)
+                if a.pos < first.pos:
+                    first = a
+        return first
+
     def c(n: Node) -> Any:
+        try:
+            return build(n)
+        except ExprError:
+            raise
+        except Exception as exc:  # Ibis refuses mismatched types: say where
+            raise fail(
+                start(n), f"cannot evaluate this ({str(exc).splitlines()[0][:120]})"
+            ) from exc
+
+    def apply(n: Node, fn: Callable[[], Any], *operands: Any) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            kinds = " and ".join(_kind(o.type()) for o in operands)
+            if n.kind == "binary":  # quote the operator as written ('=' or '==')
+                op = (
+                    re.match(r"(?i)(?:and|or)\b|<>|[<>!=]=?|\S", source[n.pos :])
+                    if source
+                    else None
+                )
+                what = repr(op.group() if op else n.value)
+            else:
+                what = f"{n.value}()"
+            raise fail(start(n), f"cannot apply {what} to {kinds}") from exc
+
+    def build(n: Node) -> Any:
         if n.kind == "literal":
             return ibis.literal(n.value) if n.value is not None else ibis.null()
         if n.kind == "name":
@@ -363,26 +471,40 @@ def compile_ibis(
         if n.kind == "binary":
             a, b = c(n.args[0]), c(n.args[1])
             op = n.value
-            if op == "and":
-                return a & b
-            if op == "or":
-                return a | b
-            return {
-                "==": lambda: a == b,
-                "!=": lambda: a != b,
-                "<": lambda: a < b,
-                "<=": lambda: a <= b,
-                ">": lambda: a > b,
-                ">=": lambda: a >= b,
-                "+": lambda: a + b,
-                "-": lambda: a - b,
-                "*": lambda: a * b,
-                "/": lambda: a / b,
-                "%": lambda: a % b,
-            }[op]()
+            if op in ("and", "or"):
+                return apply(n, (lambda: a & b) if op == "and" else (lambda: a | b), a, b)
+            return apply(
+                n,
+                {
+                    "==": lambda: a == b,
+                    "!=": lambda: a != b,
+                    "<": lambda: a < b,
+                    "<=": lambda: a <= b,
+                    ">": lambda: a > b,
+                    ">=": lambda: a >= b,
+                    "+": lambda: a + b,
+                    "-": lambda: a - b,
+                    "*": lambda: a * b,
+                    "/": lambda: a / b,
+                    "%": lambda: a % b,
+                }[op],
+                a,
+                b,
+            )
         if n.kind == "in":
             a = c(n.args[0])
             values = [x.value for x in n.args[1:]]
+            kinds = {
+                "text" if isinstance(v, str) else "boolean" if isinstance(v, bool) else "number"
+                for v in values
+                if v is not None
+            }
+            have = _kind(a.type())
+            if any(k != have for k in kinds):
+                raise fail(
+                    n,
+                    f"the list holds {' and '.join(sorted(kinds))} values but the left side is {have}",
+                )
             expr = a.isin(values)
             return ~expr if n.negated else expr
         if n.kind == "between":
@@ -400,15 +522,14 @@ def compile_ibis(
                 return c(n.args[0]).quantile(n.args[1].value)
             if name in ("median", "mean", "min", "max"):
                 return getattr(c(n.args[0]), name)()
-            if name == "abs":
-                return c(n.args[0]).abs()
-            if name == "lower":
-                return c(n.args[0]).lower()
+            if name in ("abs", "lower"):
+                a = c(n.args[0])
+                return apply(n, lambda: getattr(a, name)(), a)
             if name == "coalesce":
                 return ibis.coalesce(*(c(a) for a in n.args))
             if name == "days_since":
                 if now is None:
-                    raise InputError("days_since() has no reference time here")
+                    raise fail(n, "days_since() has no reference time here")
                 # Whole days, as recency_days counts them; portable across Ibis backends.
                 return (now.epoch_seconds() - c(n.args[0]).epoch_seconds()) // 86_400
         raise AssertionError(n)  # pragma: no cover - the parser builds nothing else

@@ -28,6 +28,8 @@ from jingzhun.profile import expr as ex
 from jingzhun.store import Store
 
 BUILT_IN_SOURCES = ("rule", "rfm", "bin")
+#: The tags RFM writes.
+RFM_TAGS = ("rfm_r", "rfm_f", "rfm_m", "rfm_score", "rfm_segment")
 
 #: The standard RFM segments by (R, F) score. Every pair 1-5 × 1-5 has exactly one.
 RFM_SEGMENTS: dict[str, list[tuple[int, int]]] = {
@@ -75,10 +77,15 @@ class TagPlan:
 def plan_tags(profile: ir.Table, settings: TagSettings) -> TagPlan:
     """Parse and check every rule and bin against the profile's columns; write nothing."""
     columns = {c: profile[c].type() for c in profile.columns}
-    names: set[str] = set()
+    names: set[str] = set(RFM_TAGS) if settings.rfm else set()
     rules = []
     for rule in settings.rules:
         where = f"tag rule {rule.name!r}"
+        if rule.name in RFM_TAGS and settings.rfm:
+            raise InputError(
+                f"{where}: the name is an RFM tag",
+                hint="rename the rule, or set [tags] rfm = false",
+            )
         if rule.name in names:
             raise InputError(f"{where} is declared twice", hint="give each tag rule its own name")
         names.add(rule.name)
@@ -87,7 +94,10 @@ def plan_tags(profile: ir.Table, settings: TagSettings) -> TagPlan:
     for b in settings.bins:
         where = f"tag bins {b.name!r}"
         if b.name in names:
-            raise InputError(f"{where}: the name is already a tag rule")
+            taken = "an RFM tag" if settings.rfm and b.name in RFM_TAGS else "a tag rule"
+            raise InputError(
+                f"{where}: the name is already {taken}", hint="give the bins another name"
+            )
         names.add(b.name)
         if b.trait not in columns:
             raise InputError(f"{where}: unknown trait {b.trait!r}")
@@ -108,20 +118,13 @@ def plan_tags(profile: ir.Table, settings: TagSettings) -> TagPlan:
 
 
 def condition(text: str, profile: ir.Table, columns: dict[str, object], where: str) -> ex.Node:
-    """Parse ``text`` as a condition over profile traits and check it compiles to a boolean."""
+    """Parse ``text`` as a condition over profile traits and check it compiles to a boolean.
+
+    ``days_since(x)`` counts from the profile's ``as_of``.
+    """
     node = ex.parse(text, where=where)
     ex.check_names(node, text, columns, where)
-    try:
-        compiled = ex.compile_ibis(node, profile)
-    except Exception as exc:  # Ibis type errors: e.g. comparing text with a number
-        raise InputError(
-            f"{where}: {text!r} cannot be evaluated: {str(exc).splitlines()[0]}"
-        ) from exc
-    if not compiled.type().is_boolean():
-        raise InputError(
-            f"{where}: {text!r} is not a condition (it gives {compiled.type()})",
-            hint="compare it, e.g. '… > 0'",
-        )
+    ex.compile_condition(node, profile, source=text, where=where, now=profile["as_of"])
     return node
 
 
@@ -163,7 +166,7 @@ def write_tags(store: Store, plan: TagPlan, now: datetime) -> dict[str, int]:
         counts[tag] = int(n)
 
     for rule in plan.rules:
-        cond = ex.compile_ibis(rule.node, profiles)
+        cond = ex.compile_ibis(rule.node, profiles, now=profiles.as_of)
         insert(
             profiles.filter(cond.fill_null(False)).select("user_id", value=ibis.literal("true")),
             rule.name,
@@ -188,7 +191,9 @@ def write_tags(store: Store, plan: TagPlan, now: datetime) -> dict[str, int]:
         b = bp.bins
         rows = profiles.filter(profiles[b.trait].notnull())
         if bp.where is not None:
-            rows = rows.filter(ex.compile_ibis(bp.where, profiles).fill_null(False))
+            rows = rows.filter(
+                ex.compile_ibis(bp.where, profiles, now=profiles.as_of).fill_null(False)
+            )
         store.run(
             f"CREATE OR REPLACE TEMP TABLE _jz_bin AS {ibis.to_sql(rows.select('user_id', x=rows[b.trait]), dialect='duckdb')}"
         )

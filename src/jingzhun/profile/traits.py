@@ -43,6 +43,7 @@ class Ctx:
     half_life_days: float
     weights: dict[str, float]  # event -> interaction weight (view 1, cart 3, purchase 5)
     last_n: int
+    affinity: ir.Table | None = None  # the stored profile_affinity, when already computed
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def _top_brands(c: Ctx) -> ir.Table:
 
 
 def _affinity_map(c: Ctx) -> ir.Table:
-    a = affinity(c)
+    a = affinity(c) if c.affinity is None else c.affinity.select("user_id", "category", "score")
     top = _top(c, a, "category", "score", 3, "top_categories")
     as_map = a.group_by("user_id").aggregate(
         category_affinity=ibis.map(
@@ -329,6 +330,13 @@ def catalogue() -> list[tuple[str, str]]:
             ]
         else:
             out.append((t.name, t.doc))
+    out.append(
+        (
+            "score",
+            "P(u): weighted mean of the user's 0-1 rank in each trait of [profile.score] "
+            "(1 - rank for a negative weight); empty when no weights are set.",
+        )
+    )
     return out
 
 
@@ -352,12 +360,15 @@ def base_events(backend: Any, as_of: ir.Value) -> tuple[ir.Table, ir.Table]:
     """Stitched events of known users before ``as_of``, with item attributes; and the items."""
     events = stitched(backend, as_of)
     items = backend.table("items")
-    ranked = items.mutate(
-        price_percentile=ibis.ifelse(
-            items.price.notnull(),
-            ibis.percent_rank().over(group_by=items.category, order_by=items.price),
-            ibis.null("float64"),
-        )
-    ).select("item_id", "category", "brand", "price_percentile")
+    # Percentiles among the category's priced items only: an item without a price neither
+    # gets one nor moves the others'.
+    priced = items.filter(items.price.notnull())
+    pct = priced.select(
+        "item_id",
+        price_percentile=ibis.percent_rank().over(group_by=priced.category, order_by=priced.price),
+    )
+    ranked = (
+        items.select("item_id", "category", "brand").left_join(pct, "item_id").drop("item_id_right")
+    )
     e = events.filter(events.user_id.notnull())
     return e.left_join(ranked, "item_id").drop("item_id_right"), items
