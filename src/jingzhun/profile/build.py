@@ -249,8 +249,17 @@ def plan(
             )
         if not p[name].type().is_numeric():
             raise InputError(f"[profile.score] trait {name!r} is not numeric ({p[name].type()})")
-    score = _score(p, cfg.score) if cfg.score else ibis.null("float64")
-    p = p.mutate(score=score, as_of=at)
+    p = p.mutate(as_of=at)
+    pieces["wide"] = p
+    # The score ranks every user in each weighted trait: window sorts, done over a narrow
+    # projection of the materialised profile (sorting the wide rows costs ~4x more).
+    p = tables.get("wide", p)
+    if cfg.score:
+        narrow = p.select("user_id", *cfg.score)
+        scores = narrow.select("user_id", score=_score(narrow, cfg.score))
+        p = p.left_join(scores, "user_id").drop("user_id_right")
+    else:
+        p = p.mutate(score=ibis.null("float64"))
     ordered = [
         "user_id",
         "as_of",
@@ -298,7 +307,10 @@ def build(store: Store, settings: Settings, as_of: datetime | None = None) -> Bu
             tables["affinity"] = materialise("profile_affinity", step.affinity, temp=False)
             step = plan(store, settings, as_of, tables=tables)
             for name, expr in step.pieces.items():
-                tables[name] = materialise(name, expr)
+                if name != "wide":
+                    tables[name] = materialise(name, expr)
+            step = plan(store, settings, as_of, tables=tables)
+            tables["wide"] = materialise("wide", step.pieces["wide"])
             the_plan = plan(store, settings, as_of, tables=tables)
             store.run(
                 f"CREATE OR REPLACE TABLE profiles AS {ibis.to_sql(the_plan.profile, dialect='duckdb')}"
