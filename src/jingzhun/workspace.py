@@ -35,6 +35,8 @@ from jingzhun.store import TABLES, Store
 if TYPE_CHECKING:
     from jingzhun.profile.analyze import Analysis
     from jingzhun.profile.build import BuildResult
+    from jingzhun.segment.runs import RunResult as SegmentRun
+    from jingzhun.segment.runs import Segmenter
 
 
 def _plain(value: Any) -> Any:
@@ -238,18 +240,9 @@ class Workspace:
 
         require_profiles(self.store)
         path = Path(out)
-        suffix = path.suffix.lower()
-        if suffix not in (".parquet", ".csv"):
-            raise InputError(
-                f"--out {path}: unknown extension {suffix or '(none)'}", hint="use .parquet or .csv"
-            )
-        if path.is_dir():
-            raise InputError(f"--out {path} is a folder", hint="name the file to write")
-        tmp = path.with_name(path.name + ".tmp")
-        fmt = "(FORMAT parquet)" if suffix == ".parquet" else "(HEADER, DELIMITER ',')"
         # CSV has no lists or maps: those columns are written as JSON text.
         select = "*"
-        if suffix == ".csv":
+        if path.suffix.lower() == ".csv":
             kinds = self.store.rows(
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'profiles' ORDER BY ordinal_position"
             )
@@ -259,16 +252,27 @@ class Workspace:
                 else f'"{c}"'
                 for c, t in kinds
             )
+        return self._copy_out(f"SELECT {select} FROM profiles ORDER BY user_id", path)
+
+    def _copy_out(self, query: str, path: Path) -> int:
+        """COPY a query to Parquet or CSV (by extension), atomically; return the rows."""
+        suffix = path.suffix.lower()
+        if suffix not in (".parquet", ".csv"):
+            raise InputError(
+                f"--out {path}: unknown extension {suffix or '(none)'}", hint="use .parquet or .csv"
+            )
+        if path.is_dir():
+            raise InputError(f"--out {path} is a folder", hint="name the file to write")
+        tmp = path.with_name(path.name + ".tmp")
+        fmt = "(FORMAT parquet)" if suffix == ".parquet" else "(HEADER, DELIMITER ',')"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.store.run(
-                f"COPY (SELECT {select} FROM profiles ORDER BY user_id) TO '{_sql_path(tmp)}' {fmt}"
-            )
+            self.store.run(f"COPY ({query}) TO '{_sql_path(tmp)}' {fmt}")
             tmp.replace(path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise InputError(f"cannot write {path}: {exc.strerror}") from exc
-        return int(self.store.count("profiles"))
+        return int(self.store.scalar(f"SELECT count(*) FROM ({query})"))
 
     def tags(self) -> pd.DataFrame:
         """Every tag with its values and how many users carry each."""
@@ -281,6 +285,63 @@ class Workspace:
         from jingzhun.profile.analyze import run
 
         return run(self.store, name, **options)
+
+    # -- segment ------------------------------------------------------------------------------
+
+    def segment_run(self, method: str = "kmeans", **options: Any) -> SegmentRun:
+        """Segment the profiles with ``method`` (rfm, kmeans, minibatch-kmeans, hierarchical,
+        dbscan, hdbscan, gmm, som); the run becomes the active run of its name.
+
+        Options: ``k`` ("auto" or a number), ``features`` (trait names), ``name``, ``pca``,
+        ``k_range`` ((min, max) for auto), ``random_state``, ``stability_resamples``, and the
+        method's own (``eps``, ``min_samples``, ``min_cluster_size``, ``grid``) in ``options``.
+        """
+        from jingzhun.segment.runs import run
+
+        return run(self.store, method=method, **options)
+
+    def segment_runs(self) -> pd.DataFrame:
+        """Every segment run, newest first, with its headline metrics."""
+        from jingzhun.segment.runs import list_runs
+
+        return list_runs(self.store)
+
+    def segment(self, ref: str | None = None) -> dict[str, Any]:
+        """A run (by run id or name; default the latest active) with its segment portraits."""
+        from jingzhun.segment.runs import portraits_of, resolve
+
+        info = resolve(self.store, ref)
+        return info | {"portraits": portraits_of(self.store, info["run_id"])}
+
+    def segment_members(self, ref: str | None = None) -> pd.DataFrame:
+        """user_id, segment, label, fitted, assigned_at of a run."""
+        from jingzhun.segment.runs import members_of, resolve
+
+        return members_of(self.store, resolve(self.store, ref)["run_id"])
+
+    def segment_export(self, out: str | os.PathLike[str], ref: str | None = None) -> int:
+        """Write a run's members to Parquet or CSV (by extension); return the rows."""
+        from jingzhun.segment.runs import resolve
+
+        run_id = resolve(self.store, ref)["run_id"]
+        query = (
+            "SELECT m.user_id, m.segment, p.label, m.fitted FROM segment_members m "
+            "LEFT JOIN segment_portraits p USING (run_id, segment) "
+            f"WHERE m.run_id = '{run_id.replace(chr(39), chr(39) * 2)}' ORDER BY m.user_id"
+        )
+        return self._copy_out(query, Path(out))
+
+    def segment_assign(self, ref: str | None = None) -> dict[str, Any]:
+        """Place profiled users who are not yet in the run into its segments (no refit)."""
+        from jingzhun.segment.runs import assign_new
+
+        return assign_new(self.store, ref)
+
+    def segmenter(self, ref: str | None = None) -> Segmenter:
+        """The run's model in memory: ``.assign(traits)`` places one user in microseconds."""
+        from jingzhun.segment.runs import Segmenter
+
+        return Segmenter(self.store, ref)
 
     # -- look ---------------------------------------------------------------------------------
 

@@ -1,0 +1,226 @@
+"""``jingzhun segment run|list|show|export|assign``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+
+from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps
+
+app = typer.Typer(
+    help="Segments: RFM, k-means, hierarchical, DBSCAN/HDBSCAN, GMM, SOM, with portraits.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+RunArg = Annotated[
+    str | None,
+    typer.Argument(help="A run id or a name (its active run); default: the latest run."),
+]
+
+
+def _features(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [f.strip() for f in value.split(",") if f.strip()]
+
+
+def _k_range(value: str) -> tuple[int, int]:
+    from jingzhun.errors import InputError
+
+    try:
+        lo, hi = (int(v) for v in value.split("-"))
+    except ValueError:
+        raise InputError(f"--k-range {value!r}: give MIN-MAX, e.g. 2-10") from None
+    return lo, hi
+
+
+def _pca(value: str | None) -> float | int | None:
+    from jingzhun.errors import InputError
+
+    if value is None:
+        return None
+    try:
+        return int(value) if value.isdigit() else float(value)
+    except ValueError:
+        raise InputError(
+            f"--pca {value!r}: give a variance fraction (0.9) or a number of components (5)"
+        ) from None
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            "-m",
+            help="rfm, kmeans, minibatch-kmeans, hierarchical, dbscan, hdbscan, gmm or som.",
+        ),
+    ] = "kmeans",
+    k: Annotated[str, typer.Option("--k", help="Number of segments, or 'auto'.")] = "auto",
+    features: Annotated[
+        str | None,
+        typer.Option("--features", help="Comma-separated traits (default: a documented set)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="The run's name (default: the method).")
+    ] = None,
+    pca: Annotated[
+        str | None, typer.Option("--pca", help="Keep this variance fraction or components.")
+    ] = None,
+    k_range: Annotated[
+        str, typer.Option("--k-range", help="The k scanned by --k auto, MIN-MAX.")
+    ] = "2-10",
+    eps: Annotated[
+        float | None, typer.Option("--eps", help="dbscan: neighbourhood radius (default: knee).")
+    ] = None,
+    min_samples: Annotated[
+        int | None, typer.Option("--min-samples", min=2, help="dbscan/hdbscan: core size.")
+    ] = None,
+    min_cluster_size: Annotated[
+        int | None, typer.Option("--min-cluster-size", min=2, help="hdbscan: smallest cluster.")
+    ] = None,
+    grid: Annotated[int | None, typer.Option("--grid", min=2, help="som: grid side.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random state.")] = 0,
+    stability: Annotated[
+        int, typer.Option("--stability", min=0, help="Bootstrap refits for the stability ARI.")
+    ] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Segment the profiles; the run becomes its name's active run."""
+    options: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "eps": eps,
+            "min_samples": min_samples,
+            "min_cluster_size": min_cluster_size,
+            "grid": grid,
+        }.items()
+        if value is not None
+    }
+    g: Globals = ctx.obj
+    with g.workspace() as ws, steps(not as_json) as say:
+        say(f"segmenting with {method}")
+        result = ws.segment_run(
+            method,
+            k=k,
+            features=_features(features),
+            name=name,
+            pca=_pca(pca),
+            k_range=_k_range(k_range),
+            random_state=seed,
+            stability_resamples=stability,
+            options=options,
+        )
+    if as_json:
+        print_json(result.to_dict())
+        return
+    m = result.metrics
+    out.print(
+        f"Run [bold]{result.run_id}[/]: {result.users:,} users in {result.segments} segments "
+        f"by {result.method} in {result.seconds:.1f}s."
+    )
+    quality = [
+        f"{label} {m[key]:.3f}"
+        for key, label in (
+            ("silhouette", "silhouette"),
+            ("calinski_harabasz", "Calinski-Harabasz"),
+            ("davies_bouldin", "Davies-Bouldin"),
+            ("stability_ari", "stability (ARI)"),
+            ("noise_share", "noise"),
+        )
+        if isinstance(m.get(key), int | float)
+    ]
+    if quality:
+        out.print("Quality: " + ", ".join(quality))
+    _print_portraits(result.portraits)
+
+
+def _print_portraits(portraits: list[dict[str, Any]]) -> None:
+    rows = []
+    for p in portraits:
+        rows.append(
+            {
+                "segment": p["segment"],
+                "name": p["label"],
+                "users": p["users"],
+                "share": p["share"],
+                "revenue share": p["revenue_share"],
+                "top categories": ", ".join(c for c, *_ in p["top_categories"]),
+            }
+        )
+    print_frame(pd.DataFrame(rows), "Segments", max_width=48)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Every run, newest first; the active run of each name is marked."""
+    g: Globals = ctx.obj
+    with g.workspace(read_only=True) as ws:
+        runs = ws.segment_runs()
+    if as_json:
+        print_json({"runs": frame_records(runs)})
+        return
+    print_frame(runs, "Segment runs")
+
+
+@app.command()
+def show(ctx: typer.Context, run: RunArg = None, as_json: JsonOpt = False) -> None:
+    """A run's parameters, metrics and segment portraits."""
+    g: Globals = ctx.obj
+    with g.workspace(read_only=True) as ws:
+        info = ws.segment(run)
+    if as_json:
+        print_json(info)
+        return
+    out.print(
+        f"[bold]{info['run_id']}[/] ({info['method']}, {'active' if info['active'] else 'history'}): "
+        f"{info['users']:,} users, {info['segments']} segments, created {info['created_at']}"
+    )
+    if info["features"]:
+        out.print("Features: " + ", ".join(info["features"]))
+    _print_portraits(info["portraits"])
+    z_rows = {p["label"]: {t: v["z"] for t, v in p["traits"].items()} for p in info["portraits"]}
+    if z_rows:
+        z = pd.DataFrame(z_rows).T.reset_index(names="segment")
+        print_frame(z, "Traits against the population (z-scores)", max_width=30)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    run: RunArg = None,
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="A .parquet or .csv file.", show_default=False)
+    ] = Path("segment-members.parquet"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a run's members (user_id, segment, label) to Parquet or CSV."""
+    g: Globals = ctx.obj
+    with g.workspace(read_only=True) as ws:
+        rows = ws.segment_export(out_path, run)
+    if as_json:
+        print_json({"out": str(out_path), "rows": rows})
+        return
+    out.print(f"Wrote {rows:,} members to {out_path}.")
+
+
+@app.command()
+def assign(ctx: typer.Context, run: RunArg = None, as_json: JsonOpt = False) -> None:
+    """Place users profiled since the run into its segments, without refitting."""
+    g: Globals = ctx.obj
+    with g.workspace() as ws:
+        result = ws.segment_assign(run)
+    if as_json:
+        print_json(result)
+        return
+    counts = ", ".join(f"{k} {v:,}" for k, v in result["segments"].items())
+    out.print(
+        f"Assigned {result['assigned']:,} new users to {result['run_id']}"
+        + (f": {counts}" if counts else ".")
+    )

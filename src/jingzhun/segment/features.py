@@ -1,0 +1,261 @@
+"""The feature pipeline: profile traits → a numeric matrix a clustering method can use.
+
+Steps, fitted once per run and stored with it (so new users are transformed the same way):
+
+1. **Select** the features: profile traits by name, plus a few derived from them (below).
+   Missing values are filled per feature: rates and counts with 0, ``recency_days`` of a user
+   who never ordered with their ``tenure_days`` (as long ago as we have known them).
+2. **log1p** every feature that is non-negative and right-skewed (sample skewness > 1): money and
+   counts, typically. Which ones is decided on the fitting data and recorded.
+3. **Robust scaling**: subtract the median, divide by the interquartile range (by the standard
+   deviation where the IQR is 0, as for a count that most users have at 0). A feature with no
+   spread at all is an error: it cannot separate anyone.
+4. **PCA** (optional): keep the components explaining ``pca`` of the variance (a fraction) or
+   ``pca`` components (an integer).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jingzhun.errors import InputError
+
+#: Features computed from profile columns (name -> SQL over ``profiles``).
+DERIVED: dict[str, tuple[str, str]] = {
+    "affinity_concentration": (
+        "coalesce(list_max(map_values(category_affinity)), 0)",
+        "the share of the user's top category in their affinity vector A(u) (1: one passion)",
+    ),
+    "hour_sin": (
+        "sin(2 * pi() * coalesce(preferred_hour, 12) / 24)",
+        "the preferred hour of day on a circle (sine)",
+    ),
+    "hour_cos": (
+        "cos(2 * pi() * coalesce(preferred_hour, 12) / 24)",
+        "the preferred hour of day on a circle (cosine)",
+    ),
+    "orders_per_month": (
+        "frequency * 30.0 / greatest(coalesce(tenure_days, 0), 30)",
+        "orders per 30 days of tenure (at least one month): a purchase rate, not a total",
+    ),
+    "sessions_per_month": (
+        "coalesce(sessions, 0) * 30.0 / greatest(coalesce(tenure_days, 0), 30)",
+        "sessions per 30 days of tenure (at least one month): a visit rate",
+    ),
+    "recency_share": (
+        "coalesce(recency_days, tenure_days, 0) / greatest(coalesce(tenure_days, 0), 1)",
+        "days since the last order as a share of tenure (1: never ordered, or long lapsed)",
+    ),
+    "views_per_session": (
+        "coalesce(n_product_viewed / nullif(sessions, 0), 0)",
+        "product views per session",
+    ),
+}
+
+#: The profile columns each derived feature is computed from.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "orders_per_month": ("frequency", "tenure_days"),
+    "sessions_per_month": ("sessions", "tenure_days"),
+    "recency_share": ("recency_days", "tenure_days"),
+    "affinity_concentration": ("category_affinity",),
+    "hour_sin": ("preferred_hour",),
+    "hour_cos": ("preferred_hour",),
+    "views_per_session": ("n_product_viewed", "sessions"),
+}
+
+#: Fill for missing values where 0 is wrong (name -> SQL).
+FILL: dict[str, str] = {"recency_days": "coalesce(recency_days, tenure_days, 0)"}
+
+#: The documented default feature set. Rates over tenure rather than totals (a customer of
+#: two years has more orders than one of two months at the same rate), basket value, browsing
+#: style, price and promotion appetite, taste concentration and time of day. On simulator data
+#: this set separates the personas better than totals do (docs/segments.md has the figures).
+DEFAULT_FEATURES: tuple[str, ...] = (
+    "orders_per_month",
+    "sessions_per_month",
+    "recency_share",
+    "tenure_days",
+    "aov",
+    "views_per_session",
+    "view_to_cart",
+    "discount_share",
+    "price_percentile",
+    "affinity_concentration",
+    "hour_sin",
+    "hour_cos",
+)
+
+_NUMERIC = ("BIGINT", "INTEGER", "DOUBLE", "FLOAT", "DECIMAL", "HUGEINT", "SMALLINT", "TINYINT")
+
+
+def numeric_traits(columns: dict[str, str]) -> list[str]:
+    """The profile columns (name -> DuckDB type) usable as features, plus the derived ones."""
+    names = [c for c, t in columns.items() if t.upper().startswith(_NUMERIC)]
+    return [*names, *(d for d in DERIVED if _derivable(d, columns))]
+
+
+def _derivable(name: str, columns: dict[str, str]) -> bool:
+    return all(n in columns for n in NEEDS[name])
+
+
+def select_sql(features: list[str], columns: dict[str, str]) -> str:
+    """``SELECT user_id, f1, f2 … FROM profiles`` with derived features and fills applied."""
+    valid = numeric_traits(columns)
+    unknown = [f for f in features if f not in valid]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        raise InputError(
+            f"--features: unknown or non-numeric trait {unknown[0]!r}{guess}",
+            hint="choose from: " + ", ".join(valid),
+        )
+    if len(set(features)) != len(features):
+        dup = next(f for f in features if features.count(f) > 1)
+        raise InputError(f"--features: {dup!r} is named twice")
+    exprs = []
+    for f in features:
+        if f in DERIVED:
+            sql = DERIVED[f][0]
+        elif f in FILL:
+            sql = FILL[f]
+        else:
+            sql = f"coalesce({f}, 0)"
+        exprs.append(f"CAST({sql} AS DOUBLE) AS {f}")
+    return f"SELECT user_id, {', '.join(exprs)} FROM profiles ORDER BY user_id"
+
+
+@dataclass
+class FeaturePipeline:
+    """log1p for skewed features, robust scaling, optional PCA (scikit-learn style).
+
+    Parameters
+    ----------
+    features : list of str
+        Feature names, in column order.
+    pca : float or int or None
+        A fraction of variance to keep (0 < pca < 1), a number of components, or None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).lognormal(size=(500, 2))
+    >>> pipe = FeaturePipeline(["monetary", "aov"]).fit(X)
+    >>> pipe.transform(X).shape
+    (500, 2)
+    """
+
+    features: list[str]
+    pca: float | int | None = None
+    log_: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    center_: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    scale_: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    components_: np.ndarray | None = None
+    mean_: np.ndarray | None = None
+    explained_: np.ndarray | None = None
+
+    def fit(self, X: np.ndarray) -> FeaturePipeline:
+        if X.shape[1] != len(self.features):
+            raise ValueError("X has the wrong number of columns")
+        X = np.nan_to_num(np.asarray(X, dtype=np.float64), nan=0.0)
+        lo = X.min(axis=0)
+        mean, std = X.mean(axis=0), X.std(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            skew = np.where(std > 0, ((X - mean) ** 3).mean(axis=0) / std**3, 0.0)
+        self.log_ = (lo >= 0) & (skew > 1.0)
+        Z = self._log(X)
+        q1, med, q3 = np.percentile(Z, [25, 50, 75], axis=0)
+        iqr = q3 - q1
+        zstd = Z.std(axis=0)
+        constant = [f for f, s in zip(self.features, zstd, strict=True) if not s > 1e-12]
+        if constant:
+            value = X[0, self.features.index(constant[0])]
+            raise InputError(
+                f"--features: {constant[0]!r} is constant (every user has {value:g}); it cannot separate segments",
+                hint="drop it from --features",
+            )
+        self.center_ = med
+        self.scale_ = np.where(iqr > 1e-12, iqr, zstd)
+        Z = (Z - self.center_) / self.scale_
+        if self.pca is not None:
+            from sklearn.decomposition import PCA
+
+            pca = self.pca
+            if (isinstance(pca, float) and not 0 < pca < 1) or (
+                isinstance(pca, int) and not (1 <= pca <= Z.shape[1])
+            ):
+                raise InputError(
+                    f"--pca {pca}: give a variance fraction between 0 and 1 or a number of components from 1 to {Z.shape[1]}"
+                )
+            model = PCA(n_components=pca, svd_solver="full", random_state=0).fit(
+                Z[:200_000] if len(Z) > 200_000 else Z
+            )
+            self.components_ = model.components_
+            self.mean_ = model.mean_
+            self.explained_ = model.explained_variance_ratio_
+        return self
+
+    def _log(self, X: np.ndarray) -> np.ndarray:
+        # Missing values count as 0, as in the SQL that selects the features.
+        Z = np.nan_to_num(np.array(X, dtype=np.float64, copy=True), nan=0.0)
+        Z[:, self.log_] = np.log1p(np.maximum(Z[:, self.log_], 0))
+        return Z
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        Z = (self._log(np.atleast_2d(X)) - self.center_) / self.scale_
+        if self.components_ is not None:
+            Z = (Z - self.mean_) @ self.components_.T
+        return Z
+
+    def fit_transform(self, X: np.ndarray) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.components_ is None:
+            return list(self.features)
+        return [f"pc{i + 1}" for i in range(len(self.components_))]
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "log1p": [f for f, b in zip(self.features, self.log_, strict=True) if b],
+            "scaling": "robust (median, IQR; std where the IQR is 0)",
+        }
+        if self.explained_ is not None:
+            out["pca_components"] = len(self.explained_)
+            out["pca_explained"] = round(float(self.explained_.sum()), 4)
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        arrs = {"log": self.log_, "center": self.center_, "scale": self.scale_}
+        if self.components_ is not None:
+            arrs |= {"components": self.components_, "pca_mean": self.mean_}
+        return arrs
+
+    @classmethod
+    def from_arrays(cls, features: list[str], arrs: dict[str, np.ndarray]) -> FeaturePipeline:
+        pipe = cls(list(features))
+        pipe.log_ = arrs["log"].astype(bool)
+        pipe.center_ = arrs["center"]
+        pipe.scale_ = arrs["scale"]
+        if "components" in arrs:
+            pipe.components_ = arrs["components"]
+            pipe.mean_ = arrs["pca_mean"]
+        return pipe
+
+
+def to_npz(arrays: dict[str, np.ndarray]) -> bytes:
+    """Arrays as .npz bytes (no pickle: models are data, not code)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def from_npz(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,457 @@
+"""Segment runs: fit a method on the profiles, store members, portraits and the model.
+
+A run is written in one transaction (``segment_runs``, ``segment_members``,
+``segment_portraits``); it becomes the active run of its name and the previous active run of
+that name is kept as history. Users who get profiles later are assigned to the active run's
+segments by its stored model (:func:`assign_new`, :class:`Segmenter`), without refitting.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from jingzhun.errors import InputError, NotFoundError
+from jingzhun.ingest.pipeline import utcnow
+from jingzhun.segment import features as F
+from jingzhun.segment import methods as M
+from jingzhun.segment import portraits
+from jingzhun.store import Store
+
+NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-."
+NO_ORDERS = "No orders yet"
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    name: str
+    method: str
+    users: int
+    segments: int
+    params: dict[str, Any]
+    features: list[str]
+    metrics: dict[str, Any]
+    portraits: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "name": self.name,
+            "method": self.method,
+            "users": self.users,
+            "segments": self.segments,
+            "params": self.params,
+            "features": self.features,
+            "metrics": self.metrics,
+            "portraits": self.portraits,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _columns(store: Store) -> dict[str, str]:
+    from jingzhun.profile.build import require_profiles
+
+    require_profiles(store)
+    return dict(
+        store.rows(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'profiles' ORDER BY ordinal_position"
+        )
+    )
+
+
+def check_name(name: str) -> str:
+    if not name or len(name) > 64 or any(c not in NAME_CHARS for c in name.lower()):
+        raise InputError(
+            f"--name {name!r}: use 1-64 letters, digits, '_', '-' or '.'",
+            hint="e.g. --name value-segments",
+        )
+    return name
+
+
+def run(
+    store: Store,
+    *,
+    method: str = "kmeans",
+    k: int | str | None = "auto",
+    features: list[str] | None = None,
+    name: str | None = None,
+    pca: float | int | None = None,
+    k_range: tuple[int, int] = (2, 10),
+    random_state: int = 0,
+    stability_resamples: int = 5,
+    options: dict[str, Any] | None = None,
+) -> RunResult:
+    """Fit ``method`` on the profiles and store the run as the active run of ``name``."""
+    t0 = time.perf_counter()
+    if method not in M.METHODS:
+        raise InputError(
+            f"--method {method!r} is not a segmentation method",
+            hint="choose one of: " + ", ".join(M.METHODS),
+        )
+    name = check_name(name or method)
+    kk = _parse_k(k, method)
+    columns = _columns(store)
+    as_of = store.scalar("SELECT max(as_of) FROM profiles")
+    if method == "rfm":
+        if features:
+            raise InputError("--features: rfm segments come from the RFM tags, not from features")
+        members, params, metrics, model, feats = _rfm(store), {}, {}, None, []
+        traits_cols = [c for c in ("recency_days", "frequency", "monetary", "aov") if c in columns]
+        traits = store.sql(
+            F.select_sql(traits_cols, columns) if traits_cols else "SELECT user_id FROM profiles"
+        ).df()
+    else:
+        feats = list(features or [f for f in F.DEFAULT_FEATURES if f in F.numeric_traits(columns)])
+        if not feats:
+            raise InputError("--features: name at least one trait")
+        traits = store.sql(F.select_sql(feats, columns)).df()
+        X = traits[feats].to_numpy(np.float64)
+        if len(X) == 0:
+            raise InputError(
+                "no profiles to segment", hint="ingest events, then jingzhun profile build"
+            )
+        pipe = F.FeaturePipeline(feats, pca=pca).fit(X)
+        Z = pipe.transform(X)
+        fitted = M.fit(
+            method, Z, k=kk, k_range=k_range, random_state=random_state, **(options or {})
+        )
+        labels, order = _relabel(fitted.labels)
+        rng = np.random.default_rng(random_state)
+        metrics = M.quality(Z, labels, rng)
+        if fitted.scan:
+            metrics["k_scan"] = fitted.scan
+        if stability_resamples > 0 and len(np.unique(labels[labels >= 0])) > 1:
+            metrics["stability_ari"] = M.stability(
+                method,
+                Z,
+                labels,
+                fitted.params,
+                resamples=stability_resamples,
+                random_state=random_state,
+            )
+        metrics |= {
+            k2: v for k2, v in fitted.extra.items() if k2 not in ("umatrix", "hits", "node_segment")
+        }
+        params = fitted.params | {"features": pipe.describe(), "random_state": random_state}
+        if kk is None and method in M.K_METHODS:
+            params["k_asked"] = f"auto ({k_range[0]}-{k_range[1]})"
+        segs = np.where(labels >= 0, (labels + 1).astype(str), "noise")
+        members = pd.DataFrame({"user_id": traits.user_id.to_numpy(), "segment": segs})
+        model = _pack(pipe, fitted.model, order, fitted.extra)
+    portrait = portraits.compute(members, traits, _affinity(store), _revenue(store))
+    if method == "rfm":  # the standard RFM names are the portrait's name
+        portrait["label"] = portrait.segment
+    run_id = _write(store, name, method, params, feats, metrics, members, portrait, model, as_of)
+    return RunResult(
+        run_id=run_id,
+        name=name,
+        method=method,
+        users=len(members),
+        segments=int(members.segment.nunique()),
+        params=params,
+        features=feats,
+        metrics=metrics,
+        portraits=[_portrait_dict(r) for r in portrait.to_dict("records")],
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _parse_k(k: int | str | None, method: str) -> int | None:
+    if k is None or (isinstance(k, str) and k.strip().lower() == "auto"):
+        return None
+    try:
+        value = int(k)
+    except (TypeError, ValueError):
+        raise InputError(f"--k {k!r}: give a whole number or 'auto'") from None
+    if method not in M.K_METHODS:
+        raise InputError(
+            f"--k does not apply to --method {method}",
+            hint=f"--k works with: {', '.join(M.K_METHODS)}",
+        )
+    if value < 2:
+        raise InputError(f"--k {value}: a segmentation needs at least 2 segments")
+    return value
+
+
+def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber clusters by size (0 = largest); noise stays -1. Returns labels and old->new."""
+    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+    order = ids[np.argsort(-counts, kind="stable")]
+    new_of_old = np.full(int(labels.max()) + 1 if len(ids) else 0, -1, dtype=np.int64)
+    new_of_old[order] = np.arange(len(order))
+    out = np.where(labels >= 0, new_of_old[np.maximum(labels, 0)] if len(ids) else -1, -1)
+    return out.astype(np.int64), new_of_old
+
+
+def _pack(pipe, model, new_of_old, extra) -> bytes:
+    arrays = {f"pipe_{k}": v for k, v in pipe.arrays().items()}
+    arrays |= {f"model_{k}": v for k, v in model.items()}
+    arrays["new_of_old"] = new_of_old
+    for key in ("umatrix", "hits", "node_segment"):
+        if key in extra:
+            arrays[f"extra_{key}"] = np.asarray(extra[key])
+    return F.to_npz(arrays)
+
+
+def _rfm(store: Store) -> pd.DataFrame:
+    has = store.scalar("SELECT count(*) FROM tags WHERE tag = 'rfm_segment'")
+    if not has:
+        raise InputError(
+            "--method rfm: no RFM tags in the store",
+            hint="run jingzhun profile build (with an [tags.rfm] section, on by default)",
+        )
+    return store.sql(
+        f"""
+        SELECT p.user_id, coalesce(t.value, '{NO_ORDERS}') AS segment
+        FROM profiles p LEFT JOIN tags t ON t.user_id = p.user_id AND t.tag = 'rfm_segment'
+        ORDER BY p.user_id
+        """
+    ).df()
+
+
+def _affinity(store: Store) -> pd.DataFrame | None:
+    exists = store.scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'profile_affinity'"
+    )
+    if not exists:
+        return None
+    return store.sql("SELECT user_id, category, score FROM profile_affinity").df()
+
+
+def _revenue(store: Store) -> pd.Series | None:
+    df = store.sql("SELECT user_id, coalesce(monetary, 0) AS m FROM profiles").df()
+    return df.set_index("user_id").m
+
+
+def _write(store, name, method, params, feats, metrics, members, portrait, model, as_of) -> str:
+    now = utcnow()
+    members_arrow = pa.table(
+        {
+            "user_id": pa.array(members.user_id.to_numpy(dtype=object), pa.string()),
+            "segment": pa.array(members.segment.to_numpy(dtype=object), pa.string()),
+        }
+    )
+    port = portrait.copy()
+    with store.transaction() as con:
+        n = con.execute("SELECT count(*) FROM segment_runs WHERE name = ?", [name]).fetchone()[0]
+        run_id = f"{name}-{n + 1}"
+        while con.execute(
+            "SELECT count(*) FROM segment_runs WHERE run_id = ?", [run_id]
+        ).fetchone()[0]:
+            n += 1
+            run_id = f"{name}-{n + 1}"
+        con.execute("UPDATE segment_runs SET active = false WHERE name = ? AND active", [name])
+        con.execute(
+            "INSERT INTO segment_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true, ?)",
+            [
+                run_id,
+                name,
+                method,
+                json.dumps(params, default=_json_default),
+                json.dumps(feats),
+                json.dumps(metrics, default=_json_default),
+                len(members),
+                int(members.segment.nunique()),
+                as_of,
+                model,
+                now,
+            ],
+        )
+        con.register("_jz_members", members_arrow)
+        try:
+            con.execute(
+                "INSERT INTO segment_members SELECT ?, user_id, segment, true, ? FROM _jz_members",
+                [run_id, now],
+            )
+        finally:
+            con.unregister("_jz_members")
+        port.insert(0, "run_id", run_id)
+        con.register("_jz_portraits", port)
+        try:
+            con.execute(
+                "INSERT INTO segment_portraits SELECT run_id, segment, label, users, share, revenue_share, traits, top_categories FROM _jz_portraits"
+            )
+        finally:
+            con.unregister("_jz_portraits")
+    return run_id
+
+
+def _json_default(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(type(v).__name__)
+
+
+def _portrait_dict(r: dict[str, Any]) -> dict[str, Any]:
+    return r | {
+        "traits": json.loads(r["traits"]) if isinstance(r["traits"], str) else r["traits"],
+        "top_categories": json.loads(r["top_categories"])
+        if isinstance(r["top_categories"], str)
+        else r["top_categories"],
+    }
+
+
+# -- reading runs -----------------------------------------------------------------------------
+
+
+def resolve(store: Store, ref: str | None) -> dict[str, Any]:
+    """A run by run id, or the active run of a name (default: the latest active run)."""
+    if ref is None:
+        row = store.rows(
+            "SELECT run_id FROM segment_runs WHERE active ORDER BY created_at DESC LIMIT 1"
+        )
+        if not row:
+            raise NotFoundError("no segment runs yet", hint="run jingzhun segment run")
+        ref = row[0][0]
+    rows = store.sql(
+        "SELECT * EXCLUDE (model) FROM segment_runs WHERE run_id = ? OR (name = ? AND active)",
+        [ref, ref],
+    ).df()
+    if rows.empty:
+        known = [r[0] for r in store.rows("SELECT DISTINCT name FROM segment_runs ORDER BY 1")]
+        raise NotFoundError(
+            f"no segment run or name {ref!r}",
+            hint=("known names: " + ", ".join(known)) if known else "run jingzhun segment run",
+        )
+    row = rows.iloc[0].to_dict()
+    for key in ("params", "features", "metrics"):
+        row[key] = json.loads(row[key])
+    return row
+
+
+def list_runs(store: Store) -> pd.DataFrame:
+    return store.sql(
+        """
+        SELECT run_id, name, method, active, users, segments,
+               json_extract(metrics, '$.silhouette')::DOUBLE AS silhouette,
+               json_extract(metrics, '$.stability_ari')::DOUBLE AS stability,
+               created_at
+        FROM segment_runs ORDER BY created_at DESC, run_id DESC
+        """
+    ).df()
+
+
+def portraits_of(store: Store, run_id: str) -> list[dict[str, Any]]:
+    df = store.sql(
+        "SELECT * EXCLUDE (run_id) FROM segment_portraits WHERE run_id = ? ORDER BY users DESC, segment",
+        [run_id],
+    ).df()
+    return [_portrait_dict(r) for r in df.to_dict("records")]
+
+
+def members_of(store: Store, run_id: str) -> pd.DataFrame:
+    return store.sql(
+        """
+        SELECT m.user_id, m.segment, p.label, m.fitted, m.assigned_at
+        FROM segment_members m LEFT JOIN segment_portraits p USING (run_id, segment)
+        WHERE m.run_id = ? ORDER BY m.user_id
+        """,
+        [run_id],
+    ).df()
+
+
+# -- assignment without refitting ---------------------------------------------------------------
+
+
+class Segmenter:
+    """The active run of a name, loaded once, to place users in its segments in microseconds.
+
+    Examples
+    --------
+    >>> seg = ws.segmenter("value")                                   # doctest: +SKIP
+    >>> seg.assign({"recency_days": 3, "frequency": 4, ...})          # doctest: +SKIP
+    '2'
+    """
+
+    def __init__(self, store: Store, ref: str | None = None) -> None:
+        info = resolve(store, ref)
+        self.run_id: str = info["run_id"]
+        self.method: str = info["method"]
+        self.features: list[str] = info["features"]
+        self._store = store
+        if self.method == "rfm":
+            self.pipe = None
+            return
+        blob = store.scalar("SELECT model FROM segment_runs WHERE run_id = ?", [self.run_id])
+        arrays = F.from_npz(blob)
+        self.pipe = F.FeaturePipeline.from_arrays(
+            self.features, {k[5:]: v for k, v in arrays.items() if k.startswith("pipe_")}
+        )
+        self.model = {k[6:]: v for k, v in arrays.items() if k.startswith("model_")}
+        self.new_of_old = arrays["new_of_old"]
+        self.extra = {k[6:]: v for k, v in arrays.items() if k.startswith("extra_")}
+
+    def _codes(self, labels: np.ndarray) -> np.ndarray:
+        new = np.where(labels >= 0, self.new_of_old[np.maximum(labels, 0)], -1)
+        return np.where(new >= 0, (new + 1).astype(str), "noise")
+
+    def assign_matrix(self, X: np.ndarray) -> np.ndarray:
+        """Segment codes for raw (untransformed) feature rows, columns in ``features`` order."""
+        if self.pipe is None:
+            raise InputError("an rfm run assigns from RFM tags, not from features")
+        return self._codes(M.assign(self.model, self.pipe.transform(X)))
+
+    def assign(self, traits: dict[str, float]) -> str:
+        """The segment for one user's raw feature values (missing ones count as 0)."""
+        if self.pipe is None:
+            raise InputError("an rfm run assigns from RFM tags, not from features")
+        x = np.array([[float(traits.get(f) or 0.0) for f in self.features]])
+        return str(self._codes(M.assign(self.model, self.pipe.transform(x)))[0])
+
+
+def assign_new(store: Store, ref: str | None = None) -> dict[str, Any]:
+    """Assign profiled users who are not yet members of the run; return counts per segment."""
+    seg = Segmenter(store, ref)
+    columns = _columns(store)
+    if seg.method == "rfm":
+        new = _rfm(store)
+    else:
+        missing = [f for f in seg.features if f not in F.numeric_traits(columns)]
+        if missing:
+            raise InputError(
+                f"run {seg.run_id} uses trait {missing[0]!r}, which the profiles no longer have",
+                hint="rebuild profiles with the same traits, or run a new segmentation",
+            )
+        new = store.sql(F.select_sql(seg.features, columns)).df()
+    known = store.sql("SELECT user_id FROM segment_members WHERE run_id = ?", [seg.run_id]).df()
+    new = new[~new.user_id.isin(known.user_id)]
+    if seg.method != "rfm" and len(new):
+        new = pd.DataFrame(
+            {
+                "user_id": new.user_id,
+                "segment": seg.assign_matrix(new[seg.features].to_numpy(np.float64)),
+            }
+        )
+    now = utcnow()
+    if len(new):
+        tbl = pa.table(
+            {
+                "user_id": pa.array(new.user_id.to_numpy(dtype=object), pa.string()),
+                "segment": pa.array(new.segment.to_numpy(dtype=object), pa.string()),
+            }
+        )
+        with store.transaction() as con:
+            con.register("_jz_new", tbl)
+            try:
+                con.execute(
+                    "INSERT INTO segment_members SELECT ?, user_id, segment, false, ? FROM _jz_new",
+                    [seg.run_id, now],
+                )
+            finally:
+                con.unregister("_jz_new")
+    counts = new.segment.value_counts().to_dict() if len(new) else {}
+    return {
+        "run_id": seg.run_id,
+        "assigned": len(new),
+        "segments": {str(k): int(v) for k, v in counts.items()},
+    }
