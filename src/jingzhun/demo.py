@@ -64,6 +64,11 @@ def run_demo(
             ).to_dict()
         cleaning = timed("cleaning report", lambda: ws.clean()).to_dict()
         profiles = timed("profiles and tags", ws.profile_build).to_dict()
+        seg_rfm = timed("RFM segments", lambda: ws.segment_run("rfm", name="rfm")).to_dict()
+        seg_km = timed(
+            "behaviour segments (k-means, automatic k)",
+            lambda: ws.segment_run("kmeans", name="behaviour", stability_resamples=3),
+        ).to_dict()
         summary = timed("summary", ws.summary)
         report = timed("HTML report", lambda: ws.report(out / "report.html", lang=lang))
     finally:
@@ -84,6 +89,17 @@ def run_demo(
             "users": profiles["users"],
             "as_of": profiles["as_of"],
             "tags": profiles["tags"],
+        },
+        "segments": {
+            run["name"]: {
+                "run_id": run["run_id"],
+                "method": run["method"],
+                "segments": run["segments"],
+                "silhouette": run["metrics"].get("silhouette"),
+                "stability_ari": run["metrics"].get("stability_ari"),
+                "labels": {p["segment"]: p["label"] for p in run["portraits"]},
+            }
+            for run in (seg_rfm, seg_km)
         },
         "summary": summary,
         "seconds": timings,

@@ -203,6 +203,12 @@ def demo(
     out.print(
         f"Profiles: {pr['users']:,} users as of {pr['as_of'][:19]}; {segments:,} customers in RFM segments."
     )
+    km = result["segments"]["behaviour"]
+    out.print(
+        f"Segments: k-means chose {km['segments']} behaviour segments "
+        f"(silhouette {km['silhouette']:.2f}, bootstrap stability {km['stability_ari']:.2f}): "
+        + "; ".join(km["labels"].values())
+    )
     out.print(f"Store: {result['store']}")
     out.print(f"[bold green]Report: {Path(result['report']).resolve()}[/]")
 

@@ -185,10 +185,12 @@ def show(ctx: typer.Context, run: RunArg = None, as_json: JsonOpt = False) -> No
     if info["features"]:
         out.print("Features: " + ", ".join(info["features"]))
     _print_portraits(info["portraits"])
-    z_rows = {p["label"]: {t: v["z"] for t, v in p["traits"].items()} for p in info["portraits"]}
-    if z_rows:
-        z = pd.DataFrame(z_rows).T.reset_index(names="segment")
-        print_frame(z, "Traits against the population (z-scores)", max_width=30)
+    if info["portraits"]:
+        # Traits as rows, segments as columns: stays readable however many traits there are.
+        z = pd.DataFrame(
+            {p["segment"]: {t: v["z"] for t, v in p["traits"].items()} for p in info["portraits"]}
+        ).reset_index(names="trait")
+        print_frame(z, "Traits against the population (z-scores; columns are segments)")
 
 
 @app.command()

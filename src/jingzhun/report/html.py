@@ -154,7 +154,11 @@ def build_report(ws: Workspace, out: Path, *, lang: str = "en", title: str | Non
     """Render every section with something to show into ``out`` (written atomically)."""
     import plotly.offline
 
-    from jingzhun.report import profile_sections, sections  # noqa: F401 - register the sections
+    from jingzhun.report import (  # noqa: F401 - register the sections
+        profile_sections,
+        sections,
+        segment_sections,
+    )
 
     t = Translator(lang)
     if out.name in ("", ".", "..") or out.is_dir():
