@@ -10,9 +10,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_ingest
 import bench_profile
+import bench_segment
 import bench_synth
 
-BENCHMARKS = {"synth": bench_synth.main, "ingest": bench_ingest.main, "profile": bench_profile.main}
+BENCHMARKS = {
+    "synth": bench_synth.main,
+    "ingest": bench_ingest.main,
+    "profile": bench_profile.main,
+    "segment": bench_segment.main,
+}
 
 
 def main(names: list[str]) -> None:

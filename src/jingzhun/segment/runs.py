@@ -391,6 +391,22 @@ class Segmenter:
         self.new_of_old = arrays["new_of_old"]
         self.extra = {k[6:]: v for k, v in arrays.items() if k.startswith("extra_")}
 
+    @classmethod
+    def from_model(
+        cls,
+        features: list[str],
+        pipe: F.FeaturePipeline,
+        model: dict[str, np.ndarray],
+        new_of_old: np.ndarray | None = None,
+    ) -> Segmenter:
+        """A segmenter from a fitted pipeline and method model, without a store."""
+        seg = cls.__new__(cls)
+        seg.run_id, seg.method, seg.features = "", str(model.get("kind", "")), list(features)
+        seg.pipe, seg.model, seg.extra = pipe, model, {}
+        n = len(np.unique(model["segment_of"])) if "segment_of" in model else len(model["means"])
+        seg.new_of_old = np.arange(n) if new_of_old is None else new_of_old
+        return seg
+
     def _codes(self, labels: np.ndarray) -> np.ndarray:
         new = np.where(labels >= 0, self.new_of_old[np.maximum(labels, 0)], -1)
         return np.where(new >= 0, (new + 1).astype(str), "noise")
