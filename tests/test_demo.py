@@ -29,7 +29,7 @@ def test_run_demo_ingests_cleans_and_reports(tmp_path: Path) -> None:
     assert report.is_file() and store.is_file()
     assert report == out / "report.html" and store == out / "jingzhun.duckdb"
     page = report.read_text(encoding="utf-8")
-    for key in ("overview", "activity", "ingest", "quality", "identity"):
+    for key in ("overview", "activity", "ingest", "quality", "identity", "profiles", "segments"):
         assert f'<section id="{key}">' in page
     for name in ("events", "users", "items", "campaigns"):
         assert Path(result["data"][name]).is_file()
@@ -62,6 +62,18 @@ def test_run_demo_ingests_cleans_and_reports(tmp_path: Path) -> None:
     assert flags == flagged
     assert result["cleaning"]["burst_visitors"] > 0
     assert set(result["seconds"]) >= {"simulate the shop", "ingest events", "HTML report"}
+
+    # segments: the RFM run and an automatic-k behaviour run, both active, every user a member
+    seg = result["segments"]
+    assert set(seg) == {"rfm", "behaviour"}
+    assert 2 <= seg["behaviour"]["segments"] <= 10
+    assert len(set(seg["behaviour"]["labels"].values())) == seg["behaviour"]["segments"]
+    with Workspace.open(store, read_only=True) as ws:
+        runs = ws.segment_runs()
+        assert set(runs[runs.active]["name"]) == {"rfm", "behaviour"}
+        profiled = ws.store.count("profiles")
+        for name in ("rfm", "behaviour"):
+            assert len(ws.segment_members(name)) == profiled
     json.dumps(result)  # plain data, ready for --json
 
 

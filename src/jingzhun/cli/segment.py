@@ -23,9 +23,14 @@ RunArg = Annotated[
 
 
 def _features(value: str | None) -> list[str] | None:
+    from jingzhun.errors import InputError
+
     if value is None:
         return None
-    return [f.strip() for f in value.split(",") if f.strip()]
+    names = [f.strip() for f in value.split(",") if f.strip()]
+    if not names:
+        raise InputError("--features is empty: name traits separated by commas, e.g. aov,frequency")
+    return names
 
 
 def _k_range(value: str) -> tuple[int, int]:

@@ -162,7 +162,12 @@ def _scan_row(X: np.ndarray, labels: np.ndarray, k: int, rng: np.random.Generato
     }
 
 
-def _best_k(scan: list[dict[str, float]]) -> int:
+def _best_k(scan: list[dict[str, float]], k_range: tuple[int, int], n: int) -> int:
+    if not scan:
+        raise InputError(
+            f"--k-range {k_range[0]}-{k_range[1]}: no k in it can be fitted to {n} users",
+            hint="lower the range's minimum or pass --k",
+        )
     return int(max(scan, key=lambda r: (r["silhouette"], -r["k"]))["k"])
 
 
@@ -178,23 +183,34 @@ def _sample(X: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
 def _kmeans(X, k, rng, *, k_range, minibatch: bool, **_: Any) -> Fit:
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    def model(kk: int, seed: int):
-        if minibatch:
-            return MiniBatchKMeans(
-                n_clusters=kk, batch_size=4096, n_init=3, random_state=seed, max_no_improvement=20
-            )
-        return KMeans(n_clusters=kk, n_init=4, random_state=seed)
-
+    # k is chosen with full k-means on a sample of at most SCAN_SAMPLE users for both
+    # variants: the scan then costs the same for 50k users or 5M, and mini-batch noise does
+    # not blur the choice. The final fit uses every user.
     scan: list[dict] = []
+    init = "k-means++"
     if k is None:
-        idx = _sample(X, SCAN_SAMPLE if not minibatch else 4 * SCAN_SAMPLE, rng)
-        S = X[idx]
+        S = X[_sample(X, SCAN_SAMPLE, rng)]
+        centres: dict[int, np.ndarray] = {}
         for kk in range(k_range[0], min(k_range[1], len(S) - 1) + 1):
-            lab = model(kk, int(rng.integers(2**31))).fit_predict(S)
-            scan.append(_scan_row(S, lab, kk, rng))
-        k = _best_k(scan)
-    km = model(k, int(rng.integers(2**31))).fit(X)
-    labels = km.labels_.astype(np.int64) if not minibatch else km.predict(X).astype(np.int64)
+            km = KMeans(n_clusters=kk, n_init=4, random_state=int(rng.integers(2**31))).fit(S)
+            centres[kk] = km.cluster_centers_
+            scan.append(_scan_row(S, km.labels_, kk, rng))
+        k = _best_k(scan, k_range, len(S))
+        init = centres[k]
+    seed = int(rng.integers(2**31))
+    if minibatch:
+        km = MiniBatchKMeans(
+            n_clusters=k,
+            init=init,
+            n_init=1 if scan else 3,
+            batch_size=4096,
+            random_state=seed,
+            max_no_improvement=20,
+        ).fit(X)
+        labels = km.predict(X).astype(np.int64)
+    else:
+        km = KMeans(n_clusters=k, init=init, n_init=1 if scan else 4, random_state=seed).fit(X)
+        labels = km.labels_.astype(np.int64)
     return Fit(labels, _centroid_model(km.cluster_centers_, np.arange(k)), {"k": k}, scan)
 
 
@@ -210,7 +226,7 @@ def _hierarchical(X, k, rng, *, k_range, **_: Any) -> Fit:
             lab = fcluster(tree, kk, criterion="maxclust") - 1
             if len(np.unique(lab)) == kk:
                 scan.append(_scan_row(S, lab, kk, rng))
-        k = _best_k(scan)
+        k = _best_k(scan, k_range, len(S))
     lab_s = (fcluster(tree, k, criterion="maxclust") - 1).astype(np.int64)
     k = int(lab_s.max()) + 1
     model = _centroid_model(_means(S, lab_s, k), np.arange(k))
@@ -324,6 +340,8 @@ def _gmm(X, k, rng, *, k_range, **_: Any) -> Fit:
             scan.append(row | {"bic": round(bic, 1)})
             if best is None or bic < best[0]:
                 best = (bic, gm)
+        if best is None:
+            _best_k([], k_range, len(S))
         gm = best[1]
     else:
         gm = fit(k)
@@ -379,11 +397,15 @@ def _som(X, k, rng, *, k_range, grid=None, **_: Any) -> Fit:
             lab = group(kk)[node_of]
             if len(np.unique(lab)) > 1:
                 scan.append(_scan_row(S, lab, kk, rng))
-        k = _best_k(scan)
+        k = _best_k(scan, k_range, len(S))
     seg_of_node = group(k)
-    used, seg_of_node = np.unique(seg_of_node, return_inverse=True)
-    model = _centroid_model(nodes, seg_of_node)
+    # A group of nodes that no user is nearest to would be a segment without members: drop
+    # those nodes (every fitted user keeps its nearest node, so every kept group has members).
+    keep = np.isin(seg_of_node, np.unique(seg_of_node[node_of]))
+    used, seg_kept = np.unique(seg_of_node[keep], return_inverse=True)
+    model = _centroid_model(nodes[keep], seg_kept)
     labels = assign(model, X)
+    seg_of_node = np.where(keep, np.searchsorted(used, seg_of_node), -1)
     extra = {
         "umatrix": som.distance_map().tolist(),
         "hits": hits.reshape(side, side).tolist(),

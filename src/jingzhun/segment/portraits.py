@@ -17,7 +17,7 @@ import pandas as pd
 
 #: Words for a trait whose segment mean lies well above / below the population's.
 WORDS: dict[str, tuple[str, str]] = {
-    "monetary": ("High spend", "Low spend"),
+    "monetary": ("high spend", "low spend"),
     "frequency": ("frequent buyers", "rare buyers"),
     "recency_days": ("lapsed", "recent buyers"),
     "tenure_days": ("long-standing", "new"),

@@ -124,6 +124,7 @@ def run(
             method, Z, k=kk, k_range=k_range, random_state=random_state, **(options or {})
         )
         labels, order = _relabel(fitted.labels)
+        _prune(fitted.model, order)
         rng = np.random.default_rng(random_state)
         metrics = M.quality(Z, labels, rng)
         if fitted.scan:
@@ -189,6 +190,17 @@ def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     new_of_old[order] = np.arange(len(order))
     out = np.where(labels >= 0, new_of_old[np.maximum(labels, 0)] if len(ids) else -1, -1)
     return out.astype(np.int64), new_of_old
+
+
+def _prune(model: dict[str, np.ndarray], new_of_old: np.ndarray) -> None:
+    """Drop model points whose segment got no user (a SOM node group, a mini-batch centre no
+    one is nearest to), so that later users are never placed in a segment without members."""
+    if str(model["kind"]) != "centroid":
+        return
+    seg = model["segment_of"]
+    keep = (seg < len(new_of_old)) & (new_of_old[np.minimum(seg, len(new_of_old) - 1)] >= 0)
+    if not keep.all():
+        model["points"], model["segment_of"] = model["points"][keep], seg[keep]
 
 
 def _pack(pipe, model, new_of_old, extra) -> bytes:
@@ -313,9 +325,10 @@ def resolve(store: Store, ref: str | None) -> dict[str, Any]:
         if not row:
             raise NotFoundError("no segment runs yet", hint="run jingzhun segment run")
         ref = row[0][0]
+    # A run id wins over a name (a run named "value-1" and the first run of "value").
     rows = store.sql(
-        "SELECT * EXCLUDE (model) FROM segment_runs WHERE run_id = ? OR (name = ? AND active)",
-        [ref, ref],
+        "SELECT * EXCLUDE (model) FROM segment_runs WHERE run_id = ? OR (name = ? AND active) ORDER BY run_id = ? DESC LIMIT 1",
+        [ref, ref, ref],
     ).df()
     if rows.empty:
         known = [r[0] for r in store.rows("SELECT DISTINCT name FROM segment_runs ORDER BY 1")]
@@ -418,7 +431,8 @@ class Segmenter:
         return self._codes(M.assign(self.model, self.pipe.transform(X)))
 
     def assign(self, traits: dict[str, float]) -> str:
-        """The segment for one user's raw feature values (missing ones count as 0)."""
+        """The segment for one user's feature values, by the run's feature names (``features``:
+        derived ones such as ``orders_per_month`` included; missing ones count as 0)."""
         if self.pipe is None:
             raise InputError("an rfm run assigns from RFM tags, not from features")
         x = np.array([[float(traits.get(f) or 0.0) for f in self.features]])
