@@ -297,7 +297,14 @@ def test_cli_demo_builds_profiles_and_reports_them(tmp_path: Path) -> None:
         latest = ws.store.scalar("SELECT max(ts) FROM events")
         assert str(latest) < profiles["as_of"]
     page = Path(result["report"]).read_text(encoding="utf-8")
-    assert section_ids(page) == SECTION_IDS
+    assert section_ids(page) == [*SECTION_IDS, "segments"]
+    # two active runs (rfm, behaviour): sizes and a trait heatmap each; the k-means run also
+    # its k scan and the projection of its members
+    titles = [c.title for c in charts(sections(page)["segments"])]
+    assert titles.count("Segment sizes") == 2
+    assert titles.count("Traits per segment against the population (z-scores)") == 2
+    assert titles.count("Choosing k: silhouette by number of segments") == 1
+    assert titles.count("Users on the first two principal components, by segment") == 1
     html = sections(page)["profiles"]
     assert card(html, "Users profiled") == f"{profiles['users']:,}"
     chart_titled(charts(html), "RFM segments")
