@@ -12,14 +12,8 @@ command gets a copy of its own.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +24,16 @@ import pytest
 from jingzhun.config import Settings
 from jingzhun.store import Store
 from jingzhun.workspace import Workspace
+from tests.cli.subprocess_cli import (
+    Ran,
+    copy_store,
+    error_line,
+    human,
+    one_json,
+    run,
+    snapshot,
+    sql,
+)
 
 RUN_KEYS = {
     "run_id",
@@ -63,101 +67,6 @@ LIST_KEYS = {
     "stability",
     "created_at",
 }
-
-
-@dataclass
-class Ran:
-    code: int
-    stdout: str
-    stderr: str
-    folder: Path = field(default_factory=Path)
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    env.pop("JINGZHUN_DB", None)
-    env.pop("JINGZHUN_CONFIG", None)
-    return env
-
-
-def run(folder: Path, *args: str, db: Path) -> Ran:
-    """``jingzhun --db DB ARGS`` in ``folder`` (the working directory)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "jingzhun", "--db", str(db), *args],
-        capture_output=True,
-        cwd=folder,
-        env=_env(),
-        timeout=300,
-    )
-    return Ran(
-        proc.returncode,
-        proc.stdout.decode("utf-8", "replace"),
-        proc.stderr.decode("utf-8", "replace"),
-        folder,
-    )
-
-
-def copy_store(src: Path, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    assert not src.with_name(src.name + ".wal").exists(), "the source store was left open"
-    db = folder / "store.duckdb"
-    shutil.copyfile(src, db)
-    return db
-
-
-def one_json(res: Ran) -> dict[str, Any]:
-    """The command succeeded and stdout holds exactly one JSON object and nothing else."""
-    assert res.code == 0, f"exit {res.code}: {res.stderr}"
-    text = res.stdout.lstrip()
-    obj, end = json.JSONDecoder().raw_decode(text)
-    assert text[end:].strip() == "", f"more than one JSON value on stdout: {res.stdout[:500]!r}"
-    assert isinstance(obj, dict)
-    assert "error:" not in res.stderr
-    return obj
-
-
-def human(res: Ran) -> str:
-    assert res.code == 0, f"exit {res.code}: {res.stderr}"
-    assert res.stdout.strip(), "no output"
-    assert not res.stdout.lstrip().startswith("{")
-    assert "error:" not in res.stderr
-    return res.stdout
-
-
-def error_line(code: int, stdout: str, stderr: str, *needles: str) -> str:
-    """The command failed with exit 2 and exactly one ``error:`` line naming each needle."""
-    assert code == 2, f"exit {code}, stdout {stdout[:300]!r}, stderr {stderr[-2000:]!r}"
-    assert stdout == "", f"stdout should stay empty on error: {stdout[:300]!r}"
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
-    line = lines[0]
-    assert line.startswith("error:"), line
-    for needle in needles:
-        assert needle in line, f"{needle!r} not in {line!r}"
-    return line
-
-
-def sql(db: Path, query: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(query).fetchall()
-    finally:
-        con.close()
-
-
-def snapshot(db: Path) -> dict[str, int]:
-    """Row counts of every table in the store."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        names = [
-            r[0]
-            for r in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
-            ).fetchall()
-        ]
-        return {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
-    finally:
-        con.close()
 
 
 # -- the stores ------------------------------------------------------------------------------
@@ -407,7 +316,7 @@ def test_bad_input_exits_2_with_one_error_line_and_writes_nothing(
     refused, case: str, needles: tuple[str, ...]
 ) -> None:
     res, before, after = refused[case]
-    error_line(res.code, res.stdout, res.stderr, *needles)
+    error_line(res, *needles)
     assert after == before
     assert not list(res.folder.glob("m.json*"))
 
@@ -418,10 +327,10 @@ def test_show_and_export_errors_on_a_store_with_runs(
     db = copy_store(Path(session["db"].stdout), tmp_path / "store")
     before = snapshot(db)
     res = cli("--db", str(db), "segment", "show", "nope")
-    line = error_line(res.code, res.stdout, res.stderr, "'nope'")
+    line = error_line(res, "'nope'")
     assert "known names: " in line and "value" in line and "rfm" in line
     res = cli("--db", str(db), "segment", "export", "value", "--out", "m.json")
-    error_line(res.code, res.stdout, res.stderr, "--out", "m.json", ".parquet or .csv")
+    error_line(res, "--out", "m.json", ".parquet or .csv")
     assert not (tmp_path / "m.json").exists()
     assert snapshot(db) == before
 
@@ -432,4 +341,4 @@ def test_a_k_range_beyond_the_users_is_a_usage_error(
     db = copy_store(stores["profiled"], tmp_path / "store")
     ((users,),) = sql(db, "SELECT count(*) FROM profiles")
     res = cli("--db", str(db), "segment", "run", "--k-range", f"{users + 1}-{users + 5}")
-    error_line(res.code, res.stdout, res.stderr, "--k-range")
+    error_line(res, "--k-range")
