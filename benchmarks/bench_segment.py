@@ -20,21 +20,12 @@ import tempfile
 from pathlib import Path
 
 from common import DATA, best, run, save, shop_files
+from jingzhun.segment.features import DEFAULT_FEATURES
 
 TARGET = {"minibatch_auto_k_seconds": 60.0, "assign_one_ms": 1.0, "k_within": 1}
+# The default feature set and eight profile traits more.
 FEATURES_20 = [
-    "orders_per_month",
-    "sessions_per_month",
-    "recency_share",
-    "tenure_days",
-    "aov",
-    "views_per_session",
-    "view_to_cart",
-    "discount_share",
-    "price_percentile",
-    "affinity_concentration",
-    "hour_sin",
-    "hour_cos",
+    *DEFAULT_FEATURES,
     "frequency",
     "monetary",
     "recency_days",

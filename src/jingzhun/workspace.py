@@ -236,21 +236,18 @@ class Workspace:
 
     def profile_export(self, out: str | os.PathLike[str]) -> int:
         """Write the profiles to Parquet or CSV (by the file's extension); return the rows."""
-        from jingzhun.profile.build import require_profiles
+        from jingzhun.profile.build import profile_columns
 
-        require_profiles(self.store)
+        kinds = profile_columns(self.store)
         path = Path(out)
         # CSV has no lists or maps: those columns are written as JSON text.
         select = "*"
         if path.suffix.lower() == ".csv":
-            kinds = self.store.rows(
-                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'profiles' ORDER BY ordinal_position"
-            )
             select = ", ".join(
                 f'to_json("{c}")::VARCHAR AS "{c}"'
                 if ("[]" in t or t.startswith("MAP"))
                 else f'"{c}"'
-                for c, t in kinds
+                for c, t in kinds.items()
             )
         return self._copy_out(f"SELECT {select} FROM profiles ORDER BY user_id", path)
 

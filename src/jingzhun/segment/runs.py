@@ -57,14 +57,9 @@ class RunResult:
 
 
 def _columns(store: Store) -> dict[str, str]:
-    from jingzhun.profile.build import require_profiles
+    from jingzhun.profile.build import profile_columns
 
-    require_profiles(store)
-    return dict(
-        store.rows(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'profiles' ORDER BY ordinal_position"
-        )
-    )
+    return profile_columns(store)
 
 
 def check_name(name: str) -> str:
@@ -245,12 +240,6 @@ def _revenue(store: Store) -> pd.Series | None:
 
 def _write(store, name, method, params, feats, metrics, members, portrait, model, as_of) -> str:
     now = utcnow()
-    members_arrow = pa.table(
-        {
-            "user_id": pa.array(members.user_id.to_numpy(dtype=object), pa.string()),
-            "segment": pa.array(members.segment.to_numpy(dtype=object), pa.string()),
-        }
-    )
     port = portrait.copy()
     with store.transaction() as con:
         n = con.execute("SELECT count(*) FROM segment_runs WHERE name = ?", [name]).fetchone()[0]
@@ -277,14 +266,7 @@ def _write(store, name, method, params, feats, metrics, members, portrait, model
                 now,
             ],
         )
-        con.register("_jz_members", members_arrow)
-        try:
-            con.execute(
-                "INSERT INTO segment_members SELECT ?, user_id, segment, true, ? FROM _jz_members",
-                [run_id, now],
-            )
-        finally:
-            con.unregister("_jz_members")
+        _insert_members(con, run_id, members, fitted=True, at=now)
         port.insert(0, "run_id", run_id)
         con.register("_jz_portraits", port)
         try:
@@ -294,6 +276,25 @@ def _write(store, name, method, params, feats, metrics, members, portrait, model
         finally:
             con.unregister("_jz_portraits")
     return run_id
+
+
+def _insert_members(con: Any, run_id: str, members: pd.DataFrame, *, fitted: bool, at: Any) -> None:
+    """Append ``members`` (user_id, segment) to ``segment_members`` inside the caller's
+    transaction."""
+    rows = pa.table(
+        {
+            "user_id": pa.array(members.user_id.to_numpy(dtype=object), pa.string()),
+            "segment": pa.array(members.segment.to_numpy(dtype=object), pa.string()),
+        }
+    )
+    con.register("_jz_members", rows)
+    try:
+        con.execute(
+            "INSERT INTO segment_members SELECT ?, user_id, segment, ?, ? FROM _jz_members",
+            [run_id, fitted, at],
+        )
+    finally:
+        con.unregister("_jz_members")
 
 
 def _json_default(v: Any) -> Any:
@@ -433,10 +434,8 @@ class Segmenter:
     def assign(self, traits: dict[str, float]) -> str:
         """The segment for one user's feature values, by the run's feature names (``features``:
         derived ones such as ``orders_per_month`` included; missing ones count as 0)."""
-        if self.pipe is None:
-            raise InputError("an rfm run assigns from RFM tags, not from features")
         x = np.array([[float(traits.get(f) or 0.0) for f in self.features]])
-        return str(self._codes(M.assign(self.model, self.pipe.transform(x)))[0])
+        return str(self.assign_matrix(x)[0])
 
 
 def assign_new(store: Store, ref: str | None = None) -> dict[str, Any]:
@@ -462,23 +461,9 @@ def assign_new(store: Store, ref: str | None = None) -> dict[str, Any]:
                 "segment": seg.assign_matrix(new[seg.features].to_numpy(np.float64)),
             }
         )
-    now = utcnow()
     if len(new):
-        tbl = pa.table(
-            {
-                "user_id": pa.array(new.user_id.to_numpy(dtype=object), pa.string()),
-                "segment": pa.array(new.segment.to_numpy(dtype=object), pa.string()),
-            }
-        )
         with store.transaction() as con:
-            con.register("_jz_new", tbl)
-            try:
-                con.execute(
-                    "INSERT INTO segment_members SELECT ?, user_id, segment, false, ? FROM _jz_new",
-                    [seg.run_id, now],
-                )
-            finally:
-                con.unregister("_jz_new")
+            _insert_members(con, seg.run_id, new, fitted=False, at=utcnow())
     counts = new.segment.value_counts().to_dict() if len(new) else {}
     return {
         "run_id": seg.run_id,
