@@ -184,12 +184,66 @@ class TagSettings(_Section):
     )
 
 
+class RecommendSettings(_Section):
+    model: str = Field("hybrid", description="The model `recommend train` fits by default.")
+    k: int = Field(10, ge=1, le=1000, description="Items per user in `recommend batch`.")
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "product_viewed": 1.0,
+            "product_added": 3.0,
+            "checkout_started": 3.0,
+            "order_completed": 5.0,
+        },
+        description="Interaction weight per event type (view 1, cart 3, purchase 5).",
+    )
+    half_life_days: float | None = Field(
+        90.0, gt=0, description="Interaction weights halve every N days; none: no decay."
+    )
+    segment_run: str | None = Field(
+        None,
+        description="Segment run (id or name) for segment popularity; default the latest active.",
+    )
+    params: dict[str, dict[str, float | int | str]] = Field(
+        default_factory=dict, description="Per-model hyperparameters, e.g. [recommend.params.als]."
+    )
+    exclude_purchased: bool = Field(True, description="Leave out items the user already bought.")
+    rebuy_categories: list[str] = Field(
+        default_factory=list, description="Categories bought again and again (not excluded)."
+    )
+    only_available: bool = Field(
+        True, description="Only active items with stock (or unknown stock)."
+    )
+    include_categories: list[str] = Field(
+        default_factory=list, description="Only these categories."
+    )
+    exclude_categories: list[str] = Field(default_factory=list)
+    price_min: float | None = Field(None, ge=0)
+    price_max: float | None = Field(None, ge=0)
+    max_per_category: int | None = Field(
+        3, ge=1, description="Diversity: at most N items of one category per list; none: no cap."
+    )
+    boost: dict[str, float] = Field(
+        default_factory=dict, description="item_id -> factor (> 1 lifts an item among candidates)."
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_name_events(cls, value: dict[str, float]) -> dict[str, float]:
+        from jingzhun.recommend.data import weights_from_mapping
+
+        try:
+            return weights_from_mapping(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     clean: CleanSettings = CleanSettings()
     profile: ProfileSettings = ProfileSettings()
     tags: TagSettings = TagSettings()
+    recommend: RecommendSettings = RecommendSettings()
     _source: Path | None = PrivateAttr(None)
 
     @property

@@ -35,6 +35,8 @@ from jingzhun.store import TABLES, Store
 if TYPE_CHECKING:
     from jingzhun.profile.analyze import Analysis
     from jingzhun.profile.build import BuildResult
+    from jingzhun.recommend.service import Recommend
+    from jingzhun.recommend.service import Trained as RecTrained
     from jingzhun.segment.runs import RunResult as SegmentRun
     from jingzhun.segment.runs import Segmenter
 
@@ -339,6 +341,47 @@ class Workspace:
         from jingzhun.segment.runs import Segmenter
 
         return Segmenter(self.store, ref)
+
+    # -- recommend ----------------------------------------------------------------------------
+
+    def recommend_train(self, model: str | None = None, **params: Any) -> RecTrained:
+        """Fit a recommender (default ``[recommend] model``, "hybrid") on the store's
+        interactions; the model is saved in the store's folder and becomes the active one."""
+        from jingzhun.recommend.service import train
+
+        return train(self.store, self.settings, model, params)
+
+    def recommend_models(self) -> pd.DataFrame:
+        """Every trained model version, newest first."""
+        from jingzhun.recommend.service import list_models
+
+        return list_models(self.store)
+
+    def recommender(self, model: str | None = None, **rules: Any) -> Recommend:
+        """The active (or a named) model in memory, with the catalog, rules and segments:
+        ``.for_user(id)``, ``.session(items)``, ``.batch(k)``. ``rules`` override
+        ``[recommend]`` rule settings (``max_per_category``, ``price_max`` …)."""
+        from jingzhun.recommend.service import Recommend
+
+        return Recommend(self.store, self.settings, model, **rules)
+
+    def recommend(
+        self, user_id: str, k: int = 10, *, model: str | None = None, lang: str = "en"
+    ) -> dict[str, Any]:
+        """Top ``k`` for one user with explanations; an unknown user takes the cold-start path."""
+        return self.recommender(model).for_user(user_id, k, lang=lang)
+
+    def recommend_batch(
+        self, k: int | None = None, *, model: str | None = None, progress: Any = None
+    ) -> int:
+        """Write top ``k`` for every user to ``recommendations``; return the rows."""
+        return self.recommender(model).batch(k or self.settings.recommend.k, progress=progress)
+
+    def recommend_session(
+        self, item_ids: Sequence[str], k: int = 10, *, model: str | None = None
+    ) -> pd.DataFrame:
+        """Real-time recommendations after the items of the current session."""
+        return self.recommender(model).session(list(item_ids), k)
 
     # -- look ---------------------------------------------------------------------------------
 

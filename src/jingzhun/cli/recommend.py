@@ -1,0 +1,316 @@
+"""``jingzhun recommend train|list|batch|show|session|evaluate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+
+from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps
+
+app = typer.Typer(
+    help="Recommendations: popularity, item/user kNN, ALS, BPR, EASE, content, hybrid; rules, evaluation.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="A model name or model id (default: the active model)."),
+]
+
+
+def _params(values: list[str] | None) -> dict[str, Any]:
+    from jingzhun.errors import InputError
+
+    params: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param {item!r}", hint="write NAME=VALUE, e.g. --param factors=64")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="pop, itemknn, userknn, als, bpr, ease, content or hybrid (default: [recommend] model).",
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="A hyperparameter NAME=VALUE (repeatable)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit a model on the store's interactions; it becomes the active model."""
+    g: Globals = ctx.obj
+    with g.workspace() as ws, steps(not as_json) as say:
+        say(f"training {model or ws.settings.recommend.model}")
+        result = ws.recommend_train(model, **_params(param))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out.print(
+        f"Model [bold]{result.model_id}[/]: {result.users:,} users x {result.items:,} items, "
+        f"{result.interactions:,} interactions, fitted in {result.fit_seconds:.1f}s; saved to {result.path}."
+    )
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Every trained model version, newest first; the active one is marked."""
+    g: Globals = ctx.obj
+    with g.workspace(read_only=True) as ws:
+        models = ws.recommend_models()
+    if as_json:
+        print_json({"models": frame_records(models)})
+        return
+    print_frame(models, "Recommendation models")
+
+
+@app.command()
+def batch(
+    ctx: typer.Context,
+    k: Annotated[
+        int | None, typer.Option("--k", help="Items per user (default: [recommend] k).")
+    ] = None,
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Top k for every user, after the business rules, into the recommendations table."""
+    g: Globals = ctx.obj
+    with g.workspace() as ws, steps(not as_json) as say:
+        say("recommending for every user")
+        rows = ws.recommend_batch(
+            k,
+            model=model,
+            progress=lambda done, total: say(f"recommending: {done:,}/{total:,} users"),
+        )
+        users = ws.store.scalar("SELECT count(DISTINCT user_id) FROM recommendations")
+        model_id = ws.store.scalar("SELECT any_value(model) FROM recommendations")
+    if as_json:
+        print_json({"rows": rows, "users": int(users or 0), "model": model_id})
+        return
+    out.print(f"Wrote {rows:,} recommendations for {int(users or 0):,} users ({model_id}).")
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    user_id: Annotated[
+        str, typer.Argument(help="The user; an unknown user gets cold-start recommendations.")
+    ],
+    k: Annotated[int, typer.Option("--k", help="How many items.")] = 10,
+    model: ModelOpt = None,
+    lang: Annotated[str, typer.Option("--lang", help="Explanations in en or zh.")] = "en",
+    as_json: JsonOpt = False,
+) -> None:
+    """One user's recommendations, computed now from their latest history, with reasons."""
+    from jingzhun.errors import InputError
+
+    if lang not in ("en", "zh"):
+        raise InputError(f"--lang {lang!r}", hint="use en or zh")
+    g: Globals = ctx.obj
+    with g.workspace(read_only=True) as ws:
+        result = ws.recommend(user_id, k, model=model, lang=lang)
+    if as_json:
+        print_json(result)
+        return
+    note = " (cold start: no history yet)" if result["cold_start"] else ""
+    seg = f", segment {result['segment']}" if result.get("segment") else ""
+    out.print(f"[bold]{user_id}[/] by {result['model']}{seg}{note}")
+    frame = pd.DataFrame(result["items"])
+    if not frame.empty:
+        frame = frame[["rank", "item_id", "title", "score", "explanation"]]
+    print_frame(frame, "Recommendations", max_width=48)
+
+
+@app.command()
+def session(
+    ctx: typer.Context,
+    items: Annotated[list[str], typer.Argument(help="The session's item ids, oldest first.")],
+    k: Annotated[int, typer.Option("--k", help="How many items.")] = 10,
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Real-time recommendations for the items of a browsing session."""
+    g: Globals = ctx.obj
+    with g.workspace(read_only=True) as ws:
+        frame = ws.recommend_session(items, k, model=model)
+    if as_json:
+        print_json({"items": frame_records(frame.drop(columns="session_items"))})
+        return
+    print_frame(frame.drop(columns="session_items"), "Next in this session")
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    interactions: Annotated[
+        Path | None,
+        typer.Option(
+            "--interactions",
+            help="Any interaction log (CSV/TSV/Parquet); default: the store's events.",
+        ),
+    ] = None,
+    sep: Annotated[
+        str | None, typer.Option("--sep", help="Field separator (default: sniffed); \\t for tab.")
+    ] = None,
+    user_col: Annotated[
+        str, typer.Option("--user-col", help="User column (name, or number from 1).")
+    ] = "user_id",
+    item_col: Annotated[str, typer.Option("--item-col", help="Item column.")] = "item_id",
+    rating_col: Annotated[str | None, typer.Option("--rating-col", help="Rating column.")] = None,
+    time_col: Annotated[
+        str | None, typer.Option("--time-col", help="Time column (epoch seconds or ISO).")
+    ] = None,
+    min_rating: Annotated[
+        float | None,
+        typer.Option(
+            "--min-rating", help="Test items rated at least this are relevant (default: all)."
+        ),
+    ] = None,
+    item_features: Annotated[
+        Path | None,
+        typer.Option(
+            "--item-features",
+            help="Item catalog (item_id, title, category, brand, price …) for content.",
+        ),
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="random-by-user:RATIO, stratified-by-item:RATIO, temporal-global:RATIO or leave-last-out.",
+        ),
+    ] = "random-by-user:0.75",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the split and tuning.")] = 42,
+    k: Annotated[int, typer.Option("--k", help="List length.")] = 10,
+    models: Annotated[
+        str,
+        typer.Option(
+            "--models", help="Comma-separated: pop,itemknn,userknn,als,bpr,ease,content,hybrid."
+        ),
+    ] = "pop,itemknn,userknn,als,bpr,ease,hybrid",
+    budget: Annotated[
+        int, typer.Option("--budget", min=1, help="Configurations tried per model on validation.")
+    ] = 12,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare models offline: split, tune on validation, score on test."""
+    from jingzhun.errors import InputError
+    from jingzhun.recommend.evaluate import evaluate as run_evaluation
+    from jingzhun.recommend.evaluate import read_log
+
+    if interactions is None and item_features is not None:
+        raise InputError(
+            "--item-features goes with --interactions", hint="the store's catalog is used otherwise"
+        )
+    sep = "\t" if sep in ("\\t", "tab") else sep
+    g: Globals = ctx.obj
+    features = None
+    with steps(not as_json) as say:
+        if interactions is not None:
+            log = read_log(
+                interactions,
+                sep=sep,
+                user_col=user_col,
+                item_col=item_col,
+                rating_col=rating_col,
+                time_col=time_col,
+            )
+            if item_features is not None:
+                features = _catalog_file(item_features, sep, item_col)
+        else:
+            with g.workspace(read_only=True) as ws:
+                log, features = _store_log(ws)
+        ev = run_evaluation(
+            log,
+            split_spec=split,
+            models=[m for m in models.split(",") if m.strip()],
+            k=k,
+            seed=seed,
+            min_rating=min_rating,
+            item_features=features,
+            budget=budget,
+            progress=say,
+        )
+    result = ev.to_json()
+    if as_json:
+        print_json(result)
+        return
+    frame = pd.DataFrame(result["models"]).T.reset_index(names="model")
+    cols = [
+        "model",
+        "precision",
+        "recall",
+        "ndcg",
+        "map",
+        "hit_rate",
+        "mrr",
+        "coverage",
+        "novelty",
+        "fit_seconds",
+    ]
+    out.print(
+        f"{result['log']['interactions']:,} interactions, {result['log']['users']:,} users, {result['log']['items']:,} items; "
+        f"split {result['split']}, {result['log']['test_users']:,} test users; metrics at k={result['k']}."
+    )
+    print_frame(frame[cols], "Model comparison (test part; hyperparameters chosen on validation)")
+    out.print(f"Best by nDCG@{result['k']}: [bold]{result['best']}[/]")
+
+
+def _catalog_file(path: Path, sep: str | None, item_col: str) -> pd.DataFrame:
+    import duckdb
+
+    from jingzhun.errors import InputError
+
+    q = str(path).replace("'", "''")
+    try:
+        if path.suffix.lower() == ".parquet":
+            frame = duckdb.sql(f"SELECT * FROM read_parquet('{q}')").df()
+        else:
+            delim = f", delim='{sep}'" if sep else ""
+            frame = duckdb.sql(f"SELECT * FROM read_csv('{q}', header=true{delim})").df()
+    except (duckdb.Error, OSError) as exc:
+        raise InputError(
+            f"--item-features {path}: cannot read ({str(exc).splitlines()[0]})",
+            hint="give a CSV or Parquet catalog",
+        ) from None
+    if item_col not in frame.columns and "item_id" not in frame.columns:
+        raise InputError(
+            f"--item-features {path}: no column {item_col!r}",
+            hint=f"the columns are: {', '.join(frame.columns)}",
+        )
+    return frame.rename(columns={item_col: "item_id"})
+
+
+def _store_log(ws: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The store's interactions as a log: one row per (user, item) with its weight and
+    last time; the catalog as item features."""
+    from jingzhun.recommend.service import catalog
+
+    rs = ws.settings.recommend
+    weights = ", ".join(f"('{k}', {float(v)})" for k, v in rs.weights.items())
+    log = ws.sql(
+        f"""
+        SELECT user_id AS user, item_id AS item, sum(w.weight) AS rating, epoch(max(ts)) AS time
+        FROM stitched_events e JOIN (VALUES {weights}) w(event, weight) USING (event)
+        WHERE user_id IS NOT NULL AND item_id IS NOT NULL
+        GROUP BY ALL
+        """
+    )
+    return log, catalog(ws.store)

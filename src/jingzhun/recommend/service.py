@@ -1,0 +1,439 @@
+"""The recommend stage on a store: train, batch, show, session.
+
+Interactions come from the same stitched events the profiles read (anonymous history under
+the known user, events before ``as_of``), weighted per event type and decayed by age. Models
+are versioned as ``.npz`` files in ``<store>.models/recommend/`` with a row in
+``recommend_models``; ``recommendations`` holds the latest batch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+
+from jingzhun.errors import InputError, NotFoundError
+from jingzhun.recommend.data import Interactions, ItemFeatures, Vocabulary
+from jingzhun.recommend.models import Recommender, load, make, model_name
+from jingzhun.recommend.models.hybrid import Hybrid
+from jingzhun.recommend.rules import Rules, explain
+from jingzhun.store import Store
+
+if TYPE_CHECKING:
+    from jingzhun.config import RecommendSettings, Settings
+
+BATCH_USERS = 4096
+
+
+# -- data from the store ----------------------------------------------------------------------
+
+
+def interactions_frame(
+    store: Store, rs: RecommendSettings, as_of: datetime, user_ids: list[str] | None = None
+) -> pd.DataFrame:
+    """(user_id, item_id, weight, purchased) from the stitched events before ``as_of``."""
+    import ibis
+
+    from jingzhun.profile.traits import stitched
+
+    backend = ibis.duckdb.from_connection(store.con)
+    at = ibis.literal(as_of)
+    e = stitched(backend, at)
+    e = e.filter(e.user_id.notnull() & e.item_id.notnull() & e.event.isin(list(rs.weights)))
+    if user_ids is not None:
+        e = e.filter(e.user_id.isin(user_ids))
+    w = ibis.cases(*((e.event == k, float(v)) for k, v in rs.weights.items()), else_=0.0)
+    if rs.half_life_days:
+        age_days = (at.epoch_seconds() - e.ts.epoch_seconds()).cast("float64") / 86400.0
+        w = w * (ibis.literal(0.5).log() * age_days / rs.half_life_days).exp()
+    agg = (
+        e.mutate(_w=w)
+        .group_by(["user_id", "item_id"])
+        .aggregate(weight=ibis._._w.sum(), purchased=(ibis._.event == "order_completed").any())
+        .filter(ibis._.weight > 0)
+    )
+    return agg.to_pyarrow().to_pandas()
+
+
+def catalog(store: Store) -> pd.DataFrame:
+    return store.sql(
+        "SELECT item_id, title, description, category, brand, price, active, stock FROM items ORDER BY item_id"
+    ).df()
+
+
+def default_as_of(store: Store) -> datetime:
+    from jingzhun.profile.build import default_as_of as profile_as_of
+
+    return profile_as_of(store)
+
+
+def segment_labels(
+    store: Store, rs: RecommendSettings, users: Vocabulary
+) -> tuple[np.ndarray | None, str | None]:
+    """Each user's segment in the configured (or latest active) run; None without runs."""
+    from jingzhun.segment.runs import resolve
+
+    if not store.scalar("SELECT count(*) FROM segment_runs"):
+        if rs.segment_run:
+            raise NotFoundError(
+                f"[recommend] segment_run {rs.segment_run!r}: no segment runs yet",
+                hint="run jingzhun segment run",
+            )
+        return None, None
+    run_id = resolve(store, rs.segment_run)["run_id"]
+    members = store.sql(
+        "SELECT user_id, segment FROM segment_members WHERE run_id = ?", [run_id]
+    ).df()
+    labels = np.full(len(users), None, dtype=object)
+    pos = users.index(members["user_id"].to_numpy(dtype=object))
+    ok = pos >= 0
+    labels[pos[ok]] = members["segment"].to_numpy(dtype=object)[ok]
+    return labels, run_id
+
+
+@dataclass
+class Trained:
+    model_id: str
+    model: str
+    params: dict[str, Any]
+    users: int
+    items: int
+    interactions: int
+    fit_seconds: float
+    path: Path
+    segment_run: str | None
+    as_of: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d["path"] = str(self.path)
+        d["as_of"] = self.as_of.isoformat(sep=" ")
+        d["fit_seconds"] = round(self.fit_seconds, 3)
+        return d
+
+
+def models_dir(store: Store) -> Path:
+    return store.path.with_name(store.path.name + ".models") / "recommend"
+
+
+def train(
+    store: Store,
+    settings: Settings,
+    model: str | None = None,
+    params: dict[str, Any] | None = None,
+    as_of: datetime | None = None,
+) -> Trained:
+    """Fit a model on the store's interactions and make it the active one."""
+    rs = settings.recommend
+    name = model_name(model or rs.model)
+    merged = dict(rs.params.get(name, {})) | dict(params or {})
+    if name == "hybrid" and "component_params" not in merged:
+        merged["component_params"] = {c: dict(v) for c, v in rs.params.items() if c != "hybrid"}
+    rec = make(name, **merged)
+    at = as_of or default_as_of(store)
+    frame = interactions_frame(store, rs, at)
+    if frame.empty:
+        raise NotFoundError(
+            "no interactions to train on (no item events of known users)",
+            hint="ingest events with item_id, then train",
+        )
+    items = catalog(store)
+    data = Interactions.from_frame(
+        frame, weight_col="weight", purchased_col="purchased", items=items["item_id"].tolist()
+    )
+    features = ItemFeatures.from_frame(items, data.items) if len(items) else None
+    groups, run_id = segment_labels(store, rs, data.users)
+    t = time.perf_counter()
+    rec.fit(data, features=features, groups=groups)
+    seconds = time.perf_counter() - t
+    n = int(store.scalar("SELECT count(*) FROM recommend_models WHERE model = ?", [name])) + 1
+    model_id = f"{name}-{n}"
+    while store.scalar("SELECT count(*) FROM recommend_models WHERE model_id = ?", [model_id]):
+        n += 1
+        model_id = f"{name}-{n}"
+    path = models_dir(store) / f"{model_id}.npz"
+    rec.save(path)
+    rel = str(path.relative_to(store.path.parent))
+    try:
+        with store.transaction() as con:
+            con.execute("UPDATE recommend_models SET active = false WHERE active")
+            con.execute(
+                "INSERT INTO recommend_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, true, now()::TIMESTAMP)",
+                [
+                    model_id,
+                    name,
+                    json.dumps(rec.params),
+                    rel,
+                    data.n_users,
+                    data.n_items,
+                    data.nnz,
+                    at,
+                    run_id,
+                    seconds,
+                ],
+            )
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    return Trained(
+        model_id, name, rec.params, data.n_users, data.n_items, data.nnz, seconds, path, run_id, at
+    )
+
+
+def list_models(store: Store) -> pd.DataFrame:
+    return store.sql(
+        "SELECT model_id, model, active, users, items, interactions, round(fit_seconds, 3) AS fit_seconds, as_of, segment_run, created_at FROM recommend_models ORDER BY created_at DESC"
+    ).df()
+
+
+# -- serving ----------------------------------------------------------------------------------
+
+
+class Recommend:
+    """The active (or a named) model with its catalog, rules and segments, in memory.
+
+    Examples
+    --------
+    >>> r = ws.recommender()                                   # doctest: +SKIP
+    >>> r.for_user("u123", k=5)                                # a list of dicts with reasons
+    >>> r.session(["sku-1", "sku-9"], k=5)                     # real-time, < 5 ms
+    """
+
+    def __init__(
+        self, store: Store, settings: Settings, ref: str | None = None, **rule_overrides: Any
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        row = resolve_model(store, ref)
+        self.model_id: str = row["model_id"]
+        self.as_of: datetime = row["as_of"]
+        self.model: Recommender = load(store.path.parent / row["path"])
+        self.rules = Rules.from_settings(settings.recommend, **rule_overrides)
+        items = catalog(store)
+        self.features = ItemFeatures.from_frame(items, self.model.items_) if len(items) else None
+        self.titles = dict(zip(items["item_id"], items["title"].fillna(""), strict=True))
+        self.mask = self.rules.item_mask(self.features, len(self.model.items_))
+        groups, _ = (None, None)
+        self.groups = None
+        if row.get("segment_run"):
+            members = store.sql(
+                "SELECT user_id, segment FROM segment_members WHERE run_id = ?",
+                [row["segment_run"]],
+            ).df()
+            self.groups = dict(zip(members["user_id"], members["segment"], strict=True))
+        del groups
+
+    def _block(
+        self, users: np.ndarray, rows: sp.csr_matrix, purchased: sp.csr_matrix | None, k: int
+    ) -> pd.DataFrame:
+        m = self.model
+        groups = (
+            None
+            if self.groups is None
+            else np.asarray([self.groups.get(u) for u in users], dtype=object)
+        )
+        exclude = self.rules.exclusions(purchased, self.features)
+        kk = k * self.rules.candidates_factor
+        uidx = np.full(len(users), -1)  # always score from the given (fresh) history
+        allowed = self.mask
+        idx, val, cold = m.topk_block(
+            rows, uidx, kk, allowed, exclude=None, more=exclude, groups=groups
+        )
+        idx, val = self.rules.rerank(idx, val, k, self.features, m.items_.ids)
+        reasons = explain(m, idx, rows, purchased, self.features, m.items_.ids, groups, cold)
+        n = len(users)
+        keep = idx.ravel() >= 0
+        return pd.DataFrame(
+            {
+                "user_id": np.repeat(users, k)[keep],
+                "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n)[keep],
+                "item_id": m.items_.ids[np.maximum(idx, 0)].ravel()[keep],
+                "score": np.nan_to_num(val.ravel()[keep].astype(np.float64)),
+                "reason": reasons.ravel()[keep].astype(str),
+            }
+        )
+
+    def history(self, user_ids: list[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Fresh interaction rows (and purchases) of users from the store, up to now."""
+        frame = interactions_frame(
+            self.store, self.settings.recommend, default_as_of(self.store), user_ids
+        )
+        pos = pd.Index(user_ids).get_indexer(frame["user_id"])
+        cols = self.model.items_.index(frame["item_id"].to_numpy(dtype=object))
+        ok = cols >= 0
+        shape = (len(user_ids), len(self.model.items_))
+        rows = sp.csr_matrix(
+            (frame["weight"].to_numpy(np.float32)[ok], (pos[ok], cols[ok])), shape=shape
+        )
+        bought = ok & frame["purchased"].to_numpy(bool)
+        purchased = sp.csr_matrix(
+            (np.ones(int(bought.sum()), np.float32), (pos[bought], cols[bought])), shape=shape
+        )
+        return rows, purchased
+
+    def for_user(self, user_id: str, k: int = 10, lang: str = "en") -> dict[str, Any]:
+        """Top ``k`` for one user, from their history up to now (an unknown user, or one with
+        no history, takes the cold-start path)."""
+        from jingzhun.recommend.rules import reason_text
+
+        _check_k(k)
+        rows, purchased = self.history([user_id])
+        frame = self._block(np.asarray([user_id], dtype=object), rows, purchased, k)
+        known = user_id in self.model.users_
+        return {
+            "user_id": user_id,
+            "model": self.model_id,
+            "cold_start": bool(rows.nnz == 0),
+            "known_to_model": bool(known),
+            "segment": None if self.groups is None else self.groups.get(user_id),
+            "items": [
+                {
+                    "rank": int(r.rank),
+                    "item_id": r.item_id,
+                    "title": self.titles.get(r.item_id) or None,
+                    "score": round(float(r.score), 6),
+                    "reason": r.reason,
+                    "explanation": reason_text(r.reason, lang, self.titles),
+                }
+                for r in frame.itertuples()
+            ],
+        }
+
+    def session(self, item_ids: list[str], k: int = 10, user_id: str | None = None) -> pd.DataFrame:
+        """Real-time: top ``k`` after the items of the current session (the latest counts
+        most), from the model's item neighbours; session items and the rules' filters are
+        left out."""
+        _check_k(k)
+        n = len(item_ids)
+        w = 0.5 ** np.arange(n - 1, -1, -1, dtype=np.float32)  # newest item weight 1
+        base = self._session_model()
+        row = _row_of(base.items_, item_ids, w)
+        kk = k * self.rules.candidates_factor
+        idx, val, cold = base.topk_block(row, np.array([-1]), kk, self.mask, exclude=row, more=None)
+        idx, val = self.rules.rerank(idx, val, k, self.features, base.items_.ids)
+        keep = idx[0] >= 0
+        src = np.asarray(item_ids, dtype=object)
+        reasons = explain(base, idx, row, None, None, base.items_.ids, None, cold)
+        return pd.DataFrame(
+            {
+                "rank": np.arange(1, k + 1)[keep],
+                "item_id": base.items_.ids[idx[0][keep]],
+                "score": val[0][keep],
+                "reason": reasons[0][keep].astype(str),
+            }
+        ).assign(session_items=len(src))
+
+    def _session_model(self) -> Recommender:
+        m = self.model
+        if isinstance(m, Hybrid) and "itemknn" in m.components:
+            return m.components["itemknn"]
+        return m
+
+    def batch(self, k: int, progress: Any = None) -> int:
+        """Top ``k`` for every known user (users table and interaction history), written to
+        ``recommendations`` in one transaction (replacing the previous batch)."""
+        _check_k(k)
+        rs = self.settings.recommend
+        frame = interactions_frame(self.store, rs, default_as_of(self.store))
+        extra = (
+            self.store.sql("SELECT DISTINCT user_id FROM users")
+            .df()["user_id"]
+            .to_numpy(dtype=object)
+        )
+        users = pd.unique(np.concatenate([frame["user_id"].to_numpy(dtype=object), extra]))
+        users.sort()
+        data = Interactions.from_frame(
+            frame,
+            weight_col="weight",
+            purchased_col="purchased",
+            items=self.model.items_.ids,
+            users=users,
+        )
+        if len(data.items) != len(self.model.items_):  # items added since training: not scorable
+            keep = data.items.index(self.model.items_.ids)
+            data = Interactions(
+                data.matrix[:, keep],
+                data.users,
+                self.model.items_,
+                None if data.purchased is None else data.purchased[:, keep],
+            )
+        now = datetime.now().replace(microsecond=0)
+        tables = []
+        for lo in range(0, len(users), BATCH_USERS):
+            hi = min(lo + BATCH_USERS, len(users))
+            part = self._block(
+                data.users.ids[lo:hi].astype(object),
+                data.matrix[lo:hi],
+                None if data.purchased is None else data.purchased[lo:hi],
+                k,
+            )
+            tables.append(
+                pa.Table.from_pandas(
+                    part.assign(model=self.model_id, created_at=now)[
+                        ["user_id", "rank", "item_id", "score", "model", "reason", "created_at"]
+                    ],
+                    preserve_index=False,
+                )
+            )
+            if progress:
+                progress(hi, len(users))
+        result = pa.concat_tables(tables) if tables else None
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM recommendations")
+            if result is not None and result.num_rows:
+                con.register("_recs", result)
+                con.execute(
+                    "INSERT INTO recommendations SELECT user_id, rank::INTEGER, item_id, score, model, reason, created_at FROM _recs"
+                )
+                con.unregister("_recs")
+        return 0 if result is None else result.num_rows
+
+
+def _row_of(items: Vocabulary, item_ids: list[str], weights: np.ndarray) -> sp.csr_matrix:
+    idx = items.index(item_ids)
+    ok = idx >= 0
+    row = sp.csr_matrix(
+        (weights[ok], (np.zeros(int(ok.sum()), np.int64), idx[ok])), shape=(1, len(items))
+    )
+    row.sum_duplicates()
+    return row
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, (int, np.integer)) or k < 1 or k > 1000:
+        raise InputError(f"--k {k!r}", hint="use a k between 1 and 1000")
+
+
+def resolve_model(store: Store, ref: str | None) -> dict[str, Any]:
+    """A trained model by model id or model name (its active/latest version)."""
+    if ref is None:
+        rows = store.sql("SELECT * FROM recommend_models WHERE active LIMIT 1").df()
+        if rows.empty:
+            raise NotFoundError(
+                "no trained recommendation model yet", hint="run jingzhun recommend train"
+            )
+    else:
+        rows = store.sql(
+            "SELECT * FROM recommend_models WHERE model_id = ? OR model = ? ORDER BY model_id = ? DESC, active DESC, created_at DESC LIMIT 1",
+            [ref, ref, ref],
+        ).df()
+        if rows.empty:
+            known = [
+                r[0]
+                for r in store.rows("SELECT model_id FROM recommend_models ORDER BY created_at")
+            ]
+            raise NotFoundError(
+                f"no trained model {ref!r}",
+                hint=("trained: " + ", ".join(known)) if known else "run jingzhun recommend train",
+            )
+    row = rows.iloc[0].to_dict()
+    row["as_of"] = pd.Timestamp(row["as_of"]).to_pydatetime()
+    return row
