@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_ingest
 import bench_profile
+import bench_recommend
+import bench_recommend_public
 import bench_segment
 import bench_synth
 
@@ -18,6 +20,8 @@ BENCHMARKS = {
     "ingest": bench_ingest.main,
     "profile": bench_profile.main,
     "segment": bench_segment.main,
+    "recommend": bench_recommend.main,
+    "recommend_public": bench_recommend_public.main,
 }
 
 

@@ -29,7 +29,16 @@ def test_run_demo_ingests_cleans_and_reports(tmp_path: Path) -> None:
     assert report.is_file() and store.is_file()
     assert report == out / "report.html" and store == out / "jingzhun.duckdb"
     page = report.read_text(encoding="utf-8")
-    for key in ("overview", "activity", "ingest", "quality", "identity", "profiles", "segments"):
+    for key in (
+        "overview",
+        "activity",
+        "ingest",
+        "quality",
+        "identity",
+        "profiles",
+        "segments",
+        "recommendations",
+    ):
         assert f'<section id="{key}">' in page
     for name in ("events", "users", "items", "campaigns"):
         assert Path(result["data"][name]).is_file()
@@ -74,6 +83,28 @@ def test_run_demo_ingests_cleans_and_reports(tmp_path: Path) -> None:
         profiled = ws.store.count("profiles")
         for name in ("rfm", "behaviour"):
             assert len(ws.segment_members(name)) == profiled
+
+    # recommendations: models compared offline, the tuned hybrid trained, a list for every user
+    rec = result["recommend"]
+    compared = rec["compared"]
+    assert set(compared) == {"popularity", "itemknn", "als", "ease", "content", "hybrid"}
+    for name, metrics in compared.items():
+        assert all(0.0 <= v <= 1.0 for v in metrics.values()), name
+    best = rec["best_offline"]
+    assert compared[best]["ndcg"] > compared["popularity"]["ndcg"]
+    assert rec["model"] == "hybrid-1"
+    assert set(rec["validation"]["weights"]) >= {"itemknn", "popularity"}
+    with Workspace.open(store, read_only=True) as ws:
+        users, rows, ranks = ws.store.sql(
+            "SELECT count(DISTINCT user_id), count(*), max(rank) FROM recommendations"
+        ).fetchall()[0]
+        known = ws.store.scalar("SELECT count(*) FROM users")
+    assert rows == rec["rows"] and ranks == 10
+    assert users >= known
+    example = rec["example"]
+    assert example is not None and example["items"]
+    assert any(i["explanation"].startswith("because you") for i in example["items"])
+    assert "Recommendations" in page and "Model comparison" in page
     json.dumps(result)  # plain data, ready for --json
 
 

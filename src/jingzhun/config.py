@@ -187,17 +187,14 @@ class TagSettings(_Section):
 class RecommendSettings(_Section):
     model: str = Field("hybrid", description="The model `recommend train` fits by default.")
     k: int = Field(10, ge=1, le=1000, description="Items per user in `recommend batch`.")
-    weights: dict[str, float] = Field(
-        default_factory=lambda: {
-            "product_viewed": 1.0,
-            "product_added": 3.0,
-            "checkout_started": 3.0,
-            "order_completed": 5.0,
-        },
-        description="Interaction weight per event type (view 1, cart 3, purchase 5).",
+    weights: dict[str, float] | None = Field(
+        None,
+        description="Interaction weight per event type; default: [profile] weights (view 1, cart 3, purchase 5).",
     )
     half_life_days: float | None = Field(
-        90.0, gt=0, description="Interaction weights halve every N days; none: no decay."
+        None,
+        gt=0,
+        description="Interaction weights halve every N days; default: [profile] half_life_days.",
     )
     segment_run: str | None = Field(
         None,
@@ -228,9 +225,11 @@ class RecommendSettings(_Section):
 
     @field_validator("weights")
     @classmethod
-    def _weights_name_events(cls, value: dict[str, float]) -> dict[str, float]:
+    def _weights_name_events(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         from jingzhun.recommend.data import weights_from_mapping
 
+        if value is None:
+            return None
         try:
             return weights_from_mapping(value)
         except InputError as exc:

@@ -357,6 +357,27 @@ class Workspace:
 
         return list_models(self.store)
 
+    def recommend_evaluate(
+        self,
+        log: pd.DataFrame | None = None,
+        *,
+        item_features: pd.DataFrame | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Compare models offline (``evaluate`` options: ``split_spec``, ``models``, ``k``,
+        ``seed``, ``min_rating``, ``budget``). Without ``log``, the store's interactions and
+        catalog are evaluated and the result is kept in ``recommend_evaluations``."""
+        from jingzhun.recommend.evaluate import evaluate
+        from jingzhun.recommend.service import save_evaluation, store_log
+
+        source = "store" if log is None else "log"
+        if log is None:
+            log, item_features = store_log(self.store, self.settings)
+        result = evaluate(log, item_features=item_features, **options).to_json()
+        if source == "store" and not self.store.read_only:
+            save_evaluation(self.store, source, result)
+        return result
+
     def recommender(self, model: str | None = None, **rules: Any) -> Recommend:
         """The active (or a named) model in memory, with the catalog, rules and segments:
         ``.for_user(id)``, ``.session(items)``, ``.batch(k)``. ``rules`` override

@@ -209,6 +209,18 @@ def demo(
         f"(silhouette {km['silhouette']:.2f}, bootstrap stability {km['stability_ari']:.2f}): "
         + "; ".join(km["labels"].values())
     )
+    rec = result["recommend"]
+    best = rec["best_offline"]
+    out.print(
+        f"Recommendations: {rec['rows']:,} rows from {rec['model']}; offline (leave-last-out) the best model was "
+        f"{best} with nDCG@10 {rec['compared'][best]['ndcg']:.3f} against {rec['compared']['popularity']['ndcg']:.3f} for popularity."
+    )
+    if rec["example"]:
+        ex = rec["example"]
+        first = ex["items"][0]
+        out.print(
+            f"  e.g. {ex['user_id']}: {first['title'] or first['item_id']} — {first['explanation']}"
+        )
     out.print(f"Store: {result['store']}")
     out.print(f"[bold green]Report: {Path(result['report']).resolve()}[/]")
 

@@ -78,7 +78,14 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json({"models": frame_records(models)})
         return
-    print_frame(models, "Recommendation models")
+    if not models.empty:
+        models = models.assign(created_at=models["created_at"].dt.strftime("%Y-%m-%d %H:%M"))
+    print_frame(
+        models[
+            ["model_id", "active", "users", "items", "interactions", "fit_seconds", "created_at"]
+        ],
+        "Recommendation models",
+    )
 
 
 @app.command()
@@ -200,11 +207,12 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the split and tuning.")] = 42,
     k: Annotated[int, typer.Option("--k", help="List length.")] = 10,
     models: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--models", help="Comma-separated: pop,itemknn,userknn,als,bpr,ease,content,hybrid."
+            "--models",
+            help="Comma-separated: pop,itemknn,userknn,als,bpr,ease,content,hybrid (default: all that apply).",
         ),
-    ] = "pop,itemknn,userknn,als,bpr,ease,hybrid",
+    ] = None,
     budget: Annotated[
         int, typer.Option("--budget", min=1, help="Configurations tried per model on validation.")
     ] = 12,
@@ -221,7 +229,14 @@ def evaluate(
         )
     sep = "\t" if sep in ("\\t", "tab") else sep
     g: Globals = ctx.obj
-    features = None
+    options: dict[str, Any] = {
+        "split_spec": split,
+        "models": None if models is None else [m for m in models.split(",") if m.strip()],
+        "k": k,
+        "seed": seed,
+        "min_rating": min_rating,
+        "budget": budget,
+    }
     with steps(not as_json) as say:
         if interactions is not None:
             log = read_log(
@@ -232,23 +247,11 @@ def evaluate(
                 rating_col=rating_col,
                 time_col=time_col,
             )
-            if item_features is not None:
-                features = _catalog_file(item_features, sep, item_col)
+            features = _catalog_file(item_features, sep, item_col) if item_features else None
+            result = run_evaluation(log, item_features=features, progress=say, **options).to_json()
         else:
-            with g.workspace(read_only=True) as ws:
-                log, features = _store_log(ws)
-        ev = run_evaluation(
-            log,
-            split_spec=split,
-            models=[m for m in models.split(",") if m.strip()],
-            k=k,
-            seed=seed,
-            min_rating=min_rating,
-            item_features=features,
-            budget=budget,
-            progress=say,
-        )
-    result = ev.to_json()
+            with g.workspace() as ws:
+                result = ws.recommend_evaluate(progress=say, **options)
     if as_json:
         print_json(result)
         return
@@ -296,21 +299,3 @@ def _catalog_file(path: Path, sep: str | None, item_col: str) -> pd.DataFrame:
             hint=f"the columns are: {', '.join(frame.columns)}",
         )
     return frame.rename(columns={item_col: "item_id"})
-
-
-def _store_log(ws: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The store's interactions as a log: one row per (user, item) with its weight and
-    last time; the catalog as item features."""
-    from jingzhun.recommend.service import catalog
-
-    rs = ws.settings.recommend
-    weights = ", ".join(f"('{k}', {float(v)})" for k, v in rs.weights.items())
-    log = ws.sql(
-        f"""
-        SELECT user_id AS user, item_id AS item, sum(w.weight) AS rating, epoch(max(ts)) AS time
-        FROM stitched_events e JOIN (VALUES {weights}) w(event, weight) USING (event)
-        WHERE user_id IS NOT NULL AND item_id IS NOT NULL
-        GROUP BY ALL
-        """
-    )
-    return log, catalog(ws.store)

@@ -124,7 +124,7 @@ def read_log(
                     f"{path.name}: row {row + 1 + int(bool(header))}, {names['time']}={raw.iloc[row]!r} is not a time",
                     hint="give epoch seconds or ISO 8601 times",
                 )
-            t = t.astype("int64") / 1e9
+            t = (t - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
         out["time"] = t.astype(np.float64)
     return out.reset_index(drop=True)
 
@@ -284,9 +284,12 @@ class Fold:
 
     @classmethod
     def make(cls, train: pd.DataFrame, test: pd.DataFrame, features: pd.DataFrame | None) -> Fold:
-        weight = None
+        # Binary feedback unless the log carries interaction weights (the store's do).
         data = Interactions.from_frame(
-            train.assign(w=1.0), user_col="user", item_col="item", weight_col="w"
+            train if "weight" in train else train.assign(weight=1.0),
+            user_col="user",
+            item_col="item",
+            weight_col="weight",
         )
         rel = test[test["relevant"]]
         known = data.users.index(rel["user"].to_numpy(dtype=object)) >= 0
@@ -304,7 +307,6 @@ class Fold:
         feats = None
         if features is not None:
             feats = ItemFeatures.from_frame(features, data.items)
-        del weight
         return cls(
             data,
             np.asarray(users, dtype=object),
@@ -400,7 +402,7 @@ def evaluate(
     log: pd.DataFrame,
     *,
     split_spec: str = "random-by-user:0.75",
-    models: Sequence[str] = DEFAULT_MODELS,
+    models: Sequence[str] | None = None,
     k: int = 10,
     seed: int = 42,
     min_rating: float | None = None,
@@ -418,6 +420,8 @@ def evaluate(
     say = progress or (lambda _m: None)
     if not isinstance(k, int) or k < 1:
         raise InputError(f"--k {k!r}", hint="use k >= 1")
+    if models is None:  # every model that applies (content needs item features)
+        models = [m for m in DEFAULT_MODELS if m != "content" or item_features is not None]
     names = [model_name(m) for m in models]
     if not names:
         raise InputError("--models is empty", hint=f"use some of: {', '.join(DEFAULT_MODELS)}")

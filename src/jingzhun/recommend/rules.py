@@ -109,7 +109,9 @@ class Rules:
             val = np.take_along_axis(val, order, axis=1)
         keep = idx >= 0
         if self.max_per_category and features is not None:
-            cat = np.where(keep, pd.factorize(features.category)[0][np.maximum(idx, 0)], -1)
+            # Items without a category (code -1) are not capped together.
+            codes = pd.factorize(pd.Series(features.category, dtype=object).replace("", None))[0]
+            cat = np.where(keep, codes[np.maximum(idx, 0)], -1)
             # Position of each candidate among its row's candidates of the same category.
             n, m = idx.shape
             flat_key = np.arange(n)[:, None] * (cat.max(initial=0) + 2) + (cat + 1)

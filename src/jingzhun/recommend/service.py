@@ -36,10 +36,20 @@ BATCH_USERS = 4096
 # -- data from the store ----------------------------------------------------------------------
 
 
+def interaction_weights(settings: Settings) -> tuple[dict[str, float], float]:
+    """Event weights and half-life of the interactions: ``[recommend]``'s, else the profile's,
+    so that by default the content model's C(u, category) is the profile's affinity A(u)."""
+    rs = settings.recommend
+    return dict(
+        rs.weights or settings.profile.weights
+    ), rs.half_life_days or settings.profile.half_life_days
+
+
 def interactions_frame(
-    store: Store, rs: RecommendSettings, as_of: datetime, user_ids: list[str] | None = None
+    store: Store, settings: Settings, as_of: datetime, user_ids: list[str] | None = None
 ) -> pd.DataFrame:
-    """(user_id, item_id, weight, purchased) from the stitched events before ``as_of``."""
+    """(user_id, item_id, weight, purchased) from the stitched events before ``as_of``, each
+    event weighted by its type and halved every half-life of age (the profile's A(u) rule)."""
     import ibis
 
     from jingzhun.profile.traits import stitched
@@ -47,17 +57,21 @@ def interactions_frame(
     backend = ibis.duckdb.from_connection(store.con)
     at = ibis.literal(as_of)
     e = stitched(backend, at)
-    e = e.filter(e.user_id.notnull() & e.item_id.notnull() & e.event.isin(list(rs.weights)))
+    weights, half_life = interaction_weights(settings)
+    e = e.filter(e.user_id.notnull() & e.item_id.notnull() & e.event.isin(list(weights)))
     if user_ids is not None:
         e = e.filter(e.user_id.isin(user_ids))
-    w = ibis.cases(*((e.event == k, float(v)) for k, v in rs.weights.items()), else_=0.0)
-    if rs.half_life_days:
-        age_days = (at.epoch_seconds() - e.ts.epoch_seconds()).cast("float64") / 86400.0
-        w = w * (ibis.literal(0.5).log() * age_days / rs.half_life_days).exp()
+    w = ibis.cases(*((e.event == k, float(v)) for k, v in weights.items()), else_=0.0)
+    age_days = (at.epoch_seconds() - e.ts.epoch_seconds()).cast("float64") / 86400.0
+    w = w * (ibis.literal(0.5).log() * age_days / half_life).exp()
     agg = (
         e.mutate(_w=w)
         .group_by(["user_id", "item_id"])
-        .aggregate(weight=ibis._._w.sum(), purchased=(ibis._.event == "order_completed").any())
+        .aggregate(
+            weight=ibis._._w.sum(),
+            purchased=(ibis._.event == "order_completed").any(),
+            last_seen=ibis._.ts.max().epoch_seconds().cast("float64"),
+        )
         .filter(ibis._.weight > 0)
     )
     return agg.to_pyarrow().to_pandas()
@@ -111,6 +125,7 @@ class Trained:
     path: Path
     segment_run: str | None
     as_of: datetime
+    validation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = self.__dict__.copy()
@@ -137,9 +152,8 @@ def train(
     merged = dict(rs.params.get(name, {})) | dict(params or {})
     if name == "hybrid" and "component_params" not in merged:
         merged["component_params"] = {c: dict(v) for c, v in rs.params.items() if c != "hybrid"}
-    rec = make(name, **merged)
     at = as_of or default_as_of(store)
-    frame = interactions_frame(store, rs, at)
+    frame = interactions_frame(store, settings, at)
     if frame.empty:
         raise NotFoundError(
             "no interactions to train on (no item events of known users)",
@@ -150,8 +164,16 @@ def train(
         frame, weight_col="weight", purchased_col="purchased", items=items["item_id"].tolist()
     )
     features = ItemFeatures.from_frame(items, data.items) if len(items) else None
+    if name == "hybrid" and "components" not in merged:
+        from jingzhun.recommend.evaluate import hybrid_components
+
+        merged["components"] = ",".join(hybrid_components(data.n_items, features is not None))
+    rec = make(name, **merged)
     groups, run_id = segment_labels(store, rs, data.users)
     t = time.perf_counter()
+    validation = None
+    if isinstance(rec, Hybrid) and "weights" not in merged:
+        validation = tune_hybrid(rec, frame, items if features is not None else None)
     rec.fit(data, features=features, groups=groups)
     seconds = time.perf_counter() - t
     n = int(store.scalar("SELECT count(*) FROM recommend_models WHERE model = ?", [name])) + 1
@@ -166,7 +188,7 @@ def train(
         with store.transaction() as con:
             con.execute("UPDATE recommend_models SET active = false WHERE active")
             con.execute(
-                "INSERT INTO recommend_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, true, now()::TIMESTAMP)",
+                "INSERT INTO recommend_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true, now()::TIMESTAMP)",
                 [
                     model_id,
                     name,
@@ -178,20 +200,76 @@ def train(
                     at,
                     run_id,
                     seconds,
+                    None if validation is None else json.dumps({"validation": validation}),
                 ],
             )
     except Exception:
         path.unlink(missing_ok=True)
         raise
     return Trained(
-        model_id, name, rec.params, data.n_users, data.n_items, data.nnz, seconds, path, run_id, at
+        model_id,
+        name,
+        rec.params,
+        data.n_users,
+        data.n_items,
+        data.nnz,
+        seconds,
+        path,
+        run_id,
+        at,
+        validation,
     )
 
 
+#: Cells (users x items) of the dense score blocks the hybrid's weight tuning holds per component.
+TUNING_CELLS = 50_000_000
+
+
+def tune_hybrid(
+    model: Hybrid,
+    frame: pd.DataFrame,
+    catalog_frame: pd.DataFrame | None,
+    k: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Choose the hybrid's blend weights on a validation split of the store's interactions:
+    each sampled user's latest item is held out (leave-last-out), the components are fitted
+    on the rest, and the weights that maximise nDCG@k on the held-out items win."""
+    from jingzhun.recommend.evaluate import Fold, split, tune_weights
+
+    log = frame.rename(columns={"user_id": "user", "item_id": "item", "last_seen": "time"})
+    log = log.assign(relevant=True)
+    train_part, held = split(log, "leave-last-out", None, seed)
+    n_items = max(int(log["item"].nunique()), 1)
+    users = pd.unique(held["user"])
+    cap = max(100, min(5000, TUNING_CELLS // n_items))
+    if len(users) > cap:
+        users = np.random.default_rng(seed).choice(users, cap, replace=False)
+        held = held[held["user"].isin(users)]
+    fold = Fold.make(train_part, held, catalog_frame)
+    if len(fold.users) == 0:
+        return {"skipped": "no user with two or more items to hold out"}
+    comps = {
+        name: make(name, **c.params).fit(fold.train, features=fold.features)
+        for name, c in model.components.items()
+    }
+    weights, best, tried = tune_weights(comps, fold, k)
+    model.set_weights(weights)
+    return {
+        "weights": weights,
+        f"ndcg@{k}": round(best, 6),
+        "users": len(fold.users),
+        "tried": tried,
+    }
+
+
 def list_models(store: Store) -> pd.DataFrame:
-    return store.sql(
-        "SELECT model_id, model, active, users, items, interactions, round(fit_seconds, 3) AS fit_seconds, as_of, segment_run, created_at FROM recommend_models ORDER BY created_at DESC"
+    frame = store.sql(
+        "SELECT model_id, model, active, users, items, interactions, round(fit_seconds, 3) AS fit_seconds, as_of, segment_run, created_at, params, metrics FROM recommend_models ORDER BY created_at DESC"
     ).df()
+    for col in ("params", "metrics"):
+        frame[col] = [json.loads(v) if isinstance(v, str) else None for v in frame[col]]
+    return frame
 
 
 # -- serving ----------------------------------------------------------------------------------
@@ -221,7 +299,6 @@ class Recommend:
         self.features = ItemFeatures.from_frame(items, self.model.items_) if len(items) else None
         self.titles = dict(zip(items["item_id"], items["title"].fillna(""), strict=True))
         self.mask = self.rules.item_mask(self.features, len(self.model.items_))
-        groups, _ = (None, None)
         self.groups = None
         if row.get("segment_run"):
             members = store.sql(
@@ -229,7 +306,6 @@ class Recommend:
                 [row["segment_run"]],
             ).df()
             self.groups = dict(zip(members["user_id"], members["segment"], strict=True))
-        del groups
 
     def _block(
         self, users: np.ndarray, rows: sp.csr_matrix, purchased: sp.csr_matrix | None, k: int
@@ -263,9 +339,7 @@ class Recommend:
 
     def history(self, user_ids: list[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """Fresh interaction rows (and purchases) of users from the store, up to now."""
-        frame = interactions_frame(
-            self.store, self.settings.recommend, default_as_of(self.store), user_ids
-        )
+        frame = interactions_frame(self.store, self.settings, default_as_of(self.store), user_ids)
         pos = pd.Index(user_ids).get_indexer(frame["user_id"])
         cols = self.model.items_.index(frame["item_id"].to_numpy(dtype=object))
         ok = cols >= 0
@@ -341,8 +415,7 @@ class Recommend:
         """Top ``k`` for every known user (users table and interaction history), written to
         ``recommendations`` in one transaction (replacing the previous batch)."""
         _check_k(k)
-        rs = self.settings.recommend
-        frame = interactions_frame(self.store, rs, default_as_of(self.store))
+        frame = interactions_frame(self.store, self.settings, default_as_of(self.store))
         extra = (
             self.store.sql("SELECT DISTINCT user_id FROM users")
             .df()["user_id"]
@@ -437,3 +510,31 @@ def resolve_model(store: Store, ref: str | None) -> dict[str, Any]:
     row = rows.iloc[0].to_dict()
     row["as_of"] = pd.Timestamp(row["as_of"]).to_pydatetime()
     return row
+
+
+def store_log(store: Store, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The store's interactions as an evaluation log (user, item, rating = summed event
+    weights without decay, time = last interaction) and the catalog as item features."""
+    weights, _ = interaction_weights(settings)
+    values = ", ".join(f"('{k}', {float(v)})" for k, v in weights.items())
+    log = store.sql(
+        f"""
+        SELECT user_id AS user, item_id AS item, sum(w.weight) AS rating, epoch(max(ts)) AS time
+        FROM stitched_events e JOIN (VALUES {values}) w(event, weight) USING (event)
+        WHERE user_id IS NOT NULL AND item_id IS NOT NULL
+        GROUP BY ALL
+        """
+    ).df()
+    return log, catalog(store)
+
+
+def save_evaluation(store: Store, source: str, result: dict[str, Any]) -> None:
+    store.run(
+        "INSERT INTO recommend_evaluations VALUES (now()::TIMESTAMP, ?, ?, ?, ?, ?)",
+        [source, result["split"], result["k"], result.get("best"), json.dumps(result)],
+    )
+
+
+def latest_evaluation(store: Store) -> dict[str, Any] | None:
+    rows = store.rows("SELECT result FROM recommend_evaluations ORDER BY evaluated_at DESC LIMIT 1")
+    return json.loads(rows[0][0]) if rows else None

@@ -156,6 +156,7 @@ def build_report(ws: Workspace, out: Path, *, lang: str = "en", title: str | Non
 
     from jingzhun.report import (  # noqa: F401 - register the sections
         profile_sections,
+        recommend_sections,
         sections,
         segment_sections,
     )

@@ -219,6 +219,9 @@ class Recommender:
         cold = np.isnan(s).any(axis=1)
         if cold.any():
             s[cold] = self.popularity_ / max(float(self.popularity_.max()), 1.0)
+        # A user never seen, with no history given, is on the cold-start path whatever the
+        # model (popularity answers them as it answers everyone, but they are still cold).
+        cold |= (uidx < 0) & (np.diff(rows.indptr) == 0)
         return s, cold
 
     def recommend(

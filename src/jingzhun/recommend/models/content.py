@@ -19,6 +19,7 @@ from jingzhun.recommend.data import Interactions, ItemFeatures
 from jingzhun.recommend.models.base import Param, Recommender, sparse_restore, sparse_state
 
 BLOCKS = ("category", "brand", "price_band", "text")
+TIE_BREAK = 1e-4
 
 
 def _l2_rows(m: sp.csr_matrix) -> sp.csr_matrix:
@@ -74,6 +75,9 @@ class ContentBased(Recommender):
             beta = self.params[f"beta_{k}"]
             if beta:
                 out += beta * (c @ self.blocks_[k].T).toarray()
+        # Many items share a category, brand and price band, so R(u,v) ties a lot; ties go
+        # to the more popular item (a term far below any one feature's contribution).
+        out += TIE_BREAK * (self.popularity_ / max(float(self.popularity_.max()), 1.0))
         out[np.diff(rows.indptr) == 0] = np.nan
         return out
 

@@ -27,7 +27,7 @@ DEFAULT_COMPONENTS = "als,itemknn,content,popularity"
 def rank_normalise(scores: np.ndarray, depth: int) -> np.ndarray:
     """(depth - r) / depth for each row's top ``depth`` finite scores (r = 0 is best), 0
     elsewhere; a NaN row stays all 0."""
-    idx, _ = topk_dense(np.nan_to_num(scores, nan=-np.inf), depth)
+    idx, _ = topk_dense(np.nan_to_num(scores, nan=-np.inf, neginf=-np.inf), depth)
     out = np.zeros_like(scores, dtype=np.float32)
     ranks = np.broadcast_to((depth - np.arange(idx.shape[1], dtype=np.float32)) / depth, idx.shape)
     ok = idx >= 0

@@ -87,7 +87,8 @@ class _Factors(Recommender):
         )
         idx = idx.astype(np.int64)
         val = val.astype(np.float32)
-        bad = ~np.isfinite(val) | (idx < 0)
+        # implicit marks filtered items with -FLT_MAX (finite), not -inf.
+        bad = ~np.isfinite(val) | (idx < 0) | (val <= np.finfo(np.float32).min)
         idx[bad], val[bad] = -1, np.nan
         if kk < k:
             idx = np.pad(idx, ((0, 0), (0, k - kk)), constant_values=-1)

@@ -27,3 +27,13 @@ CREATE TABLE recommendations (
     reason     VARCHAR NOT NULL,        -- bought:ITEM | viewed:ITEM | interest:CATEGORY | segment:SEGMENT | popular
     created_at TIMESTAMP NOT NULL
 );
+
+-- Offline evaluations (`recommend evaluate`) of the store's interactions: one row per run.
+CREATE TABLE recommend_evaluations (
+    evaluated_at TIMESTAMP NOT NULL,
+    source       VARCHAR NOT NULL,      -- "store", or the log file evaluated
+    split        VARCHAR NOT NULL,
+    k            INTEGER NOT NULL,
+    best         VARCHAR,
+    result       JSON NOT NULL          -- the --json output: metrics per model, params, timings
+);

@@ -1,0 +1,193 @@
+"""The recommend stage's report section: the model comparison, the batch, and examples."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from jingzhun.report.html import Section, cards, figure, heading, note, section, table
+from jingzhun.report.i18n import Translator, register
+
+if TYPE_CHECKING:
+    from jingzhun.workspace import Workspace
+
+register(
+    {
+        "recommendations": ("Recommendations", "个性化推荐"),
+        "rec_model": ("Active model", "当前模型"),
+        "rec_users": ("Users with a list", "已生成推荐的用户"),
+        "rec_coverage": ("Catalog shown", "目录覆盖率"),
+        "rec_cold": ("Cold-start lists", "冷启动推荐占比"),
+        "rec_compare": ("Model comparison (offline, test part)", "模型对比（离线评估，测试集）"),
+        "rec_protocol": (
+            "{split} split, top {k}; hyperparameters and blend weights chosen on a validation split of the training part; {users} test users.",
+            "{split} 划分，前 {k} 名；超参数与融合权重在训练部分划出的验证集上选择；测试用户 {users} 位。",
+        ),
+        "rec_metrics_chart": ("Ranking quality by model", "各模型的排序质量"),
+        "rec_tradeoff": ("Accuracy against catalog coverage", "准确率与目录覆盖率的权衡"),
+        "rec_reasons": ("Why items were recommended", "推荐理由分布"),
+        "rec_top_items": ("Most recommended items", "被推荐最多的商品"),
+        "rec_examples": ("Example lists with their explanations", "推荐示例及解释"),
+        "model": ("Model", "模型"),
+        "user": ("User", "用户"),
+        "item": ("Item", "商品"),
+        "title": ("Title", "名称"),
+        "explanation": ("Why", "推荐理由"),
+        "times": ("Lists", "出现次数"),
+        "reason_bought": ("because you bought …", "因为您购买了…"),
+        "reason_viewed": ("because you viewed …", "因为您浏览过…"),
+        "reason_interest": ("matches your interest", "符合您的兴趣"),
+        "reason_segment": ("popular in your segment", "所在群体热门"),
+        "reason_popular": ("popular right now", "当前热门"),
+    }
+)
+
+METRIC_LABELS = {
+    "precision": "P@k",
+    "recall": "R@k",
+    "ndcg": "nDCG@k",
+    "map": "MAP",
+    "hit_rate": "HR@k",
+    "mrr": "MRR",
+}
+
+
+@section(90)
+def recommendations(ws: Workspace, t: Translator) -> Section | None:
+    from jingzhun.recommend.service import latest_evaluation
+
+    has_recs = ws.store.scalar("SELECT count(*) FROM recommendations")
+    evaluation = latest_evaluation(ws.store)
+    if not has_recs and evaluation is None:
+        return None
+    body = ""
+    if has_recs:
+        body += _batch(ws, t)
+    if evaluation is not None:
+        body += _comparison(t, evaluation)
+    if has_recs:
+        body += _examples(ws, t)
+    return Section("recommendations", t("recommendations"), body)
+
+
+def _batch(ws: Workspace, t: Translator) -> str:
+    import plotly.graph_objects as go
+
+    model, users, shown, catalog = ws.store.sql(
+        """
+        SELECT any_value(model), count(DISTINCT user_id), count(DISTINCT item_id),
+               (SELECT count(*) FROM items)
+        FROM recommendations
+        """
+    ).fetchall()[0]
+    reasons = ws.sql(
+        "SELECT split_part(reason, ':', 1) AS kind, count(*) AS n FROM recommendations GROUP BY 1 ORDER BY 2 DESC"
+    )
+    cold = ws.store.scalar(
+        "SELECT avg(CASE WHEN only_popular THEN 1 ELSE 0 END) FROM (SELECT user_id, bool_and(reason = 'popular' OR reason LIKE 'segment:%') AS only_popular FROM recommendations GROUP BY 1)"
+    )
+    body = cards(
+        [
+            (t("rec_model"), model),
+            (t("rec_users"), int(users)),
+            (t("rec_coverage"), f"{shown / max(catalog, 1):.1%}"),
+            (t("rec_cold"), f"{float(cold or 0):.1%}"),
+        ]
+    )
+    fig = go.Figure(go.Bar(x=[t(f"reason_{k}") for k in reasons["kind"]], y=reasons["n"]))
+    fig.update_layout(title=t("rec_reasons"))
+    body += figure(fig, height=300)
+    top = ws.sql(
+        "SELECT r.item_id, any_value(i.title) AS title, count(*) AS n FROM recommendations r LEFT JOIN items i USING (item_id) GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 15"
+    )
+    fig = go.Figure(
+        go.Bar(
+            y=(top["title"].fillna(top["item_id"])).tolist()[::-1],
+            x=top["n"].tolist()[::-1],
+            orientation="h",
+        )
+    )
+    fig.update_layout(title=t("rec_top_items"), xaxis_title=t("times"))
+    body += figure(fig, height=420)
+    return body
+
+
+def _comparison(t: Translator, ev: dict) -> str:
+    import plotly.graph_objects as go
+
+    models = ev["models"]
+    frame = pd.DataFrame(models).T.reset_index(names="model")
+    body = heading(t("rec_compare"))
+    body += note(
+        t("rec_protocol").format(split=ev["split"], k=ev["k"], users=f"{ev['log']['test_users']:,}")
+    )
+    cols = [
+        "model",
+        "precision",
+        "recall",
+        "ndcg",
+        "map",
+        "hit_rate",
+        "mrr",
+        "coverage",
+        "novelty",
+        "fit_seconds",
+    ]
+    body += table(
+        frame[cols].round(4),
+        columns={"model": t("model")} | {k: v for k, v in METRIC_LABELS.items()},
+    )
+    fig = go.Figure()
+    for metric in ("precision", "recall", "ndcg", "map"):
+        fig.add_trace(
+            go.Bar(name=METRIC_LABELS[metric], x=frame["model"], y=frame[metric].astype(float))
+        )
+    fig.update_layout(title=t("rec_metrics_chart"), barmode="group")
+    body += figure(fig, height=340)
+    fig = go.Figure(
+        go.Scatter(
+            x=frame["coverage"].astype(float),
+            y=frame["ndcg"].astype(float),
+            text=frame["model"],
+            mode="markers+text",
+            textposition="top center",
+        )
+    )
+    fig.update_layout(title=t("rec_tradeoff"), xaxis_title="coverage", yaxis_title="nDCG@k")
+    body += figure(fig, height=320)
+    return body
+
+
+def _examples(ws: Workspace, t: Translator) -> str:
+    from jingzhun.recommend.rules import reason_text
+
+    users = ws.sql(
+        """
+        SELECT user_id FROM recommendations
+        GROUP BY user_id HAVING bool_or(reason LIKE 'bought:%') AND bool_or(reason NOT LIKE 'bought:%')
+        ORDER BY hash(user_id) LIMIT 3
+        """
+    )["user_id"].tolist()
+    if not users:
+        return ""
+    rows = ws.sql(
+        "SELECT r.user_id, r.rank, r.item_id, i.title, r.reason FROM recommendations r LEFT JOIN items i USING (item_id) WHERE r.user_id IN (SELECT unnest(?)) AND r.rank <= 5 ORDER BY 1, 2",
+        [users],
+    )
+    titles = dict(
+        zip(
+            *ws.store.sql("SELECT item_id, coalesce(title, '') FROM items").fetchnumpy().values(),
+            strict=True,
+        )
+    )
+    rows["explanation"] = [reason_text(r, t.lang, titles) for r in rows["reason"]]
+    return heading(t("rec_examples")) + table(
+        rows[["user_id", "rank", "item_id", "title", "explanation"]],
+        columns={
+            "user_id": t("user"),
+            "item_id": t("item"),
+            "title": t("title"),
+            "explanation": t("explanation"),
+        },
+    )
