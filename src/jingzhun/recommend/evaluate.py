@@ -524,6 +524,7 @@ def tune_weights(
 ) -> tuple[dict[str, float], float, int]:
     """Coordinate search over the blend weights on a validation fold (two sweeps)."""
     hybrid = Hybrid.from_components(components, {c: 1.0 for c in components})
+    hybrid._all_components = True
     rows, uidx = hybrid.user_rows(fold.users, None)
     ranks = hybrid.component_ranks(rows, uidx, None, [rows], None)
     rel = fold._relevant_full()

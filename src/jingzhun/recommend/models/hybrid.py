@@ -71,6 +71,16 @@ class Hybrid(Recommender):
             ) from None
         self.components = {c: MODELS[c](**cparams.get(c, {})) for c in names}
         self.weights = self._parse_weights(self.params["weights"], names)
+        if not any(w > 0 for w in self.weights.values()) or any(
+            w < 0 for w in self.weights.values()
+        ):
+            raise InputError(
+                f"hybrid: weights {self.params['weights']!r}",
+                hint="give weights >= 0, at least one of them > 0",
+            )
+
+    #: Tuning needs every component's ranks, whatever its current weight.
+    _all_components = False
 
     @staticmethod
     def _parse_weights(text: str, names: list[str]) -> dict[str, float]:
@@ -131,6 +141,8 @@ class Hybrid(Recommender):
         """Each component's rank-normalised scores for a block, after the filters."""
         out = {}
         for name, comp in self.components.items():
+            if not self.weights.get(name, 0.0) and not self._all_components:
+                continue  # weighted 0: it cannot move the blend
             s = np.asarray(comp._scores(rows, uidx, groups), np.float32)
             if allowed is not None:
                 s[:, ~allowed] = -np.inf
@@ -147,7 +159,9 @@ class Hybrid(Recommender):
             w = weights.get(name, 0.0)
             if w:
                 total = w * r if total is None else total + w * r
-        return total if total is not None else np.zeros_like(next(iter(ranks.values())))
+        if total is None:
+            raise ValueError("the blend has no component with a weight")
+        return total
 
     def _cold_rows(self, rows: sp.csr_matrix, uidx: np.ndarray) -> np.ndarray:
         return (np.diff(rows.indptr) == 0) & (uidx < 0) | (np.diff(rows.indptr) == 0)

@@ -30,6 +30,7 @@ class _Factors(Recommender):
         with threadpool_limits(1, "blas"):
             model = self._implicit_model()
             model.fit(sp.csr_matrix(data.matrix, dtype=np.float32), show_progress=False)
+        self._yty = None
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
 
@@ -119,6 +120,7 @@ class _Factors(Recommender):
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
 
     def _restore(self, state: Mapping[str, np.ndarray]) -> None:
+        self._yty = None
         self.user_factors_ = state["user_factors"]
         self.item_factors_ = state["item_factors"]
 
@@ -151,10 +153,12 @@ class ALS(_Factors):
     def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
         """Solve each new user's factors against the fixed item factors (one small linear
         system per user, the same objective ALS minimises)."""
-        y = self.item_factors_.astype(np.float64)
+        if getattr(self, "_yty", None) is None:  # fixed once fitted: computed once
+            y64 = self.item_factors_.astype(np.float64)
+            self._y64, self._yty = y64, y64.T @ y64
+        y, yty = self._y64, self._yty
         reg = self.params["regularization"]
         alpha = self.params["alpha"]
-        yty = y.T @ y
         out = np.zeros((rows.shape[0], y.shape[1]), np.float32)
         for r in range(rows.shape[0]):  # a handful of users per call (sessions, new users)
             lo, hi = rows.indptr[r], rows.indptr[r + 1]
