@@ -396,7 +396,9 @@ class Workspace:
         self, k: int | None = None, *, model: str | None = None, progress: Any = None
     ) -> int:
         """Write top ``k`` for every user to ``recommendations``; return the rows."""
-        return self.recommender(model).batch(k or self.settings.recommend.k, progress=progress)
+        return self.recommender(model).batch(
+            self.settings.recommend.k if k is None else k, progress=progress
+        )
 
     def recommend_session(
         self, item_ids: Sequence[str], k: int = 10, *, model: str | None = None

@@ -297,7 +297,7 @@ def test_cli_demo_builds_profiles_and_reports_them(tmp_path: Path) -> None:
         latest = ws.store.scalar("SELECT max(ts) FROM events")
         assert str(latest) < profiles["as_of"]
     page = Path(result["report"]).read_text(encoding="utf-8")
-    assert section_ids(page) == [*SECTION_IDS, "segments"]
+    assert section_ids(page) == [*SECTION_IDS, "segments", "recommendations"]
     # two active runs (rfm, behaviour): sizes and a trait heatmap each; the k-means run also
     # its k scan and the projection of its members
     titles = [c.title for c in charts(sections(page)["segments"])]
@@ -305,6 +305,21 @@ def test_cli_demo_builds_profiles_and_reports_them(tmp_path: Path) -> None:
     assert titles.count("Traits per segment against the population (z-scores)") == 2
     assert titles.count("Choosing k: silhouette by number of segments") == 1
     assert titles.count("Users on the first two principal components, by segment") == 1
+    # recommendations: the batch's reasons and top items, the offline comparison of the models
+    rec = sections(page)["recommendations"]
+    found = charts(rec)
+    compared = result["recommend"]["compared"]
+    quality = chart_titled(found, "Ranking quality by model")
+    assert [t["name"] for t in quality.data] == ["P@k", "R@k", "nDCG@k", "MAP"]
+    assert all(t["x"] == list(compared) for t in quality.data)
+    ndcg = dict(zip(quality.data[2]["x"], quality.data[2]["y"], strict=True))
+    assert ndcg == pytest.approx({m: v["ndcg"] for m, v in compared.items()}, abs=1e-6)
+    tradeoff = chart_titled(found, "Accuracy against catalog coverage")
+    assert tradeoff.data[0]["text"] == list(compared)
+    reasons = chart_titled(found, "Why items were recommended")
+    assert sum(reasons.data[0]["y"]) == result["recommend"]["rows"]
+    chart_titled(found, "Most recommended items")
+    assert "Example lists with their explanations" in rec and "because you" in rec
     html = sections(page)["profiles"]
     assert card(html, "Users profiled") == f"{profiles['users']:,}"
     chart_titled(charts(html), "RFM segments")

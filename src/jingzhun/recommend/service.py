@@ -347,14 +347,11 @@ class Recommend:
             else np.asarray([self.groups.get(u) for u in users], dtype=object)
         )
         exclude = self.rules.exclusions(purchased, self.features)
-        kk = k * self.rules.candidates_factor
         uidx = np.full(len(users), -1)  # always score from the given (fresh) history
-        allowed = self.mask
-        idx, val, cold = m.topk_block(
-            rows, uidx, kk, allowed, exclude=None, more=exclude, groups=groups
-        )
-        idx, val = self.rules.rerank(idx, val, k, self.features, m.items_.ids)
-        reasons = explain(m, idx, rows, purchased, self.features, m.items_.ids, groups, cold)
+        idx, val, cold = self._ranked(m, rows, uidx, k, None, exclude, groups)
+        # Only a model that ranks by segment may say "popular in your segment".
+        said = groups if ranks_by_segment(m) else None
+        reasons = explain(m, idx, rows, purchased, self.features, m.items_.ids, said, cold)
         n = len(users)
         keep = idx.ravel() >= 0
         return pd.DataFrame(
@@ -366,6 +363,43 @@ class Recommend:
                 "reason": reasons.ravel()[keep].astype(str),
             }
         )
+
+    def _ranked(
+        self,
+        model: Recommender,
+        rows: sp.csr_matrix,
+        uidx: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None,
+        more: sp.csr_matrix | None,
+        groups: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The model's candidates re-ranked by the rules. When the category cap leaves a list
+        short, its user is ranked again from a pool four times deeper, up to the catalog."""
+        n_items = len(model.items_)
+        kk = min(k * self.rules.candidates_factor, n_items)
+        idx, val, cold = model.topk_block(
+            rows, uidx, kk, self.mask, exclude=exclude, more=more, groups=groups
+        )
+        out_idx, out_val = self.rules.rerank(idx, val, k, self.features, model.items_.ids)
+        short = np.flatnonzero((out_idx < 0).any(axis=1) & (idx >= 0).all(axis=1))
+        while len(short) and kk < n_items:
+            kk = min(kk * 4, n_items)
+            g = None if groups is None else groups[short]
+            idx, val, _ = model.topk_block(
+                rows[short],
+                uidx[short],
+                kk,
+                self.mask,
+                exclude=None if exclude is None else exclude[short],
+                more=None if more is None else more[short],
+                groups=g,
+            )
+            out_idx[short], out_val[short] = self.rules.rerank(
+                idx, val, k, self.features, model.items_.ids
+            )
+            short = short[(out_idx[short] < 0).any(axis=1) & (idx >= 0).all(axis=1)]
+        return out_idx, out_val, cold
 
     def history(self, user_ids: list[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """Fresh interaction rows (and purchases) of users from the store, up to now."""
@@ -424,9 +458,7 @@ class Recommend:
         w = 0.5 ** np.arange(n - 1, -1, -1, dtype=np.float32)  # newest item weight 1
         base = self._session_model()
         row = _row_of(base.items_, item_ids, w)
-        kk = k * self.rules.candidates_factor
-        idx, val, cold = base.topk_block(row, np.array([-1]), kk, self.mask, exclude=row, more=None)
-        idx, val = self.rules.rerank(idx, val, k, self.features, base.items_.ids)
+        idx, val, cold = self._ranked(base, row, np.array([-1]), k, row, None, None)
         keep = idx[0] >= 0
         src = np.asarray(item_ids, dtype=object)
         reasons = explain(base, idx, row, None, None, base.items_.ids, None, cold)
@@ -502,6 +534,18 @@ class Recommend:
                 )
                 con.unregister("_recs")
         return 0 if result is None else result.num_rows
+
+
+def ranks_by_segment(model: Recommender) -> bool:
+    """Whether the model's lists follow the user's segment (its popularity part has one)."""
+    from jingzhun.recommend.models.popularity import Popularity
+
+    if isinstance(model, Popularity):
+        return len(model.groups_) > 0
+    if isinstance(model, Hybrid):
+        pop = model.components.get("popularity")
+        return pop is not None and model.weights.get("popularity", 0) > 0 and ranks_by_segment(pop)
+    return False
 
 
 def _row_of(items: Vocabulary, item_ids: list[str], weights: np.ndarray) -> sp.csr_matrix:

@@ -95,7 +95,7 @@ def _batch(ws: Workspace, t: Translator) -> str:
             (t("rec_cold"), f"{float(cold or 0):.1%}"),
         ]
     )
-    fig = go.Figure(go.Bar(x=[t(f"reason_{k}") for k in reasons["kind"]], y=reasons["n"]))
+    fig = go.Figure(go.Bar(x=[t(f"reason_{k}") for k in reasons["kind"]], y=reasons["n"].tolist()))
     fig.update_layout(title=t("rec_reasons"))
     body += figure(fig, height=300)
     top = ws.sql(
@@ -141,15 +141,19 @@ def _comparison(t: Translator, ev: dict) -> str:
     fig = go.Figure()
     for metric in ("precision", "recall", "ndcg", "map"):
         fig.add_trace(
-            go.Bar(name=METRIC_LABELS[metric], x=frame["model"], y=frame[metric].astype(float))
+            go.Bar(
+                name=METRIC_LABELS[metric],
+                x=frame["model"].tolist(),
+                y=frame[metric].astype(float).tolist(),
+            )
         )
     fig.update_layout(title=t("rec_metrics_chart"), barmode="group")
     body += figure(fig, height=340)
     fig = go.Figure(
         go.Scatter(
-            x=frame["coverage"].astype(float),
-            y=frame["ndcg"].astype(float),
-            text=frame["model"],
+            x=frame["coverage"].astype(float).tolist(),
+            y=frame["ndcg"].astype(float).tolist(),
+            text=frame["model"].tolist(),
             mode="markers+text",
             textposition="top center",
         )
