@@ -152,20 +152,7 @@ class Interactions:
 
     def rows(self, user_ids: Iterable[str] | np.ndarray) -> sp.csr_matrix:
         """The interaction rows of ``user_ids``; an unknown user gets an empty row."""
-        idx = self.users.index(user_ids)
-        known = idx >= 0
-        out = sp.csr_matrix((len(idx), self.n_items), dtype=np.float32)
-        if known.any():
-            picked = self.matrix[idx[known]]
-            mapper = sp.csr_matrix(
-                (
-                    np.ones(int(known.sum()), np.float32),
-                    (np.flatnonzero(known), np.arange(int(known.sum()))),
-                ),
-                shape=(len(idx), int(known.sum())),
-            )
-            out = sp.csr_matrix(mapper @ picked)
-        return out
+        return take_rows(self.matrix, self.users.index(user_ids))
 
     def row_of_items(
         self, item_ids: Iterable[str], weights: Iterable[float] | None = None
@@ -196,6 +183,22 @@ class Interactions:
         """Share of users who interacted with each item."""
         counts = np.diff(self.matrix.tocsc().indptr).astype(np.float64)
         return counts / max(self.n_users, 1)
+
+
+def take_rows(matrix: sp.csr_matrix, idx: np.ndarray) -> sp.csr_matrix:
+    """Rows ``idx`` of a CSR matrix, an empty row where ``idx`` is -1. Row slicing costs the
+    rows taken, not the matrix's height (a selection-matrix product would touch every row)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    known = idx >= 0
+    if not len(idx) or not known.any():
+        return sp.csr_matrix((len(idx), matrix.shape[1]), dtype=matrix.dtype)
+    picked = matrix[np.where(known, idx, 0)]
+    if known.all():
+        return sp.csr_matrix(picked)
+    lengths = np.where(known, np.diff(picked.indptr), 0)
+    keep = np.repeat(known, np.diff(picked.indptr))
+    indptr = np.r_[0, np.cumsum(lengths)]
+    return sp.csr_matrix((picked.data[keep], picked.indices[keep], indptr), shape=picked.shape)
 
 
 def _vocab(fixed: Iterable[str] | None, seen: np.ndarray) -> Vocabulary:

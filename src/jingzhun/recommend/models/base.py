@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from jingzhun.errors import InputError
-from jingzhun.recommend.data import Interactions, ItemFeatures, Vocabulary
+from jingzhun.recommend.data import Interactions, ItemFeatures, Vocabulary, take_rows
 
 #: Users scored per dense block: 512 x 50k float32 is 100 MB.
 BLOCK_USERS = 512
@@ -200,15 +200,7 @@ class Recommender:
                     hint=f"give one row per user and {len(self.items_)} item columns",
                 )
             return sp.csr_matrix(history, dtype=np.float32), uidx
-        rows = sp.csr_matrix((len(uidx), len(self.items_)), dtype=np.float32)
-        known = uidx >= 0
-        if known.any():
-            sel = sp.csr_matrix(
-                (np.ones(int(known.sum()), np.float32), (np.flatnonzero(known), uidx[known])),
-                shape=(len(uidx), len(self.users_)),
-            )
-            rows = sp.csr_matrix(sel @ self.seen_)
-        return rows, uidx
+        return take_rows(self.seen_, uidx), uidx
 
     def score_block(
         self, rows: sp.csr_matrix, uidx: np.ndarray, groups: np.ndarray | None = None

@@ -12,6 +12,9 @@ import scipy.sparse as sp
 from jingzhun.recommend.data import Interactions, ItemFeatures
 from jingzhun.recommend.models.base import Param, Recommender
 
+#: Below this many users, top-k runs on one thread.
+SMALL_BATCH = 64
+
 
 class _Factors(Recommender):
     """Scores are user_factors @ item_factors.T; top-k goes through implicit's C++ top-k."""
@@ -51,10 +54,23 @@ class _Factors(Recommender):
         out = np.zeros(len(uidx), bool)
         known = np.flatnonzero(uidx >= 0)
         if len(known):
-            seen = self.seen_[uidx[known]]
-            same = np.diff(seen.indptr) == np.diff(rows[known].indptr)
-            diff = abs(seen - rows[known])
-            same &= np.asarray(diff.sum(axis=1)).ravel() < 1e-6
+            # Exact, vectorised: same lengths, then the same columns and weights entry by entry.
+            seen, given = self.seen_[uidx[known]], sp.csr_matrix(rows[known])
+            seen.sort_indices()
+            given.sort_indices()
+            same = np.diff(seen.indptr) == np.diff(given.indptr)
+            rows_same = np.flatnonzero(same)
+            if len(rows_same):
+                a, b = seen[rows_same], given[rows_same]
+                bad = (a.indices != b.indices) | (a.data != b.data)
+                lengths = np.diff(a.indptr)
+                per_row = (
+                    np.add.reduceat(bad.astype(np.int64), a.indptr[:-1])
+                    if len(bad)
+                    else np.zeros(len(rows_same), np.int64)
+                )
+                per_row[lengths == 0] = 0
+                same[rows_same] = per_row == 0
             out[known] = same
         return out
 
@@ -84,7 +100,8 @@ class _Factors(Recommender):
             kk,
             filter_query_items=None if filt is None else sp.csr_matrix(filt, dtype=np.float32),
             filter_items=filter_items,
-            num_threads=0,
+            # A few users: one thread (waking the OpenMP pool costs more than the product).
+            num_threads=1 if len(u) < SMALL_BATCH else 0,
         )
         idx = idx.astype(np.int64)
         val = val.astype(np.float32)
