@@ -730,3 +730,27 @@ def test_interactions_purchased_flags_and_missing_columns() -> None:
     with pytest.raises(InputError, match="no column 'item_id'") as err:
         Interactions.from_frame(log.rename(columns={"item_id": "sku"}))
     assert "user_id, sku, bought" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["als", "bpr"])
+def test_factor_models_keep_stored_factors_only_for_an_unchanged_history(
+    fitted, data, name: str
+) -> None:
+    """A training user's stored factors are used when the given history is their training
+    row; a changed history is folded in; empty rows anywhere in the batch (the last one
+    included) take the cold path."""
+    model = fitted[name]
+    users = data.users.ids[:4].astype(object)
+    same = data.rows(users[:2])
+    changed = data.rows(users[2:3])
+    changed = sp.csr_matrix(changed.multiply(0.5))  # same items, other weights
+    empty = sp.csr_matrix((1, data.n_items), dtype=np.float32)
+    history = sp.vstack([same, changed, empty]).tocsr()
+    given = model.recommend(users, 5, history=history)
+    plain = model.recommend(users, 5)
+    assert (given.items[:2] == plain.items[:2]).all()
+    assert given.cold.tolist() == [False, False, False, True]
+    vectors, ok = model._user_vectors(history, data.users.index(users))
+    assert ok.tolist() == [True, True, True, False]
+    np.testing.assert_array_equal(vectors[:2], model.user_factors_[data.users.index(users[:2])])
+    assert not np.allclose(vectors[2], model.user_factors_[data.users.index(users[2:3])][0])
