@@ -137,6 +137,8 @@ class Recommender:
     #: Whether the model can score a user from a history it has not seen in training.
     folds_in: ClassVar[bool] = True
     needs_features: ClassVar[bool] = False
+    #: Users per block in ``recommend``: dense scores need 512 x items floats at a time.
+    block_users: ClassVar[int] = BLOCK_USERS
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.PARAMS))
@@ -262,8 +264,8 @@ class Recommender:
         out_idx = np.full((n, k), -1, np.int64)
         out_val = np.full((n, k), np.nan, np.float32)
         cold = np.zeros(n, bool)
-        for lo in range(0, n, BLOCK_USERS):
-            hi = min(lo + BLOCK_USERS, n)
+        for lo in range(0, n, self.block_users):
+            hi = min(lo + self.block_users, n)
             g = None if groups is None else np.asarray(groups, dtype=object)[lo:hi]
             idx, val, c = self.topk_block(
                 rows[lo:hi],

@@ -29,6 +29,10 @@ SMALL_BATCH = 64
 class _Factors(Recommender):
     """Scores are user_factors @ item_factors.T; top-k goes through implicit's C++ top-k."""
 
+    # implicit's top-k scores in its own bounded blocks: big batches only save call overhead
+    # (measured on 1M x 50k: 100k users in 10.5 s at 512 per call, 8.0 s at 16,384).
+    block_users: ClassVar[int] = 16384
+
     def _implicit_model(self):  # pragma: no cover - overridden
         raise NotImplementedError
 
