@@ -17,6 +17,9 @@ Baseline, in the same run and on the same training matrix: implicit's own
 AlternatingLeastSquares (same hyperparameters, BLAS held to one thread as our ALS does) and
 its own batch ``recommend`` for all users, so the JSON shows what our wrapper adds.
 
+Diagnostics in the same run: batch top-10 and single-user calls repeated with OpenBLAS held
+to one thread (``*_blas1``), for ours and for implicit, and CPU time next to wall time.
+
 Each part runs in its own process (peak RSS is that process's high-water mark). A part that
 fails or times out is recorded as such, not shrunk. ``BENCH_RECOMMEND_SCALE=0.1`` scales
 users, items and interactions down for a quick smoke run (results then go to
@@ -142,18 +145,34 @@ hu, hi = z["holdout_users"], z["holdout_items"]
 del z
 def ids(prefix, n, width):
     return np.char.add(prefix, np.char.zfill(np.arange(n).astype(str), width))
+# Per-call wall and CPU milliseconds (CPU: this process, all threads).
 def latency(call, args, warm=50):
     for a in args[:warm]:
         call(a)
-    times = []
+    wall, cpu = [], []
     for a in args:
+        c = time.process_time()
         t = time.perf_counter()
         call(a)
-        times.append((time.perf_counter() - t) * 1000)
-    times.sort()
-    n = len(times)
-    return {"p50": round(times[n // 2], 3), "p90": round(times[int(n * 0.9) - 1], 3),
-            "p99": round(times[int(n * 0.99) - 1], 3), "max": round(times[-1], 3), "n": n}
+        wall.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
+    out = {}
+    for key, v in (("wall", wall), ("cpu", cpu)):
+        v.sort()
+        n = len(v)
+        out[key] = {"p50": round(v[n // 2], 3), "p90": round(v[int(n * 0.9) - 1], 3),
+                    "p99": round(v[int(n * 0.99) - 1], 3), "max": round(v[-1], 3)}
+    out["p50"], out["p99"], out["n"] = out["wall"]["p50"], out["wall"]["p99"], len(wall)
+    return out
+# with timed("name"): ... records name_seconds (wall) and name_cpu_seconds in _out.
+class timed:
+    def __init__(self, name):
+        self.name = name
+    def __enter__(self):
+        self.c, self.t = time.process_time(), time.perf_counter()
+    def __exit__(self, *exc):
+        _out[self.name + "_seconds"] = round(time.perf_counter() - self.t, 3)
+        _out[self.name + "_cpu_seconds"] = round(time.process_time() - self.c, 3)
 def rss_mb():
     import resource
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -170,27 +189,33 @@ _out["build_interactions_seconds"] = round(time.perf_counter() - t, 3)
 """
 
 OURS = """
+from threadpoolctl import threadpool_limits
 from jingzhun.recommend.models import ALS, Popularity
-t = time.perf_counter()
-model = ALS(factors=64, iterations=15).fit(data)
-_out["als_fit_seconds"] = round(time.perf_counter() - t, 3)
+with timed("als_fit"):
+    model = ALS(factors=64, iterations=15).fit(data)
 _out["rss_after_fit_mb"] = rss_mb()
-t = time.perf_counter()
-recs = model.recommend(users.ids, 10)
-_out["batch_top10_all_users_seconds"] = round(time.perf_counter() - t, 3)
+with timed("batch_top10_all_users"):
+    recs = model.recommend(users.ids, 10)
 _out["rss_after_batch_mb"] = rss_mb()
 _out["batch_users"] = int(len(recs.users))
 _out["batch_rows_full"] = int((recs.index >= 0).all(axis=1).sum())
 _out["batch_cold_rows"] = int(recs.cold.sum())
-seen_hit = data.matrix[np.arange(1000)].multiply(
-    sp.csr_matrix((np.ones(10000), (np.repeat(np.arange(1000), 10), np.maximum(recs.index[:1000].ravel(), 0))), shape=(1000, data.n_items))
-).nnz
-_out["batch_seen_items_recommended_first_1000_users"] = int(seen_hit)
-del recs
+first = np.arange(1000)
+shown = sp.csr_matrix((np.ones(10000), (np.repeat(first, 10), np.maximum(recs.index[:1000].ravel(), 0))),
+                      shape=(1000, data.n_items))
+_out["batch_seen_items_recommended_first_1000_users"] = int(data.matrix[first].multiply(shown).nnz)
+del recs, shown
 rng = np.random.default_rng(11)
-pick = users.ids[rng.integers(0, data.n_users, P["calls"])]
-_out["single_user_ms"] = latency(lambda u: model.recommend(u, 10), list(pick))
-# Hit-rate@10 of the held-out interaction (10k users), ALS against popularity.
+pick = list(users.ids[rng.integers(0, data.n_users, P["calls"])])
+_out["single_user_ms"] = latency(lambda u: model.recommend(u, 10), pick)
+# Diagnostic: the same calls with OpenBLAS held to one thread around them (implicit's top-k
+# then parallelises over users by itself; the score GEMM no longer nests BLAS threads).
+with threadpool_limits(1, "blas"):
+    _out["single_user_ms_blas1"] = latency(lambda u: model.recommend(u, 10), pick)
+    with timed("batch_top10_all_users_blas1"):
+        recs = model.recommend(users.ids, 10)
+    del recs
+# Hit-rate@10 of the held-out interaction, ALS against popularity.
 h = model.recommend(users.ids[hu], 10)
 pop = Popularity().fit(data)
 hp = pop.recommend(users.ids[hu], 10)
@@ -199,9 +224,8 @@ _out["hit_rate_at_10"] = {
     "als": round(float((h.index == hi[:, None]).any(axis=1).mean()), 4),
     "popularity": round(float((hp.index == hi[:, None]).any(axis=1).mean()), 4),
 }
-t = time.perf_counter()
-model.save(P["model"])
-_out["save_seconds"] = round(time.perf_counter() - t, 3)
+with timed("save"):
+    model.save(P["model"])
 """
 
 BASELINE = """
@@ -209,27 +233,28 @@ from threadpoolctl import threadpool_limits
 from implicit.cpu.als import AlternatingLeastSquares
 X = sp.csr_matrix(X, dtype=np.float32)
 m = AlternatingLeastSquares(factors=64, regularization=0.05, alpha=1.0, iterations=15, random_state=42)
-t = time.perf_counter()
-with threadpool_limits(1, "blas"):
+with timed("als_fit"), threadpool_limits(1, "blas"):
     m.fit(X, show_progress=False)
-_out["als_fit_seconds"] = round(time.perf_counter() - t, 3)
 _out["rss_after_fit_mb"] = rss_mb()
-t = time.perf_counter()
-ids_, scores = m.recommend(np.arange(X.shape[0]), X, N=10, filter_already_liked_items=True)
-_out["batch_top10_all_users_seconds"] = round(time.perf_counter() - t, 3)
+everyone = np.arange(X.shape[0])
+with timed("batch_top10_all_users"):
+    ids_, scores = m.recommend(everyone, X, N=10, filter_already_liked_items=True)
 _out["rss_after_batch_mb"] = rss_mb()
 del ids_, scores
 rng = np.random.default_rng(11)
-pick = rng.integers(0, X.shape[0], P["calls"])
-_out["single_user_ms"] = latency(lambda u: m.recommend(u, X[u], N=10), list(pick))
+pick = list(rng.integers(0, X.shape[0], P["calls"]))
+_out["single_user_ms"] = latency(lambda u: m.recommend(u, X[u], N=10), pick)
+with threadpool_limits(1, "blas"):
+    _out["single_user_ms_blas1"] = latency(lambda u: m.recommend(u, X[u], N=10), pick)
+    with timed("batch_top10_all_users_blas1"):
+        ids_, scores = m.recommend(everyone, X, N=10, filter_already_liked_items=True)
 """
 
 KNN_HYBRID = """
 from jingzhun.recommend.models import ItemKNN, Popularity, load
 from jingzhun.recommend.models.hybrid import Hybrid
-t = time.perf_counter()
-knn = ItemKNN().fit(data)
-_out["itemknn_fit_seconds"] = round(time.perf_counter() - t, 3)
+with timed("itemknn_fit"):
+    knn = ItemKNN().fit(data)
 _out["rss_after_itemknn_fit_mb"] = rss_mb()
 rng = np.random.default_rng(12)
 # Sessions: 3-5 items of a random user's history (real co-occurring items), as a new user.
@@ -244,19 +269,17 @@ for u in rng.integers(0, data.n_users, P["calls"] * 2):
 _out["itemknn_session_ms"] = latency(lambda h: knn.recommend(["new"], 10, history=h), sessions)
 pick = list(users.ids[rng.integers(0, data.n_users, P["calls"])])
 _out["itemknn_single_user_ms"] = latency(lambda u: knn.recommend(u, 10), pick)
-t = time.perf_counter()
-als = load(P["model"])
-_out["als_load_seconds"] = round(time.perf_counter() - t, 3)
-t = time.perf_counter()
-pop = Popularity().fit(data)
-_out["popularity_fit_seconds"] = round(time.perf_counter() - t, 3)
+with timed("als_load"):
+    als = load(P["model"])
+with timed("popularity_fit"):
+    pop = Popularity().fit(data)
 hybrid = Hybrid.from_components({"als": als, "itemknn": knn, "popularity": pop}, {})
 _out["hybrid_single_user_ms"] = latency(lambda u: hybrid.recommend(u, 10), pick)
 _out["hybrid_session_ms"] = latency(lambda h: hybrid.recommend(["new"], 10, history=h), sessions)
 """
 
 
-def _busy_seconds() -> float:
+def busy_seconds() -> float:
     """CPU seconds the whole machine has been busy (all processes), from /proc/stat."""
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -266,9 +289,26 @@ def _busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _children_cpu() -> float:
+def children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
+
+
+def src_version() -> str:
+    """The commit of the jingzhun package the workloads import (PYTHONPATH may point to
+    another checkout), with "+dirty" when its src/ has uncommitted changes: the recommend
+    code changes while benchmarks run, so each part records what it ran."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("jingzhun")
+    origin = Path(spec.origin).resolve().parent if spec and spec.origin else Path(__file__)
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=origin, capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--", ".") else "")
 
 
 def _attempt(label: str, code: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -277,8 +317,9 @@ def _attempt(label: str, code: str, params: dict[str, Any]) -> dict[str, Any]:
     ``other_cpu_seconds`` is the CPU time the rest of the machine used meanwhile (other
     processes compete for the same two cores and slow the part down)."""
     started = time.perf_counter()
-    busy0, own0 = _busy_seconds(), _children_cpu()
-    print(f"   {label} ...", file=sys.stderr, flush=True)
+    busy0, own0 = busy_seconds(), children_cpu()
+    version = src_version()
+    print(f"   {label} ({version}) ...", file=sys.stderr, flush=True)
     try:
         out = run(f"P = {params!r}\n" + code, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -286,8 +327,9 @@ def _attempt(label: str, code: str, params: dict[str, Any]) -> dict[str, Any]:
     except RuntimeError as exc:
         out = {"error": str(exc)[-1500:]}
     out.setdefault("process_seconds", round(time.perf_counter() - started, 3))
-    out["cpu_seconds"] = round(_children_cpu() - own0, 1)
-    out["other_cpu_seconds"] = round(max(_busy_seconds() - busy0 - out["cpu_seconds"], 0.0), 1)
+    out["src_commit"] = version
+    out["cpu_seconds"] = round(children_cpu() - own0, 1)
+    out["other_cpu_seconds"] = round(max(busy_seconds() - busy0 - out["cpu_seconds"], 0.0), 1)
     print(f"   {label}: {json.dumps(out)[:400]}", file=sys.stderr, flush=True)
     return out
 
@@ -348,7 +390,11 @@ def main() -> None:
         )
     peak = max((p.get("peak_rss_mb", 0.0) for p in (ours, knn)), default=0.0)
     overhead = {}
-    for key in ("als_fit_seconds", "batch_top10_all_users_seconds"):
+    for key in (
+        "als_fit_seconds",
+        "batch_top10_all_users_seconds",
+        "batch_top10_all_users_blas1_seconds",
+    ):
         if key in ours and key in baseline:
             overhead[key] = {
                 "ours": ours[key],
@@ -406,6 +452,13 @@ def main() -> None:
                 "item-kNN and popularity; its fit time is the sum of its components'.",
                 "Our ALS fits under threadpoolctl's one-thread BLAS limit (mf.py); the implicit "
                 "baseline is run under the same limit.",
+                "*_blas1 figures are a diagnostic: the same calls inside threadpoolctl's "
+                "threadpool_limits(1, 'blas') (mf.py limits BLAS around its own top-k since "
+                "commit 92f32e1; for earlier code this shows what that limit gives); "
+                "*_cpu_seconds and the "
+                "latencies' cpu block are this process's CPU time (all threads).",
+                "other_cpu_seconds in each part is the CPU time other processes on the machine "
+                "used while it ran (they share the two cores); 0 means the part had them alone.",
             ],
         },
     )
