@@ -1,0 +1,1 @@
+"""The predict stage: purchase propensity, churn, customer lifetime value and uplift."""
