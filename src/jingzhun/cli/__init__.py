@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from jingzhun import __version__
-from jingzhun.cli import commands, ingest, profile, quarantine, recommend, segment
+from jingzhun.cli import commands, ingest, predict, profile, quarantine, recommend, segment
 from jingzhun.cli.common import Globals
 from jingzhun.errors import JingzhunError
 
@@ -71,6 +71,7 @@ def build_app() -> typer.Typer:
     app.add_typer(profile.analyze_app, name="analyze")
     app.add_typer(segment.app, name="segment")
     app.add_typer(recommend.app, name="recommend")
+    app.add_typer(predict.app, name="predict")
     app.command()(commands.clean)
     app.command()(commands.status)
     app.command()(commands.synth)
