@@ -267,8 +267,7 @@ def test_explain_gives_bought_viewed_interest_segment_and_popular(explained) -> 
         ]
     )
     groups = np.asarray([None, "", "vip", None], dtype=object)
-    cold = np.asarray([False, False, True, True])
-    codes = explain(model, rec, rows, purchased, feats, data.items.ids, groups, cold)
+    codes = explain(model, rec, rows, purchased, feats, data.items.ids, groups)
     assert codes.shape == (4, 3)
     # The buyer bought x, the nearest item to x2; the viewer only viewed it.
     assert codes[0, 0] == "bought:x"
@@ -294,6 +293,6 @@ def test_explain_without_features_or_purchases(explained) -> None:
     ix = {i: int(data.items.index(i)[0]) for i in data.items.ids}
     rows = data.rows(["buyer"])
     rec = np.asarray([[ix["x2"], ix["lonely"]]])
-    codes = explain(model, rec, rows, None, None, data.items.ids, None, np.asarray([False]))
+    codes = explain(model, rec, rows, None, None, data.items.ids, None)
     # No purchase record: a viewed reason; no features: no interest reason.
     assert codes.tolist() == [["viewed:x", "popular"]]

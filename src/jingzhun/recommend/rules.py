@@ -155,7 +155,6 @@ def explain(
     features: ItemFeatures | None,
     items: np.ndarray,
     groups: np.ndarray | None,
-    cold: np.ndarray,
 ) -> np.ndarray:
     """A reason code per recommended item (n x k object array; None where empty)."""
     n, k = rec.shape

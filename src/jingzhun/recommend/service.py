@@ -348,10 +348,10 @@ class Recommend:
         )
         exclude = self.rules.exclusions(purchased, self.features)
         uidx = np.full(len(users), -1)  # always score from the given (fresh) history
-        idx, val, cold = self._ranked(m, rows, uidx, k, None, exclude, groups)
+        idx, val = self._ranked(m, rows, uidx, k, None, exclude, groups)
         # Only a model that ranks by segment may say "popular in your segment".
         said = groups if ranks_by_segment(m) else None
-        reasons = explain(m, idx, rows, purchased, self.features, m.items_.ids, said, cold)
+        reasons = explain(m, idx, rows, purchased, self.features, m.items_.ids, said)
         n = len(users)
         keep = idx.ravel() >= 0
         return pd.DataFrame(
@@ -373,12 +373,12 @@ class Recommend:
         exclude: sp.csr_matrix | None,
         more: sp.csr_matrix | None,
         groups: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The model's candidates re-ranked by the rules. When the category cap leaves a list
         short, its user is ranked again from a pool four times deeper, up to the catalog."""
         n_items = len(model.items_)
         kk = min(k * self.rules.candidates_factor, n_items)
-        idx, val, cold = model.topk_block(
+        idx, val, _ = model.topk_block(
             rows, uidx, kk, self.mask, exclude=exclude, more=more, groups=groups
         )
         out_idx, out_val = self.rules.rerank(idx, val, k, self.features, model.items_.ids)
@@ -399,7 +399,7 @@ class Recommend:
                 idx, val, k, self.features, model.items_.ids
             )
             short = short[(out_idx[short] < 0).any(axis=1) & (idx >= 0).all(axis=1)]
-        return out_idx, out_val, cold
+        return out_idx, out_val
 
     def history(self, user_ids: list[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """Fresh interaction rows (and purchases) of users from the store, up to now."""
@@ -458,10 +458,10 @@ class Recommend:
         w = 0.5 ** np.arange(n - 1, -1, -1, dtype=np.float32)  # newest item weight 1
         base = self._session_model()
         row = _row_of(base.items_, item_ids, w)
-        idx, val, cold = self._ranked(base, row, np.array([-1]), k, row, None, None)
+        idx, val = self._ranked(base, row, np.array([-1]), k, row, None, None)
         keep = idx[0] >= 0
         src = np.asarray(item_ids, dtype=object)
-        reasons = explain(base, idx, row, None, None, base.items_.ids, None, cold)
+        reasons = explain(base, idx, row, None, None, base.items_.ids, None)
         return pd.DataFrame(
             {
                 "rank": np.arange(1, k + 1)[keep],

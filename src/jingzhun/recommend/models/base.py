@@ -374,7 +374,7 @@ class Recommender:
             "items": self.items_.ids.astype(str),
             "popularity": self.popularity_,
         }
-        arrays |= _sparse_arrays("seen", self.seen_)
+        arrays |= sparse_state("seen", self.seen_)
         tmp = path.with_name(path.name + ".tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
@@ -387,7 +387,8 @@ class Recommender:
         return f"{type(self).__name__}({params})"
 
 
-def _sparse_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+def sparse_state(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """A CSR matrix as named .npz arrays (no pickle)."""
     m = sp.csr_matrix(m)
     return {
         f"{prefix}.data": m.data,
@@ -397,19 +398,12 @@ def _sparse_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
     }
 
 
-def _sparse_from(state: Mapping[str, np.ndarray], prefix: str) -> sp.csr_matrix:
+def sparse_restore(state: Mapping[str, np.ndarray], prefix: str) -> sp.csr_matrix:
+    """The CSR matrix :func:`sparse_state` wrote."""
     return sp.csr_matrix(
         (state[f"{prefix}.data"], state[f"{prefix}.indices"], state[f"{prefix}.indptr"]),
         shape=tuple(state[f"{prefix}.shape"]),
     )
-
-
-def sparse_state(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
-    return _sparse_arrays(prefix, m)
-
-
-def sparse_restore(state: Mapping[str, np.ndarray], prefix: str) -> sp.csr_matrix:
-    return _sparse_from(state, prefix)
 
 
 def load(path: str | os.PathLike[str]) -> Recommender:
@@ -430,6 +424,6 @@ def load(path: str | os.PathLike[str]) -> Recommender:
     model.users_ = Vocabulary(arrays["users"])
     model.items_ = Vocabulary(arrays["items"])
     model.popularity_ = arrays["popularity"]
-    model.seen_ = _sparse_from(arrays, "seen")
+    model.seen_ = sparse_restore(arrays, "seen")
     model._restore({k[2:]: v for k, v in arrays.items() if k.startswith("m.")})
     return model

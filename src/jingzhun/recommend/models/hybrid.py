@@ -163,9 +163,6 @@ class Hybrid(Recommender):
             raise ValueError("the blend has no component with a weight")
         return total
 
-    def _cold_rows(self, rows: sp.csr_matrix, uidx: np.ndarray) -> np.ndarray:
-        return (np.diff(rows.indptr) == 0) & (uidx < 0) | (np.diff(rows.indptr) == 0)
-
     def topk_block(self, rows, uidx, k, allowed, *, exclude, more=None, groups=None):
         ranks = self.component_ranks(rows, uidx, groups, [exclude, more], allowed)
         s = self.blend(ranks, self.weights)
@@ -176,7 +173,7 @@ class Hybrid(Recommender):
             if m is not None:
                 coo = m.tocoo()
                 blocked[coo.row, coo.col] = True
-        cold = self._cold_rows(rows, uidx)
+        cold = np.diff(rows.indptr) == 0  # no history: only popularity can rank
         # Items no component ranked keep a tiny popularity score, so that k is always filled.
         s = s + 1e-6 * (self.popularity_ / max(float(self.popularity_.max()), 1.0))
         s[blocked] = -np.inf
@@ -188,16 +185,6 @@ class Hybrid(Recommender):
     ) -> np.ndarray:
         ranks = self.component_ranks(rows, uidx, groups, [], None)
         return self.blend(ranks, self.weights)
-
-    def contributions(
-        self, rows, uidx, groups, items_idx: np.ndarray, masks=()
-    ) -> dict[str, np.ndarray]:
-        """Each component's weighted share of the blended score of the given items (for
-        explanations): name -> (n x k)."""
-        ranks = self.component_ranks(rows, uidx, groups, list(masks), None)
-        rr = np.arange(items_idx.shape[0])[:, None]
-        safe = np.maximum(items_idx, 0)
-        return {c: self.weights.get(c, 0.0) * r[rr, safe] for c, r in ranks.items()}
 
     def pair_similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         for name in ("itemknn", "ease", "als", "bpr", "content"):
