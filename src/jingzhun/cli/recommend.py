@@ -220,8 +220,8 @@ def evaluate(
 ) -> None:
     """Compare models offline: split, tune on validation, score on test."""
     from jingzhun.errors import InputError
+    from jingzhun.recommend.evaluate import comparison_frame, read_log
     from jingzhun.recommend.evaluate import evaluate as run_evaluation
-    from jingzhun.recommend.evaluate import read_log
 
     if interactions is None and item_features is not None:
         raise InputError(
@@ -255,24 +255,14 @@ def evaluate(
     if as_json:
         print_json(result)
         return
-    frame = pd.DataFrame(result["models"]).T.reset_index(names="model")
-    cols = [
-        "model",
-        "precision",
-        "recall",
-        "ndcg",
-        "map",
-        "hit_rate",
-        "mrr",
-        "coverage",
-        "novelty",
-        "fit_seconds",
-    ]
     out.print(
         f"{result['log']['interactions']:,} interactions, {result['log']['users']:,} users, {result['log']['items']:,} items; "
         f"split {result['split']}, {result['log']['test_users']:,} test users; metrics at k={result['k']}."
     )
-    print_frame(frame[cols], "Model comparison (test part; hyperparameters chosen on validation)")
+    print_frame(
+        comparison_frame(result),
+        "Model comparison (test part; hyperparameters chosen on validation)",
+    )
     out.print(f"Best by nDCG@{result['k']}: [bold]{result['best']}[/]")
 
 

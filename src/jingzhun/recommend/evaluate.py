@@ -36,6 +36,16 @@ from jingzhun.recommend.models.hybrid import Hybrid
 
 SPLITS = ("random-by-user", "stratified-by-item", "temporal-global", "leave-last-out")
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr", "coverage", "novelty")
+#: The columns of a model comparison, as the CLI and the report show it.
+COMPARISON_COLUMNS = ("model", *METRICS, "fit_seconds")
+
+
+def comparison_frame(result: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per model of an evaluation's JSON (``Evaluation.to_json()``)."""
+    frame = pd.DataFrame(result["models"]).T.reset_index(names="model")
+    return frame[list(COMPARISON_COLUMNS)]
+
+
 DEFAULT_MODELS = ("pop", "itemknn", "userknn", "als", "bpr", "ease", "content", "hybrid")
 
 

@@ -55,9 +55,15 @@ def interactions_frame(
 
 
 def interactions_expr(
-    store: Store, settings: Settings, as_of: datetime, user_ids: list[str] | None = None
+    store: Store,
+    settings: Settings,
+    as_of: datetime,
+    user_ids: list[str] | None = None,
+    *,
+    decay: bool = True,
 ) -> Any:
-    """The Ibis expression of :func:`interactions_frame`."""
+    """The Ibis expression of :func:`interactions_frame` (``decay=False``: plain sums of the
+    event weights)."""
     import ibis
 
     from jingzhun.profile.traits import stitched
@@ -68,8 +74,9 @@ def interactions_expr(
     weights, half_life = interaction_weights(settings)
     e = e.filter(e.user_id.notnull() & e.item_id.notnull() & e.event.isin(list(weights)))
     w = ibis.cases(*((e.event == k, float(v)) for k, v in weights.items()), else_=0.0)
-    age_days = (at.epoch_seconds() - e.ts.epoch_seconds()).cast("float64") / 86400.0
-    w = w * (ibis.literal(0.5).log() * age_days / half_life).exp()
+    if decay:
+        age_days = (at.epoch_seconds() - e.ts.epoch_seconds()).cast("float64") / 86400.0
+        w = w * (ibis.literal(0.5).log() * age_days / half_life).exp()
     agg = (
         e.mutate(_w=w)
         .group_by(["user_id", "item_id"])
@@ -122,7 +129,7 @@ def segment_labels(
     store: Store, rs: RecommendSettings, users: Vocabulary
 ) -> tuple[np.ndarray | None, str | None]:
     """Each user's segment in the configured (or latest active) run; None without runs."""
-    from jingzhun.segment.runs import resolve
+    from jingzhun.segment.runs import members_of, resolve
 
     if not store.scalar("SELECT count(*) FROM segment_runs"):
         if rs.segment_run:
@@ -132,9 +139,7 @@ def segment_labels(
             )
         return None, None
     run_id = resolve(store, rs.segment_run)["run_id"]
-    members = store.sql(
-        "SELECT user_id, segment FROM segment_members WHERE run_id = ?", [run_id]
-    ).df()
+    members = members_of(store, run_id)
     labels = np.full(len(users), None, dtype=object)
     pos = users.index(members["user_id"].to_numpy(dtype=object))
     ok = pos >= 0
@@ -331,10 +336,9 @@ class Recommend:
         self._history = HistoryQuery(store, settings)
         self.groups = None
         if row.get("segment_run"):
-            members = store.sql(
-                "SELECT user_id, segment FROM segment_members WHERE run_id = ?",
-                [row["segment_run"]],
-            ).df()
+            from jingzhun.segment.runs import members_of
+
+            members = members_of(store, row["segment_run"])
             self.groups = dict(zip(members["user_id"], members["segment"], strict=True))
 
     def _block(
@@ -592,17 +596,14 @@ def resolve_model(store: Store, ref: str | None) -> dict[str, Any]:
 
 def store_log(store: Store, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The store's interactions as an evaluation log (user, item, rating = summed event
-    weights without decay, time = last interaction) and the catalog as item features."""
-    weights, _ = interaction_weights(settings)
-    values = ", ".join(f"('{k}', {float(v)})" for k, v in weights.items())
-    log = store.sql(
-        f"""
-        SELECT user_id AS user, item_id AS item, sum(w.weight) AS rating, epoch(max(ts)) AS time
-        FROM stitched_events e JOIN (VALUES {values}) w(event, weight) USING (event)
-        WHERE user_id IS NOT NULL AND item_id IS NOT NULL
-        GROUP BY ALL
-        """
-    ).df()
+    weights without decay, time = last interaction) and the catalog as item features: the
+    training interactions' own definition, undecayed."""
+    expr = interactions_expr(store, settings, default_as_of(store), decay=False)
+    log = (
+        expr.select(user="user_id", item="item_id", rating="weight", time="last_seen")
+        .to_pyarrow()
+        .to_pandas()
+    )
     return log, catalog(store)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from jingzhun.report.html import Section, cards, figure, heading, note, section, table
 from jingzhun.report.i18n import Translator, register
 
@@ -116,26 +114,15 @@ def _batch(ws: Workspace, t: Translator) -> str:
 def _comparison(t: Translator, ev: dict) -> str:
     import plotly.graph_objects as go
 
-    models = ev["models"]
-    frame = pd.DataFrame(models).T.reset_index(names="model")
+    from jingzhun.recommend.evaluate import comparison_frame
+
+    frame = comparison_frame(ev)
     body = heading(t("rec_compare"))
     body += note(
         t("rec_protocol").format(split=ev["split"], k=ev["k"], users=f"{ev['log']['test_users']:,}")
     )
-    cols = [
-        "model",
-        "precision",
-        "recall",
-        "ndcg",
-        "map",
-        "hit_rate",
-        "mrr",
-        "coverage",
-        "novelty",
-        "fit_seconds",
-    ]
     body += table(
-        frame[cols].round(4),
+        frame.round(4),
         columns={"model": t("model")} | {k: v for k, v in METRIC_LABELS.items()},
     )
     fig = go.Figure()
