@@ -26,23 +26,12 @@ def read_transactions(
 ):
     """A transaction log as columns customer, date[, amount]; bad dates and amounts are
     errors naming the row."""
-    import duckdb
     import pandas as pd
 
     from jingzhun.errors import InputError
+    from jingzhun.ingest.logs import read_file
 
-    if not path.is_file():
-        raise InputError(f"--transactions {path}: no such file", hint="check the path")
-    q = str(path).replace("'", "''")
-    delim = f", delim='{sep}'" if sep else ""
-    try:
-        frame = duckdb.sql(
-            f"SELECT * FROM read_csv('{q}', header=true, all_varchar=true{delim})"
-        ).df()
-    except duckdb.Error as exc:
-        raise InputError(
-            f"--transactions {path}: cannot read ({str(exc).splitlines()[0]})", hint="check --sep"
-        ) from None
+    frame = read_file(path, "--transactions", sep=sep, hint="check --sep")
     for flag, col in (
         ("--customer-col", customer_col),
         ("--date-col", date_col),

@@ -267,22 +267,12 @@ def evaluate(
 
 
 def _catalog_file(path: Path, sep: str | None, item_col: str) -> pd.DataFrame:
-    import duckdb
-
     from jingzhun.errors import InputError
+    from jingzhun.ingest.logs import read_file
 
-    q = str(path).replace("'", "''")
-    try:
-        if path.suffix.lower() == ".parquet":
-            frame = duckdb.sql(f"SELECT * FROM read_parquet('{q}')").df()
-        else:
-            delim = f", delim='{sep}'" if sep else ""
-            frame = duckdb.sql(f"SELECT * FROM read_csv('{q}', header=true{delim})").df()
-    except (duckdb.Error, OSError) as exc:
-        raise InputError(
-            f"--item-features {path}: cannot read ({str(exc).splitlines()[0]})",
-            hint="give a CSV or Parquet catalog",
-        ) from None
+    frame = read_file(
+        path, "--item-features", sep=sep, all_varchar=False, hint="give a CSV or Parquet catalog"
+    )
     if item_col not in frame.columns and "item_id" not in frame.columns:
         raise InputError(
             f"--item-features {path}: no column {item_col!r}",

@@ -65,32 +65,14 @@ def read_log(
     """Read an interaction log (CSV/TSV/any separator, or Parquet) into columns
     user, item[, rating][, time]. Columns are named, or numbered from 1 for a file without
     a header (``--user-col 1``)."""
-    import duckdb
+    from jingzhun.ingest.logs import read_file
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--interactions {path}: no such file", hint="check the path")
-    con = duckdb.connect()
-    q = str(path).replace("'", "''")
-    try:
-        if path.suffix.lower() == ".parquet":
-            rel = con.sql(f"SELECT * FROM read_parquet('{q}')")
-        else:
-            opts = [f"delim='{sep}'" if sep else None]
-            numbered = all(
-                c is None or str(c).isdigit() for c in (user_col, item_col, rating_col, time_col)
-            )
-            if header is None:
-                header = not numbered
-            opts.append(f"header={'true' if header else 'false'}")
-            opts.append("all_varchar=true")
-            rel = con.sql(f"SELECT * FROM read_csv('{q}', {', '.join(o for o in opts if o)})")
-        frame = rel.df()
-    except duckdb.Error as exc:
-        raise InputError(
-            f"--interactions {path}: cannot read ({str(exc).splitlines()[0]})",
-            hint="check --sep and the file format",
-        ) from None
+    if header is None:  # numbered columns mean a file without a header
+        header = not all(
+            c is None or str(c).isdigit() for c in (user_col, item_col, rating_col, time_col)
+        )
+    frame = read_file(path, "--interactions", sep=sep, header=header)
     cols = list(frame.columns)
 
     def pick(flag: str, name: str | None) -> str | None:
