@@ -92,7 +92,7 @@ def clv(
     import pandas as pd
 
     from jingzhun.errors import InputError
-    from jingzhun.predict.clv import fit_log, summarise
+    from jingzhun.predict.clv import fit_log, purchase_model, summarise
 
     def day(flag: str, value: str | None):
         if value is None:
@@ -103,8 +103,7 @@ def clv(
             raise InputError(f"{flag} {value!r} is not a date", hint="use YYYY-MM-DD") from None
 
     sep = "\t" if sep in ("\\t", "tab") else sep
-    if model not in ("bgnbd", "paretonbd"):
-        raise InputError(f"--model {model!r}", hint="use bgnbd or paretonbd")
+    purchase_model(model)  # before reading the file
     log = read_transactions(
         transactions,
         sep=sep,

@@ -305,11 +305,9 @@ def summarise(
 def fit_log(summary: Any, model: str = "bgnbd") -> dict[str, Any]:
     """Fit the purchase model (and Gamma-Gamma when there is spend) to a summary; with a
     holdout, compare predicted and actual holdout purchases."""
-    fits = {"bgnbd": fit_bgnbd, "paretonbd": fit_paretonbd}
-    if model not in fits:
-        raise InputError(f"--model {model!r}", hint="use bgnbd or paretonbd")
+    fit_model, expected = purchase_model(model)
     x, t_x, T = (summary[c].to_numpy(np.float64) for c in ("x", "t_x", "T"))
-    fit = fits[model](x, t_x, T)
+    fit = fit_model(x, t_x, T)
     result: dict[str, Any] = {
         "model": model,
         "params": {k: round(v, 6) for k, v in fit.params.items()},
@@ -329,10 +327,7 @@ def fit_log(summary: Any, model: str = "bgnbd") -> dict[str, Any]:
         result["gamma_gamma"] = {k: round(v, 6) for k, v in gg.params.items()}
     if "holdout_x" in summary:
         t = summary.attrs["holdout_length"]
-        if model == "bgnbd":
-            predicted = bgnbd_expected(fit.params, t, x, t_x, T)
-        else:
-            predicted = paretonbd_expected(fit.params, t, x, t_x, T)
+        predicted = expected(fit.params, t, x, t_x, T)
         actual = summary["holdout_x"].to_numpy(np.float64)
         corr = float(np.corrcoef(predicted, actual)[0, 1]) if actual.std() > 0 else None
         result["holdout"] = {
@@ -368,3 +363,17 @@ def paretonbd_expected(
         * (1 - ((beta + T) / (beta + T + t)) ** (s - 1))
     )
     return alive * cond
+
+
+#: Purchase models by name: their fit and their conditional expected purchases.
+PURCHASE_MODELS = {
+    "bgnbd": (fit_bgnbd, bgnbd_expected),
+    "paretonbd": (fit_paretonbd, paretonbd_expected),
+}
+
+
+def purchase_model(name: str) -> tuple[Any, Any]:
+    """(fit, expected) of a purchase model; an unknown name is an error listing the valid ones."""
+    if name not in PURCHASE_MODELS:
+        raise InputError(f"--model {name!r}", hint=f"use {' or '.join(PURCHASE_MODELS)}")
+    return PURCHASE_MODELS[name]
