@@ -234,9 +234,12 @@ class ItemFeatures:
         *,
         price_bands: int = 5,
         max_text_features: int = 5000,
+        text: bool = True,
     ) -> ItemFeatures:
         """Build from a catalog table (item_id, title, description, category, brand, price,
-        active, stock); items of ``items`` missing from ``frame`` get empty features."""
+        active, stock); items of ``items`` missing from ``frame`` get empty features.
+        ``text=False`` skips the TF-IDF block (serving needs only categories, prices and
+        availability; a fitted content model keeps its own blocks)."""
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         n = len(items)
@@ -272,7 +275,7 @@ class ItemFeatures:
         stock = column("stock", np.nan, np.float64)
         available = active & ~(stock <= 0)
         titles = column("title", "", object)
-        text = titles.astype(str) + " " + column("description", "", object).astype(str)
+        documents = titles.astype(str) + " " + column("description", "", object).astype(str)
 
         blocks: dict[str, sp.csr_matrix] = {}
         names: dict[str, np.ndarray] = {}
@@ -282,13 +285,13 @@ class ItemFeatures:
         # a shopper's price level is about, not the absolute price.
         band = _price_band(price, category, price_bands)
         blocks["price_band"], names["price_band"] = _one_hot(band)
-        if np.char.str_len(text.astype(str)).max(initial=0) > 1:
+        if text and np.char.str_len(documents.astype(str)).max(initial=0) > 1:
             vec = TfidfVectorizer(
                 max_features=max_text_features, min_df=2, sublinear_tf=True, dtype=np.float32
             )
             try:
                 blocks["text"] = sp.csr_matrix(
-                    vec.fit_transform(text.astype(str)), dtype=np.float32
+                    vec.fit_transform(documents.astype(str)), dtype=np.float32
                 )
                 names["text"] = vec.get_feature_names_out().astype(str)
             except ValueError:  # every document empty after stop words / min_df

@@ -330,7 +330,9 @@ class Recommend:
         self.model: Recommender = load(store.path.parent / row["path"])
         self.rules = Rules.from_settings(settings.recommend, **rule_overrides)
         items = catalog(store)
-        self.features = ItemFeatures.from_frame(items, self.model.items_) if len(items) else None
+        self.features = (
+            ItemFeatures.from_frame(items, self.model.items_, text=False) if len(items) else None
+        )
         self.titles = dict(zip(items["item_id"], items["title"].fillna(""), strict=True))
         self.mask = self.rules.item_mask(self.features, len(self.model.items_))
         self._history = HistoryQuery(store, settings)
