@@ -236,6 +236,57 @@ class RecommendSettings(_Section):
             raise ValueError(str(exc)) from None
 
 
+class PredictSettings(_Section):
+    horizon_days: float = Field(
+        30.0, gt=0, description="Label window: buys (or churns) within N days of a cutoff."
+    )
+    active_days: float = Field(
+        90.0, gt=0, description="Churn's population: customers with an order in the last N days."
+    )
+    train_windows: int = Field(
+        2, ge=1, le=24, description="Training cutoffs (one horizon apart) stacked for training."
+    )
+    models: list[str] = Field(
+        default_factory=lambda: ["logistic", "tree", "forest", "lightgbm", "mlp"],
+        description="Classifiers `predict train` compares.",
+    )
+    select: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = Field(
+        "roc_auc", description="Validation metric that chooses the best model."
+    )
+    calibration: Literal["auto", "isotonic", "sigmoid", "none"] = "auto"
+    compare_rows: int = Field(
+        200_000, ge=1000, description="Training rows each model is compared on (a sample)."
+    )
+    params: dict[str, dict[str, float | int | str | bool]] = Field(
+        default_factory=dict,
+        description="Per-classifier parameters, e.g. [predict.params.lightgbm].",
+    )
+    tag_high: float = Field(
+        0.1, gt=0, lt=1, description="Share of scored users tagged 'high' (the top)."
+    )
+    tag_medium: float = Field(0.2, gt=0, lt=1, description="Share tagged 'medium' (the next).")
+    margin: float = Field(
+        0.3, gt=0, le=1, description="Gross margin on revenue, for CLV and uplift targeting."
+    )
+    message_cost: float = Field(
+        0.05, ge=0, description="Cost of one message, for uplift targeting."
+    )
+    discount_rate: float = Field(0.10, ge=0, lt=1, description="Annual discount rate for CLV.")
+    clv_months: int = Field(12, ge=1, le=120, description="CLV horizon in months.")
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        from jingzhun.predict.propensity import CLASSIFIERS
+
+        bad = [m for m in value if m not in CLASSIFIERS]
+        if bad or not value:
+            raise ValueError(
+                f"unknown classifier {bad[0] if bad else None!r}; use {', '.join(CLASSIFIERS)}"
+            )
+        return value
+
+
 class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
@@ -243,6 +294,7 @@ class Settings(_Section):
     profile: ProfileSettings = ProfileSettings()
     tags: TagSettings = TagSettings()
     recommend: RecommendSettings = RecommendSettings()
+    predict: PredictSettings = PredictSettings()
     _source: Path | None = PrivateAttr(None)
 
     @property

@@ -105,6 +105,33 @@ def bgnbd_p_alive(
     return 1 / (1 + odds)
 
 
+def expected_clv(
+    expected: Any,
+    params: dict[str, float],
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+    spend: np.ndarray,
+    *,
+    months: int = 12,
+    unit_days: float = 7.0,
+    margin: float = 1.0,
+    annual_discount: float = 0.10,
+) -> np.ndarray:
+    """Discounted expected margin over ``months``: for each month i, the expected purchases in
+    it (E[X(i)] - E[X(i-1)] from the purchase model's ``expected``) × expected spend ×
+    ``margin``, discounted by (1 + d)^(i/12). Monthly steps, as the DERL sum is usually taken."""
+    step = 30.4375 / unit_days
+    spend = np.asarray(spend, np.float64)
+    total = np.zeros(len(spend))
+    previous = np.zeros(len(spend))
+    for i in range(1, months + 1):  # a loop over months (<= 120), vectorised over customers
+        cumulative = expected(params, step * i, x, t_x, T)
+        total += (cumulative - previous) * spend * margin / (1 + annual_discount) ** (i / 12)
+        previous = cumulative
+    return total
+
+
 # -- Pareto/NBD ------------------------------------------------------------------------------
 
 
@@ -246,10 +273,14 @@ def summarise(
     calibration_end: Any,
     holdout_end: Any | None = None,
     unit: str = "week",
+    to_end: bool = False,
 ) -> Any:
     """Per-customer x, t_x, T, m (mean repeat spend) for the calibration period, and the
     holdout's purchase count; ``frame`` has columns customer, date (day precision) and
-    optionally amount. Purchases on the same day merge into one transaction."""
+    optionally amount. Purchases on the same day merge into one transaction.
+
+    ``to_end`` allows a calibration end after the last purchase (scoring "now", no holdout).
+    """
     import pandas as pd
 
     if unit not in UNITS:
@@ -258,7 +289,7 @@ def summarise(
     cal_end = pd.Timestamp(calibration_end)
     dates = pd.to_datetime(frame["date"]).dt.normalize()
     first, last = dates.min(), dates.max()
-    if not (first <= cal_end < last):
+    if not (first <= cal_end < last) and not (to_end and first <= cal_end):
         raise InputError(
             f"--calibration-end {cal_end.date()} is outside the data ({first.date()} to {last.date()})",
             hint="pick a date after the first purchase and before the last",

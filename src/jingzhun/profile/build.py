@@ -291,27 +291,9 @@ def build(store: Store, settings: Settings, as_of: datetime | None = None) -> Bu
     the_plan = plan(store, settings, as_of)  # every check happens here, before any write
     now = utcnow()
     temps: list[str] = []
-
-    def materialise(name: str, expr: ir.Table, *, temp: bool = True) -> ir.Table:
-        table = f"_jz_profile_{name}" if temp else name
-        kind = "TEMP TABLE" if temp else "TABLE"
-        store.run(f"CREATE OR REPLACE {kind} {table} AS {ibis.to_sql(expr, dialect='duckdb')}")
-        if temp:
-            temps.append(table)
-        return store.ibis().table(table)
-
     try:
         with store.transaction():
-            tables = {"base": materialise("base", the_plan.base)}
-            step = plan(store, settings, as_of, tables=tables)
-            tables["affinity"] = materialise("profile_affinity", step.affinity, temp=False)
-            step = plan(store, settings, as_of, tables=tables)
-            for name, expr in step.pieces.items():
-                if name != "wide":
-                    tables[name] = materialise(name, expr)
-            step = plan(store, settings, as_of, tables=tables)
-            tables["wide"] = materialise("wide", step.pieces["wide"])
-            the_plan = plan(store, settings, as_of, tables=tables)
+            the_plan = _materialise(store, settings, as_of, temps, keep_affinity=True)
             store.run(
                 f"CREATE OR REPLACE TABLE profiles AS {ibis.to_sql(the_plan.profile, dialect='duckdb')}"
             )
@@ -324,11 +306,64 @@ def build(store: Store, settings: Settings, as_of: datetime | None = None) -> Bu
                 [as_of, now, users, json.dumps(the_plan.columns), json.dumps(tag_counts), seconds],
             )
     finally:
-        for table in temps:
-            store.run(f"DROP TABLE IF EXISTS temp.{table}")
+        _drop(store, temps)
     return BuildResult(
         as_of, int(users), the_plan.columns, tag_counts, time.perf_counter() - started
     )
+
+
+def _materialise(
+    store: Store, settings: Settings, as_of: datetime, temps: list[str], *, keep_affinity: bool
+) -> Plan:
+    """Compute every piece of the plan once into a table (temporary ones named in ``temps``)
+    and return the plan that reads them. ``keep_affinity`` writes ``profile_affinity``; else
+    the affinity is temporary too."""
+
+    def materialise(name: str, expr: ir.Table, *, temp: bool = True) -> ir.Table:
+        table = f"_jz_profile_{name}" if temp else name
+        kind = "TEMP TABLE" if temp else "TABLE"
+        store.run(f"CREATE OR REPLACE {kind} {table} AS {ibis.to_sql(expr, dialect='duckdb')}")
+        if temp:
+            temps.append(table)
+        return store.ibis().table(table)
+
+    tables = {"base": materialise("base", plan(store, settings, as_of).base)}
+    step = plan(store, settings, as_of, tables=tables)
+    tables["affinity"] = materialise("profile_affinity", step.affinity, temp=not keep_affinity)
+    step = plan(store, settings, as_of, tables=tables)
+    for name, expr in step.pieces.items():
+        if name != "wide":
+            tables[name] = materialise(name, expr)
+    step = plan(store, settings, as_of, tables=tables)
+    tables["wide"] = materialise("wide", step.pieces["wide"])
+    return plan(store, settings, as_of, tables=tables)
+
+
+def _drop(store: Store, temps: list[str]) -> None:
+    for table in temps:
+        store.run(f"DROP TABLE IF EXISTS temp.{table}")
+
+
+def compute(store: Store, settings: Settings, as_of: datetime, into: str) -> list[str]:
+    """The profile as of ``as_of`` into the temporary table ``into``; nothing else is written.
+
+    This is the point-in-time profile the predict stage trains on: the same traits as
+    ``build``, from the events strictly before ``as_of`` only. Returns the columns.
+    """
+    if store.count("events") == 0:
+        raise NotFoundError(
+            "the store has no events to build profiles from", hint="ingest events first"
+        )
+    plan(store, settings, as_of)  # every check before any table is made
+    temps: list[str] = []
+    try:
+        the_plan = _materialise(store, settings, as_of, temps, keep_affinity=False)
+        store.run(
+            f"CREATE OR REPLACE TEMP TABLE {into} AS {ibis.to_sql(the_plan.profile, dialect='duckdb')}"
+        )
+    finally:
+        _drop(store, temps)
+    return the_plan.columns
 
 
 def require_profiles(store: Store) -> None:

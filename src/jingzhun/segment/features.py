@@ -102,8 +102,9 @@ def _derivable(name: str, columns: dict[str, str]) -> bool:
     return all(n in columns for n in NEEDS[name])
 
 
-def select_sql(features: list[str], columns: dict[str, str]) -> str:
-    """``SELECT user_id, f1, f2 … FROM profiles`` with derived features and fills applied."""
+def select_sql(features: list[str], columns: dict[str, str], table: str = "profiles") -> str:
+    """``SELECT user_id, f1, f2 … FROM profiles`` with derived features and fills applied
+    (``table``: a table with the profiles' columns, such as a point-in-time profile)."""
     valid = numeric_traits(columns)
     unknown = [f for f in features if f not in valid]
     if unknown:
@@ -127,7 +128,7 @@ def select_sql(features: list[str], columns: dict[str, str]) -> str:
         else:
             sql = f"coalesce({f}, 0)"
         exprs.append(f"CAST({sql} AS DOUBLE) AS {f}")
-    return f"SELECT user_id, {', '.join(exprs)} FROM profiles ORDER BY user_id"
+    return f"SELECT user_id, {', '.join(exprs)} FROM {table} ORDER BY user_id"
 
 
 @dataclass

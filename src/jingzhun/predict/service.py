@@ -1,0 +1,513 @@
+"""The predict stage on a store: train, score, CLV, report.
+
+``train`` builds point-in-time training sets (``labels``), compares the classifiers
+(``propensity.compare``), saves the chosen one with its calibrator in
+``<store>.models/predict/<model_id>.npz`` and records the comparison in ``predict_models``.
+``score`` applies the active model to every user as of now and writes ``scores`` (with the top
+reasons) and the ``likely_to_buy`` / ``churn_risk`` tags, each replaced in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from jingzhun.config import Settings
+from jingzhun.errors import InputError, NotFoundError
+from jingzhun.ingest.pipeline import utcnow
+from jingzhun.predict import labels as lb
+from jingzhun.predict.propensity import Split, compare, load_npz, save_npz, top_reasons
+from jingzhun.profile.build import default_as_of
+from jingzhun.store import Store
+
+#: The tag each target writes, for segments and campaign audiences.
+TAGS: dict[str, str] = {"propensity": "likely_to_buy", "churn": "churn_risk"}
+
+Progress = Callable[[str], None]
+
+
+def models_dir(store: Store) -> Path:
+    return store.path.with_name(store.path.name + ".models") / "predict"
+
+
+def _new_id(store: Store, target: str) -> str:
+    n = int(store.scalar("SELECT count(*) FROM predict_models WHERE target = ?", [target])) + 1
+    while store.scalar("SELECT count(*) FROM predict_models WHERE model_id = ?", [f"{target}-{n}"]):
+        n += 1
+    return f"{target}-{n}"
+
+
+@dataclass
+class Trained:
+    """What ``predict train`` did: the chosen model, the comparison and where it is saved."""
+
+    model_id: str
+    target: str
+    model: str
+    path: Path
+    cutoffs: dict[str, Any]
+    rows: dict[str, int]
+    base_rates: dict[str, float]
+    features: list[str]
+    comparison: list[dict[str, Any]]
+    test: dict[str, float]
+    select: str
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d["path"] = str(self.path)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+def training_sets(
+    store: Store,
+    settings: Settings,
+    *,
+    target: str,
+    horizon_days: float,
+    as_of: datetime | None = None,
+    train_windows: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[lb.Cutoffs, dict[str, pd.DataFrame]]:
+    """The training (stacked cutoffs), validation and test frames of a time-based split."""
+    cfg = settings.predict
+    say = progress or (lambda _m: None)
+    cut = lb.plan_cutoffs(
+        store,
+        horizon_days,
+        as_of=as_of,
+        train_windows=cfg.train_windows if train_windows is None else train_windows,
+    )
+    parts: dict[str, list[pd.DataFrame]] = {"train": [], "validation": [], "test": []}
+    named = [("train", c) for c in cut.train] + [
+        ("validation", cut.validation),
+        ("test", cut.test),
+    ]
+    features: list[str] | None = None
+    for part, cutoff in named:
+        say(
+            f"{part} set: profiles as of {cutoff:%Y-%m-%d}, labels to {cutoff + timedelta(days=horizon_days):%Y-%m-%d}"
+        )
+        frame = lb.label_frame(
+            store,
+            settings,
+            cutoff,
+            target=target,
+            horizon_days=horizon_days,
+            active_days=cfg.active_days,
+            features=features,
+        )
+        features = features or [c for c in frame.columns if c not in ("user_id", "label", "cutoff")]
+        parts[part].append(frame)
+    out = {k: pd.concat(v, ignore_index=True) for k, v in parts.items()}
+    for part, frame in out.items():
+        lb.check_labels(
+            frame,
+            f"{target} {part} set (cutoff {frame['cutoff'].iloc[0]:%Y-%m-%d})"
+            if len(frame)
+            else f"{target} {part} set",
+            hint="choose another --horizon (or --as-of), or ingest more history",
+        )
+    return cut, out
+
+
+def _split(frame: pd.DataFrame, features: list[str]) -> Split:
+    return Split(frame[features].to_numpy(np.float64), frame["label"].to_numpy(np.int8))
+
+
+def train(
+    store: Store,
+    settings: Settings,
+    target: str = "propensity",
+    *,
+    horizon_days: float | None = None,
+    as_of: datetime | None = None,
+    models: list[str] | None = None,
+    train_windows: int | None = None,
+    progress: Progress | None = None,
+) -> Trained:
+    """Compare the classifiers for ``target`` on a time-based split; save the best, active."""
+    started = time.perf_counter()
+    lb.check_target(target)
+    cfg = settings.predict
+    horizon = cfg.horizon_days if horizon_days is None else horizon_days
+    cut, sets = training_sets(
+        store,
+        settings,
+        target=target,
+        horizon_days=horizon,
+        as_of=as_of,
+        train_windows=train_windows,
+        progress=progress,
+    )
+    features = [c for c in sets["train"].columns if c not in ("user_id", "label", "cutoff")]
+    result = compare(
+        _split(sets["train"], features),
+        _split(sets["validation"], features),
+        _split(sets["test"], features),
+        models=models or cfg.models,
+        params={k: dict(v) for k, v in cfg.params.items()},
+        select=cfg.select,
+        calibration=cfg.calibration,
+        compare_rows=cfg.compare_rows,
+        progress=progress,
+    )
+    for note in result.warnings:
+        warnings.warn(note, stacklevel=2)
+    model_id = _new_id(store, target)
+    path = models_dir(store) / f"{model_id}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_npz(path, result.model, result.calibrator, result.explainer)
+    rows = {k: len(v) for k, v in sets.items()}
+    base = {k: round(float(v["label"].mean()), 5) for k, v in sets.items()}
+    metrics = {
+        "comparison": result.metrics,
+        "best": result.best,
+        "select": result.select,
+        "test_calibrated": result.test_calibrated,
+        "calibration": result.calibrator.method,
+        "explainer": result.explainer.name,
+        "curves": result.curves,
+        "rows": rows,
+        "base_rates": base,
+        "fit_seconds": result.seconds,
+        "warnings": result.warnings,
+    }
+    rel = str(path.relative_to(store.path.parent))
+    try:
+        with store.transaction() as con:
+            con.execute(
+                "UPDATE predict_models SET active = false WHERE active AND target = ?", [target]
+            )
+            con.execute(
+                "INSERT INTO predict_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true, now()::TIMESTAMP)",
+                [
+                    model_id,
+                    target,
+                    result.best,
+                    horizon,
+                    cut.score,
+                    json.dumps(cut.to_dict()),
+                    json.dumps(features),
+                    json.dumps(metrics),
+                    rel,
+                    float(sum(result.seconds.values())),
+                ],
+            )
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    return Trained(
+        model_id,
+        target,
+        result.best,
+        path,
+        cut.to_dict(),
+        rows,
+        base,
+        features,
+        result.table(),
+        result.test_calibrated,
+        result.select,
+        result.warnings,
+        time.perf_counter() - started,
+    )
+
+
+def list_models(store: Store) -> pd.DataFrame:
+    """Every trained predict model, newest first."""
+    return store.sql(
+        "SELECT model_id, target, model, horizon_days, as_of, fit_seconds, active, created_at "
+        "FROM predict_models ORDER BY created_at DESC, model_id DESC"
+    ).df()
+
+
+def resolve(store: Store, target: str | None = None, model_id: str | None = None) -> dict[str, Any]:
+    """A model row by id, or the active model for ``target``."""
+    if model_id is not None:
+        rows = store.rows("SELECT * FROM predict_models WHERE model_id = ?", [model_id])
+        if not rows:
+            known = [r[0] for r in store.rows("SELECT model_id FROM predict_models")]
+            raise NotFoundError(
+                f"no predict model {model_id!r}",
+                hint=f"known: {', '.join(known)}" if known else "run jingzhun predict train",
+            )
+    else:
+        lb.check_target(target or "propensity") if target != "uplift" else None
+        rows = store.rows(
+            "SELECT * FROM predict_models WHERE active AND target = ? ORDER BY created_at DESC LIMIT 1",
+            [target],
+        )
+        if not rows:
+            raise NotFoundError(
+                f"no trained {target} model",
+                hint=f"run jingzhun predict train --target {target}",
+            )
+    names = [d[0] for d in store.con.execute("SELECT * FROM predict_models LIMIT 0").description]
+    row = dict(zip(names, rows[0], strict=True))
+    for key in ("cutoffs", "features", "metrics"):
+        row[key] = json.loads(row[key])
+    return row
+
+
+def _percentile(values: np.ndarray) -> np.ndarray:
+    """Rank among the scored users, 0-1, 1 = highest (ties share the higher rank)."""
+    from scipy.stats import rankdata
+
+    if len(values) <= 1:
+        return np.ones(len(values))
+    return (rankdata(values, method="max") - 1) / (len(values) - 1)
+
+
+def write_scores(
+    store: Store,
+    frames: dict[str, pd.DataFrame],
+    *,
+    model_id: str,
+    as_of: datetime,
+    tags: dict[str, str] | None = None,
+    settings: Settings | None = None,
+) -> int:
+    """Replace each kind's scores (frames of user_id, value[, reasons]) and its tag (kind ->
+    tag name: top ``tag_high`` share 'high', next ``tag_medium`` 'medium', the rest 'low'),
+    all in one transaction."""
+    now = utcnow()
+    tables = []
+    for kind, frame in frames.items():
+        values = frame["value"].to_numpy(np.float64)
+        if np.isnan(values).any():
+            raise InputError(f"{kind}: a model produced NaN scores", hint="check the features")
+        reasons = frame["reasons"] if "reasons" in frame else [None] * len(frame)
+        tables.append(
+            pa.table(
+                {
+                    "user_id": pa.array(frame["user_id"].astype(str).tolist(), pa.string()),
+                    "score": pa.array([kind] * len(frame), pa.string()),
+                    "value": pa.array(values),
+                    "percentile": pa.array(_percentile(values)),
+                    "model_id": pa.array([model_id] * len(frame), pa.string()),
+                    "reasons": pa.array(
+                        [None if r is None else json.dumps(r) for r in reasons], pa.string()
+                    ),
+                    "as_of": pa.array([as_of] * len(frame), pa.timestamp("us")),
+                    "computed_at": pa.array([now] * len(frame), pa.timestamp("us")),
+                }
+            )
+        )
+    table = pa.concat_tables(tables)
+    with store.transaction() as con:
+        con.execute(
+            f"DELETE FROM scores WHERE score IN ({', '.join('?' * len(frames))})", list(frames)
+        )
+        con.register("_jz_scores", table)
+        con.execute(
+            "INSERT INTO scores SELECT user_id, score, value, percentile, model_id, "
+            "CAST(reasons AS JSON), as_of, computed_at FROM _jz_scores"
+        )
+        con.unregister("_jz_scores")
+        for kind, tag in (tags or {}).items():
+            cfg = (settings or Settings()).predict
+            con.execute("DELETE FROM tags WHERE tag = ? AND source = 'model'", [tag])
+            con.execute(
+                f"""INSERT INTO tags
+                SELECT user_id, ?, CASE WHEN percentile >= {1 - cfg.tag_high!r} THEN 'high'
+                                        WHEN percentile >= {1 - cfg.tag_high - cfg.tag_medium!r} THEN 'medium'
+                                        ELSE 'low' END, 'model', ?
+                FROM scores WHERE score = ?""",
+                [tag, now, kind],
+            )
+    return len(table)
+
+
+@dataclass
+class Scored:
+    target: str
+    model_id: str
+    users: int
+    as_of: datetime
+    mean: float
+    tags: dict[str, int]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d["as_of"] = self.as_of.isoformat(sep=" ")
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+def score(
+    store: Store,
+    settings: Settings,
+    target: str = "propensity",
+    *,
+    model_id: str | None = None,
+    as_of: datetime | None = None,
+    reasons: int = 3,
+) -> Scored:
+    """Score every user (churn: every active customer) as of ``as_of`` with the active model."""
+    started = time.perf_counter()
+    row = resolve(store, target, model_id)
+    target = row["target"]
+    if target not in TAGS:
+        raise InputError(f"{row['model_id']} is an {target} model", hint="use predict uplift")
+    model, calibrator, explainer = load_npz(store.path.parent / row["path"])
+    at = as_of or default_as_of(store)
+    frame = lb.features_at(store, settings, at, row["features"])
+    if target == "churn":
+        active = lb.active_customers(store, at, settings.predict.active_days)
+        frame = frame.loc[frame["user_id"].isin(active)].reset_index(drop=True)
+    if frame.empty:
+        raise NotFoundError(f"no users to score as of {at:%Y-%m-%d}", hint="ingest events first")
+    X = frame[row["features"]].to_numpy(np.float64)
+    p = calibrator(model.predict_proba(X))
+    out = pd.DataFrame({"user_id": frame["user_id"], "value": p})
+    contrib = explainer.contributions(X) if reasons > 0 else None
+    if contrib is not None:
+        out["reasons"] = top_reasons(contrib, X, row["features"], reasons)
+    tag = TAGS[target]
+    n = write_scores(
+        store,
+        {target: out},
+        model_id=row["model_id"],
+        as_of=at,
+        tags={target: tag},
+        settings=settings,
+    )
+    counts = dict(
+        store.rows(
+            "SELECT value, count(*) FROM tags WHERE tag = ? AND source = 'model' GROUP BY 1", [tag]
+        )
+    )
+    return Scored(
+        target, row["model_id"], n, at, float(p.mean()), counts, time.perf_counter() - started
+    )
+
+
+# -- customer lifetime value on the store ---------------------------------------------------------
+
+
+def orders_frame(store: Store, as_of: datetime) -> pd.DataFrame:
+    """customer, date, amount: the stitched order lines of known users before ``as_of``."""
+    import ibis
+
+    from jingzhun.profile import traits as tr
+
+    e = tr.stitched(store.ibis(), ibis.literal(as_of, type="timestamp"))
+    e = e.filter((e.event == "order_completed") & e.user_id.notnull())
+    return (
+        e.select(customer=e.user_id, date=e.ts, amount=e.revenue.fill_null(0.0))
+        .to_pyarrow()
+        .to_pandas()
+    )
+
+
+def clv_score(
+    store: Store,
+    settings: Settings,
+    *,
+    as_of: datetime | None = None,
+    model: str = "bgnbd",
+    unit: str = "week",
+) -> dict[str, Any]:
+    """Fit the purchase model and Gamma-Gamma on every customer's orders before ``as_of``;
+    write ``clv`` (discounted margin over ``[predict] clv_months``), ``expected_orders`` (over
+    ``[predict] horizon_days``) and, for BG/NBD, ``p_alive`` scores."""
+    from jingzhun.predict import clv as cl
+
+    started = time.perf_counter()
+    cfg = settings.predict
+    at = as_of or default_as_of(store)
+    orders = orders_frame(store, at)
+    if orders.empty:
+        raise NotFoundError("no orders to fit a CLV model to", hint="ingest order_completed events")
+    summary = cl.summarise(orders, calibration_end=at, unit=unit, to_end=True)
+    fit_model, expected = cl.purchase_model(model)
+    x, t_x, T = (summary[c].to_numpy(np.float64) for c in ("x", "t_x", "T"))
+    fit = fit_model(x, t_x, T)
+    if not fit.converged:
+        warnings.warn(f"{model}: the optimiser did not report convergence", stacklevel=2)
+    m = summary["m"].to_numpy(np.float64)
+    repeaters = np.isfinite(m) & (x > 0)
+    if repeaters.sum() < 10:
+        raise InputError(
+            f"only {int(repeaters.sum())} customers bought more than once: too few for Gamma-Gamma",
+            hint="CLV needs repeat customers; ingest more history",
+        )
+    gg = cl.fit_gamma_gamma(x[repeaters], m[repeaters])
+    spend = cl.gamma_gamma_expected_spend(gg.params, np.where(repeaters, x, 0), np.nan_to_num(m))
+    unit_days = cl.UNITS[unit]
+    horizon = cfg.horizon_days / unit_days
+    frames = {
+        "expected_orders": expected(fit.params, horizon, x, t_x, T),
+        "clv": cl.expected_clv(
+            expected,
+            fit.params,
+            x,
+            t_x,
+            T,
+            spend,
+            months=cfg.clv_months,
+            unit_days=unit_days,
+            margin=cfg.margin,
+            annual_discount=cfg.discount_rate,
+        ),
+    }
+    if model == "bgnbd":
+        frames["p_alive"] = cl.bgnbd_p_alive(fit.params, x, t_x, T)
+    ids = summary.index.to_numpy(dtype=object)
+    model_id = _new_id(store, "clv")
+    params = {"purchase": {model: fit.params}, "gamma_gamma": gg.params}
+    metrics = {
+        "log_likelihood": fit.log_likelihood,
+        "converged": fit.converged,
+        "customers": len(summary),
+        "repeat_customers": int(repeaters.sum()),
+        "unit": unit,
+        "params": params,
+        "total_clv": float(frames["clv"].sum()),
+    }
+    with store.transaction() as con:
+        con.execute("UPDATE predict_models SET active = false WHERE active AND target = 'clv'")
+        con.execute(
+            "INSERT INTO predict_models VALUES (?, 'clv', ?, ?, ?, ?, '[]', ?, '', ?, true, now()::TIMESTAMP)",
+            [
+                model_id,
+                model,
+                cfg.horizon_days,
+                at,
+                json.dumps({"calibration_end": at.isoformat(sep=" ")}),
+                json.dumps(metrics),
+                time.perf_counter() - started,
+            ],
+        )
+    write_scores(
+        store,
+        {k: pd.DataFrame({"user_id": ids, "value": v}) for k, v in frames.items()},
+        model_id=model_id,
+        as_of=at,
+    )
+    return {
+        "model_id": model_id,
+        "model": model,
+        "customers": len(summary),
+        "params": params,
+        "log_likelihood": round(fit.log_likelihood, 4),
+        "converged": fit.converged,
+        "total_clv": round(float(frames["clv"].sum()), 2),
+        "mean_clv": round(float(frames["clv"].mean()), 2),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
