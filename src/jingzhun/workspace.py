@@ -33,6 +33,8 @@ from jingzhun.ingest.validate import IngestOptions
 from jingzhun.store import TABLES, Store
 
 if TYPE_CHECKING:
+    from jingzhun.predict.service import Scored as PredictScored
+    from jingzhun.predict.service import Trained as PredictTrained
     from jingzhun.profile.analyze import Analysis
     from jingzhun.profile.build import BuildResult
     from jingzhun.recommend.service import Recommend
@@ -56,6 +58,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list) and value and isinstance(value[0], tuple):  # a map: [(key, value)]
         return {k: v for k, v in value}
     return value
+
+
+def _as_of(value: datetime | str | None) -> datetime | None:
+    from jingzhun.profile.build import parse_as_of
+
+    return parse_as_of(value) if isinstance(value, str) else value
 
 
 def _sql_path(path: Path) -> str:
@@ -405,6 +413,82 @@ class Workspace:
     ) -> pd.DataFrame:
         """Real-time recommendations after the items of the current session."""
         return self.recommender(model).session(list(item_ids), k)
+
+    # -- predict ------------------------------------------------------------------------------
+
+    def predict_train(
+        self,
+        target: str = "propensity",
+        *,
+        horizon_days: float | None = None,
+        as_of: datetime | str | None = None,
+        models: Sequence[str] | None = None,
+        train_windows: int | None = None,
+        progress: Any = None,
+    ) -> PredictTrained:
+        """Compare the classifiers for ``target`` ("propensity" or "churn") on a time-based
+        split of point-in-time profiles; the best on validation, calibrated, becomes active."""
+        from jingzhun.predict.service import train
+
+        return train(
+            self.store,
+            self.settings,
+            target,
+            horizon_days=horizon_days,
+            as_of=_as_of(as_of),
+            models=list(models) if models else None,
+            train_windows=train_windows,
+            progress=progress,
+        )
+
+    def predict_score(
+        self,
+        target: str = "propensity",
+        *,
+        model: str | None = None,
+        as_of: datetime | str | None = None,
+    ) -> PredictScored:
+        """Score every user with the active (or named) model: ``scores`` and the
+        ``likely_to_buy`` / ``churn_risk`` tags are replaced."""
+        from jingzhun.predict.service import score
+
+        return score(self.store, self.settings, target, model_id=model, as_of=_as_of(as_of))
+
+    def predict_clv(
+        self, *, model: str = "bgnbd", unit: str = "week", as_of: datetime | str | None = None
+    ) -> dict[str, Any]:
+        """Fit BG/NBD (or Pareto/NBD) and Gamma-Gamma to the store's orders; write the
+        ``clv``, ``expected_orders`` and ``p_alive`` scores."""
+        from jingzhun.predict.service import clv_score
+
+        return clv_score(self.store, self.settings, as_of=_as_of(as_of), model=model, unit=unit)
+
+    def predict_uplift(self, assignments: pd.DataFrame, **options: Any) -> dict[str, Any]:
+        """Fit uplift models on a past randomized campaign (user_id, group[, sent_at]); see
+        ``jingzhun.predict.uplift_service.train``."""
+        from jingzhun.predict.uplift_service import train
+
+        return train(self.store, self.settings, assignments, **options)
+
+    def predict_models(self) -> pd.DataFrame:
+        """Every trained predict model, newest first."""
+        from jingzhun.predict.service import list_models
+
+        return list_models(self.store)
+
+    def predict_report(self) -> dict[str, Any]:
+        """The active models' comparisons and the score distributions."""
+        from jingzhun.predict.service import report
+
+        return report(self.store)
+
+    def scores(self, kind: str | None = None) -> pd.DataFrame:
+        """The latest scores (one kind, or all)."""
+        where = "" if kind is None else "WHERE score = ?"
+        return self.sql(
+            f"SELECT * FROM scores {where} ORDER BY score, value DESC",
+            None if kind is None else [kind],
+        )
 
     # -- look ---------------------------------------------------------------------------------
 

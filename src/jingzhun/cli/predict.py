@@ -1,4 +1,4 @@
-"""``jingzhun predict clv`` (the rest of the predict stage is still to come)."""
+"""``jingzhun predict train|score|models|report|clv|propensity|uplift``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,160 @@ from typing import Annotated
 
 import typer
 
-from jingzhun.cli.common import out, print_json
+from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps
 
 app = typer.Typer(
-    help="Predictions: customer lifetime value (BG/NBD, Pareto/NBD, Gamma-Gamma).",
+    help="Predictions: purchase propensity, churn, customer lifetime value, uplift.",
     no_args_is_help=True,
 )
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+TargetOpt = Annotated[
+    str, typer.Option("--target", "-t", help="propensity (buys within the horizon) or churn.")
+]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option("--as-of", help="Score (and split) as of this time; default: the latest event."),
+]
+
+
+def _table(comparison: list[dict]) -> None:
+    """The comparison: ranking on validation and test, the rest on test."""
+    import pandas as pd
+
+    names = {
+        "validation_roc_auc": "val AUC",
+        "validation_pr_auc": "val PR",
+        "test_roc_auc": "AUC",
+        "test_pr_auc": "PR AUC",
+        "test_log_loss": "log loss",
+        "test_brier": "Brier",
+        "test_lift_10": "lift@10",
+        "test_gain_20": "gain@20",
+        "test_ece": "ECE",
+    }
+    rows = [{"model": r["model"], **{v: r.get(k) for k, v in names.items()}} for r in comparison]
+    print_frame(pd.DataFrame(rows))
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    target: TargetOpt = "propensity",
+    horizon: Annotated[
+        float | None, typer.Option("--horizon", help="Label window in days (default: [predict]).")
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma-separated: logistic,tree,forest,lightgbm,mlp."),
+    ] = None,
+    train_windows: Annotated[
+        int | None, typer.Option("--train-windows", help="Training cutoffs stacked.")
+    ] = None,
+    as_of: AsOfOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare the classifiers on a time-based split; the best (calibrated) becomes active."""
+    import warnings
+
+    g: Globals = ctx.obj
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    with (
+        g.workspace() as ws,
+        steps(not as_json) as say,
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+        result = ws.predict_train(
+            target,
+            horizon_days=horizon,
+            as_of=as_of,
+            models=names,
+            train_windows=train_windows,
+            progress=say,
+        )
+    for w in caught:
+        from jingzhun.cli.common import err
+
+        err.print(f"warning: {w.message}")
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out.print(
+        f"[bold]{result.model_id}[/]: {result.target}, best on validation ({result.select}): "
+        f"[bold]{result.model}[/]; rows {result.rows}; base rates {result.base_rates}"
+    )
+    _table(result.comparison)
+    t = result.test
+    out.print(
+        f"Test, calibrated: ROC AUC {t['roc_auc']:.3f}, PR AUC {t['pr_auc']:.3f}, log loss "
+        f"{t['log_loss']:.4f}, Brier {t['brier']:.4f}, lift@10% {t['lift_10']:.2f}, ECE {t['ece']:.4f}."
+    )
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    target: TargetOpt = "propensity",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="A model id (default: the active one).")
+    ] = None,
+    as_of: AsOfOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score every user (churn: every active customer); write scores and tags."""
+    g: Globals = ctx.obj
+    with g.workspace() as ws, steps(not as_json) as say:
+        say(f"scoring {target}")
+        result = ws.predict_score(target, model=model, as_of=as_of)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out.print(
+        f"{result.users:,} users scored with {result.model_id} as of {result.as_of:%Y-%m-%d}: "
+        f"mean {result.mean:.3f}; tags {result.tags}."
+    )
+
+
+@app.command("models")
+def models_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Every trained predict model, newest first; the active ones are marked."""
+    g: Globals = ctx.obj
+    with g.workspace(read_only=True) as ws:
+        frame = ws.predict_models()
+    if as_json:
+        print_json({"models": frame_records(frame)})
+        return
+    print_frame(frame)
+
+
+@app.command()
+def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The active models' comparisons (validation and test) and the score distributions."""
+    g: Globals = ctx.obj
+    with g.workspace(read_only=True) as ws:
+        result = ws.predict_report()
+    if as_json:
+        print_json(result)
+        return
+    if not result["models"]:
+        out.print("No predict models yet: run jingzhun predict train.")
+    for target, m in result["models"].items():
+        metrics = m["metrics"]
+        out.print(f"[bold]{target}[/]: {m['model_id']} ({m['model']}), as of {m['as_of']}")
+        if "comparison" in metrics:
+            rows = [
+                {
+                    "model": name,
+                    **{f"{p}_{k}": v for p, vals in parts.items() for k, v in vals.items()},
+                }
+                for name, parts in metrics["comparison"].items()
+            ]
+            _table(rows)
+    if result["scores"]:
+        import pandas as pd
+
+        print_frame(pd.DataFrame([{"score": k, **v} for k, v in result["scores"].items()]))
 
 
 def read_transactions(
@@ -64,47 +212,54 @@ def read_transactions(
     return pd.DataFrame(data)
 
 
-@app.command()
-def clv(
-    transactions: Annotated[
-        Path, typer.Option("--transactions", help="A transaction log (CSV/TSV with a header).")
-    ],
-    customer_col: Annotated[str, typer.Option("--customer-col", help="Customer column.")],
-    date_col: Annotated[str, typer.Option("--date-col", help="Date column.")],
-    calibration_end: Annotated[
-        str, typer.Option("--calibration-end", help="Last day of the calibration period.")
-    ],
-    sep: Annotated[str | None, typer.Option("--sep", help="Field separator; \\t for tab.")] = None,
-    amount_col: Annotated[
-        str | None, typer.Option("--amount-col", help="Amount column (for Gamma-Gamma).")
-    ] = None,
-    date_format: Annotated[
-        str | None, typer.Option("--date-format", help="strptime format, e.g. %Y%m%d.")
-    ] = None,
-    time_unit: Annotated[str, typer.Option("--time-unit", help="day or week.")] = "week",
-    holdout_end: Annotated[
-        str | None, typer.Option("--holdout-end", help="Last day of the holdout period.")
-    ] = None,
-    model: Annotated[str, typer.Option("--model", help="bgnbd or paretonbd.")] = "bgnbd",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """Fit BG/NBD or Pareto/NBD (and Gamma-Gamma) to any transaction log."""
+TransactionsOpt = Annotated[
+    Path | None,
+    typer.Option("--transactions", help="A transaction log (CSV/TSV/Parquet with a header)."),
+]
+CustomerOpt = Annotated[str | None, typer.Option("--customer-col", help="Customer column.")]
+DateOpt = Annotated[str | None, typer.Option("--date-col", help="Date column.")]
+CalEndOpt = Annotated[
+    str | None, typer.Option("--calibration-end", help="Last day of the calibration period.")
+]
+SepOpt = Annotated[str | None, typer.Option("--sep", help="Field separator; \\t for tab.")]
+AmountOpt = Annotated[
+    str | None, typer.Option("--amount-col", help="Amount column (for Gamma-Gamma).")
+]
+FormatOpt = Annotated[
+    str | None, typer.Option("--date-format", help="strptime format, e.g. %Y%m%d.")
+]
+UnitOpt = Annotated[str, typer.Option("--time-unit", help="day or week.")]
+HoldoutOpt = Annotated[
+    str | None, typer.Option("--holdout-end", help="Last day of the holdout period.")
+]
+ModelOpt = Annotated[str, typer.Option("--model", help="bgnbd or paretonbd.")]
+
+
+def _day(flag: str, value: str | None):
     import pandas as pd
 
     from jingzhun.errors import InputError
-    from jingzhun.predict.clv import fit_log, purchase_model, summarise
 
-    def day(flag: str, value: str | None):
+    if value is None:
+        return None
+    try:
+        return pd.Timestamp(value)
+    except ValueError:
+        raise InputError(f"{flag} {value!r} is not a date", hint="use YYYY-MM-DD") from None
+
+
+def _log(transactions, sep, customer_col, date_col, amount_col, date_format, calibration_end):
+    from jingzhun.errors import InputError
+
+    for flag, value in (
+        ("--customer-col", customer_col),
+        ("--date-col", date_col),
+        ("--calibration-end", calibration_end),
+    ):
         if value is None:
-            return None
-        try:
-            return pd.Timestamp(value)
-        except ValueError:
-            raise InputError(f"{flag} {value!r} is not a date", hint="use YYYY-MM-DD") from None
-
+            raise InputError(f"--transactions needs {flag}", hint=f"give {flag}")
     sep = "\t" if sep in ("\\t", "tab") else sep
-    purchase_model(model)  # before reading the file
-    log = read_transactions(
+    return read_transactions(
         transactions,
         sep=sep,
         customer_col=customer_col,
@@ -112,10 +267,47 @@ def clv(
         amount_col=amount_col,
         date_format=date_format,
     )
+
+
+@app.command()
+def clv(
+    ctx: typer.Context,
+    transactions: TransactionsOpt = None,
+    customer_col: CustomerOpt = None,
+    date_col: DateOpt = None,
+    calibration_end: CalEndOpt = None,
+    sep: SepOpt = None,
+    amount_col: AmountOpt = None,
+    date_format: FormatOpt = None,
+    time_unit: UnitOpt = "week",
+    holdout_end: HoldoutOpt = None,
+    model: ModelOpt = "bgnbd",
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit BG/NBD or Pareto/NBD (and Gamma-Gamma) to a transaction log, or — without
+    --transactions — to the store's orders, writing clv, expected_orders and p_alive scores."""
+    from jingzhun.predict.clv import fit_log, purchase_model, summarise
+
+    purchase_model(model)  # before reading anything
+    if transactions is None:
+        g: Globals = ctx.obj
+        with g.workspace() as ws, steps(not as_json) as say:
+            say(f"fitting {model} and Gamma-Gamma to the store's orders")
+            result = ws.predict_clv(model=model, unit=time_unit)
+        if as_json:
+            print_json(result)
+            return
+        params = ", ".join(f"{k} = {v:.4g}" for k, v in result["params"]["purchase"][model].items())
+        out.print(
+            f"{result['model_id']}: {model} on {result['customers']:,} customers ({params}); "
+            f"expected CLV {result['total_clv']:,.0f} in total, {result['mean_clv']:,.2f} on average."
+        )
+        return
+    log = _log(transactions, sep, customer_col, date_col, amount_col, date_format, calibration_end)
     summary = summarise(
         log,
-        calibration_end=day("--calibration-end", calibration_end),
-        holdout_end=day("--holdout-end", holdout_end),
+        calibration_end=_day("--calibration-end", calibration_end),
+        holdout_end=_day("--holdout-end", holdout_end),
         unit=time_unit,
     )
     result = fit_log(summary, model)
@@ -135,3 +327,52 @@ def clv(
         out.print(
             f"Holdout: {h['actual_transactions']:,.0f} actual vs {h['predicted_transactions']:,.1f} predicted repeat transactions; per-customer correlation {h['customer_correlation']}"
         )
+
+
+@app.command()
+def propensity(
+    transactions: Annotated[
+        Path, typer.Option("--transactions", help="A transaction log (CSV/TSV/Parquet).")
+    ],
+    customer_col: CustomerOpt = None,
+    date_col: DateOpt = None,
+    calibration_end: CalEndOpt = None,
+    holdout_end: HoldoutOpt = None,
+    sep: SepOpt = None,
+    amount_col: AmountOpt = None,
+    date_format: FormatOpt = None,
+    time_unit: UnitOpt = "week",
+    model: ModelOpt = "bgnbd",
+    as_json: JsonOpt = False,
+) -> None:
+    """Holdout ROC AUC of each classifier and of the CLV model: who buys between the
+    calibration end and the holdout end?"""
+    from jingzhun.errors import InputError
+    from jingzhun.predict.clv import purchase_model
+    from jingzhun.predict.transactions import propensity_log
+
+    purchase_model(model)
+    if holdout_end is None:
+        raise InputError(
+            "predict propensity needs --holdout-end", hint="the label is a purchase up to it"
+        )
+    log = _log(transactions, sep, customer_col, date_col, amount_col, date_format, calibration_end)
+    with steps(not as_json) as say:
+        result = propensity_log(
+            log,
+            calibration_end=_day("--calibration-end", calibration_end),
+            holdout_end=_day("--holdout-end", holdout_end),
+            model=model,
+            unit=time_unit,
+            progress=say,
+        )
+    if as_json:
+        print_json(result)
+        return
+    import pandas as pd
+
+    print_frame(pd.DataFrame([{"model": k, **v} for k, v in result["models"].items()]))
+    out.print(
+        f"Best on validation: [bold]{result['best']}[/]; {result['holdout_buyers']:,} of "
+        f"{result['customers']:,} customers bought in the holdout."
+    )

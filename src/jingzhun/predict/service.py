@@ -246,7 +246,8 @@ def resolve(store: Store, target: str | None = None, model_id: str | None = None
                 hint=f"known: {', '.join(known)}" if known else "run jingzhun predict train",
             )
     else:
-        lb.check_target(target or "propensity") if target != "uplift" else None
+        if target not in (*lb.TARGETS, "clv", "uplift"):
+            lb.check_target(str(target))
         rows = store.rows(
             "SELECT * FROM predict_models WHERE active AND target = ? ORDER BY created_at DESC LIMIT 1",
             [target],
@@ -511,3 +512,37 @@ def clv_score(
         "mean_clv": round(float(frames["clv"].mean()), 2),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def report(store: Store) -> dict[str, Any]:
+    """The active model of each target with its comparison, and a summary of each score."""
+    models: dict[str, Any] = {}
+    for (target,) in store.rows(
+        "SELECT DISTINCT target FROM predict_models WHERE active ORDER BY target"
+    ):
+        row = resolve(store, target)
+        models[target] = {
+            "model_id": row["model_id"],
+            "model": row["model"],
+            "horizon_days": row["horizon_days"],
+            "as_of": row["as_of"].isoformat(sep=" "),
+            "cutoffs": row["cutoffs"],
+            "metrics": row["metrics"],
+        }
+    scores = {
+        kind: {
+            "users": int(n),
+            "mean": float(mean),
+            "p10": float(p10),
+            "p50": float(p50),
+            "p90": float(p90),
+            "model_id": model_id,
+            "as_of": as_of.isoformat(sep=" "),
+        }
+        for kind, n, mean, p10, p50, p90, model_id, as_of in store.rows(
+            "SELECT score, count(*), avg(value), quantile_cont(value, 0.1), "
+            "quantile_cont(value, 0.5), quantile_cont(value, 0.9), any_value(model_id), "
+            "max(as_of) FROM scores GROUP BY score ORDER BY score"
+        )
+    }
+    return {"models": models, "scores": scores}
