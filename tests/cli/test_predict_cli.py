@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.subprocess_cli import error_line, human, one_json, run
+from tests.cli.subprocess_cli import copy_store, error_line, human, one_json, run, snapshot, sql
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cdnow_sample.csv"
 BASE = (
@@ -106,3 +106,113 @@ def test_clv_unparsable_date_names_the_row(tmp_path: Path) -> None:
         "2020-01-01",
     )
     error_line(res, "row 3", "'yesterday'", "--date-format")
+
+
+# -- predict propensity on a transaction log ---------------------------------------------------
+
+PROPENSITY = (
+    "predict",
+    "propensity",
+    "--transactions",
+    str(DATA),
+    "--customer-col",
+    "customer_id",
+    "--date-col",
+    "date",
+    "--date-format",
+    "%Y%m%d",
+    "--amount-col",
+    "amount",
+    "--calibration-end",
+    "1997-09-30",
+)
+
+
+def test_propensity_json_has_each_classifier_and_the_clv_model(tmp_path: Path) -> None:
+    result = one_json(run(tmp_path, *PROPENSITY, "--holdout-end", "1998-06-30", "--json"))
+    models = result["models"]
+    assert set(models) == {"logistic", "tree", "forest", "lightgbm", "mlp", "bgnbd"}
+    assert result["best"] in models
+    best_val = max(m["validation_auc"] for m in models.values())
+    assert models[result["best"]]["validation_auc"] == best_val
+    for m in models.values():
+        assert 0.6 < m["auc"] < 0.9
+    # BG/NBD's expected transactions rank the holdout buyers about as well as the classifiers.
+    assert models["bgnbd"]["auc"] > 0.74
+    assert result["customers"] == 2357
+
+
+def test_propensity_human_table(tmp_path: Path) -> None:
+    text = human(run(tmp_path, *PROPENSITY, "--holdout-end", "1998-06-30", "--model", "paretonbd"))
+    assert "paretonbd" in text and "Best on validation" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        ((), ("--holdout-end",)),
+        (("--holdout-end", "1997-08-01"), ("--holdout-end 1997-08-01", "not after")),
+        (("--holdout-end", "soon"), ("--holdout-end 'soon'", "YYYY-MM-DD")),
+    ],
+)
+def test_propensity_bad_input(tmp_path: Path, args, needles) -> None:
+    error_line(run(tmp_path, *PROPENSITY, *args), *needles)
+
+
+def test_propensity_early_calibration_end(tmp_path: Path) -> None:
+    args = [a if a != "1997-09-30" else "1997-01-05" for a in PROPENSITY]
+    error_line(run(tmp_path, *args, "--holdout-end", "1997-06-30"), "leaves 4 days of history")
+
+
+# -- predict train | score | report on a store -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store(shop, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("predict_cli")
+    for kind in ("items", "users", "events"):
+        res = run(folder, "ingest", kind, shop.file(kind), "--json", db=folder / "store.duckdb")
+        assert res.code == 0, res.stderr
+    return folder / "store.duckdb"
+
+
+def test_train_score_report_round_trip(store: Path, tmp_path: Path) -> None:
+    db = copy_store(store, tmp_path / "a")
+    trained = one_json(
+        run(tmp_path, "predict", "train", "--models", "logistic,lightgbm", "--json", db=db)
+    )
+    assert trained["model_id"] == "propensity-1"
+    assert {r["model"] for r in trained["comparison"]} == {"logistic", "lightgbm"}
+    assert trained["test"]["roc_auc"] > 0.65
+    scored = one_json(run(tmp_path, "predict", "score", "--json", db=db))
+    assert scored["users"] == sql(db, "SELECT count(*) FROM scores")[0][0]
+    clv = one_json(run(tmp_path, "predict", "clv", "--json", db=db))
+    assert clv["model_id"] == "clv-1" and clv["converged"]
+    report = one_json(run(tmp_path, "predict", "report", "--json", db=db))
+    assert set(report["models"]) == {"propensity", "clv"}
+    assert set(report["scores"]) == {"propensity", "clv", "expected_orders", "p_alive"}
+    text = human(run(tmp_path, "predict", "report", db=db))
+    assert "propensity-1" in text and "AUC" in text
+    listed = one_json(run(tmp_path, "predict", "models", "--json", db=db))
+    assert [m["model_id"] for m in listed["models"]] == ["clv-1", "propensity-1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("train", "--target", "buyers"), ("--target 'buyers' is unknown", "propensity, churn")),
+        (("train", "--horizon", "400"), ("--horizon 400", "lower --horizon")),
+        (("train", "--models", "logistic,xgb"), ("classifier 'xgb' is unknown",)),
+        (("train", "--as-of", "someday"), ("--as-of 'someday'", "ISO 8601")),
+        (("score",), ("no trained propensity model", "predict train")),
+        (("score", "--target", "churn"), ("no trained churn model",)),
+    ],
+)
+def test_store_commands_bad_input(store: Path, tmp_path: Path, args, needles) -> None:
+    db = copy_store(store, tmp_path / "b")
+    before = snapshot(db)
+    error_line(run(tmp_path, "predict", *args, db=db), *needles)
+    assert snapshot(db) == before
+    assert not (db.parent / (db.name + ".models") / "predict").exists() or not any(
+        (db.parent / (db.name + ".models") / "predict").iterdir()
+    )
