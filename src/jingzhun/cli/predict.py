@@ -16,7 +16,10 @@ app = typer.Typer(
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 TargetOpt = Annotated[
-    str, typer.Option("--target", "-t", help="propensity (buys within the horizon) or churn.")
+    str,
+    typer.Option(
+        "--target", "-t", help="propensity (buys within the horizon), churn, or uplift (score)."
+    ),
 ]
 AsOfOpt = Annotated[
     str | None,
@@ -375,4 +378,75 @@ def propensity(
     out.print(
         f"Best on validation: [bold]{result['best']}[/]; {result['holdout_buyers']:,} of "
         f"{result['customers']:,} customers bought in the holdout."
+    )
+
+
+@app.command()
+def uplift(
+    ctx: typer.Context,
+    assignments: Annotated[
+        Path,
+        typer.Option(
+            "--assignments",
+            help="A past randomized campaign: user_id, group (treatment/control), sent_at [, campaign_id].",
+        ),
+    ],
+    campaign: Annotated[
+        str | None, typer.Option("--campaign", help="The campaign_id, if the file holds several.")
+    ] = None,
+    window_days: Annotated[
+        float, typer.Option("--window-days", help="An order within N days of the send converts.")
+    ] = 14.0,
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma-separated: t_learner,x_learner,class_transformation."),
+    ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            "--truth", help="The simulator's true uplift per user (truth/campaigns.parquet)."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Learn who buys because of a message from a past randomized campaign; the best learner
+    on validation (Qini) becomes the active uplift model (score it with --target uplift)."""
+    from jingzhun.ingest.logs import read_file
+
+    frame = read_file(assignments, "--assignments", sep=None, hint="a CSV or Parquet file")
+    true = read_file(truth, "--truth", sep=None, hint="truth/campaigns.parquet") if truth else None
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    g: Globals = ctx.obj
+    with g.workspace() as ws, steps(not as_json) as say:
+        result = ws.predict_uplift(
+            frame,
+            campaign=campaign,
+            window_days=window_days,
+            models=names,
+            truth=true,
+            progress=say,
+        )
+    if as_json:
+        print_json(result)
+        return
+    import pandas as pd
+
+    rows = [
+        {
+            "model": name,
+            **{
+                f"{p} {k}": v
+                for p, vals in parts.items()
+                for k, v in vals.items()
+                if k in ("qini_auc", "uplift_at_20")
+            },
+        }
+        for name, parts in result["comparison"].items()
+    ]
+    print_frame(pd.DataFrame(rows))
+    policy = result["policy"]
+    out.print(
+        f"[bold]{result['model_id']}[/]: {result['model']} (best Qini on validation). Conversion "
+        f"{result['conversion']['treatment']:.2%} treated vs {result['conversion']['control']:.2%} control; "
+        f"worth messaging (uplift x margin > cost): {policy['targeted_share']:.0%} of the test users."
     )

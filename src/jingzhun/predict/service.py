@@ -342,9 +342,11 @@ class Scored:
     mean: float
     tags: dict[str, int]
     seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = self.__dict__.copy()
+        d.update(d.pop("extra"))
         d["as_of"] = self.as_of.isoformat(sep=" ")
         d["seconds"] = round(self.seconds, 3)
         return d
@@ -363,8 +365,14 @@ def score(
     started = time.perf_counter()
     row = resolve(store, target, model_id)
     target = row["target"]
+    if target == "uplift":
+        from jingzhun.predict.uplift_service import score as uplift_score
+
+        return uplift_score(store, settings, model_id=row["model_id"], as_of=as_of)
     if target not in TAGS:
-        raise InputError(f"{row['model_id']} is an {target} model", hint="use predict uplift")
+        raise InputError(
+            f"{row['model_id']} is a {target} model, fitted and scored by predict {target}"
+        )
     model, calibrator, explainer = load_npz(store.path.parent / row["path"])
     at = as_of or default_as_of(store)
     frame = lb.features_at(store, settings, at, row["features"])
