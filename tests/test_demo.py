@@ -38,8 +38,18 @@ def test_run_demo_ingests_cleans_and_reports(tmp_path: Path) -> None:
         "profiles",
         "segments",
         "recommendations",
+        "predictions",
     ):
         assert f'<section id="{key}">' in page
+    pred = result["predict"]
+    assert pred["propensity"]["best"] in pred["propensity"]["compared"]
+    assert len(pred["propensity"]["compared"]) == 5
+    assert 0.5 < pred["propensity"]["test"]["roc_auc"] < 1
+    with Workspace.open(result["store"], read_only=True) as ws:
+        kinds = dict(ws.store.rows("SELECT score, count(*) FROM scores GROUP BY 1"))
+        tags = {r[0] for r in ws.store.rows("SELECT DISTINCT tag FROM tags WHERE source = 'model'")}
+    assert set(kinds) == {"propensity", "churn", "clv", "expected_orders", "p_alive", "uplift"}
+    assert tags == {"likely_to_buy", "churn_risk", "persuadable"}
     for name in ("events", "users", "items", "campaigns"):
         assert Path(result["data"][name]).is_file()
 

@@ -86,6 +86,29 @@ def run_demo(
             "SELECT user_id FROM recommendations WHERE reason LIKE 'bought:%' ORDER BY user_id LIMIT 1"
         )
         example = ws.recommend(example_user, 5) if example_user else None
+        propensity = timed(
+            "purchase propensity: five classifiers on a time-based split", ws.predict_train
+        )
+        timed("propensity scores and the likely_to_buy tag", ws.predict_score)
+        churn = timed(
+            "churn model (logistic regression and LightGBM)",
+            lambda: ws.predict_train("churn", models=["logistic", "lightgbm"]),
+        )
+        timed("churn scores and the churn_risk tag", lambda: ws.predict_score("churn"))
+        clv = timed("customer lifetime value (BG/NBD + Gamma-Gamma)", ws.predict_clv)
+        import pandas as pd
+
+        uplift = timed(
+            "uplift models on the past campaign, checked against the true uplift",
+            lambda: ws.predict_uplift(
+                pd.read_parquet(files["campaigns"]),
+                truth=pd.read_parquet(files["truth_campaigns"]),
+                seed=seed,
+            ),
+        )
+        uplift_scores = timed(
+            "uplift scores and the persuadable tag", lambda: ws.predict_score("uplift")
+        )
         summary = timed("summary", ws.summary)
         report = timed("HTML report", lambda: ws.report(out / "report.html", lang=lang))
     finally:
@@ -128,6 +151,33 @@ def run_demo(
             "validation": trained.validation,
             "rows": rec_rows,
             "example": example,
+        },
+        "predict": {
+            "propensity": {
+                "model_id": propensity.model_id,
+                "best": propensity.model,
+                "test": {k: round(v, 4) for k, v in propensity.test.items()},
+                "compared": {
+                    r["model"]: {
+                        "validation_auc": round(r["validation_roc_auc"], 4),
+                        "test_auc": round(r["test_roc_auc"], 4),
+                    }
+                    for r in propensity.comparison
+                },
+            },
+            "churn": {
+                "model_id": churn.model_id,
+                "best": churn.model,
+                "test_auc": round(churn.test["roc_auc"], 4),
+            },
+            "clv": {k: clv[k] for k in ("model_id", "customers", "total_clv", "mean_clv")},
+            "uplift": {
+                "model_id": uplift["model_id"],
+                "best": uplift["model"],
+                "test": uplift["comparison"][uplift["model"]]["test"],
+                "policy": uplift["policy"],
+                "worth_messaging": uplift_scores.extra["worth_messaging"],
+            },
         },
         "summary": summary,
         "seconds": timings,

@@ -297,7 +297,7 @@ def test_cli_demo_builds_profiles_and_reports_them(tmp_path: Path) -> None:
         latest = ws.store.scalar("SELECT max(ts) FROM events")
         assert str(latest) < profiles["as_of"]
     page = Path(result["report"]).read_text(encoding="utf-8")
-    assert section_ids(page) == [*SECTION_IDS, "segments", "recommendations"]
+    assert section_ids(page) == [*SECTION_IDS, "segments", "recommendations", "predictions"]
     # two active runs (rfm, behaviour): sizes and a trait heatmap each; the k-means run also
     # its k scan and the projection of its members
     titles = [c.title for c in charts(sections(page)["segments"])]
@@ -320,6 +320,32 @@ def test_cli_demo_builds_profiles_and_reports_them(tmp_path: Path) -> None:
     assert sum(reasons.data[0]["y"]) == result["recommend"]["rows"]
     chart_titled(found, "Most recommended items")
     assert "Example lists with their explanations" in rec and "because you" in rec
+    # predictions: the propensity comparison with ROC, gains and calibration; churn; uplift's
+    # Qini (with the oracle's) and profit curves; CLV
+    pred = sections(page)["predictions"]
+    found = charts(pred)
+    prop = result["predict"]["propensity"]
+    assert card(pred, "Test ROC AUC") == f"{prop['test']['roc_auc']:.3f}"
+    assert f"{prop['best']} ({prop['model_id']})" in pred
+    rocs = [c for c in found if c.title == "ROC curve of the chosen model (test)"]
+    assert len(rocs) == 2  # propensity and churn
+    fpr, tpr = rocs[0].data[0]["x"], rocs[0].data[0]["y"]
+    assert fpr[0] == 0 and fpr[-1] == 1 and tpr == sorted(tpr)
+    # The area under the drawn (thinned) ROC curve is the reported AUC, to the thinning.
+    area = sum((fpr[i + 1] - fpr[i]) * (tpr[i + 1] + tpr[i]) / 2 for i in range(len(fpr) - 1))
+    assert area == pytest.approx(prop["test"]["roc_auc"], abs=0.01)
+    gains = next(c for c in found if c.title == "Cumulative gains (test)")
+    assert gains.data[0]["y"][-1] == 1.0
+    assert [c.title for c in found].count("Calibration (test): predicted against observed") == 2
+    qini = chart_titled(found, "Qini curve (test)")
+    assert [t["name"] for t in qini.data] == [
+        result["predict"]["uplift"]["best"],
+        "Oracle (true uplift)",
+        "Random",
+    ]
+    profit = chart_titled(found, "Targeting profit by share targeted (test)")
+    assert [t["name"] for t in profit.data] == ["Expected", "Observed"]
+    chart_titled(found, "Expected CLV per customer")
     html = sections(page)["profiles"]
     assert card(html, "Users profiled") == f"{profiles['users']:,}"
     chart_titled(charts(html), "RFM segments")

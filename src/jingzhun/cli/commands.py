@@ -221,6 +221,19 @@ def demo(
         out.print(
             f"  e.g. {ex['user_id']}: {first['title'] or first['item_id']} — {first['explanation']}"
         )
+    pred = result["predict"]
+    prop, up = pred["propensity"], pred["uplift"]
+    out.print(
+        f"Predictions: next-30-day buyers, best model {prop['best']} (test ROC AUC "
+        f"{prop['test']['roc_auc']:.3f}, lift@10% {prop['test']['lift_10']:.2f}); churn AUC "
+        f"{pred['churn']['test_auc']:.3f}; expected 12-month CLV {pred['clv']['total_clv']:,.0f} "
+        f"over {pred['clv']['customers']:,} customers."
+    )
+    truth = up["test"].get("true_correlation") or {}
+    out.print(
+        f"  Uplift: {up['best']} on the past campaign, Spearman {truth.get('spearman', float('nan')):.2f} "
+        f"with the true uplift; {up['worth_messaging']:,} users worth a message (uplift x margin > cost)."
+    )
     out.print(f"Store: {result['store']}")
     out.print(f"[bold green]Report: {Path(result['report']).resolve()}[/]")
 

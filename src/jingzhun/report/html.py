@@ -155,6 +155,7 @@ def build_report(ws: Workspace, out: Path, *, lang: str = "en", title: str | Non
     import plotly.offline
 
     from jingzhun.report import (  # noqa: F401 - register the sections
+        predict_sections,
         profile_sections,
         recommend_sections,
         sections,
