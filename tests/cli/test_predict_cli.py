@@ -216,3 +216,46 @@ def test_store_commands_bad_input(store: Path, tmp_path: Path, args, needles) ->
     assert not (db.parent / (db.name + ".models") / "predict").exists() or not any(
         (db.parent / (db.name + ".models") / "predict").iterdir()
     )
+
+
+def test_uplift_and_its_scores(store: Path, tmp_path: Path, shop) -> None:
+    db = copy_store(store, tmp_path / "u")
+    result = one_json(
+        run(
+            tmp_path,
+            "predict",
+            "uplift",
+            "--assignments",
+            shop.file("campaigns"),
+            "--truth",
+            str(shop.dir / "truth" / "campaigns.parquet"),
+            "--models",
+            "t_learner,x_learner",
+            "--json",
+            db=db,
+        )
+    )
+    assert result["model_id"] == "uplift-1" and result["model"] in ("t_learner", "x_learner")
+    assert set(result["comparison"]) == {"t_learner", "x_learner"}
+    assert "true_correlation" in result["comparison"]["x_learner"]["test"]
+    scored = one_json(run(tmp_path, "predict", "score", "--target", "uplift", "--json", db=db))
+    assert scored["users"] == sql(db, "SELECT count(*) FROM scores WHERE score = 'uplift'")[0][0]
+    assert scored["worth_messaging"] >= 0
+    error_line(
+        run(tmp_path, "predict", "uplift", "--assignments", str(tmp_path / "none.csv"), db=db),
+        "--assignments",
+        "no such file",
+    )
+    error_line(
+        run(
+            tmp_path,
+            "predict",
+            "uplift",
+            "--assignments",
+            shop.file("campaigns"),
+            "--models",
+            "s_learner",
+            db=db,
+        ),
+        "unknown uplift model 's_learner'",
+    )
