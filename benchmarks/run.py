@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_ingest
+import bench_predict
 import bench_profile
 import bench_recommend
 import bench_recommend_public
@@ -22,6 +23,7 @@ BENCHMARKS = {
     "segment": bench_segment.main,
     "recommend": bench_recommend.main,
     "recommend_public": bench_recommend_public.main,
+    "predict": bench_predict.main,
 }
 
 

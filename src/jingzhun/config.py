@@ -261,6 +261,9 @@ class PredictSettings(_Section):
         default_factory=dict,
         description="Per-classifier parameters, e.g. [predict.params.lightgbm].",
     )
+    reasons_share: float = Field(
+        0.3, ge=0, le=1, description="Share of scored users (the top) given reasons; 0: none."
+    )
     tag_high: float = Field(
         0.1, gt=0, lt=1, description="Share of scored users tagged 'high' (the top)."
     )

@@ -174,6 +174,10 @@ def test_train_compares_all_five_and_scores_every_user(trained: Path) -> None:
         reasons = [json.loads(r) for r in scores["reasons"].head(50)]
         assert all(r and {"feature", "value", "effect"} <= set(r[0]) for r in reasons)
         assert all(x["feature"] in row["features"] for r in reasons for x in r)
+        # Reasons go to the top 30% ([predict] reasons_share), where campaigns act.
+        explained = scores["reasons"].notna()
+        assert explained.sum() == pytest.approx(0.3 * len(scores), abs=2)
+        assert scores.loc[explained, "value"].min() >= scores.loc[~explained, "value"].max()
         tags = dict(
             ws.store.rows("SELECT value, count(*) FROM tags WHERE tag = 'likely_to_buy' GROUP BY 1")
         )

@@ -384,9 +384,18 @@ def score(
     X = frame[row["features"]].to_numpy(np.float64)
     p = calibrator(model.predict_proba(X))
     out = pd.DataFrame({"user_id": frame["user_id"], "value": p})
-    contrib = explainer.contributions(X) if reasons > 0 else None
-    if contrib is not None:
-        out["reasons"] = top_reasons(contrib, X, row["features"], reasons)
+    # Reasons (exact TreeSHAP: ~0.25 ms a row) for the top share the campaigns act on.
+    share = settings.predict.reasons_share
+    if reasons > 0 and share > 0:
+        top = np.argsort(-p, kind="stable")[: max(1, int(np.ceil(share * len(p))))]
+        contrib = explainer.contributions(X[top])
+        if contrib is not None:
+            explained: list[Any] = [None] * len(p)
+            for i, r in zip(
+                top, top_reasons(contrib, X[top], row["features"], reasons), strict=True
+            ):
+                explained[i] = r
+            out["reasons"] = explained
     tag = TAGS[target]
     n = write_scores(
         store,
