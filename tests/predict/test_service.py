@@ -111,9 +111,17 @@ def test_no_event_after_a_cutoff_leaks_into_its_features(ws: Workspace, write) -
         ws.store, settings, cutoff, target="propensity", horizon_days=30, active_days=90
     )
     features = [c for c in before.columns if c not in ("user_id", "label", "cutoff")]
+    # Equal to the last bits a parallel float sum can vary in (DuckDB's aggregation order is
+    # not fixed: decayed affinity sums differ run to run by ~1e-16); counts exactly.
     pd.testing.assert_frame_equal(
-        before[["user_id", *features]], after[["user_id", *features]], check_exact=True
+        before[["user_id", *features]],
+        after[["user_id", *features]],
+        check_exact=False,
+        rtol=1e-12,
+        atol=1e-12,
     )
+    counts = [f for f in features if f.startswith("n_") or f in ("frequency", "events")]
+    assert (before[counts].to_numpy() == after[counts].to_numpy()).all()
     changed = after.loc[after["label"] != before["label"], "user_id"].tolist()
     assert sorted(changed) == sorted(quiet)
     assert (after.set_index("user_id").loc[quiet, "label"] == 1).all()
