@@ -44,15 +44,12 @@ fails is recorded as such. Results: benchmarks/results/predict.json.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from bench_recommend import _attempt
-from common import DATA, save
+from common import pypi_wheel, save
 
 TARGET = {
     "bgnbd_fit_seconds": 1.0,
@@ -60,7 +57,6 @@ TARGET = {
     "propensity_score_1m_seconds": 10.0,
 }
 LIFETIMES = "lifetimes==0.11.3"
-WHEEL_DIR = DATA / "wheels"
 MASTER = "lifetimes/datasets/CDNOW_master.txt"
 SAMPLE = "lifetimes/datasets/CDNOW_sample.txt"
 PROPENSITY_USERS = 20_000
@@ -394,23 +390,7 @@ ws.close()
 
 
 def _wheel() -> Path:
-    """The Lifetimes wheel from PyPI (never installed), cached under benchmarks/data/wheels."""
-    found = sorted(WHEEL_DIR.glob("[Ll]ifetimes-0.11.3-*.whl"))
-    if not found:
-        WHEEL_DIR.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", LIFETIMES, "--no-deps", "-d", str(WHEEL_DIR)],
-            check=True,
-            capture_output=True,
-        )
-        found = sorted(WHEEL_DIR.glob("[Ll]ifetimes-0.11.3-*.whl"))
-    if not found:
-        raise SystemExit(f"error: pip download {LIFETIMES} left no wheel in {WHEEL_DIR}")
-    with zipfile.ZipFile(found[0]) as zf:
-        missing = [m for m in (MASTER, SAMPLE) if m not in zf.namelist()]
-    if missing:
-        raise SystemExit(f"error: {found[0].name} has no {missing[0]}")
-    return found[0]
+    return pypi_wheel(LIFETIMES, "[Ll]ifetimes-0.11.3-*.whl", [MASTER, SAMPLE])
 
 
 def _libraries() -> dict[str, Any]:

@@ -23,16 +23,13 @@ C. ``random-by-user:0.9``: approximates RecBole's ml-100k quick start (per-user 
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 from bench_recommend import busy_seconds, children_cpu, src_version
-from common import DATA, run, save
+from common import pypi_wheel, run, save
 
 RECBOLE = "recbole==1.2.1"
-WHEEL_DIR = DATA / "wheels"
 INTER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 MODELS = ["pop", "itemknn", "userknn", "als", "bpr", "ease", "hybrid"]
 PROTOCOLS = {
@@ -166,22 +163,7 @@ _out["evaluation"] = doc
 
 
 def _wheel() -> Path:
-    """The RecBole wheel from PyPI (metadata-free download, cached under benchmarks/data/)."""
-    found = sorted(WHEEL_DIR.glob("recbole-1.2.1-*.whl"))
-    if not found:
-        WHEEL_DIR.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", RECBOLE, "--no-deps", "-d", str(WHEEL_DIR)],
-            check=True,
-            capture_output=True,
-        )
-        found = sorted(WHEEL_DIR.glob("recbole-1.2.1-*.whl"))
-    if not found:
-        raise SystemExit(f"error: pip download {RECBOLE} left no wheel in {WHEEL_DIR}")
-    with zipfile.ZipFile(found[0]) as zf:
-        if INTER not in zf.namelist():
-            raise SystemExit(f"error: {found[0].name} has no {INTER}")
-    return found[0]
+    return pypi_wheel(RECBOLE, "recbole-1.2.1-*.whl", [INTER])
 
 
 def main() -> None:

