@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps
+from jingzhun.cli.common import Globals, err, frame_records, out, print_frame, print_json, steps
 
 app = typer.Typer(
     help="Predictions: purchase propensity, churn, customer lifetime value, uplift.",
@@ -83,8 +83,6 @@ def train(
             progress=say,
         )
     for w in caught:
-        from jingzhun.cli.common import err
-
         err.print(f"warning: {w.message}")
     if as_json:
         print_json(result.to_dict())

@@ -176,12 +176,9 @@ def _missing(store: Store) -> list[dict[str, object]]:
     out = []
     for table in ("events", "users", "items"):
         cols = [
-            r[0]
-            for r in store.sql(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
-                [table],
-            ).fetchall()
-            if r[0] not in ("batch_id", "event_key", "received_at", "updated_at")
+            c
+            for c in store.columns(table)
+            if c not in ("batch_id", "event_key", "received_at", "updated_at")
         ]
         counts = store.sql(
             f"SELECT count(*), {', '.join(f'count({c})' for c in cols)} FROM {table}"

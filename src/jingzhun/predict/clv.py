@@ -333,12 +333,24 @@ def summarise(
     return out
 
 
+def fit_purchases(summary: Any, model: str = "bgnbd") -> tuple[Fit, Any, tuple[np.ndarray, ...]]:
+    """The purchase model fitted to a summary (``summarise``): the fit, the model's expected
+    purchases function and the (x, t_x, T) it was fitted on. A fit whose optimiser did not
+    report convergence warns: its parameters are usable, but say so."""
+    fit_model, expected = purchase_model(model)
+    data = tuple(summary[c].to_numpy(np.float64) for c in ("x", "t_x", "T"))
+    fit = fit_model(*data)
+    if not fit.converged:
+        import warnings
+
+        warnings.warn(f"{model}: the optimiser did not report convergence", stacklevel=3)
+    return fit, expected, data
+
+
 def fit_log(summary: Any, model: str = "bgnbd") -> dict[str, Any]:
     """Fit the purchase model (and Gamma-Gamma when there is spend) to a summary; with a
     holdout, compare predicted and actual holdout purchases."""
-    fit_model, expected = purchase_model(model)
-    x, t_x, T = (summary[c].to_numpy(np.float64) for c in ("x", "t_x", "T"))
-    fit = fit_model(x, t_x, T)
+    fit, expected, (x, t_x, T) = fit_purchases(summary, model)
     result: dict[str, Any] = {
         "model": model,
         "params": {k: round(v, 6) for k, v in fit.params.items()},
@@ -348,10 +360,6 @@ def fit_log(summary: Any, model: str = "bgnbd") -> dict[str, Any]:
         "gamma_gamma": None,
         "holdout": None,
     }
-    if not fit.converged:
-        import warnings
-
-        warnings.warn(f"{model}: the optimiser did not report convergence", stacklevel=2)
     m = summary["m"].to_numpy(np.float64)
     if np.isfinite(m).sum() >= 2:
         gg = fit_gamma_gamma(np.where(np.isfinite(m), x, 0), np.nan_to_num(m))

@@ -122,28 +122,18 @@ def plan_cutoffs(
     return Cutoffs(train, validation, test, score_at, float(horizon_days))
 
 
-def _types(store: Store) -> dict[str, str]:
-    return dict(
-        store.rows(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = ? ORDER BY ordinal_position",
-            [_TABLE],
-        )
-    )
-
-
 def features_at(
     store: Store, settings: Settings, as_of: datetime, features: list[str] | None = None
 ) -> pd.DataFrame:
     """One row per user known at ``as_of``: user_id and the features, from events before it.
 
-    ``features`` defaults to every numeric trait (``feature_names``). Missing values are
+    ``features`` defaults to every numeric trait but ``EXCLUDED``. Missing values are
     filled as the segment stage fills them (0, or tenure for a recency), so a row means the
     same in training and in scoring.
     """
     compute(store, settings, as_of, into=_TABLE)
     try:
-        types = _types(store)
+        types = store.columns(_TABLE)
         names = features or [f for f in numeric_traits(types) if f not in EXCLUDED]
         frame = store.sql(select_sql(names, types, table=_TABLE)).df()
     finally:
@@ -194,14 +184,3 @@ def label_frame(
 def active_customers(store: Store, cutoff: datetime, active_days: float) -> set[str]:
     """Customers with an order in the ``active_days`` before ``cutoff``: churn's population."""
     return buyers(store, cutoff - timedelta(days=active_days), cutoff)
-
-
-def check_labels(frame: pd.DataFrame, where: str, hint: str) -> None:
-    """A label window with one class (or no rows) cannot train or score a classifier."""
-    n = len(frame)
-    pos = int(frame["label"].sum()) if n else 0
-    if n == 0:
-        raise InputError(f"{where}: no users to learn from", hint=hint)
-    if pos in (0, n):
-        which = "every user is positive" if pos == n else "no user is positive"
-        raise InputError(f"{where}: {which} ({n} users): a single-class label", hint=hint)

@@ -52,21 +52,11 @@ def signed_log(X: np.ndarray) -> np.ndarray:
 
 
 def _lgbm_defaults(random_state: int) -> dict[str, Any]:
-    return {
-        "n_estimators": 400,
-        "learning_rate": 0.05,
-        "num_leaves": 31,
-        "min_child_samples": 50,
-        "subsample": 0.8,
-        "subsample_freq": 1,
-        "colsample_bytree": 0.8,
-        "reg_lambda": 1.0,
-        "random_state": random_state,
-        "n_jobs": 2,
-        "verbose": -1,
-        "deterministic": True,
-        "force_row_wise": True,
-    }
+    """The uplift learners' LightGBM settings (one definition), with more rounds: propensity
+    models stop early on validation."""
+    from jingzhun.predict.uplift import LGBM_DEFAULTS
+
+    return {**LGBM_DEFAULTS, "n_estimators": 400, "random_state": random_state}
 
 
 def _sklearn(name: str, random_state: int, params: dict[str, Any]) -> Any:
@@ -197,7 +187,7 @@ class Classifier:
                 self.model_ = _sklearn(self.name, self.random_state, self.params).fit(X, y)
                 self.booster_ = None
         for w in caught:
-            if issubclass(w.category, Warning) and "converge" in str(w.message).lower():
+            if "converge" in str(w.message).lower():
                 self.warnings_.append(
                     f"{self.name} did not converge ({str(w.message).splitlines()[0][:120]}); "
                     "raise max_iter in its params"
@@ -263,6 +253,21 @@ class Classifier:
             self.model_ = sio.loads(data, trusted=[*_TRUSTED])
             self.booster_ = None
         return self
+
+
+def check_classes(y: np.ndarray, where: str, hint: str, unit: str = "rows") -> None:
+    """Both classes present: a label window with one class (or no rows) can neither train a
+    classifier nor measure one."""
+    y = np.asarray(y)
+    n, pos = len(y), int(y.sum())
+    if n == 0:
+        raise InputError(f"{where}: no {unit} to learn from", hint=hint)
+    if pos in (0, n):
+        which = "every one" if pos == n else "none"
+        raise InputError(
+            f"{where} labels have a single class: {which} of the {n} {unit} is positive",
+            hint=hint,
+        )
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -487,12 +492,10 @@ def compare(
     if not models:
         raise InputError("no models to compare", hint=f"name some of: {', '.join(CLASSIFIERS)}")
     for part, split in (("training", train), ("validation", validation), ("test", test)):
-        if split is None:
-            continue
-        pos = int(np.asarray(split.y).sum())
-        if pos in (0, len(split)):
-            raise InputError(
-                f"the {part} labels have a single class ({len(split)} rows, {pos} positive)",
+        if split is not None:
+            check_classes(
+                split.y,
+                f"the {part}",
                 hint="choose another --horizon or --as-of so that some users buy and some don't",
             )
     params = params or {}

@@ -26,7 +26,14 @@ from jingzhun.config import Settings
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest.pipeline import utcnow
 from jingzhun.predict import labels as lb
-from jingzhun.predict.propensity import Split, compare, load_npz, save_npz, top_reasons
+from jingzhun.predict.propensity import (
+    Split,
+    check_classes,
+    compare,
+    load_npz,
+    save_npz,
+    top_reasons,
+)
 from jingzhun.profile.build import default_as_of
 from jingzhun.store import Store
 
@@ -45,6 +52,49 @@ def _new_id(store: Store, target: str) -> str:
     while store.scalar("SELECT count(*) FROM predict_models WHERE model_id = ?", [f"{target}-{n}"]):
         n += 1
     return f"{target}-{n}"
+
+
+def record(
+    store: Store,
+    *,
+    model_id: str,
+    target: str,
+    model: str,
+    horizon_days: float,
+    as_of: datetime,
+    cutoffs: dict[str, Any],
+    features: list[str],
+    metrics: dict[str, Any],
+    path: Path | None,
+    seconds: float,
+) -> None:
+    """Make ``model_id`` the active model of ``target`` in ``predict_models``; on failure the
+    model file already written at ``path`` is removed, so nothing half-made is left."""
+    rel = "" if path is None else str(path.relative_to(store.path.parent))
+    try:
+        with store.transaction() as con:
+            con.execute(
+                "UPDATE predict_models SET active = false WHERE active AND target = ?", [target]
+            )
+            con.execute(
+                "INSERT INTO predict_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true, now()::TIMESTAMP)",
+                [
+                    model_id,
+                    target,
+                    model,
+                    horizon_days,
+                    as_of,
+                    json.dumps(cutoffs),
+                    json.dumps(features),
+                    json.dumps(metrics),
+                    rel,
+                    seconds,
+                ],
+            )
+    except Exception:
+        if path is not None:
+            path.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -114,12 +164,12 @@ def training_sets(
         parts[part].append(frame)
     out = {k: pd.concat(v, ignore_index=True) for k, v in parts.items()}
     for part, frame in out.items():
-        lb.check_labels(
-            frame,
-            f"{target} {part} set (cutoff {frame['cutoff'].iloc[0]:%Y-%m-%d})"
-            if len(frame)
-            else f"{target} {part} set",
+        check_classes(
+            frame["label"],
+            f"the {target} {part} set"
+            + (f" (cutoff {frame['cutoff'].iloc[0]:%Y-%m-%d})" if len(frame) else ""),
             hint="choose another --horizon (or --as-of), or ingest more history",
+            unit="users",
         )
     return cut, out
 
@@ -186,30 +236,19 @@ def train(
         "fit_seconds": result.seconds,
         "warnings": result.warnings,
     }
-    rel = str(path.relative_to(store.path.parent))
-    try:
-        with store.transaction() as con:
-            con.execute(
-                "UPDATE predict_models SET active = false WHERE active AND target = ?", [target]
-            )
-            con.execute(
-                "INSERT INTO predict_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true, now()::TIMESTAMP)",
-                [
-                    model_id,
-                    target,
-                    result.best,
-                    horizon,
-                    cut.score,
-                    json.dumps(cut.to_dict()),
-                    json.dumps(features),
-                    json.dumps(metrics),
-                    rel,
-                    float(sum(result.seconds.values())),
-                ],
-            )
-    except Exception:
-        path.unlink(missing_ok=True)
-        raise
+    record(
+        store,
+        model_id=model_id,
+        target=target,
+        model=result.best,
+        horizon_days=horizon,
+        as_of=cut.score,
+        cutoffs=cut.to_dict(),
+        features=features,
+        metrics=metrics,
+        path=path,
+        seconds=float(sum(result.seconds.values())),
+    )
     return Trained(
         model_id,
         target,
@@ -319,8 +358,8 @@ def write_scores(
             "CAST(reasons AS JSON), as_of, computed_at FROM _jz_scores"
         )
         con.unregister("_jz_scores")
+        cfg = (settings or Settings()).predict
         for kind, tag in (tags or {}).items():
-            cfg = (settings or Settings()).predict
             con.execute("DELETE FROM tags WHERE tag = ? AND source = 'model'", [tag])
             con.execute(
                 f"""INSERT INTO tags
@@ -453,11 +492,7 @@ def clv_score(
     if orders.empty:
         raise NotFoundError("no orders to fit a CLV model to", hint="ingest order_completed events")
     summary = cl.summarise(orders, calibration_end=at, unit=unit, to_end=True)
-    fit_model, expected = cl.purchase_model(model)
-    x, t_x, T = (summary[c].to_numpy(np.float64) for c in ("x", "t_x", "T"))
-    fit = fit_model(x, t_x, T)
-    if not fit.converged:
-        warnings.warn(f"{model}: the optimiser did not report convergence", stacklevel=2)
+    fit, expected, (x, t_x, T) = cl.fit_purchases(summary, model)
     m = summary["m"].to_numpy(np.float64)
     repeaters = np.isfinite(m) & (x > 0)
     if repeaters.sum() < 10:
@@ -498,20 +533,19 @@ def clv_score(
         "params": params,
         "total_clv": float(frames["clv"].sum()),
     }
-    with store.transaction() as con:
-        con.execute("UPDATE predict_models SET active = false WHERE active AND target = 'clv'")
-        con.execute(
-            "INSERT INTO predict_models VALUES (?, 'clv', ?, ?, ?, ?, '[]', ?, '', ?, true, now()::TIMESTAMP)",
-            [
-                model_id,
-                model,
-                cfg.horizon_days,
-                at,
-                json.dumps({"calibration_end": at.isoformat(sep=" ")}),
-                json.dumps(metrics),
-                time.perf_counter() - started,
-            ],
-        )
+    record(
+        store,
+        model_id=model_id,
+        target="clv",
+        model=model,
+        horizon_days=cfg.horizon_days,
+        as_of=at,
+        cutoffs={"calibration_end": at.isoformat(sep=" ")},
+        features=[],
+        metrics=metrics,
+        path=None,
+        seconds=time.perf_counter() - started,
+    )
     write_scores(
         store,
         {k: pd.DataFrame({"user_id": ids, "value": v}) for k, v in frames.items()},

@@ -23,7 +23,13 @@ import pandas as pd
 
 from jingzhun.errors import InputError
 from jingzhun.predict import clv as cl
-from jingzhun.predict.propensity import CLASSIFIERS, Classifier, Split, classification_metrics
+from jingzhun.predict.propensity import (
+    CLASSIFIERS,
+    Classifier,
+    Split,
+    check_classes,
+    classification_metrics,
+)
 
 #: Features of a customer at a cutoff, computed from the day-merged transactions before it.
 FEATURES: tuple[str, ...] = (
@@ -115,9 +121,7 @@ def _clv_score(
     """Expected transactions in ``length_days`` after ``cutoff`` from the purchase model fitted
     on the data to ``cutoff``."""
     summary = cl.summarise(tx, calibration_end=cutoff, unit=unit, to_end=True)
-    fit_model, expected = cl.purchase_model(model)
-    x, t_x, T = (summary[c].to_numpy(np.float64) for c in ("x", "t_x", "T"))
-    fit = fit_model(x, t_x, T)
+    fit, expected, (x, t_x, T) = cl.fit_purchases(summary, model)
     scores = pd.Series(
         expected(fit.params, length_days / cl.UNITS[unit], x, t_x, T), index=summary.index
     )
@@ -159,13 +163,9 @@ def propensity_log(
     holdout = features_at(tx, cal_end)
     y_hold = _labels(tx, holdout.index, cal_end, hold_end)
     for name, y in (("training window", y_all), ("holdout", y_hold)):
-        pos = int(y.sum())
-        if pos in (0, len(y)):
-            which = "every customer buys" if pos == len(y) else "no customer buys"
-            raise InputError(
-                f"in the {name}, {which} ({len(y)} customers): a single-class label",
-                hint="move --calibration-end or --holdout-end",
-            )
+        check_classes(
+            y, f"the {name}", hint="move --calibration-end or --holdout-end", unit="customers"
+        )
     rng = np.random.default_rng(random_state)
     is_val = rng.random(len(train_all)) < 0.25
     X_all = train_all.to_numpy(np.float64)

@@ -18,7 +18,6 @@ campaign's average for users who never ordered).
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -31,7 +30,7 @@ from jingzhun.config import Settings
 from jingzhun.errors import InputError
 from jingzhun.predict import labels as lb
 from jingzhun.predict import uplift as up
-from jingzhun.predict.service import Scored, _new_id, models_dir, resolve, write_scores
+from jingzhun.predict.service import Scored, _new_id, models_dir, record, resolve, write_scores
 from jingzhun.profile.build import default_as_of
 from jingzhun.store import Store
 
@@ -200,7 +199,7 @@ def train(
     model = fitted[best]
     test = part == 2
     u_test = model.predict(X[test])
-    fallback = _campaign_order_value(store, data["user_id"], sent, window_days)
+    fallback = _campaign_order_value(store, sent, window_days)
     margin = _margin(data.loc[test], settings, fallback)
     curve = up.profit_curve(
         u_test,
@@ -265,29 +264,19 @@ def train(
     buffer = io.BytesIO()
     np.savez(buffer, **model.to_state())
     path.write_bytes(buffer.getvalue())
-    rel = str(path.relative_to(store.path.parent))
-    try:
-        with store.transaction() as con:
-            con.execute(
-                "UPDATE predict_models SET active = false WHERE active AND target = 'uplift'"
-            )
-            con.execute(
-                "INSERT INTO predict_models VALUES (?, 'uplift', ?, ?, ?, ?, ?, ?, ?, ?, true, now()::TIMESTAMP)",
-                [
-                    model_id,
-                    best,
-                    window_days,
-                    sent,
-                    json.dumps({"sent_at": sent.isoformat(sep=" "), "campaign": campaign}),
-                    json.dumps(names_f),
-                    json.dumps(summary),
-                    rel,
-                    time.perf_counter() - started,
-                ],
-            )
-    except Exception:
-        path.unlink(missing_ok=True)
-        raise
+    record(
+        store,
+        model_id=model_id,
+        target="uplift",
+        model=best,
+        horizon_days=window_days,
+        as_of=sent,
+        cutoffs={"sent_at": sent.isoformat(sep=" "), "campaign": campaign},
+        features=names_f,
+        metrics=summary,
+        path=path,
+        seconds=time.perf_counter() - started,
+    )
     return {
         "model_id": model_id,
         "model": best,
@@ -295,7 +284,7 @@ def train(
     }
 
 
-def _campaign_order_value(store: Store, users: pd.Series, sent: datetime, days: float) -> float:
+def _campaign_order_value(store: Store, sent: datetime, days: float) -> float:
     value = store.scalar(
         "SELECT avg(revenue) FROM (SELECT order_id, sum(revenue) AS revenue FROM events "
         "WHERE event = 'order_completed' AND ts >= ? AND ts < ? GROUP BY order_id)",
@@ -318,7 +307,7 @@ def score(
     at = as_of or default_as_of(store)
     frame = lb.features_at(store, settings, at, row["features"])
     u = model.predict(frame[row["features"]].to_numpy(np.float64))
-    fallback = _campaign_order_value(store, frame["user_id"], at, 0)
+    fallback = _campaign_order_value(store, at, 0)
     margin = _margin(frame, settings, fallback)
     target = up.targeting_policy(u, margin=margin, cost=settings.predict.message_cost)
     write_scores(

@@ -377,8 +377,4 @@ def require_profiles(store: Store) -> None:
 def profile_columns(store: Store) -> dict[str, str]:
     """The profiles table's columns and their DuckDB types, in table order."""
     require_profiles(store)
-    return dict(
-        store.rows(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'profiles' ORDER BY ordinal_position"
-        )
-    )
+    return store.columns("profiles")

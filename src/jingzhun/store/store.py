@@ -260,6 +260,16 @@ class Store:
         self.con.execute("SELECT 1").fetchall()  # finish any half-read result first
         return ibis.duckdb.from_connection(self.con)
 
+    def columns(self, table: str) -> dict[str, str]:
+        """A table's (or temporary table's) columns and their DuckDB types, in table order."""
+        return dict(
+            self.rows(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = ? ORDER BY ordinal_position",
+                [table],
+            )
+        )
+
     def count(self, table: str) -> int:
         return int(self.scalar(f"SELECT count(*) FROM {table}"))
 
