@@ -178,3 +178,19 @@ def test_non_convergence_is_reported_not_hidden() -> None:
     model = Classifier("mlp", {"max_iter": 2, "early_stopping": False}).fit(train.X, train.y)
     assert model.warnings_ and "did not converge" in model.warnings_[0]
     assert "max_iter" in model.warnings_[0]
+
+
+def test_check_classes_names_the_set_and_the_unit() -> None:
+    from jingzhun.predict.propensity import check_classes
+
+    with pytest.raises(
+        InputError,
+        match="the holdout labels have a single class: every one of the 3 customers is positive",
+    ) as exc:
+        check_classes(np.ones(3), "the holdout", hint="move --holdout-end", unit="customers")
+    assert exc.value.hint == "move --holdout-end"
+    with pytest.raises(InputError, match="none of the 2 rows is positive"):
+        check_classes(np.zeros(2), "the test", hint="h")
+    with pytest.raises(InputError, match="the test: no users to learn from"):
+        check_classes(np.zeros(0), "the test", hint="h", unit="users")
+    check_classes(np.array([0, 1]), "the test", hint="h")
