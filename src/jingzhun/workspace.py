@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pandas as pd
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from jingzhun.config import Settings, load_settings, resolve_db_path
 from jingzhun.errors import InputError, NotFoundError
@@ -31,6 +33,7 @@ from jingzhun.ingest.pipeline import BatchResult, Ingestor, Progress
 from jingzhun.ingest.schema import KINDS
 from jingzhun.ingest.validate import IngestOptions
 from jingzhun.store import TABLES, Store
+from jingzhun.store.sql import ident
 
 if TYPE_CHECKING:
     from jingzhun.predict.service import Scored as PredictScored
@@ -64,10 +67,6 @@ def _as_of(value: datetime | str | None) -> datetime | None:
     from jingzhun.profile.build import parse_as_of
 
     return parse_as_of(value) if isinstance(value, str) else value
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 class Workspace:
@@ -241,7 +240,7 @@ class Workspace:
         from jingzhun.profile.build import require_profiles
 
         require_profiles(self.store)
-        cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+        cols = ", ".join(ident(c) for c in columns) if columns else "*"
         return self.sql(f"SELECT {cols} FROM profiles ORDER BY user_id")
 
     def profile_export(self, out: str | os.PathLike[str]) -> int:
@@ -271,15 +270,30 @@ class Workspace:
         if path.is_dir():
             raise InputError(f"--out {path} is a folder", hint="name the file to write")
         tmp = path.with_name(path.name + ".tmp")
-        fmt = "(FORMAT parquet)" if suffix == ".parquet" else "(HEADER, DELIMITER ',')"
+        rows = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.store.run(f"COPY ({query}) TO '{_sql_path(tmp)}' {fmt}")
+            # Streamed out as Arrow batches and written here: the store's connection may not
+            # open files (store.store._seal), so no COPY ... TO.
+            self.store.sql("SELECT 1").fetchall()  # finish any half-read result first
+            reader = self.store.con.sql(query).to_arrow_reader(1 << 16)
+            writer: Any
+            if suffix == ".parquet":
+                writer = pq.ParquetWriter(tmp, reader.schema)
+            else:
+                writer = pacsv.CSVWriter(tmp, reader.schema)
+            with writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
             tmp.replace(path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise InputError(f"cannot write {path}: {exc.strerror}") from exc
-        return int(self.store.scalar(f"SELECT count(*) FROM ({query})"))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return rows
 
     def tags(self) -> pd.DataFrame:
         """Every tag with its values and how many users carry each."""

@@ -315,3 +315,74 @@ def test_stitched_events_view_puts_anonymous_history_under_the_linked_user(
         assert (
             ws.store.sql("SELECT user_id FROM events WHERE event_id = 'e1'").fetchone()[0] is None
         )
+
+
+# -- the connection is sealed (issue 12: defence in depth behind parameterized SQL) ----------
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_store_connection_opens_no_other_file_and_loads_nothing(
+    db_path: Path, tmp_path: Path, read_only: bool
+) -> None:
+    Store.open(db_path).close()
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    with Store.open(db_path, read_only=read_only) as store:
+        attacks = [
+            f"SELECT * FROM read_csv('{secret}')",
+            "SELECT * FROM read_text('/etc/passwd')",
+            f"COPY (SELECT 1) TO '{tmp_path / 'out.csv'}'",
+            f"ATTACH '{tmp_path / 'other.duckdb'}' AS other",
+            "SET enable_external_access = true",
+            "SET lock_configuration = false",
+            "SET autoinstall_known_extensions = true",
+            "INSTALL httpfs",
+            "LOAD httpfs",
+            "SELECT * FROM read_csv('https://example.invalid/x.csv')",
+        ]
+        for attack in attacks:
+            with pytest.raises(duckdb.Error, match=r"(?i)permission|disabled|locked"):
+                store.sql(attack)
+        settings = dict(
+            store.rows(
+                "SELECT name, value FROM duckdb_settings() WHERE name IN "
+                "('enable_external_access', 'lock_configuration', "
+                "'autoinstall_known_extensions', 'autoload_known_extensions')"
+            )
+        )
+        assert set(settings.values()) == {"false", "true"}
+        assert settings["enable_external_access"] == "false"
+        assert settings["lock_configuration"] == "true"
+        assert settings["autoload_known_extensions"] == "false"
+        # The store itself still works: reads, and (read-write) writes and spills.
+        assert store.count("events") == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".duckdb") == ["secret.csv"]
+
+
+@pytest.mark.parametrize(
+    "db",
+    ["md:x", "motherduck:x", "https://example.invalid/x.duckdb", "s3://b/x.duckdb", ":memory:"],
+)
+def test_db_must_be_a_local_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: str) -> None:
+    """DuckDB reads ``md:`` and URLs as remote stores and fetches extensions for them."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"^--db .* is not a (local file path|usable file name)"):
+        Store.open(db)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("db", ["a\x00b.duckdb", "a\x1b[31m.duckdb", "x" * 300 + ".duckdb"])
+def test_db_names_that_cannot_be_files_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"^--db "):
+        Store.open(db)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_count_quotes_the_table_name(db_path: Path) -> None:
+    with Store.open(db_path) as store, pytest.raises(duckdb.Error, match="does not exist"):
+        store.count('events" ; DROP TABLE events; --')
+    with Store.open(db_path) as store:
+        assert store.count("events") == 0

@@ -196,12 +196,6 @@ class Ingestor:
         # as NOT (price BETWEEN 0 AND max) to false: NaN prices would pass validation.
         # Without statistics propagation every value is tested.
         con.execute("SET disabled_optimizers = 'statistics_propagation'")
-        # Chunks reach DuckDB by a replacement scan (see _validated_chunks); an Ibis backend on
-        # this connection turns replacement scans off, so turn them back on for the batch.
-        replacements = con.execute(
-            "SELECT current_setting('python_enable_replacements')"
-        ).fetchall()[0][0]
-        con.execute("SET python_enable_replacements = true")
         try:
             with self.store.transaction():
                 con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} ({cols})")
@@ -230,7 +224,6 @@ class Ingestor:
                 self._record(result, options, started_at=now, replay_of=replay_of)
         finally:
             con.execute("RESET disabled_optimizers")
-            con.execute(f"SET python_enable_replacements = {'true' if replacements else 'false'}")
             self._drop_temp()
         return result
 
@@ -255,28 +248,22 @@ class Ingestor:
 
         rows = 0
         for chunk in src.chunks(report):
-            if chunk.table is not None:
-                # DuckDB finds this local by name (a replacement scan). Registering the table
-                # instead would add a catalog entry that the open transaction keeps, with the
-                # chunk it points to, until commit: every chunk of the batch would stay in
-                # memory.
-                _jz_arrow = chunk.table
-                relation = "_jz_arrow"
-            else:
-                con.execute(
-                    f"CREATE OR REPLACE TEMP VIEW _jz_src AS SELECT * FROM {chunk.relation}"
-                )
-                relation = "_jz_src"
+            # The chunk is named for one statement only (a relation's query): registering it
+            # would add a catalog entry that the open transaction keeps, with the chunk it
+            # points to, until commit (every chunk of the batch would stay in memory), and a
+            # replacement scan is off on a store connection, which reads no Python objects by
+            # name (see store.store._seal).
+            relation = "_jz_arrow"
+            chunk_rel = con.from_arrow(chunk.table)
             try:
                 sql = cache.get(chunk.schema_key)
                 if sql is None:
-                    columns = [
-                        (r[0], r[1])
-                        for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
-                    ]
+                    columns = list(zip(chunk_rel.columns, map(str, chunk_rel.types), strict=True))
                     sql = validator.select(src.label, columns, relation, index, strict=src.strict)
                     cache[chunk.schema_key] = sql
-                con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_v AS SELECT *{extra} FROM ({sql})")
+                chunk_rel.query(
+                    relation, f"CREATE OR REPLACE TEMP TABLE _jz_v AS SELECT *{extra} FROM ({sql})"
+                )
             except duckdb.Error as exc:
                 # What DuckDB rejects in a file as a whole (e.g. invalid UTF-8 in a Parquet
                 # string column) is the file's fault; name it.
@@ -284,7 +271,7 @@ class Ingestor:
                     f"{src.label}: {str(exc).splitlines()[0]}", hint="check the file"
                 ) from exc
             finally:
-                _jz_arrow = None
+                del chunk_rel
             rows += con.execute("SELECT count(*) FROM _jz_v").fetchone()[0]
             yield
         if rows == 0 and src.format != "rows":

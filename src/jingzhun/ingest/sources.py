@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from jingzhun.errors import InputError
+from jingzhun.store.store import file_reader
 
 Format = Literal["csv", "tsv", "parquet", "jsonl", "rows"]
 FORMATS: tuple[Format, ...] = ("csv", "tsv", "parquet", "jsonl")  # "rows": in-memory only
@@ -68,14 +69,13 @@ ProgressFn = Callable[[int, int | None], None]
 
 @dataclass(frozen=True)
 class Chunk:
-    """Rows of a source: an Arrow table, or an SQL relation DuckDB reads itself.
+    """Rows of a source as an Arrow table carrying the meta columns.
 
-    Either way the rows carry the meta columns. ``schema_key`` is equal for chunks of equal
-    schema, so the validating statement is generated once per schema.
+    ``schema_key`` is equal for chunks of equal schema, so the validating statement is
+    generated once per schema.
     """
 
-    table: pa.Table | None = None
-    relation: str | None = None
+    table: pa.Table
     schema_key: object = None
 
     @classmethod
@@ -497,7 +497,7 @@ def _jsonl_source(
 ) -> Source:
     pos = _position(raw)
     block = max(1 << 20, min(32 << 20, batch_rows * 256))
-    con = duckdb.connect()
+    con = file_reader()  # parses lines handed to it; reads no file
     cleanup.append(con.close)
 
     def parse(lines: pa.Array, numbers: np.ndarray) -> pa.Table:
@@ -637,17 +637,20 @@ def _parquet_source(
             shutil.copyfileobj(stream, out, 1 << 20)
         cleanup.append(lambda: os.path.exists(target) and os.remove(target))
         size = os.path.getsize(target)
-    path_sql = "'" + str(Path(target).resolve()).replace("'", "''") + "'"
-    con = duckdb.connect()
+    con = file_reader(target)
+    resolved = str(Path(target).resolve())
     try:
         groups = [
             int(n)
             for _, n in con.execute(
-                f"SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata({path_sql}) ORDER BY row_group_id"
+                "SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata(?) "
+                "ORDER BY row_group_id",
+                [resolved],
             ).fetchall()
         ]
         names = [
-            r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({path_sql})").fetchall()
+            r[0]
+            for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [resolved]).fetchall()
         ]
         threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
     except duckdb.Error as exc:
@@ -675,16 +678,28 @@ def _parquet_source(
         bounds.append(bounds[-1] + rows)
 
     def chunks(progress: ProgressFn) -> Iterator[Chunk]:
-        for start, stop in itertools.pairwise(bounds):
-            yield Chunk(
-                relation=(
-                    f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _line, "
-                    f"NULL::VARCHAR AS _error, NULL::VARCHAR AS _raw_line "
-                    f"FROM read_parquet({path_sql}, file_row_number = true) "
-                    f"WHERE file_row_number >= {start} AND file_row_number < {stop})"
-                ),
-                schema_key=("parquet", path_sql),
-            )
-            progress(int(stop / max(total_rows, 1) * (size or 1)), size)
+        # Read by a connection that may open this file only (the store's reads no files),
+        # handed over as Arrow like every other source's chunks.
+        reader = file_reader(target)
+        try:
+            for start, stop in itertools.pairwise(bounds):
+                try:
+                    table = reader.sql(
+                        "SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _line, "
+                        "NULL::VARCHAR AS _error, NULL::VARCHAR AS _raw_line "
+                        "FROM read_parquet(?, file_row_number = true) "
+                        "WHERE file_row_number >= ? AND file_row_number < ?",
+                        params=[resolved, start, stop],
+                    ).to_arrow_table()
+                except duckdb.Error as exc:
+                    # What DuckDB rejects in a file as a whole (e.g. invalid UTF-8 in a string
+                    # column) is the file's fault; name it.
+                    raise InputError(
+                        f"{label}: {str(exc).splitlines()[0]}", hint="check the file"
+                    ) from exc
+                yield Chunk(table=table, schema_key=("parquet", table.schema))
+                progress(int(stop / max(total_rows, 1) * (size or 1)), size)
+        finally:
+            reader.close()
 
     return Source(label, "parquet", names, chunks, size, cleanup)

@@ -31,6 +31,8 @@ from jingzhun.ingest.schema import (
     field_names,
 )
 from jingzhun.ingest.sources import META_COLUMNS, json_path
+from jingzhun.store.sql import ident as q
+from jingzhun.store.sql import lit
 
 #: DuckDB type of each field type in the stage and the store.
 SQL_TYPES = {
@@ -50,16 +52,6 @@ _ITEM_LINE_EVENTS = ("product_added", "product_removed", "order_completed", "ord
 _REVENUE_EVENTS = ("order_completed", "order_refunded")
 
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-
-
-def q(name: str) -> str:
-    """Quote an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def lit(value: str) -> str:
-    """Quote an SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def is_in(expr: str, values: list[str] | tuple[str, ...]) -> str:

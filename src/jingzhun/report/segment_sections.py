@@ -10,6 +10,7 @@ import pandas as pd
 from jingzhun.errors import InputError
 from jingzhun.report.html import Section, cards, figure, heading, section, table
 from jingzhun.report.i18n import Translator, register
+from jingzhun.store.sql import Sql
 
 if TYPE_CHECKING:
     from jingzhun.workspace import Workspace
@@ -160,7 +161,7 @@ def _projection(ws: Workspace, t: Translator, info: dict) -> str:
 
     seg = ws.segmenter(info["run_id"])
     try:
-        sql = F.select_sql(seg.features, _columns(ws.store))
+        sql: Sql = F.select_sql(seg.features, _columns(ws.store))
     except InputError:  # the profiles lost a trait the run used: no picture
         return
     df = ws.sql(

@@ -8,6 +8,7 @@ refused rather than misread.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import duckdb
 
 from jingzhun.config import Settings
 from jingzhun.errors import ConflictError, InputError, NotFoundError, StoreVersionError
+from jingzhun.store.sql import ident
 from jingzhun.store.tables import SCHEMA_VERSION, STORE_META
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -48,6 +50,73 @@ def migrations() -> list[Migration]:
 
 def latest_schema_version() -> int:
     return len(migrations())
+
+
+#: What a store connection may not do, in every DuckDB this project supports (checked on 2.0):
+#: install or load extensions (no network, no code from outside the package), or touch any
+#: file but its own (``enable_external_access = false`` leaves DuckDB the store file, its WAL
+#: and its temp folder). The store never reads user files itself: sources hand it Arrow
+#: batches, exports stream Arrow out, foreign logs are read by :func:`file_reader`.
+#: ``lock_configuration`` then makes these settings final for the connection, so even an
+#: injected statement cannot ``SET enable_external_access = true``, ``ATTACH`` a file,
+#: ``COPY`` to one or ``read_csv('/etc/passwd')``.
+_SEALED: dict[str, Any] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+}
+#: Settings that remain changeable after the lock: Ibis sets these two on every backend it
+#: wraps around a connection, and ingest turns off one optimizer for a batch (see pipeline).
+_STILL_SETTABLE = ["timezone", "python_enable_replacements", "disabled_optimizers"]
+
+#: A URL or a DuckDB connection-string prefix (``md:``, ``motherduck:``, ``https://``, ``s3://``):
+#: DuckDB would contact a server or fetch an extension. A store is a local file.
+_REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def _seal(con: duckdb.DuckDBPyConnection) -> None:
+    """Turn off file access (beyond the connection's own database files) and lock settings."""
+    con.execute("SET allowed_configs = ?", [_STILL_SETTABLE])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def file_reader(*paths: str | Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that may read ``paths`` and nothing else.
+
+    For reading files outside a store (foreign logs, ingest sources): no extensions, no other
+    file, no network, settings locked; values still go in as parameters, this is the second
+    wall behind them.
+    """
+    con = duckdb.connect(config=dict(_SEALED))
+    allowed = [str(Path(p).resolve()) for p in paths]
+    con.execute("SET allowed_paths = ?", [allowed])
+    _seal(con)
+    return con
+
+
+def check_store_path(path: str | Path) -> Path:
+    """``path`` if it can name a local store file; an error naming ``--db`` otherwise."""
+    text = str(path)
+    if _REMOTE.match(text) and not re.match(r"^[A-Za-z]:[\\/]", text):
+        raise InputError(
+            f"--db {text[:80]!r} is not a local file path",
+            hint="a store is one local DuckDB file; pass its path (remote stores are not supported)",
+        )
+    if text in ("", ":memory:") or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InputError(
+            f"--db {text[:80]!r} is not a usable file name",
+            hint="pass the path of a store file, without control characters",
+        )
+    # Undecodable bytes in argv arrive as lone surrogates (PEP 383); the OS takes them back.
+    if (
+        any(len(os.fsencode(part)) > 255 for part in Path(text).parts)
+        or len(os.fsencode(text)) > 4000
+    ):
+        raise InputError(
+            f"--db {text[:60]!r}…: file name too long", hint="use a shorter path for the store"
+        )
+    return Path(text)
 
 
 def _translate_open_error(path: Path, exc: duckdb.Error) -> Exception:
@@ -104,7 +173,7 @@ class Store:
         cls, path: str | Path, settings: Settings | None = None, *, read_only: bool = False
     ) -> Store:
         settings = settings or Settings()
-        path = Path(path)
+        path = check_store_path(path)
         if read_only and not path.exists():
             raise NotFoundError(
                 f"no store at {path}",
@@ -117,7 +186,7 @@ class Store:
                 raise InputError(
                     f"cannot create the folder for store {path}: {exc.strerror}"
                 ) from exc
-        config: dict[str, Any] = {"memory_limit": settings.store.memory_limit}
+        config: dict[str, Any] = {**_SEALED, "memory_limit": settings.store.memory_limit}
         if settings.store.threads:
             config["threads"] = settings.store.threads
         try:
@@ -129,6 +198,11 @@ class Store:
         con.execute("SET TimeZone = 'UTC'")
         # Row order inside a table carries no meaning here; dropping it lets inserts run in parallel.
         con.execute("SET preserve_insertion_order = false")
+        try:
+            _seal(con)
+        except duckdb.Error:
+            con.close()
+            raise
         store = cls(con, path, read_only)
         try:
             store._migrate()
@@ -271,7 +345,7 @@ class Store:
         )
 
     def count(self, table: str) -> int:
-        return int(self.scalar(f"SELECT count(*) FROM {table}"))
+        return int(self.scalar(f"SELECT count(*) FROM {ident(table)}"))
 
     def close(self) -> None:
         self.con.close()
