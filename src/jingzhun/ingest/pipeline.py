@@ -30,6 +30,7 @@ from jingzhun.ingest.schema import EXTRAS_COLUMN, FIELDS, KEY, Kind
 from jingzhun.ingest.sources import Source, open_source, table_source
 from jingzhun.ingest.validate import IngestOptions, RowValidator, q, stage_columns
 from jingzhun.store import Store
+from jingzhun.store.sql import Sql
 
 #: Called with (source label, bytes done, bytes total or None).
 Progress = Callable[[str, int, int | None], None]
@@ -191,7 +192,7 @@ class Ingestor:
         labels = [s.label for s in sources]
         result = BatchResult(batch_id, kind, labels)
         con = self.con
-        cols = ", ".join(f"{q(n)} {t}" for n, t in stage_columns(kind))
+        cols: Sql = ", ".join(f"{q(n)} {t}" for n, t in stage_columns(kind))
         # DuckDB trusts Parquet min/max statistics, which leave NaN out, and folds checks such
         # as NOT (price BETWEEN 0 AND max) to false: NaN prices would pass validation.
         # Without statistics propagation every value is tested.
@@ -393,11 +394,16 @@ class Ingestor:
         )
         bits = {f.name: i for i, f in enumerate(FIELDS[kind])}
         tables = {"users": [("users", False), ("pii", True)], "items": [("items", False)]}[kind]
-        main = tables[0][0]
+        # Table and column names below come from ingest/schema.py's definitions, not a file.
+        table: Sql
+        main: Sql = tables[0][0]
+        given: Sql
+        differs: Sql
+        names: Sql
         touched: list[str] = []  # queries of keys whose stored rows this batch changes
         for table, pii in tables:
             fields = [f for f in FIELDS[kind] if f.pii == pii and f.name != key]
-            mask = sum(1 << bits[f.name] for f in fields)
+            mask = int(sum(1 << bits[f.name] for f in fields))
             given = f"(l._present & {mask}) <> 0"
             if (
                 pii
@@ -406,7 +412,7 @@ class Ingestor:
                 ]
             ):
                 continue  # no file of this batch has personal data columns
-            merged = []
+            merged: list[Sql] = []
             for f in fields:
                 if f.name == EXTRAS_COLUMN[kind]:
                     expr = (

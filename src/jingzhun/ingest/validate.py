@@ -31,8 +31,8 @@ from jingzhun.ingest.schema import (
     field_names,
 )
 from jingzhun.ingest.sources import META_COLUMNS, json_path
+from jingzhun.store.sql import Sql, lit
 from jingzhun.store.sql import ident as q
-from jingzhun.store.sql import lit
 
 #: DuckDB type of each field type in the stage and the store.
 SQL_TYPES = {
@@ -649,6 +649,6 @@ def _suggest(name: str, columns: list[str]) -> str:
     return f"map one with --map COLUMN={name} (columns: {shown})"
 
 
-def describe(con: Any, relation: str) -> list[tuple[str, str]]:
+def describe(con: Any, relation: Sql) -> list[tuple[str, str]]:
     """(name, DuckDB type) of each column of ``relation``."""
     return [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]

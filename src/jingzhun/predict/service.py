@@ -362,12 +362,12 @@ def write_scores(
         for kind, tag in (tags or {}).items():
             con.execute("DELETE FROM tags WHERE tag = ? AND source = 'model'", [tag])
             con.execute(
-                f"""INSERT INTO tags
-                SELECT user_id, ?, CASE WHEN percentile >= {1 - cfg.tag_high!r} THEN 'high'
-                                        WHEN percentile >= {1 - cfg.tag_high - cfg.tag_medium!r} THEN 'medium'
+                """INSERT INTO tags
+                SELECT user_id, ?, CASE WHEN percentile >= ? THEN 'high'
+                                        WHEN percentile >= ? THEN 'medium'
                                         ELSE 'low' END, 'model', ?
                 FROM scores WHERE score = ?""",
-                [tag, now, kind],
+                [tag, 1 - cfg.tag_high, 1 - cfg.tag_high - cfg.tag_medium, now, kind],
             )
     return len(table)
 
