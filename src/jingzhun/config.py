@@ -22,12 +22,15 @@ Example ``jingzhun.toml``::
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from jingzhun.checks import MAX_DAYS, MIN_DAYS, shown
 from jingzhun.errors import InputError
 
 DEFAULT_DB = "jingzhun.duckdb"
@@ -36,26 +39,85 @@ DB_ENV = "JINGZHUN_DB"
 CONFIG_ENV = "JINGZHUN_CONFIG"
 
 
+# -- bounds every number in the settings is held to -------------------------------------------
+# Every float field refuses NaN and the infinities (``allow_inf_nan=False`` on _Section, so a
+# field added later cannot forget it; TOML writes them ``nan`` and ``inf``). The annotated types
+# below bound what a day count, a weight and a count may be.
+
+# MIN_DAYS (one hour: 1e-300 days would empty every affinity) and MAX_DAYS (a hundred years)
+# come from jingzhun.checks, which the stages' own checks use too.
+#: The largest weight or factor: weights are relative, so 1e6 already dwarfs every other.
+MAX_WEIGHT = 1e6
+#: The most DuckDB threads (each is an OS thread with its own buffers; 10⁸ hangs).
+MAX_THREADS = 256
+#: The most custom traits, tag rules or quantile bins one file may declare (each adds columns
+#: or passes over the store; 2,000 traits ran out of memory).
+MAX_DEFINITIONS = 200
+#: The longest expression (a tag rule, a trait's filter) in characters.
+MAX_EXPRESSION = 50_000
+#: The largest outlier threshold (a modified z-score or an IQR multiple; 3.5 and 3 are usual).
+MAX_OUTLIER_THRESHOLD = 1000.0
+#: The largest burst threshold, in events per minute from one visitor.
+MAX_BURST = 1_000_000
+
+#: A window, half-life or horizon in days.
+Days = Annotated[float, Field(ge=MIN_DAYS, le=MAX_DAYS)]
+#: An interaction or score weight, or a boost factor: finite, at most MAX_WEIGHT in size.
+Weight = Annotated[float, Field(ge=-MAX_WEIGHT, le=MAX_WEIGHT)]
+Expression = Annotated[str, Field(min_length=1, max_length=MAX_EXPRESSION)]
+#: A trait, tag or bin name: a column or tag name, lower case, at most 64 characters.
+_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+Name = Annotated[str, Field(pattern=_NAME_PATTERN, max_length=64)]
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+MIN_MEMORY = 64 * 10**6
+MAX_MEMORY = 10**15
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StoreSettings(_Section):
     memory_limit: str = Field(
         "1GB", description="DuckDB memory limit; larger work spills to the store's temp folder."
     )
-    threads: int | None = Field(None, ge=1, description="DuckDB threads; default: all cores.")
+    threads: int | None = Field(
+        None, ge=1, le=MAX_THREADS, description="DuckDB threads; default: all cores."
+    )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        m = _MEMORY.match(value)
+        if not m:
+            raise ValueError(
+                f"{value[:40]!r} is not a size; write e.g. '2GB' or '512MB' "
+                "(units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            )
+        size = float(m.group(1)) * _UNITS[m.group(2).lower()]
+        if not MIN_MEMORY <= size <= MAX_MEMORY:
+            raise ValueError(f"{value!r} is out of range; give between 64MB and 1000TB")
+        return value.strip()
 
 
 class IngestSettings(_Section):
     event_map: dict[str, str] = Field(
         default_factory=dict, description="Foreign event names mapped to jingzhun's names."
     )
-    max_future_hours: float = Field(24.0, ge=0, description="Reject events later than now + this.")
+    max_future_hours: float = Field(
+        24.0, ge=0, le=MAX_DAYS * 24, description="Reject events later than now + this."
+    )
     min_timestamp: str = Field("1990-01-01", description="Reject events earlier than this.")
     max_id_length: int = Field(256, ge=1, le=4096)
-    max_line_bytes: int = Field(16 << 20, ge=1 << 10, description="Longest accepted row in bytes.")
-    batch_rows: int = Field(1 << 19, ge=1, description="Rows per chunk when streaming a file.")
+    max_line_bytes: int = Field(
+        16 << 20, ge=1 << 10, le=1 << 30, description="Longest accepted row in bytes."
+    )
+    batch_rows: int = Field(
+        1 << 19, ge=1, le=1 << 24, description="Rows per chunk when streaming a file."
+    )
 
     @field_validator("event_map")
     @classmethod
@@ -76,37 +138,41 @@ class CleanSettings(_Section):
     outlier_threshold: float | None = Field(
         None,
         gt=0,
+        le=MAX_OUTLIER_THRESHOLD,
         description="Modified z-score (mad, default 3.5) or IQR multiple (iqr, default 3) beyond which an order is an outlier.",
     )
     burst_events_per_minute: int = Field(
-        30, ge=1, description="More events than this in one minute from one visitor flags a burst."
+        30,
+        ge=1,
+        le=MAX_BURST,
+        description="More events than this in one minute from one visitor flags a burst.",
     )
 
 
 class CustomTrait(_Section):
     """A computed trait declared in jingzhun.toml, Segment "computed traits" style."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Column name in profiles.")
+    name: Name = Field(description="Column name in profiles.")
     agg: Literal["count", "sum", "mean", "min", "max", "distinct", "mode", "first", "last"] = Field(
         description="count, sum, mean, min, max, distinct (count of distinct values), mode, first, last."
     )
     of: str | None = Field(
         None, description="The event column (or item category/brand) to aggregate."
     )
-    where: str | None = Field(
+    where: Expression | None = Field(
         None, description="Filter over events, e.g. \"event = 'order_completed'\"."
     )
-    window_days: float | None = Field(
-        None, gt=0, description="Only events in the last N days before as_of."
+    window_days: Days | None = Field(
+        None, description="Only events in the last N days before as_of (one hour or more)."
     )
 
 
 class ProfileSettings(_Section):
-    half_life_days: float = Field(
-        30.0, gt=0, description="Half-life of the category affinity decay."
+    half_life_days: Days = Field(
+        30.0, description="Half-life of the category affinity decay (one hour to 36,500 days)."
     )
     last_items: int = Field(10, ge=1, le=100, description="How many recent items last_items keeps.")
-    weights: dict[str, float] = Field(
+    weights: dict[str, Weight] = Field(
         default_factory=lambda: {
             "product_viewed": 1.0,
             "product_added": 3.0,
@@ -115,7 +181,7 @@ class ProfileSettings(_Section):
         },
         description="Interaction weight per event, for affinity and top brands.",
     )
-    score: dict[str, float] = Field(
+    score: dict[str, Weight] = Field(
         default_factory=lambda: {
             "recency_days": -0.3,
             "frequency": 0.3,
@@ -124,7 +190,7 @@ class ProfileSettings(_Section):
         },
         description="P(u) = Σ w_i F(u_i): weights over traits (negative: lower is better).",
     )
-    traits: list[CustomTrait] = Field(default_factory=list)
+    traits: list[CustomTrait] = Field(default_factory=list, max_length=MAX_DEFINITIONS)
 
     @field_validator("weights")
     @classmethod
@@ -140,19 +206,21 @@ class ProfileSettings(_Section):
 
 
 class TagRule(_Section):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    when: str = Field(
+    name: Name
+    when: Expression = Field(
         description="An expression over profile traits, e.g. 'monetary >= p90(monetary)'."
     )
 
 
 class TagBins(_Section):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: Name
     trait: str
-    where: str | None = Field(
+    where: Expression | None = Field(
         None, description="Only users for whom this holds, e.g. 'frequency >= 1'."
     )
-    quantiles: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
+    quantiles: list[float] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75], min_length=1, max_length=99
+    )
     labels: list[str] | None = None
 
     @field_validator("quantiles")
@@ -166,12 +234,14 @@ class TagBins(_Section):
 class TagSettings(_Section):
     rfm: bool = Field(True, description="RFM scores 1-5 and the standard RFM segment names.")
     rules: list[TagRule] = Field(
+        max_length=MAX_DEFINITIONS,
         default_factory=lambda: [
             TagRule(name="high_value", when="monetary > 0 and monetary >= p90(monetary)"),
             TagRule(name="churn_risk", when="recency_days > 90 and frequency >= 3"),
-        ]
+        ],
     )
     bins: list[TagBins] = Field(
+        max_length=MAX_DEFINITIONS,
         default_factory=lambda: [
             TagBins(
                 name="spend_band",
@@ -180,20 +250,19 @@ class TagSettings(_Section):
                 quantiles=[0.5, 0.8, 0.95],
                 labels=["low", "mid", "high", "top"],
             )
-        ]
+        ],
     )
 
 
 class RecommendSettings(_Section):
     model: str = Field("hybrid", description="The model `recommend train` fits by default.")
     k: int = Field(10, ge=1, le=1000, description="Items per user in `recommend batch`.")
-    weights: dict[str, float] | None = Field(
+    weights: dict[str, Weight] | None = Field(
         None,
         description="Interaction weight per event type; default: [profile] weights (view 1, cart 3, purchase 5).",
     )
-    half_life_days: float | None = Field(
+    half_life_days: Days | None = Field(
         None,
-        gt=0,
         description="Interaction weights halve every N days; default: [profile] half_life_days.",
     )
     segment_run: str | None = Field(
@@ -214,12 +283,15 @@ class RecommendSettings(_Section):
         default_factory=list, description="Only these categories."
     )
     exclude_categories: list[str] = Field(default_factory=list)
-    price_min: float | None = Field(None, ge=0)
-    price_max: float | None = Field(None, ge=0)
+    price_min: float | None = Field(None, ge=0, le=1e15)
+    price_max: float | None = Field(None, ge=0, le=1e15)
     max_per_category: int | None = Field(
-        3, ge=1, description="Diversity: at most N items of one category per list; none: no cap."
+        3,
+        ge=1,
+        le=1000,
+        description="Diversity: at most N items of one category per list; none: no cap.",
     )
-    boost: dict[str, float] = Field(
+    boost: dict[str, Annotated[Weight, Field(ge=0)]] = Field(
         default_factory=dict, description="item_id -> factor (> 1 lifts an item among candidates)."
     )
 
@@ -238,10 +310,16 @@ class RecommendSettings(_Section):
 
 class PredictSettings(_Section):
     horizon_days: float = Field(
-        30.0, gt=0, description="Label window: buys (or churns) within N days of a cutoff."
+        30.0,
+        gt=0,
+        le=MAX_DAYS,
+        description="Label window: buys (or churns) within N days of a cutoff.",
     )
     active_days: float = Field(
-        90.0, gt=0, description="Churn's population: customers with an order in the last N days."
+        90.0,
+        gt=0,
+        le=MAX_DAYS,
+        description="Churn's population: customers with an order in the last N days.",
     )
     train_windows: int = Field(
         2, ge=1, le=24, description="Training cutoffs (one horizon apart) stacked for training."
@@ -255,7 +333,10 @@ class PredictSettings(_Section):
     )
     calibration: Literal["auto", "isotonic", "sigmoid", "none"] = "auto"
     compare_rows: int = Field(
-        200_000, ge=1000, description="Training rows each model is compared on (a sample)."
+        200_000,
+        ge=1000,
+        le=1_000_000_000,
+        description="Training rows each model is compared on (a sample).",
     )
     params: dict[str, dict[str, float | int | str | bool]] = Field(
         default_factory=dict,
@@ -272,7 +353,7 @@ class PredictSettings(_Section):
         0.3, gt=0, le=1, description="Gross margin on revenue, for CLV and uplift targeting."
     )
     message_cost: float = Field(
-        0.05, ge=0, description="Cost of one message, for uplift targeting."
+        0.05, ge=0, le=MAX_WEIGHT, description="Cost of one message, for uplift targeting."
     )
     discount_rate: float = Field(0.10, ge=0, lt=1, description="Annual discount rate for CLV.")
     clv_months: int = Field(12, ge=1, le=120, description="CLV horizon in months.")
@@ -287,6 +368,11 @@ class PredictSettings(_Section):
             raise ValueError(
                 f"unknown classifier {bad[0] if bad else None!r}; use {', '.join(CLASSIFIERS)}"
             )
+        seen: set[str] = set()
+        for m in value:  # 10,000 times 'logistic' would train it 10,000 times
+            if m in seen:
+                raise ValueError(f"{m!r} is named twice; name each classifier once")
+            seen.add(m)
         return value
 
 
@@ -320,21 +406,136 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """
     explicit = path if path is not None else os.environ.get(CONFIG_ENV)
     candidate = Path(explicit) if explicit else Path(DEFAULT_CONFIG)
-    if not candidate.exists():
-        if explicit:
-            raise InputError(f"config file {candidate} does not exist", hint="check --config")
+    where = _path_text(candidate)
+    text = _read_config(candidate, where, explicit=bool(explicit))
+    if text is None:
         return Settings()
     try:
-        raw = tomllib.loads(candidate.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read config file {candidate}: {exc}") from exc
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{candidate}: {exc}", hint="fix the TOML syntax") from exc
+        raise InputError(f"{where}: {exc}", hint="fix the TOML syntax") from exc
+    except ValueError as exc:  # an integer of thousands of digits
+        raise InputError(
+            f"{where}: a number is too long to read ({str(exc).split(':')[0]})",
+            hint="fix the file",
+        ) from exc
+    except RecursionError:  # tomllib recurses once per nested table or array
+        raise InputError(
+            f"{where}: tables or arrays nest too deeply to read",
+            hint="jingzhun's settings nest at most three levels; fix the file",
+        ) from None
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise InputError(f"{candidate}: [{where}] {err['msg']}") from exc
+        raise InputError(f"{where}: {_key(err['loc'], raw)} {_problem(err)}") from exc
+    except RecursionError:  # a deep value under a key that takes any mapping
+        raise InputError(f"{where}: a value nests too deeply", hint="fix the file") from None
     settings._source = candidate
     return settings
+
+
+#: The largest settings file read (a generous one is a few hundred KB).
+MAX_CONFIG_BYTES = 16 << 20
+
+
+def _path_text(path: Path) -> str:
+    """The path as an error names it: control characters and undecodable bytes escaped,
+    a 5,000-character name cut."""
+    text = str(path)
+    if not text.isprintable() or any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        text = repr(text)[1:-1]
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _read_config(path: Path, where: str, *, explicit: bool) -> str | None:
+    """The file's text; None if the implicit ./jingzhun.toml is absent. Only a regular file
+    of at most MAX_CONFIG_BYTES is read (``--config /dev/zero`` would never end, a FIFO
+    would block)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if explicit:
+            raise InputError(f"config file {where} does not exist", hint="check --config") from None
+        return None
+    except (OSError, ValueError) as exc:  # a name too long, a NUL, no permission …
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(
+            f"cannot read config file {where}: {reason}", hint="check --config"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(
+            f"config file {where} is not a regular file", hint="give --config a .toml file"
+        )
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read config file {where}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InputError(
+            f"config file {where} is larger than {MAX_CONFIG_BYTES >> 20} MiB",
+            hint="a settings file is a few KB; check --config",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"cannot read config file {where}: {exc}", hint="save it as UTF-8"
+        ) from None
+
+
+def _key(loc: tuple[int | str, ...], raw: Any) -> str:
+    """``('profile', 'half_life_days')`` as ``[profile] half_life_days``; a list entry by its
+    number and name (``[profile] traits #3 (recent_views) window_days``). Parts of the location
+    that are not in the file (pydantic's union members) are left out."""
+    parts: list[str] = []
+    node = raw
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            node = node[part]
+            name = node.get("name") if isinstance(node, dict) else None
+            parts[-1:] = [f"{parts[-1] if parts else ''} #{part + 1}"]
+            if isinstance(name, str):
+                parts[-1] += f" ({name[:40]})"
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+            parts.append(f"[{part}]" if i == 0 else str(part))
+        elif i == 0 or isinstance(node, dict):  # a missing required key
+            parts.append(f"[{part}]" if i == 0 else str(part))
+            node = None
+    return " ".join(parts)
+
+
+def _problem(err: Any) -> str:
+    """Pydantic's message, with the bound spelled plainly and the value given."""
+    ctx, kind = err.get("ctx") or {}, err["type"]
+    value = err.get("input")
+    given = shown(value)
+    bounds = {
+        "greater_than_equal": ("at least", "ge"),
+        "greater_than": ("above", "gt"),
+        "less_than_equal": ("at most", "le"),
+        "less_than": ("below", "lt"),
+    }
+    if kind == "extra_forbidden":
+        return "is not a known setting; check its spelling and section"
+    if kind == "finite_number":
+        return f"must be a finite number, not {given}"
+    if kind in bounds:
+        words, k = bounds[kind]
+        bound = "1/24 (one hour)" if ctx[k] == MIN_DAYS else shown(ctx[k])
+        return f"must be {words} {bound}, not {given}"
+    if kind in ("too_long", "string_too_long"):
+        what = "characters" if isinstance(value, str) else "entries"
+        return (
+            f"has {ctx.get('actual_length') or len(value):,} {what}; "
+            f"at most {ctx['max_length']:,} are allowed"
+        )
+    if kind == "missing":
+        return "is missing"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == _NAME_PATTERN:
+        return f"{given} must be lower-case letters, digits and _, starting with a letter"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg']} (got {given})" if "input" in err else err["msg"]

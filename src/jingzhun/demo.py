@@ -39,6 +39,7 @@ def run_demo(
     from jingzhun.report.i18n import Translator
 
     Translator(lang)  # an unknown language fails now, not after minutes of work
+    config = SynthConfig(users=users, seed=seed)  # so do bad numbers, before --out is made
     say = step or (lambda _m: None)
     out = Path(out)
     try:
@@ -54,7 +55,6 @@ def run_demo(
         timings[name] = round(time.perf_counter() - t0, 2)
         return value
 
-    config = SynthConfig(users=users, seed=seed)
     data = timed("simulate the shop", lambda: simulate(config))
     files = timed("write the shop's files", lambda: data.write(out / "data"))
     db = out / "jingzhun.duckdb"

@@ -795,3 +795,149 @@ def test_funnel_repeated_step_needs_a_second_event(small_store: Path, tmp_path: 
         return
     steps = one_json(res)["tables"]["steps"]
     assert [s["visitors"] for s in steps] == [2, 0]  # nobody viewed a product twice
+
+
+# -- numbers: NaN, infinities, negative and huge values (issue 12) -----------------------------
+
+HUGE = "100000000000000000000"  # 1e20 as a whole number: Typer passes it on as an int
+LONG_CHAIN_RULE = (
+    '[[tags.rules]]\nname = "sum400"\nwhen = "' + " + ".join(["frequency"] * 400) + ' > 0"\n'
+)
+MANY_TRAITS = "".join(f'[[profile.traits]]\nname = "t{i}"\nagg = "count"\n' for i in range(2000))
+
+#: name, store, arguments, what the error line names, files in the working folder
+BAD_NUMBERS: list[tuple[str, str, tuple[str, ...], tuple[str, ...], dict[str, str]]] = [
+    ("show-events-huge", "built", ("profile", "show", "u1", "--events", HUGE), ("--events",), {}),
+    ("baskets-top-huge", "built", ("analyze", "baskets", "--top", HUGE), ("--top",), {}),
+    *(
+        (
+            f"funnel-within-{v}",
+            "built",
+            ("analyze", "funnel", "--within-days", v),
+            ("--within-days",),
+            {},
+        )
+        for v in ("inf", "1e300")
+    ),
+    ("trends-weeks-huge", "built", ("analyze", "trends", "--weeks", HUGE), ("--weeks",), {}),
+    ("cohorts-months-huge", "built", ("analyze", "cohorts", "--months", HUGE), ("--months",), {}),
+    (
+        "funnel-300-steps",
+        "built",
+        ("analyze", "funnel", "--steps", ",".join(["product_viewed"] * 300)),
+        ("--steps", "at most 20"),
+        {},
+    ),
+    *(
+        (f"clean-threshold-{v}", "built", ("clean", "--threshold", v), ("--threshold",), {})
+        for v in ("inf", "1e9")
+    ),
+    ("clean-burst-huge", "built", ("clean", "--burst", HUGE), ("--burst",), {}),
+    *(
+        (
+            f"build-{key}-{v}",
+            "built",
+            ("profile", "build"),
+            (f"[{section}] {key}",),
+            {"jingzhun.toml": f"[{section}]\n{key} = {v}\n"},
+        )
+        for section, key, v in (
+            ("profile", "half_life_days", "1e-300"),
+            ("profile", "half_life_days", "nan"),
+            ("store", "threads", "100000000"),
+            ("clean", "outlier_threshold", "inf"),
+        )
+    ),
+    (
+        "build-window-days-inf",
+        "built",
+        ("profile", "build"),
+        ("[profile] traits #1 (recent) window_days", "finite"),
+        {
+            "jingzhun.toml": '[[profile.traits]]\nname = "recent"\nagg = "count"\nwindow_days = inf\n'
+        },
+    ),
+    (
+        "build-2000-custom-traits",
+        "built",
+        ("profile", "build"),
+        ("[profile] traits", "2,000", "at most 200"),
+        {"jingzhun.toml": MANY_TRAITS},
+    ),
+    (
+        "build-5000-deep-toml",
+        "built",
+        ("profile", "build"),
+        ("jingzhun.toml", "nest too deeply"),
+        {"jingzhun.toml": "x = " + "[" * 5000 + "]" * 5000 + "\n"},
+    ),
+    (
+        "build-400-term-chain",
+        "built",
+        ("profile", "build"),
+        ("tag rule 'sum400'", "more than 100 levels deep"),
+        {"jingzhun.toml": LONG_CHAIN_RULE},
+    ),
+    *(
+        (f"synth-{name}", "empty", ("synth", *args), needles, {})
+        for name, args, needles in (
+            ("end-year-1", ("--end", "0001-01-01"), ("--end", "0001-01-01")),
+            ("users-huge", ("--users", HUGE), ("--users",)),
+            ("days-huge", ("--days", "100000000"), ("--days",)),
+            ("items-huge", ("--items", "100000000000"), ("--items",)),
+        )
+    ),
+    ("demo-users-huge", "empty", ("demo", "--users", HUGE, "--out", "d"), ("--users",), {}),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_number_runs(
+    stores: dict[str, Path], build: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Ran, Path, dict[str, int]]]:
+    """Every bad-number case run once, two at a time, each on its own copy of its store."""
+    before = {name: snapshot(path) for name, path in stores.items()}
+    base = tmp_path_factory.mktemp("bad_numbers")
+
+    def one(case: tuple[str, str, tuple[str, ...], tuple[str, ...], dict[str, str]]) -> Any:
+        name, store, args, _, files = case
+        folder = base / name
+        db = copy_store(stores[store], folder)
+        for fname, text in files.items():
+            (folder / fname).write_text(text, encoding="utf-8")
+        return run(folder, *args, db=db), db, before[store]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip([c[0] for c in BAD_NUMBERS], pool.map(one, BAD_NUMBERS), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("case", "needles", "files"),
+    [(c[0], c[3], c[4]) for c in BAD_NUMBERS],
+    ids=[c[0] for c in BAD_NUMBERS],
+)
+def test_bad_numbers_fail_with_one_error_line_naming_the_option_and_write_nothing(
+    bad_number_runs: dict[str, tuple[Ran, Path, dict[str, int]]],
+    case: str,
+    needles: tuple[str, ...],
+    files: dict[str, str],
+) -> None:
+    res, db, before = bad_number_runs[case]
+    error_line(res, *needles)
+    assert snapshot(db) == before
+    made = {p.relative_to(res.folder).as_posix() for p in res.folder.rglob("*")}
+    assert made == {"store.duckdb", *files}  # no synth folder, no demo folder, no temp file
+
+
+def test_a_thousand_chained_or_terms_in_a_tag_rule_build(
+    stores: dict[str, Path], tmp_path: Path
+) -> None:
+    """~1,000 chained `or` in a rule ended in a RecursionError traceback."""
+    db = copy_store(stores["ingested"], tmp_path)
+    when = " or ".join(f"frequency = {i}" for i in range(1, 1001))
+    (tmp_path / "jingzhun.toml").write_text(
+        f'[[tags.rules]]\nname = "buyer"\nwhen = "{when}"\n', encoding="utf-8"
+    )
+    data = one_json(run(tmp_path, "profile", "build", "--json", db=db))
+    buyers = sql(db, "SELECT count(*) FROM profiles WHERE frequency BETWEEN 1 AND 1000")[0][0]
+    assert data["tags"]["buyer"] == buyers > 0

@@ -380,3 +380,41 @@ def test_removed_event_with_properties_and_microseconds_roundtrips(
     assert ws.store.sql("SELECT ts FROM events WHERE event_id = 'x07'").fetchone() == (
         datetime(2024, 3, 5, 12, 0, 7, 123456),
     )
+
+
+# -- numbers given for one run are checked (issue 12) -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"outlier_threshold": float("inf")}, "--threshold must be a finite number"),
+        ({"outlier_threshold": float("-inf")}, "--threshold must be a finite number"),
+        ({"outlier_threshold": float("nan")}, "--threshold must be a finite number"),
+        ({"outlier_threshold": -1.0}, "--threshold must be above 0 and at most 1,000, not -1"),
+        ({"outlier_threshold": 0.0}, "--threshold must be above 0"),
+        ({"outlier_threshold": 1e300}, "--threshold must be above 0 and at most 1,000"),
+        ({"burst_events_per_minute": 10**20}, "--burst must be between 1 and 1,000,000"),
+        ({"burst_events_per_minute": 0}, "--burst must be between 1 and 1,000,000, not 0"),
+        ({"burst_events_per_minute": 2.5}, "--burst must be a whole number"),
+        ({"outlier_method": "zscore"}, "--method 'zscore' is unknown"),
+    ],
+)
+def test_bad_numbers_for_one_run_are_input_errors_naming_the_option(
+    shop_ws: Workspace, overrides: dict, fragment: str
+) -> None:
+    before = events_snapshot(shop_ws)
+    with pytest.raises(InputError) as info:
+        shop_ws.clean(**overrides)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+    assert events_snapshot(shop_ws) == before
+    assert flagged(shop_ws, "outlier_order") == []  # nothing written
+
+
+def test_the_outlier_statistics_reach_sql_as_parameters(shop_ws: Workspace) -> None:
+    """The largest allowed threshold runs (it used to be formatted into the SQL text)."""
+    report = shop_ws.clean(outlier_threshold=1000.0, flag=False)
+    assert report.outliers["outliers"] == 0
+    iqr = shop_ws.clean(outlier_method="iqr", outlier_threshold=1e-9, flag=False)
+    assert iqr.outliers["outliers"] >= 1

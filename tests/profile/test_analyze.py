@@ -723,3 +723,36 @@ def test_shop_category_baskets_are_complementary_categories(shop_ws: Workspace) 
     assert all(complementary[:4]), rules[:4]
     assert sum(complementary[:8]) >= 6, rules[:8]
     assert rules[0][5] > 1.5
+
+
+# -- numbers: NaN, infinities and huge values (issue 12) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("funnel", {"within_days": float("inf")}, "--within-days must be a finite number"),
+        ("funnel", {"within_days": float("nan")}, "--within-days must be a finite number"),
+        ("funnel", {"within_days": -1.0}, "--within-days must be between 0 and 36,500, not -1"),
+        ("funnel", {"within_days": 1e300}, "--within-days must be between 0 and 36,500"),
+        ("funnel", {"steps": ("product_viewed",) * 21}, "--steps names 21 steps"),
+        ("baskets", {"top": 10**20}, "--top must be between 1 and 10,000,000"),
+        ("baskets", {"top": 0}, "--top must be between 1 and 10,000,000, not 0"),
+        ("baskets", {"min_support": float("nan")}, "--min-support nan must be between 0 and 1"),
+        ("trends", {"weeks": 10**11}, "--weeks must be between 2 and 5,214"),
+        ("cohorts", {"months": 10**11}, "--months must be between 1 and 1,216"),
+        ("cohorts", {"months": 2.5}, "--months must be a whole number"),
+    ],
+)
+def test_bad_numbers_are_input_errors_naming_the_option(
+    funnel_ws: Workspace, name: str, options: dict, message: str
+) -> None:
+    with pytest.raises(InputError) as info:
+        funnel_ws.analyze(name, **options)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_the_longest_funnel_and_window_are_accepted(funnel_ws: Workspace) -> None:
+    steps = ("product_viewed", "order_completed") * 10
+    a = funnel_ws.analyze("funnel", steps=steps, within_days=36_500)
+    assert len(steps_table(a)) == 20

@@ -13,7 +13,7 @@ import ibis
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from jingzhun.errors import InputError
@@ -749,3 +749,104 @@ def test_random_trees_compile_to_what_python_computes(
     got = [plain(v) for v in out["r"]]
     want = [eval_bool(tree, r) if is_bool else eval_num(tree, r) for r in rows]
     assert got == want, source
+
+
+# -- size limits: long operator chains, huge literals (issue 12) -------------------------------
+
+
+def test_a_thousand_chained_or_and_and_terms_compile_and_run(con: Any) -> None:
+    """and/or chains are built balanced, so a long list of terms does not recurse per term."""
+    terms = [f"a = {i}" for i in range(1000)]
+    data = pd.DataFrame({"a": [0, 500, 999, 1000, -1]})
+    t = ibis.memtable(data, schema=ibis.schema({"a": "int64"}))
+    for op, want in (("or", [True, True, True, False, False]), ("and", [False] * 5)):
+        source = f" {op} ".join(terms)
+        node = parse(source, where="tag rule 'x'")
+        check_names(node, source, {"a": "int64"}, "tag rule 'x'")
+        expr = ex.compile_condition(node, t, source=source, where="tag rule 'x'")
+        assert [bool(v) for v in con.execute(t.select(r=expr))["r"]] == want
+
+
+def test_chains_keep_their_meaning_and_positions() -> None:
+    assert shape(parse("a or b or c")) in (
+        ("binary", "or", ("binary", "or", "a", "b"), "c"),
+        ("binary", "or", "a", ("binary", "or", "b", "c")),
+    )
+    node = parse("a and b and c and d")
+    assert node.names() == {"a", "b", "c", "d"}
+    # every operator node points at its own `and`
+    positions, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if n.kind == "binary":
+            positions.append(n.pos)
+        stack.extend(n.args)
+    assert sorted(positions) == [2, 8, 14]
+
+
+def test_a_long_arithmetic_chain_is_refused_naming_the_rule() -> None:
+    source = " + ".join(["frequency"] * 400) + " > 0"
+    message = error_of(source, where="tag rule 'x'")
+    assert message.startswith("tag rule 'x': the expression is more than 100 levels deep")
+    assert "\n" not in message
+    # a chain within the limit still parses
+    parse(" + ".join(["frequency"] * 90) + " > 0")
+
+
+def test_too_many_terms_are_refused() -> None:
+    source = "a in (" + ", ".join(["1"] * (ex.MAX_NODES + 10)) + ")"
+    assert "more than 20,000 terms" in error_of(source)
+
+
+@pytest.mark.parametrize(
+    ("literal", "fragment"),
+    [
+        ("1e999", "is too large"),
+        ("9" * 5000, "is larger than 9,223,372,036,854,775,807"),
+        (str(2**63), "is larger than"),
+    ],
+)
+def test_number_literals_out_of_range_are_refused(literal: str, fragment: str) -> None:
+    message = error_of(f"a > {literal}", where="rule")
+    assert fragment in message
+    assert column_of(message) == 5
+    parse(f"a > {2**63 - 1}")  # the largest BIGINT is fine
+
+
+_NOISE = ["and", "or", "+", "-", "*", "/", "=", "<", "not", "(", ")"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bools=st.lists(st.sampled_from(["and", "or"]), min_size=1, max_size=4),
+    terms=st.integers(0, 3000),
+    ariths=st.lists(st.sampled_from(["+", "-", "*", "/", "%"]), min_size=1, max_size=4),
+    chain=st.integers(0, 300),
+    nots=st.integers(0, 120),
+    parens=st.integers(0, 120),
+    noise=st.lists(st.sampled_from(_NOISE), max_size=4),
+)
+@example(bools=["or"], terms=3000, ariths=["+"], chain=0, nots=0, parens=0, noise=[])
+@example(bools=["and"], terms=1200, ariths=["+"], chain=0, nots=3, parens=2, noise=[])
+@example(bools=["or"], terms=2, ariths=["-"], chain=300, nots=0, parens=0, noise=[])
+def test_random_long_chains_and_nesting_raise_only_input_error(
+    con: Any,
+    bools: list[str],
+    terms: int,
+    ariths: list[str],
+    chain: int,
+    nots: int,
+    parens: int,
+    noise: list[str],
+) -> None:
+    """Whatever the length of a chain or the depth of nesting: a tree, or one InputError line."""
+    first = "a" + "".join(f" {ariths[i % len(ariths)]} a" for i in range(chain)) + " > 1"
+    body = first + "".join(f" {bools[i % len(bools)]} a > {i}" for i in range(terms))
+    source = "not " * nots + "(" * parens + body + ")" * parens + " " + " ".join(noise)
+    t = ibis.memtable(pd.DataFrame({"a": [1, 2]}), schema=ibis.schema({"a": "int64"}))
+    try:
+        node = parse(source, where="rule")
+        check_names(node, source, {"a": "int64"}, "rule")
+        ex.compile_condition(node, t, source=source, where="rule")
+    except InputError as exc:
+        assert "\n" not in str(exc)

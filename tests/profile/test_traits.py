@@ -434,3 +434,54 @@ def test_price_percentile_of_the_dearest_priced_item_is_one(ws: Workspace, write
     )
     ws.profile_build("2024-03-02")
     assert ws.profiles(["price_percentile"])["price_percentile"].tolist() == [1.0]
+
+
+# -- a short half-life does not empty the affinity (issue 12) ----------------------------------
+
+
+def test_a_one_hour_half_life_months_later_keeps_every_affinity(tmp_path: Path) -> None:
+    """0.5^(age / half-life) underflowed to 0 for events 45 days older than as_of with a
+    one-hour half-life, and the user's affinity vanished. Ages now count from the user's latest
+    weighted event: the shares are the same, and never all zero."""
+    hour = 1 / 24  # the shortest half-life the settings accept
+
+    as_of = datetime(2024, 9, 1)  # ~4,200 hours after the last weighted event
+    s = Settings(profile=ProfileSettings(half_life_days=hour, last_items=3))
+    ws = Workspace(Store.open(tmp_path / "store.duckdb", s), s)
+    try:
+        for kind, text in (("items", ITEMS), ("users", USERS), ("events", EVENTS)):
+            path = tmp_path / f"{kind}.csv"
+            path.write_text(text, encoding="utf-8")
+            ws.ingest(kind, [path])
+        ws.profile_build(as_of)
+        got = {
+            r["user_id"]: plain(r["category_affinity"])
+            for r in ws.profiles(["user_id", "category_affinity"]).to_dict("records")
+        }
+    finally:
+        ws.close()
+
+    def shares(rows: list[tuple[str, str, str]]) -> dict[str, float]:
+        latest = max(ts(at) for _, _, at in rows)
+        raw: dict[str, float] = {}
+        for event, category, at in rows:
+            age = (latest - ts(at)).total_seconds() / 86_400
+            raw[category] = raw.get(category, 0.0) + WEIGHT[event] * 0.5 ** (age / hour)
+        return {k: v / sum(raw.values()) for k, v in raw.items()}
+
+    u1 = [
+        ("product_viewed", "beauty", "2024-03-01 10:05:00"),
+        ("product_added", "beauty", "2024-03-01 10:10:00"),
+        ("checkout_started", "beauty", "2024-03-01 10:15:00"),
+        ("order_completed", "beauty", "2024-03-01 10:20:00"),
+        ("order_completed", "home", "2024-03-01 10:20:00"),
+        ("product_viewed", "home", "2024-03-06 20:01:00"),
+        ("product_viewed", "beauty", "2024-03-06 20:10:00"),
+        ("order_completed", "beauty", "2024-03-06 20:30:00"),
+        ("order_completed", "beauty", "2024-03-12 09:00:00"),  # before this as_of: it counts
+    ]
+    for user, rows in (("u1", u1), ("u2", None)):
+        assert got[user], f"{user} lost its affinity"
+        assert sum(got[user].values()) == pytest.approx(1.0)
+        if rows:
+            assert_same(f"{user} affinity", got[user], shares(rows))

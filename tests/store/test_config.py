@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from jingzhun.config import Settings, load_settings, resolve_db_path
 from jingzhun.errors import InputError
@@ -164,3 +165,205 @@ def test_settings_reach_duckdb_and_ingest(write, tmp_path: Path) -> None:
         assert ws.store.sql("SELECT event FROM events").fetchall() == [("order_completed",)]
         reason = ws.store.sql("SELECT reason FROM quarantine").fetchone()[0]
         assert "sell" in reason
+
+
+# -- numbers: NaN, infinities, negative and absurd values (issue 12) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[profile]\nhalf_life_days = nan\n", "[profile] half_life_days must be a finite number"),
+        ("[profile]\nhalf_life_days = inf\n", "[profile] half_life_days must be a finite number"),
+        (
+            "[profile]\nhalf_life_days = 1e-300\n",
+            "[profile] half_life_days must be at least 1/24 (one hour), not 1e-300",
+        ),
+        ("[profile]\nhalf_life_days = -1\n", "[profile] half_life_days must be at least"),
+        ("[profile]\nhalf_life_days = 1e300\n", "[profile] half_life_days must be at most 36,500"),
+        ("[profile.weights]\nproduct_viewed = inf\n", "[profile] weights product_viewed must be"),
+        ("[profile.weights]\nproduct_viewed = nan\n", "[profile] weights product_viewed must be"),
+        ("[profile.weights]\nproduct_viewed = 1e300\n", "[profile] weights product_viewed must be"),
+        ("[profile.score]\nfrequency = -inf\n", "[profile] score frequency must be a finite"),
+        ("[profile.score]\nfrequency = 1e9\n", "[profile] score frequency must be at most"),
+        (
+            "[[profile.traits]]\nname = 'recent'\nagg = 'count'\nwindow_days = inf\n",
+            "[profile] traits #1 (recent) window_days must be a finite number",
+        ),
+        (
+            "[[profile.traits]]\nname = 'recent'\nagg = 'count'\nwindow_days = 1e-9\n",
+            "[profile] traits #1 (recent) window_days must be at least 1/24 (one hour)",
+        ),
+        ("[store]\nthreads = 100000000\n", "[store] threads must be at most 256"),
+        ("[store]\nmemory_limit = '1e30GB'\n", "[store] memory_limit '1e30GB' is not a size"),
+        ("[store]\nmemory_limit = '-1GB'\n", "[store] memory_limit '-1GB' is not a size"),
+        ("[store]\nmemory_limit = 'lots'\n", "[store] memory_limit 'lots' is not a size"),
+        ("[store]\nmemory_limit = '1KB'\n", "[store] memory_limit '1KB' is out of range"),
+        ("[store]\nmemory_limit = '5000TB'\n", "[store] memory_limit '5000TB' is out of range"),
+        ("[clean]\noutlier_threshold = inf\n", "[clean] outlier_threshold must be a finite"),
+        ("[clean]\noutlier_threshold = 1e9\n", "[clean] outlier_threshold must be at most 1,000"),
+        ("[clean]\nburst_events_per_minute = 10000000000\n", "[clean] burst_events_per_minute"),
+        ("[ingest]\nmax_future_hours = inf\n", "[ingest] max_future_hours must be a finite"),
+        ("[ingest]\nmax_line_bytes = 100000000000\n", "[ingest] max_line_bytes must be at most"),
+        ("[recommend]\nhalf_life_days = nan\n", "[recommend] half_life_days must be a finite"),
+        ("[recommend.weights]\nproduct_viewed = inf\n", "[recommend] weights product_viewed"),
+        ("[recommend.boost]\nsku1 = -1.0\n", "[recommend] boost sku1 must be at least 0"),
+        ("[recommend.params.als]\nfactors = nan\n", "[recommend] params als factors must be a"),
+        ("[predict]\nhorizon_days = inf\n", "[predict] horizon_days must be a finite number"),
+        ("[predict]\nmessage_cost = nan\n", "[predict] message_cost must be a finite number"),
+        ("[predict.params.lightgbm]\nlearning_rate = inf\n", "[predict] params lightgbm"),
+    ],
+)
+def test_bad_numbers_are_one_line_errors_naming_the_key(write, text: str, fragment: str) -> None:
+    path = write("settings.toml", text)
+    with pytest.raises(InputError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert message.startswith("settings.toml: ") or "settings.toml: " in message
+    assert fragment in message, message
+    assert "\n" not in message
+
+
+def _float_fields(model: type, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """Every float setting: (section and key, how its TOML value is nested)."""
+    import typing
+
+    def has_float(annotation: object) -> bool:
+        return annotation is float or any(has_float(a) for a in typing.get_args(annotation))
+
+    found = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        origin = typing.get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found += _float_fields(annotation, (*path, name))
+        elif has_float(annotation) and origin is not list:
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            kind = "scalar"
+            for a in args if origin is not dict else [annotation]:
+                if typing.get_origin(a) is dict:
+                    inner = typing.get_args(a)[1]
+                    kind = "map of maps" if typing.get_origin(inner) is dict else "map"
+            found.append(((*path, name), kind))
+    return found
+
+
+def test_every_float_setting_refuses_nan_and_infinities(write) -> None:
+    """The guard: a float setting added later cannot forget to refuse NaN and inf."""
+    fields = _float_fields(Settings)
+    assert len(fields) >= 20, fields  # the walk finds the settings
+    for (section, key), kind in fields:
+        for value in ("nan", "inf", "-inf"):
+            if kind == "scalar":
+                text = f"[{section}]\n{key} = {value}\n"
+            elif kind == "map":
+                text = f"[{section}.{key}]\nproduct_viewed = {value}\n"
+            else:
+                text = f"[{section}.{key}.m]\nx = {value}\n"
+            path = write("f.toml", text)
+            with pytest.raises(InputError) as info:
+                load_settings(path)
+            assert f"[{section}] {key}" in str(info.value), (text, str(info.value))
+
+
+def test_a_5000_deep_toml_is_refused_naming_the_file(write) -> None:
+    path = write("deep.toml", "x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(InputError) as info:
+        load_settings(path)
+    assert "deep.toml" in str(info.value) and "nest too deeply" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (
+            "".join(f"[[profile.traits]]\nname = 't{i}'\nagg = 'count'\n" for i in range(2000)),
+            "[profile] traits has 2,000 entries; at most 200 are allowed",
+        ),
+        (
+            "".join(
+                f"[[tags.rules]]\nname = 'r{i}'\nwhen = 'frequency > {i}'\n" for i in range(201)
+            ),
+            "[tags] rules has 201 entries; at most 200 are allowed",
+        ),
+        (
+            "[[tags.rules]]\nname = 'long'\nwhen = '" + "a or " * 20_000 + "a'\n",
+            "[tags] rules #1 (long) when has 100,001 characters; at most 50,000 are allowed",
+        ),
+    ],
+)
+def test_too_many_definitions_are_refused_naming_the_key_and_the_limit(
+    write, text: str, fragment: str
+) -> None:
+    path = write("many.toml", text)
+    with pytest.raises(InputError) as info:
+        load_settings(path)
+    assert fragment in str(info.value)
+
+
+def test_limits_at_the_bounds_are_accepted(write) -> None:
+    path = write(
+        "edge.toml",
+        "[store]\nthreads = 256\nmemory_limit = '64MB'\n[profile]\nhalf_life_days = 0.0416667\n"
+        + "".join(f"[[profile.traits]]\nname = 't{i}'\nagg = 'count'\n" for i in range(200)),
+    )
+    settings = load_settings(path)
+    assert settings.store.threads == 256
+    assert len(settings.profile.traits) == 200
+
+
+def test_a_name_past_64_characters_is_refused(write) -> None:
+    path = write("n.toml", "[[tags.rules]]\nname = '" + "a" * 100 + "'\nwhen = 'frequency > 1'\n")
+    with pytest.raises(
+        InputError, match=r"\[tags\] rules #1 .* name has 100 characters; at most 64"
+    ):
+        load_settings(path)
+
+
+def test_a_5000_digit_number_is_refused_naming_the_file(write) -> None:
+    path = write("digits.toml", "[store]\nthreads = 1" + "0" * 5000 + "\n")
+    with pytest.raises(InputError) as info:
+        load_settings(path)
+    assert "digits.toml: a number is too long to read" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" + ".".join(["a"] * 5000) + "]\nb = 1\n",
+        "[profile]\nweights = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n",
+    ],
+    ids=["table-header", "under-a-key"],
+)
+def test_a_5000_deep_value_is_one_line_naming_the_file(write, text: str) -> None:
+    path = write("deep.toml", text)
+    with pytest.raises(InputError) as info:
+        load_settings(path)
+    assert "deep.toml" in str(info.value) and len(str(info.value)) < 300
+
+
+# -- the settings file itself: only a regular file is read (issue 12) --------------------------
+
+
+def test_only_a_regular_file_of_sane_size_is_read(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)  # opening it would block until a writer came
+    cases = {
+        str(fifo): "config file " + str(fifo) + " is not a regular file",
+        str(tmp_path): " is not a regular file",
+        "n" * 5000 + ".toml": "File name too long",
+        "a\x00b.toml": "cannot read config file a\\x00b.toml",
+        "u\udcff.toml": "config file u\\udcff.toml does not exist",
+    }
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * (17 << 20) + b"\n")
+    cases[str(big)] = "is larger than 16 MiB"
+    for path, fragment in cases.items():
+        with pytest.raises(InputError) as info:
+            load_settings(path)
+        message = str(info.value)
+        assert fragment in message, message
+        assert len(message) < 400 and "\n" not in message
+        message.encode("utf-8")  # printable: no lone surrogate reaches the terminal

@@ -634,3 +634,37 @@ def test_end_date_moves_the_window() -> None:
     # The campaign goes out 30 full days before the window closes (end is its last day).
     assert data.campaigns["campaign_id"][0].as_py().startswith("cmp_20240302_")
     assert data.stats["window"] == [start.date().isoformat(), config.end.isoformat()]
+
+
+# -- bounds: huge counts, far dates, NaN (issue 12) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"end": date(1, 1, 1)}, "--end 0001-01-01 is out of range"),
+        ({"end": date(9999, 12, 31)}, "--end 9999-12-31 is out of range"),
+        ({"end": "2026-10-31"}, "--end '2026-10-31' is not a date"),
+        ({"users": 10**20}, "--users must be at most 10,000,000"),
+        ({"items": 10**11}, "--items must be at most 1,000,000"),
+        ({"days": 10**8}, "--days must be at most 3,650"),
+        ({"seed": 10**23}, "--seed must be at most 9,223,372,036,854,775,807"),
+        ({"users": 1500.5}, "--users must be a whole number"),
+        ({"dirty_rate": float("nan")}, "dirty rate must be a finite number"),
+        ({"anonymous_visitors": float("inf")}, "anonymous visitors per user must be a finite"),
+        ({"anonymous_visitors": float("nan")}, "anonymous visitors per user must be a finite"),
+        ({"campaign_control_share": float("nan")}, "campaign control share must be a finite"),
+    ],
+)
+def test_out_of_range_config_is_an_input_error_naming_the_parameter(
+    kwargs: dict, message: str
+) -> None:
+    with pytest.raises(InputError) as info:
+        SynthConfig(**kwargs)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    assert SynthConfig(users=1500.0).users == 1500  # a whole float becomes an int
+    SynthConfig(end=date(2000, 1, 1), days=3650)
+    SynthConfig(end=date(2100, 12, 31), users=10_000_000, items=1_000_000, seed=2**63 - 1)

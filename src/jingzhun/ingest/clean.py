@@ -22,15 +22,18 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from jingzhun.config import CleanSettings
+from jingzhun.checks import bounded_int, finite
+from jingzhun.config import MAX_BURST, MAX_OUTLIER_THRESHOLD, CleanSettings
 from jingzhun.errors import InputError
 from jingzhun.ingest.pipeline import new_batch_id, utcnow
 from jingzhun.store import Store
+from jingzhun.store.sql import ident
 
 FLAGS = ("outlier_order", "bot_burst", "content_duplicate")
 Flag = Literal["outlier_order", "bot_burst", "content_duplicate"]
 
 _ACTOR = "coalesce(user_id, 'anon:' || anonymous_id)"
+_E_ACTOR = "coalesce(e.user_id, 'anon:' || e.anonymous_id)"
 _CONTENT = "event, coalesce(user_id, ''), coalesce(anonymous_id, ''), coalesce(item_id, ''), coalesce(order_id, ''), ts"
 
 
@@ -82,12 +85,16 @@ def _outliers(store: Store, settings: CleanSettings) -> dict[str, object]:
             "low": 0,
             "examples": [],
         }
+    # The statistics go in as parameters: the score is SQL text fixed here, never a number
+    # formatted into it (a Python ``inf`` or ``nan`` is not SQL).
+    params: dict[str, float] = {"k": k}
     if method == "mad":
         med, mad = con.execute(
             "SELECT median(x), median(abs(x - (SELECT median(x) FROM _jz_orders))) FROM _jz_orders"
         ).fetchone()
         scale = mad / 0.6745 if mad else None
-        score = f"(x - {med}) / {scale}" if scale else "0"
+        score = "(x - $med) / $scale" if scale else "0"
+        params |= {"med": med, "scale": scale} if scale else {}
         stats = {"median_value": _value(med), "mad_log": round(float(mad), 4)}
         fences = (_value(med - k * scale), _value(med + k * scale)) if scale else (None, None)
     else:
@@ -97,14 +104,16 @@ def _outliers(store: Store, settings: CleanSettings) -> dict[str, object]:
         iqr = q3 - q1
         # Distance beyond the nearer fence, in IQRs (0 inside the box).
         score = (
-            f"CASE WHEN x > {q3} THEN (x - {q3}) / {iqr} WHEN x < {q1} THEN -({q1} - x) / {iqr} ELSE 0 END"
+            "CASE WHEN x > $q3 THEN (x - $q3) / $iqr WHEN x < $q1 THEN -($q1 - x) / $iqr ELSE 0 END"
             if iqr
             else "0"
         )
+        params |= {"q1": q1, "q3": q3, "iqr": iqr} if iqr else {}
         stats = {"q1_value": _value(q1), "q3_value": _value(q3)}
         fences = (_value(q1 - k * iqr), _value(q3 + k * iqr)) if iqr else (None, None)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _jz_outliers AS SELECT order_id, value, {score} AS score FROM _jz_orders WHERE abs({score}) > {k}"
+        f"CREATE OR REPLACE TEMP TABLE _jz_outliers AS SELECT order_id, value, {score} AS score FROM _jz_orders WHERE abs({score}) > $k",
+        params,
     )
     flagged = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE score > 0) FROM _jz_outliers"
@@ -133,8 +142,9 @@ def _bursts(store: Store, settings: CleanSettings) -> dict[str, object]:
         f"""
         CREATE OR REPLACE TEMP TABLE _jz_bursts AS
         SELECT {_ACTOR} AS actor, date_trunc('minute', ts) AS minute, count(*) AS n
-        FROM events GROUP BY ALL HAVING count(*) > {limit}
-        """
+        FROM events GROUP BY ALL HAVING count(*) > ?
+        """,
+        [limit],
     )
     actors, minutes, events = con.execute(
         "SELECT count(DISTINCT actor), count(*), coalesce(sum(n), 0) FROM _jz_bursts"
@@ -180,9 +190,8 @@ def _missing(store: Store) -> list[dict[str, object]]:
             for c in store.columns(table)
             if c not in ("batch_id", "event_key", "received_at", "updated_at")
         ]
-        counts = store.sql(
-            f"SELECT count(*), {', '.join(f'count({c})' for c in cols)} FROM {table}"
-        ).fetchone()
+        counted = ", ".join(f"count({ident(c)})" for c in cols)
+        counts = store.sql(f"SELECT count(*), {counted} FROM {ident(table)}").fetchone()
         n = counts[0]
         for c, present in zip(cols, counts[1:], strict=True):
             out.append(
@@ -197,6 +206,20 @@ def _missing(store: Store) -> list[dict[str, object]]:
     return out
 
 
+def check_settings(settings: CleanSettings) -> None:
+    """Check the settings again: options given for one run (``model_copy(update=…)``) skip
+    the validation ``jingzhun.toml`` gets. Errors name the CLI options."""
+    if settings.outlier_method not in ("mad", "iqr"):
+        raise InputError(
+            f"--method {str(settings.outlier_method)[:40]!r} is unknown", hint="use mad or iqr"
+        )
+    if settings.outlier_threshold is not None:
+        finite(
+            settings.outlier_threshold, "--threshold", lo=0, lo_open=True, hi=MAX_OUTLIER_THRESHOLD
+        )
+    bounded_int(settings.burst_events_per_minute, "--burst", lo=1, hi=MAX_BURST)
+
+
 def clean(
     store: Store, settings: CleanSettings, *, flag: bool = True, remove: tuple[str, ...] = ()
 ) -> CleaningReport:
@@ -206,6 +229,7 @@ def clean(
         raise InputError(
             f"--remove {unknown[0]!r} is not a flag", hint=f"use one of: {', '.join(FLAGS)}"
         )
+    check_settings(settings)
     report = CleaningReport()
     report.outliers = _outliers(store, settings)
     report.bursts = _bursts(store, settings)
@@ -216,14 +240,14 @@ def clean(
     if remove:
         report.removed = _remove(store, remove)
     for t in ("_jz_orders", "_jz_outliers", "_jz_bursts"):
-        store.sql(f"DROP TABLE IF EXISTS temp.{t}")
+        store.sql(f"DROP TABLE IF EXISTS temp.{ident(t)}")
     return report
 
 
 def _flag(store: Store) -> dict[str, int]:
     now = utcnow()
     with store.transaction() as con:
-        con.execute(f"DELETE FROM event_flags WHERE flag IN ({', '.join(repr(f) for f in FLAGS)})")
+        con.execute("DELETE FROM event_flags WHERE list_contains(?, flag)", [list(FLAGS)])
         con.execute(
             """
             INSERT INTO event_flags
@@ -236,7 +260,7 @@ def _flag(store: Store) -> dict[str, int]:
             f"""
             INSERT INTO event_flags
             SELECT e.event_id, 'bot_burst', b.n || ' events in the minute ' || strftime(b.minute, '%Y-%m-%d %H:%M'), ?
-            FROM events e JOIN _jz_bursts b ON b.actor = {_ACTOR.replace("user_id", "e.user_id").replace("anonymous_id", "e.anonymous_id")}
+            FROM events e JOIN _jz_bursts b ON b.actor = {_E_ACTOR}
                                             AND b.minute = date_trunc('minute', e.ts)
             """,
             [now],
@@ -263,10 +287,10 @@ def _remove(store: Store, kinds: tuple[str, ...]) -> dict[str, int]:
     """Move events flagged with ``kinds`` to the quarantine, atomically."""
     now = utcnow()
     batch_id = new_batch_id(now)
-    flags = ", ".join(repr(k) for k in kinds)
     with store.transaction() as con:
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _jz_remove AS SELECT event_id, min(flag) AS flag, min(detail) AS detail FROM event_flags WHERE flag IN ({flags}) GROUP BY event_id"
+            "CREATE OR REPLACE TEMP TABLE _jz_remove AS SELECT event_id, min(flag) AS flag, min(detail) AS detail FROM event_flags WHERE list_contains(?, flag) GROUP BY event_id",
+            [list(kinds)],
         )
         n = con.execute("SELECT count(*) FROM _jz_remove").fetchone()[0]
         con.execute(

@@ -17,6 +17,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
+from jingzhun.checks import MAX_DAYS, MAX_ROWS, bounded_int, finite
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest.schema import EVENT_NAMES
 from jingzhun.profile.traits import stitched
@@ -27,6 +28,9 @@ DEFAULT_FUNNEL = ("product_viewed", "product_added", "checkout_started", "order_
 ORDER = "order_completed"
 #: Events the shop generates, not the visitor: they do not make a visitor active.
 SYSTEM_EVENTS = ("message_sent", "email_delivered")
+#: The most steps a funnel may have (each is a join nested in the last: 30 exhaust the query
+#: compiler's recursion, and time grows with the square of the steps).
+MAX_STEPS = 20
 
 
 @dataclass
@@ -76,6 +80,7 @@ def trends(
     The trend of each metric is the least-squares slope over the last ``weeks`` complete
     weeks, as a share of their mean per week; week over week compares the last two.
     """
+    weeks = bounded_int(weeks, "--weeks", lo=2, hi=int(MAX_DAYS // 7))
     e = _events(store, since, until)
     visitor = ibis.ifelse(e.event.isin(list(SYSTEM_EVENTS)), ibis.null("string"), _visitor(e))
     # An order counts on the day (and week) of its first line, so an order whose lines fall
@@ -154,6 +159,13 @@ def funnel(
         raise InputError(
             "a funnel needs at least two steps", hint=f"e.g. --steps {','.join(DEFAULT_FUNNEL)}"
         )
+    if len(steps) > MAX_STEPS:
+        raise InputError(
+            f"--steps names {len(steps):,} steps; a funnel has at most {MAX_STEPS}",
+            hint="split it into shorter funnels",
+        )
+    if within_days is not None:
+        within_days = finite(within_days, "--within-days", lo=0, hi=MAX_DAYS)
     unknown = [s for s in steps if s not in EVENT_NAMES]
     if unknown:
         raise InputError(
@@ -200,6 +212,7 @@ def cohorts(
     store: Store, *, months: int = 12, since: datetime | None = None, until: datetime | None = None
 ) -> Analysis:
     """Monthly cohorts by first order; the share of each cohort ordering k months later."""
+    months = bounded_int(months, "--months", lo=1, hi=int(MAX_DAYS // 30))
     e = _events(store, since, until)
     orders = e.filter((e.event == ORDER) & e.user_id.notnull()).select(
         "user_id", month=e.ts.truncate("M")
@@ -258,6 +271,7 @@ def baskets(
         raise InputError(f"--min-support {min_support} must be between 0 and 1")
     if not 0 <= min_confidence <= 1:
         raise InputError(f"--min-confidence {min_confidence} must be between 0 and 1")
+    top = bounded_int(top, "--top", lo=1, hi=MAX_ROWS)
     e = _events(store, since, until)
     lines = e.filter((e.event == ORDER) & e.order_id.notnull() & e.item_id.notnull())
     if level != "item":

@@ -24,6 +24,7 @@ from jingzhun.profile import expr as ex
 from jingzhun.profile import traits as tr
 from jingzhun.profile.tags import TagPlan, plan_tags, write_tags
 from jingzhun.store import Store
+from jingzhun.store.sql import ident
 
 #: Columns a custom trait's ``of`` and ``where`` may name.
 EVENT_COLUMNS = (
@@ -322,7 +323,8 @@ def _materialise(
     def materialise(name: str, expr: ir.Table, *, temp: bool = True) -> ir.Table:
         table = f"_jz_profile_{name}" if temp else name
         kind = "TEMP TABLE" if temp else "TABLE"
-        store.run(f"CREATE OR REPLACE {kind} {table} AS {ibis.to_sql(expr, dialect='duckdb')}")
+        query = ibis.to_sql(expr, dialect="duckdb")
+        store.run(f"CREATE OR REPLACE {kind} {ident(table)} AS {query}")
         if temp:
             temps.append(table)
         return store.ibis().table(table)
@@ -341,7 +343,7 @@ def _materialise(
 
 def _drop(store: Store, temps: list[str]) -> None:
     for table in temps:
-        store.run(f"DROP TABLE IF EXISTS temp.{table}")
+        store.run(f"DROP TABLE IF EXISTS temp.{ident(table)}")
 
 
 def compute(store: Store, settings: Settings, as_of: datetime, into: str) -> list[str]:
@@ -358,9 +360,8 @@ def compute(store: Store, settings: Settings, as_of: datetime, into: str) -> lis
     temps: list[str] = []
     try:
         the_plan = _materialise(store, settings, as_of, temps, keep_affinity=False)
-        store.run(
-            f"CREATE OR REPLACE TEMP TABLE {into} AS {ibis.to_sql(the_plan.profile, dialect='duckdb')}"
-        )
+        query = ibis.to_sql(the_plan.profile, dialect="duckdb")
+        store.run(f"CREATE OR REPLACE TEMP TABLE {ident(into)} AS {query}")
     finally:
         _drop(store, temps)
     return the_plan.columns

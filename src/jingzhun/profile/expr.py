@@ -32,6 +32,7 @@ Every error names the position (1-based column) in the expression.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -80,6 +81,20 @@ def _fail(source: str, pos: int, message: str, where: str) -> ExprError:
     return ExprError(f"{where}: {message} at column {pos + 1} of {source!r}")
 
 
+#: Largest whole number a literal may be (DuckDB's BIGINT).
+MAX_INT = 2**63 - 1
+
+
+def _check_number(text: str, source: str, pos: int, where: str) -> None:
+    """Refuse a literal no column can hold: an infinite float, an integer past BIGINT."""
+    if any(c in text for c in ".eE"):
+        if not math.isfinite(float(text)):
+            raise _fail(source, pos, f"the number {text[:30]} is too large", where)
+    # The length first: int() of a 5,000-digit text is an error of its own.
+    elif len(text.lstrip("0")) > 19 or int(text) > MAX_INT:
+        raise _fail(source, pos, f"the number {text[:30]} is larger than {MAX_INT:,}", where)
+
+
 def tokenize(source: str, where: str = "expression") -> list[Token]:
     tokens, pos = [], 0
     while pos < len(source):
@@ -90,6 +105,8 @@ def tokenize(source: str, where: str = "expression") -> list[Token]:
         text = m.group()
         if kind == "name" and text.lower() in _KEYWORDS:
             kind, text = "keyword", text.lower()
+        if kind == "number":
+            _check_number(text, source, pos, where)
         if kind != "ws":
             tokens.append(Token(kind, text, pos))
         pos = m.end()
@@ -133,6 +150,12 @@ _PERCENTILE = re.compile(r"^p([1-9][0-9]?)$")
 
 #: Deepest nesting (parentheses, calls, unary operators) an expression may have.
 MAX_DEPTH = 50
+#: Most levels the parsed tree may have. Operator chains count (``a + b + c`` is two levels),
+#: except ``and`` and ``or`` chains, which are built balanced (a thousand ``or`` terms are ten
+#: levels). Everything that walks the tree (name checks, Ibis, SQL) recurses once per level.
+MAX_HEIGHT = 100
+#: Most nodes (names, literals, operators, calls) an expression may have.
+MAX_NODES = 20_000
 
 
 class _Parser:
@@ -179,7 +202,31 @@ class _Parser:
         node = self.or_()
         if self.tok.kind != "end":
             raise self.error(f"unexpected {self.tok.text!r}")
+        self.check_size(node)
         return node
+
+    def check_size(self, root: Node) -> None:
+        """Refuse a tree too tall or too large to walk (without recursing itself)."""
+        stack, count = [(root, 1)], 0
+        while stack:
+            node, level = stack.pop()
+            count += 1
+            if level > MAX_HEIGHT:
+                raise _fail(
+                    self.source,
+                    node.pos,
+                    f"the expression is more than {MAX_HEIGHT} levels deep (each operator in a "
+                    "chain such as a + b + c counts); shorten it, or use x in (…) for a list",
+                    self.where,
+                )
+            if count > MAX_NODES:
+                raise _fail(
+                    self.source,
+                    node.pos,
+                    f"the expression has more than {MAX_NODES:,} terms; shorten it",
+                    self.where,
+                )
+            stack.extend((a, level + 1) for a in node.args)
 
     def or_(self) -> Node:
         self.nested()
@@ -189,16 +236,26 @@ class _Parser:
             self.depth -= 1
 
     def _or(self) -> Node:
-        node = self.and_()
-        while t := self.accept("keyword", "or"):
-            node = Node("binary", t.pos, "or", (node, self.and_()))
-        return node
+        return self.chain("or", self.and_)
 
     def and_(self) -> Node:
-        node = self.not_()
-        while t := self.accept("keyword", "and"):
-            node = Node("binary", t.pos, "and", (node, self.not_()))
-        return node
+        return self.chain("and", self.not_)
+
+    def chain(self, op: str, operand: Callable[[], Node]) -> Node:
+        """``x op y op z …`` as a balanced tree: as deep as log2 of its length, not its length
+        (``and`` and ``or`` are associative, in SQL's three-valued logic too)."""
+        nodes, ops = [operand()], []
+        while t := self.accept("keyword", op):
+            ops.append(t.pos)
+            nodes.append(operand())
+
+        def balanced(lo: int, hi: int) -> Node:  # nodes[lo..hi], joined by ops[lo..hi-1]
+            if lo == hi:
+                return nodes[lo]
+            mid = (lo + hi) // 2
+            return Node("binary", ops[mid], op, (balanced(lo, mid), balanced(mid + 1, hi)))
+
+        return balanced(0, len(nodes) - 1)
 
     def not_(self) -> Node:
         if t := self.accept("keyword", "not"):

@@ -30,6 +30,14 @@ from jingzhun.store import Store
 BUILT_IN_SOURCES = ("rule", "rfm", "bin")
 #: The tags RFM writes.
 RFM_TAGS = ("rfm_r", "rfm_f", "rfm_m", "rfm_score", "rfm_segment")
+#: Each RFM tag and its value, SQL over the scored customers.
+_RFM_VALUES = (
+    ("rfm_r", "r::VARCHAR"),
+    ("rfm_f", "f::VARCHAR"),
+    ("rfm_m", "m::VARCHAR"),
+    ("rfm_score", "r::VARCHAR || f::VARCHAR || m::VARCHAR"),
+    ("rfm_segment", "segment"),
+)
 
 #: The standard RFM segments by (R, F) score. Every pair 1-5 × 1-5 has exactly one.
 RFM_SEGMENTS: dict[str, list[tuple[int, int]]] = {
@@ -155,7 +163,7 @@ def write_tags(store: Store, plan: TagPlan, now: datetime) -> dict[str, int]:
     """Replace the built-in tags with fresh ones from the stored ``profiles``; return counts."""
     backend = store.ibis()
     profiles = backend.table("profiles")
-    store.run(f"DELETE FROM tags WHERE source IN ({', '.join(repr(s) for s in BUILT_IN_SOURCES)})")
+    store.run("DELETE FROM tags WHERE list_contains(?, source)", [list(BUILT_IN_SOURCES)])
     counts: dict[str, int] = {}
 
     def insert(table: ir.Table, tag: str, source: str) -> None:
@@ -175,13 +183,7 @@ def write_tags(store: Store, plan: TagPlan, now: datetime) -> dict[str, int]:
     if plan.rfm:
         rfm = _rfm(profiles)
         store.run(f"CREATE OR REPLACE TEMP TABLE _jz_rfm AS {ibis.to_sql(rfm, dialect='duckdb')}")
-        for tag, expr in (
-            ("rfm_r", "r::VARCHAR"),
-            ("rfm_f", "f::VARCHAR"),
-            ("rfm_m", "m::VARCHAR"),
-            ("rfm_score", "r::VARCHAR || f::VARCHAR || m::VARCHAR"),
-            ("rfm_segment", "segment"),
-        ):
+        for tag, expr in _RFM_VALUES:
             n = store.scalar(
                 f"INSERT INTO tags SELECT user_id, ?, {expr}, 'rfm', ? FROM _jz_rfm", [tag, now]
             )
@@ -201,18 +203,13 @@ def write_tags(store: Store, plan: TagPlan, now: datetime) -> dict[str, int]:
         labels = b.labels or [f"q{i + 1}" for i in range(len(b.quantiles) + 1)]
         n = 0
         if cuts is not None:
-            case = " ".join(
-                f"WHEN x <= {float(cut)!r} THEN {_lit(label)}"
-                for cut, label in zip(cuts, labels, strict=False)
-            )
+            # Cut points and labels go in as parameters: x <= cut_i gives label_i.
+            case = " ".join("WHEN x <= ? THEN ?" for _ in cuts)
+            pairs = [v for cut, label in zip(cuts, labels, strict=False) for v in (cut, label)]
             n = store.scalar(
-                f"INSERT INTO tags SELECT user_id, ?, CASE {case} ELSE {_lit(labels[-1])} END, 'bin', ? FROM _jz_bin",
-                [b.name, now],
+                f"INSERT INTO tags SELECT user_id, ?, CASE {case} ELSE ? END, 'bin', ? FROM _jz_bin",
+                [b.name, *pairs, labels[-1], now],
             )
         store.run("DROP TABLE temp._jz_bin")
         counts[b.name] = int(n)
     return counts
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

@@ -231,13 +231,20 @@ def affinity(c: Ctx) -> ir.Table:
     Each event with an item adds its interaction weight (view, cart, purchase …) to the item's
     category, discounted by α = 0.5^(age / half-life): recent behaviour counts more. Scores are
     normalised to sum to 1 per user.
+
+    The age counts from the user's latest weighted event, not from ``as_of``: that scales all
+    of a user's weights by one factor, which the normalisation cancels, and keeps them from
+    underflowing to 0 (with a one-hour half-life, every user idle for 45 days lost their
+    affinity).
     """
     e = c.events.filter(c.events.category.notnull())
     weight = ibis.cases(*((e.event == k, float(v)) for k, v in c.weights.items()), else_=0.0)
-    age_days = (c.as_of.epoch_seconds() - e.ts.epoch_seconds()).cast("float64") / DAY
+    e = e.mutate(_weight=weight).filter(ibis._._weight > 0)
+    latest = e.ts.max().over(group_by=e.user_id)
+    age_days = (latest.epoch_seconds() - e.ts.epoch_seconds()).cast("float64") / DAY
     decay = (ibis.literal(0.5).log() * age_days / c.half_life_days).exp()
     raw = (
-        e.mutate(_w=weight * decay)
+        e.mutate(_w=e._weight * decay)
         .filter(ibis._._w > 0)
         .group_by(["user_id", "category"])
         .aggregate(raw=ibis._._w.sum())

@@ -33,7 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jingzhun.checks import bounded_int, finite
 from jingzhun.errors import InputError
+from jingzhun.outputs import atomic_write, check_output_dir, check_output_path
 from jingzhun.synth import vocab
 from jingzhun.synth.personas import PERSONA_NAMES, PERSONAS
 from jingzhun.synth.strings import choose, fixed_width, join, scramble
@@ -70,6 +72,16 @@ _US_PER_DAY = 86_400_000_000
 _SESSION_CHUNK = 1 << 20
 
 
+#: Bounds of a simulation: what a machine can hold, and dates every stage can handle.
+MAX_USERS = 10_000_000
+MAX_ITEMS = 1_000_000
+MAX_HISTORY_DAYS = 3_650
+MAX_SEED = 2**63 - 1
+MAX_ANONYMOUS = 10.0
+FIRST_END = date(2000, 1, 1)
+LAST_END = date(2100, 12, 31)
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """What to simulate. Deterministic: equal configs give byte-equal tables."""
@@ -84,6 +96,25 @@ class SynthConfig:
     campaign_control_share: float = 0.3
 
     def __post_init__(self) -> None:
+        # Types and upper bounds first (a huge count would allocate terabytes, a date before
+        # 2000 or after 2100 overflows or is quarantined by ingest); then the floors.
+        for name, hi in (("users", MAX_USERS), ("days", MAX_HISTORY_DAYS), ("seed", MAX_SEED)):
+            object.__setattr__(self, name, bounded_int(getattr(self, name), f"--{name}", hi=hi))
+        if self.items is not None:
+            object.__setattr__(self, "items", bounded_int(self.items, "--items", hi=MAX_ITEMS))
+        if not isinstance(self.end, date) or isinstance(self.end, datetime):
+            raise InputError(f"--end {self.end!r} is not a date", hint="use YYYY-MM-DD")
+        if not FIRST_END <= self.end <= LAST_END:
+            raise InputError(
+                f"--end {self.end.isoformat()} is out of range",
+                hint=f"give a day from {FIRST_END} to {LAST_END}",
+            )
+        for value, name in (
+            (self.dirty_rate, "dirty rate"),
+            (self.campaign_control_share, "campaign control share"),
+        ):
+            finite(value, name)
+        finite(self.anonymous_visitors, "anonymous visitors per user", hi=MAX_ANONYMOUS)
         if self.users < 10:
             raise InputError(
                 f"--users {self.users} is too small", hint="simulate at least 10 users"
@@ -142,12 +173,9 @@ class ShopData:
 
     def write(self, out: str | Path) -> dict[str, str]:
         """Write the tables as Parquet under ``out`` (ground truth under ``out/truth``)."""
+        check_output_dir(out)
         out = Path(out)
         truth = out / "truth"
-        try:
-            truth.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create {truth}: {exc.strerror}", hint="check --out") from exc
         files = {
             "events": out / "events.parquet",
             "users": out / "users.parquet",
@@ -159,18 +187,24 @@ class ShopData:
             "truth_anomalies": truth / "anomalies.parquet",
             "truth_complements": truth / "complements.parquet",
         }
+        # Every file is checked (a folder, a device or a FIFO under one of these names is
+        # refused) before the first is written.
+        for path in [*files.values(), truth / "config.json", truth / "world.json"]:
+            check_output_path(path, create_parents=True)
+        try:
+            truth.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create {truth}: {exc.strerror}", hint="check --out") from exc
         for name, path in files.items():
             table: pa.Table = getattr(self, name)
-            tmp = path.with_suffix(".parquet.tmp")
-            pq.write_table(table, tmp, row_group_size=1 << 20, compression="zstd")
-            tmp.replace(path)  # never leave a half-written file under the final name
+            with atomic_write(path) as fh:  # never a half-written file under the final name
+                pq.write_table(table, fh, row_group_size=1 << 20, compression="zstd")
         meta = {
             "config": {**asdict(self.config), "end": self.config.end.isoformat()},
             "stats": self.stats,
         }
-        (truth / "config.json").write_text(
-            json.dumps(meta, indent=2, default=str), encoding="utf-8"
-        )
+        with atomic_write(truth / "config.json", "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(meta, indent=2, default=str))
         write_world_params(truth)
         return {k: str(v) for k, v in files.items()}
 
