@@ -32,6 +32,7 @@ from jingzhun.ingest.clean import CleaningReport, clean
 from jingzhun.ingest.pipeline import BatchResult, Ingestor, Progress
 from jingzhun.ingest.schema import KINDS
 from jingzhun.ingest.validate import IngestOptions
+from jingzhun.outputs import atomic_write, check_output_path
 from jingzhun.store import TABLES, Store
 from jingzhun.store.sql import ident
 
@@ -186,8 +187,10 @@ class Workspace:
 
         ``user_id`` may also be an anonymous id that was linked to a user.
         """
+        from jingzhun.checks import MAX_ROWS, bounded_int
         from jingzhun.profile.build import require_profiles
 
+        events = bounded_int(events, "--events", lo=0, hi=MAX_ROWS)
         require_profiles(self.store)
         row = self.store.sql("SELECT * FROM profiles WHERE user_id = ?", [user_id]).df()
         if row.empty:
@@ -262,37 +265,27 @@ class Workspace:
 
     def _copy_out(self, query: str, path: Path) -> int:
         """COPY a query to Parquet or CSV (by extension), atomically; return the rows."""
+        target = check_output_path(path, store_path=self.path, create_parents=True)
         suffix = path.suffix.lower()
         if suffix not in (".parquet", ".csv"):
             raise InputError(
                 f"--out {path}: unknown extension {suffix or '(none)'}", hint="use .parquet or .csv"
             )
-        if path.is_dir():
-            raise InputError(f"--out {path} is a folder", hint="name the file to write")
-        tmp = path.with_name(path.name + ".tmp")
         rows = 0
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Streamed out as Arrow batches and written here: the store's connection may not
-            # open files (store.store._seal), so no COPY ... TO.
-            self.store.sql("SELECT 1").fetchall()  # finish any half-read result first
-            reader = self.store.con.sql(query).to_arrow_reader(1 << 16)
+        # Streamed out as Arrow batches and written here: the store's connection may not
+        # open files (store.store._seal), so no COPY ... TO.
+        self.store.sql("SELECT 1").fetchall()  # finish any half-read result first
+        reader = self.store.con.sql(query).to_arrow_reader(1 << 16)
+        with atomic_write(target) as fh:
             writer: Any
             if suffix == ".parquet":
-                writer = pq.ParquetWriter(tmp, reader.schema)
+                writer = pq.ParquetWriter(fh, reader.schema)
             else:
-                writer = pacsv.CSVWriter(tmp, reader.schema)
+                writer = pacsv.CSVWriter(fh, reader.schema)
             with writer:
                 for batch in reader:
                     writer.write_batch(batch)
                     rows += batch.num_rows
-            tmp.replace(path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise InputError(f"cannot write {path}: {exc.strerror}") from exc
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return rows
 
     def tags(self) -> pd.DataFrame:

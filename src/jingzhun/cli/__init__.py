@@ -6,6 +6,7 @@ stderr: what is wrong, where, and how to fix it.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated
 
@@ -18,7 +19,7 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
 
 from jingzhun import __version__
 from jingzhun.cli import commands, ingest, predict, profile, quarantine, recommend, segment
-from jingzhun.cli.common import Globals
+from jingzhun.cli.common import Globals, visible
 from jingzhun.errors import JingzhunError
 
 
@@ -81,8 +82,11 @@ def build_app() -> typer.Typer:
 
 
 def _fail(message: str, code: int) -> None:
-    # One line, unwrapped, whatever the terminal width.
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    # One line, unwrapped, whatever the terminal width: runs of blanks and line breaks become
+    # one space; any other control or bidi character (an id quoted in the message may carry
+    # one) is written as an escape, so nothing reaches the terminal but text.
+    line = visible(re.sub(r"[ \t\r\n]+", " ", message).strip())
+    sys.stderr.write(f"error: {line}\n")
     sys.stderr.flush()
     sys.exit(code)
 

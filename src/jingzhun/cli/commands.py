@@ -8,7 +8,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from jingzhun.cli.common import Globals, err, out, print_frame, print_json, steps
+from jingzhun.cli.common import Globals, err, out, print_frame, print_json, steps, text
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en or zh.")]
@@ -69,18 +69,20 @@ def clean(
         return
     o, b, d = data["outliers"], data["bursts"], data["duplicates"]
     out.print(
-        f"[bold]Outlier orders[/] ({o['method']}, threshold {o['threshold']}): {o.get('outliers', 0):,} of {o.get('orders', 0):,} orders"
+        f"[bold]Outlier orders[/] ({text(o['method'])}, threshold {text(o['threshold'])}): {o.get('outliers', 0):,} of {o.get('orders', 0):,} orders"
     )
     for ex in o.get("examples", []):
-        out.print(f"  {ex['order_id']}  {ex['value']:,.2f}  score {ex['score']:+.1f}")
+        out.print(f"  {text(ex['order_id'])}  {ex['value']:,.2f}  score {ex['score']:+.1f}")
     out.print(
-        f"[bold]Bursts[/] (> {b['threshold_per_minute']} events/minute): {b['actors']:,} visitors, {b['events']:,} events in {b['minutes']:,} minutes"
+        f"[bold]Bursts[/] (> {text(b['threshold_per_minute'])} events/minute): {b['actors']:,} visitors, {b['events']:,} events in {b['minutes']:,} minutes"
     )
     for ex in b.get("top", []):
-        out.print(f"  {ex['actor']}  {ex['events']:,} events, peak {ex['peak_per_minute']}/min")
+        out.print(
+            f"  {text(ex['actor'])}  {ex['events']:,} events, peak {text(ex['peak_per_minute'])}/min"
+        )
     for kind, v in d.get("ingest", {}).items():
         out.print(
-            f"[bold]Duplicates[/] {kind}: {v['duplicates']:,} of {v['rows_read']:,} rows read ({v['rate']:.2%})"
+            f"[bold]Duplicates[/] {text(kind)}: {v['duplicates']:,} of {v['rows_read']:,} rows read ({v['rate']:.2%})"
         )
     out.print(
         f"[bold]Stored twice under different ids[/]: {d['content_duplicates']:,} events ({d['content_duplicate_rate']:.2%})"
@@ -92,12 +94,12 @@ def clean(
     if data["flagged"]:
         out.print(
             "[bold]Flagged[/] in event_flags: "
-            + ", ".join(f"{k} {v:,}" for k, v in data["flagged"].items())
+            + ", ".join(f"{text(k)} {v:,}" for k, v in data["flagged"].items())
         )
     if data["removed"]:
         out.print(
             "[bold]Moved to the quarantine[/]: "
-            + ", ".join(f"{k} {v:,}" for k, v in data["removed"].items())
+            + ", ".join(f"{text(k)} {v:,}" for k, v in data["removed"].items())
         )
 
 
@@ -109,10 +111,10 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(s)
         return
-    out.print(f"[bold]{s['store']}[/] (schema {s['schema_version']})")
+    out.print(f"[bold]{text(s['store'])}[/] (schema {text(s['schema_version'])})")
     print_frame(pd.DataFrame([{"table": k, "rows": v} for k, v in s["tables"].items()]))
     if s["events_from"]:
-        out.print(f"Events from {s['events_from']} to {s['events_to']}")
+        out.print(f"Events from {text(s['events_from'])} to {text(s['events_to'])}")
         print_frame(pd.DataFrame([{"event": k, "rows": v} for k, v in s["events_by_type"].items()]))
         out.print(
             f"Anonymous events: {s['anonymous_events']:,}, of which {s['anonymous_events_stitched']:,} stitched to a known user"
@@ -124,6 +126,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def synth(
+    ctx: typer.Context,
     users: Annotated[
         int, typer.Option("--users", "-u", help="Registered users to simulate.")
     ] = 20_000,
@@ -145,9 +148,14 @@ def synth(
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate a shop: events, users (with PII), items, a past campaign, and the ground truth."""
+    from jingzhun.config import resolve_db_path
+    from jingzhun.outputs import check_output_dir
     from jingzhun.synth import SynthConfig, simulate
     from jingzhun.synth.shop import parse_end
 
+    g: Globals = ctx.obj
+    # Before the simulation, not after it; never the store's own files or model folder.
+    check_output_dir(to, store_path=resolve_db_path(g.db))
     config = SynthConfig(
         users=users, items=items, days=days, seed=seed, **({"end": parse_end(end)} if end else {})
     )
@@ -160,10 +168,10 @@ def synth(
         return
     st = data.stats
     out.print(
-        f"Simulated {st['users']:,} users, {st['anonymous_visitors']:,} anonymous visitors, {st['items']:,} items, {st['events']:,} events ({st['orders']:,} orders) from {st['window'][0]} to {st['window'][1]}"
+        f"Simulated {st['users']:,} users, {st['anonymous_visitors']:,} anonymous visitors, {st['items']:,} items, {st['events']:,} events ({st['orders']:,} orders) from {text(st['window'][0])} to {text(st['window'][1])}"
     )
     out.print(
-        f"Wrote {to}/events.parquet, users.parquet, items.parquet, campaigns.parquet; ground truth in {to}/truth/"
+        f"Wrote {text(to)}/events.parquet, users.parquet, items.parquet, campaigns.parquet; ground truth in {text(to)}/truth/"
     )
 
 
@@ -178,7 +186,9 @@ def demo(
 ) -> None:
     """Simulate a shop and run every stage on it; ends with the HTML report."""
     from jingzhun.demo import run_demo
+    from jingzhun.outputs import check_output_dir
 
+    check_output_dir(to)  # before minutes of work
     with steps() as say:
         result = run_demo(to, users=users, seed=seed, lang=lang, step=say)
     if as_json:
@@ -187,7 +197,7 @@ def demo(
     s = result["summary"]
     ev = result["ingest"]["events"]
     for name, secs in result["seconds"].items():
-        err.print(f"  {name}: {secs:.1f}s")
+        err.print(f"  {text(name)}: {secs:.1f}s")
     out.print(
         f"Simulated {result['simulated']['users']:,} users and {result['simulated']['events']:,} event rows (about 1% dirty on purpose)."
     )
@@ -201,41 +211,41 @@ def demo(
     pr = result["profiles"]
     segments = pr["tags"].get("rfm_segment", 0)
     out.print(
-        f"Profiles: {pr['users']:,} users as of {pr['as_of'][:19]}; {segments:,} customers in RFM segments."
+        f"Profiles: {pr['users']:,} users as of {text(pr['as_of'][:19])}; {segments:,} customers in RFM segments."
     )
     km = result["segments"]["behaviour"]
     out.print(
-        f"Segments: k-means chose {km['segments']} behaviour segments "
+        f"Segments: k-means chose {km['segments']:,} behaviour segments "
         f"(silhouette {km['silhouette']:.2f}, bootstrap stability {km['stability_ari']:.2f}): "
-        + "; ".join(km["labels"].values())
+        + "; ".join(text(label) for label in km["labels"].values())
     )
     rec = result["recommend"]
     best = rec["best_offline"]
     out.print(
-        f"Recommendations: {rec['rows']:,} rows from {rec['model']}; offline (leave-last-out) the best model was "
-        f"{best} with nDCG@10 {rec['compared'][best]['ndcg']:.3f} against {rec['compared']['popularity']['ndcg']:.3f} for popularity."
+        f"Recommendations: {rec['rows']:,} rows from {text(rec['model'])}; offline (leave-last-out) the best model was "
+        f"{text(best)} with nDCG@10 {rec['compared'][best]['ndcg']:.3f} against {rec['compared']['popularity']['ndcg']:.3f} for popularity."
     )
     if rec["example"]:
         ex = rec["example"]
         first = ex["items"][0]
         out.print(
-            f"  e.g. {ex['user_id']}: {first['title'] or first['item_id']} — {first['explanation']}"
+            f"  e.g. {text(ex['user_id'])}: {text(first['title'] or first['item_id'])} — {text(first['explanation'])}"
         )
     pred = result["predict"]
     prop, up = pred["propensity"], pred["uplift"]
     out.print(
-        f"Predictions: next-30-day buyers, best model {prop['best']} (test ROC AUC "
+        f"Predictions: next-30-day buyers, best model {text(prop['best'])} (test ROC AUC "
         f"{prop['test']['roc_auc']:.3f}, lift@10% {prop['test']['lift_10']:.2f}); churn AUC "
         f"{pred['churn']['test_auc']:.3f}; expected 12-month CLV {pred['clv']['total_clv']:,.0f} "
         f"over {pred['clv']['customers']:,} customers."
     )
     truth = up["test"].get("true_correlation") or {}
     out.print(
-        f"  Uplift: {up['best']} on the past campaign, Spearman {truth.get('spearman', float('nan')):.2f} "
+        f"  Uplift: {text(up['best'])} on the past campaign, Spearman {truth.get('spearman', float('nan')):.2f} "
         f"with the true uplift; {up['worth_messaging']:,} users worth a message (uplift x margin > cost)."
     )
-    out.print(f"Store: {result['store']}")
-    out.print(f"[bold green]Report: {Path(result['report']).resolve()}[/]")
+    out.print(f"Store: {text(result['store'])}")
+    out.print(f"[bold green]Report: {text(Path(result['report']).resolve())}[/]")
 
 
 def report(
@@ -250,4 +260,4 @@ def report(
     with g.workspace() as ws, steps() as say:
         say("building the report")
         path = ws.report(to, lang=lang)
-    out.print(f"Report: {path.resolve()}")
+    out.print(f"Report: {text(path.resolve())}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -30,8 +32,46 @@ from rich.table import Table
 
 from jingzhun.workspace import Workspace
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes: a value such as ":fire:" from the data is printed as written.
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+#: Characters a terminal acts on instead of showing: C0 (tab and newline too: a value stays on
+#: its line), DEL, C1, and the bidirectional marks, embeddings, overrides and isolates that
+#: reorder what is shown (Trojan Source), and the Unicode line and paragraph separators.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def visible(value: object) -> str:
+    r"""``value`` as text with every control and bidi character written as an escape.
+
+    >>> visible("a\x1b[31mred\u202e")
+    'a\\x1b[31mred\\u202e'
+    """
+    return _UNSAFE.sub(_escape_char, str(value))
+
+
+def text(value: object) -> str:
+    r"""A value from the data (an id, a name, a reason, a path, an error) made safe to put in
+    Rich markup: control and bidi characters made visible, markup escaped, so it prints as
+    written.
+
+    >>> text("hx[bold red]x[/]")
+    'hx\\[bold red]x\\[/]'
+    """
+    shown = visible(value)
+    core = shown.rstrip("\\")
+    if len(core) == len(shown):
+        return escape(shown)
+    # Rich reads backslashes before a tag as escapes (two print as one): trailing ones are
+    # doubled and an empty span put after them, so they stand before a tag whatever the
+    # template puts next, and the value prints as written alone or inside markup.
+    return escape(core) + "\\" * 2 * (len(shown) - len(core)) + "[dim][/dim]"
 
 
 @dataclass
@@ -65,9 +105,16 @@ def _clean_floats(value: Any) -> Any:
     return value
 
 
+#: What JSON leaves raw but a terminal acts on: DEL, C1 (U+009B is a CSI) and the bidi controls.
+#: JSON text has them only inside strings, where the ``\uXXXX`` escape is the same string.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
 def print_json(obj: Any) -> None:
     """One JSON object on stdout (NaN and infinities become null: they are not JSON)."""
-    sys.stdout.write(json.dumps(_clean_floats(obj), default=_default, ensure_ascii=False) + "\n")
+    dumped = json.dumps(_clean_floats(obj), default=_default, ensure_ascii=False)
+    dumped = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", dumped)
+    sys.stdout.write(dumped + "\n")
     sys.stdout.flush()
 
 
@@ -78,11 +125,13 @@ def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def print_frame(
     frame: pd.DataFrame, title: str | None = None, *, max_width: int | None = 60
 ) -> None:
-    table = Table(title=title, show_lines=False, header_style="bold")
+    table = Table(
+        title=None if title is None else text(title), show_lines=False, header_style="bold"
+    )
     for col in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[col])
         table.add_column(
-            str(col), justify="right" if numeric else "left", overflow="fold", max_width=max_width
+            text(col), justify="right" if numeric else "left", overflow="fold", max_width=max_width
         )
     for row in frame.itertuples(index=False):
         table.add_row(*[_cell(v) for v in row])
@@ -90,13 +139,14 @@ def print_frame(
 
 
 def _cell(v: Any) -> str:
+    """A table cell as markup: numbers formatted, data escaped (:func:`text`)."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT:
         return "–"
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1 else f"{v:,.2f}"
     if isinstance(v, int):
         return f"{v:,}"
-    return str(v)
+    return text(v)
 
 
 @contextmanager
@@ -117,8 +167,8 @@ def byte_progress(enabled: bool = True) -> Iterator[Any]:
         tasks: dict[str, int] = {}
 
         def update(label: str, done: int, total: int | None) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total)
+            if label not in tasks:  # a file name: shown as written, never as markup
+                tasks[label] = bar.add_task(text(label), total=total)
             bar.update(tasks[label], completed=done, total=total)
 
         yield update
@@ -138,4 +188,5 @@ def steps(enabled: bool = True) -> Iterator[Any]:
         transient=True,
     ) as bar:
         task = bar.add_task("starting")
-        yield lambda msg: bar.update(task, description=msg)
+        # Step messages name models, files and options the user gave: shown as written.
+        yield lambda msg: bar.update(task, description=text(msg))

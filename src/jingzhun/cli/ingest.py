@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from jingzhun.cli.common import Globals, byte_progress, err, out, print_json
+from jingzhun.cli.common import Globals, byte_progress, err, out, print_json, text
 from jingzhun.ingest.validate import parse_assignments
 
 app = typer.Typer(
@@ -84,7 +84,7 @@ def _run(
         return
     rate = result.rows_read / result.seconds if result.seconds else 0.0
     out.print(
-        f"[bold]{result.batch_id}[/]  {kind}: read {result.rows_read:,} rows in {result.seconds:.2f}s ({rate:,.0f} rows/s) — "
+        f"[bold]{text(result.batch_id)}[/]  {text(kind)}: read {result.rows_read:,} rows in {result.seconds:.2f}s ({rate:,.0f} rows/s) — "
         f"[green]{result.inserted:,} inserted[/], {result.duplicates:,} duplicates, "
         + (
             f"[yellow]{result.quarantined:,} quarantined[/]"
@@ -93,7 +93,7 @@ def _run(
         )
     )
     if result.updated:
-        out.print(f"  {result.updated:,} of the inserted rows updated a stored {kind[:-1]}")
+        out.print(f"  {result.updated:,} of the inserted rows updated a stored {text(kind[:-1])}")
     if result.identities_linked:
         out.print(
             f"  {result.identities_linked:,} anonymous ids linked to users"
@@ -104,7 +104,7 @@ def _run(
             )
         )
     if result.quarantined:
-        err.print(f"  see why: jingzhun quarantine show --batch {result.batch_id}")
+        err.print(f"  see why: jingzhun quarantine show --batch {text(result.batch_id)}")
 
 
 def _command(kind: str) -> None:

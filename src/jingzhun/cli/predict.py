@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from jingzhun.cli.common import Globals, err, frame_records, out, print_frame, print_json, steps
+from jingzhun.cli.common import (
+    Globals,
+    err,
+    frame_records,
+    out,
+    print_frame,
+    print_json,
+    steps,
+    text,
+)
 
 app = typer.Typer(
     help="Predictions: purchase propensity, churn, customer lifetime value, uplift.",
@@ -83,13 +92,13 @@ def train(
             progress=say,
         )
     for w in caught:
-        err.print(f"warning: {w.message}")
+        err.print(f"warning: {text(w.message)}")
     if as_json:
         print_json(result.to_dict())
         return
     out.print(
-        f"[bold]{result.model_id}[/]: {result.target}, best on validation ({result.select}): "
-        f"[bold]{result.model}[/]; rows {result.rows}; base rates {result.base_rates}"
+        f"[bold]{text(result.model_id)}[/]: {text(result.target)}, best on validation ({text(result.select)}): "
+        f"[bold]{text(result.model)}[/]; rows {text(result.rows)}; base rates {text(result.base_rates)}"
     )
     _table(result.comparison)
     t = result.test
@@ -118,8 +127,8 @@ def score(
         print_json(result.to_dict())
         return
     out.print(
-        f"{result.users:,} users scored with {result.model_id} as of {result.as_of:%Y-%m-%d}: "
-        f"mean {result.mean:.3f}; tags {result.tags}."
+        f"{result.users:,} users scored with {text(result.model_id)} as of {result.as_of:%Y-%m-%d}: "
+        f"mean {result.mean:.3f}; tags {text(result.tags)}."
     )
 
 
@@ -148,7 +157,9 @@ def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         out.print("No predict models yet: run jingzhun predict train.")
     for target, m in result["models"].items():
         metrics = m["metrics"]
-        out.print(f"[bold]{target}[/]: {m['model_id']} ({m['model']}), as of {m['as_of']}")
+        out.print(
+            f"[bold]{text(target)}[/]: {text(m['model_id'])} ({text(m['model'])}), as of {text(m['as_of'])}"
+        )
         if "comparison" in metrics:
             rows = [
                 {
@@ -300,7 +311,7 @@ def clv(
             return
         params = ", ".join(f"{k} = {v:.4g}" for k, v in result["params"]["purchase"][model].items())
         out.print(
-            f"{result['model_id']}: {model} on {result['customers']:,} customers ({params}); "
+            f"{text(result['model_id'])}: {text(model)} on {result['customers']:,} customers ({text(params)}); "
             f"expected CLV {result['total_clv']:,.0f} in total, {result['mean_clv']:,.2f} on average."
         )
         return
@@ -317,16 +328,17 @@ def clv(
         return
     params = ", ".join(f"{k} = {v:.4g}" for k, v in result["params"].items())
     out.print(
-        f"{result['model']} on {result['customers']:,} customers: {params}; log-likelihood {result['log_likelihood']:.1f}"
+        f"{text(result['model'])} on {result['customers']:,} customers: {text(params)}; log-likelihood {result['log_likelihood']:.1f}"
     )
     if result["gamma_gamma"]:
         out.print(
-            "Gamma-Gamma: " + ", ".join(f"{k} = {v:.4g}" for k, v in result["gamma_gamma"].items())
+            "Gamma-Gamma: "
+            + ", ".join(f"{text(k)} = {v:.4g}" for k, v in result["gamma_gamma"].items())
         )
     if result["holdout"]:
         h = result["holdout"]
         out.print(
-            f"Holdout: {h['actual_transactions']:,.0f} actual vs {h['predicted_transactions']:,.1f} predicted repeat transactions; per-customer correlation {h['customer_correlation']}"
+            f"Holdout: {h['actual_transactions']:,.0f} actual vs {h['predicted_transactions']:,.1f} predicted repeat transactions; per-customer correlation {text(h['customer_correlation'])}"
         )
 
 
@@ -374,7 +386,7 @@ def propensity(
 
     print_frame(pd.DataFrame([{"model": k, **v} for k, v in result["models"].items()]))
     out.print(
-        f"Best on validation: [bold]{result['best']}[/]; {result['holdout_buyers']:,} of "
+        f"Best on validation: [bold]{text(result['best'])}[/]; {result['holdout_buyers']:,} of "
         f"{result['customers']:,} customers bought in the holdout."
     )
 
@@ -444,7 +456,7 @@ def uplift(
     print_frame(pd.DataFrame(rows))
     policy = result["policy"]
     out.print(
-        f"[bold]{result['model_id']}[/]: {result['model']} (best Qini on validation). Conversion "
+        f"[bold]{text(result['model_id'])}[/]: {text(result['model'])} (best Qini on validation). Conversion "
         f"{result['conversion']['treatment']:.2%} treated vs {result['conversion']['control']:.2%} control; "
         f"worth messaging (uplift x margin > cost): {policy['targeted_share']:.0%} of the test users."
     )

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps
+from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps, text
 
 app = typer.Typer(
     help="Profiles (用户画像): computed traits per user, point in time.", no_args_is_help=True
@@ -61,13 +61,13 @@ def build(
         print_json(result.to_dict())
         return
     out.print(
-        f"Built {result.users:,} profiles as of {result.as_of} in {result.seconds:.1f}s ({len(result.traits) - 3} traits)."
+        f"Built {result.users:,} profiles as of {text(result.as_of)} in {result.seconds:.1f}s ({len(result.traits) - 3:,} traits)."
     )
     if result.tags:
         out.print(
             "Tags: "
             + ", ".join(
-                f"{k} {v:,}"
+                f"{text(k)} {v:,}"
                 for k, v in result.tags.items()
                 if not k.startswith("rfm_") or k == "rfm_segment"
             )
@@ -93,13 +93,13 @@ def show(
         print_json(p)
         return
     out.print(
-        f"[bold]{p['user_id']}[/]"
-        + (f"  (devices: {', '.join(p['anonymous_ids'])})" if p["anonymous_ids"] else "")
+        f"[bold]{text(p['user_id'])}[/]"
+        + (f"  (devices: {text(', '.join(p['anonymous_ids']))})" if p["anonymous_ids"] else "")
     )
     rows = [{"trait": k, "value": _show(v)} for k, v in p["traits"].items() if k != "user_id"]
     print_frame(pd.DataFrame(rows), max_width=90)
     if p["tags"]:
-        out.print("Tags: " + ", ".join(f"{k}={v}" for k, v in p["tags"].items()))
+        out.print("Tags: " + ", ".join(f"{text(k)}={text(v)}" for k, v in p["tags"].items()))
     if p["last_events"]:
         print_frame(pd.DataFrame(p["last_events"]), "Latest events")
 
@@ -129,7 +129,7 @@ def export(
     if as_json:
         print_json({"rows": n, "file": str(to)})
     else:
-        out.print(f"Wrote {n:,} profiles to {to}")
+        out.print(f"Wrote {n:,} profiles to {text(to)}")
 
 
 @app.command()
@@ -168,7 +168,7 @@ def _analysis(ctx: typer.Context, name: str, as_json: bool, **options: Any) -> N
         return
     for key, value in result.summary.items():
         if value is not None:
-            out.print(f"[bold]{key}[/]: {value}")
+            out.print(f"[bold]{text(key)}[/]: {text(value)}")
     for title, frame in result.tables.items():
         shown = frame if len(frame) <= 40 else frame.tail(40)
         print_frame(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json
+from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, text
 from jingzhun.ingest.quarantine import Selection
 from jingzhun.ingest.validate import parse_assignments
 
@@ -81,16 +81,14 @@ def show(
         out.print("No quarantined rows match.")
         return
     for r in frame.itertuples(index=False):
-        status = (
-            ""
-            if r.resolved_at is None or str(r.resolved_at) == "NaT"
-            else f"  [dim](resolved: {r.resolved_batch_id})[/]"
-        )
+        resolved = not (r.resolved_at is None or str(r.resolved_at) == "NaT")
+        line_no = "" if r.line_no != r.line_no else int(r.line_no)
         out.print(
-            f"[bold]#{r.quarantine_id}[/] {r.kind} {r.source}:{'' if r.line_no != r.line_no else int(r.line_no)}  batch {r.batch_id}{status}"
+            f"[bold]#{r.quarantine_id:d}[/] {text(r.kind)} {text(r.source)}:{text(line_no)}  batch {text(r.batch_id)}"
+            + (f"  [dim](resolved: {text(r.resolved_batch_id)})[/]" if resolved else "")
         )
-        out.print(f"  [yellow]{r.reason}[/]")
-        out.print(f"  {r.raw}")
+        out.print(f"  [yellow]{text(r.reason)}[/]")
+        out.print(f"  {text(r.raw)}")
 
 
 @app.command()
@@ -110,7 +108,7 @@ def export(
         print_json({"exported": n, "file": to})
     else:
         out.print(
-            f'Wrote {n:,} rows to {to}; fix the "row" objects, then: jingzhun quarantine replay --file {to}'
+            f'Wrote {n:,} rows to {text(to)}; fix the "row" objects, then: jingzhun quarantine replay --file {text(to)}'
         )
 
 
@@ -151,7 +149,7 @@ def replay(
         return
     for r in results:
         out.print(
-            f"[bold]{r.batch_id}[/] replayed {r.rows_read:,} rows of {r.sources[0].removeprefix('replay:')}: [green]{r.resolved:,} resolved[/] ({r.inserted:,} inserted, {r.duplicates:,} already stored), {r.quarantined:,} still quarantined"
+            f"[bold]{text(r.batch_id)}[/] replayed {r.rows_read:,} rows of {text(r.sources[0].removeprefix('replay:'))}: [green]{r.resolved:,} resolved[/] ({r.inserted:,} inserted, {r.duplicates:,} already stored), {r.quarantined:,} still quarantined"
         )
 
 

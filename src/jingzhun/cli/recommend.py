@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps
+from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps, text
 
 app = typer.Typer(
     help="Recommendations: popularity, item/user kNN, ALS, BPR, EASE, content, hybrid; rules, evaluation.",
@@ -64,8 +64,8 @@ def train(
         print_json(result.to_dict())
         return
     out.print(
-        f"Model [bold]{result.model_id}[/]: {result.users:,} users x {result.items:,} items, "
-        f"{result.interactions:,} interactions, fitted in {result.fit_seconds:.1f}s; saved to {result.path}."
+        f"Model [bold]{text(result.model_id)}[/]: {result.users:,} users x {result.items:,} items, "
+        f"{result.interactions:,} interactions, fitted in {result.fit_seconds:.1f}s; saved to {text(result.path)}."
     )
 
 
@@ -111,7 +111,7 @@ def batch(
     if as_json:
         print_json({"rows": rows, "users": int(users or 0), "model": model_id})
         return
-    out.print(f"Wrote {rows:,} recommendations for {int(users or 0):,} users ({model_id}).")
+    out.print(f"Wrote {rows:,} recommendations for {int(users or 0):,} users ({text(model_id)}).")
 
 
 @app.command()
@@ -138,7 +138,7 @@ def show(
         return
     note = " (cold start: no history yet)" if result["cold_start"] else ""
     seg = f", segment {result['segment']}" if result.get("segment") else ""
-    out.print(f"[bold]{user_id}[/] by {result['model']}{seg}{note}")
+    out.print(f"[bold]{text(user_id)}[/] by {text(result['model'])}{text(seg)}{text(note)}")
     frame = pd.DataFrame(result["items"])
     if not frame.empty:
         frame = frame[["rank", "item_id", "title", "score", "explanation"]]
@@ -257,13 +257,13 @@ def evaluate(
         return
     out.print(
         f"{result['log']['interactions']:,} interactions, {result['log']['users']:,} users, {result['log']['items']:,} items; "
-        f"split {result['split']}, {result['log']['test_users']:,} test users; metrics at k={result['k']}."
+        f"split {text(result['split'])}, {result['log']['test_users']:,} test users; metrics at k={text(result['k'])}."
     )
     print_frame(
         comparison_frame(result),
         "Model comparison (test part; hyperparameters chosen on validation)",
     )
-    out.print(f"Best by nDCG@{result['k']}: [bold]{result['best']}[/]")
+    out.print(f"Best by nDCG@{text(result['k'])}: [bold]{text(result['best'])}[/]")
 
 
 def _catalog_file(path: Path, sep: str | None, item_col: str) -> pd.DataFrame:

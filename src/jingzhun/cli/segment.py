@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps
+from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps, text
 
 app = typer.Typer(
     help="Segments: RFM, k-means, hierarchical, DBSCAN/HDBSCAN, GMM, SOM, with portraits.",
@@ -127,8 +127,8 @@ def run(
         return
     m = result.metrics
     out.print(
-        f"Run [bold]{result.run_id}[/]: {result.users:,} users in {result.segments} segments "
-        f"by {result.method} in {result.seconds:.1f}s."
+        f"Run [bold]{text(result.run_id)}[/]: {result.users:,} users in {result.segments:,} segments "
+        f"by {text(result.method)} in {result.seconds:.1f}s."
     )
     quality = [
         f"{label} {m[key]:.3f}"
@@ -142,7 +142,7 @@ def run(
         if isinstance(m.get(key), int | float)
     ]
     if quality:
-        out.print("Quality: " + ", ".join(quality))
+        out.print("Quality: " + text(", ".join(quality)))
     _print_portraits(result.portraits)
 
 
@@ -184,11 +184,11 @@ def show(ctx: typer.Context, run: RunArg = None, as_json: JsonOpt = False) -> No
         print_json(info)
         return
     out.print(
-        f"[bold]{info['run_id']}[/] ({info['method']}, {'active' if info['active'] else 'history'}): "
-        f"{info['users']:,} users, {info['segments']} segments, created {info['created_at']}"
+        f"[bold]{text(info['run_id'])}[/] ({text(info['method'])}, {'active' if info['active'] else 'history'}): "
+        f"{info['users']:,} users, {info['segments']:,} segments, created {text(info['created_at'])}"
     )
     if info["features"]:
-        out.print("Features: " + ", ".join(info["features"]))
+        out.print("Features: " + text(", ".join(info["features"])))
     _print_portraits(info["portraits"])
     if info["portraits"]:
         # Traits as rows, segments as columns: stays readable however many traits there are.
@@ -214,7 +214,7 @@ def export(
     if as_json:
         print_json({"out": str(out_path), "rows": rows})
         return
-    out.print(f"Wrote {rows:,} members to {out_path}.")
+    out.print(f"Wrote {rows:,} members to {text(out_path)}.")
 
 
 @app.command()
@@ -228,6 +228,6 @@ def assign(ctx: typer.Context, run: RunArg = None, as_json: JsonOpt = False) -> 
         return
     counts = ", ".join(f"{k} {v:,}" for k, v in result["segments"].items())
     out.print(
-        f"Assigned {result['assigned']:,} new users to {result['run_id']}"
-        + (f": {counts}" if counts else ".")
+        f"Assigned {result['assigned']:,} new users to {text(result['run_id'])}"
+        + (f": {text(counts)}" if counts else ".")
     )

@@ -27,6 +27,7 @@ import pyarrow as pa
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest.pipeline import BatchResult, Ingestor, utcnow
 from jingzhun.ingest.validate import IngestOptions
+from jingzhun.outputs import atomic_write, check_output_path
 from jingzhun.store import Store
 
 DISCARDED = "discarded"
@@ -121,31 +122,25 @@ def export(store: Store, out: str | Path, selection: Selection = OPEN) -> int:
     Each line: ``{"quarantine_id", "batch_id", "kind", "source", "line_no", "reason", "row"}``
     where ``row`` is the raw row to correct. ``replay --file`` reads the edited file back.
     """
+    target = check_output_path(out, store_path=store.path)
     frame = rows(store, selection, limit=None)
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for rec in frame.itertuples(index=False):
-                fh.write(
-                    json.dumps(
-                        {
-                            "quarantine_id": int(rec.quarantine_id),
-                            "batch_id": rec.batch_id,
-                            "kind": rec.kind,
-                            "source": rec.source,
-                            "line_no": None if pd.isna(rec.line_no) else int(rec.line_no),
-                            "reason": rec.reason,
-                            "row": json.loads(rec.raw),
-                        },
-                        ensure_ascii=False,
-                    )
-                    + "\n"
+    with atomic_write(target, "w", encoding="utf-8") as fh:
+        for rec in frame.itertuples(index=False):
+            fh.write(
+                json.dumps(
+                    {
+                        "quarantine_id": int(rec.quarantine_id),
+                        "batch_id": rec.batch_id,
+                        "kind": rec.kind,
+                        "source": rec.source,
+                        "line_no": None if pd.isna(rec.line_no) else int(rec.line_no),
+                        "reason": rec.reason,
+                        "row": json.loads(rec.raw),
+                    },
+                    ensure_ascii=False,
                 )
-        tmp.replace(out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {out}: {exc.strerror}", hint="check the path") from exc
+                + "\n"
+            )
     return len(frame)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from jingzhun.errors import InputError
+from jingzhun.outputs import atomic_write, check_output_path
 from jingzhun.report.i18n import Translator
 
 if TYPE_CHECKING:
@@ -163,10 +163,8 @@ def build_report(ws: Workspace, out: Path, *, lang: str = "en", title: str | Non
     )
 
     t = Translator(lang)
-    if out.name in ("", ".", "..") or out.is_dir():
-        raise InputError(
-            f"--out {out} is a folder", hint="name the HTML file to write, e.g. report.html"
-        )
+    # Before minutes of work; a missing folder is created (report --out zh/r.html).
+    target = check_output_path(out, store_path=ws.path, create_parents=True, what="the report")
     ordered = [fn for _, fn in sorted(SECTIONS, key=lambda pair: pair[0])]
     built = [s for s in (fn(ws, t) for fn in ordered) if s is not None]
     env = Environment(
@@ -182,13 +180,6 @@ def build_report(ws: Workspace, out: Path, *, lang: str = "en", title: str | Non
         store=str(ws.path),
         plotly_js=plotly.offline.get_plotlyjs(),
     )
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(out)
-    except OSError as exc:
-        raise InputError(
-            f"cannot write the report to {out}: {exc.strerror}", hint="check --out"
-        ) from exc
+    with atomic_write(target, "w", encoding="utf-8") as fh:
+        fh.write(page)
     return out
