@@ -421,6 +421,24 @@ def test_discard_needs_a_filter(ws: Workspace, batch: BatchResult) -> None:
     assert len(open_rows(ws)) == 4
 
 
+@pytest.mark.parametrize("pattern", ["%", "_", "%%", "%_%", "\\%", "[", ".*", " "])
+def test_discard_reason_is_text_not_a_pattern(
+    ws: Workspace, batch: BatchResult, pattern: str
+) -> None:
+    """Issue 12: the reason was an ILIKE pattern, so --reason % discarded every open row."""
+    reasons = ws.quarantine_rows(Selection(), limit=None)["reason"].str.lower().tolist()
+    literal = sum(pattern.lower() in r for r in reasons)
+    if pattern.strip():
+        assert literal < len(reasons) == 4
+        assert ws.quarantine_discard(Selection(reason=pattern)) == literal
+    else:
+        with pytest.raises(InputError, match="discard needs"):
+            ws.quarantine_discard(Selection(reason=pattern))
+        literal = 0
+    assert len(open_rows(ws)) == 4 - literal
+    assert ws.quarantine_rows(Selection(reason="BELOW 0")).shape[0] == 1  # still case-blind
+
+
 def test_discard_marks_rows_and_replay_skips_them(ws: Workspace, batch: BatchResult) -> None:
     assert ws.quarantine_discard(Selection(reason="below 0")) == 1
     assert ws.quarantine_discard(Selection(ids=(qid(ws, 5),))) == 1

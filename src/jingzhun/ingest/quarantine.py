@@ -29,6 +29,7 @@ from jingzhun.ingest.pipeline import BatchResult, Ingestor, utcnow
 from jingzhun.ingest.validate import IngestOptions
 from jingzhun.outputs import atomic_write, check_output_path
 from jingzhun.store import Store
+from jingzhun.store.sql import Sql
 
 DISCARDED = "discarded"
 
@@ -39,10 +40,10 @@ class Selection:
 
     batch_id: str | None = None
     ids: tuple[int, ...] = ()
-    reason: str | None = None  # substring, case-insensitive
+    reason: str | None = None  # literal substring, case-insensitive (no pattern characters)
     include_resolved: bool = False
 
-    def where(self) -> tuple[str, list[object]]:
+    def where(self) -> tuple[Sql, list[object]]:
         clauses, params = [], []
         if self.batch_id:
             clauses.append("batch_id = ?")
@@ -51,8 +52,10 @@ class Selection:
             clauses.append(f"quarantine_id IN ({', '.join('?' for _ in self.ids)})")
             params.extend(self.ids)
         if self.reason:
-            clauses.append("reason ILIKE ?")
-            params.append(f"%{self.reason}%")
+            # Matched as text: with ILIKE, --reason % matched every row, around discard's
+            # guard against discarding everything at once.
+            clauses.append("contains(lower(reason), lower(?))")
+            params.append(self.reason)
         if not self.include_resolved:
             clauses.append("resolved_at IS NULL")
         return (" AND ".join(clauses) or "TRUE"), params
@@ -91,6 +94,7 @@ def batches(store: Store) -> pd.DataFrame:
 
 def reasons(store: Store, selection: Selection = OPEN) -> pd.DataFrame:
     """Open rows grouped by reason (the first problem of each row), most common first."""
+    where: Sql
     where, params = selection.where()
     return store.sql(
         f"""
@@ -104,6 +108,7 @@ def reasons(store: Store, selection: Selection = OPEN) -> pd.DataFrame:
 def rows(store: Store, selection: Selection = OPEN, *, limit: int | None = 50) -> pd.DataFrame:
     """The selected rows, oldest first."""
     _check_batch(store, selection.batch_id)
+    where: Sql
     where, params = selection.where()
     lim = "" if limit is None else f"LIMIT {int(limit)}"
     return store.sql(
@@ -146,12 +151,13 @@ def export(store: Store, out: str | Path, selection: Selection = OPEN) -> int:
 
 def discard(store: Store, selection: Selection) -> int:
     """Mark the selected open rows as discarded (kept, but no longer open); return how many."""
-    if not (selection.batch_id or selection.ids or selection.reason):
+    if not (selection.batch_id or selection.ids or (selection.reason or "").strip()):
         raise InputError(
             "discard needs --batch, --id or --reason",
             hint="refusing to discard every open row at once",
         )
     _check_batch(store, selection.batch_id)
+    where: Sql
     where, params = Selection(selection.batch_id, selection.ids, selection.reason).where()
     return store.sql(
         f"UPDATE quarantine SET resolved_at = ?, resolved_batch_id = '{DISCARDED}' WHERE {where}",
