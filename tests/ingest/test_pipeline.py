@@ -42,9 +42,14 @@ def counts(ws: Workspace) -> dict[str, int]:
 def test_simulated_dirt_is_quarantined_and_deduplicated_exactly(ws, shop):
     result = ws.ingest("events", [shop.file("events")])
     # The truth is read here, not by the store: a store connection opens no other file.
-    dirty = duckdb.connect().execute(
-        "SELECT expected, row FROM read_parquet(?)", [str(shop.dir / "truth" / "dirty_rows.parquet")]
-    ).df()
+    dirty = (
+        duckdb.connect()
+        .execute(
+            "SELECT expected, row FROM read_parquet(?)",
+            [str(shop.dir / "truth" / "dirty_rows.parquet")],
+        )
+        .df()
+    )
     expected = dirty["expected"].value_counts().to_dict()
     assert result.rows_read == shop.data.events.num_rows
     assert result.quarantined == expected["quarantined"]
@@ -341,3 +346,38 @@ def test_batches_are_recorded_with_their_options(ws, write):
     assert json.loads(row.properties) == {"Country": "United Kingdom"}
     options = ws.sql("SELECT options FROM ingest_batches")["options"][0]
     assert '"InvoiceNo": "order_id"' in options and '"ts_format": "%m/%d/%Y %H:%M"' in options
+
+
+# -- headers are matched to fields as a person reads them (issue 12) --------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [
+        ("Email,user_id,email", ("'Email'", "'email'")),
+        ("user_id,email,EMAIL", ("'email'", "'EMAIL'")),
+        ("user_id,email, Email ", ("'email'", "Email")),
+        ("user_id,User ID,phone", ("'user_id'", "'User ID'")),
+    ],
+)
+def test_two_columns_for_one_field_are_an_error_naming_both(
+    ws: Workspace, write, header: str, named: tuple[str, ...]
+) -> None:
+    """``Email,user_id,email`` put the second address, as ``email_1``, into users.attributes
+    (an analytics table), unvalidated, and nothing into pii."""
+    n = header.count(",") + 1
+    path = write("users.csv", f"{header}\n" + ",".join(["u1", "u1@x.com", "u2@x.com"][:n]) + "\n")
+    before = counts(ws)
+    with pytest.raises(InputError) as info:
+        ws.ingest("users", [path])
+    assert all(name in str(info.value) for name in named), str(info.value)
+    assert str(path) in str(info.value)
+    assert counts(ws) == before
+
+
+def test_pii_headers_match_whatever_their_case_and_spaces(ws: Workspace, write) -> None:
+    path = write("users.csv", " User_ID ,Email, Phone ,City\nu1,A@X.com,+8613800000000,Shanghai\n")
+    ws.ingest("users", [path])
+    assert ws.store.rows("SELECT user_id, email FROM pii") == [("u1", "A@X.com")]
+    attributes = ws.store.scalar("SELECT CAST(attributes AS VARCHAR) FROM users")
+    assert "@" not in (attributes or "") and "138" not in (attributes or "")

@@ -243,15 +243,31 @@ class RowValidator:
         fields = set(field_names(self.kind))
         renamed_to = set(self.options.mapping.values())
         mapped: dict[str, str] = {}
+        folded: dict[str, str] = {}
+        for col in columns:
+            # DuckDB's names are case-insensitive: it would read a second 'email' next to
+            # 'Email' as 'email_1', an unvalidated extra holding an address.
+            other = folded.setdefault(col.casefold(), col)
+            if other != col:
+                raise InputError(
+                    f"{label}: columns {other!r} and {col!r} differ only in case",
+                    hint="rename or drop one of them",
+                )
         for col in columns:
             if col in self.options.mapping:
                 target: str | None = self.options.mapping[col]
             elif col in renamed_to:
                 target = None  # another column was mapped onto this name; this one stays an extra
             else:
-                target = col if col in fields else None
+                key = field_key(col)
+                target = key if key in fields else None
             if target is None:
                 continue
+            if target in mapped:
+                raise InputError(
+                    f"{label}: columns {mapped[target]!r} and {col!r} both give {target}",
+                    hint="drop one of them, or --map one to another field",
+                )
             if target in self.options.constants:
                 raise InputError(
                     f"{label}: column {col!r} and --set {target}=… both give {target}",
@@ -635,6 +651,13 @@ class RowValidator:
         if cat in ("timestamp", "timestamptz", "date"):
             return f"CAST(d{i} AS VARCHAR)"
         return f"d{i}"
+
+
+def field_key(column: str) -> str:
+    """A header as the field name it means: case, surrounding spaces and inner runs of spaces
+    or hyphens do not matter (``" E-Mail "`` is not ``email``, but ``" Email "`` and
+    ``"User ID"`` are ``email`` and ``user_id``)."""
+    return re.sub(r"[\s-]+", "_", column.strip().casefold())
 
 
 def _suggest(name: str, columns: list[str]) -> str:
