@@ -623,6 +623,22 @@ def test_rank_normalise_values() -> None:
     assert out.dtype == np.float32
 
 
+@pytest.mark.parametrize(
+    "weights", ["als:nan", "als:inf", "als:-inf", "als:NaN,pop:1", "als:-1", "als:0,pop:0"]
+)
+def test_hybrid_weights_must_be_finite_and_not_negative(weights: str) -> None:
+    """Issue 12: als:nan passed (NaN fails every comparison) and the active model then
+    recommended nothing."""
+    with pytest.raises(InputError, match="hybrid: weight"):
+        Hybrid(components="als,popularity", weights=weights.replace("pop:", "popularity:"))
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e400, "1e999"])
+def test_integer_parameters_refuse_infinities(value: object) -> None:
+    with pytest.raises(InputError, match="factors"):
+        MODELS["als"](factors=value)
+
+
 def _kth_best(values: np.ndarray, banned: set[int], k: int) -> float:
     ok = np.asarray([v for i, v in enumerate(values) if i not in banned])
     return float(np.sort(ok)[::-1][k - 1])

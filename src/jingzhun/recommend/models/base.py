@@ -54,7 +54,7 @@ class Param:
             return value
         try:
             cast = self.kind(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InputError(
                 f"{model}: {name}={value!r} is not a {self.kind.__name__}",
                 hint=f"give a {self.kind.__name__}",

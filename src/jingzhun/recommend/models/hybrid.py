@@ -11,6 +11,7 @@ events they have; a new item is reached through the content component.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -96,6 +97,13 @@ class Hybrid(Recommender):
                 weights[name] = float(value)
             except ValueError:
                 raise InputError(f"hybrid: weight {part!r}", hint="write name:number") from None
+            if not math.isfinite(weights[name]):
+                # NaN passed the >= 0 test below (every comparison with NaN is false) and
+                # made an active model that recommends nothing.
+                raise InputError(
+                    f"hybrid: weight {part!r} is not a finite number",
+                    hint="give weights >= 0, at least one of them > 0",
+                )
         return weights
 
     @classmethod
