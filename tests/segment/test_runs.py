@@ -716,3 +716,34 @@ def test_compute_numbers_segments_that_would_share_a_label() -> None:
     out = compute(members, traits, None, None)
     assert out.label.tolist() == ["Typical customers (1)", "Typical customers (2)"]
     assert out.revenue_share.isna().all()
+
+
+# -- numbers that would hang the machine or reach a library as a traceback (issue 12) ---------
+
+
+@pytest.mark.parametrize(
+    ("options", "flag"),
+    [
+        ({"k_range": (2, 100_000)}, "--k-range"),
+        ({"k_range": (9, 3)}, "--k-range"),
+        ({"k_range": (1, 5)}, "--k-range"),
+        ({"k": 100_000}, "--k"),
+        ({"stability_resamples": 100_000}, "--stability"),
+        ({"stability_resamples": -1}, "--stability"),
+        ({"random_state": -1}, "--seed"),
+        ({"random_state": 2**40}, "--seed"),
+        ({"method": "dbscan", "options": {"eps": 0.0}}, "--eps"),
+        ({"method": "dbscan", "options": {"eps": float("nan")}}, "--eps"),
+        ({"method": "dbscan", "options": {"eps": float("inf")}}, "--eps"),
+        ({"method": "dbscan", "options": {"min_samples": 0}}, "--min-samples"),
+        ({"method": "hdbscan", "options": {"min_cluster_size": 10**12}}, "--min-cluster-size"),
+        ({"method": "som", "options": {"grid": 100_000}}, "--grid"),
+    ],
+)
+def test_numbers_out_of_bounds_are_refused_before_any_work(
+    profiled_ws: Workspace, options: dict, flag: str
+) -> None:
+    before = counts(profiled_ws)
+    with pytest.raises(InputError, match=f"^{flag} "):
+        profiled_ws.segment_run(**{"method": "kmeans", **options})
+    assert counts(profiled_ws) == before

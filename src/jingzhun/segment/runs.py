@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from jingzhun.checks import MAX_ROWS, bounded_int, finite
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest.pipeline import utcnow
 from jingzhun.segment import features as F
@@ -93,6 +94,7 @@ def run(
         )
     name = check_name(name or method)
     kk = _parse_k(k, method)
+    _check_numbers(k_range, random_state, stability_resamples, options or {})
     columns = _columns(store)
     as_of = store.scalar("SELECT max(as_of) FROM profiles")
     if method == "rfm":
@@ -160,6 +162,35 @@ def run(
     )
 
 
+#: Most segments a run may ask for: beyond this no portrait reads well, and the k scan (one
+#: full fit per k) and the stability refits would run for hours.
+MAX_K = 100
+#: Most bootstrap refits for the stability ARI (each one refits the method).
+MAX_RESAMPLES = 100
+#: Largest SOM grid side (grid² nodes, each trained on every user).
+MAX_GRID = 100
+
+
+def _check_numbers(
+    k_range: tuple[int, int], random_state: int, resamples: int, options: dict[str, Any]
+) -> None:
+    """Bound every number a run takes, so none hangs the machine or reaches a library as a
+    value it rejects with a traceback (issue 12: --k-range 2-100000 and --stability 100000
+    ran for hours, --eps 0 and --seed -1 ended in tracebacks)."""
+    lo, hi = (bounded_int(v, "--k-range", lo=2, hi=MAX_K) for v in k_range)
+    if lo > hi:
+        raise InputError(f"--k-range {lo}-{hi}: the minimum is above the maximum", hint="e.g. 2-10")
+    bounded_int(random_state, "--seed", lo=0, hi=2**32 - 1)
+    bounded_int(resamples, "--stability", lo=0, hi=MAX_RESAMPLES)
+    if options.get("eps") is not None:
+        finite(options["eps"], "--eps", lo=0, lo_open=True, hi=1e6)
+    for key, flag in (("min_samples", "--min-samples"), ("min_cluster_size", "--min-cluster-size")):
+        if options.get(key) is not None:
+            bounded_int(options[key], flag, lo=2, hi=MAX_ROWS)
+    if options.get("grid") is not None:
+        bounded_int(options["grid"], "--grid", lo=2, hi=MAX_GRID)
+
+
 def _parse_k(k: int | str | None, method: str) -> int | None:
     if k is None or (isinstance(k, str) and k.strip().lower() == "auto"):
         return None
@@ -174,7 +205,7 @@ def _parse_k(k: int | str | None, method: str) -> int | None:
         )
     if value < 2:
         raise InputError(f"--k {value}: a segmentation needs at least 2 segments")
-    return value
+    return bounded_int(value, "--k", lo=2, hi=MAX_K)
 
 
 def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
