@@ -81,6 +81,24 @@ def test_a_horizon_longer_than_the_history_is_a_clear_error(ws: Workspace) -> No
         lb.plan_cutoffs(ws.store, -1)
 
 
+@pytest.mark.parametrize(
+    ("horizon", "windows", "flag"),
+    [
+        (float("nan"), 1, "--horizon"),
+        (float("inf"), 1, "--horizon"),
+        (1e300, 1, "--horizon"),
+        (30, 100_000, "--train-windows"),
+        (30, 0, "--train-windows"),
+    ],
+)
+def test_horizons_and_windows_out_of_bounds_are_errors(
+    ws: Workspace, horizon: float, windows: int, flag: str
+) -> None:
+    """Issue 12: NaN passed the positivity test; inf and 100,000 windows overflowed timedelta."""
+    with pytest.raises(InputError, match=f"^{flag} "):
+        lb.plan_cutoffs(ws.store, horizon, train_windows=windows)
+
+
 def test_no_event_after_a_cutoff_leaks_into_its_features(ws: Workspace, write) -> None:
     """Features at the cutoff are computed from the events before it only: adding orders,
     views and a device link after the cutoff changes the labels and nothing else."""

@@ -26,6 +26,7 @@ import ibis
 import numpy as np
 import pandas as pd
 
+from jingzhun.checks import MAX_DAYS, bounded_int, finite
 from jingzhun.config import Settings
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.profile import traits as tr
@@ -74,6 +75,10 @@ class Cutoffs:
         }
 
 
+#: Most stacked training windows: each is a full point-in-time profile of the store.
+MAX_TRAIN_WINDOWS = 50
+
+
 def plan_cutoffs(
     store: Store,
     horizon_days: float,
@@ -89,8 +94,11 @@ def plan_cutoffs(
     """
     if horizon_days <= 0:
         raise InputError(f"--horizon {horizon_days} must be positive", hint="e.g. --horizon 30")
-    if train_windows < 1:
-        raise InputError(f"--train-windows {train_windows} must be at least 1")
+    # NaN passed `<= 0`; inf and 100,000 windows overflowed timedelta (tracebacks, issue 12).
+    horizon_days = finite(
+        horizon_days, "--horizon", lo=0, lo_open=True, hi=MAX_DAYS, hint="e.g. --horizon 30"
+    )
+    train_windows = bounded_int(train_windows, "--train-windows", lo=1, hi=MAX_TRAIN_WINDOWS)
     first = store.scalar("SELECT min(ts) FROM events")
     if first is None:
         raise NotFoundError("the store has no events to learn from", hint="ingest events first")
