@@ -29,6 +29,7 @@ import pytest
 import jingzhun
 from jingzhun.store import latest_schema_version
 from jingzhun.workspace import Workspace
+from tests.cli import subprocess_cli as sp
 
 INGEST_KEYS = {"batch_id", "rows_read", "inserted", "duplicates", "quarantined", "seconds"}
 BATCH_ID = re.compile(r"^b\d{8}T\d{6}-[0-9a-f]{6}$")
@@ -815,3 +816,25 @@ def test_clean_on_a_store_without_orders(cli, write, tmp_path: Path) -> None:
     report = one_json(cli("--db", str(db), "clean", "--json"))
     assert report["outliers"]["orders"] == 0
     assert sum(report["flagged"].values()) == 0
+
+
+# -- arguments no id, option or file name can hold (issue 12) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("profile", "show", "\udcff\udcfe"),  # the bytes ff fe on a command line (PEP 383)
+        ("ingest", "events", "u\udcff.csv"),
+        ("quarantine", "show", "--batch", "\udcff"),
+    ],
+)
+def test_undecodable_arguments_are_one_line_errors(tmp_path: Path, args: tuple[str, ...]) -> None:
+    res = sp.run(tmp_path, *args)
+    error_line(res, "not valid UTF-8")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_input_file_name_too_long_is_one_line(tmp_path: Path) -> None:
+    res = sp.run(tmp_path, "ingest", "events", "x" * 5000 + ".csv", db=tmp_path / "s.duckdb")
+    error_line(res, "File name too long")

@@ -371,7 +371,9 @@ def test_db_must_be_a_local_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("db", ["a\x00b.duckdb", "a\x1b[31m.duckdb", "x" * 300 + ".duckdb"])
+@pytest.mark.parametrize(
+    "db", ["a\x00b.duckdb", "a\x1b[31m.duckdb", "x" * 300 + ".duckdb", "%_*?{0}%s", "s.duckdb?x=1"]
+)
 def test_db_names_that_cannot_be_files_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: str
 ) -> None:

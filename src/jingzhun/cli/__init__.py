@@ -6,6 +6,7 @@ stderr: what is wrong, where, and how to fix it.
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 from typing import Annotated
@@ -91,8 +92,36 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+#: OS errors that say the user named a path that cannot be used (bad input, exit 2); any other
+#: OS error (disk full, I/O) is a failure while running (exit 1).
+_PATH_ERRNOS = {
+    errno.ENAMETOOLONG,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ELOOP,
+    errno.EROFS,
+}
+
+
+def _check_arguments(args: list[str]) -> None:
+    """Refuse arguments no file, id or option value can hold: undecodable bytes (Python hands
+    them over as lone surrogates, which DuckDB, Rich and the terminal all choke on) and NUL."""
+    for i, arg in enumerate(args, start=1):
+        if "\x00" in arg or any(0xD800 <= ord(c) <= 0xDFFF for c in arg):
+            shown = visible(arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            _fail(
+                f"argument {i} ({shown[:80]}) is not valid UTF-8 text; "
+                "ids, options and file names must be UTF-8 without NUL",
+                2,
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(build_app())
+    _check_arguments(sys.argv[1:] if argv is None else list(argv))
     try:
         code = command.main(args=argv, prog_name="jingzhun", standalone_mode=False)
     except JingzhunError as exc:
@@ -111,6 +140,11 @@ def main(argv: list[str] | None = None) -> None:
         # The reader went away (e.g. `| head`); nothing more to say, and nowhere to say it.
         sys.stderr.close()
         sys.exit(141)
+    except OSError as exc:
+        # A path the user named that the OS refuses (too long, a loop …), met where a
+        # stage did not expect it: one line, never a traceback.
+        where = f"{str(exc.filename)[:80]}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}", 2 if exc.errno in _PATH_ERRNOS else 1)
     # Without standalone mode, Click returns the exit code instead of exiting (130 after
     # Ctrl-C, for one).
     if isinstance(code, int) and code != 0:

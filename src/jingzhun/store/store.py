@@ -103,7 +103,9 @@ def check_store_path(path: str | Path) -> Path:
             f"--db {text[:80]!r} is not a local file path",
             hint="a store is one local DuckDB file; pass its path (remote stores are not supported)",
         )
-    if text in ("", ":memory:") or any(ord(c) < 32 or ord(c) == 127 for c in text):
+    # DuckDB reads what follows a '?' in a database path as connection options (its WAL for
+    # 'a?b' becomes 'a.wal?b'): a store's name holds none.
+    if text in ("", ":memory:") or any(ord(c) < 32 or ord(c) == 127 or c == "?" for c in text):
         raise InputError(
             f"--db {text[:80]!r} is not a usable file name",
             hint="pass the path of a store file, without control characters",
