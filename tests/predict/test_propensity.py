@@ -194,3 +194,16 @@ def test_check_classes_names_the_set_and_the_unit() -> None:
     with pytest.raises(InputError, match="the test: no users to learn from"):
         check_classes(np.zeros(0), "the test", hint="h", unit="users")
     check_classes(np.array([0, 1]), "the test", hint="h")
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("logistic", {"C": -1}), ("logistic", {"C": "x"}), ("forest", {"n_estimators": 0})],
+)
+def test_bad_parameter_values_are_refused_before_any_fit(name: str, params: dict) -> None:
+    """Issue 12: scikit-learn checked them inside fit(), after the training sets were built,
+    and its error escaped as a traceback."""
+    from jingzhun.predict.propensity import Classifier
+
+    with pytest.raises(InputError, match=rf"^\[predict.params\] {name}: "):
+        Classifier(name, params)

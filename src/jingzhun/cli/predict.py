@@ -204,7 +204,13 @@ def read_transactions(
             )
     if frame.empty:
         raise InputError(f"--transactions {path}: no rows", hint="give a file with transactions")
-    dates = pd.to_datetime(frame[date_col], format=date_format, errors="coerce")
+    try:
+        dates = pd.to_datetime(frame[date_col], format=date_format, errors="coerce")
+    except ValueError as exc:  # a bad directive in the format itself, e.g. %_
+        raise InputError(
+            f"--date-format {date_format!r} is not a strptime format ({exc})",
+            hint="e.g. %Y%m%d or %d/%m/%Y",
+        ) from None
     if dates.isna().any():
         row = int(dates.isna().to_numpy().argmax())
         raise InputError(

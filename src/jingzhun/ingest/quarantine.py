@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest.pipeline import BatchResult, Ingestor, utcnow
 from jingzhun.ingest.validate import IngestOptions
@@ -110,7 +111,10 @@ def rows(store: Store, selection: Selection = OPEN, *, limit: int | None = 50) -
     _check_batch(store, selection.batch_id)
     where: Sql
     where, params = selection.where()
-    lim = "" if limit is None else f"LIMIT {int(limit)}"
+    lim = ""
+    if limit is not None:  # 1e20 overflowed DuckDB's LIMIT (issue 12)
+        lim = "LIMIT ?"
+        params = [*params, bounded_int(limit, "--limit", lo=1, hi=MAX_ROWS)]
     return store.sql(
         f"""
         SELECT quarantine_id, batch_id, kind, source, line_no, reason, raw, received_at,

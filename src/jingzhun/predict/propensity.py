@@ -100,6 +100,17 @@ def _sklearn(name: str, random_state: int, params: dict[str, Any]) -> Any:
             hint=f"valid parameters: {', '.join(sorted(valid))}",
         )
     model = cls(**{**defaults, **params})
+    # scikit-learn checks values only inside fit(), after the training sets are built, and
+    # raises its own error there (C = -1 ended in a traceback, issue 12): check them now.
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        model._validate_params()
+    except (InvalidParameterError, ValueError, TypeError) as exc:
+        raise InputError(
+            f"[predict.params] {name}: {str(exc).splitlines()[0]}",
+            hint="fix the value in jingzhun.toml",
+        ) from None
     if name in ("logistic", "mlp"):
         return make_pipeline(StandardScaler(), model)
     return model

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jingzhun.checks import MAX_DAYS, finite
 from jingzhun.config import Settings
 from jingzhun.errors import InputError
 from jingzhun.predict import labels as lb
@@ -142,6 +143,7 @@ def train(
     a = read_assignments(assignments, campaign)
     sent = pd.Timestamp(a["sent_at"].min()).to_pydatetime()
     latest = store.scalar("SELECT max(ts) FROM events")
+    window_days = finite(window_days, "--window-days", lo=0, lo_open=True, hi=MAX_DAYS)
     if latest is None or sent + timedelta(days=window_days) > latest + timedelta(days=1):
         raise InputError(
             f"the outcome window ({window_days:g} days after {sent:%Y-%m-%d}) is not yet in the store "

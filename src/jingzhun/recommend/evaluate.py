@@ -410,8 +410,10 @@ def evaluate(
     components with weights chosen the same way.
     """
     say = progress or (lambda _m: None)
-    if not isinstance(k, int) or k < 1:
-        raise InputError(f"--k {k!r}", hint="use k >= 1")
+    # A k of 2**31 tried to allocate 4.3 TiB of scores (issue 12); lists past 1000 items
+    # measure nothing a shop shows.
+    if not isinstance(k, int) or k < 1 or k > 1000:
+        raise InputError(f"--k {k!r}", hint="use a k between 1 and 1000")
     if models is None:  # every model that applies (content needs item features)
         models = [m for m in DEFAULT_MODELS if m != "content" or item_features is not None]
     names = [model_name(m) for m in models]
