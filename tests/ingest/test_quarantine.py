@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -517,3 +518,52 @@ def test_missing_edit_file(ws: Workspace, batch: BatchResult, tmp_path: Path) ->
 def test_export_to_an_unwritable_place(ws: Workspace, batch: BatchResult, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot write"):
         ws.quarantine_export(tmp_path / "no" / "such" / "dir" / "q.jsonl")
+
+
+# -- hostile replay files (issue 12) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "needle"),
+    [
+        ({"_error": "x", "user_id": "u"}, "'_error'"),
+        ({"_line": 3}, "'_line'"),
+        ({"_qid": 1}, "'_qid'"),
+        ({"_object": "{}"}, "'_object'"),
+        ({"\u0000": "x"}, "reserved or not a column name"),
+        ({"": "x"}, "reserved or not a column name"),
+        ({"_raw_line": "a,b", "_columns": "a,b"}, "_columns must be a list"),
+        ({"_raw_line": "a,b", "_columns": [1, 2]}, "_columns must be a list"),
+        ({"_raw_line": "a,b", "_columns": ["a", "b"], "_delimiter": ";;"}, "_delimiter"),
+        ({"_raw_line": "a,b", "_columns": ["a", "b"], "_delimiter": 7}, "_delimiter"),
+        ({"_raw_line": 5}, "_raw_line must be text"),
+    ],
+)
+def test_replay_rows_with_reserved_keys_or_bad_shapes_are_refused(
+    ws: Workspace, batch: BatchResult, tmp_path: Path, row: dict, needle: str
+) -> None:
+    """Reserved keys were silently dropped; bad _columns/_delimiter ended in tracebacks."""
+    before = open_rows(ws)
+    path = write_edits(tmp_path / "edits.jsonl", {"quarantine_id": qid(ws, 5), "row": row})
+    with pytest.raises(InputError, match="line 1") as info:
+        ws.quarantine_replay(file=path)
+    assert needle in str(info.value)
+    assert open_rows(ws) == before
+
+
+def test_replay_quarantine_id_true_is_not_row_one(
+    ws: Workspace, batch: BatchResult, tmp_path: Path
+) -> None:
+    path = write_edits(tmp_path / "edits.jsonl", {"quarantine_id": True, "row": {"user_id": "u"}})
+    with pytest.raises(InputError, match="integer quarantine_id"):
+        ws.quarantine_replay(file=path)
+
+
+def test_replay_reads_only_a_regular_file(
+    ws: Workspace, batch: BatchResult, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(InputError, match="not a regular file"):
+            ws.quarantine_replay(file=path)

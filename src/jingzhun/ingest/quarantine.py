@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import pyarrow as pa
 from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest.pipeline import BatchResult, Ingestor, utcnow
+from jingzhun.ingest.sources import META_COLUMNS
 from jingzhun.ingest.validate import IngestOptions
 from jingzhun.outputs import atomic_write, check_output_path
 from jingzhun.store import Store
@@ -169,9 +171,47 @@ def discard(store: Store, selection: Selection) -> int:
     ).fetchone()[0]
 
 
+#: Largest replay file read (an export of a million rows is far below it).
+MAX_REPLAY_BYTES = 1 << 30
+#: Keys the replay reader adds to a row itself: a row key of that name would be overwritten
+#: (silently lost) on the way back in.
+_RESERVED_ROW_KEYS = frozenset({*META_COLUMNS, "_qid", "_file"})
+
+
+def _check_row(row: dict[str, object], where: str) -> None:
+    """A row object of a replay file: keys a column can have, and the shapes export wrote."""
+    for key in row:
+        if not key or "\x00" in key or key in _RESERVED_ROW_KEYS - {"_raw_line"}:
+            raise InputError(
+                f"{where}: row key {key!r} is reserved or not a column name",
+                hint="rename the key; _line, _error, _qid, _object and empty names are jingzhun's",
+            )
+    if "_raw_line" in row:
+        columns, delimiter = row.get("_columns"), row.get("_delimiter", ",")
+        if not isinstance(row["_raw_line"], str):
+            raise InputError(f"{where}: _raw_line must be text", hint="keep the exported layout")
+        if columns is not None and (
+            not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+        ):
+            raise InputError(
+                f"{where}: _columns must be a list of column names", hint="keep the exported layout"
+            )
+        if not isinstance(delimiter, str) or len(delimiter) != 1:
+            raise InputError(
+                f"{where}: _delimiter must be one character", hint="keep the exported layout"
+            )
+
+
 def _edits(path: str | Path) -> dict[int, dict[str, object]]:
     edits: dict[int, dict[str, object]] = {}
     try:
+        info = Path(path).stat()
+        # /dev/zero or a FIFO would be read until memory runs out (issue 12).
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_REPLAY_BYTES:
+            raise InputError(
+                f"--file {path}: not a regular file of at most {MAX_REPLAY_BYTES >> 20} MiB",
+                hint="give the file quarantine export wrote",
+            )
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError as exc:
         raise InputError(
@@ -190,13 +230,15 @@ def _edits(path: str | Path) -> dict[int, dict[str, object]]:
             ) from exc
         if (
             not isinstance(obj, dict)
-            or not isinstance(obj.get("quarantine_id"), int)
+            # bool is an int in Python: "quarantine_id": true was read as row 1
+            or type(obj.get("quarantine_id")) is not int
             or not isinstance(obj.get("row"), dict)
         ):
             raise InputError(
                 f"{path}, line {n}: needs an integer quarantine_id and a row object",
                 hint="keep the exported layout",
             )
+        _check_row(obj["row"], f"{path}, line {n}")
         edits[obj["quarantine_id"]] = obj["row"]
     if not edits:
         raise InputError(f"{path} holds no rows to replay")
