@@ -754,3 +754,46 @@ def test_csv_written_by_the_csv_module_roundtrips(ws: Workspace, write: Write) -
         "SELECT json_extract_string(properties, '$.note') FROM events ORDER BY user_id"
     ).fetchall()
     assert [g[0] for g in got] == notes
+
+
+# -- headers and keys no column can carry (issue 12) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        (
+            "e.jsonl",
+            '{"event":"product_viewed","user_id":"u1","ts":"2024-01-01","":"x"}\n',
+            "JSON key ''",
+        ),
+        (
+            "e.jsonl",
+            '{"event":"product_viewed","user_id":"u1","ts":"2024-01-01","a\\u0000":1}\n',
+            "JSON key",
+        ),
+        (
+            "e.csv",
+            b"event,user_id,ts,x\xff\nproduct_viewed,u1,2024-01-01T00:00:00Z,1\n",
+            "column 4 of the header is not valid UTF-8",
+        ),
+        (
+            "e.csv",
+            ("event,user_id,ts," + ",".join(f"c{i}" for i in range(12_000)) + "\n").encode()
+            + b"product_viewed,u1,2024-01-01T00:00:00Z"
+            + b"," * 12_000
+            + b"\n",
+            "the header line is longer than 64 KiB",
+        ),
+    ],
+)
+def test_unusable_headers_and_keys_are_one_line_errors(
+    ws: Workspace, write: Write, name: str, content: str | bytes, needle: str
+) -> None:
+    """A JSON key "" ended in a parser traceback; an undecodable header byte became U+FFFD
+    without a word; a header past the sniffed 64 KiB was reported as an unnamed column."""
+    path = write(name, content)
+    with pytest.raises(InputError, match=needle) as info:
+        ws.ingest("events", [path])
+    assert str(path) in str(info.value)
+    assert ws.store.count("events") == 0 and ws.store.count("quarantine") == 0

@@ -25,6 +25,7 @@ import csv
 import io
 import itertools
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -303,6 +304,22 @@ def _meta_nulls(n: int) -> dict[str, pa.Array]:
 
 
 def _csv_header(label: str, head: bytes, delimiter: str) -> list[str]:
+    if len(head) >= _SNIFF_BYTES and not any(c in head for c in (b"\n", b"\r")):
+        # Read past the sniffed bytes, the header was cut mid-name ("column 10951 has no
+        # name" before, issue 12).
+        raise InputError(
+            f"{label}: the header line is longer than {_SNIFF_BYTES >> 10} KiB",
+            hint="a header of that size is not a log's; check the file and its --format",
+        )
+    first_line = re.split(rb"\r\n|\n|\r", head, maxsplit=1)[0]
+    try:
+        first_line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        column = first_line[: exc.start].count(delimiter.encode()) + 1
+        raise InputError(
+            f"{label}: column {column} of the header is not valid UTF-8",
+            hint="save the file as UTF-8, or rename that column",
+        ) from None
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     try:
         first = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), None)
@@ -522,6 +539,12 @@ def _jsonl_source(
                 "SELECT DISTINCT unnest(json_keys(t::JSON)) AS k FROM _jp WHERE _error IS NULL ORDER BY k"
             ).fetchall()
         ]
+        unusable = [k for k in keys if not k.strip() or any(ord(c) < 32 for c in k)]
+        if unusable:
+            raise InputError(
+                f"{label}: JSON key {unusable[0]!r} cannot name a column",
+                hint="give every key a name without control characters",
+            )
         reserved = [k for k in keys if k in META_COLUMNS]
         if reserved:
             raise InputError(
