@@ -363,3 +363,13 @@ def test_a_new_out_path_still_works(written: dict, family: str) -> None:
         assert (target / "events.parquet").is_file()
     assert not [p for p in r["folder"].rglob("*") if p.name.endswith(".tmp")]
     assert r["after"][0] == r["before"][0]
+
+
+@pytest.mark.parametrize("command", [("synth", "--users", "50"), ("demo", "--users", "200")])
+def test_an_empty_out_folder_is_refused_not_the_working_folder(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """Typer turned --out '' into Path('.'): synth wrote its files into the working folder."""
+    res = run(tmp_path, *command, "--out", "")
+    error_line(res, "--out is empty")
+    assert list(tmp_path.iterdir()) == []

@@ -143,8 +143,8 @@ def synth(
         typer.Option("--end", help="Last day of the history, YYYY-MM-DD (default 2026-10-31)."),
     ] = None,
     to: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for events/users/items.parquet and truth/.")
-    ] = Path("shop"),
+        str, typer.Option("--out", "-o", help="Folder for events/users/items.parquet and truth/.")
+    ] = "shop",
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate a shop: events, users (with PII), items, a past campaign, and the ground truth."""
@@ -155,6 +155,7 @@ def synth(
 
     g: Globals = ctx.obj
     # Before the simulation, not after it; never the store's own files or model folder.
+    # Text, not a Path option: Typer makes --out '' the working folder ('.').
     check_output_dir(to, store_path=resolve_db_path(g.db))
     config = SynthConfig(
         users=users, items=items, days=days, seed=seed, **({"end": parse_end(end)} if end else {})
@@ -178,8 +179,8 @@ def synth(
 def demo(
     users: Annotated[int, typer.Option("--users", "-u", help="Users to simulate.")] = 20_000,
     to: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for the data, the store and the report.")
-    ] = Path("jingzhun-demo"),
+        str, typer.Option("--out", "-o", help="Folder for the data, the store and the report.")
+    ] = "jingzhun-demo",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     lang: LangOpt = "en",
     as_json: JsonOpt = False,
@@ -188,9 +189,9 @@ def demo(
     from jingzhun.demo import run_demo
     from jingzhun.outputs import check_output_dir
 
-    check_output_dir(to)  # before minutes of work
+    folder = check_output_dir(to)  # before minutes of work; text, so '' is not '.'
     with steps() as say:
-        result = run_demo(to, users=users, seed=seed, lang=lang, step=say)
+        result = run_demo(folder, users=users, seed=seed, lang=lang, step=say)
     if as_json:
         print_json(result)
         return
@@ -250,9 +251,7 @@ def demo(
 
 def report(
     ctx: typer.Context,
-    to: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
-        "report.html"
-    ),
+    to: Annotated[str, typer.Option("--out", "-o", help="HTML file to write.")] = "report.html",
     lang: LangOpt = "en",
 ) -> None:
     """Write the HTML report of what the store holds."""
