@@ -150,3 +150,12 @@ def test_demo_command_prints_one_json_object(cli, tmp_path: Path) -> None:
     assert ev["rows_read"] == ev["inserted"] + ev["duplicates"] + ev["quarantined"]
     assert (tmp_path / "d" / "jingzhun.duckdb").is_file()
     assert not (tmp_path / "jingzhun.duckdb").exists()  # the demo keeps its store in --out
+
+
+def test_too_few_users_is_refused_before_any_work(tmp_path) -> None:
+    """Issue 12: --users 10 ran for seconds and ended in a scikit-learn traceback."""
+    from jingzhun.errors import InputError
+
+    with pytest.raises(InputError, match=r"^--users must be at least 1,000"):
+        run_demo(tmp_path / "d", users=10)
+    assert not (tmp_path / "d").exists()

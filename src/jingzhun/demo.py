@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jingzhun.checks import bounded_int
 from jingzhun.config import Settings
 from jingzhun.errors import InputError
 from jingzhun.store import Store
@@ -22,6 +23,10 @@ StepFn = Callable[[str], None]
 #: Models the demo compares offline (BPR and user-kNN are slower and weaker on this shop; the
 #: full set runs with `jingzhun recommend evaluate`).
 DEMO_MODELS = ("pop", "itemknn", "als", "ease", "content", "hybrid")
+
+
+#: Fewest simulated users with which every model of the demo has both classes to learn.
+MIN_USERS = 1_000
 
 
 def run_demo(
@@ -39,6 +44,14 @@ def run_demo(
     from jingzhun.report.i18n import Translator
 
     Translator(lang)  # an unknown language fails now, not after minutes of work
+    # Every stage trains and evaluates on held-out users: 10 users left a class with one
+    # member and a scikit-learn traceback minutes in (issue 12).
+    bounded_int(
+        users,
+        "--users",
+        lo=MIN_USERS,
+        hint=f"the demo needs at least {MIN_USERS:,} users to train on",
+    )
     config = SynthConfig(users=users, seed=seed)  # so do bad numbers, before --out is made
     say = step or (lambda _m: None)
     out = Path(out)

@@ -261,9 +261,12 @@ def _day(flag: str, value: str | None):
     if value is None:
         return None
     try:
-        return pd.Timestamp(value)
-    except ValueError:
-        raise InputError(f"{flag} {value!r} is not a date", hint="use YYYY-MM-DD") from None
+        day = pd.Timestamp(value)
+    except (ValueError, OverflowError):
+        day = pd.NaT
+    if pd.isna(day):  # '' parses as NaT, which failed later with a traceback (issue 12)
+        raise InputError(f"{flag} {value!r} is not a date", hint="use YYYY-MM-DD")
+    return day
 
 
 def _log(transactions, sep, customer_col, date_col, amount_col, date_format, calibration_end):

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from jingzhun.checks import bounded_int, finite
 from jingzhun.errors import InputError
 from jingzhun.recommend.data import Interactions, ItemFeatures
 from jingzhun.recommend.models import MODELS, Recommender, make, model_name
@@ -47,6 +48,10 @@ def comparison_frame(result: Mapping[str, Any]) -> pd.DataFrame:
 
 
 DEFAULT_MODELS = ("pop", "itemknn", "userknn", "als", "bpr", "ease", "content", "hybrid")
+#: Seeds numpy takes: 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
+#: Most configurations tuned per model (the largest grid has 108).
+MAX_BUDGET = 1000
 
 
 # -- the log ----------------------------------------------------------------------------------
@@ -414,6 +419,13 @@ def evaluate(
     # measure nothing a shop shows.
     if not isinstance(k, int) or k < 1 or k > 1000:
         raise InputError(f"--k {k!r}", hint="use a k between 1 and 1000")
+    bounded_int(seed, "--seed", lo=0, hi=2**32 - 1)  # NumPy refuses negative seeds
+    # numpy refuses a negative seed, and a budget of 0 asked the grid for -1 configurations
+    # (tracebacks); a NaN or infinite --min-rating made no item relevant (issue 12).
+    seed = bounded_int(seed, "--seed", lo=0, hi=MAX_SEED)
+    budget = bounded_int(budget, "--budget", lo=1, hi=MAX_BUDGET)
+    if min_rating is not None:
+        min_rating = finite(min_rating, "--min-rating")
     if models is None:  # every model that applies (content needs item features)
         models = [m for m in DEFAULT_MODELS if m != "content" or item_features is not None]
     names = [model_name(m) for m in models]
