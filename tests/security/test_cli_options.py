@@ -86,7 +86,7 @@ COMMANDS: dict[str, Base] = {
     "status": Base(),
     "synth": Base((("--users", "10"), ("--days", "60"), ("--out", "shop"))),
     "demo": Base(
-        (("--users", "50"), ("--out", "demo")),
+        (("--users", "1000"), ("--out", "demo")),
         stubs={"jingzhun.demo.simulate": "the demo simulates and trains for minutes"},
     ),
     "report": Base((("--out", "report.html"),)),
