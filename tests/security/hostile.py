@@ -16,7 +16,7 @@ process could not print fails here too. A case is handled when
 * on success, files appeared only at the output the command was asked for (``--out``, a new
   ``--db``), in the store's model folder, or in the store itself.
 
-Each run has 20 seconds (SIGALRM: a hang fails its case, not the session) and 3 GB more
+Each run has 60 seconds (SIGALRM: a hang fails its case, not the session) and 3 GB more
 address space than the process had (a huge allocation is a MemoryError, not the OOM killer).
 Typer's command tree is built once per session (0.1 s a build; the tree is the same), and the
 CLI's Rich consoles are emptied around each run. Devices are nodes made in the case's folder.
@@ -363,7 +363,7 @@ def run_in_process(
     argv: Sequence[str],
     cwd: Path,
     *,
-    timeout: float = 20.0,
+    timeout: float = 60.0,
     stubs: Mapping[str, str] = {},
     extra_memory: int = 3 << 30,
 ) -> Outcome:
