@@ -177,9 +177,11 @@ def _check_numbers(
     """Bound every number a run takes, so none hangs the machine or reaches a library as a
     value it rejects with a traceback (issue 12: --k-range 2-100000 and --stability 100000
     ran for hours, --eps 0 and --seed -1 ended in tracebacks)."""
-    lo, hi = (bounded_int(v, "--k-range", lo=2, hi=MAX_K) for v in k_range)
-    if lo > hi:
-        raise InputError(f"--k-range {lo}-{hi}: the minimum is above the maximum", hint="e.g. 2-10")
+    lo, hi = (bounded_int(v, "--k-range") for v in k_range)
+    if not 2 <= lo <= hi <= MAX_K:
+        raise InputError(
+            f"--k-range {lo}-{hi}: give MIN-MAX with 2 <= MIN <= MAX <= {MAX_K}", hint="e.g. 2-10"
+        )
     bounded_int(random_state, "--seed", lo=0, hi=2**32 - 1)
     bounded_int(resamples, "--stability", lo=0, hi=MAX_RESAMPLES)
     if options.get("eps") is not None:
@@ -205,7 +207,11 @@ def _parse_k(k: int | str | None, method: str) -> int | None:
         )
     if value < 2:
         raise InputError(f"--k {value}: a segmentation needs at least 2 segments")
-    return bounded_int(value, "--k", lo=2, hi=MAX_K)
+    if value > MAX_K:
+        raise InputError(
+            f"--k {value}: must be between 2 and the number of users minus one, and at most {MAX_K}"
+        )
+    return value
 
 
 def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
