@@ -156,6 +156,6 @@ def test_too_few_users_is_refused_before_any_work(tmp_path) -> None:
     """Issue 12: --users 10 ran for seconds and ended in a scikit-learn traceback."""
     from jingzhun.errors import InputError
 
-    with pytest.raises(InputError, match=r"^--users must be at least 1,000"):
+    with pytest.raises(InputError, match=r"^--users must be at least 800"):
         run_demo(tmp_path / "d", users=10)
     assert not (tmp_path / "d").exists()
