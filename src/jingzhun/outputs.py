@@ -114,6 +114,19 @@ def _store_paths(store_path: str | os.PathLike[str] | None) -> dict[Path, str]:
     }
 
 
+def _named(path: str | os.PathLike[str], flag: str, kind: str) -> tuple[str, str]:
+    """``path`` as text and as shown in messages; refused when empty, with NUL, or too long."""
+    raw = os.fspath(path)
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    shown = _short(text)
+    if not text:
+        raise InputError(f"{flag} is empty", hint=f"name the {kind} to write")
+    if "\0" in text:
+        raise InputError(f"{flag} {shown!r} contains a NUL character", hint=f"name a real {kind}")
+    _check_length(text, flag)
+    return text, shown
+
+
 def check_output_path(
     path: str | os.PathLike[str],
     *,
@@ -150,14 +163,7 @@ def check_output_path(
     InputError
         One line naming ``flag``, the path and why, with a hint.
     """
-    raw = os.fspath(path)
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    shown = _short(text)
-    if not text:
-        raise InputError(f"{flag} is empty", hint="name the file to write")
-    if "\0" in text:
-        raise InputError(f"{flag} {shown!r} contains a NUL character", hint="name a real file")
-    _check_length(text, flag)
+    text, shown = _named(path, flag, "file")
     if text.endswith(("/", os.sep)) or Path(text).name in ("", ".", ".."):
         raise InputError(f"{flag} {shown} is a folder", hint="name the file to write in it")
     real = Path(os.path.realpath(text))
@@ -207,14 +213,7 @@ def check_output_dir(
     :func:`atomic_write`. The store's file, its ``.wal`` and its ``.models`` folder (or a
     folder inside it) are refused.
     """
-    raw = os.fspath(path)
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    shown = _short(text)
-    if not text:
-        raise InputError(f"{flag} is empty", hint="name the folder to write")
-    if "\0" in text:
-        raise InputError(f"{flag} {shown!r} contains a NUL character", hint="name a real folder")
-    _check_length(text, flag)
+    text, shown = _named(path, flag, "folder")
     real = Path(os.path.realpath(text))
     _check_store(real, store_path, flag, shown)
     st = _stat(real, flag, shown)
