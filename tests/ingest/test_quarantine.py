@@ -530,8 +530,8 @@ def test_export_to_an_unwritable_place(ws: Workspace, batch: BatchResult, tmp_pa
         ({"_line": 3}, "'_line'"),
         ({"_qid": 1}, "'_qid'"),
         ({"_object": "{}"}, "'_object'"),
-        ({"\u0000": "x"}, "reserved or not a column name"),
-        ({"": "x"}, "reserved or not a column name"),
+        ({"\u0000": "x"}, "row key '\\x00' cannot name a column"),
+        ({"": "x"}, "row key '' cannot name a column"),
         ({"_raw_line": "a,b", "_columns": "a,b"}, "_columns must be a list"),
         ({"_raw_line": "a,b", "_columns": [1, 2]}, "_columns must be a list"),
         ({"_raw_line": "a,b", "_columns": ["a", "b"], "_delimiter": ";;"}, "_delimiter"),
@@ -567,3 +567,203 @@ def test_replay_reads_only_a_regular_file(
     for path in (fifo, Path("/dev/zero")):
         with pytest.raises(InputError, match="not a regular file"):
             ws.quarantine_replay(file=path)
+
+
+RAW_LINE_ROW = {  # line 6 of EVENTS, as the export writes it
+    "_raw_line": "product_viewed,u5,i5,,,2024-01-05",
+    "_columns": ["event", "user_id", "item_id", "order_id", "price", "ts"],
+    "_delimiter": ",",
+}
+
+
+@pytest.mark.parametrize(
+    ("line", "row", "needle"),
+    [
+        # Keys inside a JSON Lines row's text were read unchecked: _error was overwritten.
+        (
+            5,
+            {"_raw_line": '{"event": "page_viewed", "_error": "x"}'},
+            "row key '_error' is reserved",
+        ),
+        (5, {"_raw_line": '{"event": "page_viewed", "": "x"}'}, "row key '' cannot name"),
+        (5, {"_raw_line": '{"event": "page_viewed", "_QID": 1}'}, "row key '_QID' is reserved"),
+        # So were a CSV row's column names: _qid replaced the quarantine id, a repeated name
+        # dropped a value and ended in a NOT NULL traceback.
+        (
+            6,
+            {**RAW_LINE_ROW, "_columns": ["event", "_qid", "item_id", "order_id", "price", "ts"]},
+            "'_qid' is reserved",
+        ),
+        (
+            6,
+            {**RAW_LINE_ROW, "_columns": ["event", "", "item_id", "order_id", "price", "ts"]},
+            "row key '' cannot name",
+        ),
+        (
+            6,
+            {**RAW_LINE_ROW, "_columns": ["event", "ts", "item_id", "order_id", "price", "ts"]},
+            "_columns names 'ts' twice",
+        ),
+        (6, {**RAW_LINE_ROW, "_delimiter": '"'}, "_delimiter must be ',' or a tab"),
+        (6, {**RAW_LINE_ROW, "_delimiter": "\n"}, "_delimiter must be ',' or a tab"),
+        (6, {**RAW_LINE_ROW, "_delimiter": "\x00"}, "_delimiter must be ',' or a tab"),
+        # A lone surrogate in a line that fails again: a UnicodeEncodeError traceback.
+        (6, {**RAW_LINE_ROW, "_raw_line": "product_viewed,u\udcff"}, "not UTF-8"),
+        (6, {**RAW_LINE_ROW, "_columns": ["event", "user\udcff"]}, "not UTF-8"),
+        # Keys next to _raw_line were dropped without a word: only the line is read.
+        (6, {**RAW_LINE_ROW, "user_id": "u9"}, "holds only _raw_line, _columns, _delimiter"),
+        # Keys that differ only in case: DuckDB read the second as 'user_id_1', an extra.
+        (
+            5,
+            {"event": "page_viewed", "user_id": "u", "USER_ID": "v", "ts": "2024-01-01"},
+            "'user_id' and 'USER_ID' differ only in case",
+        ),
+        (
+            5,
+            {"event": "page_viewed", "user_id": "u", "ts": "2024-01-01", "a\x01": 1},
+            "row key 'a\\x01' cannot name",
+        ),
+        (
+            5,
+            {"event": "page_viewed", "user_id": "u", "ts": "2024-01-01", "\udcff": 1},
+            "row key '\\udcff' cannot name",
+        ),
+        (
+            5,
+            {
+                "event": "page_viewed",
+                "user_id": "u",
+                "ts": "2024-01-01",
+                "_undecodable": ["user_id"],
+            },
+            "'_undecodable' is reserved",
+        ),
+    ],
+)
+def test_every_key_of_a_replay_file_is_checked(
+    ws: Workspace, batch: BatchResult, tmp_path: Path, line: int, row: dict, needle: str
+) -> None:
+    path = tmp_path / "edits.jsonl"
+    path.write_text(json.dumps({"quarantine_id": qid(ws, line), "row": row}) + "\n")
+    with pytest.raises(InputError) as info:
+        ws.quarantine_replay(file=path)
+    assert f"{path}, line 1" in str(info.value) and needle in str(info.value), str(info.value)
+    assert open_rows(ws) == OPEN
+    assert ws.store.count("ingest_batches") == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        # The later line silently won.
+        (
+            '{"quarantine_id": Q, "row": {"user_id": "a"}}\n{"quarantine_id": Q, "row": {}}\n',
+            "line 2: quarantine_id Q is also on line 1",
+        ),
+        # So did the later key.
+        (
+            '{"quarantine_id": Q, "row": {"user_id": "a", "user_id": "b"}}\n',
+            "line 1: not valid JSON (key 'user_id' appears twice)",
+        ),
+        (
+            '{"quarantine_id": Q, "quarantine_id": 1, "row": {}}\n',
+            "line 1: not valid JSON (key 'quarantine_id' appears twice)",
+        ),
+        # A RecursionError traceback.
+        (
+            '{"quarantine_id": Q, "row": {"p": ' + "[" * 100_000 + "]" * 100_000 + "}}\n",
+            "line 1: not valid JSON (nested too deeply)",
+        ),
+        ('{"quarantine_id": 1e400, "row": {}}\n', "line 1: needs an integer quarantine_id"),
+        ('{"quarantine_id": 100000000000000000000000, "row": {}}\n', "line 1: needs an integer"),
+    ],
+)
+def test_replay_file_lines_that_would_be_lost_or_crash(
+    ws: Workspace, batch: BatchResult, tmp_path: Path, content: str, needle: str
+) -> None:
+    q = str(qid(ws, 5))
+    path = tmp_path / "edits.jsonl"
+    path.write_text(content.replace("Q", q), encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        ws.quarantine_replay(file=path)
+    assert needle.replace("Q", q) in str(info.value), str(info.value)
+    assert open_rows(ws) == OPEN
+
+
+def test_a_lone_surrogate_in_a_replayed_value_stays_quarantined(
+    ws: Workspace, batch: BatchResult, tmp_path: Path
+) -> None:
+    """'\\udcff' (valid JSON, not UTF-8) ended in a UnicodeEncodeError traceback."""
+    lines = export(ws, tmp_path / "q.jsonl")
+    lines[5]["row"].update(price="4.5", user_id="u\udcff")
+    path = tmp_path / "fix.jsonl"
+    path.write_text(json.dumps(lines[5]) + "\n", encoding="utf-8")  # ASCII: the escape survives
+    for file in (path, None):  # then a replay of the row as it is now stored
+        [result] = ws.quarantine_replay(Selection(ids=(qid(ws, 5),)), file=file)
+        assert (result.resolved, result.quarantined) == (0, 1)
+        assert ws.store.sql("SELECT reason FROM quarantine WHERE line_no = 5").fetchone() == (
+            "user_id: invalid UTF-8",
+        )
+    assert ws.store.count("events") == 1
+
+
+def test_a_stored_json_line_with_a_lone_surrogate_replays_without_a_traceback(
+    ws: Workspace, write: Write
+) -> None:
+    """DuckDB calls the line invalid JSON; Python read it, and pyarrow then raised."""
+    path = write("e.jsonl", '{"event":"page_viewed","user_id":"\\udcff","ts":"2024-01-01"}\n')
+    result = ws.ingest("events", [path])
+    assert result.quarantined == 1
+    for _ in range(2):
+        [replay] = ws.quarantine_replay()
+        assert (replay.resolved, replay.quarantined) == (0, 1)
+    assert ws.store.sql("SELECT reason FROM quarantine").fetchall() == [("user_id: invalid UTF-8",)]
+    assert ws.store.count("events") == 0
+
+
+def test_a_stored_deeply_nested_line_replays_without_a_traceback(
+    ws: Workspace, write: Write
+) -> None:
+    line = '{"event":"page_viewed","user_id":"u","ts":"2024-01-01","p":' + "[" * 100_000
+    ws.ingest("events", [write("e.jsonl", line + "]" * 100_000 + "}x\n")])
+    [replay] = ws.quarantine_replay()
+    assert (replay.resolved, replay.quarantined) == (0, 1)
+    assert ws.store.sql("SELECT reason FROM quarantine").fetchall() == [
+        ("not valid JSON (nested too deeply)",)
+    ]
+
+
+def test_undecodable_values_are_not_replayed_as_their_escapes(
+    ws: Workspace, write: Write, tmp_path: Path
+) -> None:
+    """A CSV user id of bytes \\xFF\\xFE was quarantined, and a plain replay then stored the
+    escaped text '\\xFF\\xFEu2' as the user id."""
+    ws.ingest("users", [write("users.csv", b"user_id,city\n\xff\xfeu2,BJ\nu3,\xffX\n")])
+    for _ in range(2):
+        [replay] = ws.quarantine_replay()
+        assert (replay.resolved, replay.quarantined) == (0, 2)
+    assert ws.store.sql("SELECT reason FROM quarantine ORDER BY line_no").fetchall() == [
+        ("user_id: invalid UTF-8",),
+        ("city: invalid UTF-8",),
+    ]
+    assert ws.store.count("users") == 0
+    lines = export(ws, tmp_path / "q.jsonl")
+    assert lines[2]["row"] == {"user_id": "\\xFF\\xFEu2", "city": "BJ"}
+    assert lines[2]["undecodable"] == ["user_id"] and lines[3]["undecodable"] == ["city"]
+    # Fixed in the export, a row goes in; left as it was, it stays.
+    lines[2]["row"]["user_id"] = "u2"
+    ws.quarantine_replay(file=write_edits(tmp_path / "fix.jsonl", lines[2], lines[3]))
+    assert ws.store.sql("SELECT user_id, city FROM users").fetchall() == [("u2", "BJ")]
+    assert open_rows(ws) == [(3, "city: invalid UTF-8")]
+
+
+def test_replay_rows_whose_keys_differ_only_in_case_name_both_rows(
+    ws: Workspace, batch: BatchResult, tmp_path: Path
+) -> None:
+    lines = export(ws, tmp_path / "q.jsonl")
+    lines[3]["row"]["Note"] = "a"
+    lines[5]["row"]["note"] = "b"
+    path = write_edits(tmp_path / "fix.jsonl", lines[3], lines[5])
+    with pytest.raises(InputError, match=r"line 2: row key 'note' and 'Note' \(.*line 1\)"):
+        ws.quarantine_replay(file=path)
+    assert open_rows(ws) == OPEN

@@ -797,3 +797,82 @@ def test_unusable_headers_and_keys_are_one_line_errors(
         ws.ingest("events", [path])
     assert str(path) in str(info.value)
     assert ws.store.count("events") == 0 and ws.store.count("quarantine") == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        # A conversion traceback: DuckDB read the header '_LINE' in place of the record number.
+        ("e.csv", "_LINE,event,user_id,ts\n5,product_viewed,u1,2024-01-01\n", "'_LINE'"),
+        # Silently dropped: the replay's quarantine id column took its place.
+        ("e.csv", "event,user_id,ts,_qid\nproduct_viewed,u1,2024-01-01,7\n", "'_qid'"),
+        # The key was read as the parser's _error: the row was quarantined with its text.
+        (
+            "e.jsonl",
+            '{"event":"product_viewed","user_id":"u1","ts":"2024-01-01","_Error":"boom"}\n',
+            "'_Error' (line 1)",
+        ),
+        (
+            "e.jsonl",
+            '{"event":"product_viewed","user_id":"u1","ts":"2024-01-01","_RAW_LINE":"x"}\n',
+            "'_RAW_LINE' (line 1)",
+        ),
+    ],
+)
+def test_reserved_names_are_refused_in_any_case(
+    ws: Workspace, write: Write, name: str, content: str, needle: str
+) -> None:
+    path = write(name, content)
+    with pytest.raises(InputError, match="is reserved") as info:
+        ws.ingest("events", [path])
+    assert needle in str(info.value) and str(path) in str(info.value)
+    assert_store_empty(ws)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_more_columns_than_the_limit_is_one_line_naming_it(
+    ws: Workspace, write: Write, fmt: str
+) -> None:
+    """10,000 columns ran out of memory building the validating statement (a DuckDB
+    'transaction is aborted' error); 2,000 took seconds for a hundred rows."""
+    from jingzhun.ingest.sources import MAX_COLUMNS
+
+    names = ["event", "user_id", "ts", *(f"c{i}" for i in range(MAX_COLUMNS))]
+    values = ["product_viewed", "u1", "2024-01-01", *("1" for _ in range(MAX_COLUMNS))]
+    if fmt == "csv":
+        path = write("e.csv", ",".join(names) + "\n" + ",".join(values) + "\n")
+    elif fmt == "jsonl":
+        path = write("e.jsonl", json.dumps(dict(zip(names, values, strict=True))) + "\n")
+    else:
+        table = pa.table({n: [v] for n, v in zip(names, values, strict=True)})
+        path = write("e.parquet", parquet_bytes(table))
+    with pytest.raises(InputError, match=f"more than the {MAX_COLUMNS:,}") as info:
+        ws.ingest("events", [path])
+    assert str(path) in str(info.value)
+    assert_store_empty(ws)
+
+
+def test_a_header_with_a_control_character_is_one_line(ws: Workspace, write: Write) -> None:
+    """It ended in an error naming no file ('... is not a usable column or table name')."""
+    path = write("e.csv", "event,user_id,ts,a\x01b\nproduct_viewed,u1,2024-01-01,1\n")
+    with pytest.raises(InputError, match=r"column 'a\\x01b' \(header column 4\) cannot name"):
+        ws.ingest("events", [path])
+    assert_store_empty(ws)
+
+
+def test_invalid_utf8_in_a_parquet_string_column_names_the_column(
+    ws: Workspace, write: Write
+) -> None:
+    """DuckDB's message names the value, not the column."""
+    user_ids = pa.array([b"u1", b"\xffu2"], pa.binary()).view(pa.string())
+    table = pa.table(
+        {
+            "event": ["product_viewed"] * 2,
+            "user_id": user_ids,
+            "ts": ["2024-01-01", "2024-01-02"],
+        }
+    )
+    path = write("e.parquet", parquet_bytes(table))
+    with pytest.raises(InputError, match="column 'user_id' holds text that is not valid UTF-8"):
+        ws.ingest("events", [path])
+    assert_store_empty(ws)

@@ -881,3 +881,152 @@ def test_random_text_never_crashes_and_every_row_is_accounted_for(
         [result.batch_id],
     ).fetchone()[0]
     assert bad == 0
+
+
+# -- headers name fields as a person reads them; personal data never becomes an extra ----------
+# (issue 12: 'Email,user_id,email' put the second address into users.attributes, unvalidated)
+
+HEADER_CLASHES = [
+    # (kind, header, row, the two columns the error names)
+    (
+        "events",
+        "event,user_id,User__ID,ts",
+        "product_viewed,u1,u2,2024-01-01",
+        ("user_id", "User__ID"),
+    ),
+    (
+        "events",
+        "event,ts,user_id,user - id",
+        "product_viewed,2024-01-01,u1,u2",
+        ("user_id", "user - id"),
+    ),
+    (
+        "events",
+        "event,ts,Item_ID,item-id",
+        "product_viewed,2024-01-01,i1,i2",
+        ("Item_ID", "item-id"),
+    ),
+    ("users", "user_id,ＥＭＡＩＬ,email", "u1,a@x.com,b@x.com", ("ＥＭＡＩＬ", "email")),
+    ("users", "user_id,Birth Year,birth-year", "u1,1990,1991", ("Birth Year", "birth-year")),
+    ("items", "item_id,Title,_title_", "i1,a,b", None),  # '_title_' is no field: an extra
+    ("items", "item_id,Title,TITLE", "i1,a,b", ("Title", "TITLE")),
+    ("items", "item_id,Stock,stock_", "i1,1,2", None),
+    ("items", "item_id, Stock ,s-t-o-c-k,STOCK", "i1,1,2,3", ("Stock", "STOCK")),
+]
+
+
+@pytest.mark.parametrize(("kind", "header", "row", "named"), HEADER_CLASHES)
+def test_two_headers_for_one_field_are_an_error_naming_both(
+    ws: Workspace, write: Write, kind: str, header: str, row: str, named: tuple[str, str] | None
+) -> None:
+    path = write(f"{kind}.csv", f"{header}\n{row}\n")
+    if named is None:
+        ws.ingest(kind, [path])
+        return
+    with pytest.raises(InputError) as info:
+        ws.ingest(kind, [path])
+    message = str(info.value)
+    assert str(path) in message and all(repr(n) in message for n in named), message
+    assert ws.store.count(kind) == 0 and ws.store.count("quarantine") == 0
+
+
+def test_json_keys_that_differ_only_in_case_are_an_error_not_a_lost_value(
+    ws: Workspace, write: Write
+) -> None:
+    """Line 2's 'email' was silently dropped (DuckDB read it as 'email_1') and u2 reached pii
+    without its address."""
+    path = write(
+        "users.jsonl",
+        '{"user_id": "u1", "Email": "a@x.com"}\n{"user_id": "u2", "email": "b@x.com"}\n',
+    )
+    with pytest.raises(InputError, match=r"JSON keys 'Email' and 'email' \(line 2\)"):
+        ws.ingest("users", [path])
+    assert ws.store.count("users") == 0 and ws.store.count("pii") == 0
+
+
+def test_parquet_columns_that_differ_only_in_case_are_an_error(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """DuckDB reads a Parquet file's second 'email' as 'email_1' and an unnamed column as
+    'C3': both went into users.attributes."""
+    table = pa.table({"user_id": ["u1"], "Email": ["a@x.com"], "email": ["b@x.com"]})
+    with pytest.raises(InputError, match="'Email' and 'email' differ only in case"):
+        ws.ingest("users", [parquet(tmp_path / "u.parquet", table)])
+    table = pa.table({"user_id": ["u1"], "": ["b@x.com"]})
+    with pytest.raises(InputError, match="column '' cannot name a column"):
+        ws.ingest("users", [parquet(tmp_path / "v.parquet", table)])
+    assert ws.store.count("users") == 0 and ws.store.count("pii") == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "column", "field"),
+    [
+        ("user_id,E-Mail", "E-Mail", "email"),
+        ("user_id,email_address", "email_address", "email"),
+        ("user_id,Mobile Phone", "Mobile Phone", "phone"),
+        ("user_id,first_name", "first_name", "name"),
+        ("user_id,HomeAddress", "HomeAddress", "address"),
+        ("user_id,ｅｍａｉｌ２", "ｅｍａｉｌ２", "email"),
+    ],
+)
+def test_a_header_naming_personal_data_never_lands_in_attributes(
+    ws: Workspace, write: Write, header: str, column: str, field: str
+) -> None:
+    path = write("users.csv", f"{header}\nu1,secret@x.com\n")
+    with pytest.raises(InputError) as info:
+        ws.ingest("users", [path])
+    assert f"column {column!r} looks like personal data ({field})" in str(info.value)
+    assert f"--map {column}={field}" in str(info.value)
+    assert ws.store.count("users") == 0
+    # Mapped, it goes where personal data goes.
+    ws.ingest("users", [path], mapping={column: field})
+    assert one(ws, f"SELECT {field} FROM pii") == ("secret@x.com",)
+    assert one(ws, "SELECT attributes FROM users") == (None,)
+
+
+def test_a_json_key_naming_personal_data_is_refused_too(ws: Workspace, write: Write) -> None:
+    path = write("users.jsonl", '{"user_id": "u1", "contact_email": "secret@x.com"}\n')
+    with pytest.raises(InputError, match="'contact_email' looks like personal data"):
+        ws.ingest("users", [path])
+    assert ws.store.count("users") == 0
+
+
+def test_a_column_pushed_aside_by_map_is_not_kept_as_personal_data(
+    ws: Workspace, write: Write
+) -> None:
+    """--map Mail=email left the file's own 'email' column as an extra in attributes."""
+    path = write("users.csv", "user_id,Mail,email\nu1,a@x.com,b@x.com\n")
+    with pytest.raises(InputError, match="another column is mapped to email"):
+        ws.ingest("users", [path], mapping={"Mail": "email"})
+    assert ws.store.count("users") == 0
+
+
+def test_events_and_items_keep_name_columns_as_extras(ws: Workspace, write: Write) -> None:
+    """Only users have personal-data fields: a product's or a page's name is not one."""
+    ws.ingest("items", [write("items.csv", "item_id,brand_name\ni1,Acme\n")])
+    assert json.loads(one(ws, "SELECT attributes FROM items")[0]) == {"brand_name": "Acme"}
+    ws.ingest(
+        "events", [write("e.csv", "event,user_id,ts,page_name\npage_viewed,u1,2024-01-01,Home\n")]
+    )
+    assert json.loads(one(ws, "SELECT properties FROM events")[0]) == {"page_name": "Home"}
+
+
+def test_an_invalid_utf8_id_is_quarantined_naming_the_field_only(
+    ws: Workspace, write: Write
+) -> None:
+    """It said 'user_id: missing; user_id: invalid UTF-8': the id was given, just not text."""
+    path = write("users.csv", b"user_id,city\n\xff\xfeu1,SH\nu2,BJ\n")
+    result = ws.ingest("users", [path])
+    assert quarantined(ws, result.batch_id) == [(2, "user_id: invalid UTF-8")]
+    assert one(ws, "SELECT user_id FROM users") == ("u2",)
+
+
+def test_a_json_chunk_without_a_required_key_is_quarantined(ws: Workspace, write: Write) -> None:
+    """No line of the chunk had 'ts' (or 'event'): a NOT NULL constraint traceback."""
+    path = write("e.jsonl", '{"event": "page_viewed", "user_id": "u1"}\n')
+    result = ws.ingest("events", [path])
+    assert quarantined(ws, result.batch_id) == [(1, "ts: missing")]
+    path = write("u.jsonl", '{"city": "SH"}\n')
+    result = ws.ingest("users", [path])
+    assert quarantined(ws, result.batch_id) == [(1, "user_id: missing")]
+    assert ws.store.count("events") == 0 and ws.store.count("users") == 0

@@ -259,7 +259,10 @@ class Ingestor:
             try:
                 sql = cache.get(chunk.schema_key)
                 if sql is None:
-                    columns = list(zip(chunk_rel.columns, map(str, chunk_rel.types), strict=True))
+                    # The chunk's own names, not DuckDB's: it renames a second 'email' next to
+                    # 'Email' to 'email_1', which the validator must see to refuse.
+                    names = chunk.table.column_names
+                    columns = list(zip(names, map(str, chunk_rel.types), strict=True))
                     sql = validator.select(src.label, columns, relation, index, strict=src.strict)
                     cache[chunk.schema_key] = sql
                 chunk_rel.query(

@@ -28,7 +28,7 @@ import pyarrow as pa
 from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest.pipeline import BatchResult, Ingestor, utcnow
-from jingzhun.ingest.sources import META_COLUMNS
+from jingzhun.ingest.sources import UNDECODABLE, check_columns
 from jingzhun.ingest.validate import IngestOptions
 from jingzhun.outputs import atomic_write, check_output_path
 from jingzhun.store import Store
@@ -52,8 +52,10 @@ class Selection:
             clauses.append("batch_id = ?")
             params.append(self.batch_id)
         if self.ids:
-            clauses.append(f"quarantine_id IN ({', '.join('?' for _ in self.ids)})")
-            params.extend(self.ids)
+            # One list parameter, however many ids (an edit file may hold a million).
+            # Ids past BIGINT name no row (and would not cast): they match nothing.
+            clauses.append("quarantine_id IN (SELECT unnest(?::BIGINT[]))")
+            params.append([i for i in self.ids if -(1 << 63) <= i < 1 << 63])
         if self.reason:
             # Matched as text: with ILIKE, --reason % matched every row, around discard's
             # guard against discarding everything at once.
@@ -131,27 +133,28 @@ def export(store: Store, out: str | Path, selection: Selection = OPEN) -> int:
     """Write the selected rows as JSON Lines for editing; return how many.
 
     Each line: ``{"quarantine_id", "batch_id", "kind", "source", "line_no", "reason", "row"}``
-    where ``row`` is the raw row to correct. ``replay --file`` reads the edited file back.
+    where ``row`` is the raw row to correct, and ``"undecodable"`` lists the values of ``row``
+    whose bytes were not UTF-8 (shown escaped, ``\\xFF``), if any. ``replay --file`` reads the
+    edited file back.
     """
     target = check_output_path(out, store_path=store.path)
     frame = rows(store, selection, limit=None)
     with atomic_write(target, "w", encoding="utf-8") as fh:
         for rec in frame.itertuples(index=False):
-            fh.write(
-                json.dumps(
-                    {
-                        "quarantine_id": int(rec.quarantine_id),
-                        "batch_id": rec.batch_id,
-                        "kind": rec.kind,
-                        "source": rec.source,
-                        "line_no": None if pd.isna(rec.line_no) else int(rec.line_no),
-                        "reason": rec.reason,
-                        "row": json.loads(rec.raw),
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
+            row = json.loads(rec.raw)
+            undecodable = row.pop(UNDECODABLE, None) if isinstance(row, dict) else None
+            line = {
+                "quarantine_id": int(rec.quarantine_id),
+                "batch_id": rec.batch_id,
+                "kind": rec.kind,
+                "source": rec.source,
+                "line_no": None if pd.isna(rec.line_no) else int(rec.line_no),
+                "reason": rec.reason,
+                "row": row,
+            }
+            if undecodable:
+                line["undecodable"] = undecodable
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     return len(frame)
 
 
@@ -173,37 +176,88 @@ def discard(store: Store, selection: Selection) -> int:
 
 #: Largest replay file read (an export of a million rows is far below it).
 MAX_REPLAY_BYTES = 1 << 30
-#: Keys the replay reader adds to a row itself: a row key of that name would be overwritten
-#: (silently lost) on the way back in.
-_RESERVED_ROW_KEYS = frozenset({*META_COLUMNS, "_qid", "_file"})
+#: The keys of a row the parser could not split: its text and, for CSV, how to split it.
+_RAW_KEYS = ("_raw_line", "_columns", "_delimiter")
+#: The delimiters ingest splits CSV and TSV by (the only ones an export writes).
+_DELIMITERS = (",", "\t")
+
+
+class _JsonError(ValueError):
+    """JSON text that is not valid (``syntax``), nests too deeply or holds a key twice."""
+
+    def __init__(self, message: str, *, syntax: bool = False) -> None:
+        super().__init__(message)
+        self.syntax = syntax
+
+
+def _loads(text: str) -> object:
+    """``json.loads``, except that a key given twice is an error (the last one silently won)
+    and so is nesting past Python's recursion limit (a traceback before)."""
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        obj = dict(items)
+        if len(obj) != len(items):
+            seen: set[str] = set()
+            for key, _ in items:
+                if key in seen:
+                    raise _JsonError(f"key {key!r} appears twice")
+                seen.add(key)
+        return obj
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs)
+    except RecursionError:
+        raise _JsonError("nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise _JsonError(exc.msg, syntax=True) from None
+
+
+@dataclass(frozen=True)
+class _Edit:
+    line: int  # in the replay file
+    row: dict[str, object]
 
 
 def _check_row(row: dict[str, object], where: str) -> None:
-    """A row object of a replay file: keys a column can have, and the shapes export wrote."""
-    for key in row:
-        if not key or "\x00" in key or key in _RESERVED_ROW_KEYS - {"_raw_line"}:
-            raise InputError(
-                f"{where}: row key {key!r} is reserved or not a column name",
-                hint="rename the key; _line, _error, _qid, _object and empty names are jingzhun's",
-            )
-    if "_raw_line" in row:
-        columns, delimiter = row.get("_columns"), row.get("_delimiter", ",")
-        if not isinstance(row["_raw_line"], str):
-            raise InputError(f"{where}: _raw_line must be text", hint="keep the exported layout")
-        if columns is not None and (
-            not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
-        ):
-            raise InputError(
-                f"{where}: _columns must be a list of column names", hint="keep the exported layout"
-            )
-        if not isinstance(delimiter, str) or len(delimiter) != 1:
-            raise InputError(
-                f"{where}: _delimiter must be one character", hint="keep the exported layout"
-            )
+    """The shape of a row of a replay file; its column names are checked in :func:`_table`."""
+    if "_raw_line" not in row:
+        return
+    extra = [k for k in row if k not in _RAW_KEYS]
+    if extra:  # dropped silently before: only the line is read
+        raise InputError(
+            f"{where}: a row with _raw_line holds only {', '.join(_RAW_KEYS)}, not {extra[0]!r}",
+            hint="fix the text of _raw_line, or replace the row by its columns",
+        )
+    columns, delimiter = row.get("_columns"), row.get("_delimiter", ",")
+    if not isinstance(row["_raw_line"], str):
+        raise InputError(f"{where}: _raw_line must be text", hint="keep the exported layout")
+    if columns is not None and (
+        not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+    ):
+        raise InputError(
+            f"{where}: _columns must be a list of column names", hint="keep the exported layout"
+        )
+    if columns is not None and len(set(columns)) != len(columns):
+        twice = next(c for c in columns if columns.count(c) > 1)
+        raise InputError(
+            f"{where}: _columns names {twice!r} twice", hint="keep the exported layout"
+        )
+    if delimiter not in _DELIMITERS:
+        raise InputError(
+            f"{where}: _delimiter must be ',' or a tab, not {str(delimiter)[:20]!r}",
+            hint="keep the exported layout",
+        )
+    try:  # kept as the raw row if it fails again: the store holds only UTF-8
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            f"{where}: _raw_line or _columns hold text that is not UTF-8 (such as \\udcff)",
+            hint="fix the text",
+        ) from None
 
 
-def _edits(path: str | Path) -> dict[int, dict[str, object]]:
-    edits: dict[int, dict[str, object]] = {}
+def _edits(path: str | Path) -> dict[int, _Edit]:
+    edits: dict[int, _Edit] = {}
     try:
         info = Path(path).stat()
         # /dev/zero or a FIFO would be read until memory runs out (issue 12).
@@ -223,56 +277,67 @@ def _edits(path: str | Path) -> dict[int, dict[str, object]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
+            obj = _loads(line)
+        except _JsonError as exc:
             raise InputError(
-                f"{path}, line {n}: not valid JSON ({exc.msg})", hint="fix the edit"
-            ) from exc
+                f"{path}, line {n}: not valid JSON ({exc})", hint="fix the edit"
+            ) from None
+        qid = obj.get("quarantine_id") if isinstance(obj, dict) else None
         if (
             not isinstance(obj, dict)
             # bool is an int in Python: "quarantine_id": true was read as row 1
-            or type(obj.get("quarantine_id")) is not int
+            or type(qid) is not int
+            or not -(1 << 63) <= qid < 1 << 63
             or not isinstance(obj.get("row"), dict)
         ):
             raise InputError(
                 f"{path}, line {n}: needs an integer quarantine_id and a row object",
                 hint="keep the exported layout",
             )
+        if qid in edits:  # the later line silently won before
+            raise InputError(
+                f"{path}, line {n}: quarantine_id {qid} is also on line {edits[qid].line}",
+                hint="keep one edit per row",
+            )
         _check_row(obj["row"], f"{path}, line {n}")
-        edits[obj["quarantine_id"]] = obj["row"]
+        edits[qid] = _Edit(n, obj["row"])
     if not edits:
         raise InputError(f"{path} holds no rows to replay")
     return edits
 
 
-def _row_values(
-    raw: dict[str, object], qid: int
-) -> tuple[dict[str, str | None], str | None, str | None]:
-    """A raw row as text values; (values, parse error, raw line) for rows never split."""
+@dataclass
+class _Row:
+    """One row to replay: its values as text, or why it cannot be read, and its raw form."""
+
+    values: dict[str, str | None]
+    error: str | None = None
+    raw_line: str | None = None  # the raw form to keep when the row fails before validation
+
+
+def _row_values(raw: dict[str, object]) -> _Row:
+    """A raw row as text values, or the error of a row never split."""
     if "_raw_line" not in raw:
-        return {k: _text(v) for k, v in raw.items()}, None, None
+        return _Row({k: _text(v) for k, v in raw.items()})
     line = str(raw["_raw_line"])
     columns = raw.get("_columns")
+    kept = json.dumps(raw, ensure_ascii=False)
     if isinstance(columns, list):  # a CSV line with the wrong number of fields
-        fields = next(csv.reader(io.StringIO(line), delimiter=str(raw.get("_delimiter", ","))), [])
+        delimiter = str(raw.get("_delimiter", ","))
+        try:
+            fields = next(csv.reader(io.StringIO(line), delimiter=delimiter), [])
+        except csv.Error as exc:
+            return _Row({}, f"cannot split the line ({exc})", kept)
         if len(fields) != len(columns):
-            return (
-                {},
-                f"expected {len(columns)} fields, found {len(fields)}",
-                json.dumps(raw, ensure_ascii=False),
-            )
-        return (
-            {c: (f if f != "" else None) for c, f in zip(columns, fields, strict=True)},
-            None,
-            None,
-        )
+            return _Row({}, f"expected {len(columns)} fields, found {len(fields)}", kept)
+        return _Row({c: (f if f != "" else None) for c, f in zip(columns, fields, strict=True)})
     try:  # a JSON Lines line
-        obj = json.loads(line)
-    except json.JSONDecodeError:
-        return {}, "not valid JSON", json.dumps(raw, ensure_ascii=False)
+        obj = _loads(line)
+    except _JsonError as exc:
+        return _Row({}, "not valid JSON" if exc.syntax else f"not valid JSON ({exc})", kept)
     if not isinstance(obj, dict):
-        return {}, "not a JSON object", json.dumps(raw, ensure_ascii=False)
-    return {k: _text(v) for k, v in obj.items()}, None, None
+        return _Row({}, "not a JSON object", kept)
+    return _Row({k: _text(v) for k, v in obj.items()})
 
 
 def _text(value: object) -> str | None:
@@ -287,21 +352,74 @@ def _text(value: object) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _table(records: Iterable[tuple[int, dict[str, object]]]) -> pa.Table:
-    values, qids, errors, raws = [], [], [], []
-    for qid, raw in records:
-        vals, err, raw_line = _row_values(raw, qid)
-        values.append(vals)
+def _not_utf8(row: _Row) -> None:
+    """Text Python holds but UTF-8 cannot (a lone surrogate such as JSON's "\\udcff") fails the
+    row, naming the value, as undecodable bytes do at ingest (a traceback before)."""
+    bad = []
+    for name, value in row.values.items():
+        try:
+            if value is not None:
+                value.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(name)
+    if bad:
+        row.error = "; ".join(f"{name}: invalid UTF-8" for name in bad)
+        # The store's JSON holds no lone surrogate: kept as the text '\udcff' and marked, as
+        # ingest keeps undecodable bytes, so that a replay does not take the text for the value.
+        shown = {
+            k: v.encode("utf-8", "backslashreplace").decode("utf-8") if v else v
+            for k, v in row.values.items()
+        }
+        row.raw_line = json.dumps({**shown, UNDECODABLE: bad}, ensure_ascii=False)
+        row.values = {}
+
+
+def _undecodable(row: _Row, given: dict[str, object], stored: dict[str, object]) -> None:
+    """Values whose bytes were not UTF-8 at ingest are kept escaped (``\\xFF``) in the raw
+    row, which names them: replayed unchanged they fail again instead of storing the escape as
+    the value (a user id '\\xFFu' went in before, issue 12)."""
+    marked = stored.get(UNDECODABLE)
+    if not isinstance(marked, list) or row.error is not None:
+        return
+    still = [c for c in marked if isinstance(c, str) and c in given and given[c] == stored.get(c)]
+    if still:
+        row.error = "; ".join(f"{c}: invalid UTF-8" for c in still)
+        row.raw_line = json.dumps({**given, UNDECODABLE: still}, ensure_ascii=False)
+        row.values = {}
+
+
+def _table(records: Iterable[tuple[int, str, dict[str, object], dict[str, object]]]) -> pa.Table:
+    """The replay's rows as a table of text columns plus the meta columns a source has.
+
+    ``records`` are (quarantine id, where it was read, the row to replay, the row as stored).
+    A key that cannot name a column (reserved, empty, control characters, two that differ
+    only in case) is an error naming the row: it would be overwritten by the meta columns or
+    renamed by DuckDB, i.e. silently lost (issue 12), just as a file's header may not hold it.
+    """
+    rows: list[_Row] = []
+    qids: list[int] = []
+    folded: dict[str, tuple[str, str]] = {}
+    for qid, where, given, stored in records:
+        row = _row_values(given)
+        check_columns(where, list(row.values), what="row key")
+        for key in row.values:
+            other, other_where = folded.setdefault(key.casefold(), (key, where))
+            if other != key:
+                raise InputError(
+                    f"{where}: row key {key!r} and {other!r} ({other_where}) differ only in case",
+                    hint="use one spelling for one column",
+                )
+        _not_utf8(row)
+        _undecodable(row, given, stored)
+        rows.append(row)
         qids.append(qid)
-        errors.append(err)
-        raws.append(raw_line)
-    columns = sorted({k for v in values for k in v})
+    columns = sorted({k for r in rows for k in r.values})
     data: dict[str, pa.Array] = {
-        c: pa.array([v.get(c) for v in values], pa.string()) for c in columns
+        c: pa.array([r.values.get(c) for r in rows], pa.string()) for c in columns
     }
     data["_line"] = pa.array(qids, pa.int64())  # unique within the replay, for in-batch dedupe
-    data["_error"] = pa.array(errors, pa.string())
-    data["_raw_line"] = pa.array(raws, pa.string())
+    data["_error"] = pa.array([r.error for r in rows], pa.string())
+    data["_raw_line"] = pa.array([r.raw_line for r in rows], pa.string())
     data["_qid"] = pa.array(qids, pa.int64())
     return pa.table(data)
 
@@ -326,8 +444,9 @@ def replay(
         known = {
             r[0]
             for r in store.sql(
-                f"SELECT quarantine_id FROM quarantine WHERE quarantine_id IN ({', '.join('?' for _ in edits)})",
-                list(edits),
+                "SELECT quarantine_id FROM quarantine "
+                "WHERE quarantine_id IN (SELECT unnest(?::BIGINT[]))",
+                [list(edits)],
             ).fetchall()
         }
         missing = sorted(set(edits) - known)
@@ -357,10 +476,15 @@ def replay(
                 options.ts_format,
                 options.format,
             )
-        records = [
-            (int(qid), edits[int(qid)] if edits is not None else json.loads(raw))
-            for qid, raw in zip(group["quarantine_id"], group["raw"], strict=True)
-        ]
+        records = []
+        for qid, raw in zip(group["quarantine_id"].tolist(), group["raw"].tolist(), strict=True):
+            stored = json.loads(raw)
+            if edits is not None:
+                edit = edits[qid]
+                records.append((qid, f"{file}, line {edit.line}", edit.row, stored))
+            else:
+                given = {k: v for k, v in stored.items() if k != UNDECODABLE}
+                records.append((qid, f"quarantine row #{qid}", given, stored))
         results.append(
             ingestor.run_rows(
                 f"replay:{batch_id}", _table(records), options, replay_of=str(batch_id)

@@ -8,6 +8,8 @@ the personal-data fields (email, phone, name, address) go to the separate ``pii`
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -127,6 +129,17 @@ EXTRAS_COLUMN: dict[Kind, str] = {
     "users": "attributes",
     "items": "attributes",
 }
+
+
+#: The personal-data fields: they go to the ``pii`` table, never to an analytics table.
+PII_FIELDS: tuple[str, ...] = tuple(f.name for f in USER_FIELDS if f.pii)
+
+
+def pii_in_name(name: str) -> str | None:
+    """The personal-data field a column name speaks of, if any, whatever its case, width
+    and separators: ``E-Mail``, ``email_address``, ``Mobile Phone``, ``first_name``."""
+    compact = re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", name).casefold())
+    return next((f for f in PII_FIELDS if f in compact), None)
 
 
 def field_names(kind: Kind) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,8 +30,9 @@ from jingzhun.ingest.schema import (
     Field,
     Kind,
     field_names,
+    pii_in_name,
 )
-from jingzhun.ingest.sources import META_COLUMNS, json_path
+from jingzhun.ingest.sources import META_COLUMNS, UNDECODABLE, check_columns, json_path
 from jingzhun.store.sql import Sql, lit
 from jingzhun.store.sql import ident as q
 
@@ -243,16 +245,11 @@ class RowValidator:
         fields = set(field_names(self.kind))
         renamed_to = set(self.options.mapping.values())
         mapped: dict[str, str] = {}
-        folded: dict[str, str] = {}
-        for col in columns:
-            # DuckDB's names are case-insensitive: it would read a second 'email' next to
-            # 'Email' as 'email_1', an unvalidated extra holding an address.
-            other = folded.setdefault(col.casefold(), col)
-            if other != col:
-                raise InputError(
-                    f"{label}: columns {other!r} and {col!r} differ only in case",
-                    hint="rename or drop one of them",
-                )
+        # DuckDB's names are case-insensitive: it would read a second 'email' next to 'Email'
+        # as 'email_1', an unvalidated extra holding an address. Every source's names pass
+        # here (files, JSON keys chunk by chunk, replayed rows).
+        check_columns(label, columns)
+        extras: list[str] = []
         for col in columns:
             if col in self.options.mapping:
                 target: str | None = self.options.mapping[col]
@@ -262,6 +259,7 @@ class RowValidator:
                 key = field_key(col)
                 target = key if key in fields else None
             if target is None:
+                extras.append(col)
                 continue
             if target in mapped:
                 raise InputError(
@@ -274,6 +272,22 @@ class RowValidator:
                     hint=f"drop --set {target}, or --map the column to another field",
                 )
             mapped[target] = col
+        if any(f.pii for f in self.fields):
+            # Personal data goes to the pii table or nowhere: never as an extra into
+            # users.attributes, an analytics table (issue 12).
+            for col in extras:
+                pii = pii_in_name(col)
+                if pii is not None:
+                    hint = (
+                        f"another column is mapped to {col}; drop one of them"
+                        if col in renamed_to
+                        else f"--map {col}={pii} if it is the {pii}, else drop or rename it"
+                    )
+                    raise InputError(
+                        f"{label}: column {col!r} looks like personal data ({pii}) and would be "
+                        "kept in users.attributes",
+                        hint=hint,
+                    )
         if strict:
             available = set(mapped) | set(self.options.constants)
             for f in self.fields:
@@ -334,17 +348,24 @@ class RowValidator:
         ids: list[str] = []  # typed id columns: their length and blank checks share one guard
         present_bits = 0
         for bit, f in enumerate(self.fields):
+            undecodable = None
             if f.name in mapped:
                 i = index[mapped[f.name]]
                 cat, value = cats[mapped[f.name]], f"d{i}"
+                if cat == "blob":
+                    undecodable = f"c{i} IS NOT NULL AND d{i} IS NULL"
             elif f.name in self.options.constants:
                 cat, value = "text", lit(self.options.constants[f.name])
             else:
                 lv.append(f"NULL::{SQL_TYPES[f.type]} AS v_{f.name}")
                 lt.append(f"NULL::{SQL_TYPES[f.type]} AS t_{f.name}")
+                if f.required and f.name != "event_id":
+                    # Only sources without a header get here (JSON Lines chunks, replays):
+                    # a chunk none of whose rows has the field fails every row.
+                    checks.append(Check("TRUE", lit(f.name + ": missing")))
                 continue
             present_bits |= 1 << bit
-            v, t, field_checks = self._field(f, cat, value)
+            v, t, field_checks = self._field(f, cat, value, undecodable=undecodable)
             lv.append(f"{v} AS v_{f.name}")
             lt.append(f"{t} AS t_{f.name}")
             checks.extend(field_checks)
@@ -380,6 +401,19 @@ class RowValidator:
         )
         raw_pairs = [f"{q(c)} := {self._raw_text(i, cats[c])}" for c, i in index.items()]
         raw = f"to_json(struct_pack({', '.join(raw_pairs)}))::VARCHAR" if raw_pairs else "'{}'"
+        blobs = [(c, i) for c, i in index.items() if cats[c] == "blob"]
+        if blobs:
+            # The raw row shows bytes that are not UTF-8 escaped (\xFF); it names those values
+            # too, so that a replay does not take the escape for the value (it stored
+            # '\xFF…' as a user id before, issue 12).
+            marks = ", ".join(
+                f"CASE WHEN c{i} IS NOT NULL AND d{i} IS NULL THEN {lit(c)} END" for c, i in blobs
+            )
+            bad = f"list_filter([{marks}], lambda x: x IS NOT NULL)"
+            raw = (
+                f"CASE WHEN len({bad}) = 0 THEN {raw} ELSE to_json(struct_pack("
+                f"{', '.join(raw_pairs)}, {q(UNDECODABLE)} := {bad}))::VARCHAR END"
+            )
         return (
             f"SELECT {', '.join(out)},\n"
             f"  _reason,\n"
@@ -396,11 +430,14 @@ class RowValidator:
             return f"coalesce(d{i}, CAST(c{i} AS VARCHAR))"
         return f"CAST(c{i} AS VARCHAR)"
 
-    def _field(self, f: Field, cat: str, value: str) -> tuple[str, str, list[Check]]:
+    def _field(
+        self, f: Field, cat: str, value: str, *, undecodable: str | None = None
+    ) -> tuple[str, str, list[Check]]:
         """(given-value expr, typed expr, checks) for field ``f`` fed by ``value`` of ``cat``.
 
         A conversion check is added only where the conversion can fail (text to number, say,
-        but not a Parquet double to a number).
+        but not a Parquet double to a number). ``undecodable`` holds where the value was given
+        but is not UTF-8: that row is not also "missing".
         """
         name = f.name
         textual = cat in ("text", "blob")
@@ -417,7 +454,10 @@ class RowValidator:
 
         checks: list[Check] = []
         if f.required:
-            checks.append(Check(f"{V} IS NULL", lit(name + ": missing")))
+            missing = (
+                f"{V} IS NULL" if undecodable is None else f"{V} IS NULL AND NOT ({undecodable})"
+            )
+            checks.append(Check(missing, lit(name + ": missing")))
         if f.type in ("id", "event", "text"):
             if textual:
                 t = V
@@ -654,10 +694,12 @@ class RowValidator:
 
 
 def field_key(column: str) -> str:
-    """A header as the field name it means: case, surrounding spaces and inner runs of spaces
-    or hyphens do not matter (``" E-Mail "`` is not ``email``, but ``" Email "`` and
-    ``"User ID"`` are ``email`` and ``user_id``)."""
-    return re.sub(r"[\s-]+", "_", column.strip().casefold())
+    """A header as the field name it means: case, width (NFKC), surrounding spaces and inner
+    runs of spaces, hyphens and underscores do not matter (``" E-Mail "`` is not ``email``,
+    but ``" Email "``, ``"User ID"``, ``"user - id"`` and ``"ＵＳＥＲ＿ＩＤ"`` are ``email`` and
+    ``user_id``)."""
+    text = unicodedata.normalize("NFKC", column).strip().casefold()
+    return re.sub(r"[\s_-]+", "_", text)
 
 
 def _suggest(name: str, columns: list[str]) -> str:
