@@ -259,3 +259,37 @@ def test_uplift_and_its_scores(store: Path, tmp_path: Path, shop) -> None:
         ),
         "unknown uplift model 's_learner'",
     )
+
+
+#: (args, needles): NaN and infinities were tracebacks (they overflowed timedelta), and so was
+#: 100,000 training windows; each is refused before any work, naming the option and its range.
+NUMBERS = [
+    (
+        ("train", "--horizon", "nan"),
+        ("--horizon must be a finite number between 0.0416667 and 36,500, not nan", "one hour"),
+    ),
+    (("train", "--horizon", "inf"), ("--horizon must be a finite number between", "not inf")),
+    (("train", "--horizon", "1e308"), ("--horizon must be between 0.0416667 and 36,500",)),
+    # labelled nothing, after a minute of point-in-time profiles
+    (("train", "--horizon", "1e-300"), ("--horizon must be between", "not 1e-300", "one hour")),
+    (("train", "--train-windows", "100000"), ("--train-windows must be between 1 and 50",)),
+    (("train", "--train-windows", "-1"), ("--train-windows", "-1")),
+    (("uplift", "--window-days", "nan"), ("--window-days must be a finite number", "not nan")),
+    (("uplift", "--window-days", "inf"), ("--window-days must be a finite number", "not inf")),
+    (("uplift", "--window-days", "-1"), ("--window-days must be between", "not -1")),
+    (("uplift", "--window-days", "1e-300"), ("--window-days must be between", "one hour")),
+]
+#: One quick model per command, so that a value that is not refused fails fast.
+_ONE = {"train": "logistic", "uplift": "class_transformation"}
+
+
+@pytest.mark.parametrize(("args", "needles"), NUMBERS, ids=[" ".join(a) for a, _ in NUMBERS])
+def test_numbers_out_of_bounds_are_refused_before_any_work(
+    store: Path, tmp_path: Path, shop, args, needles
+) -> None:
+    db = copy_store(store, tmp_path / "n")
+    before = snapshot(db)
+    extra = ("--assignments", shop.file("campaigns")) if args[0] == "uplift" else ()
+    error_line(run(tmp_path, "predict", *args, *extra, "--models", _ONE[args[0]], db=db), *needles)
+    assert snapshot(db) == before
+    assert not (db.parent / (db.name + ".models")).exists()

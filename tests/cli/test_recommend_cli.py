@@ -506,7 +506,7 @@ BAD = [
         "train-param-out-of-range",
         "trained",
         ("recommend", "train", "--model", "als", "--param", "factors=-3"),
-        ("factors=-3",),
+        ("als: factors must be between 1 and 1,024, not -3",),
     ),
     (
         "train-param-without-value",
@@ -575,6 +575,71 @@ BAD = [
         "profiled",
         (*EVAL, "one_each.tsv", *LOG_COLUMNS, "--split", "random-by-user:0.5", "--json"),
         ("--split random-by-user:0.5", "no test user"),
+    ),
+    # Numbers (issue 12): NaN, infinite, negative or huge values are refused, one line each,
+    # naming the option and the allowed range; nothing is trained or written.
+    *(
+        (
+            f"train-hybrid-weight-{weight}",
+            "trained",
+            ("recommend", "train", "--model", "hybrid", "--param", f"weights=als:{weight}"),
+            (f"hybrid: weight of als must be {allowed}",),
+        )
+        # nan was accepted and made active, then recommended nothing; so was 1e300 (the
+        # float32 blend overflowed to inf)
+        for weight, allowed in (
+            ("nan", "a finite number between 0 and 1,000,000, not nan"),
+            ("-1", "between 0 and 1,000,000, not -1"),
+            ("1e300", "between 0 and 1,000,000, not 1e+300"),
+        )
+    ),
+    (
+        "train-whole-number-param-1.5",  # was read as 1, without a word
+        "trained",
+        ("recommend", "train", "--model", "als", "--param", "factors=1.5"),
+        ("als: factors must be a whole number between 1 and 1,024, not 1.5",),
+    ),
+    (
+        "train-component-param-nan",
+        "trained",
+        (
+            *("recommend", "train", "--model", "hybrid"),
+            *("--param", 'component_params={"als": {"alpha": NaN}}'),
+        ),
+        ("als: alpha must be a finite number between 0 and 1,000,000, not nan",),
+    ),
+    (
+        "evaluate-seed-negative",  # numpy refused it: a ValueError traceback
+        "profiled",
+        (*EVAL, "log.tsv", *LOG_COLUMNS, "--models", "pop", "--seed", "-1"),
+        ("--seed must be between 0 and 4,294,967,295, not -1",),
+    ),
+    (
+        "evaluate-k-huge",
+        "profiled",
+        (*EVAL, "log.tsv", *LOG_COLUMNS, "--models", "pop", "--k", "100000000000000000000"),
+        ("--k 100000000000000000000", "between 1 and 1000"),
+    ),
+    (
+        "evaluate-budget-huge",
+        "profiled",
+        (*EVAL, "log.tsv", *LOG_COLUMNS, "--models", "pop", "--budget", "100000000000000000000"),
+        ("--budget must be between 1 and 1,000, not 2**66 or more",),
+    ),
+    *(
+        (
+            f"evaluate-min-rating-{value}",  # no item was relevant: a misleading error
+            "profiled",
+            (*EVAL, "log.tsv", *LOG_COLUMNS, "--models", "pop", "--min-rating", value),
+            (f"--min-rating must be a finite number, not {value}",),
+        )
+        for value in ("nan", "inf")
+    ),
+    (
+        "show-k-huge",
+        "trained",
+        ("recommend", "show", "u00000004", "--k", "100000000000000000000"),
+        ("--k 100000000000000000000", "between 1 and 1000"),
     ),
 ]
 BAD_IDS = [case[0] for case in BAD]

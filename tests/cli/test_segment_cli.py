@@ -342,3 +342,71 @@ def test_a_k_range_beyond_the_users_is_a_usage_error(
     ((users,),) = sql(db, "SELECT count(*) FROM profiles")
     res = cli("--db", str(db), "segment", "run", "--k-range", f"{users + 1}-{users + 5}")
     error_line(res, "--k-range")
+
+
+# -- numbers (issue 12) --------------------------------------------------------------------------
+
+#: (args after `segment run`, needles): tracebacks, and hangs of hours, before; each is now
+#: refused before any work, in one line naming the option and the range it allows.
+NUMBERS = [
+    (("--k-range", "2-100000"), ("--k-range 2-100000", "MAX <= 100")),
+    (("--stability", "100000"), ("--stability must be between 0 and 100, not 100,000",)),
+    (("--seed", "-1"), ("--seed must be between 0 and 4,294,967,295, not -1",)),
+    (("--method", "dbscan", "--eps", "0"), ("--eps must be above 0", "not 0")),
+    (("--method", "dbscan", "--eps", "nan"), ("--eps must be a finite number", "not nan")),
+    (("--method", "som", "--grid", "100000"), ("--grid must be between 2 and 100",)),
+    # bounded by the users: at most one SOM node per user, neighbours among the users fitted
+    (("--method", "som", "--grid", "100"), ("--grid must be between 2 and", "one node per user")),
+    (
+        ("--method", "dbscan", "--min-samples", "100000"),
+        ("--min-samples must be between 2 and", "not 100,000", "users"),
+    ),
+    (
+        ("--method", "hdbscan", "--min-samples", "100000"),
+        ("--min-samples must be between 2 and", "not 100,000", "users"),
+    ),
+    (
+        ("--method", "hdbscan", "--min-cluster-size", "100000"),
+        ("--min-cluster-size must be between 2 and", "not 100,000"),
+    ),
+]
+NUMBER_IDS = [" ".join(args) for args, _ in NUMBERS]
+
+
+@pytest.fixture(scope="module")
+def refused_numbers(
+    stores: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Ran, float, dict[str, int], dict[str, int]]]:
+    """Each case on a copy of the profiled store, two at a time: (result, seconds, counts
+    before, after)."""
+    import subprocess
+    import time
+
+    base = tmp_path_factory.mktemp("segment_numbers")
+
+    def one(i: int) -> tuple[Ran, float, dict[str, int], dict[str, int]]:
+        args, _ = NUMBERS[i]
+        folder = base / f"job{i}"
+        db = copy_store(stores["profiled"], folder)
+        before = snapshot(db)
+        started = time.perf_counter()
+        try:
+            res = run(folder, "segment", "run", *args, db=db)
+        except subprocess.TimeoutExpired:  # a hang fails its own case, not the others
+            res = Ran(-1, "", "timed out", folder)
+        return res, time.perf_counter() - started, before, snapshot(db)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(NUMBER_IDS, pool.map(one, range(len(NUMBERS))), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("case", "needles"), [(i, n) for i, (_, n) in zip(NUMBER_IDS, NUMBERS, strict=True)]
+)
+def test_numbers_out_of_bounds_are_refused_before_any_work(
+    refused_numbers, case: str, needles: tuple[str, ...]
+) -> None:
+    res, seconds, before, after = refused_numbers[case]
+    error_line(res, *needles)
+    assert after == before
+    assert seconds < 60, f"{case} took {seconds:.0f}s: refused only after some work?"

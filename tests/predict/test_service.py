@@ -87,6 +87,7 @@ def test_a_horizon_longer_than_the_history_is_a_clear_error(ws: Workspace) -> No
         (float("nan"), 1, "--horizon"),
         (float("inf"), 1, "--horizon"),
         (1e300, 1, "--horizon"),
+        (1e-300, 1, "--horizon"),  # labelled nothing, after minutes of profiles
         (30, 100_000, "--train-windows"),
         (30, 0, "--train-windows"),
     ],
@@ -363,3 +364,26 @@ def test_uplift_window_beyond_the_data(ws: Workspace, shop) -> None:
     assignments = pd.read_parquet(shop.file("campaigns"))
     with pytest.raises(InputError, match=r"outcome window .* not yet in the store"):
         ws.predict_uplift(assignments, window_days=60)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # NaN and infinities overflowed timedelta; 0 and below measured no outcome at all
+        ({"window_days": float("nan")}, "--window-days must be a finite number between"),
+        ({"window_days": float("inf")}, "--window-days must be a finite number between"),
+        ({"window_days": 0}, "--window-days must be between 0.0416667 and 36,500, not 0"),
+        ({"window_days": 1e-300}, "--window-days must be between 0.0416667 and 36,500"),
+        ({"window_days": 1e308}, "--window-days must be between 0.0416667 and 36,500"),
+        # numpy refuses a negative seed (a traceback from the Python API)
+        ({"seed": -1}, "seed must be between 0 and 4,294,967,295, not -1"),
+    ],
+)
+def test_uplift_numbers_out_of_bounds_are_refused_before_any_work(
+    ws: Workspace, shop, options: dict, message: str
+) -> None:
+    assignments = pd.read_parquet(shop.file("campaigns"))
+    with pytest.raises(InputError) as err:
+        ws.predict_uplift(assignments, models=["class_transformation"], **options)
+    assert str(err.value).startswith(message), str(err.value)
+    assert ws.store.scalar("SELECT count(*) FROM predict_models") == 0

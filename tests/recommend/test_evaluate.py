@@ -488,3 +488,25 @@ def test_evaluate_when_no_test_user_is_in_training() -> None:
             k=2,
             min_rating=4.0,
         )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # numpy refuses negative seeds: a ValueError traceback
+        ({"seed": -1}, "--seed must be between 0 and 4,294,967,295, not -1"),
+        ({"seed": 2**32}, "--seed must be between 0 and 4,294,967,295"),
+        ({"seed": 1.5}, "--seed must be a whole number"),
+        # a budget of 0 asked the grid for -1 configurations (a traceback)
+        ({"budget": 0}, "--budget must be between 1 and 1,000, not 0"),
+        ({"budget": 10**20}, "--budget must be between 1 and 1,000, not 2**66 or more"),
+        # NaN and infinite thresholds made every test item irrelevant: a misleading error
+        ({"min_rating": float("nan")}, "--min-rating must be a finite number, not nan"),
+        ({"min_rating": float("inf")}, "--min-rating must be a finite number, not inf"),
+    ],
+)
+def test_evaluate_refuses_numbers_out_of_bounds_before_any_work(options, message) -> None:
+    log = planted_log().assign(rating=4.0)
+    with pytest.raises(InputError) as err:
+        evaluate(log, models=["pop"], k=5, **options)
+    assert str(err.value).startswith(message), str(err.value)

@@ -349,16 +349,16 @@ def test_out_of_range_parameter_is_an_input_error(name: str) -> None:
     with pytest.raises(InputError, match=pname):
         cls(**{pname: p.kind(p.low - 1)})
     if p.high is not None:
-        with pytest.raises(InputError, match="out of range"):
+        with pytest.raises(InputError, match=f"{pname} must be between"):
             cls(**{pname: p.kind(p.high * 2 + 1)})
     # The bounds themselves are fine.
     cls(**{pname: p.kind(p.low)})
 
 
 def test_non_numeric_and_bad_choice_parameters_are_input_errors() -> None:
-    with pytest.raises(InputError, match="not a float"):
+    with pytest.raises(InputError, match=r"l2 must be a number .*, not 'lots'"):
         EASE(l2="lots")
-    with pytest.raises(InputError, match="not finite"):
+    with pytest.raises(InputError, match="l2 must be a finite number"):
         EASE(l2=float("nan"))
     with pytest.raises(InputError, match="users, weight"):
         Popularity(by="clicks")
@@ -770,3 +770,52 @@ def test_factor_models_keep_stored_factors_only_for_an_unchanged_history(
     assert ok.tolist() == [True, True, True, False]
     np.testing.assert_array_equal(vectors[:2], model.user_factors_[data.users.index(users[:2])])
     assert not np.allclose(vectors[2], model.user_factors_[data.users.index(users[2:3])][0])
+
+
+# -- numbers through the one parameter check (issue 12) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "param", "value", "message"),
+    [
+        # a whole-number parameter took 1.5 as 1 and true as 1, without a word
+        ("als", "factors", 1.5, "als: factors must be a whole number between 1 and 1,024, not 1.5"),
+        (
+            "als",
+            "factors",
+            True,
+            "als: factors must be a whole number between 1 and 1,024, not True",
+        ),
+        ("als", "factors", "64.5", "als: factors must be a whole number"),
+        ("hybrid", "depth", float("nan"), "hybrid: depth must be a whole number"),
+        ("bpr", "random_state", -1, "bpr: random_state must be between 0 and"),
+        # every real-number parameter: finite and within its range
+        ("als", "regularization", float("nan"), "als: regularization must be a finite number"),
+        ("als", "alpha", "inf", "als: alpha must be a finite number between 0 and 1,000,000"),
+        ("ease", "l2", float("-inf"), "ease: l2 must be a finite number"),
+        ("popularity", "shrinkage", -1.0, "popularity: shrinkage must be between 0 and"),
+        ("itemknn", "bm25_b", 1.5, "itemknn: bm25_b must be between 0 and 1, not 1.5"),
+        ("content", "beta_text", True, "content: beta_text must be a number"),
+    ],
+)
+def test_numeric_parameters_go_through_the_shared_checks(
+    name: str, param: str, value: object, message: str
+) -> None:
+    with pytest.raises(InputError) as err:
+        MODELS[name](**{param: value})
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_numeric_parameters_given_as_text_or_whole_floats_are_read_as_numbers() -> None:
+    """Settings and --param may give '64' or 64.0: read as the number they are."""
+    model = MODELS["als"](factors="16", regularization="0.5", iterations=20.0)
+    assert model.params["factors"] == 16 and isinstance(model.params["factors"], int)
+    assert model.params["regularization"] == 0.5
+    assert model.params["iterations"] == 20 and isinstance(model.params["iterations"], int)
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf", "-1", "1e400", "-0.5"])
+def test_a_hybrid_weight_names_the_component_and_the_allowed_range(weight: str) -> None:
+    with pytest.raises(InputError) as err:
+        Hybrid(components="als,popularity", weights=f"popularity:1,als:{weight}")
+    assert str(err.value).startswith("hybrid: weight of als must be"), str(err.value)

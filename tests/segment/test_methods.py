@@ -313,3 +313,43 @@ def test_som_reports_its_grid_and_errors(auto) -> None:
     assert np.array(fit.extra["hits"]).sum() == fit.params["sample"]
     assert 0 <= fit.extra["topographic_error"] <= 1
     assert fit.extra["quantization_error"] > 0
+
+
+# -- sizes bounded by the users fitted (issue 12) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "message"),
+    [
+        # these reached scikit-learn and ended in a ValueError traceback
+        ("dbscan", {"min_samples": 100_000}, "--min-samples must be between 2 and 1,200, not"),
+        ("hdbscan", {"min_samples": 100_000}, "--min-samples must be between 2 and 1,200, not"),
+        ("dbscan", {"min_samples": 1_201}, "--min-samples must be between 2 and 1,200, not"),
+        ("hdbscan", {"min_cluster_size": 5_000}, "--min-cluster-size must be between 2 and 1,200"),
+        # 100 x 100 nodes for 1,200 users: most nodes hold no one, and it trains for minutes
+        ("som", {"grid": 100}, "--grid must be between 2 and 34, not 100"),
+    ],
+)
+def test_sizes_beyond_the_users_fitted_are_refused_before_any_work(
+    blobs, method: str, options: dict, message: str
+) -> None:
+    X, _ = blobs
+    with pytest.raises(InputError) as err:
+        M.fit(method, X, **options)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_sizes_at_the_bound_are_fitted(blobs) -> None:
+    X, _ = blobs
+    assert M.fit("som", X, k=4, grid=34).params["grid"] == [34, 34]
+    fit = M.fit("dbscan", X, eps=1000.0, min_samples=1_200)  # one dense region: everyone
+    assert fit.params["min_samples"] == 1_200 and (fit.labels == 0).all()
+
+
+def test_stability_refits_a_density_model_whatever_its_min_samples(blobs) -> None:
+    """The bootstrap resamples hold at least min_samples users, so a run whose main fit
+    worked does not fail in its stability refits."""
+    X, _ = blobs
+    fit = M.fit("dbscan", X, eps=1000.0, min_samples=300)
+    ari = M.stability("dbscan", X, fit.labels, fit.params, resamples=1, size=200)
+    assert ari == 1.0

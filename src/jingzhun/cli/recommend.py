@@ -204,7 +204,9 @@ def evaluate(
             help="random-by-user:RATIO, stratified-by-item:RATIO, temporal-global:RATIO or leave-last-out.",
         ),
     ] = "random-by-user:0.75",
-    seed: Annotated[int, typer.Option("--seed", help="Random seed of the split and tuning.")] = 42,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed of the split and tuning, 0 to 2^32-1.")
+    ] = 42,
     k: Annotated[int, typer.Option("--k", help="List length.")] = 10,
     models: Annotated[
         str | None,
@@ -214,7 +216,10 @@ def evaluate(
         ),
     ] = None,
     budget: Annotated[
-        int, typer.Option("--budget", min=1, help="Configurations tried per model on validation.")
+        int,
+        typer.Option(
+            "--budget", min=1, help="Configurations tried per model on validation (1 to 1000)."
+        ),
     ] = 12,
     as_json: JsonOpt = False,
 ) -> None:

@@ -79,7 +79,7 @@ def run(
         str | None, typer.Option("--pca", help="Keep this variance fraction or components.")
     ] = None,
     k_range: Annotated[
-        str, typer.Option("--k-range", help="The k scanned by --k auto, MIN-MAX.")
+        str, typer.Option("--k-range", help="The k scanned by --k auto, MIN-MAX (2 to 100).")
     ] = "2-10",
     eps: Annotated[
         float | None, typer.Option("--eps", help="dbscan: neighbourhood radius (default: knee).")
@@ -90,10 +90,15 @@ def run(
     min_cluster_size: Annotated[
         int | None, typer.Option("--min-cluster-size", min=2, help="hdbscan: smallest cluster.")
     ] = None,
-    grid: Annotated[int | None, typer.Option("--grid", min=2, help="som: grid side.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random state.")] = 0,
+    grid: Annotated[
+        int | None, typer.Option("--grid", min=2, help="som: grid side (at most 100).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random state, 0 to 2^32-1.")] = 0,
     stability: Annotated[
-        int, typer.Option("--stability", min=0, help="Bootstrap refits for the stability ARI.")
+        int,
+        typer.Option(
+            "--stability", min=0, help="Bootstrap refits for the stability ARI (0 to 100)."
+        ),
     ] = 5,
     as_json: JsonOpt = False,
 ) -> None:

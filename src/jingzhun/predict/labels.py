@@ -26,7 +26,7 @@ import ibis
 import numpy as np
 import pandas as pd
 
-from jingzhun.checks import MAX_DAYS, bounded_int, finite
+from jingzhun.checks import MAX_DAYS, MIN_DAYS, bounded_int, finite
 from jingzhun.config import Settings
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.profile import traits as tr
@@ -94,9 +94,14 @@ def plan_cutoffs(
     """
     if horizon_days <= 0:
         raise InputError(f"--horizon {horizon_days} must be positive", hint="e.g. --horizon 30")
-    # NaN passed `<= 0`; inf and 100,000 windows overflowed timedelta (tracebacks, issue 12).
+    # NaN passed `<= 0`; inf and 100,000 windows overflowed timedelta (tracebacks, issue 12);
+    # 1e-300 days labelled nothing, after minutes of profiles.
     horizon_days = finite(
-        horizon_days, "--horizon", lo=0, lo_open=True, hi=MAX_DAYS, hint="e.g. --horizon 30"
+        horizon_days,
+        "--horizon",
+        lo=MIN_DAYS,
+        hi=MAX_DAYS,
+        hint="in days, at least one hour (1/24); e.g. --horizon 30",
     )
     train_windows = bounded_int(train_windows, "--train-windows", lo=1, hi=MAX_TRAIN_WINDOWS)
     first = store.scalar("SELECT min(ts) FROM events")

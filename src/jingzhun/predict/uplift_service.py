@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jingzhun.checks import MAX_DAYS, finite
+from jingzhun.checks import MAX_DAYS, MIN_DAYS, bounded_int, finite
 from jingzhun.config import Settings
 from jingzhun.errors import InputError
 from jingzhun.predict import labels as lb
@@ -137,13 +137,22 @@ def train(
     and save it as the active uplift model."""
     started = time.perf_counter()
     say = progress or (lambda _m: None)
+    seed = bounded_int(seed, "seed", lo=0, hi=2**32 - 1)  # numpy refuses a negative seed
     names = models or list(up.UPLIFT_MODELS)
     for name in names:
         up.make_uplift_model(name, params=params)  # unknown names fail before any work
     a = read_assignments(assignments, campaign)
     sent = pd.Timestamp(a["sent_at"].min()).to_pydatetime()
     latest = store.scalar("SELECT max(ts) FROM events")
-    window_days = finite(window_days, "--window-days", lo=0, lo_open=True, hi=MAX_DAYS)
+    # NaN and infinities overflowed timedelta (tracebacks); 0 and below measured no outcome,
+    # and 1e-300 days one that no order falls in (issue 12).
+    window_days = finite(
+        window_days,
+        "--window-days",
+        lo=MIN_DAYS,
+        hi=MAX_DAYS,
+        hint="in days, at least one hour (1/24); e.g. --window-days 14",
+    )
     if latest is None or sent + timedelta(days=window_days) > latest + timedelta(days=1):
         raise InputError(
             f"the outcome window ({window_days:g} days after {sent:%Y-%m-%d}) is not yet in the store "

@@ -419,7 +419,6 @@ def evaluate(
     # measure nothing a shop shows.
     if not isinstance(k, int) or k < 1 or k > 1000:
         raise InputError(f"--k {k!r}", hint="use a k between 1 and 1000")
-    bounded_int(seed, "--seed", lo=0, hi=2**32 - 1)  # NumPy refuses negative seeds
     # numpy refuses a negative seed, and a budget of 0 asked the grid for -1 configurations
     # (tracebacks); a NaN or infinite --min-rating made no item relevant (issue 12).
     seed = bounded_int(seed, "--seed", lo=0, hi=MAX_SEED)

@@ -17,11 +17,13 @@ reported beside it); for Gaussian mixtures the BIC.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from jingzhun.checks import bounded_int
 from jingzhun.errors import InputError
 
 METHODS: tuple[str, ...] = (
@@ -454,8 +456,38 @@ def fit(
     lo, hi = k_range
     if not 2 <= lo <= hi:
         raise InputError(f"--k-range {lo}-{hi}: give two numbers 2 <= MIN <= MAX")
+    _check_sizes(method, min(n, SAMPLE.get(method, n)), options)
     rng = np.random.default_rng(random_state)
     return _FITTERS[method](X, k, rng, k_range=k_range, **options)
+
+
+def _check_sizes(method: str, fitted: int, options: dict[str, Any]) -> None:
+    """Sizes the fitted users must hold: a core point's neighbours and a smallest cluster
+    (scikit-learn raised a ValueError traceback past the users, issue 12), and a SOM grid of
+    at most one node per user (100 x 100 nodes for 2,000 users trained for minutes, nearly
+    every node empty)."""
+    if method in ("dbscan", "hdbscan"):
+        for key, flag in (
+            ("min_samples", "--min-samples"),
+            ("min_cluster_size", "--min-cluster-size"),
+        ):
+            if options.get(key) is not None:
+                bounded_int(
+                    options[key],
+                    flag,
+                    lo=2,
+                    hi=fitted,
+                    hint=f"{method} is fitted on {fitted:,} users",
+                )
+    if method == "som" and options.get("grid") is not None:
+        side = max(2, math.isqrt(fitted))
+        bounded_int(
+            options["grid"],
+            "--grid",
+            lo=2,
+            hi=side,
+            hint=f"at most one node per user: som is fitted on {fitted:,} users",
+        )
 
 
 def refit_labels(
@@ -497,6 +529,11 @@ def stability(
 
     rng = np.random.default_rng(random_state + 1)
     ev = _sample(X, 5_000, rng)
+    # A resample holds at least the run's sizes (min_samples, min_cluster_size, one user per
+    # SOM node), so a refit is refused for no size the run itself was fitted with.
+    grid = params.get("grid") or [0]
+    least = (int(params.get("min_samples", 0)), int(params.get("min_cluster_size", 0)))
+    size = max(size, *least, int(grid[0]) ** 2)
     scores = []
     for b in range(resamples):
         boot = rng.choice(len(X), min(len(X), size), replace=True)

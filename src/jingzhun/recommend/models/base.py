@@ -15,6 +15,7 @@ users it cannot score); ranking, filtering, cold start and persistence live here
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from jingzhun.checks import bounded_int, finite
 from jingzhun.errors import InputError
 from jingzhun.recommend.data import Interactions, ItemFeatures, Vocabulary, take_rows
 
@@ -52,23 +54,18 @@ class Param:
                     hint=f"use one of: {', '.join(map(str, self.choices))}",
                 )
             return value
-        try:
-            cast = self.kind(value)
-        except (TypeError, ValueError, OverflowError):
-            raise InputError(
-                f"{model}: {name}={value!r} is not a {self.kind.__name__}",
-                hint=f"give a {self.kind.__name__}",
-            ) from None
-        if isinstance(cast, float) and not np.isfinite(cast):
-            raise InputError(f"{model}: {name}={value!r} is not finite", hint="give a number")
-        if (self.low is not None and cast < self.low) or (
-            self.high is not None and cast > self.high
-        ):
-            raise InputError(
-                f"{model}: {name}={value!r} is out of range",
-                hint=f"use a value in [{self.low}, {self.high}]",
-            )
-        return cast
+        if self.kind not in (int, float):
+            return self.kind(value)
+        label = f"{model}: {name}"
+        if isinstance(value, str):  # '64' from a settings file or --param: the number it says
+            with contextlib.suppress(ValueError):  # not a number: the check below says so
+                value = float(value)
+        # The shared checks, for every numeric parameter of every model: a real number is
+        # finite and in range (NaN passed every comparison), a count is a whole number (1.5
+        # was read as 1 and true as 1, without a word).
+        if self.kind is int:
+            return bounded_int(value, label, lo=self.low, hi=self.high)
+        return finite(value, label, lo=self.low, hi=self.high)
 
 
 @dataclass

@@ -11,18 +11,20 @@ events they have; a new item is reached through the content component.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
+from jingzhun.checks import finite
 from jingzhun.errors import InputError
 from jingzhun.recommend.data import Interactions, ItemFeatures
 from jingzhun.recommend.models.base import Param, Recommender, mask_rows, topk_dense
 
 DEFAULT_COMPONENTS = "als,itemknn,content,popularity"
+#: The largest blend weight (weights are relative; a huge one overflows the float32 blend).
+MAX_WEIGHT = 1e6
 
 
 def rank_normalise(scores: np.ndarray, depth: int) -> np.ndarray:
@@ -94,16 +96,19 @@ class Hybrid(Recommender):
                     hint=f"components: {', '.join(names)}",
                 )
             try:
-                weights[name] = float(value)
+                number = float(value)
             except ValueError:
                 raise InputError(f"hybrid: weight {part!r}", hint="write name:number") from None
-            if not math.isfinite(weights[name]):
-                # NaN passed the >= 0 test below (every comparison with NaN is false) and
-                # made an active model that recommends nothing.
-                raise InputError(
-                    f"hybrid: weight {part!r} is not a finite number",
-                    hint="give weights >= 0, at least one of them > 0",
-                )
+            # NaN passed the >= 0 test below (every comparison with NaN is false) and made an
+            # active model that recommends nothing; so did 1e300 (the float32 blend overflows
+            # to inf, and infinite scores are dropped). Weights are relative: 1e6 is plenty.
+            weights[name] = finite(
+                number,
+                f"hybrid: weight of {name}",
+                lo=0,
+                hi=MAX_WEIGHT,
+                hint="weights are relative; at least one of them > 0",
+            )
         return weights
 
     @classmethod
