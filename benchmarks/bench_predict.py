@@ -18,7 +18,7 @@ validated on simulator data against the true uplift (correlation; Qini against t
    L-BFGS-B + Nelder-Mead polish. Correctness check: the same code on the wheel's
    ``CDNOW_sample.txt`` (2,357 customers) against the published estimates.
 2. **Propensity.** A 20,000-user shop (``simulate(SynthConfig(users=20000, seed=0))``) is
-   ingested into a fresh store and ``predict.service.training_sets`` builds the point-in-time
+   ingested into a fresh store and ``predict.classify.training_sets`` builds the point-in-time
    sets (target propensity, horizon 30, the default two training windows). ``compare`` runs
    on those original rows (the model it picks and its validation AUC are recorded). Then the
    training rows are bootstrapped to 1,000,000 (rows drawn with replacement, labels kept with
@@ -216,7 +216,7 @@ from pathlib import Path
 import pandas as pd
 from jingzhun.synth import SynthConfig, simulate
 from jingzhun.workspace import Workspace
-from jingzhun.predict.service import training_sets
+from jingzhun.predict.classify import training_sets
 from jingzhun.predict.propensity import Split, compare
 work = Path(P["work"])
 with timed("simulate_write"):
@@ -313,11 +313,11 @@ _out["users_with_reasons"] = int(sum(1 for r in reasons if r))
 _out["score_with_reasons_seconds"] = round(_out["score_seconds"] + _out["contributions_seconds"] + _out["top_reasons_seconds"], 3)
 """
 
-# LightGBM's own API with the parameters of propensity._lgbm_defaults, on the raw features.
+# LightGBM's own API with the parameters of predict.lgbm.classifier_defaults, on the raw features.
 PROPENSITY_BASELINE = r"""
 from pathlib import Path
 import lightgbm
-from jingzhun.predict.propensity import _lgbm_defaults
+from jingzhun.predict.lgbm import classifier_defaults as _lgbm_defaults
 work = Path(P["work"])
 z = np.load(work / "sets.npz")
 Xv, yv, Xt, yt = z["X_validation"], z["y_validation"], z["X_test"], z["y_test"]
@@ -527,7 +527,7 @@ def main() -> None:
                 },
                 "propensity": (
                     f"simulate(SynthConfig(users={PROPENSITY_USERS}, seed=0)) ingested into a fresh "
-                    "store; predict.service.training_sets(target='propensity', horizon_days=30, two "
+                    "store; predict.classify.training_sets(target='propensity', horizon_days=30, two "
                     "training windows). NOT 1M distinct users: the 1M training rows are a bootstrap "
                     "(rows drawn with replacement, seed 1, labels kept with their rows) of the "
                     "original training rows, every continuous (non-integer) feature multiplied by "
@@ -564,7 +564,7 @@ def main() -> None:
                 "bounds (1e-6, inf) and finite-difference gradients. fit_bgnbd itself runs "
                 "L-BFGS-B then a Nelder-Mead polish (xatol = fatol = 1e-8) over log-parameters. "
                 "log_likelihood_gap_to_ours < 0 means the baseline stopped at a worse point.",
-                "Propensity baseline: lightgbm.train with propensity._lgbm_defaults translated to "
+                "Propensity baseline: lightgbm.train with predict.lgbm.classifier_defaults translated to "
                 "LightGBM's native names, early stopping 50 on the same validation rows, on the raw "
                 "features (ours applies the signed log first and goes through LGBMClassifier). "
                 "Trees are invariant to the monotone signed log up to binning, so best_iteration "

@@ -31,6 +31,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from jingzhun.checks import MAX_DAYS, MIN_DAYS, shown
+from jingzhun.contracts.events import EVENT_NAMES
+from jingzhun.contracts.models import CLASSIFIERS
 from jingzhun.errors import InputError
 
 DEFAULT_DB = "jingzhun.duckdb"
@@ -122,8 +124,6 @@ class IngestSettings(_Section):
     @field_validator("event_map")
     @classmethod
     def _targets_are_known(cls, value: dict[str, str]) -> dict[str, str]:
-        from jingzhun.ingest.schema import EVENT_NAMES
-
         for src, dst in value.items():
             if dst not in EVENT_NAMES:
                 raise ValueError(
@@ -195,8 +195,6 @@ class ProfileSettings(_Section):
     @field_validator("weights")
     @classmethod
     def _weights_name_events(cls, value: dict[str, float]) -> dict[str, float]:
-        from jingzhun.ingest.schema import EVENT_NAMES
-
         for name, w in value.items():
             if name not in EVENT_NAMES:
                 raise ValueError(f"weights names unknown event {name!r}")
@@ -298,14 +296,17 @@ class RecommendSettings(_Section):
     @field_validator("weights")
     @classmethod
     def _weights_name_events(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        from jingzhun.recommend.data import weights_from_mapping
-
         if value is None:
             return None
-        try:
-            return weights_from_mapping(value)
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
+        for name, w in value.items():
+            if name not in EVENT_NAMES:
+                raise ValueError(
+                    f"recommend weights: unknown event {name!r}; "
+                    f"use event names: {', '.join(sorted(EVENT_NAMES))}"
+                )
+            if w < 0:  # finite and bounded already (Weight)
+                raise ValueError(f"recommend weights: {name} = {w}; use a weight >= 0")
+        return value
 
 
 class PredictSettings(_Section):
@@ -361,8 +362,6 @@ class PredictSettings(_Section):
     @field_validator("models")
     @classmethod
     def _known_models(cls, value: list[str]) -> list[str]:
-        from jingzhun.predict.propensity import CLASSIFIERS
-
         bad = [m for m in value if m not in CLASSIFIERS]
         if bad or not value:
             raise ValueError(

@@ -79,51 +79,51 @@ def run_demo(
         batches = {}
         for kind in ("items", "users", "events"):
             batches[kind] = timed(
-                f"ingest {kind}", lambda kind=kind: ws.ingest(kind, [files[kind]])
+                f"ingest {kind}", lambda kind=kind: ws.ingest.files(kind, [files[kind]])
             ).to_dict()
-        cleaning = timed("cleaning report", lambda: ws.clean()).to_dict()
-        profiles = timed("profiles and tags", ws.profile_build).to_dict()
-        seg_rfm = timed("RFM segments", lambda: ws.segment_run("rfm", name="rfm")).to_dict()
+        cleaning = timed("cleaning report", ws.ingest.clean).to_dict()
+        profiles = timed("profiles and tags", ws.profiles.build).to_dict()
+        seg_rfm = timed("RFM segments", lambda: ws.segments.run("rfm", name="rfm")).to_dict()
         seg_km = timed(
             "behaviour segments (k-means, automatic k)",
-            lambda: ws.segment_run("kmeans", name="behaviour", stability_resamples=3),
+            lambda: ws.segments.run("kmeans", name="behaviour", stability_resamples=3),
         ).to_dict()
         compared = timed(
             "recommendation models compared offline (leave-last-out)",
-            lambda: ws.recommend_evaluate(
+            lambda: ws.recs.evaluate(
                 split_spec="leave-last-out", models=list(DEMO_MODELS), budget=3, seed=seed
             ),
-        )
-        trained = timed("hybrid recommender (weights tuned on validation)", ws.recommend_train)
-        rec_rows = timed("recommendations for every user", lambda: ws.recommend_batch(10))
+        ).to_json()
+        trained = timed("hybrid recommender (weights tuned on validation)", ws.recs.train)
+        rec_rows = timed("recommendations for every user", lambda: ws.recs.batch(10))
         example_user = ws.store.scalar(
             "SELECT user_id FROM recommendations WHERE reason LIKE 'bought:%' ORDER BY user_id LIMIT 1"
         )
-        example = ws.recommend(example_user, 5) if example_user else None
+        example = ws.recs.for_user(example_user, 5).to_dict() if example_user else None
         propensity = timed(
-            "purchase propensity: five classifiers on a time-based split", ws.predict_train
+            "purchase propensity: five classifiers on a time-based split", ws.predict.train
         )
-        timed("propensity scores and the likely_to_buy tag", ws.predict_score)
+        timed("propensity scores and the likely_to_buy tag", ws.predict.score)
         churn = timed(
             "churn model (logistic regression and LightGBM)",
-            lambda: ws.predict_train("churn", models=["logistic", "lightgbm"]),
+            lambda: ws.predict.train("churn", models=["logistic", "lightgbm"]),
         )
-        timed("churn scores and the churn_risk tag", lambda: ws.predict_score("churn"))
-        clv = timed("customer lifetime value (BG/NBD + Gamma-Gamma)", ws.predict_clv)
+        timed("churn scores and the churn_risk tag", lambda: ws.predict.score("churn"))
+        clv = timed("customer lifetime value (BG/NBD + Gamma-Gamma)", ws.predict.clv).to_dict()
         import pandas as pd
 
         uplift = timed(
             "uplift models on the past campaign, checked against the true uplift",
-            lambda: ws.predict_uplift(
+            lambda: ws.predict.uplift(
                 pd.read_parquet(files["campaigns"]),
                 truth=pd.read_parquet(files["truth_campaigns"]),
                 seed=seed,
             ),
-        )
+        ).to_dict()
         uplift_scores = timed(
-            "uplift scores and the persuadable tag", lambda: ws.predict_score("uplift")
+            "uplift scores and the persuadable tag", lambda: ws.predict.score("uplift")
         )
-        summary = timed("summary", ws.summary)
+        summary = timed("summary", ws.ingest.summary).to_dict()
         report = timed("HTML report", lambda: ws.report(out / "report.html", lang=lang))
     finally:
         ws.close()

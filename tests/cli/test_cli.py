@@ -207,8 +207,9 @@ def test_default_store_environment_variable_and_db_option(cli, write, tmp_path: 
     assert one_json(res)["inserted"] == 1
     assert env_db.is_file()
 
-    # --db wins over $JINGZHUN_DB
+    # --db wins over $JINGZHUN_DB (an empty store: status, a reader, creates none)
     other = tmp_path / "other.duckdb"
+    Workspace.open(other).close()
     status = one_json(cli("--db", str(other), "status", "--json", cwd=work, env=env))
     assert status["store"] == str(other)
     assert status["tables"]["events"] == 0

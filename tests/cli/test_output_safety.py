@@ -49,7 +49,8 @@ def _copy(store: Path, folder: Path) -> Path:
     """A copy of the store with its model folder (``recommend show`` loads the model)."""
     db = copy_store(store, folder)
     models = store.with_name(store.name + ".models")
-    shutil.copytree(models, db.with_name(db.name + ".models"))
+    if models.exists():  # stores keep their models inside since the registry (issue 13)
+        shutil.copytree(models, db.with_name(db.name + ".models"))
     return db
 
 

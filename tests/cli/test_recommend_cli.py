@@ -58,7 +58,6 @@ TRAIN_KEYS = {
     "items",
     "interactions",
     "fit_seconds",
-    "path",
     "segment_run",
     "as_of",
     "validation",
@@ -104,11 +103,20 @@ def write_logs(folder: Path) -> None:
 
 
 def models_of(db: Path) -> Path:
+    """The folder beside the store where models were kept before the registry (issue 13)."""
     return db.with_name(db.name + ".models") / "recommend"
 
 
-def npz_files(db: Path) -> list[str]:
-    return sorted(p.name for p in models_of(db).glob("*.npz"))
+def stored_models(db: Path) -> list[str]:
+    """The recommenders kept inside the store, with their fitted state."""
+    return [
+        m
+        for (m,) in sql(
+            db,
+            "SELECT model_id FROM models WHERE kind = 'recommender' AND artefact IS NOT NULL "
+            "ORDER BY 1",
+        )
+    ]
 
 
 def copy_with_models(src: Path, folder: Path) -> Path:
@@ -230,11 +238,9 @@ def test_train_itemknn_json_is_one_object_and_saves_the_model(session) -> None:
     assert result["users"] > 0 and result["items"] > 0 and result["interactions"] > 0
     assert result["validation"] is None
     assert result["segment_run"] == "kmeans-1"
-    path = Path(result["path"])
-    if not path.is_absolute():
-        path = session["train_itemknn"].folder / path
-    assert path.is_file() and path.suffix == ".npz"
-    assert path.parent.resolve() == models_of(db).resolve()
+    # Saved inside the store (a store is one file), not beside it.
+    assert "itemknn-1" in stored_models(db)
+    assert not models_of(db).parent.exists()
     ((users, items),) = sql(
         db,
         "SELECT count(DISTINCT user_id), (SELECT count(*) FROM items) FROM stitched_events "
@@ -661,9 +667,9 @@ def refusals(
         folder = base / f"job{i}"
         db = copy_with_models(stores[store], folder)
         write_logs(folder)
-        before, files = snapshot(db), npz_files(db)
+        before, files = snapshot(db), stored_models(db)
         res = run(folder, *args, db=db)
-        return res, before, snapshot(db), files, npz_files(db)
+        return res, before, snapshot(db), files, stored_models(db)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         yield {case: pool.submit(one, i) for i, case in enumerate(BAD_IDS)}
@@ -685,6 +691,6 @@ def test_bad_input_exits_2_with_one_error_line_and_writes_nothing(
 
 
 def test_the_stores_of_the_bad_cases_are_what_they_claim(stores: dict[str, Path]) -> None:
-    assert npz_files(stores["trained"]) == ["itemknn-1.npz"]
-    assert npz_files(stores["profiled"]) == []
+    assert stored_models(stores["trained"]) == ["itemknn-1"]
+    assert stored_models(stores["profiled"]) == []
     assert sql(stores["profiled"], "SELECT count(*) FROM recommend_models") == [(0,)]

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jingzhun.config import IngestSettings, Settings
+from jingzhun.contracts.events import EVENT_NAMES
 from jingzhun.errors import InputError
-from jingzhun.ingest.schema import EVENT_NAMES
 from jingzhun.store import Store
 from jingzhun.workspace import Workspace
 

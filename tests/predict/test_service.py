@@ -20,8 +20,8 @@ import pytest
 from jingzhun.config import Settings
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.predict import labels as lb
-from jingzhun.predict import service as sv
-from jingzhun.store import Store
+from jingzhun.predict import scores as sv
+from jingzhun.store import Registry, Store
 from jingzhun.workspace import Workspace
 
 FAST = ["logistic", "lightgbm"]
@@ -226,9 +226,9 @@ def test_train_compares_all_five_and_scores_every_user(trained: Path) -> None:
 def test_scores_are_the_saved_model_applied_to_point_in_time_features(trained: Path) -> None:
     with Workspace(Store.open(trained, Settings(), read_only=True), Settings()) as ws:
         row = sv.resolve(ws.store, "propensity")
-        from jingzhun.predict.propensity import load_npz
+        from jingzhun.predict.propensity import from_arrays
 
-        model, cal, _ = load_npz(trained.parent / row["path"])
+        model, cal, _ = from_arrays(Registry(ws.store).arrays(row["model_id"]))
         stored = ws.scores("propensity").set_index("user_id")["value"]
         as_of = ws.store.scalar("SELECT max(as_of) FROM scores WHERE score = 'propensity'")
     # Features need a writable store (temporary tables): a copy.
@@ -316,6 +316,26 @@ def test_report_lists_each_active_model(trained: Path) -> None:
 
 
 # -- uplift from the simulated shop's past campaign ---------------------------------------------
+
+
+def test_a_failed_clv_score_write_leaves_no_clv_model(ws: Workspace, monkeypatch) -> None:
+    """The CLV model and its scores are one transaction: before issue 13 the model row was
+    committed first, so a failure left an active CLV model without scores."""
+    from jingzhun.predict import scores
+
+    real = scores.insert_scores
+
+    def failing(con, frames, **kw):
+        real(con, frames, **kw)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("jingzhun.predict.lifetime.insert_scores", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ws.predict.clv()
+    assert ws.models.list("clv") == []
+    assert ws.store.scalar("SELECT count(*) FROM scores WHERE score = 'clv'") == 0
+    monkeypatch.setattr("jingzhun.predict.lifetime.insert_scores", real)
+    assert ws.predict.clv().model_id == "clv-1"
 
 
 def test_uplift_from_the_campaign_against_the_simulators_truth(ws: Workspace, shop) -> None:

@@ -12,7 +12,25 @@ from scipy import stats
 from scipy.special import expit
 
 from jingzhun.errors import InputError
-from jingzhun.predict import uplift as U
+from jingzhun.predict.policy import best_share, profit_curve, targeting_policy
+from jingzhun.predict.uplift_learners import (
+    UPLIFT_MODELS,
+    ClassTransformation,
+    TLearner,
+    UpliftModel,
+    XLearner,
+    make_uplift_model,
+)
+from jingzhun.predict.uplift_metrics import (
+    evaluate_uplift,
+    perfect_qini_curve,
+    perfect_uplift_curve,
+    qini_auc_score,
+    qini_curve,
+    uplift_at_k,
+    uplift_auc_score,
+    uplift_curve,
+)
 
 # -- a hand-worked example -------------------------------------------------------------------
 #
@@ -44,33 +62,33 @@ Y = np.array([1, 0, 1, 1, 0, 0, 0, 1])
 
 
 def test_qini_curve_by_hand() -> None:
-    n, q = U.qini_curve(Y, T, SCORE)
+    n, q = qini_curve(Y, T, SCORE)
     np.testing.assert_array_equal(n, np.arange(9))
     np.testing.assert_allclose(q, [0, 1, 1, 2, 1, 1 / 2, 1, 2 / 3, 0])
 
 
 def test_uplift_curve_by_hand() -> None:
-    n, u = U.uplift_curve(Y, T, SCORE)
+    n, u = uplift_curve(Y, T, SCORE)
     np.testing.assert_array_equal(n, np.arange(9))
     np.testing.assert_allclose(u, [0, 1, 2, 3, 2, 5 / 6, 2, 7 / 6, 0])
 
 
 def test_perfect_curves_by_hand() -> None:
-    n, q = U.perfect_qini_curve(Y, T)
+    n, q = perfect_qini_curve(Y, T)
     np.testing.assert_array_equal(n, [0, 2, 6, 8])
     np.testing.assert_allclose(q, [0, 2, 2, 0])
-    n, u = U.perfect_uplift_curve(Y, T)
+    n, u = perfect_uplift_curve(Y, T)
     np.testing.assert_array_equal(n, [0, 2, 4, 6, 8])
     np.testing.assert_allclose(u, [0, 2, 4, 3, 0])
     # Without negative effects the perfect curve jumps to the total incremental conversions.
-    n, q = U.perfect_qini_curve(Y, T, negative_effect=False)
+    n, q = perfect_qini_curve(Y, T, negative_effect=False)
     np.testing.assert_allclose(n, [0, 0, 8])
     np.testing.assert_allclose(q, [0, 0, 0])
 
 
 def test_normalised_areas_by_hand() -> None:
-    assert U.qini_auc_score(Y, T, SCORE) == pytest.approx(43 / 72)
-    assert U.uplift_auc_score(Y, T, SCORE) == pytest.approx(2 / 3)
+    assert qini_auc_score(Y, T, SCORE) == pytest.approx(43 / 72)
+    assert uplift_auc_score(Y, T, SCORE) == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize(
@@ -85,23 +103,23 @@ def test_normalised_areas_by_hand() -> None:
     ],
 )
 def test_uplift_at_k_by_hand(k, strategy, expected) -> None:
-    assert U.uplift_at_k(Y, T, SCORE, k=k, strategy=strategy) == pytest.approx(expected)
+    assert uplift_at_k(Y, T, SCORE, k=k, strategy=strategy) == pytest.approx(expected)
 
 
 def test_uplift_at_k_strategies_differ_when_groups_are_unbalanced_at_the_top() -> None:
     # Both treated users rank first: the overall top half has no control user (NaN), while
     # by_group compares the best treated (y=1) with the best control user (y=0).
     y, t, s = [1, 0, 0, 1], [1, 1, 0, 0], [4, 3, 2, 1]
-    assert np.isnan(U.uplift_at_k(y, t, s, k=0.5, strategy="overall"))
-    assert U.uplift_at_k(y, t, s, k=0.5, strategy="by_group") == 1.0
+    assert np.isnan(uplift_at_k(y, t, s, k=0.5, strategy="overall"))
+    assert uplift_at_k(y, t, s, k=0.5, strategy="by_group") == 1.0
 
 
 def test_tied_scores_are_targeted_together() -> None:
-    n, q = U.qini_curve(Y, T, np.zeros(8))
+    n, q = qini_curve(Y, T, np.zeros(8))
     np.testing.assert_array_equal(n, [0, 8])
     np.testing.assert_allclose(q, [0, 0])
     # Two tiers: rows 0-3 at 1, rows 4-7 at 0 -> points at k = 4 and 8 only.
-    n, q = U.qini_curve(Y, T, np.repeat([1.0, 0.0], 4))
+    n, q = qini_curve(Y, T, np.repeat([1.0, 0.0], 4))
     np.testing.assert_array_equal(n, [0, 4, 8])
     np.testing.assert_allclose(q, [0, 1, 0])
 
@@ -113,7 +131,7 @@ def test_curves_do_not_depend_on_row_order_within_ties(seed) -> None:
     y, t = rng.integers(0, 2, n), rng.integers(0, 2, n)
     score = rng.integers(0, 20, n) / 10  # many ties
     perm = rng.permutation(n)
-    for curve in (U.qini_curve, U.uplift_curve):
+    for curve in (qini_curve, uplift_curve):
         a, b = curve(y, t, score), curve(y[perm], t[perm], score[perm])
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_allclose(a[1], b[1], rtol=1e-12, atol=1e-9)
@@ -133,10 +151,10 @@ def _tiered_campaign(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def test_perfect_ranking_scores_one_and_reversed_scores_negative() -> None:
     y, t, score = _tiered_campaign(5000, 0)
-    assert U.qini_auc_score(y, t, score) == pytest.approx(1.0)
-    assert U.uplift_auc_score(y, t, score) == pytest.approx(1.0)
-    assert U.qini_auc_score(y, t, -score) < -0.5
-    assert U.uplift_auc_score(y, t, -score) < -0.5
+    assert qini_auc_score(y, t, score) == pytest.approx(1.0)
+    assert uplift_auc_score(y, t, score) == pytest.approx(1.0)
+    assert qini_auc_score(y, t, -score) < -0.5
+    assert uplift_auc_score(y, t, -score) < -0.5
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -146,16 +164,16 @@ def test_random_ranking_scores_about_zero(seed) -> None:
     t = rng.integers(0, 2, n)
     y = (rng.random(n) < np.where(t == 1, 0.25, 0.2)).astype(int)
     # Over 20 seeds of this size the largest |Qini coefficient| measured was 0.009.
-    assert abs(U.qini_auc_score(y, t, rng.random(n))) < 0.02
-    assert abs(U.uplift_auc_score(y, t, rng.random(n))) < 0.02
+    assert abs(qini_auc_score(y, t, rng.random(n))) < 0.02
+    assert abs(uplift_auc_score(y, t, rng.random(n))) < 0.02
 
 
 def test_continuous_outcomes_in_the_qini_curve() -> None:
     revenue = Y * np.array([10.0, 0, 30, 5, 0, 0, 0, 20])
-    _, q = U.qini_curve(revenue, T, SCORE)
+    _, q = qini_curve(revenue, T, SCORE)
     # k=4: Y_t = 10 + 30, Y_c = 5, N_t = N_c = 2 -> 35; k=8: 40 - 25 = 15.
     assert q[4] == pytest.approx(35) and q[-1] == pytest.approx(15)
-    assert np.isfinite(U.qini_auc_score(revenue, T, SCORE))
+    assert np.isfinite(qini_auc_score(revenue, T, SCORE))
 
 
 # -- the simulated campaign ------------------------------------------------------------------
@@ -190,9 +208,7 @@ def campaign(request) -> dict:
         "share": share,
         "train": (X, t, y),
         "test": (X_test, t_test, y_test, tau_test),
-        "random_qini": U.qini_auc_score(
-            y_test, t_test, np.random.default_rng(3).random(len(y_test))
-        ),
+        "random_qini": qini_auc_score(y_test, t_test, np.random.default_rng(3).random(len(y_test))),
     }
 
 
@@ -211,16 +227,16 @@ RECOVERY = {
 }
 
 
-@pytest.mark.parametrize("name", list(U.UPLIFT_MODELS))
+@pytest.mark.parametrize("name", list(UPLIFT_MODELS))
 def test_models_recover_the_true_uplift(campaign, name) -> None:
-    model = U.make_uplift_model(name, params=ONE_THREAD, random_state=0).fit(*campaign["train"])
+    model = make_uplift_model(name, params=ONE_THREAD, random_state=0).fit(*campaign["train"])
     X_test, t_test, y_test, tau = campaign["test"]
-    result = U.evaluate_uplift(y_test, t_test, model.predict(X_test), true_uplift=tau)
+    result = evaluate_uplift(y_test, t_test, model.predict(X_test), true_uplift=tau)
     want = RECOVERY[name]
     assert result["true_correlation"]["spearman"] >= want["spearman"]
     assert result["qini_auc"] >= campaign["random_qini"] + 0.04
     assert result["qini_vs_oracle"] >= want["qini_vs_oracle"]
-    assert result["oracle_qini_auc"] == pytest.approx(U.qini_auc_score(y_test, t_test, tau))
+    assert result["oracle_qini_auc"] == pytest.approx(qini_auc_score(y_test, t_test, tau))
 
 
 def test_class_transformation_reweighting_keeps_the_uplift_level() -> None:
@@ -228,9 +244,9 @@ def test_class_transformation_reweighting_keeps_the_uplift_level() -> None:
     # far below the true uplift; the re-weighted one is centred on the true average effect.
     X, t, y, _ = make_campaign(20_000, 0.7, seed=1)
     X_test, _, _, tau = make_campaign(20_000, 0.7, seed=2)
-    weighted = U.ClassTransformation(params=ONE_THREAD, random_state=0).fit(X, t, y).predict(X_test)
+    weighted = ClassTransformation(params=ONE_THREAD, random_state=0).fit(X, t, y).predict(X_test)
     plain = (
-        U.ClassTransformation(params=ONE_THREAD, reweight=False, random_state=0)
+        ClassTransformation(params=ONE_THREAD, reweight=False, random_state=0)
         .fit(X, t, y)
         .predict(X_test)
     )
@@ -241,9 +257,9 @@ def test_class_transformation_reweighting_keeps_the_uplift_level() -> None:
 def test_x_learner_uses_the_given_propensity() -> None:
     X, t, y, _ = make_campaign(3000, 0.7, seed=4)
     params = ONE_THREAD | {"n_estimators": 20}
-    fitted = U.XLearner(params=params, random_state=0).fit(X, t, y)
+    fitted = XLearner(params=params, random_state=0).fit(X, t, y)
     assert fitted.propensity_ == pytest.approx(t.mean())
-    given = U.XLearner(params=params, random_state=0, propensity=0.25).fit(X, t, y)
+    given = XLearner(params=params, random_state=0, propensity=0.25).fit(X, t, y)
     b = given.boosters_
     expected = 0.25 * b["tau_control"].predict(X) + 0.75 * b["tau_treated"].predict(X)
     np.testing.assert_allclose(given.predict(X), expected)
@@ -252,9 +268,9 @@ def test_x_learner_uses_the_given_propensity() -> None:
 def test_profit_on_the_simulated_campaign() -> None:
     X, t, y, _ = make_campaign(20_000, 0.5, seed=1)
     X_test, t_test, y_test, _ = make_campaign(20_000, 0.5, seed=2)
-    uplift = U.XLearner(params=ONE_THREAD, random_state=0).fit(X, t, y).predict(X_test)
-    curve = U.profit_curve(uplift, margin=10.0, cost=0.3, y=y_test, treatment=t_test)
-    share, _ = U.best_share(curve)
+    uplift = XLearner(params=ONE_THREAD, random_state=0).fit(X, t, y).predict(X_test)
+    curve = profit_curve(uplift, margin=10.0, cost=0.3, y=y_test, treatment=t_test)
+    share, _ = best_share(curve)
     at_best = curve.loc[curve["share"] == share, "observed_profit"].item()
     # Everyone: a +0.6-point average effect is worth 0.06 per message against a 0.30 cost.
     everyone = curve["observed_profit"].iloc[-1]
@@ -274,7 +290,7 @@ def _revenue_campaign(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
 @pytest.mark.parametrize(
     ("name", "outcome"),
     # the class transformation takes binary outcomes only (see test_model_input_errors)
-    [(name, "binary") for name in U.UPLIFT_MODELS]
+    [(name, "binary") for name in UPLIFT_MODELS]
     + [("t_learner", "revenue"), ("x_learner", "revenue")],
 )
 def test_state_round_trip_through_npz(tmp_path, name, outcome) -> None:
@@ -283,12 +299,12 @@ def test_state_round_trip_through_npz(tmp_path, name, outcome) -> None:
     else:
         X, t, y, _ = make_campaign(3000, 0.6, 5)
     params = ONE_THREAD | {"n_estimators": 30}
-    model = U.make_uplift_model(name, params=params, random_state=1).fit(X, t, y)
+    model = make_uplift_model(name, params=params, random_state=1).fit(X, t, y)
     assert model.outcome_ == ("continuous" if outcome == "revenue" else "binary")
     path = tmp_path / "model.npz"
     np.savez(path, allow_pickle=False, **model.to_state())
     with np.load(path, allow_pickle=False) as npz:
-        loaded = U.UpliftModel.from_state(npz)
+        loaded = UpliftModel.from_state(npz)
         again = type(model).from_state(npz)
     X_new = make_campaign(500, 0.5, 6)[0]
     assert type(loaded) is type(model)
@@ -299,7 +315,7 @@ def test_state_round_trip_through_npz(tmp_path, name, outcome) -> None:
 
 def test_state_is_numpy_arrays_only() -> None:
     X, t, y, _ = make_campaign(2000, 0.5, 7)
-    state = U.TLearner(params=ONE_THREAD | {"n_estimators": 5}).fit(X, t, y).to_state()
+    state = TLearner(params=ONE_THREAD | {"n_estimators": 5}).fit(X, t, y).to_state()
     assert set(state) == {"meta", "booster.treated", "booster.control"}
     for value in state.values():
         assert isinstance(value, np.ndarray) and value.dtype.kind == "U" and value.ndim == 0
@@ -307,16 +323,16 @@ def test_state_is_numpy_arrays_only() -> None:
 
 def test_from_state_checks_the_model() -> None:
     X, t, y, _ = make_campaign(2000, 0.5, 7)
-    state = U.TLearner(params=ONE_THREAD | {"n_estimators": 5}).fit(X, t, y).to_state()
+    state = TLearner(params=ONE_THREAD | {"n_estimators": 5}).fit(X, t, y).to_state()
     with pytest.raises(InputError, match="t_learner"):
-        U.XLearner.from_state(state)
+        XLearner.from_state(state)
     with pytest.raises(InputError, match="not a saved uplift model"):
-        U.UpliftModel.from_state({"weights": np.zeros(3)})
+        UpliftModel.from_state({"weights": np.zeros(3)})
     buf = io.BytesIO()
     np.savez(buf, allow_pickle=False, **{k: v for k, v in state.items() if k != "booster.control"})
     buf.seek(0)
     with np.load(buf, allow_pickle=False) as npz, pytest.raises(InputError, match="boosters"):
-        U.UpliftModel.from_state(npz)
+        UpliftModel.from_state(npz)
 
 
 # -- input errors ----------------------------------------------------------------------------
@@ -324,19 +340,19 @@ def test_from_state_checks_the_model() -> None:
 
 def test_unknown_model_lists_the_valid_ones() -> None:
     with pytest.raises(InputError, match="s_learner") as err:
-        U.make_uplift_model("s_learner")
-    assert all(name in err.value.hint for name in U.UPLIFT_MODELS)
+        make_uplift_model("s_learner")
+    assert all(name in err.value.hint for name in UPLIFT_MODELS)
 
 
-@pytest.mark.parametrize("name", list(U.UPLIFT_MODELS))
+@pytest.mark.parametrize("name", list(UPLIFT_MODELS))
 def test_unknown_lightgbm_parameter_lists_the_valid_ones(name) -> None:
     with pytest.raises(InputError, match="n_estimator'") as err:
-        U.make_uplift_model(name, params={"n_estimator": 10})
+        make_uplift_model(name, params={"n_estimator": 10})
     assert "n_estimators" in err.value.hint and "num_leaves" in err.value.hint
     # fit checks too, for models built directly
     X, t, y, _ = make_campaign(500, 0.5, 8)
     with pytest.raises(InputError, match="n_estimator'"):
-        U.UPLIFT_MODELS[name](params=ONE_THREAD | {"n_estimator": 10}).fit(X, t, y)
+        UPLIFT_MODELS[name](params=ONE_THREAD | {"n_estimator": 10}).fit(X, t, y)
 
 
 @pytest.mark.parametrize(
@@ -345,7 +361,7 @@ def test_unknown_lightgbm_parameter_lists_the_valid_ones(name) -> None:
 )
 def test_reserved_lightgbm_parameters(param, hint) -> None:
     with pytest.raises(InputError, match=param) as err:
-        U.make_uplift_model("t_learner", params={param: None})
+        make_uplift_model("t_learner", params={param: None})
     assert hint in err.value.hint
 
 
@@ -356,12 +372,12 @@ def test_reserved_lightgbm_parameters(param, hint) -> None:
 def test_bad_lightgbm_values_are_input_errors(param, match) -> None:
     X, t, y, _ = make_campaign(500, 0.5, 8)
     with pytest.raises(InputError, match=match):
-        U.TLearner(params=ONE_THREAD | param).fit(X, t, y)
+        TLearner(params=ONE_THREAD | param).fit(X, t, y)
 
 
 def test_bad_constructor_argument() -> None:
     with pytest.raises(InputError, match="reweight"):
-        U.make_uplift_model("t_learner", reweight=False)
+        make_uplift_model("t_learner", reweight=False)
 
 
 @pytest.mark.parametrize(
@@ -379,7 +395,7 @@ def test_bad_constructor_argument() -> None:
     ],
 )
 @pytest.mark.parametrize(
-    "metric", [U.qini_curve, U.uplift_curve, U.qini_auc_score, U.uplift_auc_score, U.uplift_at_k]
+    "metric", [qini_curve, uplift_curve, qini_auc_score, uplift_auc_score, uplift_at_k]
 )
 def test_metric_input_errors(metric, y, t, score, match) -> None:
     with pytest.raises(InputError, match=match) as err:
@@ -401,31 +417,31 @@ def test_metric_input_errors(metric, y, t, score, match) -> None:
 )
 def test_uplift_at_k_errors(kwargs, match) -> None:
     with pytest.raises(InputError, match=match):
-        U.uplift_at_k(Y, T, SCORE, **kwargs)
+        uplift_at_k(Y, T, SCORE, **kwargs)
 
 
 def test_auuc_needs_binary_outcomes() -> None:
     with pytest.raises(InputError, match="binary"):
-        U.uplift_auc_score(Y * 12.5, T, SCORE)
+        uplift_auc_score(Y * 12.5, T, SCORE)
 
 
 def test_model_input_errors() -> None:
     X, t, y, _ = make_campaign(1000, 0.5, 9)
     small = ONE_THREAD | {"n_estimators": 5}
     with pytest.raises(InputError, match="only treated"):
-        U.TLearner(params=small).fit(X, np.ones(1000), y)
+        TLearner(params=small).fit(X, np.ones(1000), y)
     with pytest.raises(InputError, match="`X` has 1000 rows but `y` has 999"):
-        U.TLearner(params=small).fit(X, t, y[:-1])
+        TLearner(params=small).fit(X, t, y[:-1])
     with pytest.raises(InputError, match="constant"):
-        U.TLearner(params=small).fit(X, t, np.where(t == 1, y, 0))
+        TLearner(params=small).fit(X, t, np.where(t == 1, y, 0))
     with pytest.raises(InputError, match="needs 1/0 conversions") as err:
-        U.ClassTransformation(params=small).fit(X, t, y * 3.5)
+        ClassTransformation(params=small).fit(X, t, y * 3.5)
     assert "x_learner" in err.value.hint
     with pytest.raises(InputError, match="propensity"):
-        U.XLearner(params=small, propensity=1.5).fit(X, t, y)
+        XLearner(params=small, propensity=1.5).fit(X, t, y)
     with pytest.raises(InputError, match="not fitted"):
-        U.TLearner().predict(X)
-    model = U.TLearner(params=small).fit(X, t, y)
+        TLearner().predict(X)
+    model = TLearner(params=small).fit(X, t, y)
     with pytest.raises(InputError, match="7 features, the model was fitted on 8"):
         model.predict(X[:, :7])
     with pytest.raises(InputError, match="numeric"):
@@ -451,7 +467,7 @@ UPLIFT = np.array([0.1, -0.02, 0.05, 0.2])
     ],
 )
 def test_targeting_policy_by_hand(margin, cost, expected) -> None:
-    np.testing.assert_array_equal(U.targeting_policy(UPLIFT, margin=margin, cost=cost), expected)
+    np.testing.assert_array_equal(targeting_policy(UPLIFT, margin=margin, cost=cost), expected)
 
 
 def test_profit_curve_by_hand() -> None:
@@ -460,7 +476,7 @@ def test_profit_curve_by_hand() -> None:
     # 2 treated y=0, 1 control y=1.
     y = np.array([0, 1, 0, 1])
     t = np.array([0, 0, 1, 1])
-    curve = U.profit_curve(UPLIFT, margin=10.0, cost=0.6, y=y, treatment=t, n_points=5)
+    curve = profit_curve(UPLIFT, margin=10.0, cost=0.6, y=y, treatment=t, n_points=5)
     expected = pd.DataFrame(
         {
             "share": [0.0, 0.25, 0.5, 0.75, 1.0],
@@ -474,13 +490,13 @@ def test_profit_curve_by_hand() -> None:
         }
     )
     pd.testing.assert_frame_equal(curve, expected)
-    assert U.best_share(curve) == (0.5, pytest.approx(1.8))
-    assert U.best_share(curve, "observed_profit") == (0.5, pytest.approx(18.8))
+    assert best_share(curve) == (0.5, pytest.approx(1.8))
+    assert best_share(curve, "observed_profit") == (0.5, pytest.approx(18.8))
 
 
 def test_profit_curve_with_per_user_margin() -> None:
     # values 1.0, -0.2, 1.0, 0.4: users 0 and 2 tie (input order), then 3, then 1.
-    curve = U.profit_curve(UPLIFT, margin=[10.0, 10.0, 20.0, 2.0], cost=0.6, n_points=5)
+    curve = profit_curve(UPLIFT, margin=[10.0, 10.0, 20.0, 2.0], cost=0.6, n_points=5)
     np.testing.assert_allclose(curve["expected_profit"], [0, 0.4, 0.8, 0.6, -0.2])
     np.testing.assert_allclose(
         curve["expected_incremental_conversions"], [0, 0.1, 0.15, 0.35, 0.33]
@@ -493,9 +509,9 @@ def test_best_share_agrees_with_the_policy(seed) -> None:
     rng = np.random.default_rng(seed)
     uplift = rng.normal(0.01, 0.05, 1000)
     margin = rng.lognormal(2.0, 0.5, 1000)
-    curve = U.profit_curve(uplift, margin=margin, cost=0.2, n_points=1001)
-    share, profit = U.best_share(curve)
-    policy = U.targeting_policy(uplift, margin=margin, cost=0.2)
+    curve = profit_curve(uplift, margin=margin, cost=0.2, n_points=1001)
+    share, profit = best_share(curve)
+    policy = targeting_policy(uplift, margin=margin, cost=0.2)
     # n_points = n + 1: every user count is a point, so the peak is exactly the policy.
     assert share == pytest.approx(policy.mean())
     assert profit == pytest.approx(np.sum((uplift * margin - 0.2)[policy]))
@@ -514,20 +530,20 @@ def test_best_share_agrees_with_the_policy(seed) -> None:
 def test_profit_curve_errors(kwargs, match) -> None:
     kwargs = {"uplift": UPLIFT} | kwargs
     with pytest.raises(InputError, match=match):
-        U.profit_curve(kwargs.pop("uplift"), **kwargs)
+        profit_curve(kwargs.pop("uplift"), **kwargs)
 
 
 def test_best_share_errors() -> None:
-    curve = U.profit_curve(UPLIFT, margin=10.0, cost=0.6, n_points=5)
+    curve = profit_curve(UPLIFT, margin=10.0, cost=0.6, n_points=5)
     with pytest.raises(InputError, match="observed_profit"):
-        U.best_share(curve, "observed_profit")
+        best_share(curve, "observed_profit")
 
 
 # -- evaluation ------------------------------------------------------------------------------
 
 
 def test_evaluate_uplift_matches_the_metrics() -> None:
-    result = U.evaluate_uplift(Y, T, SCORE)
+    result = evaluate_uplift(Y, T, SCORE)
     assert result == {
         "qini_auc": pytest.approx(43 / 72),
         "auuc": pytest.approx(2 / 3),
@@ -541,16 +557,16 @@ def test_evaluate_uplift_matches_the_metrics() -> None:
 def test_evaluate_uplift_with_the_true_uplift() -> None:
     _, t, y, tau = make_campaign(5000, 0.5, seed=10)
     pred = tau + np.random.default_rng(0).normal(0, 0.1, 5000)
-    result = U.evaluate_uplift(y, t, pred, true_uplift=tau)
+    result = evaluate_uplift(y, t, pred, true_uplift=tau)
     assert result["true_correlation"]["pearson"] == pytest.approx(np.corrcoef(pred, tau)[0, 1])
     assert result["true_correlation"]["spearman"] == pytest.approx(
         stats.spearmanr(pred, tau).statistic
     )
-    assert result["oracle_qini_auc"] == pytest.approx(U.qini_auc_score(y, t, tau))
+    assert result["oracle_qini_auc"] == pytest.approx(qini_auc_score(y, t, tau))
     assert (
         0
         < result["qini_vs_oracle"]
-        == pytest.approx(U.qini_auc_score(y, t, pred) / result["oracle_qini_auc"])
+        == pytest.approx(qini_auc_score(y, t, pred) / result["oracle_qini_auc"])
     )
-    revenue = U.evaluate_uplift(y * 9.5, t, pred)
+    revenue = evaluate_uplift(y * 9.5, t, pred)
     assert revenue["auuc"] is None and revenue["qini_auc"] is not None

@@ -524,9 +524,9 @@ def test_export_parquet(built: Workspace, tmp_path: Path) -> None:
     # maps and lists included, as stored.
     reader = duckdb.connect()
     reader.execute("SET TimeZone = 'UTC'")
-    assert reader.execute("SELECT * FROM read_parquet(?) ORDER BY user_id", [str(out)]).fetchall() == (
-        built.store.rows("SELECT * FROM profiles ORDER BY user_id")
-    )
+    assert reader.execute(
+        "SELECT * FROM read_parquet(?) ORDER BY user_id", [str(out)]
+    ).fetchall() == (built.store.rows("SELECT * FROM profiles ORDER BY user_id"))
     table = pq.read_table(out)
     assert table.num_rows == 3
     assert table.column_names == list(built.profiles().columns)

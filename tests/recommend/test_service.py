@@ -18,11 +18,11 @@ import pytest
 import scipy.sparse as sp
 
 from jingzhun.config import Settings
-from jingzhun.recommend import service
+from jingzhun.recommend import interactions, serving, training
 from jingzhun.recommend.models.content import ContentBased
 from jingzhun.recommend.models.hybrid import Hybrid
 from jingzhun.recommend.models.popularity import Popularity
-from jingzhun.store import Store
+from jingzhun.store import Registry, Store
 from jingzhun.workspace import Workspace
 
 #: Profiles and the content model both see the events before this (mid-way through the shop).
@@ -81,14 +81,14 @@ def test_content_category_vector_is_the_profile_affinity(shop_ws: Workspace) -> 
     for users whose every item has a category."""
     ws = shop_ws
     ws.profile_build(as_of=AS_OF)
-    trained = service.train(ws.store, ws.settings, "content", as_of=AS_OF)
+    trained = training.train(ws.store, ws.settings, "content", as_of=AS_OF)
     assert trained.as_of == AS_OF
     model = ws.recommender(trained.model_id).model
     assert isinstance(model, ContentBased)
 
     affinity = ws.sql("SELECT user_id, category, score FROM profile_affinity")
     users = sorted(affinity["user_id"].unique())[:60]
-    frame = service.interactions_frame(ws.store, ws.settings, AS_OF, users)
+    frame = interactions.interactions_frame(ws.store, ws.settings, AS_OF, users)
     cats = ws.sql("SELECT item_id, category FROM items")
     touched = frame.merge(cats, on="item_id", how="left")
     complete = touched.groupby("user_id")["category"].agg(
@@ -175,7 +175,7 @@ def _popularity_part(model) -> Popularity:
     return model
 
 
-def _top_allowed(scores: np.ndarray, rec: service.Recommend, k: int) -> list[str]:
+def _top_allowed(scores: np.ndarray, rec: serving.Recommend, k: int) -> list[str]:
     s = np.asarray(scores, np.float64).copy()
     if rec.mask is not None:
         s[~rec.mask] = -np.inf
@@ -184,7 +184,9 @@ def _top_allowed(scores: np.ndarray, rec: service.Recommend, k: int) -> list[str
 
 
 def _no_history_member(ws: Workspace) -> tuple[str, str]:
-    frame = service.interactions_frame(ws.store, ws.settings, service.default_as_of(ws.store))
+    frame = interactions.interactions_frame(
+        ws.store, ws.settings, interactions.default_as_of(ws.store)
+    )
     members = ws.sql("SELECT user_id, segment FROM segment_members ORDER BY user_id")
     members = members[~members["user_id"].isin(frame["user_id"])]
     assert len(members) > 0, "the shop has segmented users without any item event"
@@ -250,9 +252,10 @@ def test_retraining_makes_a_new_version_and_keeps_the_old_one(shop_ws: Workspace
     first = ws.recommend_train("itemknn")
     second = ws.recommend_train("itemknn", neighbours=10)
     assert (first.model_id, second.model_id) == ("itemknn-1", "itemknn-2")
-    assert first.path != second.path
-    assert first.path.is_file() and second.path.is_file()
-    assert first.path.parent == service.models_dir(ws.store)
+    # Both versions are kept inside the store (issue 13: a store is one file).
+    registry = Registry(ws.store)
+    assert registry.artefact("itemknn-1") != registry.artefact("itemknn-2")
+    assert not ws.path.with_name(ws.path.name + ".models").exists()
     models = ws.recommend_models().set_index("model_id")
     assert models["active"].to_dict() == {"itemknn-1": False, "itemknn-2": True}
     assert models.loc["itemknn-2", "params"]["neighbours"] == 10
@@ -287,9 +290,9 @@ def test_a_failing_batch_leaves_the_previous_batch(
     before = _recommendations(ws)
     assert len(before) == rows > 0
     users = before["user_id"].nunique()
-    monkeypatch.setattr(service, "BATCH_USERS", 500)
+    monkeypatch.setattr(serving, "BATCH_USERS", 500)
     assert users > 2 * 500  # several blocks
-    real = service.Recommend._block
+    real = serving.Recommend._block
 
     # 1. the second block raises while the blocks are computed
     calls = {"n": 0}
@@ -300,7 +303,7 @@ def test_a_failing_batch_leaves_the_previous_batch(
             raise RuntimeError("block failed")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(service.Recommend, "_block", failing)
+    monkeypatch.setattr(serving.Recommend, "_block", failing)
     with pytest.raises(RuntimeError, match="block failed"):
         ws.recommend_batch(5)
     pd.testing.assert_frame_equal(_recommendations(ws), before)
@@ -312,13 +315,13 @@ def test_a_failing_batch_leaves_the_previous_batch(
             frame.loc[frame.index[-1], "item_id"] = None
         return frame
 
-    monkeypatch.setattr(service.Recommend, "_block", bad_row)
+    monkeypatch.setattr(serving.Recommend, "_block", bad_row)
     with pytest.raises(Exception):  # noqa: B017 - DuckDB's constraint error
         ws.recommend_batch(5)
     pd.testing.assert_frame_equal(_recommendations(ws), before)
 
     # the store is still usable: a good batch replaces the rows
-    monkeypatch.setattr(service.Recommend, "_block", real)
+    monkeypatch.setattr(serving.Recommend, "_block", real)
     assert ws.recommend_batch(2) == 2 * users
     assert ws.sql("SELECT max(rank) FROM recommendations").iloc[0, 0] == 2
 
@@ -414,3 +417,24 @@ def test_session_leaves_the_session_items_out(shop_ws: Workspace, model: str, pa
         listed = items.loc[got]
         assert (listed["active"] & ~(listed["stock"] <= 0)).all()
         assert frame["reason"].str.len().gt(0).all()
+
+
+def test_a_batch_is_stamped_in_utc_whatever_the_local_time_zone(
+    itemknn_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every writer stores naive UTC; the batch used the machine's local time (issue 13)."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    monkeypatch.setenv("TZ", "Asia/Shanghai")  # UTC+8, no daylight saving
+    time.tzset()
+    try:
+        before = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        itemknn_ws.recommend_batch(2)
+        after = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=1)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    stamped = itemknn_ws.sql("SELECT DISTINCT created_at FROM recommendations")["created_at"]
+    assert len(stamped) == 1
+    assert before <= stamped.iloc[0].to_pydatetime() <= after

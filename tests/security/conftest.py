@@ -100,7 +100,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         open_rows = ws.store.scalar("SELECT count(*) FROM quarantine WHERE resolved_at IS NULL")
     assert open_rows > 0, "the template needs open quarantined rows"
     assert not (folder / WAL).exists(), "the template store was left open"
-    assert (folder / MODELS).is_dir()
+    # A store is one file (issue 13): its models are inside it, no folder beside it.
+    assert not (folder / MODELS).exists()
     files = _inputs(folder, shop, users, items)
     return Template(
         folder,

@@ -511,7 +511,8 @@ class Sandbox:
         work = root / "work"
         work.mkdir(parents=True)
         shutil.copyfile(template.folder / STORE, work / STORE)
-        shutil.copytree(template.folder / MODELS, work / MODELS)
+        if (template.folder / MODELS).exists():
+            shutil.copytree(template.folder / MODELS, work / MODELS)
         for name in template.files:
             shutil.copyfile(template.folder / name, work / name)
         os.symlink(STORE, work / STORE_LINK)

@@ -146,6 +146,9 @@ COMMANDS: dict[str, Base] = {
     "predict clv": Base(TRANSACTIONS),
     "predict propensity": Base((*TRANSACTIONS, ("--holdout-end", "2026-10-31"))),
     "predict uplift": Base((("--assignments", "assign.csv"), ("--models", "class_transformation"))),
+    "models list": Base(),
+    "models show": Base(arguments={"model_id": "popularity-1"}),
+    "models activate": Base(arguments={"model_id": "popularity-1"}),
 }
 
 #: The root's options are tried on this command.

@@ -1,7 +1,9 @@
 """The ``jingzhun`` command line: ``jingzhun [--db PATH] [--config FILE] GROUP COMMAND [ARGS]``.
 
 Exit codes: 0 success, 1 failure while running, 2 bad input or usage. Errors print one line on
-stderr: what is wrong, where, and how to fix it.
+stderr: what is wrong, where, and how to fix it. A core error names its parameter as Python
+spells it (``as_of``); the one error handler here shows it as the flag that sets it
+(``--as-of``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from jingzhun import __version__
-from jingzhun.cli import commands, ingest, predict, profile, quarantine, recommend, segment
+from jingzhun.cli import (
+    commands,
+    ingest,
+    models,
+    predict,
+    profile,
+    quarantine,
+    recommend,
+    segment,
+)
 from jingzhun.cli.common import Globals, visible
 from jingzhun.errors import JingzhunError
 
@@ -74,12 +85,39 @@ def build_app() -> typer.Typer:
     app.add_typer(segment.app, name="segment")
     app.add_typer(recommend.app, name="recommend")
     app.add_typer(predict.app, name="predict")
+    app.add_typer(models.app, name="models")
     app.command()(commands.clean)
     app.command()(commands.status)
     app.command()(commands.synth)
     app.command()(commands.demo)
     app.command()(commands.report)
     return app
+
+
+#: Core parameters whose flag is not ``--`` and the name with ``_`` as ``-`` (the quarantine
+#: selection's fields, as ``quarantine list|export|replay|discard`` spell them).
+FLAG_OVERRIDES: dict[str, str] = {"batch_id": "--batch", "include_resolved": "--all"}
+
+
+def flag(param: str) -> str:
+    """The command-line flag of a core parameter: ``as_of`` → ``--as-of``."""
+    return FLAG_OVERRIDES.get(param, "--" + param.replace("_", "-"))
+
+
+def error_text(exc: JingzhunError) -> str:
+    """The error as the command line says it: its parameter (the first mention of
+    ``exc.param``, as a whole word) written as the flag.
+
+    Examples
+    --------
+    >>> from jingzhun.errors import InputError
+    >>> error_text(InputError("as_of 'x' is not a timestamp", hint="use ISO 8601", param="as_of"))
+    "--as-of 'x' is not a timestamp; use ISO 8601"
+    """
+    if exc.param is None:
+        return str(exc)
+    word = re.compile(rf"(?<![\w-]){re.escape(exc.param)}(?![\w-])")
+    return word.sub(lambda _: flag(exc.param or ""), str(exc), count=1)
 
 
 def _fail(message: str, code: int) -> None:
@@ -125,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = command.main(args=argv, prog_name="jingzhun", standalone_mode=False)
     except JingzhunError as exc:
-        _fail(str(exc), exc.exit_code)
+        _fail(error_text(exc), exc.exit_code)
     except click_exc.NoArgsIsHelpError as exc:
         sys.stdout.write((exc.ctx.get_help() if exc.ctx else str(exc)) + "\n")
         sys.exit(2)
@@ -153,4 +191,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
 
 
-__all__ = ["build_app", "main"]
+__all__ = ["build_app", "error_text", "flag", "main"]

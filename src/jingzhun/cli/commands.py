@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -54,9 +56,9 @@ def clean(
 
         raise InputError(f"--method {method!r} is unknown", hint="use mad or iqr")
     kinds = tuple(k.strip() for k in remove.split(",") if k.strip()) if remove else ()
-    with g.workspace() as ws, steps() as say:
+    with g.workspace(create=not no_flag) as ws, steps() as say:
         say("cleaning report")
-        report = ws.clean(
+        report = ws.ingest.clean(
             flag=not no_flag,
             remove=kinds,
             outlier_method=method,
@@ -91,22 +93,34 @@ def clean(
     missing = missing[missing["rate"] > 0].sort_values(["table", "rate"], ascending=[True, False])
     if not missing.empty:
         print_frame(missing, "Missing values")
+    # Outliers are orders; flags and removals are events (an outlier order flags its lines).
     if data["flagged"]:
         out.print(
             "[bold]Flagged[/] in event_flags: "
-            + ", ".join(f"{text(k)} {v:,}" for k, v in data["flagged"].items())
+            + ", ".join(
+                text(_events(k, v, o.get("outliers", 0))) for k, v in data["flagged"].items()
+            )
         )
     if data["removed"]:
         out.print(
             "[bold]Moved to the quarantine[/]: "
-            + ", ".join(f"{text(k)} {v:,}" for k, v in data["removed"].items())
+            + ", ".join(text(_events(k, v)) for k, v in data["removed"].items())
         )
+
+
+def _events(flag: str, n: int, orders: int | None = None) -> str:
+    """``n`` events of ``flag`` with their unit (order lines for outlier orders, else events),
+    as plain text."""
+    if flag != "outlier_order":
+        return f"{flag} {n:,} event{'' if n == 1 else 's'}"
+    of = f" (of {orders:,} outlier order{'' if orders == 1 else 's'})" if orders else ""
+    return f"{flag} {n:,} order line{'' if n == 1 else 's'}{of}"
 
 
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """What the store holds: row counts, time span, events by type, quarantine."""
     g: Globals = ctx.obj
-    with g.workspace() as ws:
+    with g.workspace(create=False) as ws:
         s = ws.summary()
     if as_json:
         print_json(s)
@@ -253,10 +267,33 @@ def report(
     ctx: typer.Context,
     to: Annotated[str, typer.Option("--out", "-o", help="HTML file to write.")] = "report.html",
     lang: LangOpt = "en",
+    as_json: JsonOpt = False,
 ) -> None:
     """Write the HTML report of what the store holds."""
     g: Globals = ctx.obj
-    with g.workspace() as ws, steps() as say:
+    with g.workspace(create=False) as ws, steps(not as_json) as say:
         say("building the report")
         path = ws.report(to, lang=lang)
+    if as_json:
+        print_json(report_summary(path, lang))
+        return
     out.print(f"Report: {text(path.resolve())}")
+
+
+#: The report's table of contents (``report.html.j2``): one link per section it holds.
+_CONTENTS = re.compile(r"<nav>(.*?)</nav>", re.S)
+_ENTRY = re.compile(r'<a href="#([^"]*)">(.*?)</a>', re.S)
+
+
+def report_summary(path: Path, lang: str) -> dict[str, object]:
+    """What ``report --json`` prints: the file written, its size, and the sections it holds
+    (key and title, in order) as its own table of contents lists them."""
+    page = path.read_text(encoding="utf-8")
+    contents = _CONTENTS.search(page)
+    entries = _ENTRY.findall(contents.group(1)) if contents else []
+    return {
+        "path": str(path.resolve()),
+        "lang": lang,
+        "bytes": path.stat().st_size,
+        "sections": [{"key": html.unescape(k), "title": html.unescape(t)} for k, t in entries],
+    }

@@ -10,6 +10,8 @@ import json
 import math
 import re
 import sys
+import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +32,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from jingzhun.config import resolve_db_path
+from jingzhun.errors import NotFoundError
+from jingzhun.store.store import check_store_path
 from jingzhun.workspace import Workspace
 
 # No emoji codes: a value such as ":fire:" from the data is printed as written.
@@ -76,11 +81,39 @@ def text(value: object) -> str:
 
 @dataclass
 class Globals:
+    """The options every command shares: ``--db`` and ``--config``."""
+
     db: str | None = None
     config: str | None = None
 
-    def workspace(self, *, read_only: bool = False) -> Workspace:
+    def workspace(self, *, create: bool, read_only: bool = False) -> Workspace:
+        """Open the command's store.
+
+        Parameters
+        ----------
+        create : bool
+            Whether a missing store is created. Only a command that writes to the store
+            passes True; one that only reads passes False, so a path where no store is (a
+            typo in ``--db``) is an error naming it, not a new empty store that reports zero
+            rows. Either way an existing store of an older schema is upgraded.
+        read_only : bool
+            Open with DuckDB's read-only access, which lets several readers share the file;
+            such a store is never created nor upgraded.
+
+        Raises
+        ------
+        NotFoundError
+            ``create`` is False (or ``read_only`` True) and no file is at the path.
+        """
+        if not create:
+            path = check_store_path(resolve_db_path(self.db))
+            if not path.exists():
+                raise NotFoundError(f"no store at {path}", hint=NO_STORE_HINT)
         return Workspace.open(self.db, config=self.config, read_only=read_only)
+
+
+#: How to answer "no store at PATH" (the words ``Store.open`` uses for a read-only open).
+NO_STORE_HINT = "check --db or $JINGZHUN_DB, or ingest data first (jingzhun ingest events FILE)"
 
 
 def _default(value: Any) -> Any:
@@ -147,6 +180,34 @@ def _cell(v: Any) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     return text(v)
+
+
+#: Warnings nobody running jingzhun can act on, each matched as narrowly as it can be:
+#: (message regex, category, regex of the module that warns).
+_UNACTIONABLE: tuple[tuple[str, type[Warning], str], ...] = (
+    # Ibis 12's DuckDB backend still calls DuckDB's deprecated ``fetch_arrow_table()`` to read
+    # a table's schema, once per table it looks up (150 times in one `predict train`). Our own
+    # code calls ``to_arrow_table()``; this one goes when Ibis makes the same change.
+    (r"fetch_arrow_table\(\) is deprecated", DeprecationWarning, r"ibis\."),
+)
+
+
+@contextmanager
+def distinct_warnings() -> Iterator[None]:
+    """Collect the warnings a block raises and show each distinct one once on stderr when it
+    ends without an error, with how many times it came ("warning: MESSAGE (12 times)").
+
+    Warnings in :data:`_UNACTIONABLE` (a third-party library's own deprecations) are left out.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for message, category, module in _UNACTIONABLE:
+            warnings.filterwarnings("ignore", message=message, category=category, module=module)
+        yield
+    # After the block succeeded: a failure ends in its one error line and nothing else.
+    for message, n in Counter(str(w.message).strip() for w in caught).items():
+        times = f" ({n:,} times)" if n > 1 else ""
+        err.print(f"warning: {text(message)}{times}")
 
 
 @contextmanager

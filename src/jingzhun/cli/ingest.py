@@ -70,8 +70,8 @@ def _run(
         "constants": parse_assignments(consts, "--set"),
         "event_map": parse_assignments(event_map, "--event-map"),
     }
-    with g.workspace() as ws, byte_progress() as progress:
-        result = ws.ingest(
+    with g.workspace(create=True) as ws, byte_progress() as progress:
+        result = ws.ingest.files(
             kind, files, format=fmt, ts_format=ts_format, progress=progress, **options
         )
     data = result.to_dict()

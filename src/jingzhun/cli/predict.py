@@ -9,6 +9,7 @@ import typer
 
 from jingzhun.cli.common import (
     Globals,
+    distinct_warnings,
     err,
     frame_records,
     out,
@@ -73,17 +74,10 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare the classifiers on a time-based split; the best (calibrated) becomes active."""
-    import warnings
-
     g: Globals = ctx.obj
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    with (
-        g.workspace() as ws,
-        steps(not as_json) as say,
-        warnings.catch_warnings(record=True) as caught,
-    ):
-        warnings.simplefilter("always")
-        result = ws.predict_train(
+    with distinct_warnings(), g.workspace(create=True) as ws, steps(not as_json) as say:
+        result = ws.predict.train(
             target,
             horizon_days=horizon,
             as_of=as_of,
@@ -91,8 +85,6 @@ def train(
             train_windows=train_windows,
             progress=say,
         )
-    for w in caught:
-        err.print(f"warning: {text(w.message)}")
     if as_json:
         print_json(result.to_dict())
         return
@@ -120,9 +112,9 @@ def score(
 ) -> None:
     """Score every user (churn: every active customer); write scores and tags."""
     g: Globals = ctx.obj
-    with g.workspace() as ws, steps(not as_json) as say:
+    with g.workspace(create=True) as ws, steps(not as_json) as say:
         say(f"scoring {target}")
-        result = ws.predict_score(target, model=model, as_of=as_of)
+        result = ws.predict.score(target, model=model, as_of=as_of)
     if as_json:
         print_json(result.to_dict())
         return
@@ -136,8 +128,8 @@ def score(
 def models_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Every trained predict model, newest first; the active ones are marked."""
     g: Globals = ctx.obj
-    with g.workspace(read_only=True) as ws:
-        frame = ws.predict_models()
+    with g.workspace(create=False, read_only=True) as ws:
+        frame = ws.predict.models()
     if as_json:
         print_json({"models": frame_records(frame)})
         return
@@ -148,7 +140,7 @@ def models_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """The active models' comparisons (validation and test) and the score distributions."""
     g: Globals = ctx.obj
-    with g.workspace(read_only=True) as ws:
+    with g.workspace(create=False, read_only=True) as ws:
         result = ws.predict_report()
     if as_json:
         print_json(result)
@@ -312,7 +304,7 @@ def clv(
     purchase_model(model)  # before reading anything
     if transactions is None:
         g: Globals = ctx.obj
-        with g.workspace() as ws, steps(not as_json) as say:
+        with g.workspace(create=True) as ws, steps(not as_json) as say:
             say(f"fitting {model} and Gamma-Gamma to the store's orders")
             result = ws.predict_clv(model=model, unit=time_unit)
         if as_json:
@@ -436,7 +428,7 @@ def uplift(
     true = read_file(truth, "--truth", sep=None, hint="truth/campaigns.parquet") if truth else None
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     g: Globals = ctx.obj
-    with g.workspace() as ws, steps(not as_json) as say:
+    with g.workspace(create=True) as ws, steps(not as_json) as say:
         result = ws.predict_uplift(
             frame,
             campaign=campaign,
@@ -445,6 +437,17 @@ def uplift(
             truth=true,
             progress=say,
         )
+    unknown = int(result.get("unknown_users") or 0)
+    if unknown:
+        assigned = unknown + sum(result["rows"].values())
+        verb = "is" if unknown == 1 else "are"
+        # Most of them unknown: the file is likely another shop's (or another store's).
+        hint = "; is the file from another shop?" if 2 * unknown > assigned else ""
+        said = (
+            f"{unknown:,} of the {assigned:,} users in --assignments {verb} not known to the "
+            f"store at the send and were left out{hint}"
+        )
+        err.print(f"warning: {text(said)}")
     if as_json:
         print_json(result)
         return

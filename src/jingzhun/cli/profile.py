@@ -10,6 +10,7 @@ import pandas as pd
 import typer
 
 from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps, text
+from jingzhun.contracts.time import parse_as_of
 
 app = typer.Typer(
     help="Profiles (用户画像): computed traits per user, point in time.", no_args_is_help=True
@@ -31,13 +32,8 @@ UntilOpt = Annotated[
 def _when(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
-    from jingzhun.errors import InputError
-    from jingzhun.profile.build import parse_as_of
-
-    try:
-        return parse_as_of(value)
-    except InputError as exc:
-        raise InputError(str(exc).replace("--as-of", option)) from exc
+    # The core names the parameter as Python spells it; the error handler shows it as a flag.
+    return parse_as_of(value, param=option.removeprefix("--").replace("-", "_"))
 
 
 @app.command()
@@ -54,9 +50,9 @@ def build(
 ) -> None:
     """Compute every user's traits, category affinity and tags."""
     g: Globals = ctx.obj
-    with g.workspace() as ws, steps() as say:
+    with g.workspace(create=True) as ws, steps() as say:
         say("building profiles")
-        result = ws.profile_build(as_of)
+        result = ws.profiles.build(as_of)
     if as_json:
         print_json(result.to_dict())
         return
@@ -87,7 +83,7 @@ def show(
 ) -> None:
     """One user's traits, tags, linked devices and latest events."""
     g: Globals = ctx.obj
-    with g.workspace() as ws:
+    with g.workspace(create=False) as ws:
         p = ws.profile(user_id, events=events)
     if as_json:
         print_json(p)
@@ -124,8 +120,8 @@ def export(
 ) -> None:
     """Write the profiles to Parquet or CSV (lists and maps as JSON text in CSV)."""
     g: Globals = ctx.obj
-    with g.workspace() as ws:
-        n = ws.profile_export(to)
+    with g.workspace(create=False) as ws:
+        n = ws.profiles.export(to)
     if as_json:
         print_json({"rows": n, "file": str(to)})
     else:
@@ -148,8 +144,8 @@ def traits(as_json: JsonOpt = False) -> None:
 def tags_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Every tag value and how many users carry it."""
     g: Globals = ctx.obj
-    with g.workspace() as ws:
-        frame = ws.tags()
+    with g.workspace(create=False) as ws:
+        frame = ws.profiles.tags()
     if as_json:
         print_json({"tags": frame_records(frame)})
     elif frame.empty:
@@ -160,7 +156,7 @@ def tags_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 def _analysis(ctx: typer.Context, name: str, as_json: bool, **options: Any) -> None:
     g: Globals = ctx.obj
-    with g.workspace() as ws, steps() as say:
+    with g.workspace(create=False) as ws, steps() as say:
         say(f"analysing {name}")
         result = ws.analyze(name, **options)
     if as_json:

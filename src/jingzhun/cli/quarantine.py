@@ -35,9 +35,9 @@ def _selection(
 def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Batches with quarantined rows, and the commonest reasons."""
     g: Globals = ctx.obj
-    with g.workspace() as ws:
-        batches = ws.quarantine_batches()
-        reasons = ws.quarantine_reasons()
+    with g.workspace(create=False) as ws:
+        batches = ws.ingest.quarantine.batches()
+        reasons = ws.ingest.quarantine.reasons()
     if as_json:
         print_json({"batches": frame_records(batches), "reasons": frame_records(reasons)})
         return
@@ -67,8 +67,8 @@ def show(
 ) -> None:
     """Quarantined rows with their reason, source, record number and raw values."""
     g: Globals = ctx.obj
-    with g.workspace() as ws:
-        frame = ws.quarantine_rows(
+    with g.workspace(create=False) as ws:
+        frame = ws.ingest.quarantine.rows(
             _selection(batch, ids, reason, include_resolved or bool(ids)), limit=limit
         )
     if as_json:
@@ -102,8 +102,8 @@ def export(
 ) -> None:
     """Write open rows to JSON Lines: edit each "row", then replay --file the edit."""
     g: Globals = ctx.obj
-    with g.workspace() as ws:
-        n = ws.quarantine_export(to, _selection(batch, ids, reason))
+    with g.workspace(create=False) as ws:
+        n = ws.ingest.quarantine.export(to, _selection(batch, ids, reason))
     if as_json:
         print_json({"exported": n, "file": to})
     else:
@@ -130,8 +130,8 @@ def replay(
 ) -> None:
     """Validate open rows again (after fixing the config or the rows) and ingest those that pass."""
     g: Globals = ctx.obj
-    with g.workspace() as ws:
-        results = ws.quarantine_replay(
+    with g.workspace(create=False) as ws:
+        results = ws.ingest.quarantine.replay(
             _selection(batch, ids, reason),
             file=file,
             event_map=parse_assignments(event_map, "--event-map"),
@@ -163,8 +163,8 @@ def discard(
 ) -> None:
     """Give up on open rows: they stay on record, marked discarded."""
     g: Globals = ctx.obj
-    with g.workspace() as ws:
-        n = ws.quarantine_discard(_selection(batch, ids, reason))
+    with g.workspace(create=False) as ws:
+        n = ws.ingest.quarantine.discard(_selection(batch, ids, reason))
     if as_json:
         print_json({"discarded": n})
     else:

@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps, text
+from jingzhun.cli.common import (
+    Globals,
+    err,
+    frame_records,
+    out,
+    print_frame,
+    print_json,
+    steps,
+    text,
+)
 
 app = typer.Typer(
     help="Recommendations: popularity, item/user kNN, ALS, BPR, EASE, content, hybrid; rules, evaluation.",
@@ -57,15 +66,15 @@ def train(
 ) -> None:
     """Fit a model on the store's interactions; it becomes the active model."""
     g: Globals = ctx.obj
-    with g.workspace() as ws, steps(not as_json) as say:
+    with g.workspace(create=True) as ws, steps(not as_json) as say:
         say(f"training {model or ws.settings.recommend.model}")
-        result = ws.recommend_train(model, **_params(param))
+        result = ws.recs.train(model, params=_params(param))
     if as_json:
         print_json(result.to_dict())
         return
     out.print(
         f"Model [bold]{text(result.model_id)}[/]: {result.users:,} users x {result.items:,} items, "
-        f"{result.interactions:,} interactions, fitted in {result.fit_seconds:.1f}s; saved to {text(result.path)}."
+        f"{result.interactions:,} interactions, fitted in {result.fit_seconds:.1f}s; saved in the store as the active model."
     )
 
 
@@ -73,8 +82,8 @@ def train(
 def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Every trained model version, newest first; the active one is marked."""
     g: Globals = ctx.obj
-    with g.workspace(read_only=True) as ws:
-        models = ws.recommend_models()
+    with g.workspace(create=False, read_only=True) as ws:
+        models = ws.recs.models()
     if as_json:
         print_json({"models": frame_records(models)})
         return
@@ -99,15 +108,16 @@ def batch(
 ) -> None:
     """Top k for every user, after the business rules, into the recommendations table."""
     g: Globals = ctx.obj
-    with g.workspace() as ws, steps(not as_json) as say:
+    with g.workspace(create=True) as ws, steps(not as_json) as say:
         say("recommending for every user")
-        rows = ws.recommend_batch(
+        rows = ws.recs.batch(
             k,
             model=model,
             progress=lambda done, total: say(f"recommending: {done:,}/{total:,} users"),
         )
-        users = ws.store.scalar("SELECT count(DISTINCT user_id) FROM recommendations")
-        model_id = ws.store.scalar("SELECT any_value(model) FROM recommendations")
+        latest = ws.recs.latest_batch()
+        users = 0 if latest is None else latest.users
+        model_id = None if latest is None else latest.model
     if as_json:
         print_json({"rows": rows, "users": int(users or 0), "model": model_id})
         return
@@ -131,17 +141,21 @@ def show(
     if lang not in ("en", "zh"):
         raise InputError(f"--lang {lang!r}", hint="use en or zh")
     g: Globals = ctx.obj
-    with g.workspace(read_only=True) as ws:
+    with g.workspace(create=False, read_only=True) as ws:
         result = ws.recommend(user_id, k, model=model, lang=lang)
     if as_json:
         print_json(result)
         return
-    note = " (cold start: no history yet)" if result["cold_start"] else ""
+    cold = result["cold_start"]
+    note = " (cold start: no history yet, so ranked by popularity)" if cold else ""
     seg = f", segment {result['segment']}" if result.get("segment") else ""
     out.print(f"[bold]{text(user_id)}[/] by {text(result['model'])}{text(seg)}{text(note)}")
     frame = pd.DataFrame(result["items"])
     if not frame.empty:
-        frame = frame[["rank", "item_id", "title", "score", "explanation"]]
+        # A cold start ranks by popularity alone: the model's scores are tie-breakers too small
+        # to read (1e-06, 0), so the rank stands for them.
+        columns = ["rank", "item_id", "title", "explanation"]
+        frame = frame[columns if cold else [*columns[:3], "score", columns[3]]]
     print_frame(frame, "Recommendations", max_width=48)
 
 
@@ -155,10 +169,22 @@ def session(
 ) -> None:
     """Real-time recommendations for the items of a browsing session."""
     g: Globals = ctx.obj
-    with g.workspace(read_only=True) as ws:
-        frame = ws.recommend_session(items, k, model=model)
+    with g.workspace(create=False, read_only=True) as ws:
+        frame = ws.recs.session(items, k, model=model)
+    unknown: list[str] = frame.attrs.get("unknown_items", [])
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (", …" if len(unknown) > 10 else "")
+        what = (
+            "none of the session's items is known to the model: these are popular items"
+            if len(unknown) == len(items)
+            else f"{len(unknown):,} of the {len(items):,} session items are not known to the "
+            "model and were left out"
+        )
+        err.print(f"warning: {text(what)} (unknown: {text(shown)}); check the ids, or retrain")
     if as_json:
-        print_json({"items": frame_records(frame.drop(columns="session_items"))})
+        # The unknown items only when there are some, beside the list.
+        extra = {"unknown_items": unknown} if unknown else {}
+        print_json({"items": frame_records(frame.drop(columns="session_items")), **extra})
         return
     print_frame(frame.drop(columns="session_items"), "Next in this session")
 
@@ -255,7 +281,7 @@ def evaluate(
             features = _catalog_file(item_features, sep, item_col) if item_features else None
             result = run_evaluation(log, item_features=features, progress=say, **options).to_json()
         else:
-            with g.workspace() as ws:
+            with g.workspace(create=True) as ws:
                 result = ws.recommend_evaluate(progress=say, **options)
     if as_json:
         print_json(result)

@@ -8,7 +8,16 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps, text
+from jingzhun.cli.common import (
+    Globals,
+    err,
+    frame_records,
+    out,
+    print_frame,
+    print_json,
+    steps,
+    text,
+)
 
 app = typer.Typer(
     help="Segments: RFM, k-means, hierarchical, DBSCAN/HDBSCAN, GMM, SOM, with portraits.",
@@ -16,6 +25,9 @@ app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+#: The top-categories cell of a segment whose users viewed and bought nothing with a category.
+NO_CATEGORIES = "(no category activity)"
+
 RunArg = Annotated[
     str | None,
     typer.Argument(help="A run id or a name (its active run); default: the latest run."),
@@ -114,9 +126,9 @@ def run(
         if value is not None
     }
     g: Globals = ctx.obj
-    with g.workspace() as ws, steps(not as_json) as say:
+    with g.workspace(create=True) as ws, steps(not as_json) as say:
         say(f"segmenting with {method}")
-        result = ws.segment_run(
+        result = ws.segments.run(
             method,
             k=k,
             features=_features(features),
@@ -125,7 +137,12 @@ def run(
             k_range=_k_range(k_range),
             random_state=seed,
             stability_resamples=stability,
-            options=options,
+            **options,
+        )
+    if result.dropped_features:
+        err.print(
+            "warning: left out default features that are the same for every user: "
+            f"{text(', '.join(result.dropped_features))} (choose traits with --features)"
         )
     if as_json:
         print_json(result.to_dict())
@@ -161,7 +178,8 @@ def _print_portraits(portraits: list[dict[str, Any]]) -> None:
                 "users": p["users"],
                 "share": p["share"],
                 "revenue share": p["revenue_share"],
-                "top categories": ", ".join(c for c, *_ in p["top_categories"]),
+                # No category activity at all (users who never viewed a product): said, not blank.
+                "top categories": ", ".join(c for c, *_ in p["top_categories"]) or NO_CATEGORIES,
             }
         )
     print_frame(pd.DataFrame(rows), "Segments", max_width=48)
@@ -171,8 +189,8 @@ def _print_portraits(portraits: list[dict[str, Any]]) -> None:
 def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Every run, newest first; the active run of each name is marked."""
     g: Globals = ctx.obj
-    with g.workspace(read_only=True) as ws:
-        runs = ws.segment_runs()
+    with g.workspace(create=False, read_only=True) as ws:
+        runs = ws.segments.list()
     if as_json:
         print_json({"runs": frame_records(runs)})
         return
@@ -183,7 +201,7 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def show(ctx: typer.Context, run: RunArg = None, as_json: JsonOpt = False) -> None:
     """A run's parameters, metrics and segment portraits."""
     g: Globals = ctx.obj
-    with g.workspace(read_only=True) as ws:
+    with g.workspace(create=False, read_only=True) as ws:
         info = ws.segment(run)
     if as_json:
         print_json(info)
@@ -214,8 +232,8 @@ def export(
 ) -> None:
     """Write a run's members (user_id, segment, label) to Parquet or CSV."""
     g: Globals = ctx.obj
-    with g.workspace(read_only=True) as ws:
-        rows = ws.segment_export(out_path, run)
+    with g.workspace(create=False, read_only=True) as ws:
+        rows = ws.segments.export(out_path, run)
     if as_json:
         print_json({"out": str(out_path), "rows": rows})
         return
@@ -226,7 +244,7 @@ def export(
 def assign(ctx: typer.Context, run: RunArg = None, as_json: JsonOpt = False) -> None:
     """Place users profiled since the run into its segments, without refitting."""
     g: Globals = ctx.obj
-    with g.workspace() as ws:
+    with g.workspace(create=True) as ws:
         result = ws.segment_assign(run)
     if as_json:
         print_json(result)

@@ -24,8 +24,9 @@ from typing import Literal
 
 from jingzhun.checks import bounded_int, finite
 from jingzhun.config import MAX_BURST, MAX_OUTLIER_THRESHOLD, CleanSettings
+from jingzhun.contracts.time import utcnow
 from jingzhun.errors import InputError
-from jingzhun.ingest.pipeline import new_batch_id, utcnow
+from jingzhun.ingest.pipeline import new_batch_id
 from jingzhun.store import Store
 from jingzhun.store.sql import ident
 
@@ -39,6 +40,29 @@ _CONTENT = "event, coalesce(user_id, ''), coalesce(anonymous_id, ''), coalesce(i
 
 @dataclass
 class CleaningReport:
+    """What :func:`clean` found, and did.
+
+    Mind the units: outliers are counted in **orders** (an order's value is the sum of its
+    lines), while ``flagged`` and ``removed`` count **events**: an outlier order flags each of
+    its order lines (``order_completed`` events), so 3 outlier orders may flag 6 events.
+
+    Attributes
+    ----------
+    outliers : dict
+        ``method``, ``threshold``, ``orders`` judged, ``outliers`` (orders; ``high``, ``low``),
+        the fences in money and up to five ``examples``.
+    bursts : dict
+        Visitors (``actors``), clock ``minutes`` and ``events`` over the burst threshold.
+    duplicates : dict
+        Rows each ingest skipped as duplicates, and events stored twice under different ids.
+    missing : list of dict
+        Per table and column: rows, missing values and their rate.
+    flagged : dict
+        Events flagged, per flag (empty with ``flag=False``).
+    removed : dict
+        Events moved to the quarantine, per flag and in ``total``.
+    """
+
     outliers: dict[str, object] = field(default_factory=dict)
     bursts: dict[str, object] = field(default_factory=dict)
     duplicates: dict[str, object] = field(default_factory=dict)

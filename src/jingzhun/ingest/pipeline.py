@@ -18,15 +18,17 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import BinaryIO
 
 import duckdb
 import pyarrow as pa
 
 from jingzhun.config import IngestSettings
+from jingzhun.contracts.events import FIELDS, KEY, Kind
+from jingzhun.contracts.time import utcnow
 from jingzhun.errors import InputError
-from jingzhun.ingest.schema import EXTRAS_COLUMN, FIELDS, KEY, Kind
+from jingzhun.ingest.schema import EXTRAS_COLUMN
 from jingzhun.ingest.sources import Source, open_source, table_source
 from jingzhun.ingest.validate import IngestOptions, RowValidator, q, stage_columns
 from jingzhun.store import Store
@@ -68,11 +70,6 @@ class BatchResult:
 
 def new_batch_id(now: datetime) -> str:
     return f"b{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-
-
-def utcnow() -> datetime:
-    """Current UTC time, naive (the store holds naive UTC timestamps), to the microsecond."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Ingestor:
@@ -397,7 +394,7 @@ class Ingestor:
         )
         bits = {f.name: i for i, f in enumerate(FIELDS[kind])}
         tables = {"users": [("users", False), ("pii", True)], "items": [("items", False)]}[kind]
-        # Table and column names below come from ingest/schema.py's definitions, not a file.
+        # Table and column names below come from the field definitions, not a file.
         table: Sql
         main: Sql = tables[0][0]
         given: Sql

@@ -26,8 +26,9 @@ import pandas as pd
 import pyarrow as pa
 
 from jingzhun.checks import MAX_ROWS, bounded_int
+from jingzhun.contracts.time import utcnow
 from jingzhun.errors import InputError, NotFoundError
-from jingzhun.ingest.pipeline import BatchResult, Ingestor, utcnow
+from jingzhun.ingest.pipeline import BatchResult, Ingestor
 from jingzhun.ingest.sources import UNDECODABLE, check_columns
 from jingzhun.ingest.validate import IngestOptions
 from jingzhun.outputs import atomic_write, check_output_path

@@ -21,17 +21,16 @@ from datetime import datetime
 from typing import Any
 
 from jingzhun.config import IngestSettings
-from jingzhun.errors import InputError
-from jingzhun.ingest.schema import (
+from jingzhun.contracts.events import (
+    EVENT_ID_CONTENT,
     EVENT_NAMES,
-    EVENT_REQUIRES,
-    EXTRAS_COLUMN,
     FIELDS,
     Field,
     Kind,
     field_names,
-    pii_in_name,
 )
+from jingzhun.errors import InputError
+from jingzhun.ingest.schema import EVENT_REQUIRES, EXTRAS_COLUMN, pii_in_name
 from jingzhun.ingest.sources import META_COLUMNS, UNDECODABLE, check_columns, json_path
 from jingzhun.store.sql import Sql, lit
 from jingzhun.store.sql import ident as q
@@ -664,21 +663,7 @@ class RowValidator:
                 expr = f"coalesce(t_revenue, CASE WHEN {is_in('t_event', _REVENUE_EVENTS)} THEN {qty} * t_price END)"
             elif self.kind == "events" and f.name == "event_id":
                 content = ", ".join(
-                    f"coalesce(CAST(t_{n} AS VARCHAR), '')"
-                    for n in (
-                        "event",
-                        "user_id",
-                        "anonymous_id",
-                        "order_id",
-                        "item_id",
-                        "quantity",
-                        "price",
-                        "revenue",
-                        "currency",
-                        "channel",
-                        "campaign_id",
-                        "ts",
-                    )
+                    f"coalesce(CAST(t_{n} AS VARCHAR), '')" for n in EVENT_ID_CONTENT
                 )
                 expr = f"coalesce(t_event_id, 'jz_' || md5(concat_ws(chr(31), {content})))"
             out.append(f"{expr} AS {q(f.name)}")

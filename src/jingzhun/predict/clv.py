@@ -7,6 +7,12 @@ Data per customer, in one time unit (days or weeks) from their first purchase: `
 purchases, ``t_x`` the time of the last one, ``T`` the age at the calibration end, and for the
 spend model the mean value ``m`` of the repeat purchases.
 
+Each model is an estimator (:mod:`jingzhun.contracts.estimator`) registered by name in
+:data:`CLV_MODELS`: :class:`BGNBD` and :class:`ParetoNBD` fit ``(x, t_x, T)`` and predict the
+purchases in the next ``t`` units, :class:`GammaGamma` fits ``(x, m)`` and predicts the spend
+per purchase; fitted parameters are ``params_``. The functions :func:`fit_bgnbd`,
+:func:`fit_paretonbd` and :func:`fit_gamma_gamma` fit one and return its :class:`Fit`.
+
 References
 ----------
 Fader, Hardie & Lee (2005), "Counting your customers the easy way: an alternative to the
@@ -17,12 +23,15 @@ monetary value".
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from scipy import optimize, special
 
+from jingzhun.checks import finite
+from jingzhun.contracts.estimator import Estimator, Param
 from jingzhun.errors import InputError
 
 
@@ -38,21 +47,55 @@ class Fit:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _check(
-    x: np.ndarray, t_x: np.ndarray, T: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x, t_x, T = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
-    if not (x.shape == t_x.shape == T.shape) or x.ndim != 1 or len(x) == 0:
+def _vectors(where: str, names: str, *values: Any) -> tuple[np.ndarray, ...]:
+    """``values`` as equal-length, non-empty float64 vectors (one value per customer)."""
+    try:
+        arrays = tuple(np.asarray(v, dtype=np.float64) for v in values)
+    except (TypeError, ValueError):
         raise InputError(
-            "clv: x, t_x and T must be equal-length, non-empty vectors",
+            f"{where}: {names} must be numbers", hint="one value per customer"
+        ) from None
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1 or len(arrays[0]) == 0:
+        raise InputError(
+            f"{where}: {names} must be equal-length, non-empty vectors",
             hint="one value per customer",
+        )
+    return arrays
+
+
+def _check(
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, where: str = "clv"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, t_x, T = _vectors(where, "x, t_x and T", x, t_x, T)
+    if not (np.isfinite(x).all() and np.isfinite(t_x).all() and np.isfinite(T).all()):
+        raise InputError(
+            f"{where}: x, t_x and T hold missing or infinite values",
+            hint="summarise the transactions with jingzhun.predict.clv.summarise",
         )
     if (x < 0).any() or (t_x < 0).any() or (t_x > T + 1e-9).any() or ((x == 0) & (t_x > 0)).any():
         raise InputError(
-            "clv: inconsistent customer data (need x >= 0, 0 <= t_x <= T, t_x = 0 when x = 0)",
+            f"{where}: inconsistent customer data (need x >= 0, 0 <= t_x <= T, t_x = 0 when x = 0)",
             hint="summarise the transactions with jingzhun.predict.clv.summarise",
         )
     return x, t_x, T
+
+
+def _check_spend(x: np.ndarray, m: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Repeat purchases ``x`` (finite, >= 0) and their mean value ``m`` (finite wherever
+    ``x > 0``; a customer without repeat purchases has none, and may give NaN)."""
+    x, m = _vectors(where, "x and m", x, m)
+    if not np.isfinite(x).all() or (x < 0).any():
+        raise InputError(
+            f"{where}: x must be a count >= 0 for every customer, not missing or infinite",
+            hint="summarise the transactions with jingzhun.predict.clv.summarise",
+        )
+    missing = int((~np.isfinite(m) & (x > 0)).sum())
+    if missing:
+        raise InputError(
+            f"{where}: m is missing or infinite for {missing:,} customers with repeat purchases",
+            hint="give the mean value of every repeat customer's purchases",
+        )
+    return x, m
 
 
 # -- BG/NBD ----------------------------------------------------------------------------------
@@ -197,8 +240,15 @@ def gamma_gamma_expected_spend(
 # -- fitting ---------------------------------------------------------------------------------
 
 
-def _fit(name: str, names: tuple[str, ...], nll, start: np.ndarray) -> Fit:
-    """Minimise the negative log-likelihood over log-parameters (all parameters are > 0)."""
+def _fit(
+    name: str,
+    names: tuple[str, ...],
+    nll: Callable[[np.ndarray], float],
+    start: np.ndarray,
+    max_iter: int = 5000,
+) -> Fit:
+    """Minimise the negative log-likelihood over log-parameters (all parameters are > 0):
+    L-BFGS-B, then Nelder-Mead from its end, each for at most ``max_iter`` iterations."""
 
     def objective(logp: np.ndarray) -> float:
         value = nll(np.exp(logp))
@@ -210,7 +260,7 @@ def _fit(name: str, names: tuple[str, ...], nll, start: np.ndarray) -> Fit:
             objective,
             np.log(start),
             method=method,
-            options={"maxiter": 5000}
+            options={"maxiter": max_iter}
             | ({"xatol": 1e-8, "fatol": 1e-8} if method == "Nelder-Mead" else {}),
         )
         if best is None or res.fun < best.fun:
@@ -222,44 +272,195 @@ def _fit(name: str, names: tuple[str, ...], nll, start: np.ndarray) -> Fit:
     return Fit(name, params, float(-best.fun), ok and bool(best.success), int(best.nit))
 
 
+class CLVModel(Estimator):
+    """Base of the CLV models: parameters by maximum likelihood (:func:`_fit`).
+
+    Parameters
+    ----------
+    max_iter : int, default 5000
+        Iterations of each of the two optimisers.
+    """
+
+    family: ClassVar[str] = "CLV model"
+    PARAMS: ClassVar[Mapping[str, Param]] = {
+        "max_iter": Param(5000, int, 10, 1_000_000, help="iterations of each optimiser"),
+    }
+    _fitted: ClassVar[str] = "params_"
+    #: The model's parameters, in the order the likelihood takes them.
+    param_names: ClassVar[tuple[str, ...]] = ()
+
+    max_iter: int
+
+    def _optimise(self, nll: Callable[[np.ndarray], float], start: np.ndarray) -> None:
+        fit = _fit(self.name, self.param_names, nll, start, self.max_iter)
+        self.params_: dict[str, float] = fit.params
+        self.log_likelihood_ = fit.log_likelihood
+        self.converged_ = fit.converged
+        self.iterations_ = fit.iterations
+
+    def result(self) -> Fit:
+        """The fit as a :class:`Fit`."""
+        self._check_fitted()
+        return Fit(
+            self.name,
+            dict(self.params_),
+            self.log_likelihood_,
+            self.converged_,
+            self.iterations_,
+        )
+
+    def _learned(self) -> dict[str, Any]:
+        return {
+            "params": self.params_,
+            "log_likelihood": self.log_likelihood_,
+            "converged": self.converged_,
+            "iterations": self.iterations_,
+        }
+
+    def _restore(self, learned: Mapping[str, Any], state: Mapping[str, np.ndarray]) -> None:
+        params = learned.get("params", {})
+        if set(params) != set(self.param_names):
+            raise InputError(
+                f"the saved {self.name} model has parameters {sorted(params)}",
+                hint=f"expected {', '.join(self.param_names)}; fit the model again",
+            )
+        self.params_ = {k: float(params[k]) for k in self.param_names}
+        self.log_likelihood_ = float(learned["log_likelihood"])
+        self.converged_ = bool(learned["converged"])
+        self.iterations_ = int(learned["iterations"])
+
+    @classmethod
+    def _registry(cls) -> Mapping[str, type[Estimator]]:
+        return CLV_MODELS
+
+
+class PurchaseModel(CLVModel):
+    """A model of when customers buy and drop out: fit on ``(x, t_x, T)``, predict the
+    purchases in the next ``t`` units."""
+
+    def fit(self, x: Any, t_x: Any, T: Any) -> Self:
+        """Fit by maximum likelihood on one row per customer.
+
+        Parameters
+        ----------
+        x, t_x, T : array-like of shape (n,)
+            Repeat purchases, the time of the last one and the age at the calibration end
+            (:func:`summarise` computes them).
+        """
+        x, t_x, T = _check(x, t_x, T, f"{self.name}.fit")
+        self._optimise(lambda p: -self._log_likelihood(p, x, t_x, T).sum(), self._start(T))
+        return self
+
+    def predict(self, t: float, x: Any, t_x: Any, T: Any) -> np.ndarray:
+        """Expected purchases of each customer in ``(T, T + t]``."""
+        self._check_fitted()
+        where = f"{self.name}.predict"
+        t = finite(t, f"{where}: t", lo=0)
+        x, t_x, T = _check(x, t_x, T, where)
+        return self._expected(self.params_, t, x, t_x, T)
+
+    @staticmethod
+    def _log_likelihood(p: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def _expected(
+        params: dict[str, float], t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def _start(self, T: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class BGNBD(PurchaseModel):
+    """BG/NBD (Fader, Hardie & Lee 2005): parameters r, alpha, a, b.
+
+    Examples
+    --------
+    >>> model = BGNBD().fit([0, 2, 5], [0.0, 20.0, 30.0], [40.0, 38.0, 35.0])  # doctest: +SKIP
+    >>> model.predict(39, [2.0], [30.43], [38.86])                               # doctest: +SKIP
+    """
+
+    name = "bgnbd"
+    param_names = ("r", "alpha", "a", "b")
+    _log_likelihood = staticmethod(bgnbd_log_likelihood)
+    _expected = staticmethod(bgnbd_expected)
+
+    def _start(self, T: np.ndarray) -> np.ndarray:
+        return np.array([0.5, max(float(T.mean()), 1.0), 1.0, 1.0])
+
+    def p_alive(self, x: Any, t_x: Any, T: Any) -> np.ndarray:
+        """P(alive at T) of each customer (1 without repeat purchases: see
+        :func:`bgnbd_p_alive`)."""
+        self._check_fitted()
+        return bgnbd_p_alive(self.params_, *_check(x, t_x, T, f"{self.name}.p_alive"))
+
+
+class ParetoNBD(PurchaseModel):
+    """Pareto/NBD (Fader & Hardie 2005): parameters r, alpha, s, beta."""
+
+    name = "paretonbd"
+    param_names = ("r", "alpha", "s", "beta")
+    _log_likelihood = staticmethod(paretonbd_log_likelihood)
+
+    @staticmethod
+    def _expected(
+        params: dict[str, float], t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+    ) -> np.ndarray:
+        return paretonbd_expected(params, t, x, t_x, T)
+
+    def _start(self, T: np.ndarray) -> np.ndarray:
+        return np.array([0.5, max(float(T.mean()), 1.0), 0.5, max(float(T.mean()), 1.0)])
+
+
+class GammaGamma(CLVModel):
+    """The Gamma-Gamma spend model (Fader & Hardie 2013): parameters p, q, v, fitted on the
+    customers with at least one repeat purchase and a positive mean spend.
+
+    Examples
+    --------
+    >>> GammaGamma().fit([1, 3, 2, 0], [20.0, 35.0, 12.0, 0.0]).predict([1.0], [20.0])  # doctest: +SKIP
+    """
+
+    name = "gamma_gamma"
+    param_names = ("p", "q", "v")
+
+    def fit(self, x: Any, m: Any) -> Self:
+        """Fit on repeat purchases ``x`` and their mean value ``m``, one per customer."""
+        x, m = _check_spend(x, m, f"{self.name}.fit")
+        keep = (x > 0) & (m > 0)
+        if keep.sum() < 2:
+            raise InputError(
+                "gamma-gamma: fewer than 2 customers with repeat purchases and spend",
+                hint="use a longer calibration period",
+            )
+        xs, ms = x[keep], m[keep]
+        self._optimise(
+            lambda p: -gamma_gamma_log_likelihood(p, xs, ms).sum(),
+            np.array([1.0, 2.0, float(ms.mean())]),
+        )
+        return self
+
+    def predict(self, x: Any, m: Any) -> np.ndarray:
+        """Each customer's expected spend per purchase (:func:`gamma_gamma_expected_spend`)."""
+        self._check_fitted()
+        return gamma_gamma_expected_spend(self.params_, *_check_spend(x, m, f"{self.name}.predict"))
+
+
 def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> Fit:
     """BG/NBD parameters r, alpha, a, b by maximum likelihood."""
-    x, t_x, T = _check(x, t_x, T)
-    return _fit(
-        "bgnbd",
-        ("r", "alpha", "a", "b"),
-        lambda p: -bgnbd_log_likelihood(p, x, t_x, T).sum(),
-        np.array([0.5, max(float(T.mean()), 1.0), 1.0, 1.0]),
-    )
+    return BGNBD().fit(x, t_x, T).result()
 
 
 def fit_paretonbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> Fit:
     """Pareto/NBD parameters r, alpha, s, beta by maximum likelihood."""
-    x, t_x, T = _check(x, t_x, T)
-    return _fit(
-        "paretonbd",
-        ("r", "alpha", "s", "beta"),
-        lambda p: -paretonbd_log_likelihood(p, x, t_x, T).sum(),
-        np.array([0.5, max(float(T.mean()), 1.0), 0.5, max(float(T.mean()), 1.0)]),
-    )
+    return ParetoNBD().fit(x, t_x, T).result()
 
 
 def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> Fit:
     """Gamma-Gamma parameters p, q, v on customers with at least one repeat transaction."""
-    x, m = np.asarray(x, np.float64), np.asarray(m, np.float64)
-    keep = (x > 0) & (m > 0)
-    if keep.sum() < 2:
-        raise InputError(
-            "gamma-gamma: fewer than 2 customers with repeat purchases and spend",
-            hint="use a longer calibration period",
-        )
-    xs, ms = x[keep], m[keep]
-    return _fit(
-        "gamma_gamma",
-        ("p", "q", "v"),
-        lambda p: -gamma_gamma_log_likelihood(p, xs, ms).sum(),
-        np.array([1.0, 2.0, float(ms.mean())]),
-    )
+    return GammaGamma().fit(x, m).result()
 
 
 # -- transaction logs ------------------------------------------------------------------------
@@ -403,6 +604,9 @@ def paretonbd_expected(
     )
     return alive * cond
 
+
+#: Every CLV model's estimator, by name.
+CLV_MODELS: dict[str, type[CLVModel]] = {m.name: m for m in (BGNBD, ParetoNBD, GammaGamma)}
 
 #: Purchase models by name: their fit and their conditional expected purchases.
 PURCHASE_MODELS = {

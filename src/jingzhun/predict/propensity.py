@@ -19,16 +19,16 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from jingzhun.contracts.estimator import Estimator, Param, check_matrix, unknown_parameters
+from jingzhun.contracts.models import CLASSIFIERS  # the names, on the ground floor for config
 from jingzhun.errors import InputError
-
-#: Classifier names, in the order tables show them.
-CLASSIFIERS: tuple[str, ...] = ("logistic", "tree", "forest", "lightgbm", "mlp")
+from jingzhun.predict import lgbm
 
 #: Metric used to choose the best model on validation, and whether higher is better.
 SELECT_METRICS: dict[str, bool] = {
@@ -47,16 +47,9 @@ _TRUSTED = (
 
 
 def signed_log(X: np.ndarray) -> np.ndarray:
+    """``sign(x) log1p(|x|)`` elementwise, as float64: skewed money and counts made tame."""
     X = np.asarray(X, dtype=np.float64)
     return np.sign(X) * np.log1p(np.abs(X))
-
-
-def _lgbm_defaults(random_state: int) -> dict[str, Any]:
-    """The uplift learners' LightGBM settings (one definition), with more rounds: propensity
-    models stop early on validation."""
-    from jingzhun.predict.uplift import LGBM_DEFAULTS
-
-    return {**LGBM_DEFAULTS, "n_estimators": 400, "random_state": random_state}
 
 
 def _sklearn(name: str, random_state: int, params: dict[str, Any]) -> Any:
@@ -93,12 +86,9 @@ def _sklearn(name: str, random_state: int, params: dict[str, Any]) -> Any:
         }
         cls = MLPClassifier
     valid = set(cls().get_params())
-    unknown = sorted(set(params) - valid)
+    unknown = set(params) - valid
     if unknown:
-        raise InputError(
-            f"{name}: unknown parameter {unknown[0]!r}",
-            hint=f"valid parameters: {', '.join(sorted(valid))}",
-        )
+        raise unknown_parameters(name, unknown, sorted(valid))
     model = cls(**{**defaults, **params})
     # scikit-learn checks values only inside fit(), after the training sets are built, and
     # raises its own error there (C = -1 ended in a traceback, issue 12): check them now.
@@ -116,8 +106,31 @@ def _sklearn(name: str, random_state: int, params: dict[str, Any]) -> Any:
     return model
 
 
-class Classifier:
+def _labels(y: Any, n: int, where: str, name: str) -> np.ndarray:
+    """Labels as int8 0/1, one per row of the features."""
+    arr = np.asarray(y)
+    if arr.ndim != 1 or len(arr) != n:
+        raise InputError(
+            f"{where}: `{name}` must hold one label per row of the features ({n}), "
+            f"got shape {arr.shape}",
+            hint="pass 1 for a positive and 0 for a negative, aligned with the features",
+        )
+    if not np.isin(arr, (0, 1)).all():
+        raise InputError(
+            f"{where}: `{name}` must hold only 0 and 1",
+            hint="pass 1 for a positive and 0 for a negative",
+        )
+    return arr.astype(np.int8)
+
+
+class Classifier(Estimator):
     """One of ``CLASSIFIERS``: fit on (X, y), probabilities for class 1, saved without pickle.
+
+    Follows the estimator contract (:mod:`jingzhun.contracts.estimator`): the constructor
+    checks the parameters, :meth:`fit` learns ``model_`` (scikit-learn) or ``booster_``
+    (LightGBM), ``n_features_in_``, ``warnings_`` and ``fit_seconds_``, and
+    :meth:`to_state`/:meth:`from_state` round-trip the parameters and the fitted model as
+    NumPy arrays (scikit-learn models through ``skops``, LightGBM as its text format).
 
     Parameters
     ----------
@@ -125,7 +138,8 @@ class Classifier:
         One of ``CLASSIFIERS``.
     params : dict, optional
         The underlying estimator's parameters (scikit-learn's or LightGBM's names); an unknown
-        name is an error listing the valid ones.
+        name is an error listing the valid ones, and a value scikit-learn refuses is an error
+        now rather than in ``fit``.
     random_state : int
         Seed for every random choice.
 
@@ -137,30 +151,40 @@ class Classifier:
     >>> model = Classifier("logistic").fit(X, y)
     >>> float(model.predict_proba(X[:1])[0]) > 0
     True
+    >>> Classifier.from_state(model.to_state()).get_params()
+    {'name': 'logistic', 'params': {}, 'random_state': 0}
     """
 
+    family: ClassVar[str] = "classifier"
+    PARAMS: ClassVar[Mapping[str, Param]] = {
+        "name": Param("lightgbm", str, choices=CLASSIFIERS, help="which classifier"),
+        "params": Param({}, dict, help="the underlying estimator's parameters"),
+        "random_state": Param(0, int, 0, 2**32 - 1, help="seed of every random choice"),
+    }
+    _fitted: ClassVar[str] = "model_"
+
+    params: dict[str, Any]
+    random_state: int
+
     def __init__(
-        self, name: str, params: dict[str, Any] | None = None, random_state: int = 0
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        random_state: int = 0,
+        **unknown: Any,
     ) -> None:
         if name not in CLASSIFIERS:
             raise InputError(
                 f"classifier {name!r} is unknown", hint=f"use one of: {', '.join(CLASSIFIERS)}"
             )
-        self.name = name
-        self.params = dict(params or {})
-        self.random_state = random_state
-        if name == "lightgbm":
-            import lightgbm
+        self.name = name  # the messages of the checks below name the classifier
+        super().__init__(name=name, params=dict(params or {}), random_state=random_state, **unknown)
 
-            valid = set(lightgbm.LGBMClassifier().get_params()) | {"early_stopping_rounds"}
-            unknown = sorted(set(self.params) - valid)
-            if unknown:
-                raise InputError(
-                    f"lightgbm: unknown parameter {unknown[0]!r}",
-                    hint=f"valid parameters: {', '.join(sorted(valid))}",
-                )
+    def _validate(self) -> None:
+        if self.name == "lightgbm":
+            lgbm.check_names("lightgbm", self.params, extra=("early_stopping_rounds",))
         else:
-            _sklearn(name, random_state, self.params)  # validates the parameters
+            _sklearn(self.name, self.random_state, self.params)  # validates the parameters
 
     def fit(
         self,
@@ -168,25 +192,35 @@ class Classifier:
         y: np.ndarray,
         X_val: np.ndarray | None = None,
         y_val: np.ndarray | None = None,
-    ) -> Classifier:
+    ) -> Self:
         """Fit on (X, y). LightGBM stops early on (X_val, y_val) when given."""
         started = time.perf_counter()
+        where = f"{self.name}.fit"
+        X = check_matrix(X, where)
+        y = _labels(y, len(X), where, "y")
+        if (X_val is None) != (y_val is None):
+            raise InputError(
+                f"{where}: give both `X_val` and `y_val` or neither",
+                hint="early stopping needs the validation rows and their labels",
+            )
+        if X_val is not None:
+            X_val = check_matrix(X_val, where, n_features=X.shape[1])
+            y_val = _labels(y_val, len(X_val), where, "y_val")
         X = signed_log(X)
-        y = np.asarray(y, dtype=np.int8)
         self.warnings_: list[str] = []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if self.name == "lightgbm":
                 import lightgbm
 
-                params = {**_lgbm_defaults(self.random_state), **self.params}
+                params = {**lgbm.classifier_defaults(self.random_state), **self.params}
                 rounds = params.pop("early_stopping_rounds", 50)
                 model = lightgbm.LGBMClassifier(**params)
                 if X_val is not None and y_val is not None:
                     model.fit(
                         X,
                         y,
-                        eval_set=[(signed_log(X_val), np.asarray(y_val, dtype=np.int8))],
+                        eval_set=[(signed_log(X_val), y_val)],
                         eval_metric="binary_logloss",
                         callbacks=[lightgbm.early_stopping(rounds, verbose=False)],
                     )
@@ -203,12 +237,17 @@ class Classifier:
                     f"{self.name} did not converge ({str(w.message).splitlines()[0][:120]}); "
                     "raise max_iter in its params"
                 )
+        self.n_features_in_: int | None = X.shape[1]
         self.fit_seconds_ = time.perf_counter() - started
         return self
 
+    def _features(self, X: np.ndarray, where: str) -> np.ndarray:
+        self._check_fitted()
+        return signed_log(check_matrix(X, where, n_features=self.n_features_in_))
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(y = 1 | x), uncalibrated."""
-        X = signed_log(X)
+        X = self._features(X, f"{self.name}.predict_proba")
         if self.booster_ is not None:
             return np.asarray(self.booster_.predict(X), dtype=np.float64)
         return np.asarray(self.model_.predict_proba(X)[:, 1], dtype=np.float64)
@@ -217,7 +256,7 @@ class Classifier:
         """Per-feature contributions to the log-odds (n × features), or None for models
         without them: LightGBM's TreeSHAP values, or coefficient × standardised value for the
         logistic regression (its exact decomposition around the average user)."""
-        X = signed_log(X)
+        X = self._features(X, f"{self.name}.contributions")
         if self.booster_ is not None:
             return np.asarray(self.booster_.predict(X, pred_contrib=True))[:, :-1]
         if self.name == "logistic":
@@ -227,43 +266,66 @@ class Classifier:
 
     # -- persistence --------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, np.ndarray]:
-        if self.booster_ is not None:
-            blob = np.array(self.booster_.model_to_string())
-        else:
-            import skops.io as sio
-
-            blob = np.frombuffer(sio.dumps(self.model_), dtype=np.uint8)
+    def _learned(self) -> dict[str, Any]:
         return {
-            "name": np.array(self.name),
-            "random_state": np.array(self.random_state),
-            "blob": blob,
+            "n_features_in": self.n_features_in_,
+            "warnings": self.warnings_,
+            "fit_seconds": self.fit_seconds_,
         }
 
-    @classmethod
-    def from_state(cls, state: dict[str, np.ndarray]) -> Classifier:
-        name = str(state["name"])
-        self = cls.__new__(cls)
-        self.name, self.params, self.random_state = name, {}, int(state["random_state"])
-        self.warnings_ = []
-        if name == "lightgbm":
+    def _arrays(self) -> dict[str, np.ndarray]:
+        if self.booster_ is not None:
+            return {"blob": np.array(self.booster_.model_to_string())}
+        import skops.io as sio
+
+        return {"blob": np.frombuffer(sio.dumps(self.model_), dtype=np.uint8)}
+
+    def _restore(self, learned: Mapping[str, Any], state: Mapping[str, np.ndarray]) -> None:
+        features = learned.get("n_features_in")
+        self.n_features_in_ = None if features is None else int(features)
+        self.warnings_ = list(learned.get("warnings", []))
+        self.fit_seconds_ = float(learned.get("fit_seconds", 0.0))
+        blob = np.asarray(state["blob"])
+        if self.name == "lightgbm":
             import lightgbm
 
-            self.booster_ = lightgbm.Booster(model_str=str(state["blob"]))
+            self.booster_ = lightgbm.Booster(model_str=str(blob[()]))
             self.model_ = None
         else:
             import skops.io as sio
 
-            data = state["blob"].tobytes()
+            data = blob.tobytes()
             untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in _TRUSTED]
             if untrusted:
                 raise InputError(
-                    f"the saved {name} model holds types jingzhun does not load: {untrusted[:3]}",
+                    f"the saved {self.name} model holds types jingzhun does not load: "
+                    f"{untrusted[:3]}",
                     hint="retrain it with jingzhun predict train",
                 )
             self.model_ = sio.loads(data, trusted=[*_TRUSTED])
             self.booster_ = None
-        return self
+
+    @classmethod
+    def _registry(cls) -> Mapping[str, type[Estimator]]:
+        return dict.fromkeys(CLASSIFIERS, cls)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, np.ndarray]) -> Self:
+        """The classifier :meth:`to_state` described. A state written before the estimator
+        contract (``name``, ``random_state`` and ``blob``, without its parameters) still loads,
+        with the default parameters."""
+        if "meta" in state:
+            return super().from_state(state)
+        try:
+            name = str(np.asarray(state["name"])[()])
+            seed = int(np.asarray(state["random_state"])[()])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InputError(
+                f"not a saved classifier ({exc!r})", hint="retrain it with jingzhun predict train"
+            ) from None
+        model = cls(name, random_state=seed)
+        model._restore({}, state)
+        return model
 
 
 def check_classes(y: np.ndarray, where: str, hint: str, unit: str = "rows") -> None:
@@ -558,25 +620,24 @@ def compare(
     )
 
 
-def save_npz(path: Any, model: Classifier, calibrator: Calibrator, explainer: Classifier) -> None:
-    """The model, its calibrator and its explainer in one ``.npz`` (no pickle)."""
+def to_arrays(
+    model: Classifier, calibrator: Calibrator, explainer: Classifier
+) -> dict[str, np.ndarray]:
+    """The model, its calibrator and its explainer as one set of named arrays (no pickle)."""
     state = {f"model_{k}": v for k, v in model.to_state().items()}
     state.update(calibrator.to_state())
     if explainer is not model:
         state.update({f"explainer_{k}": v for k, v in explainer.to_state().items()})
-    buffer = io.BytesIO()
-    np.savez(buffer, **state)
-    path.write_bytes(buffer.getvalue())
+    return state
 
 
-def load_npz(path: Any) -> tuple[Classifier, Calibrator, Classifier]:
-    with np.load(path, allow_pickle=False) as z:
-        state = {k: z[k] for k in z.files}
+def from_arrays(state: dict[str, np.ndarray]) -> tuple[Classifier, Calibrator, Classifier]:
+    """What :func:`to_arrays` wrote: the model, its calibrator and its explainer."""
     model = Classifier.from_state(
         {k.removeprefix("model_"): v for k, v in state.items() if k.startswith("model_")}
     )
     explainer = model
-    if "explainer_name" in state:
+    if any(k.startswith("explainer_") for k in state):
         explainer = Classifier.from_state(
             {
                 k.removeprefix("explainer_"): v
@@ -585,3 +646,16 @@ def load_npz(path: Any) -> tuple[Classifier, Calibrator, Classifier]:
             }
         )
     return model, Calibrator.from_state(state), explainer
+
+
+def save_npz(path: Any, model: Classifier, calibrator: Calibrator, explainer: Classifier) -> None:
+    """The model, its calibrator and its explainer in one ``.npz`` file."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **to_arrays(model, calibrator, explainer))
+    path.write_bytes(buffer.getvalue())
+
+
+def load_npz(path: Any) -> tuple[Classifier, Calibrator, Classifier]:
+    """What :func:`save_npz` wrote."""
+    with np.load(path, allow_pickle=False) as z:
+        return from_arrays({k: z[k] for k in z.files})

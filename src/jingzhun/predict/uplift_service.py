@@ -17,7 +17,6 @@ campaign's average for users who never ordered).
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -30,10 +29,13 @@ from jingzhun.checks import MAX_DAYS, MIN_DAYS, bounded_int, finite
 from jingzhun.config import Settings
 from jingzhun.errors import InputError
 from jingzhun.predict import labels as lb
-from jingzhun.predict import uplift as up
-from jingzhun.predict.service import Scored, _new_id, models_dir, record, resolve, write_scores
+from jingzhun.predict.policy import best_share, profit_curve, targeting_policy
+from jingzhun.predict.scores import Scored, find_model, record, write_scores
+from jingzhun.predict.uplift_learners import UPLIFT_MODELS, UpliftModel, make_uplift_model
+from jingzhun.predict.uplift_metrics import evaluate_uplift, qini_curve
 from jingzhun.profile.build import default_as_of
-from jingzhun.store import Store
+from jingzhun.store import Registry, Store
+from jingzhun.store.registry import npz_bytes
 
 Progress = Callable[[str], None]
 
@@ -138,9 +140,9 @@ def train(
     started = time.perf_counter()
     say = progress or (lambda _m: None)
     seed = bounded_int(seed, "seed", lo=0, hi=2**32 - 1)  # numpy refuses a negative seed
-    names = models or list(up.UPLIFT_MODELS)
+    names = models or list(UPLIFT_MODELS)
     for name in names:
-        up.make_uplift_model(name, params=params)  # unknown names fail before any work
+        make_uplift_model(name, params=params)  # unknown names fail before any work
     a = read_assignments(assignments, campaign)
     sent = pd.Timestamp(a["sent_at"].min()).to_pydatetime()
     latest = store.scalar("SELECT max(ts) FROM events")
@@ -190,15 +192,15 @@ def train(
             raise InputError(
                 "the truth lacks some assigned users", hint="give the campaign's truth file"
             )
-    fitted: dict[str, up.UpliftModel] = {}
+    fitted: dict[str, UpliftModel] = {}
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         say(f"fit {name}")
-        model = up.make_uplift_model(name, params=params, random_state=seed)
+        model = make_uplift_model(name, params=params, random_state=seed)
         model.fit(X[part == 0], t[part == 0], y[part == 0])
         fitted[name] = model
         results[name] = {
-            part_name: up.evaluate_uplift(
+            part_name: evaluate_uplift(
                 y[part == k],
                 t[part == k],
                 model.predict(X[part == k]),
@@ -212,7 +214,7 @@ def train(
     u_test = model.predict(X[test])
     fallback = _campaign_order_value(store, sent, window_days)
     margin = _margin(data.loc[test], settings, fallback)
-    curve = up.profit_curve(
+    curve = profit_curve(
         u_test,
         margin=margin,
         cost=settings.predict.message_cost,
@@ -220,8 +222,8 @@ def train(
         treatment=t[test],
         n_points=21,
     )
-    share, profit = up.best_share(curve)
-    qini_x, qini_y = up.qini_curve(y[test], t[test], u_test)
+    share, profit = best_share(curve)
+    qini_x, qini_y = qini_curve(y[test], t[test], u_test)
     pick = np.unique(np.linspace(0, len(qini_x) - 1, 51).round().astype(int))
     charts: dict[str, Any] = {
         "qini": {
@@ -234,7 +236,7 @@ def train(
         },
     }
     if true is not None:
-        ox, oy = up.qini_curve(y[test], t[test], true[test])
+        ox, oy = qini_curve(y[test], t[test], true[test])
         charts["qini"]["oracle"] = (
             oy[np.unique(np.linspace(0, len(ox) - 1, 51).round().astype(int))].round(3).tolist()
         )
@@ -257,7 +259,7 @@ def train(
             "message_cost": settings.predict.message_cost,
             "targeted_share": round(
                 float(
-                    up.targeting_policy(
+                    targeting_policy(
                         u_test, margin=margin, cost=settings.predict.message_cost
                     ).mean()
                 ),
@@ -269,15 +271,8 @@ def train(
         "charts": charts,
         "window_days": window_days,
     }
-    model_id = _new_id(store, "uplift")
-    path = models_dir(store) / f"{model_id}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez(buffer, **model.to_state())
-    path.write_bytes(buffer.getvalue())
-    record(
-        store,
-        model_id=model_id,
+    with record(
+        Registry(store),
         target="uplift",
         model=best,
         horizon_days=window_days,
@@ -285,9 +280,10 @@ def train(
         cutoffs={"sent_at": sent.isoformat(sep=" "), "campaign": campaign},
         features=names_f,
         metrics=summary,
-        path=path,
+        artefact=npz_bytes(model.to_state()),
         seconds=time.perf_counter() - started,
-    )
+    ) as saved:
+        model_id = saved.model_id
     return {
         "model_id": model_id,
         "model": best,
@@ -310,21 +306,20 @@ def score(
     """The active uplift model applied to every user as of ``as_of``: ``uplift`` scores (the
     change in the chance of an order in the window if messaged) and the ``persuadable`` tag."""
     started = time.perf_counter()
-    row = resolve(store, "uplift", model_id)
-    if row["target"] != "uplift":
-        raise InputError(f"{row['model_id']} is not an uplift model", hint="give an uplift-N id")
-    with np.load(store.path.parent / row["path"], allow_pickle=False) as z:
-        model = up.UpliftModel.from_state({k: z[k] for k in z.files})
+    row = find_model(store, "uplift", model_id)
+    if row.kind != "uplift":
+        raise InputError(f"{row.model_id} is not an uplift model", hint="give an uplift-N id")
+    model = UpliftModel.from_state(Registry(store).arrays(row.model_id))
     at = as_of or default_as_of(store)
-    frame = lb.features_at(store, settings, at, row["features"])
-    u = model.predict(frame[row["features"]].to_numpy(np.float64))
+    frame = lb.features_at(store, settings, at, row.features)
+    u = model.predict(frame[row.features].to_numpy(np.float64))
     fallback = _campaign_order_value(store, at, 0)
     margin = _margin(frame, settings, fallback)
-    target = up.targeting_policy(u, margin=margin, cost=settings.predict.message_cost)
+    target = targeting_policy(u, margin=margin, cost=settings.predict.message_cost)
     write_scores(
         store,
         {"uplift": pd.DataFrame({"user_id": frame["user_id"], "value": u})},
-        model_id=row["model_id"],
+        model_id=row.model_id,
         as_of=at,
         tags={"uplift": "persuadable"},
         settings=settings,
@@ -337,7 +332,7 @@ def score(
     profit = np.sum(np.where(target, u * margin - settings.predict.message_cost, 0.0))
     return Scored(
         "uplift",
-        row["model_id"],
+        row.model_id,
         len(frame),
         at,
         float(u.mean()),

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from jingzhun.checks import MAX_DAYS, MAX_ROWS, bounded_int, finite
+from jingzhun.contracts.events import EVENT_NAMES
 from jingzhun.errors import InputError, NotFoundError
-from jingzhun.ingest.schema import EVENT_NAMES
 from jingzhun.profile.traits import stitched
 from jingzhun.store import Store
 

@@ -18,33 +18,18 @@ import ibis
 import ibis.expr.types as ir
 
 from jingzhun.config import CustomTrait, Settings
+from jingzhun.contracts.events import EVENT_COLUMNS as STORED_EVENT_COLUMNS
+from jingzhun.contracts.time import utcnow
 from jingzhun.errors import InputError, NotFoundError
-from jingzhun.ingest.pipeline import utcnow
 from jingzhun.profile import expr as ex
 from jingzhun.profile import traits as tr
 from jingzhun.profile.tags import TagPlan, plan_tags, write_tags
 from jingzhun.store import Store
 from jingzhun.store.sql import ident
 
-#: Columns a custom trait's ``of`` and ``where`` may name.
-EVENT_COLUMNS = (
-    "event_id",
-    "event",
-    "user_id",
-    "anonymous_id",
-    "order_id",
-    "item_id",
-    "quantity",
-    "price",
-    "revenue",
-    "currency",
-    "channel",
-    "campaign_id",
-    "ts",
-    "category",
-    "brand",
-    "price_percentile",
-)
+#: Columns a custom trait's ``of`` and ``where`` may name: the event's own columns, then the
+#: item attributes :func:`~jingzhun.profile.traits.base_events` joins to each event.
+EVENT_COLUMNS: tuple[str, ...] = (*STORED_EVENT_COLUMNS, "category", "brand", "price_percentile")
 
 
 @dataclass
@@ -70,22 +55,6 @@ def default_as_of(store: Store) -> datetime:
             "the store has no events to build profiles from", hint="ingest events first"
         )
     return latest + timedelta(microseconds=1)
-
-
-def parse_as_of(value: str) -> datetime:
-    text = value.strip().replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise InputError(
-            f"--as-of {value!r} is not a timestamp",
-            hint="use ISO 8601, e.g. 2026-06-30 or 2026-06-30T12:00:00Z",
-        ) from exc
-    if parsed.tzinfo is not None:
-        from datetime import UTC
-
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
 
 
 def _custom_agg(t: CustomTrait, e: ir.Table, as_of: ir.Value) -> ir.Value:

@@ -24,7 +24,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
-from jingzhun.ingest.schema import EVENT_NAMES
+from jingzhun.contracts.events import EVENT_NAMES
 
 DAY = 86_400
 ORDER = "order_completed"

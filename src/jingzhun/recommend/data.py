@@ -15,7 +15,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -314,18 +314,3 @@ def _price_band(price: np.ndarray, category: np.ndarray, bands: int) -> np.ndarr
     code = np.ceil(pct.to_numpy() * bands).clip(1, bands)
     out = np.where(np.isnan(code), "", "band" + np.nan_to_num(code).astype(int).astype(str))
     return out.astype(object)
-
-
-def weights_from_mapping(weights: Mapping[str, float]) -> dict[str, float]:
-    """Validated event weights (names must be jingzhun event names)."""
-    from jingzhun.ingest.schema import EVENT_NAMES
-
-    for name, w in weights.items():
-        if name not in EVENT_NAMES:
-            raise InputError(
-                f"recommend weights: unknown event {name!r}",
-                hint=f"use event names: {', '.join(sorted(EVENT_NAMES))}",
-            )
-        if not np.isfinite(w) or w < 0:
-            raise InputError(f"recommend weights: {name} = {w}", hint="use a weight >= 0")
-    return dict(weights)

@@ -370,6 +370,10 @@ class Evaluation:
     log: dict[str, int]
     results: dict[str, ModelResult] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The comparison as a JSON-ready dict (what ``recommend evaluate --json`` prints)."""
+        return self.to_json()
+
     def to_json(self) -> dict[str, Any]:
         return {
             "k": self.k,

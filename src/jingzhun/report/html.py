@@ -1,6 +1,8 @@
 """The HTML report: a self-contained file, charts included, readable offline.
 
-Sections are registered in :data:`SECTIONS`; each builds its HTML from the Workspace and
+The building blocks sections write with (tables, cards, charts) and the document that holds
+them. Sections are registered in :data:`jingzhun.report.registry.SECTIONS` (importing
+:mod:`jingzhun.report` registers every stage's); each builds its HTML from the Workspace and
 returns ``None`` when it has nothing to show (an empty store, a stage not yet run). Charts are
 Plotly figures; Plotly's JavaScript is inlined once, so the report needs no network.
 """
@@ -8,8 +10,7 @@ Plotly figures; Plotly's JavaScript is inlined once, so the report needs no netw
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,32 +20,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from jingzhun.outputs import atomic_write, check_output_path
 from jingzhun.report.i18n import Translator
+from jingzhun.report.registry import SECTIONS
 
 if TYPE_CHECKING:
     from jingzhun.workspace import Workspace
-
-
-@dataclass
-class Section:
-    key: str
-    title: str
-    body: str
-
-
-SectionFn = Callable[["Workspace", Translator], Section | None]
-
-#: The report's sections with their place in it. Stages add theirs with @section(order).
-SECTIONS: list[tuple[int, SectionFn]] = []
-
-
-def section(order: int) -> Callable[[SectionFn], SectionFn]:
-    """Register a report section at ``order`` (stages use 10s: collect 10-50, profile 60-70 …)."""
-
-    def register(fn: SectionFn) -> SectionFn:
-        SECTIONS.append((order, fn))
-        return fn
-
-    return register
 
 
 # -- building blocks --------------------------------------------------------------------------
@@ -151,16 +130,10 @@ def note(text: str) -> str:
 
 
 def build_report(ws: Workspace, out: Path, *, lang: str = "en", title: str | None = None) -> Path:
-    """Render every section with something to show into ``out`` (written atomically)."""
+    """Render every registered section with something to show into ``out`` (written
+    atomically). The sections are those of :data:`~jingzhun.report.registry.SECTIONS`: every
+    stage's, since importing this module imports :mod:`jingzhun.report`, which registers them."""
     import plotly.offline
-
-    from jingzhun.report import (  # noqa: F401 - register the sections
-        predict_sections,
-        profile_sections,
-        recommend_sections,
-        sections,
-        segment_sections,
-    )
 
     t = Translator(lang)
     # Before minutes of work; a missing folder is created (report --out zh/r.html).

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jingzhun.report.html import Section, cards, figure, heading, note, section, table
+from jingzhun.predict import read as predict_read
+from jingzhun.report.html import cards, figure, heading, note, table
 from jingzhun.report.i18n import Translator, register
+from jingzhun.report.registry import Section, section
 
 if TYPE_CHECKING:
     from jingzhun.workspace import Workspace
@@ -266,7 +268,7 @@ def _clv(ws: Workspace, t: Translator, m: dict[str, Any]) -> str:
 
     metrics = m["metrics"]
     body = heading(t("pred_target_clv"))
-    values = ws.sql("SELECT value FROM scores WHERE score = 'clv'")["value"]
+    values = predict_read.score_values(ws.store, "clv")
     body += cards(
         [
             (t("pred_best"), f"{m['model']} + Gamma-Gamma"),

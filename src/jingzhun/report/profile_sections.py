@@ -8,9 +8,11 @@ import numpy as np
 
 from jingzhun.errors import NotFoundError
 from jingzhun.profile import analyze as an
+from jingzhun.profile import read as profile_read
 from jingzhun.profile.tags import RFM_SEGMENTS
-from jingzhun.report.html import Section, cards, figure, heading, note, section, table
+from jingzhun.report.html import cards, figure, heading, note, table
 from jingzhun.report.i18n import Translator, register
+from jingzhun.report.registry import Section, section
 
 if TYPE_CHECKING:
     from jingzhun.workspace import Workspace
@@ -63,49 +65,31 @@ register(
 )
 
 
-def _has_profiles(ws: Workspace) -> bool:
-    return bool(
-        ws.store.scalar(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'profiles'"
-        )
-    )
-
-
 @section(60)
 def profiles(ws: Workspace, t: Translator) -> Section | None:
-    if not _has_profiles(ws):
+    if not profile_read.has_profiles(ws.store):
         return None
     import plotly.graph_objects as go
 
-    s = ws.store.rows(
-        """
-        SELECT count(*), max(as_of), count(*) FILTER (WHERE frequency >= 1), count(*) FILTER (WHERE frequency >= 2),
-               median(recency_days), avg(aov)
-        FROM profiles
-        """
-    )[0]
+    s = profile_read.overview(ws.store)
     body = cards(
         [
-            (t("profiled"), int(s[0])),
-            (t("as_of"), s[1].strftime("%Y-%m-%d %H:%M") if s[1] else "–"),
-            (t("customers"), int(s[2])),
-            (t("repeat_customers"), int(s[3])),
-            (t("median_recency"), None if s[4] is None else float(s[4])),
-            (t("mean_aov"), None if s[5] is None else round(float(s[5]), 2)),
+            (t("profiled"), s.users),
+            (t("as_of"), s.as_of.strftime("%Y-%m-%d %H:%M") if s.as_of else "–"),
+            (t("customers"), s.customers),
+            (t("repeat_customers"), s.repeat_customers),
+            (t("median_recency"), s.median_recency_days),
+            (t("mean_aov"), None if s.mean_aov is None else round(s.mean_aov, 2)),
         ]
     )
-    seg = ws.sql(
-        "SELECT value AS segment, count(*) AS users FROM tags WHERE tag = 'rfm_segment' GROUP BY 1"
-    )
+    seg = profile_read.rfm_segment_counts(ws.store)
     if not seg.empty:
         order = [name for name in RFM_SEGMENTS if name in set(seg["segment"])]
         seg = seg.set_index("segment").loc[order].reset_index()
         fig = go.Figure(go.Bar(x=seg["segment"], y=seg["users"]))
         fig.update_layout(title=t("rfm_segments"))
         body += figure(fig, height=340)
-    cust = ws.sql(
-        "SELECT recency_days, frequency, monetary, score FROM profiles WHERE frequency >= 1"
-    )
+    cust = profile_read.customers(ws.store)
     if not cust.empty:
         from plotly.subplots import make_subplots
 
@@ -128,18 +112,15 @@ def profiles(ws: Workspace, t: Translator) -> Section | None:
             col=3,
         )
         body += figure(fig, height=320)
-    aff = ws.sql(
-        "SELECT category, sum(score) / (SELECT count(DISTINCT user_id) FROM profile_affinity) AS share FROM profile_affinity GROUP BY 1 ORDER BY 2"
-    )
+    aff = profile_read.affinity_shares(ws.store)
     if not aff.empty:
         fig = go.Figure(go.Bar(x=aff["share"], y=aff["category"], orientation="h"))
         fig.update_layout(title=t("affinity_mix"), xaxis_tickformat=".0%")
         body += figure(fig, height=max(260, 24 * len(aff)))
-    scores = ws.sql("SELECT score FROM profiles")
-    fig = go.Figure(go.Histogram(x=scores["score"], nbinsx=50))
+    fig = go.Figure(go.Histogram(x=profile_read.profile_scores(ws.store), nbinsx=50))
     fig.update_layout(title=t("score_dist"))
     body += figure(fig, height=280)
-    tags = ws.tags()
+    tags = profile_read.tag_counts(ws.store)
     tags = tags[(tags["source"] != "rfm") | (tags["tag"] == "rfm_segment")]  # scores: see the chart
     if not tags.empty:
         body += heading(t("tags_table")) + table(

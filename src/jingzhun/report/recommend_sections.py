@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jingzhun.report.html import Section, cards, figure, heading, note, section, table
+from jingzhun.recommend import read as recommend_read
+from jingzhun.report.html import cards, figure, heading, note, table
 from jingzhun.report.i18n import Translator, register
+from jingzhun.report.registry import Section, section
 
 if TYPE_CHECKING:
     from jingzhun.workspace import Workspace
@@ -53,52 +55,38 @@ METRIC_LABELS = {
 
 @section(90)
 def recommendations(ws: Workspace, t: Translator) -> Section | None:
-    from jingzhun.recommend.service import latest_evaluation
+    from jingzhun.recommend.training import latest_evaluation
 
-    has_recs = ws.store.scalar("SELECT count(*) FROM recommendations")
+    batch = recommend_read.batch_overview(ws.store)
     evaluation = latest_evaluation(ws.store)
-    if not has_recs and evaluation is None:
+    if batch is None and evaluation is None:
         return None
     body = ""
-    if has_recs:
-        body += _batch(ws, t)
+    if batch is not None:
+        body += _batch(ws, t, batch)
     if evaluation is not None:
         body += _comparison(t, evaluation)
-    if has_recs:
+    if batch is not None:
         body += _examples(ws, t)
     return Section("recommendations", t("recommendations"), body)
 
 
-def _batch(ws: Workspace, t: Translator) -> str:
+def _batch(ws: Workspace, t: Translator, batch: recommend_read.BatchOverview) -> str:
     import plotly.graph_objects as go
 
-    model, users, shown, catalog = ws.store.sql(
-        """
-        SELECT any_value(model), count(DISTINCT user_id), count(DISTINCT item_id),
-               (SELECT count(*) FROM items)
-        FROM recommendations
-        """
-    ).fetchall()[0]
-    reasons = ws.sql(
-        "SELECT split_part(reason, ':', 1) AS kind, count(*) AS n FROM recommendations GROUP BY 1 ORDER BY 2 DESC"
-    )
-    cold = ws.store.scalar(
-        "SELECT avg(CASE WHEN only_popular THEN 1 ELSE 0 END) FROM (SELECT user_id, bool_and(reason = 'popular' OR reason LIKE 'segment:%') AS only_popular FROM recommendations GROUP BY 1)"
-    )
+    reasons = recommend_read.reason_counts(ws.store)
     body = cards(
         [
-            (t("rec_model"), model),
-            (t("rec_users"), int(users)),
-            (t("rec_coverage"), f"{shown / max(catalog, 1):.1%}"),
-            (t("rec_cold"), f"{float(cold or 0):.1%}"),
+            (t("rec_model"), batch.model),
+            (t("rec_users"), batch.users),
+            (t("rec_coverage"), f"{batch.coverage:.1%}"),
+            (t("rec_cold"), f"{recommend_read.cold_start_share(ws.store):.1%}"),
         ]
     )
     fig = go.Figure(go.Bar(x=[t(f"reason_{k}") for k in reasons["kind"]], y=reasons["n"].tolist()))
     fig.update_layout(title=t("rec_reasons"))
     body += figure(fig, height=300)
-    top = ws.sql(
-        "SELECT r.item_id, any_value(i.title) AS title, count(*) AS n FROM recommendations r LEFT JOIN items i USING (item_id) GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 15"
-    )
+    top = recommend_read.top_items(ws.store, limit=15)
     fig = go.Figure(
         go.Bar(
             y=(top["title"].fillna(top["item_id"])).tolist()[::-1],
@@ -153,25 +141,12 @@ def _comparison(t: Translator, ev: dict) -> str:
 def _examples(ws: Workspace, t: Translator) -> str:
     from jingzhun.recommend.rules import reason_text
 
-    users = ws.sql(
-        """
-        SELECT user_id FROM recommendations
-        GROUP BY user_id HAVING bool_or(reason LIKE 'bought:%') AND bool_or(reason NOT LIKE 'bought:%')
-        ORDER BY hash(user_id) LIMIT 3
-        """
-    )["user_id"].tolist()
+    users = recommend_read.example_users(ws.store, limit=3)
     if not users:
         return ""
-    rows = ws.sql(
-        "SELECT r.user_id, r.rank, r.item_id, i.title, r.reason FROM recommendations r LEFT JOIN items i USING (item_id) WHERE r.user_id IN (SELECT unnest(?)) AND r.rank <= 5 ORDER BY 1, 2",
-        [users],
-    )
-    titles = dict(
-        zip(
-            *ws.store.sql("SELECT item_id, coalesce(title, '') FROM items").fetchnumpy().values(),
-            strict=True,
-        )
-    )
+    rows = recommend_read.lists(ws.store, users, max_rank=5)
+    # Only the items the reasons name ("bought:ITEM", "viewed:ITEM") need a title.
+    titles = recommend_read.titles(ws.store, {r.partition(":")[2] for r in rows["reason"]})
     rows["explanation"] = [reason_text(r, t.lang, titles) for r in rows["reason"]]
     return heading(t("rec_examples")) + table(
         rows[["user_id", "rank", "item_id", "title", "explanation"]],

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from jingzhun.ingest import read as ingest_read
 from jingzhun.ingest.clean import clean
-from jingzhun.report.html import Section, cards, figure, heading, note, section, table
+from jingzhun.report.html import cards, figure, heading, note, table
 from jingzhun.report.i18n import Translator
+from jingzhun.report.registry import Section, section
 
 if TYPE_CHECKING:
     from jingzhun.workspace import Workspace
@@ -23,19 +25,17 @@ def _has_events(ws: Workspace) -> bool:
 def overview(ws: Workspace, t: Translator) -> Section | None:
     import plotly.graph_objects as go
 
-    s = ws.summary()
+    s = ingest_read.summary(ws.store)
     tables = s["tables"]
-    orders, revenue = ws.store.sql(
-        "SELECT count(DISTINCT order_id), coalesce(sum(revenue), 0) FROM events WHERE event = 'order_completed'"
-    ).fetchone()
+    totals = ingest_read.order_totals(ws.store)
     period = f"{s['events_from'][:10]} – {s['events_to'][:10]}" if s["events_from"] else "–"
     body = cards(
         [
             (t("events"), tables["events"]),
             (t("users"), tables["users"]),
             (t("items"), tables["items"]),
-            (t("orders"), int(orders)),
-            (t("revenue"), round(float(revenue), 2)),
+            (t("orders"), totals.orders),
+            (t("revenue"), round(totals.revenue, 2)),
             (t("period"), period),
             (t("identities"), tables["identities"]),
             (t("quarantine_open"), s["quarantine_open"]),
@@ -56,25 +56,14 @@ def activity(ws: Workspace, t: Translator) -> Section | None:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    daily = ws.sql(
-        """
-        SELECT date_trunc('day', ts)::DATE AS day, event, count(*) AS n FROM events
-        WHERE event IN ('page_viewed', 'product_viewed', 'product_added', 'checkout_started', 'order_completed')
-        GROUP BY ALL ORDER BY day
-        """
-    )
+    daily = ingest_read.daily_events(ws.store)
     wide = daily.pivot_table(index="day", columns="event", values="n", fill_value=0)
     fig = go.Figure(
         [go.Scatter(x=wide.index, y=wide[c], name=c, mode="lines") for c in wide.columns]
     )
     fig.update_layout(title=t("daily_events"), xaxis_title=t("day"), yaxis_title=t("count"))
     body = figure(fig)
-    sales = ws.sql(
-        """
-        SELECT date_trunc('day', ts)::DATE AS day, count(DISTINCT order_id) AS orders, sum(revenue) AS revenue
-        FROM events WHERE event = 'order_completed' GROUP BY ALL ORDER BY day
-        """
-    )
+    sales = ingest_read.daily_sales(ws.store)
     if not sales.empty:
         fig = make_subplots(specs=[[{"secondary_y": True}]])
         fig.add_trace(
@@ -87,9 +76,7 @@ def activity(ws: Workspace, t: Translator) -> Section | None:
         )
         fig.update_layout(title=t("daily_revenue"))
         body += figure(fig)
-    channels = ws.sql(
-        "SELECT coalesce(channel, '–') AS channel, count(*) AS n FROM events WHERE event = 'page_viewed' GROUP BY 1 ORDER BY 2 DESC"
-    )
+    channels = ingest_read.channel_mix(ws.store)
     if not channels.empty:
         fig = go.Figure(go.Pie(labels=channels["channel"], values=channels["n"], hole=0.45))
         fig.update_layout(title=t("channel_mix"))
@@ -101,13 +88,7 @@ def activity(ws: Workspace, t: Translator) -> Section | None:
 def ingest(ws: Workspace, t: Translator) -> Section | None:
     import plotly.graph_objects as go
 
-    batches = ws.sql(
-        """
-        SELECT batch_id, kind, array_to_string(CAST(sources AS VARCHAR[]), ', ') AS sources, rows_read, inserted,
-               duplicates, quarantined, round(epoch(finished_at - started_at), 2) AS seconds
-        FROM ingest_batches ORDER BY started_at DESC LIMIT 30
-        """
-    )
+    batches = ingest_read.recent_batches(ws.store, limit=30)
     if batches.empty:
         return None
     body = heading(t("batches")) + table(
@@ -156,11 +137,9 @@ def quality(ws: Workspace, t: Translator) -> Section | None:
             (t("flagged"), int(ws.store.count("event_flags"))),
         ]
     )
-    values = ws.sql(
-        "SELECT sum(revenue) AS v FROM events WHERE event = 'order_completed' AND revenue IS NOT NULL GROUP BY order_id"
-    )["v"]
+    values = ingest_read.order_values(ws.store)
     if len(values):
-        fig = go.Figure(go.Histogram(x=np.log10(1 + values.to_numpy(dtype=np.float64)), nbinsx=80))
+        fig = go.Figure(go.Histogram(x=np.log10(1 + values), nbinsx=80))
         for side, fence in (out.get("fences") or {}).items():
             if fence is not None and fence > 0:
                 fig.add_vline(
@@ -219,7 +198,7 @@ def identity(ws: Workspace, t: Translator) -> Section | None:
         return None
     import plotly.graph_objects as go
 
-    s = ws.summary()
+    s = ingest_read.summary(ws.store)
     total = s["tables"]["events"]
     anon = s["anonymous_events"]
     stitched = s["anonymous_events_stitched"]

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 
 from jingzhun.errors import InputError
-from jingzhun.report.html import Section, cards, figure, heading, section, table
+from jingzhun.report.html import cards, figure, heading, table
 from jingzhun.report.i18n import Translator, register
-from jingzhun.store.sql import Sql
+from jingzhun.report.registry import Section, section
+from jingzhun.segment import read as segment_read
 
 if TYPE_CHECKING:
     from jingzhun.workspace import Workspace
@@ -52,15 +53,12 @@ register(
 
 @section(80)
 def segments(ws: Workspace, t: Translator) -> Section | None:
-    exists = ws.store.scalar("SELECT count(*) FROM segment_runs WHERE active")
-    if not exists:
+    runs = segment_read.active_runs(ws.store, limit=4)
+    if not runs:
         return None
-    runs = ws.sql(
-        "SELECT run_id FROM segment_runs WHERE active ORDER BY created_at DESC LIMIT 4"
-    ).run_id
     body = ""
     for run_id in runs:
-        body += _run(ws, t, str(run_id))
+        body += _run(ws, t, run_id)
     return Section("segments", t("segments"), body)
 
 
@@ -156,19 +154,11 @@ def _projection(ws: Workspace, t: Translator, info: dict) -> str:
     import plotly.graph_objects as go
     from sklearn.decomposition import PCA
 
-    from jingzhun.segment import features as F
-    from jingzhun.segment.runs import _columns
-
     seg = ws.segmenter(info["run_id"])
     try:
-        sql: Sql = F.select_sql(seg.features, _columns(ws.store))
+        df = segment_read.member_features(ws.store, info["run_id"], sample=4000, seed=7)
     except InputError:  # the profiles lost a trait the run used: no picture
-        return
-    df = ws.sql(
-        f"SELECT f.*, m.segment FROM ({sql}) f JOIN segment_members m USING (user_id) "
-        f"WHERE m.run_id = ? USING SAMPLE 4000 ROWS (reservoir, 7)",
-        [info["run_id"]],
-    )
+        return ""
     if len(df) < 3:
         return ""
     Z = seg.pipe.transform(df[seg.features].to_numpy(np.float64))

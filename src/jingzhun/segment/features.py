@@ -9,7 +9,9 @@ Steps, fitted once per run and stored with it (so new users are transformed the 
    counts, typically. Which ones is decided on the fitting data and recorded.
 3. **Robust scaling**: subtract the median, divide by the interquartile range (by the standard
    deviation where the IQR is 0, as for a count that most users have at 0). A feature with no
-   spread at all is an error: it cannot separate anyone.
+   spread at all cannot separate anyone: one the user named is an error; one of the defaults
+   is left out before fitting (:func:`drop_constant_defaults`), as ``price_percentile`` is in a
+   store without a catalog.
 4. **PCA** (optional): keep the components explaining ``pca`` of the variance (a fraction) or
    ``pca`` components (an integer).
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from jingzhun.errors import InputError
 
@@ -90,6 +93,9 @@ DEFAULT_FEATURES: tuple[str, ...] = (
 )
 
 _NUMERIC = ("BIGINT", "INTEGER", "DOUBLE", "FLOAT", "DECIMAL", "HUGEINT", "SMALLINT", "TINYINT")
+
+#: A feature whose standard deviation (after log1p) is at most this separates no one.
+_FLAT = 1e-12
 
 
 def numeric_traits(columns: dict[str, str]) -> list[str]:
@@ -164,16 +170,12 @@ class FeaturePipeline:
         if X.shape[1] != len(self.features):
             raise ValueError("X has the wrong number of columns")
         X = np.nan_to_num(np.asarray(X, dtype=np.float64), nan=0.0)
-        lo = X.min(axis=0)
-        mean, std = X.mean(axis=0), X.std(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            skew = np.where(std > 0, ((X - mean) ** 3).mean(axis=0) / std**3, 0.0)
-        self.log_ = (lo >= 0) & (skew > 1.0)
+        self.log_ = _skewed(X)
         Z = self._log(X)
         q1, med, q3 = np.percentile(Z, [25, 50, 75], axis=0)
         iqr = q3 - q1
         zstd = Z.std(axis=0)
-        constant = [f for f, s in zip(self.features, zstd, strict=True) if not s > 1e-12]
+        constant = [f for f, s in zip(self.features, zstd, strict=True) if not s > _FLAT]
         if constant:
             value = X[0, self.features.index(constant[0])]
             raise InputError(
@@ -181,7 +183,7 @@ class FeaturePipeline:
                 hint="drop it from --features",
             )
         self.center_ = med
-        self.scale_ = np.where(iqr > 1e-12, iqr, zstd)
+        self.scale_ = np.where(iqr > _FLAT, iqr, zstd)
         Z = (Z - self.center_) / self.scale_
         if self.pca is not None:
             from sklearn.decomposition import PCA
@@ -202,10 +204,7 @@ class FeaturePipeline:
         return self
 
     def _log(self, X: np.ndarray) -> np.ndarray:
-        # Missing values count as 0, as in the SQL that selects the features.
-        Z = np.nan_to_num(np.array(X, dtype=np.float64, copy=True), nan=0.0)
-        Z[:, self.log_] = np.log1p(np.maximum(Z[:, self.log_], 0))
-        return Z
+        return _log1p(X, self.log_)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         Z = (self._log(np.atleast_2d(X)) - self.center_) / self.scale_
@@ -248,6 +247,96 @@ class FeaturePipeline:
             pipe.components_ = arrs["components"]
             pipe.mean_ = arrs["pca_mean"]
         return pipe
+
+
+def _skewed(X: np.ndarray) -> np.ndarray:
+    """Which columns of ``X`` (no NaN) get log1p: non-negative with sample skewness above 1."""
+    lo = X.min(axis=0)
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        skew = np.where(std > 0, ((X - mean) ** 3).mean(axis=0) / std**3, 0.0)
+    return (lo >= 0) & (skew > 1.0)
+
+
+def _log1p(X: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``X`` with log1p applied to ``columns`` (a mask); missing values count as 0, as in the
+    SQL that selects the features."""
+    Z = np.nan_to_num(np.array(X, dtype=np.float64, copy=True), nan=0.0)
+    Z[:, columns] = np.log1p(np.maximum(Z[:, columns], 0))
+    return Z
+
+
+def constant_features(features: list[str], X: np.ndarray) -> list[str]:
+    """The ``features`` (columns of ``X``, in order) that no row differs in, by the test
+    :meth:`FeaturePipeline.fit` applies (spread after log1p, missing values as 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.column_stack([np.arange(5.0), np.zeros(5), np.full(5, np.nan)])
+    >>> constant_features(["aov", "price_percentile", "discount_share"], X)
+    ['price_percentile', 'discount_share']
+    """
+    if X.shape[1] != len(features):
+        raise ValueError("X has the wrong number of columns")
+    if len(X) == 0:
+        return []
+    X = np.nan_to_num(np.asarray(X, dtype=np.float64), nan=0.0)
+    spread = _log1p(X, _skewed(X)).std(axis=0)
+    return [f for f, s in zip(features, spread, strict=True) if not s > _FLAT]
+
+
+def drop_constant_defaults(
+    traits: pd.DataFrame, features: list[str]
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Leave out the default ``features`` that no user differs in.
+
+    A default feature can be constant through no fault of the user's: without a catalog every
+    ``price_percentile`` is 0, and without discounts every ``discount_share`` is. It is left
+    out (the caller says so) rather than failing the run; a constant feature the user named
+    stays an error (:meth:`FeaturePipeline.fit`).
+
+    Parameters
+    ----------
+    traits : DataFrame
+        ``user_id`` and the ``features`` columns (:func:`select_sql`), one row per user.
+    features : list of str
+        The default features, in column order.
+
+    Returns
+    -------
+    traits : DataFrame
+        ``traits`` without the dropped columns.
+    kept : list of str
+        The features left, in their order.
+    dropped : list of str
+        The constant features left out, in their order.
+
+    Raises
+    ------
+    InputError
+        When every default feature is constant: nothing is left to segment on.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame(
+    ...     {"user_id": ["a", "b"], "aov": [1.0, 9.0], "price_percentile": [0.0, 0.0]}
+    ... )
+    >>> _, kept, dropped = drop_constant_defaults(frame, ["aov", "price_percentile"])
+    >>> kept, dropped
+    (['aov'], ['price_percentile'])
+    """
+    dropped = constant_features(features, traits[features].to_numpy(np.float64))
+    if not dropped:
+        return traits, list(features), []
+    kept = [f for f in features if f not in dropped]
+    if not kept:
+        raise InputError(
+            f"--features: every default feature is the same for every user ({', '.join(dropped)})",
+            hint="ingest more events and rebuild the profiles, or name traits with --features",
+        )
+    return traits.drop(columns=dropped), kept, dropped
 
 
 def to_npz(arrays: dict[str, np.ndarray]) -> bytes:

@@ -5,6 +5,11 @@ beside the population's (as a z-score: how many population standard deviations t
 mean lies away), the categories the segment leans to (its mean affinity and the lift over the
 population), and a readable name made from the traits that stand out most, such as
 "High spend · frequent buyers · electronics".
+
+Names are unique within a run. Segments whose names would be the same (density methods find
+several groups of shoppers who never ordered, alike in all but tenure) are told apart by the
+trait they differ in most, in words ("… · long-standing", "… · new"); only segments that no
+named trait tells apart are numbered ("Typical customers (2)").
 """
 
 from __future__ import annotations
@@ -100,7 +105,11 @@ def compute(
             }
         )
     out = pd.DataFrame(rows)
-    # The same words for two segments: number them, so every label is unique.
+    if not out.empty:
+        out["label"] = distinguish(
+            out.label.tolist(), [json.loads(t) for t in out.traits], out.segment.tolist()
+        )
+    # Still the same words for two segments: number them, so every label is unique.
     dup = out.label.duplicated(keep=False)
     if dup.any():
         out.loc[dup, "label"] = out[dup].label + " (" + out[dup].segment.astype(str) + ")"
@@ -132,6 +141,71 @@ def _categories(
         ]
         for s, g in ((s, g.head(top)) for s, g in seg.groupby("segment", sort=False))
     }
+
+
+def distinguish(
+    labels: list[str], traits: list[dict[str, dict[str, Any]]], segments: list[str]
+) -> list[str]:
+    """Labels made different, in words, where segments would share one.
+
+    For each group of segments with the same label, the named traits are taken in order of
+    how far apart the group's z-scores lie (the trait that separates them most first). A
+    segment whose label is still shared gets the trait's word when the trait stands out in it
+    (``|z| >= STANDS_OUT``) and the word is not in its label yet; a segment where the trait
+    does not stand out keeps its label, which that alone may make unique. Traits are tried
+    until every label of the group differs or none is left; what is still shared is left for
+    the caller to number.
+
+    Parameters
+    ----------
+    labels : list of str
+        A label per segment, as :func:`label` made it.
+    traits : list of dict
+        Per segment, the portrait's traits (``{name: {"z": …}}``), in the order of ``labels``.
+    segments : list of str
+        The segment names, in the same order ("noise" is never relabelled).
+
+    Examples
+    --------
+    >>> t = lambda **z: {n: {"z": v} for n, v in z.items()}
+    >>> distinguish(
+    ...     ["Broad taste", "Broad taste", "Broad taste"],
+    ...     [t(affinity_concentration=-1.8, tenure_days=0.4),
+    ...      t(affinity_concentration=-1.8, tenure_days=1.1),
+    ...      t(affinity_concentration=-1.8, tenure_days=-1.5)],
+    ...     ["2", "3", "4"],
+    ... )
+    ['Broad taste', 'Broad taste · long-standing', 'Broad taste · new']
+    """
+    out = list(labels)
+    groups: dict[str, list[int]] = {}
+    for i, (shared_label, seg) in enumerate(zip(labels, segments, strict=True)):
+        if seg != "noise":
+            groups.setdefault(shared_label, []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        names = {n for i in members for n in traits[i] if n not in UNNAMED}
+        spread: dict[str, float] = {}
+        for name in names:
+            known = [z for i in members if (z := traits[i].get(name, {}).get("z")) is not None]
+            if any(abs(z) >= STANDS_OUT for z in known):
+                spread[name] = max(known) - min(known)
+        for name in sorted(spread, key=lambda n: (-spread[n], n)):
+            if spread[name] <= 0:
+                break
+            shared = [i for i in members if sum(out[j] == out[i] for j in members) > 1]
+            if not shared:
+                break
+            high, low = WORDS.get(name, (f"high {name}", f"low {name}"))
+            for i in shared:
+                z = traits[i].get(name, {}).get("z")
+                if z is None or abs(z) < STANDS_OUT:
+                    continue
+                word = high if z > 0 else low
+                if word.lower() not in (w.lower() for w in out[i].split(" · ")):
+                    out[i] = f"{out[i]} · {word}"
+    return out
 
 
 def label(segment: str, traits: dict[str, dict[str, Any]], top: list[list[Any]]) -> str:

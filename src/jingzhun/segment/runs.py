@@ -18,12 +18,12 @@ import pandas as pd
 import pyarrow as pa
 
 from jingzhun.checks import MAX_ROWS, bounded_int, finite
+from jingzhun.contracts.time import utcnow
 from jingzhun.errors import InputError, NotFoundError
-from jingzhun.ingest.pipeline import utcnow
 from jingzhun.segment import features as F
 from jingzhun.segment import methods as M
 from jingzhun.segment import portraits
-from jingzhun.store import Store
+from jingzhun.store import ModelRecord, Registry, Store
 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-."
 NO_ORDERS = "No orders yet"
@@ -41,6 +41,9 @@ class RunResult:
     metrics: dict[str, Any]
     portraits: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    #: Default features left out because no user differs in them (``price_percentile`` in a
+    #: store without a catalog).
+    dropped_features: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,8 @@ class RunResult:
             "metrics": self.metrics,
             "portraits": self.portraits,
             "seconds": round(self.seconds, 3),
+            # Only when a default feature was left out: constant for every user.
+            **({"dropped_features": self.dropped_features} if self.dropped_features else {}),
         }
 
 
@@ -97,6 +102,7 @@ def run(
     _check_numbers(k_range, random_state, stability_resamples, options or {})
     columns = _columns(store)
     as_of = store.scalar("SELECT max(as_of) FROM profiles")
+    dropped: list[str] = []
     if method == "rfm":
         if features:
             raise InputError("--features: rfm segments come from the RFM tags, not from features")
@@ -110,6 +116,8 @@ def run(
         if not feats:
             raise InputError("--features: name at least one trait")
         traits = store.sql(F.select_sql(feats, columns)).df()
+        if not features:  # a default no user differs in is left out; one asked for is an error
+            traits, feats, dropped = F.drop_constant_defaults(traits, feats)
         X = traits[feats].to_numpy(np.float64)
         if len(X) == 0:
             raise InputError(
@@ -159,6 +167,7 @@ def run(
         metrics=metrics,
         portraits=[_portrait_dict(r) for r in portrait.to_dict("records")],
         seconds=time.perf_counter() - t0,
+        dropped_features=dropped,
     )
 
 
@@ -276,34 +285,22 @@ def _revenue(store: Store) -> pd.Series | None:
 
 
 def _write(store, name, method, params, feats, metrics, members, portrait, model, as_of) -> str:
-    now = utcnow()
+    """Record the run in the model registry with its members and portraits, in one
+    transaction; the run becomes the active one of its name."""
     port = portrait.copy()
-    with store.transaction() as con:
-        n = con.execute("SELECT count(*) FROM segment_runs WHERE name = ?", [name]).fetchone()[0]
-        run_id = f"{name}-{n + 1}"
-        while con.execute(
-            "SELECT count(*) FROM segment_runs WHERE run_id = ?", [run_id]
-        ).fetchone()[0]:
-            n += 1
-            run_id = f"{name}-{n + 1}"
-        con.execute("UPDATE segment_runs SET active = false WHERE name = ? AND active", [name])
-        con.execute(
-            "INSERT INTO segment_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true, ?)",
-            [
-                run_id,
-                name,
-                method,
-                json.dumps(params, default=_json_default),
-                json.dumps(feats),
-                json.dumps(metrics, default=_json_default),
-                len(members),
-                int(members.segment.nunique()),
-                as_of,
-                model,
-                now,
-            ],
-        )
-        _insert_members(con, run_id, members, fitted=True, at=now)
+    with Registry(store).saving(
+        kind="segment",
+        name=name,
+        method=method,
+        params=params,
+        features=feats,
+        metrics=metrics,
+        info={"users": len(members), "segments": int(members.segment.nunique())},
+        as_of=as_of,
+        artefact=model,
+    ) as saved:
+        run_id, con = saved.model_id, saved.con
+        _insert_members(con, run_id, members, fitted=True, at=utcnow())
         port.insert(0, "run_id", run_id)
         con.register("_jz_portraits", port)
         try:
@@ -334,14 +331,6 @@ def _insert_members(con: Any, run_id: str, members: pd.DataFrame, *, fitted: boo
         con.unregister("_jz_members")
 
 
-def _json_default(v: Any) -> Any:
-    if hasattr(v, "item"):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    raise TypeError(type(v).__name__)
-
-
 def _portrait_dict(r: dict[str, Any]) -> dict[str, Any]:
     return r | {
         "traits": json.loads(r["traits"]) if isinstance(r["traits"], str) else r["traits"],
@@ -354,42 +343,74 @@ def _portrait_dict(r: dict[str, Any]) -> dict[str, Any]:
 # -- reading runs -----------------------------------------------------------------------------
 
 
+def _run_dict(record: ModelRecord) -> dict[str, Any]:
+    return {
+        "run_id": record.model_id,
+        "name": record.name,
+        "method": record.method,
+        "params": record.params,
+        "features": record.features,
+        "metrics": record.metrics,
+        "users": record.info.get("users"),
+        "segments": record.info.get("segments"),
+        "as_of": record.as_of,
+        "active": record.active,
+        "created_at": record.created_at,
+    }
+
+
 def resolve(store: Store, ref: str | None) -> dict[str, Any]:
     """A run by run id, or the active run of a name (default: the latest active run)."""
+    registry = Registry(store)
     if ref is None:
-        row = store.rows(
-            "SELECT run_id FROM segment_runs WHERE active ORDER BY created_at DESC LIMIT 1"
-        )
-        if not row:
+        latest = registry.active("segment")
+        if latest is None:
             raise NotFoundError("no segment runs yet", hint="run jingzhun segment run")
-        ref = row[0][0]
+        return _run_dict(latest)
     # A run id wins over a name (a run named "value-1" and the first run of "value").
-    rows = store.sql(
-        "SELECT * EXCLUDE (model) FROM segment_runs WHERE run_id = ? OR (name = ? AND active) ORDER BY run_id = ? DESC LIMIT 1",
-        [ref, ref, ref],
-    ).df()
-    if rows.empty:
-        known = [r[0] for r in store.rows("SELECT DISTINCT name FROM segment_runs ORDER BY 1")]
+    found = [r for r in registry.list("segment") if r.model_id == ref]
+    record = found[0] if found else registry.active("segment", ref)
+    if record is None:
+        known = sorted({r.name for r in registry.list("segment")})
         raise NotFoundError(
             f"no segment run or name {ref!r}",
             hint=("known names: " + ", ".join(known)) if known else "run jingzhun segment run",
         )
-    row = rows.iloc[0].to_dict()
-    for key in ("params", "features", "metrics"):
-        row[key] = json.loads(row[key])
-    return row
+    return _run_dict(record)
+
+
+#: The columns ``segment list`` shows, in order.
+RUN_COLUMNS = (
+    "run_id",
+    "name",
+    "method",
+    "active",
+    "users",
+    "segments",
+    "silhouette",
+    "stability",
+    "created_at",
+)
 
 
 def list_runs(store: Store) -> pd.DataFrame:
-    return store.sql(
-        """
-        SELECT run_id, name, method, active, users, segments,
-               json_extract(metrics, '$.silhouette')::DOUBLE AS silhouette,
-               json_extract(metrics, '$.stability_ari')::DOUBLE AS stability,
-               created_at
-        FROM segment_runs ORDER BY created_at DESC, run_id DESC
-        """
-    ).df()
+    """Every run, newest first, with its headline metrics."""
+    rows = [
+        {
+            "run_id": r.model_id,
+            "name": r.name,
+            "method": r.method,
+            "active": r.active,
+            "users": r.info.get("users"),
+            "segments": r.info.get("segments"),
+            "silhouette": r.metrics.get("silhouette"),
+            "stability": r.metrics.get("stability_ari"),
+            "created_at": r.created_at,
+        }
+        for r in Registry(store).list("segment")
+    ]
+    frame = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+    return frame.astype({"silhouette": "float64", "stability": "float64"})
 
 
 def portraits_of(store: Store, run_id: str) -> list[dict[str, Any]]:
@@ -409,6 +430,34 @@ def members_of(store: Store, run_id: str) -> pd.DataFrame:
         """,
         [run_id],
     ).df()
+
+
+def user_segments(store: Store, user_id: str) -> list[dict[str, Any]]:
+    """The user's segment in every active run (run_id, name, segment, label, fitted), newest
+    run first; empty when the user is in none."""
+    active = {r.model_id: r for r in Registry(store).list("segment") if r.active}
+    if not active:
+        return []
+    rows = store.rows(
+        """
+        SELECT m.run_id, m.segment, p.label, m.fitted
+        FROM segment_members m LEFT JOIN segment_portraits p USING (run_id, segment)
+        WHERE m.user_id = ? AND list_contains(?, m.run_id)
+        """,
+        [user_id, list(active)],
+    )
+    found = {run_id: (segment, label, fitted) for run_id, segment, label, fitted in rows}
+    return [
+        {
+            "run_id": run_id,
+            "name": record.name,
+            "segment": found[run_id][0],
+            "label": found[run_id][1],
+            "fitted": bool(found[run_id][2]),
+        }
+        for run_id, record in active.items()
+        if run_id in found
+    ]
 
 
 # -- assignment without refitting ---------------------------------------------------------------
@@ -433,8 +482,7 @@ class Segmenter:
         if self.method == "rfm":
             self.pipe = None
             return
-        blob = store.scalar("SELECT model FROM segment_runs WHERE run_id = ?", [self.run_id])
-        arrays = F.from_npz(blob)
+        arrays = Registry(store).arrays(self.run_id)
         self.pipe = F.FeaturePipeline.from_arrays(
             self.features, {k[5:]: v for k, v in arrays.items() if k.startswith("pipe_")}
         )

@@ -21,6 +21,7 @@ import duckdb
 
 from jingzhun.config import Settings
 from jingzhun.errors import ConflictError, InputError, NotFoundError, StoreVersionError
+from jingzhun.store.registry import Registry
 from jingzhun.store.sql import ident
 from jingzhun.store.tables import SCHEMA_VERSION, STORE_META
 
@@ -209,6 +210,8 @@ class Store:
         try:
             store._migrate()
             store._check_hash_canary()
+            if not read_only:
+                Registry(store).absorb_files()
         except BaseException:
             con.close()
             raise

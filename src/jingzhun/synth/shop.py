@@ -37,6 +37,7 @@ from jingzhun.checks import bounded_int, finite
 from jingzhun.errors import InputError
 from jingzhun.outputs import atomic_write, check_output_dir, check_output_path
 from jingzhun.synth import vocab
+from jingzhun.synth.people import people
 from jingzhun.synth.personas import PERSONA_NAMES, PERSONAS
 from jingzhun.synth.strings import choose, fixed_width, join, scramble
 from jingzhun.synth.world import (
@@ -1243,8 +1244,6 @@ def _dirty(
 
 def _users_table(users: dict[str, np.ndarray], start: date, rng: np.random.Generator) -> pa.Table:
     """The shop's customer records: attributes and personal data (PII), with a little dirt."""
-    from jingzhun.synth.people import people
-
     N = len(users["signup"])
     persona = users["persona"]
     created_us = (

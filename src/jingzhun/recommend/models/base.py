@@ -15,7 +15,7 @@ users it cannot score); ranking, filtering, cold start and persistence live here
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -26,46 +26,12 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from jingzhun.checks import bounded_int, finite
+from jingzhun.contracts.estimator import Param, check_params
 from jingzhun.errors import InputError
 from jingzhun.recommend.data import Interactions, ItemFeatures, Vocabulary, take_rows
 
 #: Users scored per dense block: 512 x 50k float32 is 100 MB.
 BLOCK_USERS = 512
-
-
-@dataclass(frozen=True)
-class Param:
-    """One hyperparameter: default, type and range, and the values tuning tries."""
-
-    default: Any
-    kind: type = float
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] | None = None
-    grid: tuple[Any, ...] = ()
-    help: str = ""
-
-    def check(self, model: str, name: str, value: Any) -> Any:
-        if self.choices is not None:
-            if value not in self.choices:
-                raise InputError(
-                    f"{model}: {name}={value!r} is not valid",
-                    hint=f"use one of: {', '.join(map(str, self.choices))}",
-                )
-            return value
-        if self.kind not in (int, float):
-            return self.kind(value)
-        label = f"{model}: {name}"
-        if isinstance(value, str):  # '64' from a settings file or --param: the number it says
-            with contextlib.suppress(ValueError):  # not a number: the check below says so
-                value = float(value)
-        # The shared checks, for every numeric parameter of every model: a real number is
-        # finite and in range (NaN passed every comparison), a count is a whole number (1.5
-        # was read as 1 and true as 1, without a word).
-        if self.kind is int:
-            return bounded_int(value, label, lo=self.low, hi=self.high)
-        return finite(value, label, lo=self.low, hi=self.high)
 
 
 @dataclass
@@ -95,6 +61,17 @@ class Recs:
                 "score": self.scores.ravel()[keep],
                 "cold": np.repeat(self.cold, k)[keep],
             }
+        )
+
+
+def _check_weights(matrix: sp.csr_matrix, what: str) -> None:
+    """Interaction weights are finite: NaN made some models fail with a library's traceback
+    and others recommend nothing, without a word."""
+    bad = int(np.count_nonzero(~np.isfinite(matrix.data)))
+    if bad:
+        raise InputError(
+            f"{what} hold {bad:,} NaN or infinite weights",
+            hint="give every interaction a finite weight",
         )
 
 
@@ -138,15 +115,7 @@ class Recommender:
     block_users: ClassVar[int] = BLOCK_USERS
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.PARAMS))
-        if unknown:
-            valid = ", ".join(self.PARAMS) or "(none)"
-            raise InputError(
-                f"{self.name}: unknown parameter {unknown[0]!r}", hint=f"valid parameters: {valid}"
-            )
-        self.params: dict[str, Any] = {
-            k: p.check(self.name, k, params.get(k, p.default)) for k, p in self.PARAMS.items()
-        }
+        self.params: dict[str, Any] = check_params(self.name, self.PARAMS, params)
 
     # -- learning -----------------------------------------------------------------------------
 
@@ -163,6 +132,7 @@ class Recommender:
             raise InputError(
                 f"{self.name}: no interactions to learn from", hint="ingest events first"
             )
+        _check_weights(data.matrix, f"{self.name}: the interactions")
         if self.needs_features and features is None:
             raise InputError(f"{self.name}: needs item features", hint="ingest the item catalog")
         self.users_: Vocabulary = data.users
@@ -198,7 +168,9 @@ class Recommender:
                     f"{self.name}: history has shape {history.shape}",
                     hint=f"give one row per user and {len(self.items_)} item columns",
                 )
-            return sp.csr_matrix(history, dtype=np.float32), uidx
+            rows = sp.csr_matrix(history, dtype=np.float32)
+            _check_weights(rows, f"{self.name}: history")
+            return rows, uidx
         return take_rows(self.seen_, uidx), uidx
 
     def score_block(
@@ -360,10 +332,9 @@ class Recommender:
     def _restore(self, state: Mapping[str, np.ndarray]) -> None:
         raise NotImplementedError
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fitted model as ``.npz`` (no pickle); the write is atomic."""
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted model as named arrays (what :meth:`save` writes, :func:`load` reads)."""
         self._check_fitted()
-        path = Path(path)
         arrays = {f"m.{k}": v for k, v in self._state().items()}
         arrays |= {
             "meta": np.asarray(json.dumps({"model": self.name, "params": self.params})),
@@ -372,10 +343,24 @@ class Recommender:
             "popularity": self.popularity_,
         }
         arrays |= sparse_state("seen", self.seen_)
+        return arrays
+
+    def to_bytes(self) -> bytes:
+        """The fitted model as ``.npz`` bytes (no pickle), as the store's registry keeps it."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **self.to_arrays())
+        return buffer.getvalue()
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted model as ``.npz`` (no pickle); the write is atomic."""
+        blob = self.to_bytes()
+        path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.replace(path)
         return path
 
@@ -401,26 +386,3 @@ def sparse_restore(state: Mapping[str, np.ndarray], prefix: str) -> sp.csr_matri
         (state[f"{prefix}.data"], state[f"{prefix}.indices"], state[f"{prefix}.indptr"]),
         shape=tuple(state[f"{prefix}.shape"]),
     )
-
-
-def load(path: str | os.PathLike[str]) -> Recommender:
-    """Load a model written by :meth:`Recommender.save`."""
-    from jingzhun.recommend.models import MODELS
-
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a saved jingzhun model ({exc})", hint="train again") from exc
-    meta = json.loads(str(arrays["meta"]))
-    cls = MODELS.get(meta["model"])
-    if cls is None:
-        raise InputError(f"{path}: unknown model {meta['model']!r}", hint="train again")
-    model = cls(**meta["params"])
-    model.users_ = Vocabulary(arrays["users"])
-    model.items_ = Vocabulary(arrays["items"])
-    model.popularity_ = arrays["popularity"]
-    model.seen_ = sparse_restore(arrays, "seen")
-    model._restore({k[2:]: v for k, v in arrays.items() if k.startswith("m.")})
-    return model

@@ -21,6 +21,7 @@ from jingzhun.checks import finite
 from jingzhun.errors import InputError
 from jingzhun.recommend.data import Interactions, ItemFeatures
 from jingzhun.recommend.models.base import Param, Recommender, mask_rows, topk_dense
+from jingzhun.recommend.models.registry import COMPONENTS as MODELS  # what a hybrid blends
 
 DEFAULT_COMPONENTS = "als,itemknn,content,popularity"
 #: The largest blend weight (weights are relative; a huge one overflows the float32 blend).
@@ -56,8 +57,6 @@ class Hybrid(Recommender):
         if isinstance(params.get("weights"), dict):
             params["weights"] = ",".join(f"{k}:{v:g}" for k, v in params["weights"].items())
         super().__init__(**params)
-        from jingzhun.recommend.models import MODELS
-
         names = [c.strip() for c in self.params["components"].split(",") if c.strip()]
         bad = [c for c in names if c not in MODELS or c == "hybrid"]
         if bad or not names:

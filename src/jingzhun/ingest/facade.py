@@ -1,0 +1,158 @@
+"""``ws.ingest``: the collect stage's facade — files in, quarantine, cleaning, the store's summary.
+
+Examples
+--------
+>>> batch = ws.ingest.files("events", ["events.parquet"])            # doctest: +SKIP
+>>> ws.ingest.quarantine.reasons()                                   # doctest: +SKIP
+>>> ws.ingest.summary().tables["events"]                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Literal
+
+from jingzhun.contracts.events import KINDS
+from jingzhun.contracts.results import Result
+from jingzhun.errors import InputError
+from jingzhun.ingest import quarantine as q
+from jingzhun.ingest.clean import CleaningReport, clean
+from jingzhun.ingest.pipeline import BatchResult, Ingestor, Progress
+from jingzhun.ingest.validate import IngestOptions
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from jingzhun.config import Settings
+    from jingzhun.store import Store
+
+
+@dataclass
+class StoreSummary(Result):
+    """Row counts, the time span of events, events by type, identity and quarantine status."""
+
+    store: str
+    schema_version: int
+    tables: dict[str, int]
+    events_from: str | None
+    events_to: str | None
+    events_by_type: dict[str, int]
+    known_users_with_anonymous_history: int
+    anonymous_events: int
+    anonymous_events_stitched: int
+    quarantine_open: int
+
+
+class Quarantine:
+    """The quarantined rows: list, export, replay after a fix, discard."""
+
+    def __init__(self, store: Store, ingestor: Ingestor) -> None:
+        self._store, self._ingestor = store, ingestor
+
+    def batches(self) -> pd.DataFrame:
+        """Every ingest batch with its counts, newest first."""
+        return q.batches(self._store)
+
+    def reasons(self, selection: q.Selection = q.OPEN) -> pd.DataFrame:
+        """Quarantined rows counted by reason."""
+        return q.reasons(self._store, selection)
+
+    def rows(self, selection: q.Selection = q.OPEN, *, limit: int | None = 50) -> pd.DataFrame:
+        """The quarantined rows themselves (raw values and reasons)."""
+        return q.rows(self._store, selection, limit=limit)
+
+    def export(self, out: str | os.PathLike[str], selection: q.Selection = q.OPEN) -> int:
+        """Write the selected rows to a file to fix by hand; the number of rows."""
+        return q.export(self._store, out, selection)
+
+    def replay(
+        self,
+        selection: q.Selection = q.OPEN,
+        *,
+        file: str | os.PathLike[str] | None = None,
+        event_map: dict[str, str] | None = None,
+    ) -> list[BatchResult]:
+        """Ingest the selected rows again (or their fixed copy in ``file``)."""
+        return q.replay(self._store, self._ingestor, selection, file=file, event_map=event_map)
+
+    def discard(self, selection: q.Selection) -> int:
+        """Mark the selected rows resolved without ingesting them; how many."""
+        return q.discard(self._store, selection)
+
+
+class Ingest:
+    """The collect stage on one store.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+    settings : Settings
+        ``[ingest]`` and ``[clean]`` are used.
+    """
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store, self._settings = store, settings
+        self.quarantine = Quarantine(store, self._ingestor())
+
+    def _ingestor(self) -> Ingestor:
+        return Ingestor(self._store, self._settings.ingest)
+
+    def files(
+        self,
+        kind: str,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        format: str | None = None,
+        mapping: dict[str, str] | None = None,
+        constants: dict[str, str] | None = None,
+        event_map: dict[str, str] | None = None,
+        ts_format: str | None = None,
+        progress: Progress | None = None,
+        stdin: BinaryIO | None = None,
+    ) -> BatchResult:
+        """Ingest files (``"-"`` for stdin) of ``kind`` (events, users or items) as one batch."""
+        if kind not in KINDS:
+            raise InputError(f"unknown kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+        options = IngestOptions(
+            kind,  # type: ignore[arg-type]
+            mapping=dict(mapping or {}),
+            constants=dict(constants or {}),
+            event_map=dict(event_map or {}),
+            ts_format=ts_format,
+            format=format,
+        )
+        return self._ingestor().ingest(
+            [str(p) for p in paths], options, progress=progress, stdin=stdin
+        )
+
+    __call__ = files  # ws.ingest("events", [...]) reads as it always did
+
+    def clean(
+        self,
+        *,
+        flag: bool = True,
+        remove: Sequence[str] = (),
+        outlier_method: Literal["mad", "iqr"] | None = None,
+        outlier_threshold: float | None = None,
+        burst_events_per_minute: int | None = None,
+    ) -> CleaningReport:
+        """The cleaning report (bots, bursts, outlier orders …); the given options replace
+        ``[clean]`` settings for this run."""
+        overrides = {
+            "outlier_method": outlier_method,
+            "outlier_threshold": outlier_threshold,
+            "burst_events_per_minute": burst_events_per_minute,
+        }
+        settings = self._settings.clean.model_copy(
+            update={k: v for k, v in overrides.items() if v is not None}
+        )
+        return clean(self._store, settings, flag=flag, remove=tuple(remove))
+
+    def summary(self) -> StoreSummary:
+        """Row counts, the time span of events, events by type, identity and quarantine status."""
+        from jingzhun.ingest.read import summary
+
+        return StoreSummary(**summary(self._store))

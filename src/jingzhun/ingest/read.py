@@ -1,0 +1,258 @@
+"""What other parts read of the collect stage's tables: events, identities, ingest batches and
+quarantine.
+
+The report, the CLI and the coming server call these functions instead of querying the tables
+the ingest stage writes. Every value reaches DuckDB as a ``?`` parameter; every result is a
+DataFrame, an array, a dict or a small dataclass with plain Python values.
+
+Examples
+--------
+>>> from jingzhun.ingest import read                                    # doctest: +SKIP
+>>> read.summary(store)["tables"]["events"]                             # doctest: +SKIP
+120345
+>>> read.order_totals(store)                                            # doctest: +SKIP
+OrderTotals(orders=7549, revenue=1203984.5)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jingzhun.checks import MAX_ROWS, bounded_int
+from jingzhun.store import TABLES, Store
+
+__all__ = [
+    "ACTIVITY_EVENTS",
+    "OrderTotals",
+    "channel_mix",
+    "daily_events",
+    "daily_sales",
+    "order_totals",
+    "order_values",
+    "recent_batches",
+    "summary",
+]
+
+#: The funnel's events, counted per day by :func:`daily_events` unless told otherwise.
+ACTIVITY_EVENTS: tuple[str, ...] = (
+    "page_viewed",
+    "product_viewed",
+    "product_added",
+    "checkout_started",
+    "order_completed",
+)
+
+
+@dataclass(frozen=True)
+class OrderTotals:
+    """Completed orders and their revenue over the whole store.
+
+    Attributes
+    ----------
+    orders : int
+        Distinct ``order_id`` of ``order_completed`` events.
+    revenue : float
+        The sum of those events' ``revenue`` (0 when there is none).
+    """
+
+    orders: int
+    revenue: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summary(store: Store) -> dict[str, Any]:
+    """Row counts, the time span of events, events by type, identity and quarantine status.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    dict
+        ``store`` (its path), ``schema_version``, ``tables`` (rows per collect-stage table),
+        ``events_from`` and ``events_to`` (ISO timestamps, or None without events),
+        ``events_by_type`` (most frequent first, ties by name),
+        ``known_users_with_anonymous_history``,
+        ``anonymous_events``, ``anonymous_events_stitched`` and ``quarantine_open``.
+
+    Examples
+    --------
+    >>> summary(store)["events_by_type"]                                # doctest: +SKIP
+    {'page_viewed': 80412, 'product_viewed': 25110, ...}
+    """
+    counts = {t: store.count(t) for t in TABLES}
+    first, last, stitched_users, anon_events, stitched_events = store.rows(
+        """
+        SELECT min(e.ts), max(e.ts),
+               (SELECT count(DISTINCT user_id) FROM identities),
+               count(*) FILTER (WHERE e.user_id IS NULL),
+               count(*) FILTER (WHERE e.user_id IS NULL AND i.user_id IS NOT NULL)
+        FROM events e LEFT JOIN identities i ON e.user_id IS NULL AND i.anonymous_id = e.anonymous_id
+        """
+    )[0]
+    by_event = dict(store.rows("SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC, 1"))
+    open_q = store.scalar("SELECT count(*) FROM quarantine WHERE resolved_at IS NULL")
+    return {
+        "store": str(store.path),
+        "schema_version": store.schema_version(),
+        "tables": counts,
+        "events_from": first.isoformat(sep=" ") if first else None,
+        "events_to": last.isoformat(sep=" ") if last else None,
+        "events_by_type": {k: int(v) for k, v in by_event.items()},
+        "known_users_with_anonymous_history": int(stitched_users or 0),
+        "anonymous_events": int(anon_events or 0),
+        "anonymous_events_stitched": int(stitched_events or 0),
+        "quarantine_open": int(open_q),
+    }
+
+
+def order_totals(store: Store) -> OrderTotals:
+    """How many orders were completed and their total revenue.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    OrderTotals
+        Zero orders and zero revenue on a store without orders.
+    """
+    orders, revenue = store.rows(
+        "SELECT count(DISTINCT order_id), coalesce(sum(revenue), 0) FROM events "
+        "WHERE event = 'order_completed'"
+    )[0]
+    return OrderTotals(orders=int(orders), revenue=float(revenue))
+
+
+def daily_events(store: Store, events: Sequence[str] = ACTIVITY_EVENTS) -> pd.DataFrame:
+    """Events per day and name, for the names in ``events``.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+    events : sequence of str
+        Event names to count (default :data:`ACTIVITY_EVENTS`); other events are left out.
+
+    Returns
+    -------
+    DataFrame
+        ``day`` (the day, UTC, as a timestamp at midnight), ``event``, ``n``; one row per
+        day and event that occurred, ordered by day.
+    """
+    return store.sql(
+        """
+        SELECT date_trunc('day', ts)::DATE AS day, event, count(*) AS n FROM events
+        WHERE list_contains(?::VARCHAR[], event)
+        GROUP BY ALL ORDER BY day
+        """,
+        [list(events)],
+    ).df()
+
+
+def daily_sales(store: Store) -> pd.DataFrame:
+    """Completed orders and revenue per day.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    DataFrame
+        ``day`` (the day, UTC, as a timestamp at midnight), ``orders`` (distinct order
+        ids), ``revenue`` (sum of the lines' revenue); one row per day with an order, ordered
+        by day.
+    """
+    return store.sql(
+        """
+        SELECT date_trunc('day', ts)::DATE AS day, count(DISTINCT order_id) AS orders,
+               sum(revenue) AS revenue
+        FROM events WHERE event = 'order_completed' GROUP BY ALL ORDER BY day
+        """
+    ).df()
+
+
+def channel_mix(store: Store) -> pd.DataFrame:
+    """Page views per acquisition channel.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    DataFrame
+        ``channel`` ("–" for views without one) and ``n``, most views first (ties by name).
+    """
+    return store.sql(
+        "SELECT coalesce(channel, '–') AS channel, count(*) AS n FROM events "
+        "WHERE event = 'page_viewed' GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).df()
+
+
+def recent_batches(store: Store, *, limit: int = 30) -> pd.DataFrame:
+    """The latest ingest batches with their counts, newest first.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+    limit : int
+        At most this many batches (1 to ``MAX_ROWS``).
+
+    Returns
+    -------
+    DataFrame
+        ``batch_id``, ``kind``, ``sources`` (the files, comma-separated), ``rows_read``,
+        ``inserted``, ``duplicates``, ``quarantined`` and ``seconds`` (the batch's duration,
+        rounded to hundredths).
+
+    Raises
+    ------
+    InputError
+        If ``limit`` is not a whole number in range.
+    """
+    limit = bounded_int(limit, "limit", lo=1, hi=MAX_ROWS)
+    return store.sql(
+        """
+        SELECT batch_id, kind, array_to_string(CAST(sources AS VARCHAR[]), ', ') AS sources,
+               rows_read, inserted, duplicates, quarantined,
+               round(epoch(finished_at - started_at), 2) AS seconds
+        FROM ingest_batches ORDER BY started_at DESC LIMIT ?
+        """,
+        [limit],
+    ).df()
+
+
+def order_values(store: Store) -> np.ndarray:
+    """The value of every completed order: the sum of its lines' revenue.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    ndarray of float64
+        One value per order with a known revenue, in no particular order.
+    """
+    values = store.sql(
+        "SELECT sum(revenue) AS v FROM events "
+        "WHERE event = 'order_completed' AND revenue IS NOT NULL GROUP BY order_id"
+    ).df()["v"]
+    return values.to_numpy(dtype=np.float64)

@@ -1,0 +1,397 @@
+"""What other parts read of the profile stage's tables: profiles, category affinity and tags.
+
+The report, the CLI, the coming server and the campaign stage call these functions instead of
+querying ``profiles``, ``profile_affinity`` or ``tags``. Besides those tables they read only
+what lies below the profile stage (``events`` and ``identities``, for a user's devices and
+latest events). Every value reaches DuckDB as a ``?`` parameter.
+
+Examples
+--------
+>>> from jingzhun.profile import read                                   # doctest: +SKIP
+>>> read.user_profile(store, "u42", events=3)["tags"]["rfm_segment"]    # doctest: +SKIP
+'Champions'
+>>> read.overview(store).repeat_customers                               # doctest: +SKIP
+812
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from jingzhun.checks import MAX_ROWS, bounded_int
+from jingzhun.errors import NotFoundError
+from jingzhun.profile.build import profile_columns, require_profiles
+from jingzhun.store import Store
+from jingzhun.store.export import copy_out
+from jingzhun.store.sql import Sql, ident
+
+__all__ = [
+    "ProfileOverview",
+    "affinity_shares",
+    "customers",
+    "export_profiles",
+    "has_profiles",
+    "overview",
+    "profile_scores",
+    "profiles_frame",
+    "rfm_segment_counts",
+    "tag_counts",
+    "user_profile",
+]
+
+
+@dataclass(frozen=True)
+class ProfileOverview:
+    """Headline figures of the built profiles.
+
+    Attributes
+    ----------
+    users : int
+        Users profiled.
+    as_of : datetime or None
+        The time the profiles were built as of (None when there are none).
+    customers : int
+        Users with at least one order.
+    repeat_customers : int
+        Users with two orders or more.
+    median_recency_days : float or None
+        The median of ``recency_days`` over customers (None without customers).
+    mean_aov : float or None
+        The mean order value over customers (None without customers).
+    """
+
+    users: int
+    as_of: datetime | None
+    customers: int
+    repeat_customers: int
+    median_recency_days: float | None
+    mean_aov: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["as_of"] = None if self.as_of is None else self.as_of.isoformat(sep=" ")
+        return d
+
+
+def _plain(value: Any) -> Any:
+    """A DataFrame cell as a plain Python value (for JSON and display)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars
+        value = value.tolist()
+    if isinstance(value, pd.Timestamp):
+        return None if pd.isna(value) else value.to_pydatetime()
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, list) and value and isinstance(value[0], tuple):  # a map: [(key, value)]
+        return {k: v for k, v in value}
+    return value
+
+
+def has_profiles(store: Store) -> bool:
+    """Whether profiles were built in this store (``jingzhun profile build``).
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    bool
+    """
+    return bool(store.columns("profiles"))
+
+
+def overview(store: Store) -> ProfileOverview:
+    """How many users are profiled, as of when, and the customers' headline figures.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    ProfileOverview
+
+    Raises
+    ------
+    NotFoundError
+        If no profiles were built.
+    """
+    require_profiles(store)
+    users, as_of, buyers, repeat, recency, aov = store.rows(
+        """
+        SELECT count(*), max(as_of), count(*) FILTER (WHERE frequency >= 1),
+               count(*) FILTER (WHERE frequency >= 2), median(recency_days), avg(aov)
+        FROM profiles
+        """
+    )[0]
+    return ProfileOverview(
+        users=int(users),
+        as_of=as_of,
+        customers=int(buyers),
+        repeat_customers=int(repeat),
+        median_recency_days=None if recency is None else float(recency),
+        mean_aov=None if aov is None else float(aov),
+    )
+
+
+def rfm_segment_counts(store: Store) -> pd.DataFrame:
+    """Users per RFM segment (the ``rfm_segment`` tag).
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    DataFrame
+        ``segment`` and ``users``, largest segment first (ties by name); empty before a
+        profile build.
+    """
+    return store.sql(
+        "SELECT value AS segment, count(*) AS users FROM tags WHERE tag = 'rfm_segment' "
+        "GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).df()
+
+
+def customers(store: Store) -> pd.DataFrame:
+    """The RFM traits and profile score of every customer (a user with an order).
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    DataFrame
+        ``recency_days``, ``frequency``, ``monetary``, ``score``, one row per customer, in
+        no particular order.
+
+    Raises
+    ------
+    NotFoundError
+        If no profiles were built.
+    """
+    require_profiles(store)
+    return store.sql(
+        "SELECT recency_days, frequency, monetary, score FROM profiles WHERE frequency >= 1"
+    ).df()
+
+
+def affinity_shares(store: Store) -> pd.DataFrame:
+    """Each category's affinity averaged over the users who have any (their shares sum to 1).
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    DataFrame
+        ``category`` and ``share``, smallest share first.
+
+    Raises
+    ------
+    NotFoundError
+        If no profiles were built.
+    """
+    require_profiles(store)
+    return store.sql(
+        """
+        SELECT category, sum(score) / (SELECT count(DISTINCT user_id) FROM profile_affinity) AS share
+        FROM profile_affinity GROUP BY 1 ORDER BY 2
+        """
+    ).df()
+
+
+def profile_scores(store: Store) -> pd.Series:
+    """The profile score P(u) of every profiled user.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    Series
+        ``score``, one value per profiled user, in no particular order.
+
+    Raises
+    ------
+    NotFoundError
+        If no profiles were built.
+    """
+    require_profiles(store)
+    return store.sql("SELECT score FROM profiles").df()["score"]
+
+
+def user_profile(store: Store, user_id: str, *, events: int = 10) -> dict[str, Any]:
+    """One user's traits, tags, linked devices and latest events.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+    user_id : str
+        A user id, or an anonymous id that was linked to a user (the user's profile is shown).
+    events : int
+        How many of the latest events to include (0 to ``MAX_ROWS``), the user's own and those
+        of the anonymous ids linked to them.
+
+    Returns
+    -------
+    dict
+        ``user_id`` (the user's, also when a device id was given), ``traits`` (every profile
+        column, as plain values), ``tags`` (tag -> value), ``anonymous_ids`` (oldest link
+        first) and ``last_events`` (newest first: ts, event, item_id, order_id, revenue,
+        channel).
+
+    Raises
+    ------
+    InputError
+        If ``events`` is not a whole number in range.
+    NotFoundError
+        If no profiles were built, or neither a profile nor a linked device has that id.
+    """
+    events = bounded_int(events, "--events", lo=0, hi=MAX_ROWS)
+    require_profiles(store)
+    row = store.sql("SELECT * FROM profiles WHERE user_id = ?", [user_id]).df()
+    if row.empty:
+        linked = store.scalar("SELECT user_id FROM identities WHERE anonymous_id = ?", [user_id])
+        if linked is None:
+            raise NotFoundError(
+                f"no profile for user {user_id!r}",
+                hint="check the id, or rebuild: jingzhun profile build",
+            )
+        row = store.sql("SELECT * FROM profiles WHERE user_id = ?", [linked]).df()
+        if row.empty:
+            raise NotFoundError(
+                f"no profile for user {linked!r}, the owner of device {user_id!r}",
+                hint="rebuild: jingzhun profile build",
+            )
+        user_id = linked
+    traits = {k: _plain(v) for k, v in row.iloc[0].items()}
+    tags = store.rows(
+        "SELECT tag, value, source FROM tags WHERE user_id = ? ORDER BY source, tag", [user_id]
+    )
+    devices = [
+        r[0]
+        for r in store.rows(
+            "SELECT anonymous_id FROM identities WHERE user_id = ? ORDER BY linked_at", [user_id]
+        )
+    ]
+    recent = store.sql(
+        """
+        SELECT ts, event, item_id, order_id, revenue, channel FROM events
+        WHERE user_id = ? OR anonymous_id IN (SELECT anonymous_id FROM identities WHERE user_id = ?)
+        ORDER BY ts DESC LIMIT ?
+        """,
+        [user_id, user_id, events],
+    ).df()
+    return {
+        "user_id": user_id,
+        "traits": traits,
+        "tags": {t: v for t, v, _ in tags},
+        "anonymous_ids": devices,
+        "last_events": [{k: _plain(v) for k, v in r.items()} for r in recent.to_dict("records")],
+    }
+
+
+def profiles_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The profiles table, or some of its columns, ordered by user id.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+    columns : sequence of str, optional
+        Column names to return, in this order (default: every column).
+
+    Returns
+    -------
+    DataFrame
+
+    Raises
+    ------
+    NotFoundError
+        If no profiles were built.
+    InputError
+        If a column name is empty, too long or holds control characters.
+    """
+    require_profiles(store)
+    cols = ", ".join(ident(c) for c in columns) if columns else "*"
+    return store.sql(f"SELECT {cols} FROM profiles ORDER BY user_id").df()
+
+
+def tag_counts(store: Store) -> pd.DataFrame:
+    """Every tag value with how many users carry it.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+
+    Returns
+    -------
+    DataFrame
+        ``tag``, ``value``, ``source``, ``users`` and ``computed_at`` (the latest), ordered by
+        source, tag and most users first.
+    """
+    return store.sql(
+        "SELECT tag, value, source, count(*) AS users, max(computed_at) AS computed_at FROM tags "
+        "GROUP BY ALL ORDER BY source, tag, users DESC"
+    ).df()
+
+
+def export_profiles(store: Store, out: str | os.PathLike[str]) -> int:
+    """Write the profiles to Parquet or CSV (by the file's extension), ordered by user id.
+
+    CSV has no lists or maps: those columns are written as JSON text.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+    out : str or path-like
+        The file to write (``--out``), replaced atomically; see
+        :func:`jingzhun.store.export.copy_out`.
+
+    Returns
+    -------
+    int
+        The rows written.
+
+    Raises
+    ------
+    NotFoundError
+        If no profiles were built.
+    InputError
+        If ``out`` may not be written or is neither ``.parquet`` nor ``.csv``.
+    """
+    kinds = profile_columns(store)
+    select: Sql = "*"
+    if Path(out).suffix.lower() == ".csv":
+        select = ", ".join(
+            f"to_json({ident(c)})::VARCHAR AS {ident(c)}"
+            if ("[]" in t or t.startswith("MAP"))
+            else ident(c)
+            for c, t in kinds.items()
+        )
+    return copy_out(store, f"SELECT {select} FROM profiles ORDER BY user_id", out)

@@ -1,0 +1,201 @@
+"""``ws.recs``: the recommend stage's facade — train, evaluate, serve (user, session, batch).
+
+Serving keeps the loaded model, its catalog features and its segment map in memory per active
+model, so a call costs the user's history query and the scoring, not a model load: the server
+and a notebook loop call ``ws.recs.for_user`` thousands of times. The cache is checked on every
+call against the registry's active models, the catalog and the run's members, so a model
+activated, items ingested or users assigned — by this process or another — are seen at once.
+
+Examples
+--------
+>>> ws.recs.train("hybrid")                                          # doctest: +SKIP
+>>> ws.recs.for_user("u123", k=5).items[0]["explanation"]            # doctest: +SKIP
+>>> ws.recs.session(["sku-1", "sku-9"], k=5)                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from jingzhun.contracts.results import Result
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from jingzhun.config import Settings
+    from jingzhun.recommend.evaluate import Evaluation
+    from jingzhun.recommend.read import BatchOverview
+    from jingzhun.recommend.serving import Recommend
+    from jingzhun.recommend.training import Trained
+    from jingzhun.store import Store
+
+# Stage modules are imported when first used (Ibis, SciPy and implicit take seconds).
+
+
+@dataclass
+class UserRecommendations(Result):
+    """Top items for one user, each with its reason in words."""
+
+    user_id: str
+    model: str
+    cold_start: bool
+    known_to_model: bool
+    segment: str | None
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RuleOverrides:
+    """Business rules for one call, replacing ``[recommend]``'s (None: the setting's)."""
+
+    exclude_purchased: bool | None = None
+    rebuy_categories: tuple[str, ...] | None = None
+    only_available: bool | None = None
+    include_categories: tuple[str, ...] | None = None
+    exclude_categories: tuple[str, ...] | None = None
+    price_min: float | None = None
+    price_max: float | None = None
+    max_per_category: int | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The rules given (sequences as tuples, so the set can key a cache)."""
+        return {
+            k: tuple(v) if isinstance(v, (list, set)) else v
+            for k, v in self.__dict__.items()
+            if v is not None
+        }
+
+
+class Recs:
+    """The recommend stage on one store.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+    settings : Settings
+        ``[recommend]`` (model, weights, rules) is used.
+    """
+
+    #: Loaded serving models kept at once (each holds a model and its catalog features).
+    CACHED = 4
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store, self._settings = store, settings
+        self._cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], Recommend]] = {}
+
+    # -- fitting ------------------------------------------------------------------------------
+
+    def train(
+        self,
+        model: str | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        as_of: datetime | None = None,
+    ) -> Trained:
+        """Fit a recommender (default ``[recommend] model``) on the store's interactions; it is
+        kept in the store's registry and becomes the active one."""
+        from jingzhun.recommend.training import train
+
+        return train(self._store, self._settings, model, dict(params or {}), as_of)
+
+    def models(self) -> pd.DataFrame:
+        """Every trained recommender, newest first."""
+        from jingzhun.recommend.training import list_models
+
+        return list_models(self._store)
+
+    def evaluate(
+        self,
+        log: pd.DataFrame | None = None,
+        *,
+        item_features: pd.DataFrame | None = None,
+        split_spec: str = "random-by-user:0.75",
+        models: Sequence[str] | None = None,
+        k: int = 10,
+        seed: int = 42,
+        min_rating: float | None = None,
+        budget: int = 12,
+        progress: Any = None,
+    ) -> Evaluation:
+        """Compare models offline on ``log`` (user, item[, rating][, time]); without ``log``,
+        on the store's interactions and catalog, and the result is kept in
+        ``recommend_evaluations``."""
+        from jingzhun.recommend.evaluate import evaluate
+        from jingzhun.recommend.interactions import store_log
+        from jingzhun.recommend.training import save_evaluation
+
+        from_store = log is None
+        if log is None:
+            log, item_features = store_log(self._store, self._settings)
+        result = evaluate(
+            log,
+            item_features=item_features,
+            split_spec=split_spec,
+            models=models,
+            k=k,
+            seed=seed,
+            min_rating=min_rating,
+            budget=budget,
+            progress=progress,
+        )
+        if from_store and not self._store.read_only:
+            save_evaluation(self._store, "store", result.to_json())
+        return result
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def recommender(
+        self, model: str | None = None, rules: RuleOverrides | None = None
+    ) -> Recommend:
+        """The active (or a named) model in memory with the catalog, rules and segments;
+        loaded once and kept while the registry's active models, the catalog and the run's
+        members stay as they are."""
+        from jingzhun.recommend.serving import Recommend, serving_version
+
+        given = (rules or RuleOverrides()).given()
+        key = (model, tuple(sorted(given.items())))
+        version = serving_version(self._store, model)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        rec = Recommend(self._store, self._settings, model, **given)
+        self._cache.pop(key, None)
+        while len(self._cache) >= self.CACHED:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = (version, rec)
+        return rec
+
+    def for_user(
+        self, user_id: str, k: int = 10, *, model: str | None = None, lang: str = "en"
+    ) -> UserRecommendations:
+        """Top ``k`` for one user with explanations; an unknown user takes the cold-start
+        path."""
+        return UserRecommendations(**self.recommender(model).for_user(user_id, k, lang=lang))
+
+    def session(
+        self, item_ids: Sequence[str], k: int = 10, *, model: str | None = None
+    ) -> pd.DataFrame:
+        """Real-time recommendations after the items of the current session."""
+        return self.recommender(model).session(list(item_ids), k)
+
+    def batch(self, k: int | None = None, *, model: str | None = None, progress: Any = None) -> int:
+        """Write top ``k`` (default ``[recommend] k``) for every user to ``recommendations``;
+        the rows written."""
+        chosen = self._settings.recommend.k if k is None else k
+        return self.recommender(model).batch(chosen, progress=progress)
+
+    def latest_batch(self) -> BatchOverview | None:
+        """The latest batch at a glance (model, users, items shown …); None before any."""
+        from jingzhun.recommend.read import batch_overview
+
+        return batch_overview(self._store)
+
+    def of_user(self, user_id: str) -> pd.DataFrame:
+        """The user's list in the latest batch (rank, item, score, reason)."""
+        from jingzhun.recommend.read import user_recommendations
+
+        return user_recommendations(self._store, user_id)
