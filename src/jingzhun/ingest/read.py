@@ -70,11 +70,6 @@ class OrderTotals:
 def summary(store: Store) -> dict[str, Any]:
     """Row counts, the time span of events, events by type, identity and quarantine status.
 
-    Parameters
-    ----------
-    store : Store
-        The open store.
-
     Returns
     -------
     dict
@@ -118,11 +113,6 @@ def summary(store: Store) -> dict[str, Any]:
 def order_totals(store: Store) -> OrderTotals:
     """How many orders were completed and their total revenue.
 
-    Parameters
-    ----------
-    store : Store
-        The open store.
-
     Returns
     -------
     OrderTotals
@@ -140,8 +130,6 @@ def daily_events(store: Store, events: Sequence[str] = ACTIVITY_EVENTS) -> pd.Da
 
     Parameters
     ----------
-    store : Store
-        The open store.
     events : sequence of str
         Event names to count (default :data:`ACTIVITY_EVENTS`); other events are left out.
 
@@ -164,11 +152,6 @@ def daily_events(store: Store, events: Sequence[str] = ACTIVITY_EVENTS) -> pd.Da
 def daily_sales(store: Store) -> pd.DataFrame:
     """Completed orders and revenue per day.
 
-    Parameters
-    ----------
-    store : Store
-        The open store.
-
     Returns
     -------
     DataFrame
@@ -188,11 +171,6 @@ def daily_sales(store: Store) -> pd.DataFrame:
 def channel_mix(store: Store) -> pd.DataFrame:
     """Page views per acquisition channel.
 
-    Parameters
-    ----------
-    store : Store
-        The open store.
-
     Returns
     -------
     DataFrame
@@ -209,8 +187,6 @@ def recent_batches(store: Store, *, limit: int = 30) -> pd.DataFrame:
 
     Parameters
     ----------
-    store : Store
-        The open store.
     limit : int
         At most this many batches (1 to ``MAX_ROWS``).
 
@@ -240,11 +216,6 @@ def recent_batches(store: Store, *, limit: int = 30) -> pd.DataFrame:
 
 def order_values(store: Store) -> np.ndarray:
     """The value of every completed order: the sum of its lines' revenue.
-
-    Parameters
-    ----------
-    store : Store
-        The open store.
 
     Returns
     -------

@@ -29,8 +29,6 @@ def scores(store: Store, kind: str | None = None) -> pd.DataFrame:
 
     Parameters
     ----------
-    store : Store
-        The open store.
     kind : str, optional
         One kind of score (propensity, churn, uplift, clv, expected_orders, p_alive); default
         every kind. A kind never scored gives an empty frame.
@@ -54,8 +52,6 @@ def user_scores(store: Store, user_id: str) -> pd.DataFrame:
 
     Parameters
     ----------
-    store : Store
-        The open store.
     user_id : str
         The user.
 
@@ -84,8 +80,6 @@ def score_values(store: Store, kind: str) -> pd.Series:
 
     Parameters
     ----------
-    store : Store
-        The open store.
     kind : str
         The kind of score (propensity, churn, uplift, clv, expected_orders, p_alive).
 

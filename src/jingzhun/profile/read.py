@@ -101,11 +101,6 @@ def _plain(value: Any) -> Any:
 def has_profiles(store: Store) -> bool:
     """Whether profiles were built in this store (``jingzhun profile build``).
 
-    Parameters
-    ----------
-    store : Store
-        The open store.
-
     Returns
     -------
     bool
@@ -115,11 +110,6 @@ def has_profiles(store: Store) -> bool:
 
 def overview(store: Store) -> ProfileOverview:
     """How many users are profiled, as of when, and the customers' headline figures.
-
-    Parameters
-    ----------
-    store : Store
-        The open store.
 
     Returns
     -------
@@ -151,11 +141,6 @@ def overview(store: Store) -> ProfileOverview:
 def rfm_segment_counts(store: Store) -> pd.DataFrame:
     """Users per RFM segment (the ``rfm_segment`` tag).
 
-    Parameters
-    ----------
-    store : Store
-        The open store.
-
     Returns
     -------
     DataFrame
@@ -170,11 +155,6 @@ def rfm_segment_counts(store: Store) -> pd.DataFrame:
 
 def customers(store: Store) -> pd.DataFrame:
     """The RFM traits and profile score of every customer (a user with an order).
-
-    Parameters
-    ----------
-    store : Store
-        The open store.
 
     Returns
     -------
@@ -195,11 +175,6 @@ def customers(store: Store) -> pd.DataFrame:
 
 def affinity_shares(store: Store) -> pd.DataFrame:
     """Each category's affinity averaged over the users who have any (their shares sum to 1).
-
-    Parameters
-    ----------
-    store : Store
-        The open store.
 
     Returns
     -------
@@ -223,11 +198,6 @@ def affinity_shares(store: Store) -> pd.DataFrame:
 def profile_scores(store: Store) -> pd.Series:
     """The profile score P(u) of every profiled user.
 
-    Parameters
-    ----------
-    store : Store
-        The open store.
-
     Returns
     -------
     Series
@@ -247,8 +217,6 @@ def user_profile(store: Store, user_id: str, *, events: int = 10) -> dict[str, A
 
     Parameters
     ----------
-    store : Store
-        The open store.
     user_id : str
         A user id, or an anonymous id that was linked to a user (the user's profile is shown).
     events : int
@@ -319,8 +287,6 @@ def profiles_frame(store: Store, columns: Sequence[str] | None = None) -> pd.Dat
 
     Parameters
     ----------
-    store : Store
-        The open store.
     columns : sequence of str, optional
         Column names to return, in this order (default: every column).
 
@@ -343,11 +309,6 @@ def profiles_frame(store: Store, columns: Sequence[str] | None = None) -> pd.Dat
 def tag_counts(store: Store) -> pd.DataFrame:
     """Every tag value with how many users carry it.
 
-    Parameters
-    ----------
-    store : Store
-        The open store.
-
     Returns
     -------
     DataFrame
@@ -367,8 +328,6 @@ def export_profiles(store: Store, out: str | os.PathLike[str]) -> int:
 
     Parameters
     ----------
-    store : Store
-        The open store.
     out : str or path-like
         The file to write (``--out``), replaced atomically; see
         :func:`jingzhun.store.export.copy_out`.

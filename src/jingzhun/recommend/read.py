@@ -81,11 +81,6 @@ class BatchOverview:
 def batch_overview(store: Store) -> BatchOverview | None:
     """The latest batch's model, reach and catalog coverage.
 
-    Parameters
-    ----------
-    store : Store
-        The open store.
-
     Returns
     -------
     BatchOverview or None
@@ -113,11 +108,6 @@ def batch_overview(store: Store) -> BatchOverview | None:
 def reason_counts(store: Store) -> pd.DataFrame:
     """How often each kind of reason explains a recommendation.
 
-    Parameters
-    ----------
-    store : Store
-        The open store.
-
     Returns
     -------
     DataFrame
@@ -133,11 +123,6 @@ def reason_counts(store: Store) -> pd.DataFrame:
 def cold_start_share(store: Store) -> float:
     """The share of users whose whole list is cold-start: popular items, overall or in their
     segment, and nothing personal.
-
-    Parameters
-    ----------
-    store : Store
-        The open store.
 
     Returns
     -------
@@ -160,8 +145,6 @@ def top_items(store: Store, *, limit: int = 15) -> pd.DataFrame:
 
     Parameters
     ----------
-    store : Store
-        The open store.
     limit : int
         At most this many items (1 to ``MAX_ROWS``).
 
@@ -193,8 +176,6 @@ def example_users(store: Store, *, limit: int = 3) -> list[str]:
 
     Parameters
     ----------
-    store : Store
-        The open store.
     limit : int
         At most this many users (1 to ``MAX_ROWS``).
 
@@ -228,8 +209,6 @@ def lists(store: Store, user_ids: Sequence[str], *, max_rank: int | None = None)
 
     Parameters
     ----------
-    store : Store
-        The open store.
     user_ids : sequence of str
         The users; ids without a list are left out of the result.
     max_rank : int, optional
@@ -265,8 +244,6 @@ def user_recommendations(store: Store, user_id: str) -> pd.DataFrame:
 
     Parameters
     ----------
-    store : Store
-        The open store.
     user_id : str
         The user.
 
@@ -285,8 +262,6 @@ def titles(store: Store, item_ids: Iterable[str] | None = None) -> dict[str, str
 
     Parameters
     ----------
-    store : Store
-        The open store.
     item_ids : iterable of str, optional
         Only these items (unknown ids are left out); default the whole catalog.
 

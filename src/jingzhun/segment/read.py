@@ -36,8 +36,6 @@ def active_runs(store: Store, *, limit: int | None = None) -> list[str]:
 
     Parameters
     ----------
-    store : Store
-        The open store.
     limit : int, optional
         At most this many (the newest); default all.
 
@@ -64,8 +62,6 @@ def member_features(
 
     Parameters
     ----------
-    store : Store
-        The open store.
     ref : str, optional
         A run id, or a run name (its active run); default the latest active run.
     sample : int, optional
@@ -109,8 +105,6 @@ def export_members(store: Store, ref: str | None, out: str | os.PathLike[str]) -
 
     Parameters
     ----------
-    store : Store
-        The open store.
     ref : str or None
         A run id, or a run name (its active run); None for the latest active run.
     out : str or path-like
