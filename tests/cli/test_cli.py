@@ -839,3 +839,17 @@ def test_undecodable_arguments_are_one_line_errors(tmp_path: Path, args: tuple[s
 def test_an_input_file_name_too_long_is_one_line(tmp_path: Path) -> None:
     res = sp.run(tmp_path, "ingest", "events", "x" * 5000 + ".csv", db=tmp_path / "s.duckdb")
     error_line(res, "File name too long")
+
+
+def test_a_surrogate_outside_pep_383_is_refused_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A lone surrogate that PEP 383 never produces ('\\ud800', from the Python API or a
+    Hypothesis run) made the argument check itself raise UnicodeEncodeError."""
+    from jingzhun.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["recommend", "show", "--", "\ud800"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: argument 4") and "not valid UTF-8" in err[0]

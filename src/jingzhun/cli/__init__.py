@@ -149,7 +149,9 @@ def _check_arguments(args: list[str]) -> None:
     them over as lone surrogates, which DuckDB, Rich and the terminal all choke on) and NUL."""
     for i, arg in enumerate(args, start=1):
         if "\x00" in arg or any(0xD800 <= ord(c) <= 0xDFFF for c in arg):
-            shown = visible(arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            # Any surrogate shows as U+FFFD: PEP 383's (undecodable bytes) and those only the
+            # Python API can pass ('\ud800'), which no codec encodes.
+            shown = visible("".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in arg))
             _fail(
                 f"argument {i} ({shown[:80]}) is not valid UTF-8 text; "
                 "ids, options and file names must be UTF-8 without NUL",
