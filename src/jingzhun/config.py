@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from jingzhun.checks import MAX_DAYS, MIN_DAYS, shown
-from jingzhun.contracts.events import EVENT_NAMES
+from jingzhun.contracts.events import EVENT_NAMES, INTEREST_WEIGHTS
 from jingzhun.contracts.models import CLASSIFIERS
 from jingzhun.errors import InputError
 
@@ -173,13 +173,9 @@ class ProfileSettings(_Section):
     )
     last_items: int = Field(10, ge=1, le=100, description="How many recent items last_items keeps.")
     weights: dict[str, Weight] = Field(
-        default_factory=lambda: {
-            "product_viewed": 1.0,
-            "product_added": 3.0,
-            "checkout_started": 3.0,
-            "order_completed": 5.0,
-        },
-        description="Interaction weight per event, for affinity and top brands.",
+        default_factory=lambda: dict(INTEREST_WEIGHTS),
+        description="Interaction weight per event, for affinity and top brands (default: view 1, "
+        "wishlist 2, cart 3, purchase 5; see docs/data-model.md).",
     )
     score: dict[str, Weight] = Field(
         default_factory=lambda: {

@@ -24,7 +24,8 @@ from jingzhun.profile import build, traits
 from jingzhun.store import Store
 
 #: Columns the store adds to each table for its own bookkeeping.
-BOOKKEEPING = {"event_key", "received_at", "updated_at", "batch_id"}
+#: ``custom`` marks events outside the vocabulary that a Segment source sent (issue 14).
+BOOKKEEPING = {"event_key", "received_at", "updated_at", "batch_id", "custom"}
 
 
 def test_the_event_columns_are_the_event_fields_but_the_free_form_json() -> None:

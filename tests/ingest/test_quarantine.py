@@ -237,7 +237,7 @@ def test_rows_that_still_fail_stay_open_with_the_new_reason(
     ).fetchone()
     assert reason == (
         "price: '-1' is below 0; ts: 'someday' is not a timestamp "
-        "(use ISO 8601 or epoch seconds, or pass --ts-format)"
+        "(use ISO 8601 or epoch seconds, or pass --ts-format or --ts-unit)"
     )
     assert json.loads(raw)["price"] == "-1"
     assert resolved is None

@@ -32,6 +32,7 @@ Write = Callable[..., Path]
 HEADER = "event,user_id,anonymous_id,order_id,item_id,quantity,price,ts"
 GOOD_ROW = "product_viewed,good,,,i0,,,2024-01-01"
 UNKNOWN_HINT = "; map it with --event-map NAME=EVENT or [ingest.event_map]"
+ORDER_HINT = " (for a log without order ids: --order-id row or user-time)"
 
 
 def quarantined(ws: Workspace, batch_id: str) -> list[tuple[int | None, str]]:
@@ -60,11 +61,11 @@ RULES = [
     ("product_viewed,u1,,,i1,,,", "ts: missing"),
     (
         "product_viewed,u1,,,i1,,,yesterday",
-        "ts: 'yesterday' is not a timestamp (use ISO 8601 or epoch seconds, or pass --ts-format)",
+        "ts: 'yesterday' is not a timestamp (use ISO 8601 or epoch seconds, or pass --ts-format or --ts-unit)",
     ),
     (
         "product_viewed,u1,,,i1,,,2024-02-30",
-        "ts: '2024-02-30' is not a timestamp (use ISO 8601 or epoch seconds, or pass --ts-format)",
+        "ts: '2024-02-30' is not a timestamp (use ISO 8601 or epoch seconds, or pass --ts-format or --ts-unit)",
     ),
     (
         "product_viewed,u1,,,i1,,,1989-12-31T23:59:59Z",
@@ -85,13 +86,13 @@ RULES = [
     ('product_viewed,u1,,,"  ",,,2024-01-01', "item_id: blank"),
     ("purchase,u1,,o1,i1,,,2024-01-01", "event: 'purchase' is not a known event" + UNKNOWN_HINT),
     ("page_viewed,,,,,,,2024-01-01", "needs a user_id or an anonymous_id"),
-    ("order_completed,u1,,,i1,1,5,2024-01-01", "order_completed needs order_id"),
+    ("order_completed,u1,,,i1,1,5,2024-01-01", "order_completed needs order_id" + ORDER_HINT),
     ("order_completed,u1,,o1,,1,5,2024-01-01", "order_completed needs item_id"),
     (
         "order_completed,u1,,,,1,5,2024-01-01",
-        "order_completed needs item_id; order_completed needs order_id",
+        "order_completed needs item_id; order_completed needs order_id" + ORDER_HINT,
     ),
-    ("order_refunded,u1,,,i1,1,5,2024-01-01", "order_refunded needs order_id"),
+    ("order_refunded,u1,,,i1,1,5,2024-01-01", "order_refunded needs order_id" + ORDER_HINT),
     ("product_viewed,u1,,,,,,2024-01-01", "product_viewed needs item_id"),
     ("product_added,u1,,,,1,5,2024-01-01", "product_added needs item_id"),
     # (A line of empty fields holds no row and is skipped; one value makes it a row.)
@@ -252,7 +253,7 @@ def test_ts_format(ws: Workspace, write: Write) -> None:
     assert quarantined(ws, result.batch_id) == [
         (
             3,
-            "ts: '2023-12-31' is not a timestamp (use ISO 8601 or epoch seconds, or pass --ts-format)",
+            "ts: '2023-12-31' is not a timestamp (use ISO 8601 or epoch seconds, or pass --ts-format or --ts-unit)",
         )
     ]
 

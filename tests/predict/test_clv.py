@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from jingzhun.config import Settings
 from jingzhun.errors import InputError
 from jingzhun.predict import clv
+from jingzhun.predict.lifetime import orders_frame
+from jingzhun.store import Store
+from jingzhun.workspace import Workspace
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cdnow_summary.csv"
 
@@ -96,3 +101,114 @@ def test_inconsistent_customer_data_is_an_input_error(x, t_x, T) -> None:
 def test_gamma_gamma_needs_repeat_customers() -> None:
     with pytest.raises(InputError, match="repeat"):
         clv.fit_gamma_gamma(np.array([0.0, 1.0]), np.array([0.0, 10.0]))
+
+
+# -- CLV on net spend (issue 14) -----------------------------------------------------------------
+
+AS_OF = datetime(2024, 3, 11)
+
+# Refunds carry the refunded amount as a positive revenue. The loose ones (a credit note's own
+# number, or another user's order id) name an item their user never bought, so ingest cannot link
+# them to an order: the CLV rule places them.
+EVENTS = """event_id,event,user_id,order_id,item_id,quantity,price,revenue,ts
+a1,order_completed,r1,A1,i2,2,30,60,2024-03-01 10:00:00
+a2,order_completed,r1,A1,i4,1,100,40,2024-03-01 10:01:00
+a3,order_refunded,r1,A1,i4,1,100,40,2024-03-02 09:00:00
+a4,order_completed,r1,A2,i3,1,50,50,2024-03-05 12:00:00
+a5,order_refunded,r1,A2,i3,1,50,20,2024-03-06 12:00:00
+a6,order_refunded,r1,A2,i3,1,50,30,2024-03-12 12:00:00
+a7,order_completed,r1,A3,i1,1,10,10,2024-03-13 12:00:00
+b1,order_completed,r2,B1,i5,1,200,80,2024-03-02 10:00:00
+b2,order_refunded,r2,A1,i1,1,5,5,2024-03-04 10:00:00
+b3,order_completed,r2,B2,i6,6,5,30,2024-03-07 10:00:00
+b4,order_refunded,r2,C900,i2,1,10,10,2024-03-08 10:00:00
+c1,order_completed,r3,D1,i2,1,30,25,2024-03-03 10:00:00
+c2,order_refunded,r3,D1,i2,1,30,25,2024-03-04 10:00:00
+c3,order_refunded,r3,C902,i1,1,10,10,2024-03-05 10:00:00
+d1,order_refunded,r4,C903,i1,1,12,12,2024-03-04 10:00:00
+e1,order_refunded,r5,C904,i6,1,7,7,2024-03-01 10:00:00
+e2,order_completed,r5,E1,i3,1,50,40,2024-03-02 10:00:00
+e3,order_completed,r5,E2,i5,1,20,20,2024-03-06 10:00:00
+e4,order_refunded,r5,C905,i1,1,5,5,2024-03-06 10:00:00
+"""
+
+NET_ORDERS = [
+    # A1: 60 + 40 lines (date of the first), its 40 line refunded; A2: 50, 20 of it refunded
+    # (a6's 30 and the order A3 are after as_of)
+    ("r1", "A1", "2024-03-01 10:00:00", 60.0),
+    ("r1", "A2", "2024-03-05 12:00:00", 30.0),
+    # b2 names r1's order A1, no order of r2: it reduces r2's latest earlier order, B1;
+    # the credit note b4 reduces B2
+    ("r2", "B1", "2024-03-02 10:00:00", 75.0),
+    ("r2", "B2", "2024-03-07 10:00:00", 20.0),
+    # r3's D1: 25 - 25 - 10 (c3 is loose) = -10, not a purchase; r4 has no order
+    # e1 comes before any order of r5: left out; e4 at E2's very time reduces E2
+    ("r5", "E1", "2024-03-02 10:00:00", 40.0),
+    ("r5", "E2", "2024-03-06 10:00:00", 15.0),
+]
+
+
+def test_orders_frame_holds_each_order_net_of_its_refunds(tmp_path: Path) -> None:
+    settings = Settings()
+    with Workspace(Store.open(tmp_path / "store.duckdb", settings), settings) as ws:
+        path = tmp_path / "events.csv"
+        path.write_text(EVENTS, encoding="utf-8")
+        assert ws.ingest("events", [path]).quarantined == 0
+        got = orders_frame(ws.store, AS_OF)
+    assert list(got.columns) == ["customer", "order_id", "date", "amount"]
+    rows = [(r.customer, r.order_id, r.date.to_pydatetime(), r.amount) for r in got.itertuples()]
+    want = [(c, o, datetime.fromisoformat(d), a) for c, o, d, a in NET_ORDERS]
+    assert rows == want
+    assert got["amount"].dtype == np.float64
+
+
+def test_a_store_without_refunds_keeps_every_order(tmp_path: Path) -> None:
+    settings = Settings()
+    with Workspace(Store.open(tmp_path / "store.duckdb", settings), settings) as ws:
+        path = tmp_path / "events.csv"
+        path.write_text(
+            "\n".join(line for line in EVENTS.splitlines() if "order_refunded" not in line),
+            encoding="utf-8",
+        )
+        ws.ingest("events", [path])
+        got = orders_frame(ws.store, AS_OF)
+    assert got["order_id"].tolist() == ["A1", "A2", "B1", "B2", "D1", "E1", "E2"]
+    assert got["amount"].tolist() == [100.0, 50.0, 80.0, 30.0, 25.0, 40.0, 20.0]
+
+
+def test_clv_on_the_shop_is_fitted_on_net_spend(shop, tmp_path: Path) -> None:
+    """Refund every 7th order line of the simulated shop under its order's id, and every 11th
+    under a credit note's own number: the fit still runs, on fewer orders, and values the
+    customers lower."""
+    settings = Settings()
+    with Workspace(Store.open(tmp_path / "store.duckdb", settings), settings) as ws:
+        for kind in ("items", "users", "events"):
+            ws.ingest(kind, [shop.file(kind)])
+        at = ws.store.scalar("SELECT max(ts) FROM events") + timedelta(microseconds=1)
+        gross = orders_frame(ws.store, at)
+        before = ws.predict.clv(as_of=at).to_dict()
+
+        lines = ws.store.sql(
+            "SELECT user_id, order_id, item_id, quantity, price, revenue, ts FROM events "
+            "WHERE event = 'order_completed' AND user_id IS NOT NULL AND ts < ? "
+            "ORDER BY ts, event_id",
+            [at - timedelta(days=1)],
+        ).df()
+        linked, notes = lines.iloc[::7], lines.iloc[3::11]
+        refunds = pd.concat([linked, notes.assign(order_id=[f"C{i}" for i in range(len(notes))])])
+        refunds["ts"] = refunds["ts"] + pd.Timedelta(hours=1)
+        refunds["event"] = "order_refunded"
+        refunds["event_id"] = [f"rf{i}" for i in range(len(refunds))]
+        path = tmp_path / "refunds.csv"
+        refunds.to_csv(path, index=False)
+        assert ws.ingest("events", [path]).quarantined == 0
+        net = orders_frame(ws.store, at)
+        after = ws.predict.clv(as_of=at).to_dict()
+
+    assert len(refunds) > 100
+    assert len(net) < len(gross)
+    assert net["amount"].sum() < gross["amount"].sum() - 0.9 * refunds["revenue"].sum()
+    assert (net["amount"] > 0).all()
+    assert after["customers"] == net["customer"].nunique()
+    assert after["converged"]
+    assert after["total_clv"] < before["total_clv"]

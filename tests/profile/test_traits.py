@@ -140,6 +140,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "events": 17,
         "frequency": 2,  # o1 (two lines), o2; o9 is after as_of
         "monetary": 130.0,  # 20 + 80 + 30 (revenue absent: quantity x price)
+        "refunded": 0.0,
+        "refund_rate": 0.0,
         "order_lines": 3,
         "units": 4.0,
         "first_order_at": ts("2024-03-01 10:20:00"),
@@ -186,6 +188,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "events": 8,  # 3 anonymous events of d2 (two before, one after sign-up) + 5
         "frequency": 1,
         "monetary": 45.0,
+        "refunded": 0.0,
+        "refund_rate": 0.0,
         "order_lines": 1,
         "units": 1.0,
         "first_order_at": ts("2024-03-05 08:20:00"),
@@ -228,6 +232,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "events": 0,
         "frequency": 0,
         "monetary": 0.0,
+        "refunded": 0.0,  # a sum: 0.0 without events, as monetary
+        "refund_rate": None,  # no order revenue
         "order_lines": 0,
         "units": 0.0,
         "first_order_at": None,
@@ -385,6 +391,8 @@ def test_column_types(built: Workspace) -> None:
         assert types[name] == "BIGINT", (name, types[name])
     for name in (
         "monetary",
+        "refunded",
+        "refund_rate",
         "units",
         "aov",
         "discount_share",
@@ -485,3 +493,69 @@ def test_a_one_hour_half_life_months_later_keeps_every_affinity(tmp_path: Path) 
         assert sum(got[user].values()) == pytest.approx(1.0)
         if rows:
             assert_same(f"{user} affinity", got[user], shares(rows))
+
+
+# -- spend net of refunds (issue 14) -------------------------------------------------------------
+
+# As of AS_OF (2024-03-11). Refunds carry the refunded amount as a positive revenue; the loose
+# ones name an item their user never bought, so ingest cannot link them to an order either.
+REFUND_USERS = "user_id,created_at\nr1,2024-01-01\nr6,2024-01-01\n"
+REFUND_EVENTS = """event_id,event,user_id,order_id,item_id,quantity,price,revenue,ts
+a1,order_completed,r1,A1,i2,2,30,60,2024-03-01 10:00:00
+a2,order_completed,r1,A1,i4,1,100,40,2024-03-01 10:01:00
+a3,order_refunded,r1,A1,i4,1,100,40,2024-03-02 09:00:00
+a4,order_completed,r1,A2,i3,1,50,50,2024-03-05 12:00:00
+a5,order_refunded,r1,A2,i3,1,50,20,2024-03-06 12:00:00
+a6,order_refunded,r1,A2,i3,1,50,30,2024-03-12 12:00:00
+a7,order_completed,r1,A3,i1,1,10,10,2024-03-13 12:00:00
+b1,order_completed,r2,B1,i5,1,200,80,2024-03-02 10:00:00
+b2,order_refunded,r2,A1,i1,1,5,5,2024-03-04 10:00:00
+b3,order_completed,r2,B2,i6,6,5,30,2024-03-07 10:00:00
+b4,order_refunded,r2,C900,i2,1,10,10,2024-03-08 10:00:00
+c1,order_completed,r3,D1,i2,1,30,25,2024-03-03 10:00:00
+c2,order_refunded,r3,D1,i2,1,30,25,2024-03-04 10:00:00
+c3,order_refunded,r3,C902,i1,1,10,10,2024-03-05 10:00:00
+d1,order_refunded,r4,C903,i1,1,12,12,2024-03-04 10:00:00
+e1,order_refunded,r5,C904,i6,1,7,7,2024-03-01 10:00:00
+e2,order_completed,r5,E1,i3,1,50,40,2024-03-02 10:00:00
+e3,order_completed,r5,E2,i5,1,20,20,2024-03-06 10:00:00
+e4,order_refunded,r5,C905,i1,1,5,5,2024-03-06 10:00:00
+"""
+
+#: user -> (monetary, refunded, refund_rate, frequency, aov), computed by hand.
+REFUND_EXPECTED: dict[str, tuple[float, float, float | None, int, float | None]] = {
+    # 60 + 40 + 50 = 150 gross; refunds 40 (a whole line) + 20 (partial); a6 and a7 after as_of
+    "r1": (90.0, 60.0, 60 / 150, 2, 45.0),
+    # 80 + 30 = 110 gross; 5 (names r1's order A1: still r2's refund) + 10 (credit note)
+    "r2": (95.0, 15.0, 15 / 110, 2, 47.5),
+    # 25 gross, 25 + 10 refunded: never below 0, rate capped at 1
+    "r3": (0.0, 35.0, 1.0, 1, 0.0),
+    # a refund without any order: no order revenue, no rate, no aov
+    "r4": (0.0, 12.0, None, 0, None),
+    # 40 + 20 = 60 gross; 7 + 5 refunded
+    "r5": (48.0, 12.0, 12 / 60, 2, 24.0),
+    # signed up, no events
+    "r6": (0.0, 0.0, None, 0, None),
+}
+
+
+def test_monetary_and_aov_are_net_of_refunds(tmp_path: Path) -> None:
+    s = Settings()
+    ws = Workspace(Store.open(tmp_path / "store.duckdb", s), s)
+    try:
+        for kind, text in (("items", ITEMS), ("users", REFUND_USERS), ("events", REFUND_EVENTS)):
+            path = tmp_path / f"{kind}.csv"
+            path.write_text(text, encoding="utf-8")
+            assert ws.ingest(kind, [path]).quarantined == 0, kind
+        ws.profile_build(AS_OF)
+        frame = ws.profiles(["user_id", "monetary", "refunded", "refund_rate", "frequency", "aov"])
+    finally:
+        ws.close()
+    got = {
+        r["user_id"]: tuple(plain(r[k]) for k in frame.columns[1:])
+        for r in frame.to_dict("records")
+    }
+    assert sorted(got) == sorted(REFUND_EXPECTED)
+    for user, want in REFUND_EXPECTED.items():
+        for name, g, w in zip(frame.columns[1:], got[user], want, strict=True):
+            assert_same(f"{user}.{name}", g, w)

@@ -25,16 +25,22 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "COUNTED_EVENTS",
     "EVENT_COLUMNS",
     "EVENT_FIELDS",
     "EVENT_ID_CONTENT",
     "EVENT_NAMES",
+    "EVENT_REQUIRES",
+    "EVENT_TYPES",
     "FIELDS",
+    "INTEREST_WEIGHTS",
     "ITEM_FIELDS",
     "KEY",
     "KINDS",
     "PII_FIELDS",
+    "SEGMENT_NAMES",
     "USER_FIELDS",
+    "EventType",
     "Field",
     "FieldType",
     "Kind",
@@ -46,25 +52,194 @@ FieldType = Literal["id", "event", "text", "timestamp", "number", "integer", "bo
 
 KINDS: tuple[Kind, ...] = ("events", "users", "items")
 
-#: Event names jingzhun knows (snake_case). Others only through ``[ingest.event_map]``.
-EVENT_NAMES: frozenset[str] = frozenset(
-    {
-        "page_viewed",
+
+@dataclass(frozen=True)
+class EventType:
+    """One event of the vocabulary.
+
+    ``segment`` is its name in Segment's specs (e-commerce v2, email, the message types), which
+    sources such as Segment and RudderStack send; ``weight`` its default interaction weight (how
+    strongly it signals interest in its item: profile affinity and the recommenders' implicit
+    feedback; 0 = none); ``counted`` whether profiles count it (the ``n_<name>`` trait);
+    ``requires`` the fields a row of it must carry beyond the always-required ones.
+    """
+
+    name: str
+    doc: str
+    segment: str | None = None
+    weight: float = 0.0
+    counted: bool = False
+    requires: tuple[str, ...] = ()
+
+
+_ITEM = ("item_id",)
+
+#: The event vocabulary (snake_case), in the order of a shopper's journey. Names outside it
+#: reach the store only through a mapping (``--event-map``, ``[ingest.event_map]``) or, from
+#: Segment-format sources, as *custom* events that analytics ignore until they are mapped.
+EVENT_TYPES: tuple[EventType, ...] = (
+    # browsing
+    EventType("page_viewed", "A page view: the start of a visit.", "Page Viewed", counted=True),
+    EventType(
+        "screen_viewed", "A screen of an app was shown (Segment's screen call).", "Screen Viewed"
+    ),
+    EventType("products_searched", "A product search.", "Products Searched", counted=True),
+    EventType(
+        "product_list_viewed",
+        "A category or search result list was shown.",
+        "Product List Viewed",
+        counted=True,
+    ),
+    EventType(
+        "product_list_filtered", "A product list was filtered or sorted.", "Product List Filtered"
+    ),
+    EventType("promotion_viewed", "A promotion was shown.", "Promotion Viewed"),
+    EventType("promotion_clicked", "A promotion was clicked.", "Promotion Clicked"),
+    EventType(
+        "product_clicked",
+        "A product in a list was clicked.",
+        "Product Clicked",
+        weight=1.0,
+        counted=True,
+        requires=_ITEM,
+    ),
+    EventType(
         "product_viewed",
+        "A product's detail page was viewed.",
+        "Product Viewed",
+        weight=1.0,
+        counted=True,
+        requires=_ITEM,
+    ),
+    EventType(
+        "product_shared", "A product was shared.", "Product Shared", weight=2.0, requires=_ITEM
+    ),
+    EventType(
+        "product_reviewed",
+        "A product was reviewed.",
+        "Product Reviewed",
+        weight=2.0,
+        requires=_ITEM,
+    ),
+    # wishlist
+    EventType(
+        "product_added_to_wishlist",
+        "A product was added to a wishlist (a favourite).",
+        "Product Added to Wishlist",
+        weight=2.0,
+        counted=True,
+        requires=_ITEM,
+    ),
+    EventType(
+        "product_removed_from_wishlist",
+        "A product was removed from a wishlist.",
+        "Product Removed from Wishlist",
+        requires=_ITEM,
+    ),
+    EventType(
+        "wishlist_product_added_to_cart",
+        "A wishlisted product was added to the cart.",
+        "Wishlist Product Added to Cart",
+        weight=3.0,
+        requires=_ITEM,
+    ),
+    # cart and checkout
+    EventType(
         "product_added",
+        "A product was added to the cart.",
+        "Product Added",
+        weight=3.0,
+        counted=True,
+        requires=_ITEM,
+    ),
+    EventType(
         "product_removed",
-        "checkout_started",
+        "A product was removed from the cart.",
+        "Product Removed",
+        counted=True,
+        requires=_ITEM,
+    ),
+    EventType("cart_viewed", "The cart was viewed.", "Cart Viewed", counted=True),
+    EventType("cart_shared", "The cart was shared.", "Cart Shared"),
+    EventType("coupon_entered", "A coupon code was entered.", "Coupon Entered"),
+    EventType(
+        "coupon_applied",
+        "A coupon was applied (price sensitivity).",
+        "Coupon Applied",
+        counted=True,
+    ),
+    EventType("coupon_denied", "A coupon was refused.", "Coupon Denied"),
+    EventType("coupon_removed", "A coupon was removed.", "Coupon Removed"),
+    EventType("checkout_started", "Checkout began.", "Checkout Started", weight=3.0, counted=True),
+    EventType("checkout_step_viewed", "A checkout step was shown.", "Checkout Step Viewed"),
+    EventType(
+        "checkout_step_completed", "A checkout step was completed.", "Checkout Step Completed"
+    ),
+    EventType("payment_info_entered", "Payment details were entered.", "Payment Info Entered"),
+    # orders
+    EventType(
         "order_completed",
+        "One line of a completed order.",
+        "Order Completed",
+        weight=5.0,
+        counted=True,
+        requires=("order_id", "item_id"),
+    ),
+    EventType("order_updated", "An order was changed.", "Order Updated"),
+    EventType(
         "order_refunded",
-        "signed_up",
-        "identify",
-        "message_sent",
-        "email_delivered",
-        "email_opened",
-        "email_clicked",
+        "A refund: one returned line, or a whole order.",
+        "Order Refunded",
+        counted=True,
+        requires=("order_id",),
+    ),
+    EventType("order_cancelled", "An order was cancelled before it shipped.", "Order Cancelled"),
+    # account and identity
+    EventType("signed_up", "An account was created.", "Signed Up", counted=True),
+    EventType(
+        "identify", "Who the visitor is (Segment's identify call).", "Identify", counted=True
+    ),
+    EventType("alias", "Two ids are one person (Segment's alias call).", "Alias"),
+    EventType("group", "The user belongs to a company or group (Segment's group call).", "Group"),
+    # messages
+    EventType("message_sent", "A marketing message was sent.", "Message Sent", counted=True),
+    EventType("email_delivered", "An email was delivered.", "Email Delivered", counted=True),
+    EventType("email_opened", "An email was opened.", "Email Opened", counted=True),
+    EventType(
+        "email_clicked", "A link in an email was clicked.", "Email Link Clicked", counted=True
+    ),
+    EventType("email_bounced", "An email bounced.", "Email Bounced"),
+    EventType("email_marked_as_spam", "An email was reported as spam.", "Email Marked as Spam"),
+    EventType("unsubscribed", "The user unsubscribed from marketing messages.", "Unsubscribed"),
+    EventType(
         "campaign_converted",
-    }
+        "A purchase attributed to a campaign.",
+        "Campaign Converted",
+        counted=True,
+    ),
 )
+
+#: Event names jingzhun knows (snake_case). Others only through ``[ingest.event_map]``.
+EVENT_NAMES: frozenset[str] = frozenset(e.name for e in EVENT_TYPES)
+
+#: Segment's spec names (and the message types) to ours, for names whose snake_case form
+#: differs from ours ("Email Link Clicked" is email_clicked); every other spec name is its
+#: snake_case form.
+SEGMENT_NAMES: dict[str, str] = {
+    e.segment: e.name
+    for e in EVENT_TYPES
+    if e.segment and e.segment.lower().replace(" ", "_") != e.name
+}
+
+#: Default interaction weight per event (view 1, wishlist 2, cart 3, purchase 5): the profile's
+#: category affinity and the recommenders' implicit feedback start from the same weights.
+INTEREST_WEIGHTS: dict[str, float] = {e.name: e.weight for e in EVENT_TYPES if e.weight > 0}
+
+#: Events the profiles count, one ``n_<name>`` trait each.
+COUNTED_EVENTS: tuple[str, ...] = tuple(sorted(e.name for e in EVENT_TYPES if e.counted))
+
+#: Fields an event must carry beyond the always-required ones, by event name.
+EVENT_REQUIRES: dict[str, tuple[str, ...]] = {e.name: e.requires for e in EVENT_TYPES if e.requires}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ clean: …``) in one transaction, from where a replay can bring them back.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -26,7 +25,8 @@ from jingzhun.checks import bounded_int, finite
 from jingzhun.config import MAX_BURST, MAX_OUTLIER_THRESHOLD, CleanSettings
 from jingzhun.contracts.time import utcnow
 from jingzhun.errors import InputError
-from jingzhun.ingest.pipeline import new_batch_id
+from jingzhun.ingest.pipeline import new_batch_id, record_batch
+from jingzhun.ingest.validate import IngestOptions
 from jingzhun.store import Store
 from jingzhun.store.sql import ident
 
@@ -317,25 +317,13 @@ def _remove(store: Store, kinds: tuple[str, ...]) -> dict[str, int]:
             [list(kinds)],
         )
         n = con.execute("SELECT count(*) FROM _jz_remove").fetchone()[0]
-        con.execute(
-            """
-            INSERT INTO ingest_batches VALUES (?, 'events', '["clean"]', ?, ?, ?, 0, 0, 0, 0, 0, 0, NULL)
-            """,
-            [
-                batch_id,
-                json.dumps(
-                    {
-                        "kind": "events",
-                        "mapping": {},
-                        "constants": {},
-                        "event_map": {},
-                        "ts_format": None,
-                        "format": None,
-                    }
-                ),
-                now,
-                now,
-            ],
+        record_batch(
+            con,
+            batch_id=batch_id,
+            kind="events",
+            sources=["clean"],
+            options=IngestOptions("events").to_json(),
+            started_at=now,
         )
         con.execute(
             """
@@ -351,6 +339,15 @@ def _remove(store: Store, kinds: tuple[str, ...]) -> dict[str, int]:
             FROM events e JOIN _jz_remove r USING (event_id)
             """,
             [batch_id, now],
+        )
+        # A re-ingest of the events' file keeps them out; a replay of these rows brings them back.
+        con.execute(
+            """
+            INSERT INTO removed_events
+            SELECT json_extract_string(raw, '$.event_id'), quarantine_id, received_at
+            FROM quarantine WHERE batch_id = ?
+            """,
+            [batch_id],
         )
         con.execute("DELETE FROM events WHERE event_id IN (SELECT event_id FROM _jz_remove)")
         con.execute("DELETE FROM event_flags WHERE event_id IN (SELECT event_id FROM _jz_remove)")

@@ -110,10 +110,28 @@ class Ingest:
         constants: dict[str, str] | None = None,
         event_map: dict[str, str] | None = None,
         ts_format: str | None = None,
+        columns: Sequence[str] | None = None,
+        header: bool = True,
+        ts_unit: str | None = None,
+        order_id: str | None = None,
+        returns: Sequence[str] = (),
+        only_events: Sequence[str] = (),
+        skip_events: Sequence[str] = (),
+        item_columns: dict[str, str] | None = None,
         progress: Progress | None = None,
         stdin: BinaryIO | None = None,
     ) -> BatchResult:
-        """Ingest files (``"-"`` for stdin) of ``kind`` (events, users or items) as one batch."""
+        """Ingest files (``"-"`` for stdin) of ``kind`` (events, users or items) as one batch.
+
+        ``columns``/``header`` read a CSV without a header; ``ts_unit`` (s, ms, us, ns) reads
+        epoch numbers (found from their magnitude when not given); ``order_id`` ("row" or
+        "user-time") derives order ids for purchases without one; ``returns``
+        ("negative-quantity", "cancel-prefix=C") turns order lines into refunds;
+        ``only_events``/``skip_events`` keep or skip events (counted as skipped);
+        ``item_columns`` (item field -> source column) fills the items table from the rows.
+        ``format="segment"`` reads Segment/RudderStack messages (detected from the content of
+        JSON Lines too).
+        """
         if kind not in KINDS:
             raise InputError(f"unknown kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
         options = IngestOptions(
@@ -123,12 +141,55 @@ class Ingest:
             event_map=dict(event_map or {}),
             ts_format=ts_format,
             format=format,
+            columns=tuple(columns) if columns is not None else None,
+            header=header and columns is None,
+            ts_unit=ts_unit,
+            order_id=order_id,
+            returns=tuple(returns),
+            only_events=tuple(only_events),
+            skip_events=tuple(skip_events),
+            item_columns=dict(item_columns or {}),
+            custom_events=format == "segment",
         )
         return self._ingestor().ingest(
             [str(p) for p in paths], options, progress=progress, stdin=stdin
         )
 
     __call__ = files  # ws.ingest("events", [...]) reads as it always did
+
+    def custom_events(self) -> dict[str, int]:
+        """Custom events (names outside the vocabulary a Segment source sent) by name, with
+        their counts: what analytics ignore until :meth:`remap` maps them."""
+        rows = self._store.sql(
+            "SELECT event, count(*) FROM events WHERE custom GROUP BY event ORDER BY 2 DESC, 1"
+        ).fetchall()
+        return {str(name): int(n) for name, n in rows}
+
+    def remap(self, event_map: dict[str, str]) -> dict[str, int]:
+        """Map stored custom events to known events (``{"video_played": "product_viewed"}``;
+        a spec name such as "Video Played" means its snake_case form): from then on analytics
+        see them. One transaction; returns how many events each name changed."""
+        from jingzhun.contracts.events import EVENT_NAMES
+        from jingzhun.ingest.validate import snake_event
+
+        if not event_map:
+            raise InputError("nothing to remap", hint="give --event-map NAME=EVENT")
+        for src, dst in event_map.items():
+            if dst not in EVENT_NAMES:
+                raise InputError(
+                    f"--event-map {src}={dst}: {dst!r} is not a known event",
+                    hint=f"use one of: {', '.join(sorted(EVENT_NAMES))}",
+                )
+        changed: dict[str, int] = {}
+        with self._store.transaction() as con:
+            for src, dst in event_map.items():
+                name = snake_event(src)
+                n = con.execute(
+                    "UPDATE events SET event = ?, custom = FALSE WHERE custom AND event = ?",
+                    [dst, name],
+                ).fetchone()[0]
+                changed[name] = int(n)
+        return changed
 
     def clean(
         self,

@@ -25,11 +25,11 @@ import duckdb
 import pyarrow as pa
 
 from jingzhun.config import IngestSettings
-from jingzhun.contracts.events import FIELDS, KEY, Kind
+from jingzhun.contracts.events import EVENT_NAMES, FIELDS, KEY, Kind
 from jingzhun.contracts.time import utcnow
 from jingzhun.errors import InputError
 from jingzhun.ingest.schema import EXTRAS_COLUMN
-from jingzhun.ingest.sources import Source, open_source, table_source
+from jingzhun.ingest.sources import Source, json_path, open_source, table_source
 from jingzhun.ingest.validate import IngestOptions, RowValidator, q, stage_columns
 from jingzhun.store import Store
 from jingzhun.store.sql import Sql
@@ -45,7 +45,15 @@ _DEFAULTS: dict[str, dict[str, str]] = {"items": {"active": "TRUE"}}
 
 @dataclass
 class BatchResult:
-    """What one batch did. ``rows_read == inserted + duplicates + quarantined``."""
+    """What one batch did.
+
+    ``rows_read == inserted + duplicates + quarantined + skipped + previously_removed``:
+    every row read is accounted for. ``related`` holds what the batch wrote besides its own
+    kind: ``users`` from Segment identify calls, ``items`` from ``--item-columns`` — each with
+    its own ``rows``, ``inserted``, ``updated``, ``duplicates`` and ``quarantined``.
+    ``ts_unit`` is the unit the batch read integer timestamps in (given, or found from their
+    magnitude); ``refunds_linked`` the refunds it linked to the order they return.
+    """
 
     batch_id: str
     kind: str
@@ -54,22 +62,115 @@ class BatchResult:
     inserted: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    skipped: int = 0
+    previously_removed: int = 0
     updated: int = 0
     identities_linked: int = 0
     identity_conflicts: int = 0
     seconds: float = 0.0
     resolved: int = 0  # replays only: quarantined rows that now went in
+    ts_unit: str | None = None
+    refunds_linked: int = 0
+    related: dict[str, dict[str, int]] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
         data.pop("extra")
         data["seconds"] = round(self.seconds, 3)
+        for key in ("ts_unit", "related"):
+            if not data[key]:
+                data.pop(key)
+        if not self.refunds_linked:
+            data.pop("refunds_linked")
         return data
 
 
 def new_batch_id(now: datetime) -> str:
     return f"b{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+#: The counts an ingest_batches row holds, each 0 unless given.
+_BATCH_COUNTS = (
+    "rows_read",
+    "inserted",
+    "duplicates",
+    "quarantined",
+    "updated",
+    "identities_linked",
+    "skipped",
+    "previously_removed",
+)
+
+
+def record_batch(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    batch_id: str,
+    kind: str,
+    sources: list[str],
+    options: str,
+    started_at: datetime,
+    counts: dict[str, int] | None = None,
+    replay_of: str | None = None,
+) -> None:
+    """Write one ``ingest_batches`` row (ingest, replay and ``clean --remove`` all do)."""
+    import json
+
+    given = counts or {}
+    con.execute(
+        f"""
+        INSERT INTO ingest_batches (batch_id, kind, sources, options, started_at, finished_at,
+                                    {", ".join(_BATCH_COUNTS)}, replay_of)
+        VALUES (?, ?, ?, ?, ?, ?, {", ".join("?" for _ in _BATCH_COUNTS)}, ?)
+        """,
+        [
+            batch_id,
+            kind,
+            json.dumps(sources),
+            options,
+            started_at,
+            utcnow(),
+            *(int(given.get(c, 0)) for c in _BATCH_COUNTS),
+            replay_of,
+        ],
+    )
+
+
+class ItemColumns:
+    """``--item-columns``: the item attributes a batch's event rows carry, and how to read
+    them from a validated chunk (an event field when the source column feeds one, else the
+    column's value kept in ``properties``)."""
+
+    def __init__(self, options: IngestOptions) -> None:
+        from jingzhun.ingest.validate import field_key
+
+        event_fields = {f.name for f in FIELDS["events"]} - {"properties"}
+        self.targets: list[tuple[str, Sql]] = []
+        for target, source in sorted(options.item_columns.items()):
+            name = options.mapping.get(source, field_key(source))
+            if name in event_fields:
+                expr = f"CAST({q(name)} AS VARCHAR)"
+            else:
+                expr = f"json_extract_string(properties, {json_path(source)})"
+            self.targets.append((target, expr))
+
+    def columns(self) -> Sql:
+        """The accumulating table's columns."""
+        given = ", ".join(f"{q(t)} VARCHAR" for t, _ in self.targets)
+        return f"item_id VARCHAR, ts TIMESTAMP, _file INTEGER, _line BIGINT, {given}"
+
+    def select(self, chunk: str) -> Sql:
+        """The item attributes of a validated chunk's stored rows."""
+        values = ", ".join(f"{expr} AS {q(t)}" for t, expr in self.targets)
+        return (
+            f"SELECT item_id, ts, _file, _line, {values} FROM {chunk} "
+            "WHERE _key IS NOT NULL AND item_id IS NOT NULL"
+        )
+
+    def item_columns(self) -> list[tuple[str, str]]:
+        """(name, type) of the items relation handed to the items validator."""
+        return [("item_id", "VARCHAR"), *((t, "VARCHAR") for t, _ in self.targets)]
 
 
 class Ingestor:
@@ -115,6 +216,8 @@ class Ingestor:
                         batch_rows=self.settings.batch_rows,
                         max_line_bytes=self.settings.max_line_bytes,
                         stdin=stdin,
+                        columns=options.columns,
+                        header=options.header,
                     )
                 )
             now = utcnow()
@@ -190,6 +293,7 @@ class Ingestor:
         result = BatchResult(batch_id, kind, labels)
         con = self.con
         cols: Sql = ", ".join(f"{q(n)} {t}" for n, t in stage_columns(kind))
+        items = ItemColumns(options) if options.item_columns else None
         # DuckDB trusts Parquet min/max statistics, which leave NaN out, and folds checks such
         # as NOT (price BETWEEN 0 AND max) to false: NaN prices would pass validation.
         # Without statistics propagation every value is tested.
@@ -198,27 +302,51 @@ class Ingestor:
             with self.store.transaction():
                 con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} ({cols})")
                 con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_links ({_LINK_COLUMNS})")
+                item_rows: Sql = items.columns() if items is not None else ""
+                item_insert: Sql = items.select("_jz_v") if items is not None else ""
+                if items is not None:
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_item_rows ({item_rows})")
                 for i, src in enumerate(sources):
-                    for _ in self._validated_chunks(i, src, validator, progress):
+                    for _ in self._validated_chunks(i, src, validator, progress, result):
                         counts = con.execute(
-                            "SELECT count(*), count(*) FILTER (WHERE _reason IS NOT NULL) FROM _jz_v"
+                            "SELECT count(*), count(*) FILTER (WHERE _skip) FROM _jz_v"
                         ).fetchone()
                         result.rows_read += int(counts[0])
-                        result.quarantined += int(counts[1])
+                        result.skipped += int(counts[1])
                         if replay_of is None:
-                            self._quarantine(batch_id, kind, labels, now)
+                            result.quarantined += self._quarantine(batch_id, kind, labels, now)
                         else:
+                            result.quarantined += self._count_bad()
                             result.resolved += self._settle_replay(batch_id, now)
                         if kind == "events":
-                            result.inserted += self._store_events_chunk(batch_id, now)
+                            inserted, removed = self._store_events_chunk(
+                                batch_id, now, replay=replay_of is not None
+                            )
+                            result.inserted += inserted
+                            result.previously_removed += removed
+                            if items is not None:
+                                con.execute(f"INSERT INTO _jz_item_rows {item_insert}")
                         else:
                             con.execute(f"INSERT INTO {_STAGE} SELECT * FROM _jz_v")
                 if kind == "events":
                     self._link_identities(batch_id, result)
+                    result.refunds_linked = self._link_refunds(batch_id)
+                    if items is not None:
+                        result.related["items"] = self._items_from_rows(
+                            items, batch_id, labels, now
+                        )
                 else:
                     self._upsert(kind, batch_id, now, result)
-                result.duplicates = result.rows_read - result.quarantined - result.inserted
+                result.duplicates = (
+                    result.rows_read
+                    - result.quarantined
+                    - result.inserted
+                    - result.skipped
+                    - result.previously_removed
+                )
                 result.seconds = time.perf_counter() - started
+                if result.ts_unit is not None:
+                    options = options.replace(ts_unit=result.ts_unit)
                 self._record(result, options, started_at=now, replay_of=replay_of)
         finally:
             con.execute("RESET disabled_optimizers")
@@ -226,15 +354,21 @@ class Ingestor:
         return result
 
     def _validated_chunks(
-        self, index: int, src: Source, validator: RowValidator, progress: Progress | None
+        self,
+        index: int,
+        src: Source,
+        validator: RowValidator,
+        progress: Progress | None,
+        result: BatchResult,
     ) -> Iterator[None]:
         """Validate each chunk of ``src`` into the temp table ``_jz_v``; yield after each one.
 
-        Event chunks also get ``_key = hash(event_id)`` for duplicate detection.
+        Event chunks also get ``_key = hash(event_id)`` for duplicate detection. Until the
+        batch knows the unit of integer timestamps, each chunk is looked at for one.
         """
         con = self.con
         extra = (
-            ", CASE WHEN _reason IS NULL THEN hash(event_id) END AS _key"
+            ", CASE WHEN _reason IS NULL AND NOT _skip THEN hash(event_id) END AS _key"
             if validator.kind == "events"
             else ""
         )
@@ -254,12 +388,17 @@ class Ingestor:
             relation = "_jz_arrow"
             chunk_rel = con.from_arrow(chunk.table)
             try:
+                # The chunk's own names, not DuckDB's: it renames a second 'email' next to
+                # 'Email' to 'email_1', which the validator must see to refuse.
+                names = chunk.table.column_names
+                columns = list(zip(names, map(str, chunk_rel.types), strict=True))
+                if validator.needs_ts_unit:
+                    unit = validator.detect_ts_unit(src.label, columns, chunk_rel, relation)
+                    if unit is not None:
+                        result.ts_unit = unit
+                        cache.clear()
                 sql = cache.get(chunk.schema_key)
                 if sql is None:
-                    # The chunk's own names, not DuckDB's: it renames a second 'email' next to
-                    # 'Email' to 'email_1', which the validator must see to refuse.
-                    names = chunk.table.column_names
-                    columns = list(zip(names, map(str, chunk_rel.types), strict=True))
                     sql = validator.select(src.label, columns, relation, index, strict=src.strict)
                     cache[chunk.schema_key] = sql
                 chunk_rel.query(
@@ -280,16 +419,33 @@ class Ingestor:
                 f"{src.label} has no rows", hint="nothing to ingest; check the export that wrote it"
             )
 
-    def _quarantine(self, batch_id: str, kind: str, labels: list[str], now: datetime) -> None:
-        self.con.execute(
-            """
-            INSERT INTO quarantine (quarantine_id, batch_id, kind, source, line_no, raw, reason, received_at)
-            SELECT (SELECT coalesce(max(quarantine_id), 0) FROM quarantine)
-                       + row_number() OVER (ORDER BY _file, _line),
-                   ?, ?, (?::VARCHAR[])[_file + 1], _line, _raw, _reason, ?
-            FROM _jz_v WHERE _reason IS NOT NULL
-            """,
-            [batch_id, kind, labels, now],
+    def _quarantine(self, batch_id: str, kind: str, labels: list[str], now: datetime) -> int:
+        """Quarantine the chunk's bad rows; how many went in.
+
+        A bad row whose content (kind and raw form) is quarantined already — by an earlier
+        batch, an earlier chunk, or an earlier line of this one — is a duplicate: ingesting
+        a file twice does not double its open quarantine.
+        """
+        return int(
+            self.con.execute(
+                """
+                INSERT INTO quarantine (quarantine_id, batch_id, kind, source, line_no, raw, reason,
+                                        received_at, raw_key)
+                SELECT (SELECT coalesce(max(quarantine_id), 0) FROM quarantine)
+                           + row_number() OVER (ORDER BY _file, _line),
+                       ?, ?, (?::VARCHAR[])[_file + 1], _line, _raw, _reason, ?, _rk
+                FROM (SELECT _file, _line, _raw, _reason, md5(? || chr(31) || _raw) AS _rk
+                      FROM _jz_v WHERE _reason IS NOT NULL
+                      QUALIFY row_number() OVER (PARTITION BY _rk ORDER BY _file, _line) = 1)
+                WHERE _rk NOT IN (SELECT raw_key FROM quarantine WHERE raw_key IS NOT NULL)
+                """,
+                [batch_id, kind, labels, now, kind],
+            ).fetchone()[0]
+        )
+
+    def _count_bad(self) -> int:
+        return int(
+            self.con.execute("SELECT count(*) FROM _jz_v WHERE _reason IS NOT NULL").fetchone()[0]
         )
 
     def _settle_replay(self, batch_id: str, now: datetime) -> int:
@@ -308,8 +464,9 @@ class Ingestor:
             [now, batch_id],
         ).fetchone()[0]
 
-    def _store_events_chunk(self, batch_id: str, now: datetime) -> int:
-        """Insert the chunk's good rows that are new; return how many went in.
+    def _store_events_chunk(self, batch_id: str, now: datetime, *, replay: bool) -> tuple[int, int]:
+        """Insert the chunk's good rows that are new; return how many went in, and how many
+        were events ``clean --remove`` moved out (kept out; a replay brings them back).
 
         A row is a duplicate if its event_id is stored already (by an earlier batch, or an
         earlier chunk of this one: the transaction sees its own rows) or appears on an earlier
@@ -320,6 +477,17 @@ class Ingestor:
         con = self.con
         fields = [f.name for f in FIELDS["events"]]
         names = ", ".join(q(n) for n in fields)
+        removed = 0
+        if replay:
+            con.execute(
+                "DELETE FROM removed_events WHERE event_id IN "
+                "(SELECT event_id FROM _jz_v WHERE _key IS NOT NULL)"
+            )
+        else:
+            removed = con.execute(
+                "SELECT count(*) FROM _jz_v WHERE _key IS NOT NULL "
+                "AND event_id IN (SELECT event_id FROM removed_events)"
+            ).fetchone()[0]
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE _jz_dup AS
@@ -335,25 +503,107 @@ class Ingestor:
             WHERE event_key IN (SELECT _key FROM _jz_v WHERE _key IS NOT NULL)
             """
         )
+        keep_out = (
+            ""
+            if replay or not removed
+            else "AND v.event_id NOT IN (SELECT event_id FROM removed_events)"
+        )
         inserted = con.execute(
             f"""
-            INSERT INTO events ({names}, event_key, received_at, batch_id)
-            SELECT {", ".join(f"v.{q(n)}" for n in fields)}, v._key, ?::TIMESTAMP, ?
+            INSERT INTO events ({names}, event_key, received_at, batch_id, custom)
+            SELECT {", ".join(f"v.{q(n)}" for n in fields)}, v._key, ?::TIMESTAMP, ?,
+                   NOT list_contains(?::VARCHAR[], v.event)
             FROM _jz_v v LEFT JOIN _jz_dup d ON d.event_id = v.event_id
-            WHERE v._reason IS NULL
+            WHERE v._key IS NOT NULL
               AND (d.keep IS NULL OR d.keep = v._line)
               AND v.event_id NOT IN (SELECT event_id FROM _jz_hit)
+              {keep_out}
             """,
-            [now, batch_id],
+            [now, batch_id, sorted(EVENT_NAMES)],
         ).fetchone()[0]
         con.execute(
             """
             INSERT INTO _jz_links
             SELECT anonymous_id, user_id, ts FROM _jz_v
-            WHERE _reason IS NULL AND user_id IS NOT NULL AND anonymous_id IS NOT NULL
+            WHERE _key IS NOT NULL AND user_id IS NOT NULL AND anonymous_id IS NOT NULL
             """
         )
-        return int(inserted)
+        return int(inserted), int(removed)
+
+    def _link_refunds(self, batch_id: str) -> int:
+        """Link this batch's refunds to the order they return, when their own order id names
+        no order of their user (a credit note's number, as in UCI Online Retail): to the
+        user's latest earlier order of the same item. Their own id is kept in
+        ``properties.refund_id``. Returns how many were linked."""
+        con = self.con
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE _jz_refunds AS
+            SELECT r.event_id, r.order_id AS own, o.order_id AS linked
+            FROM (SELECT event_id, user_id, item_id, order_id, ts FROM events
+                  WHERE batch_id = ? AND event = 'order_refunded'
+                    AND user_id IS NOT NULL AND item_id IS NOT NULL) r
+            ASOF JOIN (SELECT user_id, item_id, order_id, ts FROM events
+                       WHERE event = 'order_completed' AND user_id IS NOT NULL) o
+              ON r.user_id = o.user_id AND r.item_id = o.item_id AND r.ts >= o.ts
+            WHERE NOT EXISTS (SELECT 1 FROM events x
+                              WHERE x.event = 'order_completed' AND x.user_id = r.user_id
+                                AND x.order_id = r.order_id)
+            """,
+            [batch_id],
+        )
+        return int(
+            con.execute(
+                """
+                UPDATE events SET order_id = f.linked,
+                       properties = json_merge_patch(coalesce(events.properties, '{}'::JSON),
+                                                     json_object('refund_id', f.own))
+                FROM _jz_refunds f WHERE events.event_id = f.event_id
+                """
+            ).fetchone()[0]
+        )
+
+    def _items_from_rows(
+        self, items: ItemColumns, batch_id: str, labels: list[str], now: datetime
+    ) -> dict[str, int]:
+        """Fill or update the items table from the item attributes the batch's rows carry
+        (``--item-columns``): per item, its latest row's values, validated as an items file's
+        would be; a bad one is quarantined as an item."""
+        con = self.con
+        validator = RowValidator(IngestOptions("items"), self.settings, now)
+        columns = items.item_columns()
+        relation = "_jz_item_latest"
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE {relation} AS
+            SELECT * EXCLUDE (ts, _file), NULL::VARCHAR AS _error, NULL::VARCHAR AS _raw_line
+            FROM _jz_item_rows
+            QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY ts DESC, _file DESC, _line DESC) = 1
+            """
+        )
+        sql: Sql = validator.select(
+            "--item-columns",
+            [*columns, ("_line", "BIGINT"), ("_error", "VARCHAR"), ("_raw_line", "VARCHAR")],
+            relation,
+            0,
+            strict=True,
+        )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_v AS {sql}")
+        stats = BatchResult(batch_id, "items", labels)
+        stats.rows_read = con.execute("SELECT count(*) FROM _jz_v").fetchone()[0]
+        stats.quarantined = self._quarantine(batch_id, "items", labels, now)
+        cols: Sql = ", ".join(f"{q(n)} {t}" for n, t in stage_columns("items"))
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_item_stage ({cols})")
+        con.execute("INSERT INTO _jz_item_stage SELECT * FROM _jz_v")
+        self._upsert("items", batch_id, now, stats, stage="_jz_item_stage")
+        bad = self._count_bad()
+        return {
+            "rows": stats.rows_read,
+            "inserted": stats.inserted,
+            "updated": stats.updated,
+            "duplicates": stats.rows_read - stats.inserted - bad,
+            "quarantined": stats.quarantined,
+        }
 
     def _link_identities(self, batch_id: str, result: BatchResult) -> None:
         """Link each anonymous_id seen with a user_id to the user of its earliest such row."""
@@ -381,14 +631,22 @@ class Ingestor:
             [batch_id],
         ).fetchone()[0]
 
-    def _upsert(self, kind: Kind, batch_id: str, now: datetime, result: BatchResult) -> None:
+    def _upsert(
+        self,
+        kind: Kind,
+        batch_id: str,
+        now: datetime,
+        result: BatchResult,
+        *,
+        stage: Sql = _STAGE,
+    ) -> None:
         """Merge users or items: the batch's last row per id wins; absent columns keep old values."""
         con = self.con
         key = KEY[kind]
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _jz_latest AS
-            SELECT * FROM {_STAGE} WHERE _reason IS NULL
+            SELECT * FROM {stage} WHERE _reason IS NULL
             QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _file DESC, _line DESC) = 1
             """
         )
@@ -471,27 +729,24 @@ class Ingestor:
         started_at: datetime,
         replay_of: str | None,
     ) -> None:
-        import json
-
-        self.con.execute(
-            """
-            INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            [
-                result.batch_id,
-                result.kind,
-                json.dumps(result.sources),
-                options.to_json(),
-                started_at,
-                utcnow(),
-                result.rows_read,
-                result.inserted,
-                result.duplicates,
-                result.quarantined,
-                result.updated,
-                result.identities_linked,
-                replay_of,
-            ],
+        record_batch(
+            self.con,
+            batch_id=result.batch_id,
+            kind=result.kind,
+            sources=result.sources,
+            options=options.to_json(),
+            started_at=started_at,
+            counts={
+                "rows_read": result.rows_read,
+                "inserted": result.inserted,
+                "duplicates": result.duplicates,
+                "quarantined": result.quarantined,
+                "updated": result.updated,
+                "identities_linked": result.identities_linked,
+                "skipped": result.skipped,
+                "previously_removed": result.previously_removed,
+            },
+            replay_of=replay_of,
         )
 
     def _drop_temp(self) -> None:

@@ -13,16 +13,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from jingzhun.contracts.events import PII_FIELDS, Kind
+from jingzhun.contracts.events import EVENT_REQUIRES, PII_FIELDS, Kind
 
-#: Fields an event must carry beyond the always-required ones, by event name.
-EVENT_REQUIRES: dict[str, tuple[str, ...]] = {
-    "product_viewed": ("item_id",),
-    "product_added": ("item_id",),
-    "product_removed": ("item_id",),
-    "order_completed": ("order_id", "item_id"),
-    "order_refunded": ("order_id",),
-}
+__all__ = ["EVENT_REQUIRES", "EXTRAS_COLUMN", "pii_in_name"]
 
 #: The JSON column that collects a kind's unknown columns.
 EXTRAS_COLUMN: dict[Kind, str] = {

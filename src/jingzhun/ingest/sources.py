@@ -290,8 +290,13 @@ def open_source(
     batch_rows: int = 262_144,
     max_line_bytes: int = 16 << 20,
     stdin: BinaryIO | None = None,
+    columns: Sequence[str] | None = None,
+    header: bool = True,
 ) -> Source:
     """Open ``path`` (``"-"`` for standard input) and check it before any row is read.
+
+    ``columns`` names the columns of a CSV/TSV file without a header; ``header=False`` without
+    ``columns`` names them ``column_1`` … ``column_N``.
 
     Raises
     ------
@@ -332,10 +337,26 @@ def open_source(
                 label, stream, content_head, compressed, size, batch_rows, cleanup
             )
         _check_text(label, content_head, fmt_)
+        headerless = columns is not None or not header
+        if headerless and fmt_ not in ("csv", "tsv"):
+            flag = "--columns" if columns is not None else "--no-header"
+            raise InputError(
+                f"{label}: {flag} applies to CSV and TSV files, and this is {fmt_.upper()}",
+                hint=f"drop {flag}, or pass --format csv if it is CSV",
+            )
         if fmt_ == "jsonl":
             return _jsonl_source(label, stream, size, raw, batch_rows, max_line_bytes, cleanup)
         return _csv_source(
-            label, fmt_, stream, content_head, size, raw, batch_rows, max_line_bytes, cleanup
+            label,
+            fmt_,
+            stream,
+            content_head,
+            size,
+            raw,
+            batch_rows,
+            max_line_bytes,
+            cleanup,
+            columns=list(columns) if columns is not None else None if header else [],
         )
     except BaseException:
         for fn in reversed(cleanup):
@@ -358,6 +379,34 @@ def _meta_nulls(n: int) -> dict[str, pa.Array]:
 
 
 # -- CSV / TSV -------------------------------------------------------------------------------
+
+
+def _first_record(label: str, head: bytes, delimiter: str) -> list[str]:
+    """The first record of a delimited text, split by the CSV rules."""
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    try:
+        return next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), None) or []
+    except csv.Error as exc:
+        raise InputError(
+            f"{label}: cannot read the first line ({exc})",
+            hint="check the file, or pass the right --format",
+        ) from exc
+
+
+def _given_names(label: str, head: bytes, delimiter: str, columns: list[str]) -> list[str]:
+    """The names of a file without a header: ``columns``, whose count must be the file's
+    width, or column_1 … column_N when none are given."""
+    width = len(_first_record(label, head, delimiter))
+    if not columns:
+        return [f"column_{i}" for i in range(1, width + 1)]
+    if len(columns) != width:
+        raise InputError(
+            f"{label}: --columns gives {len(columns)} names but the first line has "
+            f"{width} fields",
+            hint=f"give {width} names, in the order of the file's fields"
+            + ("" if delimiter == "\t" else ", or check --format (tsv?)"),
+        )
+    return columns
 
 
 def _csv_header(label: str, head: bytes, delimiter: str) -> list[str]:
@@ -414,9 +463,16 @@ def _csv_source(
     batch_rows: int,
     max_line_bytes: int,
     cleanup: list[Callable[[], None]],
+    *,
+    columns: list[str] | None = None,
 ) -> Source:
+    """``columns`` is None for a file with a header; a list (empty: column_1 …) for one
+    without, whose first line is then a row (record 1)."""
     delimiter = "\t" if fmt == "tsv" else ","
-    names = _csv_header(label, head, delimiter)
+    if columns is None:
+        names, first_row = _csv_header(label, head, delimiter), 2
+    else:
+        names, first_row = _given_names(label, head, delimiter, columns), 1
     pos = _position(raw)
 
     def chunks(progress: ProgressFn) -> Iterator[Chunk]:
@@ -442,7 +498,10 @@ def _csv_source(
                 stream,
                 # Our own (stripped) header names, so "a, b" finds column "b".
                 read_options=pacsv.ReadOptions(
-                    block_size=max_line_bytes, use_threads=False, column_names=names, skip_rows=1
+                    block_size=max_line_bytes,
+                    use_threads=False,
+                    column_names=names,
+                    skip_rows=first_row - 1,
                 ),
                 parse_options=pacsv.ParseOptions(
                     delimiter=delimiter,
@@ -459,7 +518,7 @@ def _csv_source(
                 ),
             )
         except pa.ArrowInvalid as exc:
-            raise _csv_error(label, exc, 2, max_line_bytes) from exc
+            raise _csv_error(label, exc, first_row, max_line_bytes) from exc
         emitted = 0
         while True:
             try:
@@ -467,11 +526,14 @@ def _csv_source(
             except StopIteration:
                 break
             except pa.ArrowInvalid as exc:
-                raise _csv_error(label, exc, emitted + len(skipped) + 2, max_line_bytes) from exc
+                raise _csv_error(
+                    label, exc, emitted + len(skipped) + first_row, max_line_bytes
+                ) from exc
             n = batch.num_rows
-            # Record numbers of emitted rows: 2, 3, … skipping the records the parser dropped.
-            # With S the sorted skipped numbers, the j-th emitted row is j + 2 + #{i: S_i - i <= j + 2}.
-            idx = np.arange(emitted, emitted + n, dtype=np.int64) + 2
+            # Record numbers of emitted rows: 2, 3, … (1, 2, … without a header) skipping the
+            # records the parser dropped. With S the sorted skipped numbers, the j-th emitted
+            # row is j + f + #{i: S_i - i <= j + f}, f the first row's number.
+            idx = np.arange(emitted, emitted + n, dtype=np.int64) + first_row
             if skipped:
                 s = np.asarray(skipped, dtype=np.int64)
                 idx = idx + np.searchsorted(s - np.arange(len(s)), idx, side="right")

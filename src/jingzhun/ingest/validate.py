@@ -13,10 +13,11 @@ epoch seconds, or ``--ts-format`` for other layouts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from jingzhun.contracts.events import (
     EVENT_ID_CONTENT,
     EVENT_NAMES,
     FIELDS,
+    SEGMENT_NAMES,
     Field,
     Kind,
     field_names,
@@ -118,9 +120,39 @@ def parse_assignments(pairs: list[str] | None, option: str) -> dict[str, str]:
     return result
 
 
+#: Units of integer timestamps, and how many microseconds each is.
+TS_UNITS: dict[str, float] = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}
+#: How purchases without an order id get one: each row its own order, or one order per user
+#: and timestamp.
+ORDER_ID_MODES = ("row", "user-time")
+#: Which order lines are returns (refunds): negative quantities, or an invoice-number prefix.
+RETURN_RULES = ("negative-quantity", "cancel-prefix=PREFIX")
+#: Events that need an order id, which ``order_id`` derives when a log has none.
+_ORDER_EVENTS = tuple(sorted(e for e, needs in EVENT_REQUIRES.items() if "order_id" in needs))
+#: Events a return rule turns into refunds: order lines.
+_RETURNABLE = "order_completed"
+_SNAKE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+
+
+def _one_of(option: str, value: str, valid: tuple[str, ...] | list[str]) -> InputError:
+    return InputError(
+        f"{option} {value[:60]!r} is not valid", hint=f"use one of: {', '.join(valid)}"
+    )
+
+
 @dataclass(frozen=True)
 class IngestOptions:
-    """How to read a batch: everything a replay needs to read its rows the same way again."""
+    """How to read a batch: everything a replay needs to read its rows the same way again.
+
+    ``columns`` names the columns of a file without a header (``header=False`` without
+    ``columns`` names them column_1 …). ``ts_unit`` is the unit of integer timestamps; when it
+    is None, the batch reads it from their magnitude and records what it found here.
+    ``order_id`` derives order ids for purchases without one; ``returns`` turns order lines
+    into refunds; ``only_events``/``skip_events`` keep or skip rows by (mapped) event name;
+    ``item_columns`` fills the items table from the rows (item field -> source column);
+    ``custom_events`` keeps events outside the vocabulary as custom events (Segment sources,
+    which send any event name) instead of quarantining them.
+    """
 
     kind: Kind
     mapping: dict[str, str] = field(default_factory=dict)  # source column -> field
@@ -128,6 +160,15 @@ class IngestOptions:
     event_map: dict[str, str] = field(default_factory=dict)  # source event name -> known name
     ts_format: str | None = None  # strptime layout for text timestamps
     format: str | None = None
+    columns: tuple[str, ...] | None = None
+    header: bool = True
+    ts_unit: str | None = None
+    order_id: str | None = None
+    returns: tuple[str, ...] = ()
+    only_events: tuple[str, ...] = ()
+    skip_events: tuple[str, ...] = ()
+    item_columns: dict[str, str] = field(default_factory=dict)  # item field -> source column
+    custom_events: bool = False
 
     def __post_init__(self) -> None:
         names = set(field_names(self.kind))
@@ -162,24 +203,117 @@ class IngestOptions:
                 f"--ts-format {self.ts_format!r} has no % directives",
                 hint="e.g. --ts-format '%d/%m/%Y %H:%M'",
             )
+        self._check_reading()
+        if self.kind != "events":
+            used = [
+                flag
+                for flag, value in (
+                    ("--ts-unit", self.ts_unit),
+                    ("--order-id", self.order_id),
+                    ("--returns", self.returns),
+                    ("--only-events", self.only_events),
+                    ("--skip-events", self.skip_events),
+                    ("--item-columns", self.item_columns),
+                )
+                if value
+            ]
+            if used:
+                raise InputError(
+                    f"{used[0]} applies to events, not {self.kind}",
+                    hint=f"drop {used[0]} when ingesting {self.kind}",
+                )
+            return
+        self._check_event_options()
+
+    def _check_reading(self) -> None:
+        if self.columns is not None:
+            if not self.columns:
+                raise InputError("--columns is empty", hint="e.g. --columns user_id,item_id,ts")
+            seen: set[str] = set()
+            for i, name in enumerate(self.columns, start=1):
+                if not name.strip():
+                    raise InputError(
+                        f"--columns: name {i} is empty", hint="name every column, e.g. a,b,c"
+                    )
+                if name in seen:
+                    raise InputError(
+                        f"--columns names {name!r} twice", hint="give each column its own name"
+                    )
+                seen.add(name)
+            check_columns("--columns", list(self.columns), what="name")
+        headerless = self.columns is not None or not self.header
+        if headerless and self.format is not None and self.format not in ("csv", "tsv"):
+            flag = "--columns" if self.columns is not None else "--no-header"
+            raise InputError(
+                f"{flag} applies to CSV and TSV files, not --format {self.format}",
+                hint=f"drop {flag}",
+            )
+
+    def _check_event_options(self) -> None:
+        if self.ts_unit is not None and self.ts_unit not in TS_UNITS:
+            raise _one_of("--ts-unit", self.ts_unit, list(TS_UNITS))
+        if self.ts_unit is not None and self.ts_format is not None:
+            raise InputError(
+                "--ts-unit and --ts-format both say how to read ts",
+                hint="--ts-unit is for epoch numbers, --ts-format for text layouts: give one",
+            )
+        if self.order_id is not None and self.order_id not in ORDER_ID_MODES:
+            raise _one_of("--order-id", self.order_id, ORDER_ID_MODES)
+        for rule in self.returns:
+            if rule == "negative-quantity":
+                continue
+            prefix = rule.removeprefix("cancel-prefix=")
+            if rule == prefix or not prefix or len(prefix) > 16 or not prefix.isprintable():
+                raise _one_of("--returns", rule, RETURN_RULES)
+        if len(set(self.returns)) != len(self.returns):
+            raise InputError("--returns names a rule twice", hint="give each rule once")
+        if self.only_events and self.skip_events:
+            raise InputError(
+                "--only-events and --skip-events both choose events",
+                hint="give one: --only-events keeps the named events, --skip-events drops them",
+            )
+        for flag, events in (
+            ("--only-events", self.only_events),
+            ("--skip-events", self.skip_events),
+        ):
+            for name in events:
+                custom = self.custom_events and _SNAKE.match(name)
+                if name not in EVENT_NAMES and not custom:
+                    raise InputError(
+                        f"{flag}: {name[:60]!r} is not a known event",
+                        hint=f"name events after --event-map; known: {', '.join(sorted(EVENT_NAMES))}",
+                    )
+        item_fields = [f.name for f in FIELDS["items"] if f.name not in ("item_id", "attributes")]
+        for target, source in self.item_columns.items():
+            if target not in item_fields:
+                raise InputError(
+                    f"--item-columns {target}={source}: {target!r} is not a field of items",
+                    hint=f"use one of: {', '.join(item_fields)}",
+                )
+            if not source:
+                raise InputError(
+                    f"--item-columns {target}=: names no column", hint=f"e.g. {target}=COLUMN"
+                )
 
     def to_json(self) -> str:
         return json.dumps(
-            {
-                "kind": self.kind,
-                "mapping": self.mapping,
-                "constants": self.constants,
-                "event_map": self.event_map,
-                "ts_format": self.ts_format,
-                "format": self.format,
-            },
+            {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()},
             sort_keys=True,
         )
 
     @classmethod
     def from_json(cls, text: str) -> IngestOptions:
         data = json.loads(text)
+        for key in ("returns", "only_events", "skip_events"):
+            if key in data:
+                data[key] = tuple(data[key])
+        if data.get("columns") is not None:
+            data["columns"] = tuple(data["columns"])
         return cls(**data)
+
+    def replace(self, **changes: Any) -> IngestOptions:
+        """A copy with ``changes`` (checked again)."""
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -201,6 +335,7 @@ def stage_columns(kind: Kind) -> list[tuple[str, str]]:
         *((f.name, SQL_TYPES[f.type]) for f in FIELDS[kind]),
         ("_reason", "VARCHAR"),
         ("_raw", "VARCHAR"),
+        ("_skip", "BOOLEAN"),
     ]
 
 
@@ -223,8 +358,12 @@ class RowValidator:
         self.now = now
         self.kind = options.kind
         self.fields = FIELDS[options.kind]
-        event_map = {**settings.event_map, **options.event_map}
-        self.event_map = event_map
+        # Segment's spec names whose snake_case form is not ours come first, so that the
+        # configuration and the batch's own mapping override them.
+        spec = {k: v for name, v in SEGMENT_NAMES.items() for k in (name, snake_event(name))}
+        self.event_map = {**spec, **settings.event_map, **options.event_map}
+        self.ts_unit = options.ts_unit
+        self._unit_settled = False
         try:
             datetime.fromisoformat(settings.min_timestamp)
         except ValueError as exc:
@@ -232,6 +371,57 @@ class RowValidator:
                 f"[ingest] min_timestamp {settings.min_timestamp!r} is not a date",
                 hint="e.g. 1990-01-01",
             ) from exc
+
+    # -- the unit of epoch timestamps -------------------------------------------------------
+
+    @property
+    def needs_ts_unit(self) -> bool:
+        """Whether the batch still has to find the unit of integer timestamps."""
+        return (
+            self.kind == "events"
+            and self.ts_unit is None
+            and self.options.ts_format is None
+            and not self._unit_settled
+        )
+
+    def detect_ts_unit(
+        self, label: str, columns: list[tuple[str, str]], chunk: Any, relation: str
+    ) -> str | None:
+        """The unit of a chunk's epoch timestamps, read from their magnitude (10 digits are
+        seconds, 13 milliseconds, 16 microseconds, 19 nanoseconds), or None.
+
+        The first chunk that has timestamps decides for the batch: when most of them are
+        numbers, their median number of integer digits gives the unit, which the batch then
+        records in its options so that a replay reads them the same way.
+        """
+        names = [n for n, _ in columns if n not in META_COLUMNS and n != "_qid"]
+        if "ts" in self.options.constants:
+            self._unit_settled = True
+            return None
+        source = self.resolve(label, names, strict=False).get("ts")
+        if source is None:
+            return None  # a JSON Lines chunk without ts: look at the next one
+        duck = dict(columns)[source]
+        col = q(source)
+        text = f"try(decode({col}))" if _category(duck) == "blob" else f"CAST({col} AS VARCHAR)"
+        number = r"'[+-]?[0-9]+(\.[0-9]*)?'"
+        (given, numeric, digits), *_ = chunk.query(
+            relation,
+            f"""
+            SELECT count(v), count(v) FILTER (WHERE regexp_full_match(v, {number})),
+                   median(length(regexp_extract(v, '^[+-]?([0-9]+)', 1)))
+                       FILTER (WHERE regexp_full_match(v, {number}))
+            FROM (SELECT trim({text}) AS v FROM {relation} LIMIT 10000)
+            """,
+        ).fetchall()
+        if not given:
+            return None
+        self._unit_settled = True
+        if not numeric or 2 * numeric < given:
+            return None
+        unit = "s" if digits <= 11 else "ms" if digits <= 14 else "us" if digits <= 17 else "ns"
+        self.ts_unit = unit
+        return unit
 
     # -- column resolution ------------------------------------------------------------------
 
@@ -291,6 +481,14 @@ class RowValidator:
             available = set(mapped) | set(self.options.constants)
             for f in self.fields:
                 if f.required and f.name not in available and f.name != "event_id":
+                    if _looks_like_data(columns):
+                        shown = ",".join(columns[:6]) + ("…" if len(columns) > 6 else "")
+                        raise InputError(
+                            f"{label}: the first line ({shown[:80]}) looks like data, "
+                            "not column names",
+                            hint=f"the file has no header: name its {len(columns)} columns "
+                            "with --columns NAME,NAME,…",
+                        )
                     raise InputError(
                         f"{label}: missing required column {f.name!r}",
                         hint=_suggest(f.name, columns),
@@ -413,16 +611,54 @@ class RowValidator:
                 f"CASE WHEN len({bad}) = 0 THEN {raw} ELSE to_json(struct_pack("
                 f"{', '.join(raw_pairs)}, {q(UNDECODABLE)} := {bad}))::VARCHAR END"
             )
+        typed = (
+            f"SELECT *, {', '.join(lt)}\n"
+            f"            FROM (SELECT *, {', '.join(lv)}\n"
+            f"                  FROM (SELECT {', '.join(l1)} FROM {relation}))"
+        )
+        typed = self._returns_level(typed)
+        skip = self._skip_expr()
         return (
             f"SELECT {', '.join(out)},\n"
             f"  _reason,\n"
             f"  CASE WHEN _reason IS NULL THEN NULL WHEN _raw_line IS NOT NULL "
-            f"THEN _raw_line ELSE {raw} END AS _raw\n"
-            f"FROM (SELECT *, {reason} AS _reason\n"
-            f"      FROM (SELECT *, {', '.join(lt)}\n"
-            f"            FROM (SELECT *, {', '.join(lv)}\n"
-            f"                  FROM (SELECT {', '.join(l1)} FROM {relation}))))"
+            f"THEN _raw_line ELSE {raw} END AS _raw,\n"
+            f"  _skip\n"
+            f"FROM (SELECT *, CASE WHEN NOT _skip THEN {reason} END AS _reason\n"
+            f"      FROM (SELECT *, {skip} AS _skip FROM ({typed})))"
         )
+
+    def _returns_level(self, typed: str) -> str:
+        """Wrap the typed rows so that order lines the ``returns`` rules name become refunds
+        (``order_refunded`` with positive quantity and revenue), before any check runs."""
+        conditions = []
+        for rule in self.options.returns:
+            if rule == "negative-quantity":
+                conditions.append("t_quantity < 0")
+            else:
+                prefix = rule.removeprefix("cancel-prefix=")
+                conditions.append(f"starts_with(t_order_id, {lit(prefix)})")
+        if not conditions or self.kind != "events":
+            return typed
+        returned = f"t_event = {lit(_RETURNABLE)} AND ({' OR '.join(conditions)})"
+        return (
+            "SELECT * REPLACE ("
+            "CASE WHEN _ret THEN 'order_refunded' ELSE t_event END AS t_event, "
+            "CASE WHEN _ret THEN abs(t_quantity) ELSE t_quantity END AS t_quantity, "
+            "CASE WHEN _ret THEN abs(t_revenue) ELSE t_revenue END AS t_revenue) "
+            f"FROM (SELECT *, coalesce({returned}, FALSE) AS _ret FROM ({typed}))"
+        )
+
+    def _skip_expr(self) -> str:
+        """Whether a row is skipped (``only_events``/``skip_events``): counted, not stored, not
+        quarantined. A row whose event is missing is not one of ``only_events``."""
+        if self.kind != "events":
+            return "FALSE"
+        if self.options.only_events:
+            return f"NOT coalesce({is_in('t_event', sorted(self.options.only_events))}, FALSE)"
+        if self.options.skip_events:
+            return f"coalesce({is_in('t_event', sorted(self.options.skip_events))}, FALSE)"
+        return "FALSE"
 
     def _raw_text(self, i: int, cat: str) -> str:
         if cat == "blob":
@@ -490,12 +726,17 @@ class RowValidator:
                 )
             if f.type == "event":
                 t = self._event_expr(t)
-                checks.append(
-                    Check(
-                        f"NOT {is_in(T, sorted(EVENT_NAMES))}",
-                        f"{bad('is not a known event')} || '; map it with --event-map NAME=EVENT or [ingest.event_map]'",
+                if self.options.custom_events:
+                    # A source that sends any event name (Segment's): names outside the
+                    # vocabulary are kept as custom events, under their snake_case form.
+                    checks.append(Check(f"{T} = ''", bad("has no letters or digits")))
+                else:
+                    checks.append(
+                        Check(
+                            f"NOT {is_in(T, sorted(EVENT_NAMES))}",
+                            f"{bad('is not a known event')} || '; map it with --event-map NAME=EVENT or [ingest.event_map]'",
+                        )
                     )
-                )
             if name == "email":
                 checks.append(
                     Check(f"NOT regexp_matches({T}, {lit(_EMAIL)})", bad("is not an email address"))
@@ -535,7 +776,11 @@ class RowValidator:
         elif f.type == "timestamp":
             t = self._timestamp_expr(V, cat)
             if cat not in ("timestamp", "timestamptz", "date"):
-                hint = " (use ISO 8601 or epoch seconds, or pass --ts-format)" if textual else ""
+                hint = (
+                    " (use ISO 8601 or epoch seconds, or pass --ts-format or --ts-unit)"
+                    if textual
+                    else ""
+                )
                 checks.append(unconverted("is not a timestamp" + hint))
             future = f"TIMESTAMP {lit(self.now.isoformat(sep=' '))} + INTERVAL {int(self.settings.max_future_hours * 3600)} SECOND"
             earliest = f"TIMESTAMP {lit(self.settings.min_timestamp)}"
@@ -584,7 +829,7 @@ class RowValidator:
         return f"coalesce({mapped}, CASE WHEN {is_in(text, sorted(EVENT_NAMES))} THEN {text} ELSE {norm} END)"
 
     def _timestamp_expr(self, v: str, cat: str) -> str:
-        epoch = "CASE WHEN abs({x}) < 1e11 THEN CAST(to_timestamp({x}) AS TIMESTAMP) END"
+        epoch = self._epoch_expr()
         if cat in ("timestamp", "date"):
             return f"CAST({v} AS TIMESTAMP)"
         if cat == "timestamptz":
@@ -594,12 +839,21 @@ class RowValidator:
         s = f"trim(CAST({v} AS VARCHAR))"
         if self.options.ts_format:
             return f"CAST(try_strptime({s}, {lit(self.options.ts_format)}) AS TIMESTAMP)"
-        # ISO 8601 first (the common case); only what it cannot read is tried as epoch
-        # seconds. COALESCE evaluates its second argument only for those rows.
+        # ISO 8601 first (the common case); only what it cannot read is tried as an epoch
+        # number. COALESCE evaluates its second argument only for those rows.
         number = f"TRY_CAST({s} AS DOUBLE)"
         return (
             f"coalesce(CAST(TRY_CAST({s} AS TIMESTAMPTZ) AS TIMESTAMP), {epoch.format(x=number)})"
         )
+
+    def _epoch_expr(self) -> str:
+        """An epoch number ``{x}`` (a DOUBLE) as a timestamp: in ``ts_unit`` when known, else
+        seconds below 1e11 (later than year 5138 is not seconds)."""
+        if self.ts_unit is None:
+            return "CASE WHEN abs({x}) < 1e11 THEN CAST(to_timestamp({x}) AS TIMESTAMP) END"
+        micros = f"({{x}} * {TS_UNITS[self.ts_unit]!r})"
+        # Microseconds past ±2.5e17 are beyond year 9999: not a time in any unit.
+        return f"CASE WHEN abs({micros}) < 2.5e17 THEN make_timestamp(CAST(round({micros}) AS BIGINT)) END"
 
     def _row_rules(self, given: set[str]) -> list[Check]:
         """Rules across fields. ``given`` are the fields the source provides."""
@@ -616,12 +870,14 @@ class RowValidator:
             for name in fields:
                 needs.setdefault(name, []).append(event)
         for name, events in sorted(needs.items()):
-            rules.append(
-                Check(
-                    f"t_{name} IS NULL AND {is_in('t_event', sorted(events))}",
-                    f"t_event || {lit(' needs ' + name)}",
+            message = f"t_event || {lit(' needs ' + name)}"
+            if name == "order_id":
+                if self.options.order_id is not None:
+                    continue  # derived in the outputs
+                message += (
+                    f" || {lit(' (for a log without order ids: --order-id row or user-time)')}"
                 )
-            )
+            rules.append(Check(f"t_{name} IS NULL AND {is_in('t_event', sorted(events))}", message))
         return rules
 
     def _outputs(
@@ -661,6 +917,19 @@ class RowValidator:
             elif self.kind == "events" and f.name == "revenue":
                 qty = "coalesce(t_quantity, 1.0)"
                 expr = f"coalesce(t_revenue, CASE WHEN {is_in('t_event', _REVENUE_EVENTS)} THEN {qty} * t_price END)"
+            elif self.kind == "events" and f.name == "order_id" and self.options.order_id:
+                # Purchases of a log without order ids (Taobao's): each row its own order, or
+                # one order per visitor and timestamp.
+                if self.options.order_id == "row":
+                    parts = [f"coalesce(CAST(t_{n} AS VARCHAR), '')" for n in EVENT_ID_CONTENT]
+                else:
+                    parts = [
+                        "coalesce(t_user_id, '')",
+                        "coalesce(t_anonymous_id, '')",
+                        "CAST(t_ts AS VARCHAR)",
+                    ]
+                derived = f"'o_' || md5(concat_ws(chr(31), {', '.join(parts)}))"
+                expr = f"coalesce(t_order_id, CASE WHEN {is_in('t_event', _ORDER_EVENTS)} THEN {derived} END)"
             elif self.kind == "events" and f.name == "event_id":
                 content = ", ".join(
                     f"coalesce(CAST(t_{n} AS VARCHAR), '')" for n in EVENT_ID_CONTENT
@@ -685,6 +954,21 @@ def field_key(column: str) -> str:
     ``user_id``)."""
     text = unicodedata.normalize("NFKC", column).strip().casefold()
     return re.sub(r"[\s_-]+", "_", text)
+
+
+def snake_event(name: str) -> str:
+    """An event name as the validator normalises it ("Order Completed" -> order_completed)."""
+    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+
+
+_DATA_LIKE = re.compile(r"^[+-]?(\d+([.,]\d*)?|\.\d+)([eE][+-]?\d+)?$|^\d{4}-\d{2}-\d{2}")
+
+
+def _looks_like_data(names: list[str]) -> bool:
+    """Whether a header reads like a row: half or more of its names are numbers or dates
+    (Taobao's ``1,2268318,2520377,pv,1511544070``), which column names rarely are."""
+    data = sum(1 for n in names if _DATA_LIKE.match(n.strip()))
+    return bool(names) and 2 * data >= len(names)
 
 
 def _suggest(name: str, columns: list[str]) -> str:

@@ -21,18 +21,66 @@ from jingzhun.store import Registry, Store
 
 
 def orders_frame(store: Store, as_of: datetime) -> pd.DataFrame:
-    """customer, date, amount: the stitched order lines of known users before ``as_of``."""
+    """customer, order_id, date, amount: every order of a known user before ``as_of``, net of
+    its refunds, one row per order (``date`` is the time of its first line).
+
+    An order's amount is the revenue of its lines minus the refunds (``order_refunded`` rows,
+    amounts positive) of the same customer before ``as_of`` that name its ``order_id``. A
+    refund whose ``order_id`` names no order of its customer (a credit note's own number)
+    reduces that customer's latest order placed at or before the refund; with no such order it
+    is left out of CLV (the profile's ``refunded`` still counts it). An order whose net amount
+    is 0 or less was not a purchase and is left out. Sorted by customer, date and order_id.
+    """
     import ibis
 
     from jingzhun.profile import traits as tr
 
     e = tr.stitched(store.ibis(), ibis.literal(as_of, type="timestamp"))
-    e = e.filter((e.event == "order_completed") & e.user_id.notnull())
-    return (
-        e.select(customer=e.user_id, date=e.ts, amount=e.revenue.fill_null(0.0))
+    e = e.filter(e.user_id.notnull())
+    lines = e.filter(e.event == tr.ORDER)
+    orders = (
+        lines.group_by(customer=lines.user_id, order_id=lines.order_id)
+        .aggregate(date=lines.ts.min(), gross=lines.revenue.fill_null(0.0).sum())
         .to_pyarrow()
         .to_pandas()
     )
+    r = e.filter(e.event == tr.REFUND)
+    mine = orders[["customer", "order_id"]]
+    refunds = (
+        r.select(customer=r.user_id, order_id=r.order_id, ts=r.ts, amount=r.revenue.fill_null(0.0))
+        .to_pyarrow()
+        .to_pandas()
+        .merge(mine.assign(_linked=True), on=["customer", "order_id"], how="left")
+    )
+    linked = refunds["_linked"].notna().to_numpy(dtype=bool)
+    parts = [refunds.loc[linked, ["customer", "order_id", "amount"]]]
+    loose = refunds.loc[~linked, ["customer", "ts", "amount"]]
+    if len(loose):
+        # Each loose refund to its customer's latest order at or before it (ties: the largest
+        # order_id, the last row of the sort).
+        targets = pd.merge_asof(
+            loose.sort_values("ts", kind="stable"),
+            orders[["customer", "order_id", "date"]].sort_values(
+                ["date", "order_id"], kind="stable"
+            ),
+            left_on="ts",
+            right_on="date",
+            by="customer",
+            direction="backward",
+        )
+        parts.append(targets.loc[targets["order_id"].notna(), ["customer", "order_id", "amount"]])
+    refunded = (
+        pd.concat(parts, ignore_index=True)
+        .groupby(["customer", "order_id"], as_index=False)["amount"]
+        .sum()
+        .rename(columns={"amount": "refunded"})
+    )
+    net = orders.merge(refunded, on=["customer", "order_id"], how="left")
+    net["amount"] = net["gross"].to_numpy(np.float64) - net["refunded"].fillna(0.0).to_numpy(
+        np.float64
+    )
+    net = net.loc[net["amount"] > 0, ["customer", "order_id", "date", "amount"]]
+    return net.sort_values(["customer", "date", "order_id"], kind="stable").reset_index(drop=True)
 
 
 def clv_score(
@@ -53,7 +101,10 @@ def clv_score(
     at = as_of or default_as_of(store)
     orders = orders_frame(store, at)
     if orders.empty:
-        raise NotFoundError("no orders to fit a CLV model to", hint="ingest order_completed events")
+        raise NotFoundError(
+            "no orders to fit a CLV model to (none before as_of with an amount above 0 net of refunds)",
+            hint="ingest order_completed events",
+        )
     summary = cl.summarise(orders, calibration_end=at, unit=unit, to_end=True)
     fit, expected, (x, t_x, T) = cl.fit_purchases(summary, model)
     m = summary["m"].to_numpy(np.float64)

@@ -206,7 +206,7 @@ def plan(
     counts = [a.name for a in tr.AGGS if a.name.startswith("n_") or a.name in tr.COUNT_TRAITS]
     counts += [t.name for t in cfg.traits if t.agg in ("count", "distinct")]
     zero = {name: p[name].fill_null(0).cast("int64") for name in counts}
-    zero.update({name: p[name].fill_null(0.0) for name in ("monetary", "units")})
+    zero.update({name: p[name].fill_null(0.0) for name in tr.SUM_TRAITS})
     p = p.mutate(**zero)
     p = p.mutate(**{d.name: d.fn(p, ctx) for d in tr.DERIVED})
 

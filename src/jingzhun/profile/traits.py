@@ -24,12 +24,15 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
-from jingzhun.contracts.events import EVENT_NAMES
+from jingzhun.contracts.events import COUNTED_EVENTS
 
 DAY = 86_400
 ORDER = "order_completed"
+REFUND = "order_refunded"
 #: Traits that count things (whole numbers, 0 rather than null for users without events).
 COUNT_TRAITS = ("events", "frequency", "order_lines", "active_days", "distinct_items", "sessions")
+#: Traits that sum amounts (0.0 rather than null for users without events).
+SUM_TRAITS = ("monetary", "units", "refunded")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,16 @@ def _is_order(e: ir.Table) -> ir.BooleanValue:
     return e.event == ORDER
 
 
+def _gross(e: ir.Table) -> ir.Value:
+    """Order-line revenue (0.0 without order lines)."""
+    return e.revenue.sum(where=_is_order(e)).fill_null(0.0)
+
+
+def _refunded(e: ir.Table) -> ir.Value:
+    """Refunded revenue: ``order_refunded`` rows carry the amount as a positive number."""
+    return e.revenue.sum(where=e.event == REFUND).fill_null(0.0)
+
+
 def _discounted(e: ir.Table) -> ir.Value:
     # A line paid below list price: revenue < quantity × price (to the cent).
     return (e.revenue < e.quantity * e.price - 0.005).cast("float64")
@@ -91,13 +104,17 @@ def _capped(x: ir.Value, cap: float) -> ir.Value:
     return ibis.ifelse(x > cap, cap, x)
 
 
+def _floor0(x: ir.Value) -> ir.Value:
+    return ibis.ifelse(x < 0, 0.0, x)
+
+
 def _safe_ratio(a: ir.Value, b: ir.Value) -> ir.Value:
     return ibis.ifelse(b > 0, a.cast("float64") / b, ibis.null("float64"))
 
 
 # -- aggregates over the user's events --------------------------------------------------------
 
-_COUNT_EVENTS = sorted(EVENT_NAMES)
+_COUNT_EVENTS = list(COUNTED_EVENTS)
 
 AGGS: tuple[Agg, ...] = (
     Agg("first_seen", "Time of the user's first event (any kind).", lambda e: e.ts.min()),
@@ -115,8 +132,18 @@ AGGS: tuple[Agg, ...] = (
     ),
     Agg(
         "monetary",
-        "Sum of order-line revenue (after discount).",
-        lambda e: e.revenue.sum(where=_is_order(e)).fill_null(0.0),
+        "Net spend: order-line revenue (after discount) minus refunded revenue, never below 0.",
+        lambda e: _floor0(_gross(e) - _refunded(e)),
+    ),
+    Agg(
+        "refunded",
+        "Refunded revenue (sum of order_refunded revenue; 0 without refunds).",
+        _refunded,
+    ),
+    Agg(
+        "refund_rate",
+        "Refunded / gross order-line revenue, at most 1 (null without order revenue).",
+        lambda e: _capped(_safe_ratio(_refunded(e), _gross(e)), 1.0),
     ),
     Agg(
         "order_lines",
@@ -181,7 +208,7 @@ DERIVED: tuple[Derived, ...] = (
     ),
     Derived(
         "aov",
-        "Average order value: monetary / frequency.",
+        "Average order value, net of refunds: monetary / frequency.",
         lambda p, c: _safe_ratio(p.monetary, p.frequency),
     ),
     Derived(
@@ -354,7 +381,8 @@ def stitched(backend: Any, as_of: ir.Value, users: Sequence[str] | None = None) 
     ``users`` keeps only those users' events (their own and their devices'), filtered before
     the join so that one user's history is an index-friendly scan, not a pass over all events.
     """
-    events = backend.table("events").filter(ibis._.ts < as_of)
+    # Custom events (a Segment source's names outside the vocabulary) wait until mapped.
+    events = backend.table("events").filter((ibis._.ts < as_of) & ~ibis._.custom).drop("custom")
     links = (
         backend.table("identities")
         .filter(ibis._.linked_at < as_of)

@@ -25,15 +25,6 @@ import scipy.sparse as sp
 
 from jingzhun.errors import InputError
 
-#: Interaction weight per event type (view 1, cart 3, purchase 5): the same defaults as the
-#: profile stage's affinity, so that the content model's C(u, category) is the profile's A(u).
-DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    "product_viewed": 1.0,
-    "product_added": 3.0,
-    "checkout_started": 3.0,
-    "order_completed": 5.0,
-}
-
 
 class Vocabulary:
     """A fixed, ordered set of ids and their matrix indices (0 … n-1).

@@ -13,6 +13,7 @@ IDENTITIES = "identities"
 INGEST_BATCHES = "ingest_batches"
 QUARANTINE = "quarantine"
 EVENT_FLAGS = "event_flags"
+REMOVED_EVENTS = "removed_events"  # events clean --remove moved out: a re-ingest keeps them out
 STITCHED_EVENTS = "stitched_events"  # view: events with anonymous history under the known user
 SCHEMA_VERSION = "schema_version"
 STORE_META = "store_meta"
@@ -30,4 +31,5 @@ TABLES: tuple[str, ...] = (
     INGEST_BATCHES,
     QUARANTINE,
     EVENT_FLAGS,
+    REMOVED_EVENTS,
 )
