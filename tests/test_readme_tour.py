@@ -25,9 +25,13 @@ README = ROOT / "README.md"
 USERS = 800
 SYNTH = "jingzhun synth --users 20000 --out shop"
 #: Outside files this repository holds, and where.
-IN_REPOSITORY = {"cdnow.csv": ROOT / "tests" / "data" / "cdnow_sample.csv"}
+IN_REPOSITORY = {
+    "cdnow.csv": ROOT / "tests" / "data" / "cdnow_sample.csv",
+    "online_retail.csv": ROOT / "tests" / "data" / "online_retail.csv",  # an excerpt
+    "segment-archive.jsonl": ROOT / "tests" / "data" / "segment_shop.jsonl",  # an excerpt
+}
 #: Outside files to download: their commands are skipped.
-DOWNLOADS = {"online_retail.csv", "u.data"}
+DOWNLOADS = {"u.data"}
 _NEEDS = re.compile(r"#[^\n]*\bneeds (\S+)$")
 
 
@@ -114,7 +118,7 @@ def test_the_tour_runs_as_written(tmp_path: Path) -> None:
             odd = re.match(r"warning: ([\d,]+) of the ([\d,]+) users in --assignments", line)
             assert odd, shown
             assert 100 * int(odd[1].replace(",", "")) < int(odd[2].replace(",", "")), shown
-    assert sorted(skipped) == sorted(DOWNLOADS)  # exactly the two downloads
+    assert sorted(skipped) == sorted(DOWNLOADS)  # exactly the downloads
     for written in ("jingzhun.duckdb", "members.parquet", "fix.jsonl", "report.html"):
         assert (tmp_path / written).is_file(), written
 

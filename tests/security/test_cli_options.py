@@ -93,6 +93,7 @@ COMMANDS: dict[str, Base] = {
     "ingest events": Base(arguments={"files": "events.csv"}),
     "ingest users": Base(arguments={"files": "users.csv"}),
     "ingest items": Base(arguments={"files": "items.csv"}),
+    "ingest remap": Base(),
     "quarantine list": Base(),
     "quarantine show": Base(),
     "quarantine export": Base((("--out", "export.jsonl"),)),

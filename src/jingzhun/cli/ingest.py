@@ -192,6 +192,11 @@ def _run(
             f"  {text(related)}: {counts['rows']:,} rows — {counts['inserted']:,} inserted "
             f"({counts['updated']:,} updated), {counts['duplicates']:,} unchanged, "
             f"{counts['quarantined']:,} quarantined"
+            + (
+                f"; {counts['anonymous_identifies']:,} identify calls without a userId"
+                if counts.get("anonymous_identifies")
+                else ""
+            )
         )
     if result.updated:
         out.print(f"  {result.updated:,} of the inserted rows updated a stored {text(kind[:-1])}")

@@ -169,7 +169,7 @@ class Ingest:
         """Map stored custom events to known events (``{"video_played": "product_viewed"}``;
         a spec name such as "Video Played" means its snake_case form): from then on analytics
         see them. One transaction; returns how many events each name changed."""
-        from jingzhun.contracts.events import EVENT_NAMES
+        from jingzhun.contracts.events import EVENT_NAMES, EVENT_REQUIRES
         from jingzhun.ingest.validate import snake_event
 
         if not event_map:
@@ -184,6 +184,22 @@ class Ingest:
         with self._store.transaction() as con:
             for src, dst in event_map.items():
                 name = snake_event(src)
+                needs = EVENT_REQUIRES.get(dst, ())
+                if needs:
+                    # Field names come from the event vocabulary, not from the caller.
+                    lacking = con.execute(
+                        "SELECT count(*) FROM events WHERE custom AND event = ? AND ("
+                        + " OR ".join(f"{f} IS NULL" for f in needs)
+                        + ")",
+                        [name],
+                    ).fetchone()[0]
+                    if lacking:
+                        raise InputError(
+                            f"--event-map {src}={dst}: {lacking:,} stored {name} events lack "
+                            f"{' or '.join(needs)}, which {dst} needs",
+                            hint="map it when ingesting, where the message's fields are read: "
+                            f"jingzhun ingest events FILE --event-map '{src}={dst}'",
+                        )
                 n = con.execute(
                     "UPDATE events SET event = ?, custom = FALSE WHERE custom AND event = ?",
                     [dst, name],

@@ -28,8 +28,17 @@ from jingzhun.config import IngestSettings
 from jingzhun.contracts.events import EVENT_NAMES, FIELDS, KEY, Kind
 from jingzhun.contracts.time import utcnow
 from jingzhun.errors import InputError
+from jingzhun.ingest import segment
 from jingzhun.ingest.schema import EXTRAS_COLUMN
-from jingzhun.ingest.sources import Source, json_path, open_source, table_source
+from jingzhun.ingest.sources import (
+    META_COLUMNS,
+    Chunk,
+    Source,
+    json_path,
+    open_source,
+    segment_chunk,
+    table_source,
+)
 from jingzhun.ingest.validate import IngestOptions, RowValidator, q, stage_columns
 from jingzhun.store import Store
 from jingzhun.store.sql import Sql
@@ -218,8 +227,10 @@ class Ingestor:
                         stdin=stdin,
                         columns=options.columns,
                         header=options.header,
+                        event_map={**self.settings.event_map, **options.event_map},
                     )
                 )
+            options = _for_sources(options, sources)
             now = utcnow()
             validator = RowValidator(options, self.settings, now)
             self._check_columns(validator, sources, options)
@@ -244,14 +255,35 @@ class Ingestor:
         """
         now = utcnow()
         validator = RowValidator(options, self.settings, now)
+        source = table_source(label, table)
+        if options.format == "segment":
+            # Quarantined messages (``t``): mapped again, with today's event names.
+            source = self._segment_rows(label, table, options)
         return self._run(
-            [table_source(label, table)],
+            [source],
             options,
             validator,
             now,
             progress=None,
             replay_of=replay_of,
         )
+
+    def _segment_rows(self, label: str, table: pa.Table, options: IngestOptions) -> Source:
+        """A replay's Segment messages (``_line`` the quarantine id, ``_error``, ``t``,
+        ``_qid``) as a source of ``options.kind`` rows, mapped when the batch reads it."""
+        event_map = {**self.settings.event_map, **options.event_map}
+        names = segment.EVENTS_COLUMNS if options.kind == "events" else segment.USERS_COLUMNS
+        columns = [c for c in names if c not in META_COLUMNS]
+
+        def chunks(progress: object) -> Iterator[Chunk]:
+            self.con.from_arrow(table).query(
+                "_jz_arrow", "CREATE OR REPLACE TEMP TABLE _jz_messages AS SELECT * FROM _jz_arrow"
+            )
+            yield segment_chunk(
+                self.con, "_jz_messages", kind=options.kind, event_map=event_map, replay=True
+            )
+
+        return Source(label, "rows", columns, chunks)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -306,8 +338,11 @@ class Ingestor:
                 item_insert: Sql = items.select("_jz_v") if items is not None else ""
                 if items is not None:
                     con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_item_rows ({item_rows})")
+                users = (
+                    _RelatedUsers(self, batch_id, labels, now) if _gives_users(options) else None
+                )
                 for i, src in enumerate(sources):
-                    for _ in self._validated_chunks(i, src, validator, progress, result):
+                    for chunk in self._validated_chunks(i, src, validator, progress, result):
                         counts = con.execute(
                             "SELECT count(*), count(*) FILTER (WHERE _skip) FROM _jz_v"
                         ).fetchone()
@@ -328,6 +363,8 @@ class Ingestor:
                                 con.execute(f"INSERT INTO _jz_item_rows {item_insert}")
                         else:
                             con.execute(f"INSERT INTO {_STAGE} SELECT * FROM _jz_v")
+                        if users is not None:
+                            users.add(chunk, i, src.label)
                 if kind == "events":
                     self._link_identities(batch_id, result)
                     result.refunds_linked = self._link_refunds(batch_id)
@@ -335,6 +372,11 @@ class Ingestor:
                         result.related["items"] = self._items_from_rows(
                             items, batch_id, labels, now
                         )
+                    if users is not None:
+                        result.related["users"] = users.store()
+                elif options.format == "segment":
+                    # Identify messages replayed: their traits merged per user, as at ingest.
+                    self._upsert(kind, batch_id, now, result, stage=self._merge_traits(_STAGE))
                 else:
                     self._upsert(kind, batch_id, now, result)
                 result.duplicates = (
@@ -360,8 +402,8 @@ class Ingestor:
         validator: RowValidator,
         progress: Progress | None,
         result: BatchResult,
-    ) -> Iterator[None]:
-        """Validate each chunk of ``src`` into the temp table ``_jz_v``; yield after each one.
+    ) -> Iterator[Chunk]:
+        """Validate each chunk of ``src`` into the temp table ``_jz_v``; yield each one after.
 
         Event chunks also get ``_key = hash(event_id)`` for duplicate detection. Until the
         batch knows the unit of integer timestamps, each chunk is looked at for one.
@@ -413,7 +455,8 @@ class Ingestor:
             finally:
                 del chunk_rel
             rows += con.execute("SELECT count(*) FROM _jz_v").fetchone()[0]
-            yield
+            rows += sum(t.num_rows for t in chunk.related.values())
+            yield chunk
         if rows == 0 and src.format != "rows":
             raise InputError(
                 f"{src.label} has no rows", hint="nothing to ingest; check the export that wrote it"
@@ -449,17 +492,24 @@ class Ingestor:
         )
 
     def _settle_replay(self, batch_id: str, now: datetime) -> int:
+        """Resolve the quarantined rows whose replayed rows all passed; the others keep their
+        place with the new reason. (A Segment order message is one quarantined row and
+        several order lines: it is resolved once every line of it is in.)"""
         con = self.con
         con.execute(
             """
             UPDATE quarantine SET reason = v._reason, raw = coalesce(v._raw, quarantine.raw)
-            FROM _jz_v v WHERE v._qid = quarantine.quarantine_id AND v._reason IS NOT NULL
+            FROM (SELECT _qid, arg_min(_reason, _line) AS _reason, arg_min(_raw, _line) AS _raw
+                  FROM _jz_v WHERE _reason IS NOT NULL GROUP BY _qid) v
+            WHERE v._qid = quarantine.quarantine_id
             """
         )
         return con.execute(
             """
             UPDATE quarantine SET resolved_at = ?, resolved_batch_id = ?
-            FROM _jz_v v WHERE v._qid = quarantine.quarantine_id AND v._reason IS NULL
+            FROM (SELECT _qid FROM _jz_v GROUP BY _qid
+                  HAVING count(*) FILTER (WHERE _reason IS NOT NULL) = 0) v
+            WHERE v._qid = quarantine.quarantine_id
             """,
             [now, batch_id],
         ).fetchone()[0]
@@ -631,6 +681,47 @@ class Ingestor:
             [batch_id],
         ).fetchone()[0]
 
+    def _merge_traits(self, stage: Sql) -> Sql:
+        """Users from identify messages, one row per user: each field its latest given
+        (non-null) value, ``attributes`` merged in message order, ``_present`` the fields
+        given at all. An identify sends the traits that changed, not the whole user: a trait
+        it leaves out keeps its stored value (a file's column that is absent does the same).
+        Returns the merged table's name."""
+        key = KEY["users"]
+        extras = EXTRAS_COLUMN["users"]
+        fields = FIELDS["users"]
+        present = " | ".join(
+            f"CASE WHEN {q(f.name)} IS NOT NULL THEN {int(1 << bit)} ELSE 0 END"
+            for bit, f in enumerate(fields)
+        )
+        values = []
+        for f in fields:
+            if f.name == key:
+                values.append(q(key))
+            elif f.name == extras:
+                merged = (
+                    f"list_reduce(list_prepend('{{}}'::JSON, list({q(f.name)} ORDER BY _ord) "
+                    f"FILTER (WHERE {q(f.name)} IS NOT NULL)), lambda a, b: json_merge_patch(a, b))"
+                )
+                values.append(f"NULLIF(CAST({merged} AS VARCHAR), '{{}}')::JSON AS {q(f.name)}")
+            else:
+                values.append(
+                    f"arg_max({q(f.name)}, _ord) FILTER (WHERE {q(f.name)} IS NOT NULL) "
+                    f"AS {q(f.name)}"
+                )
+        self.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _jz_traits AS
+            SELECT arg_max(_file, _ord) AS _file, arg_max(_line, _ord) AS _line,
+                   NULL::BIGINT AS _qid, bit_or({present}) AS _present, {", ".join(values)},
+                   NULL::VARCHAR AS _reason, NULL::VARCHAR AS _raw, FALSE AS _skip
+            FROM (SELECT *, row_number() OVER (ORDER BY _file, _line) AS _ord
+                  FROM {stage} WHERE _reason IS NULL)
+            GROUP BY {q(key)}
+            """
+        )
+        return "_jz_traits"
+
     def _upsert(
         self,
         kind: Kind,
@@ -755,3 +846,89 @@ class Ingestor:
         ).fetchall()
         for (name,) in rows:
             self.con.execute(f"DROP TABLE IF EXISTS temp.{q(name)}")
+
+
+def _gives_users(options: IngestOptions) -> bool:
+    """Whether a batch's sources give users besides its events (Segment identify calls)."""
+    return options.kind == "events" and options.format == "segment"
+
+
+def _for_sources(options: IngestOptions, sources: list[Source]) -> IngestOptions:
+    """The options as the opened sources read: Segment messages (found from their content
+    when no --format named them) are events, mapped by their own keys, whose names are any."""
+    formats = {s.format for s in sources}
+    if "segment" not in formats:
+        return options
+    if len(formats) > 1:
+        other = next(s for s in sources if s.format != "segment")
+        first = next(s for s in sources if s.format == "segment")
+        raise InputError(
+            f"{first.label} holds Segment messages and {other.label} is {other.format.upper()}",
+            hint="ingest them in separate batches",
+        )
+    if options.kind != "events":
+        raise InputError(
+            f"{sources[0].label} holds Segment messages, which are events (and users, from "
+            f"identify calls), not {options.kind}",
+            hint=f"use jingzhun ingest events {sources[0].label}",
+        )
+    given = options.given("mapping", "constants", "order_id", "returns", "ts_format", "ts_unit")
+    if given:
+        raise InputError(
+            f"{given[0]} does not apply to Segment messages ({sources[0].label}), whose fields "
+            "are read from the message's own keys",
+            hint=f"drop {given[0]}; --event-map, --only-events, --skip-events and "
+            "--item-columns apply",
+        )
+    return options.replace(format="segment", custom_events=True)
+
+
+class _RelatedUsers:
+    """The users a batch's Segment identify messages give: validated as a users file's rows
+    (bad ones quarantined as users), staged, then merged into users and pii."""
+
+    def __init__(self, ingestor: Ingestor, batch_id: str, labels: list[str], now: datetime) -> None:
+        self.ingestor = ingestor
+        self.con = ingestor.con
+        self.batch_id = batch_id
+        self.labels = labels
+        self.now = now
+        self.validator = RowValidator(IngestOptions("users"), ingestor.settings, now)
+        self.counts = {"rows": 0, "quarantined": 0, "bad": 0, "anonymous_identifies": 0}
+        cols: Sql = ", ".join(f"{q(n)} {t}" for n, t in stage_columns("users"))
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_user_stage ({cols})")
+
+    def add(self, chunk: Chunk, index: int, label: str) -> None:
+        """Validate and stage one chunk's users (after its events are stored: ``_jz_v`` is
+        reused)."""
+        self.counts["anonymous_identifies"] += int(chunk.counts.get("anonymous_identifies", 0))
+        table = chunk.related.get("users")
+        if table is None or table.num_rows == 0:
+            return
+        con = self.con
+        relation = con.from_arrow(table)
+        columns = list(zip(table.column_names, map(str, relation.types), strict=True))
+        sql = self.validator.select(label, columns, "_jz_arrow", index, strict=True)
+        relation.query("_jz_arrow", f"CREATE OR REPLACE TEMP TABLE _jz_v AS {sql}")
+        self.counts["rows"] += table.num_rows
+        self.counts["quarantined"] += self.ingestor._quarantine(
+            self.batch_id, "users", self.labels, self.now
+        )
+        self.counts["bad"] += self.ingestor._count_bad()
+        con.execute("INSERT INTO _jz_user_stage SELECT * FROM _jz_v")
+
+    def store(self) -> dict[str, int]:
+        """Merge the staged users; what it did."""
+        stats = BatchResult(self.batch_id, "users", self.labels)
+        counts = self.counts
+        if counts["rows"] > counts["bad"]:
+            stage = self.ingestor._merge_traits("_jz_user_stage")
+            self.ingestor._upsert("users", self.batch_id, self.now, stats, stage=stage)
+        return {
+            "rows": counts["rows"],
+            "inserted": stats.inserted,
+            "updated": stats.updated,
+            "duplicates": counts["rows"] - stats.inserted - counts["bad"],
+            "quarantined": counts["quarantined"],
+            "anonymous_identifies": counts["anonymous_identifies"],
+        }

@@ -461,22 +461,15 @@ def replay(
     if frame.empty:
         return []
     results = []
-    for batch_id, group in frame.groupby("batch_id", sort=True):
+    for (batch_id, kind), group in frame.groupby(["batch_id", "kind"], sort=True):
         options_json = store.sql(
             "SELECT options FROM ingest_batches WHERE batch_id = ?", [batch_id]
         ).fetchone()
         if options_json is None:
             raise NotFoundError(f"quarantined rows name batch {batch_id!r}, which is not recorded")
-        options = IngestOptions.from_json(options_json[0])
-        if event_map:
-            options = IngestOptions(
-                options.kind,
-                options.mapping,
-                options.constants,
-                {**options.event_map, **event_map},
-                options.ts_format,
-                options.format,
-            )
+        options = _options_for(IngestOptions.from_json(options_json[0]), str(kind))
+        if event_map and options.kind == "events":
+            options = options.replace(event_map={**options.event_map, **event_map})
         records = []
         for qid, raw in zip(group["quarantine_id"].tolist(), group["raw"].tolist(), strict=True):
             stored = json.loads(raw)
@@ -486,9 +479,55 @@ def replay(
             else:
                 given = {k: v for k, v in stored.items() if k != UNDECODABLE}
                 records.append((qid, f"quarantine row #{qid}", given, stored))
+        table = _messages(records) if options.format == "segment" else _table(records)
         results.append(
-            ingestor.run_rows(
-                f"replay:{batch_id}", _table(records), options, replay_of=str(batch_id)
-            )
+            ingestor.run_rows(f"replay:{batch_id}", table, options, replay_of=str(batch_id))
         )
     return results
+
+
+def _options_for(batch: IngestOptions, kind: str) -> IngestOptions:
+    """How to read a batch's quarantined rows of ``kind``: the batch's options for its own
+    kind; for the rows it wrote besides (items from ``--item-columns``, users from Segment
+    identify messages), that kind's plain reading — of the message again, for Segment."""
+    if kind == batch.kind:
+        return batch
+    return IngestOptions(kind, format="segment" if batch.format == "segment" else None)  # type: ignore[arg-type]
+
+
+def _messages(records: Iterable[tuple[int, str, dict[str, object], dict[str, object]]]) -> pa.Table:
+    """A replay's Segment messages as the mapping reads them (``_line``, ``_error``, ``t``),
+    with ``_qid``. A stored message is replayed as its text; an edited one as the object the
+    edit gives; a line that never parsed (``{"_raw_line": text}``) is parsed again."""
+    qids: list[int] = []
+    errors: list[str | None] = []
+    texts: list[str] = []
+    for qid, _where, given, _stored in records:
+        error = None
+        if set(given) == {"_raw_line"}:
+            text = str(given["_raw_line"])
+            try:
+                obj = _loads(text)
+            except _JsonError as exc:
+                error = "not valid JSON" if exc.syntax else f"not valid JSON ({exc})"
+            else:
+                if not isinstance(obj, dict):
+                    error = "not a JSON object"
+        else:
+            text = json.dumps(given, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            error = "invalid UTF-8"
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        qids.append(qid)
+        errors.append(error)
+        texts.append(text)
+    return pa.table(
+        {
+            "_line": pa.array(qids, pa.int64()),
+            "_error": pa.array(errors, pa.string()),
+            "t": pa.array(texts, pa.string()),
+            "_qid": pa.array(qids, pa.int64()),
+        }
+    )

@@ -24,12 +24,13 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import os
 import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -41,11 +42,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from jingzhun.errors import InputError
-from jingzhun.store.sql import MAX_IDENT, ident
+from jingzhun.ingest import segment
+from jingzhun.store.sql import MAX_IDENT, Sql, ident
 from jingzhun.store.store import file_reader
 
-Format = Literal["csv", "tsv", "parquet", "jsonl", "rows"]
-FORMATS: tuple[Format, ...] = ("csv", "tsv", "parquet", "jsonl")  # "rows": in-memory only
+Format = Literal["csv", "tsv", "parquet", "jsonl", "segment", "rows"]
+#: "segment": JSON Lines of Segment / RudderStack messages (found from the first line's
+#: content when no --format is given); "rows": in memory only.
+FORMATS: tuple[Format, ...] = ("csv", "tsv", "parquet", "jsonl", "segment")
 META_COLUMNS = ("_line", "_error", "_raw_line", "_object")
 #: The key of a quarantined row's raw form that lists its values whose bytes were not UTF-8.
 UNDECODABLE = "_undecodable"
@@ -88,6 +92,10 @@ class Chunk:
 
     table: pa.Table
     schema_key: object = None
+    #: Rows of other kinds the same input gives (a Segment chunk's ``users``, from identify
+    #: messages), with the meta columns, and counts about them.
+    related: Mapping[str, pa.Table] = field(default_factory=dict)
+    counts: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, table: pa.Table) -> Chunk:
@@ -174,7 +182,7 @@ class Source:
     @property
     def strict(self) -> bool:
         """Whether the columns are known up front (a header or schema) and so can be checked."""
-        return self.format in ("csv", "tsv", "parquet")
+        return self.format in ("csv", "tsv", "parquet", "segment")
 
     def close(self) -> None:
         while self._cleanup:
@@ -292,11 +300,15 @@ def open_source(
     stdin: BinaryIO | None = None,
     columns: Sequence[str] | None = None,
     header: bool = True,
+    event_map: Mapping[str, str] | None = None,
 ) -> Source:
     """Open ``path`` (``"-"`` for standard input) and check it before any row is read.
 
     ``columns`` names the columns of a CSV/TSV file without a header; ``header=False`` without
-    ``columns`` names them ``column_1`` … ``column_N``.
+    ``columns`` names them ``column_1`` … ``column_N``. JSON Lines whose first message is a
+    Segment one (:func:`jingzhun.ingest.segment.is_segment`) open as ``segment``, unless
+    ``fmt`` says otherwise; ``event_map`` is the event-name mapping their order events are
+    recognised by (see :func:`segment_chunk`).
 
     Raises
     ------
@@ -331,6 +343,8 @@ def open_source(
         if not content_head:
             raise InputError(f"{label} is empty (after decompression)", hint="nothing to ingest")
         fmt_ = _detect_format(label, content_head, fmt)
+        if fmt_ == "jsonl" and fmt is None and _first_is_segment(content_head):
+            fmt_ = "segment"
         if fmt_ == "parquet":
             compressed = head.startswith(_GZIP_MAGIC)
             return _parquet_source(
@@ -345,7 +359,11 @@ def open_source(
                 hint=f"drop {flag}, or pass --format csv if it is CSV",
             )
         if fmt_ == "jsonl":
-            return _jsonl_source(label, stream, size, raw, batch_rows, max_line_bytes, cleanup)
+            return _jsonl_source(label, (stream, size, raw), batch_rows, max_line_bytes, cleanup)
+        if fmt_ == "segment":
+            return _segment_source(
+                label, (stream, size, raw), batch_rows, max_line_bytes, cleanup, event_map or {}
+            )
         return _csv_source(
             label,
             fmt_,
@@ -401,8 +419,7 @@ def _given_names(label: str, head: bytes, delimiter: str, columns: list[str]) ->
         return [f"column_{i}" for i in range(1, width + 1)]
     if len(columns) != width:
         raise InputError(
-            f"{label}: --columns gives {len(columns)} names but the first line has "
-            f"{width} fields",
+            f"{label}: --columns gives {len(columns)} names but the first line has {width} fields",
             hint=f"give {width} names, in the order of the file's fields"
             + ("" if delimiter == "\t" else ", or check --format (tsv?)"),
         )
@@ -619,36 +636,122 @@ def _split_lines(buf: bytes, first_line: int) -> tuple[pa.Array, np.ndarray, np.
     return array, first_line + np.arange(len(ends), dtype=np.int64), np.diff(offsets)
 
 
-def _jsonl_source(
+def _line_blocks(
     label: str,
     stream: BinaryIO,
+    block: int,
+    max_line_bytes: int,
+    pos: Callable[[], int],
     size: int | None,
-    raw: BinaryIO,
+    progress: ProgressFn,
+) -> Iterator[tuple[pa.Array, np.ndarray]]:
+    """The complete lines of ``stream``, a block at a time: (lines, their line numbers).
+
+    A line longer than ``max_line_bytes`` is an error naming it; a UTF-8 byte order mark
+    is dropped.
+    """
+
+    def too_long(at: int) -> InputError:
+        return InputError(
+            f"{label}: line {at} is longer than {_size(max_line_bytes)}",
+            hint="split it, or raise [ingest] max_line_bytes",
+        )
+
+    carry = b""
+    line_no = 1
+    first = True
+    while True:
+        data = stream.read(block)
+        if not data:
+            break
+        if first:
+            data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+            first = False
+        buf = carry + data
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0:
+            if len(buf) > max_line_bytes:
+                raise too_long(line_no)
+            carry = buf
+            continue
+        complete, carry = buf[:cut], buf[cut:]
+        lines, numbers, lengths = _split_lines(complete, line_no)
+        if len(lengths) and lengths.max() > max_line_bytes:
+            raise too_long(int(numbers[int(np.argmax(lengths))]))
+        line_no += len(lines)
+        yield lines, numbers
+        progress(pos(), size)
+    if carry.strip():
+        if len(carry) > max_line_bytes:
+            raise too_long(line_no)
+        lines, numbers, _ = _split_lines(carry + b"\n", line_no)
+        yield lines, numbers
+    progress(size or pos(), size)
+
+
+#: Each JSON line decoded (``t``; its bytes in DuckDB's escaped form when they are not UTF-8)
+#: and why it cannot be read (``_error``), from a relation ``_jl`` of (b BLOB, _line). Blank
+#: lines are left out. A valid JSON text that starts with ``{`` is an object: no parse
+#: beyond json_valid's is needed to say so.
+_DECODED_LINES = """
+    SELECT _line, b, coalesce(t, CAST(b AS VARCHAR)) AS t,
+           CASE WHEN t IS NULL THEN 'invalid UTF-8'
+                WHEN NOT json_valid(t) THEN 'not valid JSON'
+                WHEN NOT starts_with(ltrim(t, chr(32) || chr(9)), '{') THEN 'not a JSON object'
+           END AS _error
+    FROM (SELECT _line, b, rtrim(try(decode(b)), chr(13) || chr(10)) AS t FROM _jl)
+    WHERE t IS NULL OR trim(t, chr(32) || chr(9) || chr(13) || chr(10)) <> ''
+"""
+
+
+#: Reads one block of decoded lines (the temp table ``_jp``: ``_line``, ``b``, ``t``,
+#: ``_error``) on the source's connection, given their line numbers: the chunk, if any rows.
+LinesToChunk = Callable[[duckdb.DuckDBPyConnection, np.ndarray], "Chunk | None"]
+
+
+def _line_source(
+    label: str,
+    fmt: Format,
+    columns: list[str],
+    opened: tuple[BinaryIO, int | None, BinaryIO],
+    batch_rows: int,
+    max_line_bytes: int,
+    cleanup: list[Callable[[], None]],
+    to_chunk: LinesToChunk,
+) -> Source:
+    """A source of one JSON text per line (``opened``: the stream, its size, the raw file for
+    progress), decoded a block at a time on a connection of its own, then read by
+    ``to_chunk``."""
+    stream, size, raw = opened
+    pos = _position(raw)
+    block = max(1 << 20, min(32 << 20, batch_rows * 256))
+    con = file_reader()  # reads lines handed to it; reads no file
+    cleanup.append(con.close)
+
+    def chunks(progress: ProgressFn) -> Iterator[Chunk]:
+        for lines, numbers in _line_blocks(
+            label, stream, block, max_line_bytes, pos, size, progress
+        ):
+            con.register("_jl", pa.table({"b": lines, "_line": pa.array(numbers)}))
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _jp AS {_DECODED_LINES}")
+            finally:
+                con.unregister("_jl")
+            chunk = to_chunk(con, numbers)
+            if chunk is not None:
+                yield chunk
+
+    return Source(label, fmt, columns, chunks, size, cleanup)
+
+
+def _jsonl_source(
+    label: str,
+    opened: tuple[BinaryIO, int | None, BinaryIO],
     batch_rows: int,
     max_line_bytes: int,
     cleanup: list[Callable[[], None]],
 ) -> Source:
-    pos = _position(raw)
-    block = max(1 << 20, min(32 << 20, batch_rows * 256))
-    con = file_reader()  # parses lines handed to it; reads no file
-    cleanup.append(con.close)
-
-    def parse(lines: pa.Array, numbers: np.ndarray) -> pa.Table:
-        con.register("_jl", pa.table({"b": lines, "_line": pa.array(numbers)}))
-        try:
-            con.execute(
-                """
-                CREATE OR REPLACE TEMP TABLE _jp AS
-                SELECT _line, b, t,
-                       CASE WHEN t IS NULL THEN 'invalid UTF-8'
-                            WHEN NOT json_valid(t) THEN 'not valid JSON'
-                            WHEN json_type(t::JSON) <> 'OBJECT' THEN 'not a JSON object' END AS _error
-                FROM (SELECT _line, b, rtrim(try(decode(b)), chr(13) || chr(10)) AS t FROM _jl)
-                WHERE t IS NULL OR trim(t, chr(32) || chr(9) || chr(13) || chr(10)) <> ''
-                """
-            )
-        finally:
-            con.unregister("_jl")
+    def parse(con: duckdb.DuckDBPyConnection, numbers: np.ndarray) -> Chunk | None:
         keys = [
             k
             for (k,) in con.execute(
@@ -679,7 +782,7 @@ def _jsonl_source(
         ]
         # Bytes that are not UTF-8 are kept in DuckDB's escaped form (\\xFF), so they can be
         # seen and fixed in an export.
-        raw = "CASE WHEN _error IS NOT NULL THEN json_object('_raw_line', coalesce(t, CAST(b AS VARCHAR)))::VARCHAR END"
+        raw = "CASE WHEN _error IS NOT NULL THEN json_object('_raw_line', t)::VARCHAR END"
         select = ", ".join(
             [
                 *exprs,
@@ -689,55 +792,78 @@ def _jsonl_source(
                 "CASE WHEN _error IS NULL THEN t END AS _object",
             ]
         )
-        return arrow_table(con, f"SELECT {select} FROM _jp ORDER BY _line")
+        table = arrow_table(con, f"SELECT {select} FROM _jp ORDER BY _line")
+        return Chunk.of(table) if table.num_rows else None
 
-    def chunks(progress: ProgressFn) -> Iterator[Chunk]:
-        carry = b""
-        line_no = 1
-        first = True
-        while True:
-            data = stream.read(block)
-            if not data:
-                break
-            if first:
-                data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
-                first = False
-            buf = carry + data
-            cut = buf.rfind(b"\n") + 1
-            if cut == 0:
-                if len(buf) > max_line_bytes:
-                    raise InputError(
-                        f"{label}: line {line_no} is longer than {_size(max_line_bytes)}",
-                        hint="split it, or raise [ingest] max_line_bytes",
-                    )
-                carry = buf
-                continue
-            complete, carry = buf[:cut], buf[cut:]
-            lines, numbers, lengths = _split_lines(complete, line_no)
-            if len(lengths) and lengths.max() > max_line_bytes:
-                at = int(numbers[int(np.argmax(lengths))])
-                raise InputError(
-                    f"{label}: line {at} is longer than {_size(max_line_bytes)}",
-                    hint="split it, or raise [ingest] max_line_bytes",
-                )
-            line_no += len(lines)
-            table = parse(lines, numbers)
-            if table.num_rows:
-                yield Chunk.of(table)
-            progress(pos(), size)
-        if carry.strip():
-            if len(carry) > max_line_bytes:
-                raise InputError(
-                    f"{label}: line {line_no} is longer than {_size(max_line_bytes)}",
-                    hint="split it, or raise [ingest] max_line_bytes",
-                )
-            lines, numbers, _ = _split_lines(carry + b"\n", line_no)
-            table = parse(lines, numbers)
-            if table.num_rows:
-                yield Chunk.of(table)
-        progress(size or pos(), size)
+    return _line_source(label, "jsonl", [], opened, batch_rows, max_line_bytes, cleanup, parse)
 
-    return Source(label, "jsonl", [], chunks, size, cleanup)
+
+# -- Segment messages --------------------------------------------------------------------------
+
+
+def _first_is_segment(head: bytes) -> bool:
+    """Whether the first non-blank line of ``head`` is a whole Segment message."""
+    for line in head.removeprefix(b"\xef\xbb\xbf").split(b"\n")[:-1] or [head]:
+        if line.strip():
+            if b'"type"' not in line:
+                return False
+            try:
+                return segment.is_segment(json.loads(line))
+            except (ValueError, RecursionError):  # not JSON, cut short by the sniff, too deep
+                return False
+    return False
+
+
+def segment_chunk(
+    con: duckdb.DuckDBPyConnection,
+    messages: Sql,
+    *,
+    kind: str = "events",
+    event_map: Mapping[str, str] | None = None,
+    received_at: str | None = None,
+    replay: bool = False,
+) -> Chunk:
+    """Map a relation of messages (``_line``, ``_error``, ``t``; in a ``replay``, ``_line`` is
+    the quarantine id, which the rows carry as ``_qid`` too) to a chunk of ``kind`` rows: for events, with the
+    users their identify messages give as ``related["users"]`` and the identify messages
+    without a userId counted (``counts["anonymous_identifies"]``).
+
+    The one place Segment messages become rows: files, replays and the HTTP tracking API all
+    come through here, so the mapping (:mod:`jingzhun.ingest.segment`) has one caller shape.
+    """
+    qid = ", _line AS _qid" if replay else ""
+    users = arrow_table(con, f"SELECT *{qid} FROM ({segment.users_sql(messages)})")
+    if kind == "users":
+        return Chunk.of(users)
+    mapped = segment.events_sql(messages, received_at=received_at, event_map=event_map)
+    events = arrow_table(con, f"SELECT *{qid} FROM ({mapped})")
+    ((anonymous,),) = con.execute(segment.anonymous_identify_sql(messages)).fetchall()
+    return Chunk(
+        table=events,
+        schema_key=events.schema,
+        related={"users": users},
+        counts={"anonymous_identifies": int(anonymous)},
+    )
+
+
+def _segment_source(
+    label: str,
+    opened: tuple[BinaryIO, int | None, BinaryIO],
+    batch_rows: int,
+    max_line_bytes: int,
+    cleanup: list[Callable[[], None]],
+    event_map: Mapping[str, str],
+) -> Source:
+    def mapped(con: duckdb.DuckDBPyConnection, numbers: np.ndarray) -> Chunk | None:
+        chunk = segment_chunk(con, "_jp", event_map=event_map)
+        if chunk.table.num_rows or any(t.num_rows for t in chunk.related.values()):
+            return chunk
+        return None
+
+    columns = [c for c in segment.EVENTS_COLUMNS if c not in META_COLUMNS]
+    return _line_source(
+        label, "segment", columns, opened, batch_rows, max_line_bytes, cleanup, mapped
+    )
 
 
 def arrow_table(con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:

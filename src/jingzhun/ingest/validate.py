@@ -205,18 +205,9 @@ class IngestOptions:
             )
         self._check_reading()
         if self.kind != "events":
-            used = [
-                flag
-                for flag, value in (
-                    ("--ts-unit", self.ts_unit),
-                    ("--order-id", self.order_id),
-                    ("--returns", self.returns),
-                    ("--only-events", self.only_events),
-                    ("--skip-events", self.skip_events),
-                    ("--item-columns", self.item_columns),
-                )
-                if value
-            ]
+            used = self.given(
+                "ts_unit", "order_id", "returns", "only_events", "skip_events", "item_columns"
+            )
             if used:
                 raise InputError(
                     f"{used[0]} applies to events, not {self.kind}",
@@ -294,6 +285,13 @@ class IngestOptions:
                 raise InputError(
                     f"--item-columns {target}=: names no column", hint=f"e.g. {target}=COLUMN"
                 )
+
+    def given(self, *names: str) -> list[str]:
+        """The command-line flags of the fields ``names`` that are set, in that order."""
+        flags = {"mapping": "--map", "constants": "--set"}
+        return [
+            flags.get(name, "--" + name.replace("_", "-")) for name in names if getattr(self, name)
+        ]
 
     def to_json(self) -> str:
         return json.dumps(

@@ -36,7 +36,10 @@ def interactions_frame(
     """(user_id, item_id, weight, purchased, last_seen) from the stitched events before
     ``as_of``, each event weighted by its type and halved every half-life of age (the
     profile's A(u) rule)."""
-    return interactions_expr(store, settings, as_of, user_ids).to_pyarrow().to_pandas()
+    # Sorted: a GROUP BY's rows come in any order, and what is built from the frame (the
+    # vocabularies, a split by position) must be the same for the same store.
+    expr = interactions_expr(store, settings, as_of, user_ids)
+    return expr.order_by(["user_id", "item_id"]).to_pyarrow().to_pandas()
 
 
 def interactions_expr(
@@ -139,6 +142,7 @@ def store_log(store: Store, settings: Settings) -> tuple[pd.DataFrame, pd.DataFr
     expr = interactions_expr(store, settings, default_as_of(store), decay=False)
     log = (
         expr.select(user="user_id", item="item_id", rating="weight", time="last_seen")
+        .order_by(["user", "item"])  # the split with a given seed is the same every run
         .to_pyarrow()
         .to_pandas()
     )
