@@ -102,7 +102,9 @@ def test_identify_traits_fill_users_and_personal_data_goes_to_pii_only(ws) -> No
     assert emails == {"u-1001": "wei.zhang@example.com", "67890": "li.lei@example.cn"}
     # No email address is left in any analytics table.
     for table in ("events", "users", "identities"):
-        text = rows(ws, f"SELECT count(*) FROM {table} t WHERE CAST(t AS VARCHAR) LIKE '%@example.%'")
+        text = rows(
+            ws, f"SELECT count(*) FROM {table} t WHERE CAST(t AS VARCHAR) LIKE '%@example.%'"
+        )
         assert text == [(0,)], table
 
 
@@ -229,7 +231,7 @@ def test_only_events_takes_segment_names_and_custom_ones(ws) -> None:
 
 def test_segment_and_other_formats_are_not_mixed_in_a_batch(ws, write) -> None:
     csv = write("e.csv", "event_id,user_id,event,ts\ne1,u1,product_viewed,2024-03-01\n")
-    with pytest.raises(InputError, match="holds Segment messages and .*e.csv is CSV"):
+    with pytest.raises(InputError, match=r"holds Segment messages and .*e\.csv is CSV"):
         ws.ingest.files("events", [DATA, csv])
     assert rows(ws, "SELECT count(*) FROM ingest_batches") == [(0,)]
 
