@@ -23,12 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 #: The shop the tour runs on here: the demo's minimum size, so the tour takes about 2 minutes.
 USERS = 800
-SYNTH = "jingzhun synth --users 20000 --out shop"
+SYNTH = "jingzhun synth --users 20000 --out shop --segment"
 #: Outside files this repository holds, and where.
 IN_REPOSITORY = {
     "cdnow.csv": ROOT / "tests" / "data" / "cdnow_sample.csv",
     "online_retail.csv": ROOT / "tests" / "data" / "online_retail.csv",  # an excerpt
-    "segment-archive.jsonl": ROOT / "tests" / "data" / "segment_shop.jsonl",  # an excerpt
 }
 #: Outside files to download: their commands are skipped.
 DOWNLOADS = {"u.data"}
@@ -108,7 +107,10 @@ def test_the_tour_runs_as_written(tmp_path: Path) -> None:
             continue
         if file in IN_REPOSITORY:
             shutil.copyfile(IN_REPOSITORY[file], tmp_path / file)
-        ran = bash(command.replace(SYNTH, f"jingzhun synth --users {USERS} --out shop"), tmp_path)
+        ran = bash(
+            command.replace(SYNTH, f"jingzhun synth --users {USERS} --out shop --segment"),
+            tmp_path,
+        )
         shown = f"{command}\nexit {ran.returncode}\nstderr: {ran.stderr[-2000:]}"
         assert ran.returncode == 0, shown
         assert "error:" not in ran.stderr and "Traceback" not in ran.stderr, shown

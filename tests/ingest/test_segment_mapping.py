@@ -204,9 +204,10 @@ def test_an_order_gives_one_row_per_product_with_the_orders_id_and_currency(
     lines = on_line(events, 8)
     fields = ("event_id", "order_id", "item_id", "quantity", "price", "revenue", "currency")
     assert [tuple(r[f] for f in fields) for r in lines] == [
-        ("ajs-oc-008:1", "O-1001", "P-100", "2", "59.9", None, "CNY"),
-        ("ajs-oc-008:2", "O-1001", "P-205", "1", "45", None, "CNY"),
-        ("ajs-oc-008:3", "O-1001", "SKU-310", "2", "11.45", None, "CNY"),  # no product_id: sku
+        # The order's revenue (187.7) is the sum of its lines: each line's is its gross.
+        ("ajs-oc-008:1", "O-1001", "P-100", "2", "59.9", "119.8", "CNY"),
+        ("ajs-oc-008:2", "O-1001", "P-205", "1", "45", "45.0", "CNY"),
+        ("ajs-oc-008:3", "O-1001", "SKU-310", "2", "11.45", "22.9", "CNY"),  # no product_id: sku
     ]
     for r in lines:
         assert (r["event"], r["user_id"], r["anonymous_id"]) == (
@@ -762,3 +763,30 @@ def test_any_messages_map_to_rows_with_object_properties_and_no_email(
         ):
             assert isinstance(json.loads(r["properties"]), dict)
             assert not EMAIL.search(r["properties"])
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        # 100 of products, 90 paid: every line gets 90% of its gross.
+        ({"revenue": 90}, ["18.0", "72.0"]),
+        ({"subtotal": 90, "total": 99}, ["18.0", "72.0"]),  # subtotal: tax and shipping out
+        ({"discount": 10}, ["18.0", "72.0"]),
+        ({"total": 99}, [None, None]),  # total alone is no product amount: quantity × price
+        ({}, [None, None]),
+    ],
+)
+def test_an_orders_lines_share_what_was_paid_for_its_products(
+    con: duckdb.DuckDBPyConnection, order: dict, expected: list
+) -> None:
+    products = [{"product_id": "a", "price": 10, "quantity": 2}, {"product_id": "b", "price": 80}]
+    message = {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": "m",
+        "userId": "u",
+        "properties": {"order_id": "o", **order, "products": products},
+    }
+    load_messages(con, [message], "one_order")
+    got = rows(con, f"SELECT item_id, revenue FROM ({events_sql('one_order')})")
+    assert [r["revenue"] for r in got] == expected

@@ -159,6 +159,13 @@ def synth(
     to: Annotated[
         str, typer.Option("--out", "-o", help="Folder for events/users/items.parquet and truth/.")
     ] = "shop",
+    segment: Annotated[
+        bool,
+        typer.Option(
+            "--segment",
+            help="Also write segment.jsonl.gz: the events and users as Segment messages.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate a shop: events, users (with PII), items, a past campaign, and the ground truth."""
@@ -176,8 +183,8 @@ def synth(
     )
     with steps() as say:
         data = simulate(config, step=say)
-        say("writing Parquet files")
-        files = data.write(to)
+        say("writing Parquet files" + (" and the Segment archive" if segment else ""))
+        files = data.write(to, segment=segment)
     if as_json:
         print_json({"files": files, "stats": data.stats})
         return

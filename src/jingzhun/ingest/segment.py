@@ -44,8 +44,12 @@ order lines   A track whose event the validator reads as ``order_completed`` or
               a messageId, ``jz_`` and the md5 of the message text stand for it);
               ``order_id`` the order's; ``currency`` the order's, else the product's;
               ``item_id`` (product_id, else sku, else id), ``quantity`` and ``price`` the
-              product's; ``revenue`` null (the validator computes quantity × price, before any
-              order-level discount). Every product row carries the message's ``_line``.
+              product's; ``revenue`` the line's share of the order's: quantity × price
+              (quantity 1 when not given) scaled by the order's ``revenue`` (else
+              ``subtotal``; both after discounts) over the sum of its lines', so that an
+              order's lines add up to what the customer paid for its products; with only a
+              ``discount``, by (sum − discount) / sum; with neither, null (the validator
+              computes quantity × price). Every product row carries the message's ``_line``.
 ``properties`` A JSON object, or null when empty: the message's properties without
               ``products`` and the keys that became fields (order_id, orderId, product_id,
               quantity, price, revenue, currency, campaign_id; sku or id when it became the
@@ -159,7 +163,10 @@ _PATHS: dict[str, str] = {
     **{f"utm_{k}": f"$.context.campaign.{v}" for k, v in _CAMPAIGN.items()},
     **{
         f"p_{k}": f"$.properties.{k}"
-        for k in (*_EXTRACTED, "sku", "id", "subtotal", "total", "campaign_id", "products")
+        for k in (
+            *_EXTRACTED,
+            *("sku", "id", "subtotal", "total", "discount", "campaign_id", "products"),
+        )
     },
 }
 #: A product's keys that feed fields.
@@ -276,6 +283,14 @@ def events_sql(
         "SELECT *, CASE WHEN _pos IS NOT NULL "
         f"THEN NULLIF(CAST({merged} AS VARCHAR), '{{}}') END AS _pm FROM ({lines})"
     )
+    # The factor from a line's gross (quantity × price) to what was paid for it: the order's
+    # net over its gross (the sum over its products, read at the message's level).
+    factor = (
+        "CASE WHEN NOT _ogross > 0 THEN NULL "
+        "WHEN _onet IS NOT NULL THEN try_cast(_onet AS DOUBLE) / _ogross "
+        "WHEN _odisc IS NOT NULL THEN (_ogross - try_cast(_odisc AS DOUBLE)) / _ogross END"
+    )
+    products = f"SELECT *, {factor} AS _factor FROM ({products})"
     own = {
         # A line of an order without a messageId: the message's content, hashed, and its
         # position (the validator would give equal products of one order one id).
@@ -285,7 +300,8 @@ def events_sql(
         "ELSE coalesce(pr.product_id, pr.sku, pr.id) END",
         "quantity": "CASE WHEN _pos IS NULL THEN quantity ELSE pr.quantity END",
         "price": "CASE WHEN _pos IS NULL THEN price ELSE pr.price END",
-        "revenue": "CASE WHEN _pos IS NULL THEN revenue END",
+        "revenue": "CASE WHEN _pos IS NULL THEN revenue "
+        f"ELSE CAST(round({_gross('pr')} * _factor, 6) AS VARCHAR) END",
         "currency": "CASE WHEN _pos IS NULL THEN currency ELSE coalesce(currency, pr.currency) END",
         "properties": f"CASE WHEN _pos IS NULL THEN coalesce(_props_bad, _mprops) ELSE {_redact('_pm')} END",
     }
@@ -348,10 +364,19 @@ def _messages(relation: Sql, received: str | None, event_map: Mapping[str, str] 
         "_add": _additions(),
     }
     fields = ", ".join(f"CASE WHEN _err IS NULL THEN {v} END AS {k}" for k, v in message.items())
+    # What an exploded order's lines share: its net amount of products, else its discount.
+    amounts = lit(json.dumps([{"quantity": "VARCHAR", "price": "VARCHAR"}]))
+    shares = (
+        "CASE WHEN _explode THEN coalesce(m_p_revenue, m_p_subtotal) END AS _onet, "
+        "CASE WHEN _explode THEN m_p_discount END AS _odisc, "
+        "CASE WHEN _explode THEN list_sum(list_transform("
+        f"json_transform(m_p_products, {amounts}), lambda x: {_gross('x')})) END AS _ogross"
+    )
     messages = (
+        f"SELECT *, {shares} FROM ("
         "SELECT _line, _in, t, _err, CASE WHEN _err IS NULL THEN _props_bad END AS _props_bad, "
-        "m_p_products, "
-        f"coalesce(_err IS NULL AND {explode}, FALSE) AS _explode, {fields} FROM ({typed})"
+        "m_p_products, m_p_revenue, m_p_subtotal, m_p_discount, "
+        f"coalesce(_err IS NULL AND {explode}, FALSE) AS _explode, {fields} FROM ({typed}))"
     )
     # 4. Its properties (``_a``; an order line's start from them): the additions appended
     #    (merged under the properties when they have a key of the same name); emails
@@ -474,6 +499,15 @@ def _identified(m: str) -> str:
     """Whether an identify message names its user: a userId that is not blank, an object or
     an array."""
     return f"coalesce(trim({m}.userId) <> '' AND left({m}.userId, 1) NOT IN ('{{', '['), FALSE)"
+
+
+def _gross(product: str) -> str:
+    """A product's quantity × price (quantity 1 when not given; null when either is not a
+    number), from a struct of their texts."""
+    return (
+        f"(CASE WHEN {product}.quantity IS NULL THEN 1.0 "
+        f"ELSE try_cast({product}.quantity AS DOUBLE) END * try_cast({product}.price AS DOUBLE))"
+    )
 
 
 def _received_at(value: str | None) -> str | None:

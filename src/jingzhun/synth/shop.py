@@ -172,8 +172,10 @@ class ShopData:
     truth_complements: pa.Table  # each item's planted co-purchase partner
     stats: dict[str, object] = field(default_factory=dict)
 
-    def write(self, out: str | Path) -> dict[str, str]:
-        """Write the tables as Parquet under ``out`` (ground truth under ``out/truth``)."""
+    def write(self, out: str | Path, *, segment: bool = False) -> dict[str, str]:
+        """Write the tables as Parquet under ``out`` (ground truth under ``out/truth``);
+        with ``segment``, the events and users as a Segment archive too
+        (``segment.jsonl.gz``, see :mod:`jingzhun.synth.segment`)."""
         check_output_dir(out)
         out = Path(out)
         truth = out / "truth"
@@ -188,9 +190,10 @@ class ShopData:
             "truth_anomalies": truth / "anomalies.parquet",
             "truth_complements": truth / "complements.parquet",
         }
+        archive = out / "segment.jsonl.gz"
         # Every file is checked (a folder, a device or a FIFO under one of these names is
         # refused) before the first is written.
-        for path in [*files.values(), truth / "config.json", truth / "world.json"]:
+        for path in [*files.values(), truth / "config.json", truth / "world.json", archive]:
             check_output_path(path, create_parents=True)
         try:
             truth.mkdir(parents=True, exist_ok=True)
@@ -207,7 +210,14 @@ class ShopData:
         with atomic_write(truth / "config.json", "w", encoding="utf-8") as fh:
             fh.write(json.dumps(meta, indent=2, default=str))
         write_world_params(truth)
-        return {k: str(v) for k, v in files.items()}
+        written = {k: str(v) for k, v in files.items()}
+        if segment:
+            from jingzhun.synth.segment import write_segment_archive
+
+            n = write_segment_archive(self.events, self.users, self.truth_dirty, archive)
+            self.stats["segment_messages"] = n
+            written["segment"] = str(archive)
+        return written
 
 
 # -- helpers ---------------------------------------------------------------------------------
