@@ -87,7 +87,7 @@ def test_summary_of_an_empty_store(ws: Workspace) -> None:
     assert set(s["tables"].values()) == {0}
     assert (s["events_from"], s["events_to"], s["events_by_type"]) == (None, None, {})
     assert s["anonymous_events"] == s["quarantine_open"] == 0
-    assert read.order_totals(ws.store).to_dict() == {"orders": 0, "revenue": 0.0}
+    assert read.order_totals(ws.store).to_dict() == {"orders": 0, "revenue": 0.0, "refunded": 0.0}
     assert read.daily_events(ws.store).empty and read.daily_sales(ws.store).empty
     assert read.recent_batches(ws.store).empty
     assert len(read.order_values(ws.store)) == 0

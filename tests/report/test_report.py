@@ -183,3 +183,35 @@ def test_report_charts_render_in_headless_chromium(report_en: Path, tmp_path: Pa
     assert dom.count('class="plot-container plotly"') == charts
     assert dom.count('class="main-svg"') >= charts
     assert "<h2>Overview</h2>" in dom
+
+
+def test_refunds_and_custom_events_are_shown(ws: Workspace, tmp_path: Path) -> None:
+    """A log with refunds shows revenue net of them beside what was refunded; custom events
+    from a Segment source are listed, to be mapped."""
+    data = Path(__file__).resolve().parents[1] / "data"
+    ws.ingest.files(
+        "events",
+        [data / "online_retail.csv"],
+        mapping={
+            "InvoiceNo": "order_id",
+            "StockCode": "item_id",
+            "Quantity": "quantity",
+            "InvoiceDate": "ts",
+            "UnitPrice": "price",
+            "CustomerID": "user_id",
+        },
+        constants={"event": "order_completed"},
+        ts_format="%m/%d/%Y %H:%M",
+        returns=["cancel-prefix=C", "negative-quantity"],
+    )
+    ws.ingest.files("events", [data / "segment_shop.jsonl"])
+    sold, refunded = ws.store.rows(
+        "SELECT sum(revenue) FILTER (WHERE event = 'order_completed'), "
+        "sum(revenue) FILTER (WHERE event = 'order_refunded') FROM events"
+    )[0]
+    assert refunded > 0
+    page = ws.report(tmp_path / "r.html").read_text(encoding="utf-8")
+    assert _card(page, "Refunded") == f"{refunded:,.2f}"
+    assert _card(page, "Revenue, net of refunds") == f"{sold - refunded:,.2f}"
+    assert "Custom events, left out of analytics until mapped" in page
+    assert re.search(r"<td>video_played</td><td class=num>4</td>", page)

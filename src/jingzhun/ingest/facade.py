@@ -160,10 +160,10 @@ class Ingest:
     def custom_events(self) -> dict[str, int]:
         """Custom events (names outside the vocabulary a Segment source sent) by name, with
         their counts: what analytics ignore until :meth:`remap` maps them."""
-        rows = self._store.sql(
-            "SELECT event, count(*) FROM events WHERE custom GROUP BY event ORDER BY 2 DESC, 1"
-        ).fetchall()
-        return {str(name): int(n) for name, n in rows}
+        from jingzhun.ingest.read import custom_events
+
+        frame = custom_events(self._store)
+        return {str(name): int(n) for name, n in zip(frame["event"], frame["n"], strict=True)}
 
     def remap(self, event_map: dict[str, str]) -> dict[str, int]:
         """Map stored custom events to known events (``{"video_played": "product_viewed"}``;

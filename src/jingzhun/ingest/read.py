@@ -57,11 +57,19 @@ class OrderTotals:
     orders : int
         Distinct ``order_id`` of ``order_completed`` events.
     revenue : float
-        The sum of those events' ``revenue`` (0 when there is none).
+        The sum of those events' ``revenue`` (0 when there is none): what was sold.
+    refunded : float
+        The sum of ``order_refunded`` events' ``revenue``: what was given back. What the
+        shop kept is ``revenue - refunded`` (:attr:`net`).
     """
 
     orders: int
     revenue: float
+    refunded: float = 0.0
+
+    @property
+    def net(self) -> float:
+        return self.revenue - self.refunded
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,11 +126,13 @@ def order_totals(store: Store) -> OrderTotals:
     OrderTotals
         Zero orders and zero revenue on a store without orders.
     """
-    orders, revenue = store.rows(
-        "SELECT count(DISTINCT order_id), coalesce(sum(revenue), 0) FROM events "
-        "WHERE event = 'order_completed'"
+    orders, revenue, refunded = store.rows(
+        "SELECT count(DISTINCT order_id) FILTER (WHERE event = 'order_completed'), "
+        "coalesce(sum(revenue) FILTER (WHERE event = 'order_completed'), 0), "
+        "coalesce(sum(revenue) FILTER (WHERE event = 'order_refunded'), 0) FROM events "
+        "WHERE event IN ('order_completed', 'order_refunded')"
     )[0]
-    return OrderTotals(orders=int(orders), revenue=float(revenue))
+    return OrderTotals(orders=int(orders), revenue=float(revenue), refunded=float(refunded))
 
 
 def daily_events(store: Store, events: Sequence[str] = ACTIVITY_EVENTS) -> pd.DataFrame:
@@ -156,14 +166,18 @@ def daily_sales(store: Store) -> pd.DataFrame:
     -------
     DataFrame
         ``day`` (the day, UTC, as a timestamp at midnight), ``orders`` (distinct order
-        ids), ``revenue`` (sum of the lines' revenue); one row per day with an order, ordered
+        ids), ``revenue`` (sum of the lines' revenue), ``refunded`` (sum of the day's
+        refunds' revenue, 0 without any); one row per day with an order or a refund, ordered
         by day.
     """
     return store.sql(
         """
-        SELECT date_trunc('day', ts)::DATE AS day, count(DISTINCT order_id) AS orders,
-               sum(revenue) AS revenue
-        FROM events WHERE event = 'order_completed' GROUP BY ALL ORDER BY day
+        SELECT date_trunc('day', ts)::DATE AS day,
+               count(DISTINCT order_id) FILTER (WHERE event = 'order_completed') AS orders,
+               coalesce(sum(revenue) FILTER (WHERE event = 'order_completed'), 0) AS revenue,
+               coalesce(sum(revenue) FILTER (WHERE event = 'order_refunded'), 0) AS refunded
+        FROM events WHERE event IN ('order_completed', 'order_refunded')
+        GROUP BY ALL ORDER BY day
         """
     ).df()
 
@@ -194,8 +208,10 @@ def recent_batches(store: Store, *, limit: int = 30) -> pd.DataFrame:
     -------
     DataFrame
         ``batch_id``, ``kind``, ``sources`` (the files, comma-separated), ``rows_read``,
-        ``inserted``, ``duplicates``, ``quarantined`` and ``seconds`` (the batch's duration,
-        rounded to hundredths).
+        ``inserted``, ``duplicates``, ``quarantined``, ``skipped`` (left out by
+        ``--only-events``/``--skip-events``), ``previously_removed`` (kept out: removed by
+        ``clean --remove`` before) and ``seconds`` (the batch's duration, rounded to
+        hundredths).
 
     Raises
     ------
@@ -206,7 +222,7 @@ def recent_batches(store: Store, *, limit: int = 30) -> pd.DataFrame:
     return store.sql(
         """
         SELECT batch_id, kind, array_to_string(CAST(sources AS VARCHAR[]), ', ') AS sources,
-               rows_read, inserted, duplicates, quarantined,
+               rows_read, inserted, duplicates, quarantined, skipped, previously_removed,
                round(epoch(finished_at - started_at), 2) AS seconds
         FROM ingest_batches ORDER BY started_at DESC LIMIT ?
         """,
@@ -227,3 +243,16 @@ def order_values(store: Store) -> np.ndarray:
         "WHERE event = 'order_completed' AND revenue IS NOT NULL GROUP BY order_id"
     ).df()["v"]
     return values.to_numpy(dtype=np.float64)
+
+
+def custom_events(store: Store) -> pd.DataFrame:
+    """Custom events (names outside the vocabulary, from Segment sources) by name.
+
+    Returns
+    -------
+    DataFrame
+        ``event`` and ``n`` (its rows), most frequent first; empty without any.
+    """
+    return store.sql(
+        "SELECT event, count(*) AS n FROM events WHERE custom GROUP BY event ORDER BY n DESC, event"
+    ).df()

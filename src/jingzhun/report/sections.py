@@ -35,7 +35,14 @@ def overview(ws: Workspace, t: Translator) -> Section | None:
             (t("users"), tables["users"]),
             (t("items"), tables["items"]),
             (t("orders"), totals.orders),
-            (t("revenue"), round(totals.revenue, 2)),
+            *(
+                [
+                    (t("net_revenue"), round(totals.net, 2)),
+                    (t("refunded"), round(totals.refunded, 2)),
+                ]
+                if totals.refunded
+                else [(t("revenue"), round(totals.revenue, 2))]
+            ),
             (t("period"), period),
             (t("identities"), tables["identities"]),
             (t("quarantine_open"), s["quarantine_open"]),
@@ -74,6 +81,18 @@ def activity(ws: Workspace, t: Translator) -> Section | None:
             go.Scatter(x=sales["day"], y=sales["revenue"], name=t("revenue"), mode="lines"),
             secondary_y=True,
         )
+        if sales["refunded"].any():
+            # What each day gave back, on the revenue scale: a dashed line under the sales.
+            fig.add_trace(
+                go.Scatter(
+                    x=sales["day"],
+                    y=sales["refunded"],
+                    name=t("refunded"),
+                    mode="lines",
+                    line={"color": "#7b2cbf", "dash": "dot"},
+                ),
+                secondary_y=True,
+            )
         fig.update_layout(title=t("daily_revenue"))
         body += figure(fig)
     channels = ingest_read.channel_mix(ws.store)
@@ -101,9 +120,20 @@ def ingest(ws: Workspace, t: Translator) -> Section | None:
             "inserted": t("inserted"),
             "duplicates": t("duplicates"),
             "quarantined": t("quarantined"),
+            **({"skipped": t("skipped")} if batches["skipped"].any() else {}),
+            **(
+                {"previously_removed": t("previously_removed")}
+                if batches["previously_removed"].any()
+                else {}
+            ),
             "seconds": t("seconds"),
         },
     )
+    custom = ingest_read.custom_events(ws.store)
+    if not custom.empty:
+        body += heading(t("custom_events")) + table(
+            custom, columns={"event": t("event"), "n": t("rows")}
+        )
     reasons = ws.quarantine_reasons()
     body += heading(t("quarantine_reasons"))
     if reasons.empty:
