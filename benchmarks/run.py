@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_ingest
+import bench_ingest_logs
 import bench_predict
 import bench_profile
 import bench_recommend
@@ -19,6 +20,7 @@ import bench_synth
 BENCHMARKS = {
     "synth": bench_synth.main,
     "ingest": bench_ingest.main,
+    "ingest_logs": bench_ingest_logs.main,
     "profile": bench_profile.main,
     "segment": bench_segment.main,
     "recommend": bench_recommend.main,

@@ -36,7 +36,7 @@ from jingzhun.ingest.sources import (
     Source,
     json_path,
     open_source,
-    segment_chunk,
+    segment_views,
     table_source,
 )
 from jingzhun.ingest.validate import IngestOptions, RowValidator, q, stage_columns
@@ -275,13 +275,10 @@ class Ingestor:
         names = segment.EVENTS_COLUMNS if options.kind == "events" else segment.USERS_COLUMNS
         columns = [c for c in names if c not in META_COLUMNS]
 
+        views = segment_views(event_map=event_map, replay=True)
+
         def chunks(progress: object) -> Iterator[Chunk]:
-            self.con.from_arrow(table).query(
-                "_jz_arrow", "CREATE OR REPLACE TEMP TABLE _jz_messages AS SELECT * FROM _jz_arrow"
-            )
-            yield segment_chunk(
-                self.con, "_jz_messages", kind=options.kind, event_map=event_map, replay=True
-            )
+            yield Chunk(table, schema_key=table.schema, views=views)
 
         return Source(label, "rows", columns, chunks)
 
@@ -429,19 +426,31 @@ class Ingestor:
             # name (see store.store._seal).
             relation = "_jz_arrow"
             chunk_rel = con.from_arrow(chunk.table)
+            view = chunk.views.get(validator.kind)
             try:
                 # The chunk's own names, not DuckDB's: it renames a second 'email' next to
                 # 'Email' to 'email_1', which the validator must see to refuse.
                 names = chunk.table.column_names
                 columns = list(zip(names, map(str, chunk_rel.types), strict=True))
-                if validator.needs_ts_unit:
+                if validator.needs_ts_unit and view is None:
                     unit = validator.detect_ts_unit(src.label, columns, chunk_rel, relation)
                     if unit is not None:
                         result.ts_unit = unit
                         cache.clear()
                 sql = cache.get(chunk.schema_key)
                 if sql is None:
-                    sql = validator.select(src.label, columns, relation, index, strict=src.strict)
+                    if view is not None:  # messages: mapped and validated in one statement
+                        sql = validator.select(
+                            src.label,
+                            list(view.columns),
+                            f"({view.sql(relation)})",
+                            index,
+                            strict=src.strict,
+                        )
+                    else:
+                        sql = validator.select(
+                            src.label, columns, relation, index, strict=src.strict
+                        )
                     cache[chunk.schema_key] = sql
                 chunk_rel.query(
                     relation, f"CREATE OR REPLACE TEMP TABLE _jz_v AS SELECT *{extra} FROM ({sql})"
@@ -455,7 +464,6 @@ class Ingestor:
             finally:
                 del chunk_rel
             rows += con.execute("SELECT count(*) FROM _jz_v").fetchone()[0]
-            rows += sum(t.num_rows for t in chunk.related.values())
             yield chunk
         if rows == 0 and src.format != "rows":
             raise InputError(
@@ -901,16 +909,22 @@ class _RelatedUsers:
     def add(self, chunk: Chunk, index: int, label: str) -> None:
         """Validate and stage one chunk's users (after its events are stored: ``_jz_v`` is
         reused)."""
-        self.counts["anonymous_identifies"] += int(chunk.counts.get("anonymous_identifies", 0))
-        table = chunk.related.get("users")
-        if table is None or table.num_rows == 0:
+        view = chunk.views.get("users")
+        if view is None:
             return
         con = self.con
-        relation = con.from_arrow(table)
-        columns = list(zip(table.column_names, map(str, relation.types), strict=True))
-        sql = self.validator.select(label, columns, "_jz_arrow", index, strict=True)
+        relation = con.from_arrow(chunk.table)
+        anonymous = chunk.views["anonymous_identifies"].sql("_jz_arrow")
+        ((n,),) = relation.query("_jz_arrow", f"SELECT n FROM ({anonymous})").fetchall()
+        self.counts["anonymous_identifies"] += int(n)
+        sql = self.validator.select(
+            label, list(view.columns), f"({view.sql('_jz_arrow')})", index, strict=True
+        )
         relation.query("_jz_arrow", f"CREATE OR REPLACE TEMP TABLE _jz_v AS {sql}")
-        self.counts["rows"] += table.num_rows
+        rows = con.execute("SELECT count(*) FROM _jz_v").fetchone()[0]
+        if not rows:
+            return
+        self.counts["rows"] += rows
         self.counts["quarantined"] += self.ingestor._quarantine(
             self.batch_id, "users", self.labels, self.now
         )
