@@ -371,6 +371,36 @@ class PredictSettings(_Section):
         return value
 
 
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address `jingzhun serve` listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port (0: any free one).")
+    threads: int = Field(
+        8, ge=1, le=64, description="Threads that answer requests (each with its own reader)."
+    )
+    max_event_bytes: int = Field(
+        32 * 1024, ge=1024, le=1 << 20, description="Largest tracking message (Segment: 32 KB)."
+    )
+    max_batch_bytes: int = Field(
+        500 * 1024, ge=1024, le=16 << 20, description="Largest tracking body (Segment: 500 KB)."
+    )
+    max_body_bytes: int = Field(
+        4 << 20, ge=1024, le=64 << 20, description="Largest body of any other request."
+    )
+    rate_per_second: float = Field(
+        2000, gt=0, le=1e6, description="Requests a key may make per second, sustained."
+    )
+    rate_burst: int = Field(4000, ge=1, le=10**7, description="Requests a key may make at once.")
+    queue_messages: int = Field(
+        200_000, ge=100, le=10**7, description="Messages waiting to be written before 503."
+    )
+    batch_messages: int = Field(
+        20_000, ge=1, le=10**6, description="Most messages the writer puts in one batch."
+    )
+    linger_ms: float = Field(
+        20, ge=0, le=5000, description="How long the writer waits for more messages to batch."
+    )
+
+
 class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
@@ -379,6 +409,7 @@ class Settings(_Section):
     tags: TagSettings = TagSettings()
     recommend: RecommendSettings = RecommendSettings()
     predict: PredictSettings = PredictSettings()
+    server: ServerSettings = ServerSettings()
     _source: Path | None = PrivateAttr(None)
 
     @property

@@ -150,6 +150,21 @@ COMMANDS: dict[str, Base] = {
     "models list": Base(),
     "models show": Base(arguments={"model_id": "popularity-1"}),
     "models activate": Base(arguments={"model_id": "popularity-1"}),
+    "apikey create": Base((("--scope", "read"), ("--name", "ci"))),
+    "apikey list": Base(),
+    # The server would run until stopped: the stub stops it where the app is made, after the
+    # options are read, the store is open and the port is bound (then closed again).
+    "serve": Base(
+        (("--port", "0"),),
+        stubs={"jingzhun.api.create_app": "the server would run until stopped"},
+    ),
+    # The template store holds no API key, so no name reaches a real revoke: the stub stops
+    # the command where the revoke begins, after the store is open. tests/cli/test_apikey_cli
+    # revokes hostile names for real. (A key in the template would let the stub go.)
+    "apikey revoke": Base(
+        arguments={"name": "ci"},
+        stubs={"jingzhun.store.apikeys.revoke": "the template store holds no API key"},
+    ),
 }
 
 #: The root's options are tried on this command.

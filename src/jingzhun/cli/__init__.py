@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
 
 from jingzhun import __version__
 from jingzhun.cli import (
+    apikey,
     commands,
     ingest,
     models,
@@ -30,6 +31,7 @@ from jingzhun.cli import (
     quarantine,
     recommend,
     segment,
+    serve,
 )
 from jingzhun.cli.common import Globals, visible
 from jingzhun.errors import JingzhunError
@@ -86,11 +88,13 @@ def build_app() -> typer.Typer:
     app.add_typer(recommend.app, name="recommend")
     app.add_typer(predict.app, name="predict")
     app.add_typer(models.app, name="models")
+    app.add_typer(apikey.app, name="apikey")
     app.command()(commands.clean)
     app.command()(commands.status)
     app.command()(commands.synth)
     app.command()(commands.demo)
     app.command()(commands.report)
+    app.command()(serve.serve)
     return app
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from jingzhun.contracts.events import KINDS
 from jingzhun.contracts.results import Result
@@ -24,6 +25,7 @@ from jingzhun.ingest.validate import IngestOptions
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
     from jingzhun.config import Settings
     from jingzhun.store import Store
@@ -62,6 +64,15 @@ class Quarantine:
     def rows(self, selection: q.Selection = q.OPEN, *, limit: int | None = 50) -> pd.DataFrame:
         """The quarantined rows themselves (raw values and reasons)."""
         return q.rows(self._store, selection, limit=limit)
+
+    def page(
+        self, selection: q.Selection = q.OPEN, *, limit: int = 50, after: int | None = None
+    ) -> pd.DataFrame:
+        """One page of the selected rows, oldest first: those whose ``quarantine_id`` is
+        greater than ``after`` (the last id of the previous page)."""
+        from jingzhun.ingest.read import quarantine_page
+
+        return quarantine_page(self._store, selection, limit=limit, after=after)
 
     def export(self, out: str | os.PathLike[str], selection: q.Selection = q.OPEN) -> int:
         """Write the selected rows to a file to fix by hand; the number of rows."""
@@ -156,6 +167,49 @@ class Ingest:
         )
 
     __call__ = files  # ws.ingest("events", [...]) reads as it always did
+
+    def messages(
+        self,
+        data: bytes,
+        *,
+        label: str = "api",
+        event_map: dict[str, str] | None = None,
+    ) -> tuple[BatchResult, pa.Table]:
+        """Ingest Segment messages (JSON Lines in ``data``) as one events batch named
+        ``label``: what the server's tracking API received. Identify traits go to users and
+        PII, aliases to identities, as from a Segment archive. Returns the batch and its event
+        rows counted by line (see :meth:`Ingestor.messages`)."""
+        options = IngestOptions(
+            "events", format="segment", event_map=dict(event_map or {}), custom_events=True
+        )
+        return self._ingestor().messages(data, options, label=label)
+
+    def timeline(
+        self,
+        user_id: str,
+        *,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page of a user's events (and their linked devices'), newest first: those
+        before ``before``, the ``(ts, event_id)`` of the previous page's last row.
+
+        Raises
+        ------
+        NotFoundError
+            If the store knows no user ``user_id`` (no users row, event or device link).
+        """
+        from jingzhun.errors import NotFoundError
+        from jingzhun.ingest.read import user_events, user_known
+
+        rows = user_events(self._store, user_id, limit=limit, before=before)
+        if not rows and before is None and not user_known(self._store, user_id):
+            raise NotFoundError(
+                f"no user {user_id!r}",
+                hint="check the id: users come from ingested users and events "
+                "(jingzhun ingest summary counts them)",
+            )
+        return rows
 
     def custom_events(self) -> dict[str, int]:
         """Custom events (names outside the vocabulary a Segment source sent) by name, with

@@ -14,6 +14,7 @@ counts as inserted and also as ``updated``.
 
 from __future__ import annotations
 
+import io
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from typing import BinaryIO
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from jingzhun.config import IngestSettings
 from jingzhun.contracts.events import EVENT_NAMES, FIELDS, KEY, Kind
@@ -93,6 +95,12 @@ class BatchResult:
         if not self.refunds_linked:
             data.pop("refunds_linked")
         return data
+
+
+#: :meth:`Ingestor.messages`' counts by line when no line gave an event row.
+_NO_LINES = pa.schema(
+    [(n, pa.int64()) for n in ("line", "rows", "inserted", "quarantined", "skipped")]
+)
 
 
 def new_batch_id(now: datetime) -> str:
@@ -197,6 +205,10 @@ class Ingestor:
         self.store = store
         self.settings = settings
         self.con = store.con
+        #: When a list, each events chunk adds an Arrow table of its rows counted by source
+        #: line (``line``, ``rows``, ``inserted``, ``quarantined``, ``skipped``): the server
+        #: ingests many requests' messages as one batch and answers each with its own counts.
+        self.line_outcomes: list[pa.Table] | None = None
 
     # -- public -----------------------------------------------------------------------------
 
@@ -238,6 +250,39 @@ class Ingestor:
         finally:
             for src in sources:
                 src.close()
+
+    def messages(
+        self, data: bytes, options: IngestOptions, *, label: str
+    ) -> tuple[BatchResult, pa.Table]:
+        """Ingest Segment messages, one JSON object per line of ``data``, as one batch named
+        ``label``: the server's path for what its tracking API received, through the same
+        source, mapping, validator and quarantine as a Segment archive on disk.
+
+        Returns the batch and its event rows counted by line (``line`` 1-based, ``rows``,
+        ``inserted``, ``quarantined``, ``skipped``; a line absent from it yielded no event
+        row), so a caller that put several requests into one batch can answer each.
+        """
+        source = open_source(
+            "-",
+            "segment",
+            batch_rows=self.settings.batch_rows,
+            max_line_bytes=self.settings.max_line_bytes,
+            stdin=io.BytesIO(data),
+            event_map={**self.settings.event_map, **options.event_map},
+        )
+        source.label = label
+        self.line_outcomes = []
+        try:
+            options = _for_sources(options, [source])
+            now = utcnow()
+            validator = RowValidator(options, self.settings, now)
+            result = self._run([source], options, validator, now, progress=None)
+            outcomes = self.line_outcomes
+        finally:
+            self.line_outcomes = None
+            source.close()
+        lines = pa.concat_tables(outcomes) if outcomes else _NO_LINES.empty_table()
+        return result, lines
 
     def run_rows(
         self,
@@ -566,16 +611,34 @@ class Ingestor:
             if replay or not removed
             else "AND v.event_id NOT IN (SELECT event_id FROM removed_events)"
         )
-        inserted = con.execute(
-            f"""
-            INSERT INTO events ({names}, event_key, received_at, batch_id, custom)
-            SELECT {", ".join(f"v.{q(n)}" for n in fields)}, v._key, ?::TIMESTAMP, ?,
-                   NOT list_contains(?::VARCHAR[], v.event)
+        new_rows: Sql = f"""
             FROM _jz_v v LEFT JOIN _jz_dup d ON d.event_id = v.event_id
             WHERE v._key IS NOT NULL
               AND (d.keep IS NULL OR d.keep = v._line)
               AND v.event_id NOT IN (SELECT event_id FROM _jz_hit)
               {keep_out}
+            """
+        if self.line_outcomes is not None:
+            # Which line each new row came from, before they go in (see line_outcomes).
+            self.line_outcomes.append(
+                con.sql(
+                    f"""
+                    WITH new AS (SELECT v._line, count(*) AS n {new_rows} GROUP BY v._line)
+                    SELECT v._line AS line, count(*) AS rows,
+                           coalesce(any_value(new.n), 0) AS inserted,
+                           count(*) FILTER (WHERE v._reason IS NOT NULL) AS quarantined,
+                           count(*) FILTER (WHERE v._skip) AS skipped
+                    FROM _jz_v v LEFT JOIN new ON new._line = v._line
+                    GROUP BY v._line
+                    """
+                ).to_arrow_table()
+            )
+        inserted = con.execute(
+            f"""
+            INSERT INTO events ({names}, event_key, received_at, batch_id, custom)
+            SELECT {", ".join(f"v.{q(n)}" for n in fields)}, v._key, ?::TIMESTAMP, ?,
+                   NOT list_contains(?::VARCHAR[], v.event)
+            {new_rows}
             """,
             [now, batch_id, sorted(EVENT_NAMES)],
         ).fetchone()[0]
@@ -911,6 +974,11 @@ class _RelatedUsers:
         reused)."""
         view = chunk.views.get("users")
         if view is None:
+            return
+        messages = chunk.table["t"] if "t" in chunk.table.column_names else None
+        if messages is not None and not pc.any(pc.match_substring(messages, "identify")).as_py():
+            # No identify message in the chunk (the word appears in every one): no users to
+            # map, and the users statement's planning is a server micro-batch's largest cost.
             return
         con = self.con
         relation = con.from_arrow(chunk.table)

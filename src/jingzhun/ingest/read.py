@@ -16,15 +16,19 @@ OrderTotals(orders=7549, revenue=1203984.5)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from jingzhun.checks import MAX_ROWS, bounded_int
+from jingzhun.ingest.quarantine import Selection, _check_batch
 from jingzhun.store import TABLES, Store
+from jingzhun.store.sql import Sql
 
 __all__ = [
     "ACTIVITY_EVENTS",
@@ -34,8 +38,11 @@ __all__ = [
     "daily_sales",
     "order_totals",
     "order_values",
+    "quarantine_page",
     "recent_batches",
     "summary",
+    "user_events",
+    "user_known",
 ]
 
 #: The funnel's events, counted per day by :func:`daily_events` unless told otherwise.
@@ -255,4 +262,137 @@ def custom_events(store: Store) -> pd.DataFrame:
     """
     return store.sql(
         "SELECT event, count(*) AS n FROM events WHERE custom GROUP BY event ORDER BY n DESC, event"
+    ).df()
+
+
+#: The columns of a user's timeline, in order (:func:`user_events`).
+TIMELINE_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "event",
+    "ts",
+    "user_id",
+    "anonymous_id",
+    "item_id",
+    "order_id",
+    "quantity",
+    "price",
+    "revenue",
+    "currency",
+    "channel",
+    "campaign_id",
+    "properties",
+)
+
+
+def user_events(
+    store: Store,
+    user_id: str,
+    *,
+    limit: int = 50,
+    before: tuple[datetime, str] | None = None,
+) -> list[dict[str, Any]]:
+    """One page of a user's timeline: their events and those of the devices linked to them,
+    newest first.
+
+    The order is ``(ts, event_id)`` descending, a total order (event ids are unique), so a
+    caller walks the whole timeline by passing the last row's ``(ts, event_id)`` as
+    ``before``: every event comes exactly once, even among events of the same instant.
+
+    Parameters
+    ----------
+    user_id : str
+        The user.
+    limit : int
+        At most this many events (1 to ``MAX_ROWS``).
+    before : (datetime, str), optional
+        Only events strictly after this ``(ts, event_id)`` in timeline order (older, or as
+        old with a smaller id); default from the newest.
+
+    Returns
+    -------
+    list of dict
+        One dict per event with :data:`TIMELINE_COLUMNS` (``properties`` parsed from JSON).
+
+    Raises
+    ------
+    InputError
+        If ``limit`` is not a whole number in range.
+    """
+    limit = bounded_int(limit, "limit", lo=1, hi=MAX_ROWS)
+    ts, event_id = before if before is not None else (None, None)
+    rows = store.rows(
+        f"""
+        SELECT {", ".join(TIMELINE_COLUMNS)} FROM events
+        WHERE (user_id = ?
+               OR anonymous_id IN (SELECT anonymous_id FROM identities WHERE user_id = ?))
+          AND (?::TIMESTAMP IS NULL OR ts < ?::TIMESTAMP
+               OR (ts = ?::TIMESTAMP AND event_id < ?::VARCHAR))
+        ORDER BY ts DESC, event_id DESC LIMIT ?
+        """,
+        [user_id, user_id, ts, ts, ts, event_id, limit],
+    )
+    out = [dict(zip(TIMELINE_COLUMNS, r, strict=True)) for r in rows]
+    for row in out:  # JSON arrives as text
+        if isinstance(row["properties"], str):
+            row["properties"] = json.loads(row["properties"])
+    return out
+
+
+def user_known(store: Store, user_id: str) -> bool:
+    """Whether the store knows ``user_id``: in the users table, on an event, or linked to a
+    device.
+
+    Returns
+    -------
+    bool
+    """
+    return bool(
+        store.scalar(
+            """
+            SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ?)
+                OR EXISTS (SELECT 1 FROM identities WHERE user_id = ?)
+                OR EXISTS (SELECT 1 FROM events WHERE user_id = ?)
+            """,
+            [user_id, user_id, user_id],
+        )
+    )
+
+
+def quarantine_page(
+    store: Store, selection: Selection, *, limit: int = 50, after: int | None = None
+) -> pd.DataFrame:
+    """One page of the selected quarantined rows, oldest first.
+
+    Parameters
+    ----------
+    selection : Selection
+        Which rows (batch, reason text, resolved ones or not).
+    limit : int
+        At most this many rows (1 to ``MAX_ROWS``).
+    after : int, optional
+        Only rows whose ``quarantine_id`` is greater (the last id of the previous page).
+
+    Returns
+    -------
+    DataFrame
+        The columns of :func:`jingzhun.ingest.quarantine.rows`, ordered by ``quarantine_id``.
+
+    Raises
+    ------
+    NotFoundError
+        If the selection names a batch that does not exist.
+    InputError
+        If ``limit`` is not a whole number in range.
+    """
+    _check_batch(store, selection.batch_id)
+    where: Sql
+    where, params = selection.where()
+    return store.sql(
+        f"""
+        SELECT quarantine_id, batch_id, kind, source, line_no, reason, raw, received_at,
+               resolved_at, resolved_batch_id
+        FROM quarantine WHERE {where} AND (?::BIGINT IS NULL OR quarantine_id > ?::BIGINT)
+        ORDER BY quarantine_id LIMIT ?
+        """,
+        [*params, after, after, bounded_int(limit, "limit", lo=1, hi=MAX_ROWS)],
     ).df()

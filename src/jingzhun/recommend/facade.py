@@ -47,6 +47,24 @@ class UserRecommendations(Result):
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class ContextRecommendations(UserRecommendations):
+    """Top items after the items a user is looking at now (the session path), explained."""
+
+    context: list[str] = field(default_factory=list)
+    unknown_items: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SimilarItems(Result):
+    """The items most like one item, by the model's item neighbours."""
+
+    item_id: str
+    model: str
+    known_to_model: bool
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class RuleOverrides:
     """Business rules for one call, replacing ``[recommend]``'s (None: the setting's)."""
@@ -181,6 +199,84 @@ class Recs:
     ) -> pd.DataFrame:
         """Real-time recommendations after the items of the current session."""
         return self.recommender(model).session(list(item_ids), k)
+
+    def in_context(
+        self,
+        item_ids: Sequence[str],
+        k: int = 10,
+        *,
+        user_id: str | None = None,
+        model: str | None = None,
+        lang: str = "en",
+    ) -> ContextRecommendations:
+        """Top ``k`` after the items a user is looking at now (oldest first; the latest counts
+        most), with explanations: :meth:`session` for one user. The user's segment and
+        whether the model knows them are reported; the list follows the context, so it is
+        ``cold_start`` only when the model knows none of the context items (popular items)."""
+        from jingzhun.recommend.rules import reason_text
+
+        rec = self.recommender(model)
+        frame = rec.session(list(item_ids), k)
+        unknown = list(frame.attrs["unknown_items"])
+        return ContextRecommendations(
+            user_id=user_id or "",
+            model=rec.model_id,
+            cold_start=len(unknown) == len(item_ids),
+            known_to_model=user_id is not None and user_id in rec.model.users_,
+            segment=None if rec.groups is None or user_id is None else rec.groups.get(user_id),
+            items=[
+                {
+                    "rank": int(r.rank),
+                    "item_id": r.item_id,
+                    "title": rec.titles.get(r.item_id) or None,
+                    "score": float(f"{float(r.score):.6g}"),  # as for_user rounds
+                    "reason": r.reason,
+                    "explanation": reason_text(r.reason, lang, rec.titles),
+                }
+                for r in frame.itertuples()
+            ],
+            context=list(item_ids),
+            unknown_items=unknown,
+        )
+
+    def similar(self, item_id: str, k: int = 10, *, model: str | None = None) -> SimilarItems:
+        """The ``k`` items most like ``item_id``: the model's item neighbours (a hybrid's
+        item-kNN part, as in :meth:`session`), with the rules' filters (availability,
+        categories, price) applied and the item itself left out. A model without item
+        neighbours (popularity) answers with its popular items. An item the catalog has but
+        the model does not know (new since training) gets an empty list.
+
+        Raises
+        ------
+        NotFoundError
+            If neither the catalog nor the model knows ``item_id``.
+        """
+        from jingzhun.errors import NotFoundError
+
+        rec = self.recommender(model)
+        known = item_id in rec.model.items_
+        if not known and item_id not in rec.titles:
+            raise NotFoundError(
+                f"no item {item_id!r} in the catalog or the model",
+                hint="check the id; items come from ingested items and the events' item_id",
+            )
+        frame = rec.session([item_id], k) if known else None
+        return SimilarItems(
+            item_id=item_id,
+            model=rec.model_id,
+            known_to_model=known,
+            items=[]
+            if frame is None
+            else [
+                {
+                    "rank": int(r.rank),
+                    "item_id": r.item_id,
+                    "title": rec.titles.get(r.item_id) or None,
+                    "score": float(f"{float(r.score):.6g}"),
+                }
+                for r in frame.itertuples()
+            ],
+        )
 
     def batch(self, k: int | None = None, *, model: str | None = None, progress: Any = None) -> int:
         """Write top ``k`` (default ``[recommend] k``) for every user to ``recommendations``;

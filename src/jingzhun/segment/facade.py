@@ -124,12 +124,18 @@ class Segments:
 
         return list_runs(self._store)
 
-    def get(self, ref: str | None = None) -> SegmentRunInfo:
-        """A run (by run id or name; default the latest active) with its portraits."""
+    def get(self, ref: str | None = None, *, lang: str = "en") -> SegmentRunInfo:
+        """A run (by run id or name; default the latest active) with its portraits, their
+        names in ``lang`` (en, zh)."""
+        from jingzhun.segment.read import label_text
         from jingzhun.segment.runs import portraits_of, resolve
 
+        label_text("", lang)  # a bad lang is refused before any work
         info = resolve(self._store, ref)
-        return SegmentRunInfo(**info, portraits=portraits_of(self._store, info["run_id"]))
+        portraits = portraits_of(self._store, info["run_id"])
+        for p in portraits:
+            p["label"] = label_text(p["label"], lang)
+        return SegmentRunInfo(**info, portraits=portraits)
 
     def members(self, ref: str | None = None) -> pd.DataFrame:
         """user_id, segment, label, fitted, assigned_at of a run."""
@@ -155,8 +161,14 @@ class Segments:
 
         return Segmenter(self._store, ref)
 
-    def of_user(self, user_id: str) -> list[UserSegment]:
-        """The user's segment in every active run, newest run first."""
+    def of_user(self, user_id: str, *, lang: str = "en") -> list[UserSegment]:
+        """The user's segment in every active run, newest run first (names in ``lang``)."""
+        from jingzhun.segment.read import label_text
         from jingzhun.segment.runs import user_segments
 
-        return [UserSegment(**row) for row in user_segments(self._store, user_id)]
+        label_text("", lang)
+        rows = user_segments(self._store, user_id)
+        return [
+            UserSegment(**(row | {"label": row["label"] and label_text(row["label"], lang)}))
+            for row in rows
+        ]

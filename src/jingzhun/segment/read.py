@@ -17,10 +17,12 @@ Examples
 from __future__ import annotations
 
 import os
+import re
 
 import pandas as pd
 
 from jingzhun.checks import MAX_ROWS, bounded_int
+from jingzhun.errors import InputError
 from jingzhun.profile.build import profile_columns
 from jingzhun.segment.features import select_sql
 from jingzhun.segment.runs import resolve
@@ -28,7 +30,110 @@ from jingzhun.store import Registry, Store
 from jingzhun.store.export import copy_out
 from jingzhun.store.sql import Sql
 
-__all__ = ["active_runs", "export_members", "member_features"]
+__all__ = ["LANGS", "active_runs", "export_members", "label_text", "member_features"]
+
+#: The languages a portrait's name is given in.
+LANGS = ("en", "zh")
+
+#: The words of portrait names (:data:`jingzhun.segment.portraits.WORDS`, the fixed names and
+#: the standard RFM segments) in Chinese. Category names are the catalog's own and stay as
+#: they are.
+_ZH = {
+    "high spend": "高消费",
+    "low spend": "低消费",
+    "frequent buyers": "高频购买",
+    "rare buyers": "低频购买",
+    "lapsed": "已流失",
+    "recent buyers": "近期购买",
+    "long-standing": "老顾客",
+    "new": "新顾客",
+    "dormant": "沉睡",
+    "active lately": "近期活跃",
+    "highly active": "高度活跃",
+    "seldom active": "很少活跃",
+    "many visits": "访问频繁",
+    "few visits": "访问较少",
+    "big baskets": "大额订单",
+    "small baskets": "小额订单",
+    "deal seekers": "偏好优惠",
+    "full-price buyers": "原价购买",
+    "premium": "高端",
+    "budget": "平价",
+    "decisive": "果断下单",
+    "window shoppers": "只逛不买",
+    "closers": "加购即买",
+    "cart abandoners": "常弃购",
+    "heavy browsers": "深度浏览",
+    "quick visits": "快速浏览",
+    "focused": "兴趣集中",
+    "broad taste": "兴趣广泛",
+    "email engaged": "邮件活跃",
+    "email silent": "邮件沉默",
+    "high score": "高评分",
+    "low score": "低评分",
+    "frequent visitors": "常来访",
+    "rare visitors": "少来访",
+    "lapsing": "即将流失",
+    "recently active buyers": "近期活跃买家",
+    "typical customers": "普通顾客",
+    "unclustered (noise)": "未归类（噪声）",
+    "champions": "重要价值客户",
+    "loyal": "忠诚客户",
+    "potential loyalist": "潜在忠诚客户",
+    "new customers": "新客户",
+    "promising": "有潜力客户",
+    "need attention": "需要关注",
+    "about to sleep": "即将沉睡",
+    "at risk": "有流失风险",
+    "can't lose them": "不能流失的客户",
+    "hibernating": "休眠客户",
+    "lost": "已流失客户",
+    "no orders yet": "尚未下单",
+}
+#: "high <trait>" / "low <trait>": a trait without words of its own.
+_HIGH_LOW = re.compile(r"(high|low) (\w+)")
+#: The number that tells apart segments of the same name: "Typical customers (2)".
+_NUMBERED = re.compile(r"(.*) (\([^()]*\))")
+
+
+def label_text(label: str, lang: str = "en") -> str:
+    """A portrait's name in ``lang`` ("High spend · frequent buyers · toys" is
+    "高消费 · 高频购买 · toys" in zh): word by word, category names kept as they are.
+
+    Parameters
+    ----------
+    label : str
+        The name as stored (English).
+    lang : {"en", "zh"}
+        The language.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    InputError
+        If ``lang`` is not one of :data:`LANGS`.
+    """
+    if lang not in LANGS:
+        raise InputError(f"lang {lang!r} is not supported", hint="use en or zh", param="lang")
+    if lang == "en" or not label:
+        return label
+    whole = _ZH.get(label.lower())
+    if whole is not None:
+        return whole
+    suffix = ""
+    numbered = _NUMBERED.fullmatch(label)
+    if numbered is not None:
+        label, suffix = numbered.group(1), numbered.group(2)
+    words = []
+    for word in label.split(" · "):
+        zh = _ZH.get(word.lower())
+        if zh is None and (m := _HIGH_LOW.fullmatch(word.lower())) is not None:
+            zh = f"{m.group(2)}{'偏高' if m.group(1) == 'high' else '偏低'}"
+        words.append(zh if zh is not None else word)
+    return " · ".join(words) + (f" {suffix}" if suffix else "")
 
 
 def active_runs(store: Store, *, limit: int | None = None) -> list[str]:

@@ -122,9 +122,34 @@ def check_store_path(path: str | Path) -> Path:
     return Path(text)
 
 
+def server_note(path: Path) -> Path:
+    """Where ``jingzhun serve`` says, while it runs, that it holds the store at ``path``."""
+    return path.with_name(path.name + ".server.json")
+
+
+def _served_by(path: Path) -> str | None:
+    """The address of the server holding ``path``, if its note is there and its process lives."""
+    import json
+
+    try:
+        note = json.loads(server_note(path).read_text(encoding="utf-8"))
+        pid, url = int(note["pid"]), str(note["url"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return url
+
+
 def _translate_open_error(path: Path, exc: duckdb.Error) -> Exception:
     text = str(exc)
     if "Could not set lock" in text:
+        url = _served_by(path)
+        if url is not None:
+            return ConflictError(
+                f"store {path} is held by the jingzhun server at {url}",
+                hint=f"use its API while it runs (jobs: POST {url}/v1/jobs; data: {url}/docs), "
+                "or stop it first",
+            )
         holder = re.search(r"\(PID (\d+)\)", text)
         who = f"process {holder[1]}" if holder else "another process"
         return ConflictError(

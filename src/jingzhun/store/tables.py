@@ -17,6 +17,7 @@ REMOVED_EVENTS = "removed_events"  # events clean --remove moved out: a re-inges
 STITCHED_EVENTS = "stitched_events"  # view: events with anonymous history under the known user
 SCHEMA_VERSION = "schema_version"
 STORE_META = "store_meta"
+API_KEYS = "api_keys"  # the server's keys, hashed (jingzhun.store.apikeys)
 
 #: Tables that analytics stages may read; PII is deliberately absent.
 ANALYTICS_TABLES: tuple[str, ...] = (EVENTS, USERS, ITEMS, IDENTITIES)

@@ -1,0 +1,372 @@
+"""The server under load on this 2-core machine, server and load client together.
+
+Targets (issue 15): sustained ingest >= 20,000 events/s through batches of 100 (the Segment
+SDK's default); ``GET /v1/users/{id}/recommendations`` p99 < 20 ms with 32 concurrent clients
+while ingest runs at 2,000 events/s; an event visible in the profile within 1 s (p99).
+
+Each figure is paired with its baseline measured in the same run:
+- ingest: the call the writer makes, ``ws.ingest.messages`` in process, on the same messages
+  in batches of 5,000 (what HTTP, JSON and coalescing cost on top);
+- recommendations: ``ws.recs.for_user(u)`` in process for the same users (history, model,
+  rules, explanations) — the route adds HTTP, auth and serialisation;
+- visibility: none (it is a latency of the whole path).
+
+The store is the demo shop (``run_demo``, 20,000 users, cached under benchmarks/data/); the
+server is ``jingzhun serve`` in a subprocess on a free 127.0.0.1 port, the load client an
+asyncio httpx client in this process. ``BENCH_SERVER_SECONDS`` sets each load phase's length
+(default 20).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, save
+
+SECONDS = float(os.environ.get("BENCH_SERVER_SECONDS", "20"))
+USERS = 20_000
+
+
+def demo_store() -> Path:
+    folder = DATA / f"demo-{USERS}"
+    store = folder / "jingzhun.duckdb"
+    if not store.exists():
+        from jingzhun.demo import run_demo
+
+        print(f"building the demo store in {folder} …", file=sys.stderr, flush=True)
+        run_demo(folder, users=USERS, seed=0)
+    return store
+
+
+def pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values), q)), 3) if values else float("nan")
+
+
+def messages(start: int, n: int, users: list[str], items: list[str]) -> list[dict[str, Any]]:
+    rng = random.Random(start)
+    out = []
+    for i in range(start, start + n):
+        u = rng.choice(users)
+        if i % 20 == 0:
+            out.append(
+                {
+                    "type": "track",
+                    "event": "Order Completed",
+                    "userId": u,
+                    "messageId": f"bench-{i}",
+                    "properties": {
+                        "order_id": f"bo-{i}",
+                        "products": [
+                            {"product_id": rng.choice(items), "price": 19.9, "quantity": 1},
+                            {"product_id": rng.choice(items), "price": 5.0, "quantity": 2},
+                        ],
+                    },
+                }
+            )
+        else:
+            out.append(
+                {
+                    "type": "track",
+                    "event": "Product Viewed" if i % 4 else "Product Added",
+                    "userId": u,
+                    "messageId": f"bench-{i}",
+                    "properties": {"product_id": rng.choice(items), "price": 19.9},
+                }
+            )
+    return out
+
+
+class Server:
+    def __init__(self, db: Path) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jingzhun",
+                "--db",
+                str(db),
+                "serve",
+                "--port",
+                "0",
+                "--no-access-log",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            m = re.search(rb"at (http://127\.0\.0\.1:\d+)", line)
+            if m:
+                self.url = m[1].decode()
+                threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+                return
+            if self.proc.poll() is not None:
+                break
+        raise SystemExit("error: the server did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(120)
+
+
+async def ingest_load(
+    url: str,
+    key: str,
+    users: list[str],
+    items: list[str],
+    *,
+    clients: int,
+    seconds: float,
+    rate: float | None = None,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """``clients`` connections each sending batches of 100 (paced to ``rate`` events/s in
+    total when given) for ``seconds``; accepted rows and request latencies."""
+    import httpx
+
+    latencies: list[float] = []
+    counts = {"inserted": 0, "rows": 0, "requests": 0, "errors": 0, "messages": 0}
+    stop = time.perf_counter() + seconds
+    seq = [offset]
+
+    async def one(c: httpx.AsyncClient) -> None:
+        interval = (clients * 100 / rate) if rate else 0.0
+        next_at = time.perf_counter()
+        while time.perf_counter() < stop:
+            if interval:
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                next_at += interval
+            start = seq[0]
+            seq[0] += 100
+            body = {"batch": messages(start, 100, users, items)}
+            t = time.perf_counter()
+            r = await c.post("/v1/batch", json=body)
+            latencies.append((time.perf_counter() - t) * 1000)
+            counts["requests"] += 1
+            if r.status_code == 200:
+                a = r.json()
+                counts["inserted"] += a["inserted"]
+                counts["rows"] += a["rows"]
+                counts["messages"] += a["messages"]
+            else:
+                counts["errors"] += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
+    ) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c) for _ in range(clients)))
+        elapsed = time.perf_counter() - t0
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 2),
+        **counts,
+        "events_per_s": round(counts["rows"] / elapsed),
+        "messages_per_s": round(counts["messages"] / elapsed),
+        "request_ms_p50": pct(latencies, 50),
+        "request_ms_p99": pct(latencies, 99),
+    }
+
+
+async def rec_load(
+    url: str, key: str, users: list[str], *, clients: int, seconds: float
+) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = [0]
+    stop = time.perf_counter() + seconds
+    rng = random.Random(7)
+
+    async def one(c: httpx.AsyncClient) -> None:
+        while time.perf_counter() < stop:
+            u = rng.choice(users)
+            t = time.perf_counter()
+            r = await c.get(f"/v1/users/{u}/recommendations", params={"k": 10})
+            latencies.append((time.perf_counter() - t) * 1000)
+            if r.status_code != 200:
+                errors[0] += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits
+    ) as c:
+        await asyncio.gather(*(one(c) for _ in range(clients)))
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors[0],
+        "ms_p50": pct(latencies, 50),
+        "ms_p95": pct(latencies, 95),
+        "ms_p99": pct(latencies, 99),
+        "requests_per_s": round(len(latencies) / seconds),
+    }
+
+
+async def visibility(
+    url: str, keys: dict[str, str], users: list[str], items: list[str], n: int = 200
+) -> dict[str, Any]:
+    """Send one event, then read the user's profile until the event shows (its live event
+    count goes up); the delay from sending to seeing."""
+    import httpx
+
+    delays: list[float] = []
+    rng = random.Random(11)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        for i in range(n):
+            u = rng.choice(users)
+            read = {"Authorization": f"Bearer {keys['read']}"}
+            before = (await c.get(f"/v1/users/{u}", headers=read)).json()["live"]["events"]
+            msg = messages(10_000_000 + i, 1, [u], items)[0]
+            t = time.perf_counter()
+            r = await c.post(
+                "/v1/track", json=msg, headers={"Authorization": f"Bearer {keys['ingest']}"}
+            )
+            assert r.status_code == 200, r.text
+            while True:
+                now = (await c.get(f"/v1/users/{u}", headers=read)).json()["live"]["events"]
+                if now > before:
+                    break
+                if time.perf_counter() - t > 10:
+                    raise SystemExit(f"error: an event for {u} did not show within 10 s")
+                await asyncio.sleep(0.005)
+            delays.append((time.perf_counter() - t) * 1000)
+    return {
+        "events": n,
+        "ms_p50": pct(delays, 50),
+        "ms_p99": pct(delays, 99),
+        "ms_max": round(max(delays), 1),
+    }
+
+
+def in_process_baselines(db: Path, users: list[str], items: list[str]) -> dict[str, Any]:
+    import jingzhun
+
+    out: dict[str, Any] = {}
+    with jingzhun.open(db) as ws:
+        msgs = messages(50_000_000, 100_000, users, items)
+        lines = [json.dumps(m, separators=(",", ":")).encode() for m in msgs]
+        t0 = time.perf_counter()
+        rows = 0
+        for i in range(0, len(lines), 5000):
+            result, _ = ws.ingest.messages(b"\n".join(lines[i : i + 5000]) + b"\n")
+            rows += result.rows_read
+        elapsed = time.perf_counter() - t0
+        out["ingest_messages_5000"] = {
+            "messages": len(lines),
+            "rows": rows,
+            "seconds": round(elapsed, 2),
+            "events_per_s": round(rows / elapsed),
+        }
+        rec = ws.recs.recommender()
+        sample = random.Random(3).sample(users, 2000)
+        for u in sample[:50]:
+            ws.recs.for_user(u, k=10)
+        times = []
+        for u in sample:
+            t = time.perf_counter()
+            ws.recs.for_user(u, k=10)
+            times.append((time.perf_counter() - t) * 1000)
+        out["for_user"] = {"calls": len(times), "ms_p50": pct(times, 50), "ms_p99": pct(times, 99)}
+        del rec
+    return out
+
+
+def main() -> None:
+    from jingzhun.store import apikeys
+    from jingzhun.workspace import Workspace
+
+    source = demo_store()
+    tmp = Path(tempfile.mkdtemp(prefix="jz-bench-server-"))
+    try:
+        db = tmp / "store.duckdb"
+        shutil.copy(source, db)
+        with Workspace.open(db) as ws:
+            keys = {s: apikeys.create(ws.store, f"bench-{s}", s)[1] for s in ("ingest", "read")}
+            users = [r[0] for r in ws.store.rows("SELECT user_id FROM profiles ORDER BY user_id")]
+            items = [r[0] for r in ws.store.rows("SELECT item_id FROM items ORDER BY item_id")]
+        baseline_db = tmp / "baseline.duckdb"
+        shutil.copy(source, baseline_db)
+        baselines = in_process_baselines(baseline_db, users, items)
+        server = Server(db)
+        try:
+            results: dict[str, Any] = {}
+            results["ingest"] = [
+                asyncio.run(
+                    ingest_load(
+                        server.url,
+                        keys["ingest"],
+                        users,
+                        items,
+                        clients=c,
+                        seconds=SECONDS,
+                        offset=c * 10_000_000,
+                    )
+                )
+                for c in (16, 64)
+            ]
+
+            async def mixed() -> tuple[dict[str, Any], dict[str, Any]]:
+                return await asyncio.gather(
+                    rec_load(server.url, keys["read"], users, clients=32, seconds=SECONDS),
+                    ingest_load(
+                        server.url,
+                        keys["ingest"],
+                        users,
+                        items,
+                        clients=4,
+                        seconds=SECONDS,
+                        rate=2000,
+                        offset=90_000_000,
+                    ),
+                )
+
+            recs, background = asyncio.run(mixed())
+            results["recommendations"] = {**recs, "ingest_during": background}
+            results["visibility"] = asyncio.run(visibility(server.url, keys, users, items))
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    best_ingest = max(results["ingest"], key=lambda r: r["events_per_s"])
+    save(
+        "server",
+        {
+            "workload": f"demo shop ({USERS:,} users); jingzhun serve and the load client on one "
+            f"machine; {SECONDS:g} s per phase",
+            "target": {
+                "ingest_events_per_s": 20_000,
+                "recommendations_ms_p99": 20,
+                "visible_ms_p99": 1000,
+            },
+            "results": results,
+            "baseline": baselines,
+            "met": {
+                "ingest_events_per_s": best_ingest["events_per_s"] >= 20_000,
+                "recommendations_ms_p99": results["recommendations"]["ms_p99"] < 20,
+                "visible_ms_p99": results["visibility"]["ms_p99"] < 1000,
+            },
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

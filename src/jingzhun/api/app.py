@@ -1,0 +1,207 @@
+"""The server's app factory: ``create_app(workspace)``, one router per resource.
+
+Examples
+--------
+>>> import jingzhun
+>>> from jingzhun.api import create_app
+>>> app = create_app(jingzhun.open("shop.duckdb"))      # doctest: +SKIP
+>>> # uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jingzhun import __version__
+from jingzhun.api import problems
+from jingzhun.api.jobs import JobRunner
+from jingzhun.api.metrics import Metrics
+from jingzhun.api.routes import ROUTERS
+from jingzhun.api.state import ServerState
+from jingzhun.api.writer import Writer
+from jingzhun.workspace import Workspace
+
+access_log = logging.getLogger("jingzhun.access")
+
+#: The tracking routes' paths: their bodies may be Segment's 500 KB (other routes take
+#: ``max_body_bytes``); the routes check the unzipped size themselves.
+_TRACKING = frozenset(
+    f"/v1/{p}"
+    for p in (
+        "batch",
+        "b",
+        "track",
+        "t",
+        "identify",
+        "i",
+        "page",
+        "p",
+        "screen",
+        "s",
+        "alias",
+        "a",
+        "group",
+        "g",
+    )
+)
+
+
+#: How much of an over-limit body is read before the 413 (as a multiple of the limit).
+_DRAIN = 8
+
+
+class _Guard:
+    """Outermost ASGI layer: the body size limit, request metrics and one structured
+    access-log line per request (by route template, so ids do not explode the labels).
+
+    A body over the limit is answered 413 here, before any route reads it: at once when its
+    Content-Length says so, else as soon as the bytes received pass the limit (the route then
+    sees the client go away, and whatever it sends is dropped).
+    """
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app, self.state = app, state
+
+    def _limit(self, path: str) -> int:
+        s = self.state.settings
+        return s.max_batch_bytes if path in _TRACKING else s.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        limit = self._limit(scope.get("path", ""))
+        status = {"code": 500, "answered": False}
+
+        async def too_large() -> None:
+            status["code"], status["answered"] = 413, True
+            await problems.problem(
+                413,
+                f"the body is larger than {limit // 1024:,} KB, the most this route takes; "
+                "send less per request",
+                instance=scope.get("path"),
+            )(scope, receive, send)
+
+        async def send_(message: Message) -> None:
+            if status["answered"]:
+                return
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        seen = 0
+
+        async def receive_() -> Message:
+            nonlocal seen
+            if status["answered"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # Read (and drop) the rest of a moderately large body first, so that the
+                    # client, still sending, gets the 413 rather than a reset connection;
+                    # beyond _DRAIN times the limit the connection is simply closed.
+                    more = message.get("more_body", False)
+                    while more and seen < _DRAIN * limit:
+                        message = await receive()
+                        seen += len(message.get("body", b""))
+                        more = message["type"] == "http.request" and message.get("more_body")
+                    await too_large()
+                    return {"type": "http.disconnect"}
+            return message
+
+        try:
+            size = dict(scope.get("headers", [])).get(b"content-length", b"")
+            if size.isdigit() and int(size) > limit:
+                await too_large()
+            else:
+                await self.app(scope, receive_, send_)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
+            method = scope.get("method", "")
+            m = self.state.metrics
+            m.requests.labels(template, method, str(status["code"])).inc()
+            m.latency.labels(template, method).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                state = scope.get("state") or {}
+                access_log.info(
+                    json.dumps(
+                        {
+                            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "method": method,
+                            "route": template,
+                            "status": status["code"],
+                            "ms": round(elapsed * 1000, 2),
+                            "key": state.get("key_name"),
+                            "client": (scope.get("client") or ("", 0))[0],
+                        }
+                    )
+                )
+
+
+def create_app(workspace: Workspace) -> FastAPI:
+    """The REST API over ``workspace``, which the app now owns (closed when the app stops)."""
+    metrics = Metrics()
+
+    def ingest(data: bytes):
+        with metrics.batches.time():
+            return workspace.ingest.messages(data, label="api")
+
+    def after_batch(result, counts, lines) -> None:
+        quarantined = int(counts["quarantined"].to_numpy().sum()) if counts.num_rows else 0
+        metrics.events.labels("inserted").inc(result.inserted)
+        metrics.events.labels("quarantined").inc(quarantined)
+        metrics.events.labels("duplicate").inc(max(0, result.duplicates))
+
+    s = workspace.settings.server
+    writer = Writer(
+        ingest,
+        batch_messages=s.batch_messages,
+        linger_ms=s.linger_ms,
+        queue_messages=s.queue_messages,
+        on_batch=after_batch,
+    )
+    metrics.watch_queue(lambda: writer.depth)
+    state = ServerState(workspace, writer=writer, metrics=metrics)
+    state.jobs = JobRunner(
+        state.readers.cursor_workspace,
+        on_done=lambda job: metrics.jobs.labels(job.kind, job.state).observe(job.seconds or 0),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Each request thread holds a reader cursor: their number is the server's threads.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = s.threads
+        yield
+        # Graceful stop: nothing accepted is lost; then the store closes.
+        state.ready = False
+        writer.stop()
+        state.jobs.stop()
+        state.readers.close()
+        workspace.store.close()
+
+    app = FastAPI(
+        title="jingzhun",
+        version=__version__,
+        summary="精准 jingzhun — precision marketing on your own data: tracking (Segment "
+        "protocol), profiles, segments, recommendations, models.",
+        lifespan=lifespan,
+    )
+    app.state.jingzhun = state
+    problems.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(_Guard, state=state)
+    return app

@@ -1,0 +1,25 @@
+"""One router per resource."""
+
+from jingzhun.api.routes import (
+    health,
+    items,
+    jobs,
+    keys,
+    models,
+    quarantine,
+    segments,
+    tracking,
+    users,
+)
+
+ROUTERS = [
+    health.router,
+    tracking.router,
+    jobs.router,
+    users.router,
+    items.router,
+    segments.router,
+    models.router,
+    quarantine.router,
+    keys.router,
+]

@@ -1,0 +1,167 @@
+"""What a running server holds: the store's one writer, a reader per request thread, the job
+runner, the key cache, rate limits and metrics.
+
+DuckDB runs one database per file in this process; every connection here is a cursor of the
+writer's, so they share it: a reader sees what the writer has committed (a whole batch or
+nothing) and never waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from jingzhun.api.metrics import Metrics
+
+if TYPE_CHECKING:
+    from jingzhun.api.jobs import JobRunner
+from jingzhun.api.writer import Writer
+from jingzhun.errors import ConflictError
+from jingzhun.store import Store, apikeys
+from jingzhun.workspace import Workspace
+
+#: How long a verified key is trusted without asking the store again: a key revoked by another
+#: route or process stops working within this time (this server's own revocations at once).
+KEY_CACHE_SECONDS = 10.0
+
+T = TypeVar("T")
+
+
+class Readers:
+    """One read workspace per thread, each over its own cursor of the writer's database."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self._ws = ws
+        # Cursors are made from a parent that runs no query: making one from the writer's own
+        # connection would wait for the statement it is running.
+        self._parent = ws.store.con.cursor()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._all: list[Workspace] = []
+
+    def get(self) -> Workspace:
+        ws: Workspace | None = getattr(self._local, "ws", None)
+        if ws is None:
+            with self._lock:
+                con = self._parent.cursor()
+                self._all.append(
+                    ws := Workspace(Store(con, self._ws.path, True), self._ws.settings)
+                )
+            con.execute("SET TimeZone = 'UTC'")
+            self._local.ws = ws
+        return ws
+
+    def cursor_workspace(self) -> Workspace:
+        """A workspace over a new cursor, for a thread of its own (the job runner)."""
+        with self._lock:
+            con = self._parent.cursor()
+        con.execute("SET TimeZone = 'UTC'")
+        return Workspace(Store(con, self._ws.path, False), self._ws.settings)
+
+    def close(self) -> None:
+        with self._lock:
+            for ws in self._all:
+                ws.store.close()
+            self._all.clear()
+            self._parent.close()
+
+
+class RateLimiter:
+    """A token bucket per key: ``rate`` requests a second sustained, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key_id: str) -> float:
+        """0 when the request may go ahead, else the seconds until it may."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, then = self._buckets.get(key_id, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+            if tokens >= 1:
+                self._buckets[key_id] = (tokens - 1, now)
+                return 0.0
+            self._buckets[key_id] = (tokens, now)
+            return (1 - tokens) / self.rate
+
+
+@dataclass
+class _Cached:
+    key: apikeys.ApiKey
+    until: float
+
+
+class KeyCache:
+    """Verified keys by the SHA-256 of what was presented, for a few seconds."""
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, _Cached] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, store: Store, presented: str) -> apikeys.ApiKey | None:
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is not None and hit.until > now:
+            return hit.key
+        key = apikeys.verify(store, presented)
+        if key is not None:
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[digest] = _Cached(key, now + KEY_CACHE_SECONDS)
+        return key
+
+    def forget(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+class ServerState:
+    """Everything a request handler may need, made once per app."""
+
+    def __init__(self, ws: Workspace, *, writer: Writer, metrics: Metrics) -> None:
+        self.ws = ws
+        self.settings = ws.settings.server
+        self.readers = Readers(ws)
+        self.writer = writer
+        self.metrics = metrics
+        self.keys = KeyCache()
+        self.limits = RateLimiter(self.settings.rate_per_second, self.settings.rate_burst)
+        self.started = time.time()
+        self.ready = True
+        self.jobs: JobRunner  # set by create_app
+        self._used: set[str] = set()
+        self._used_lock = threading.Lock()
+        self._used_flushed = -1e9
+
+    def used(self, key_id: str) -> None:
+        """Note a key's use; about once a minute the writer records the uses in the store
+        (``last_used_at``), so a request costs no write."""
+        now = time.monotonic()
+        with self._used_lock:
+            self._used.add(key_id)
+            if now - self._used_flushed < 60:
+                return
+            ids, self._used, self._used_flushed = self._used, set(), now
+        # Shutting down: the last minute of use goes unrecorded.
+        with contextlib.suppress(ConflictError):
+            self.writer.submit_task(lambda: apikeys.touch(self.ws.store, ids))
+
+    def run_write(self, fn: Callable[[Workspace], T]) -> Future[T]:
+        """Run ``fn(writer_workspace)`` in the writer thread: every write the server makes
+        outside jobs goes through the one writer, between tracking batches."""
+        return self.writer.submit_task(lambda: fn(self.ws))
+
+    def retry_after(self, seconds: float) -> str:
+        return str(max(1, math.ceil(seconds)))
