@@ -27,6 +27,7 @@ from jingzhun.api.metrics import Metrics
 from jingzhun.api.routes import ROUTERS
 from jingzhun.api.state import ServerState
 from jingzhun.api.writer import Writer
+from jingzhun.profile.live import LiveProfiles
 from jingzhun.workspace import Workspace
 
 access_log = logging.getLogger("jingzhun.access")
@@ -159,7 +160,12 @@ def create_app(workspace: Workspace) -> FastAPI:
         with metrics.batches.time():
             return workspace.ingest.messages(data, label="api")
 
+    # Real-time traits: made before the first batch can commit (it notes which batches
+    # the store already holds), fed each batch after it commits.
+    live = LiveProfiles(workspace.store, workspace.settings)
+
     def after_batch(result, counts, lines) -> None:
+        live.apply_batch(result.batch_id)
         quarantined = int(counts["quarantined"].to_numpy().sum()) if counts.num_rows else 0
         metrics.events.labels("inserted").inc(result.inserted)
         metrics.events.labels("quarantined").inc(quarantined)
@@ -175,6 +181,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     )
     metrics.watch_queue(lambda: writer.depth)
     state = ServerState(workspace, writer=writer, metrics=metrics)
+    state.live = live
     state.jobs = JobRunner(
         state.readers.cursor_workspace,
         on_done=lambda job: metrics.jobs.labels(job.kind, job.state).observe(job.seconds or 0),
@@ -189,6 +196,7 @@ def create_app(workspace: Workspace) -> FastAPI:
         state.ready = False
         writer.stop()
         state.jobs.stop()
+        live.close()
         state.readers.close()
         workspace.store.close()
 

@@ -123,6 +123,10 @@ class UserOut(BaseModel):
     anonymous_ids: list[str] = Field(description="Devices linked to the user, oldest first.")
     segments: list[UserSegmentOut] = Field(description="One per active run, newest run first.")
     scores: list[ScoreOut] = Field(description="The latest score of each kind.")
+    live: dict[str, Any] = Field(
+        description="Traits kept up to date as events arrive (recency, counts, monetary, "
+        "category affinity, last items), equal to what a build now would compute."
+    )
 
 
 class EventOut(BaseModel):

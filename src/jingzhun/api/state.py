@@ -22,6 +22,7 @@ from jingzhun.api.metrics import Metrics
 
 if TYPE_CHECKING:
     from jingzhun.api.jobs import JobRunner
+    from jingzhun.profile.live import LiveProfiles
 from jingzhun.api.writer import Writer
 from jingzhun.errors import ConflictError
 from jingzhun.store import Store, apikeys
@@ -141,6 +142,7 @@ class ServerState:
         self.started = time.time()
         self.ready = True
         self.jobs: JobRunner  # set by create_app
+        self.live: LiveProfiles  # set by create_app
         self._used: set[str] = set()
         self._used_lock = threading.Lock()
         self._used_flushed = -1e9

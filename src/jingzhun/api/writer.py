@@ -78,8 +78,9 @@ class Writer:
     batch_messages, linger_ms, queue_messages
         See :class:`jingzhun.config.ServerSettings`.
     on_batch : callable, optional
-        Called in the writer thread after each batch commits, with the batch, its counts by
-        line and the messages' lines (real-time profiles and metrics hook in here).
+        Called in the writer thread after each batch commits and before its requests are
+        answered, with the batch, its counts by line and the messages' lines (real-time
+        profiles and metrics hook in here).
     """
 
     def __init__(
@@ -216,14 +217,16 @@ class Writer:
             return
         self.batches += 1
         answers = _per_request(result.batch_id, [len(r.lines) for r in requests], counts)
-        self._done(len(lines))
-        for r, answer in zip(requests, answers, strict=True):
-            r.future.set_result(answer)
         if self._on_batch is not None:
+            # Before the answers: a client told its events are in reads them back in its
+            # user's live profile.
             try:
                 self._on_batch(result, counts, lines)
             except Exception:  # a hook must never lose the batch it follows
                 log.exception("after-batch hook failed")
+        self._done(len(lines))
+        for r, answer in zip(requests, answers, strict=True):
+            r.future.set_result(answer)
 
     def _done(self, n: int) -> None:
         with self._lock:

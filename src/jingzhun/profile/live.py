@@ -559,7 +559,7 @@ class LiveProfiles:
         # Batches that finished by now are never applied here: a seed need not remember them.
         self._watermark = self._con.execute(
             "SELECT max(finished_at) FROM ingest_batches"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
 
     # -- public ---------------------------------------------------------------------------------
 

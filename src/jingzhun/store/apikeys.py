@@ -193,7 +193,7 @@ def create(store: Store, name: str, scope: str) -> tuple[ApiKey, str]:
     with store.transaction() as con:
         taken = con.execute(
             f"SELECT count(*) FROM {API_KEYS} WHERE name = ? AND revoked_at IS NULL", [name]
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if taken:
             raise ConflictError(
                 f"name {shown(name)} is already used by an API key in use",
@@ -206,7 +206,7 @@ def create(store: Store, name: str, scope: str) -> tuple[ApiKey, str]:
             key_id = secrets.token_hex(4)
             if not con.execute(
                 f"SELECT count(*) FROM {API_KEYS} WHERE key_id = ?", [key_id]
-            ).fetchone()[0]:
+            ).fetchall()[0][0]:
                 break
         plaintext = f"jz_{scope}_{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
         key = ApiKey(key_id, name, scope, utcnow())
@@ -250,7 +250,8 @@ def revoke(store: Store, name: str) -> ApiKey:
         row = con.execute(
             f"SELECT {_COLUMNS} FROM {API_KEYS} WHERE name = ? AND revoked_at IS NULL",
             [name if isinstance(name, str) else None],
-        ).fetchone()
+        ).fetchall()
+        row = row[0] if row else None
         if row is None:
             raise NotFoundError(
                 f"no API key in use is named {shown(name)}",

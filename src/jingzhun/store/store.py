@@ -249,12 +249,12 @@ class Store:
             "SELECT count(*) FROM information_schema.tables "
             "WHERE table_schema = 'main' AND table_name = ?",
             [SCHEMA_VERSION],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if not exists:
             return 0
         return self.con.execute(
             f"SELECT coalesce(max(version), 0) FROM {SCHEMA_VERSION}"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
 
     def _migrate(self) -> None:
         known = migrations()
@@ -262,7 +262,7 @@ class Store:
         if current == 0:
             other = self.con.execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             if other:
                 raise StoreVersionError(
                     f"{self.path} is a DuckDB database but not a jingzhun store",
@@ -301,10 +301,11 @@ class Store:
         with another hash function would make every stored key stale, so the store records
         the hash of a fixed string and rebuilds the keys when it no longer matches.
         """
-        current = str(self.con.execute("SELECT hash('jingzhun event_key canary')").fetchone()[0])
+        current = str(self.con.execute("SELECT hash('jingzhun event_key canary')").fetchall()[0][0])
         row = self.con.execute(
             f"SELECT value FROM {STORE_META} WHERE key = 'hash_canary'"
-        ).fetchone()
+        ).fetchall()
+        row = row[0] if row else None
         if row is not None and row[0] == current:
             return
         if self.read_only:

@@ -89,7 +89,19 @@ def get_user(user_id: UserId, state: State, lang: Lang = "en") -> UserOut:
     try:
         profile = ws.profiles.user(user_id, events=0)
     except NotFoundError as exc:
-        raise Problem(404, f"{exc.message}; {FIND_USERS}") from None
+        # Not built yet, but sending events: the live traits are all there is so far.
+        live = state.live.get(user_id)
+        if not live["events"]:
+            raise Problem(404, f"{exc.message}; {FIND_USERS}") from None
+        return UserOut(
+            user_id=user_id,
+            traits={},
+            tags={},
+            anonymous_ids=[],
+            segments=[],
+            scores=[],
+            live=live,
+        )
     scores = ws.predict.of_user(profile.user_id)
     # NaN (a missing number in the frame) is no JSON: None instead.
     rows = scores.astype(object).where(scores.notna(), None).to_dict("records")
@@ -100,6 +112,7 @@ def get_user(user_id: UserId, state: State, lang: Lang = "en") -> UserOut:
         anonymous_ids=profile.anonymous_ids,
         segments=[s.to_dict() for s in ws.segments.of_user(profile.user_id, lang=lang)],
         scores=rows,
+        live=state.live.get(profile.user_id),
     )
 
 
