@@ -15,6 +15,7 @@ import bench_profile
 import bench_recommend
 import bench_recommend_public
 import bench_segment
+import bench_server
 import bench_synth
 
 BENCHMARKS = {
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "recommend": bench_recommend.main,
     "recommend_public": bench_recommend_public.main,
     "predict": bench_predict.main,
+    "server": bench_server.main,
 }
 
 

@@ -68,7 +68,8 @@ def start(db: Path, settings: Settings | None = None, keys: dict[str, str] | Non
     if settings is not None:
         ws.settings = settings
     app = create_app(ws)
-    sock = socket.socket()
+    # As jingzhun serve makes it: TCP named, so asyncio turns Nagle's algorithm off.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
