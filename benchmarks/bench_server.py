@@ -187,8 +187,16 @@ async def ingest_load(
 
 
 async def rec_load(
-    url: str, key: str, users: list[str], *, clients: int, seconds: float
+    url: str,
+    key: str,
+    users: list[str],
+    *,
+    clients: int,
+    seconds: float,
+    per_client_per_s: float | None = None,
 ) -> dict[str, Any]:
+    """``clients`` connections asking for recommendations: back to back (closed loop), or
+    each at ``per_client_per_s`` requests a second (open loop)."""
     import httpx
 
     latencies: list[float] = []
@@ -197,7 +205,11 @@ async def rec_load(
     rng = random.Random(7)
 
     async def one(c: httpx.AsyncClient) -> None:
+        next_at = time.perf_counter() + rng.random()
         while time.perf_counter() < stop:
+            if per_client_per_s:
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                next_at += 1 / per_client_per_s
             u = rng.choice(users)
             t = time.perf_counter()
             r = await c.get(f"/v1/users/{u}/recommendations", params={"k": 10})
@@ -332,7 +344,7 @@ def main() -> None:
                         keys["ingest"],
                         users,
                         items,
-                        clients=4,
+                        clients=20,  # each paced to one request a second: open loop
                         seconds=SECONDS,
                         rate=2000,
                         offset=90_000_000,
@@ -341,6 +353,35 @@ def main() -> None:
 
             recs, background = asyncio.run(mixed())
             results["recommendations"] = {**recs, "ingest_during": background}
+
+            async def paced() -> tuple[dict[str, Any], dict[str, Any]]:
+                return await asyncio.gather(
+                    rec_load(
+                        server.url,
+                        keys["read"],
+                        users,
+                        clients=32,
+                        seconds=SECONDS,
+                        per_client_per_s=1.0,
+                    ),
+                    ingest_load(
+                        server.url,
+                        keys["ingest"],
+                        users,
+                        items,
+                        clients=20,
+                        seconds=SECONDS,
+                        rate=2000,
+                        offset=95_000_000,
+                    ),
+                )
+
+            recs, background = asyncio.run(paced())
+            results["recommendations_paced"] = {
+                **recs,
+                "per_client_per_s": 1.0,
+                "ingest_during": background,
+            }
             results["visibility"] = asyncio.run(visibility(server.url, keys, users, items))
         finally:
             server.stop()
