@@ -75,7 +75,7 @@ def test_rate_limit_answers_429_with_retry_after(server, tmp_path: Path) -> None
     settings = Settings()
     settings = settings.model_copy(
         update={
-            "server": settings.server.model_copy(update={"rate_per_second": 1, "rate_burst": 3})
+            "server": settings.server.model_copy(update={"rate_per_second": 0.01, "rate_burst": 3})
         }
     )
     served = server(settings=settings)

@@ -32,7 +32,10 @@ HOSTILE = [
     {"properties": {"product_id": "p\u202e\u0000"}},
     {"properties": [1, 2, 3]},
     {"properties": {"products": "not a list", "order_id": "o"}, "event": "Order Completed"},
-    {"properties": {"products": [None, 3, {"product_id": None}], "order_id": "o"}, "event": "Order Completed"},
+    {
+        "properties": {"products": [None, 3, {"product_id": None}], "order_id": "o"},
+        "event": "Order Completed",
+    },
     {"context": {"traits": {"email": "x" * 10000}}},
     {"userId": 12345},
     {"anonymousId": ["a"], "userId": None},
@@ -50,7 +53,10 @@ def test_hostile_message_is_counted_never_500(server, change: dict) -> None:
         assert r.headers["content-type"].startswith("application/problem+json")
         return
     body = r.json()
-    assert body["rows"] == body["inserted"] + body["duplicates"] + body["quarantined"] + body["skipped"]
+    assert (
+        body["rows"]
+        == body["inserted"] + body["duplicates"] + body["quarantined"] + body["skipped"]
+    )
     ws = served.app.state.jingzhun.readers.get()
     assert ws.store.scalar("SELECT count(*) FROM events WHERE event_id = 'good-1'") == 1
     assert ws.store.scalar("SELECT count(*) FROM users") >= 0  # the tables are all still there
