@@ -92,6 +92,10 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     "tags": ("profile", "build"),
     "recommend": ("recommend", "train"),
     "predict": ("predict", "train"),
+    # The server's settings are only read by `jingzhun serve`, which would run until stopped;
+    # every command loads and checks the whole file, so a bad value fails `status` as it would
+    # fail serve (serve's own --host/--port are in test_cli_options).
+    "server": ("status",),
 }
 KEY_CONSUMERS: dict[str, tuple[str, ...]] = {
     **{

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from jingzhun.cli.common import Globals, err
+from jingzhun.cli.common import Globals, err, text
 from jingzhun.errors import InputError
 
 #: A host name or an IPv4/IPv6 address (letters, digits, '.', '-', ':', '%' for a zone).
@@ -104,7 +104,7 @@ def serve(
         except BaseException:
             ws.store.close()
             raise
-        err.print(f"jingzhun serving {ws.path} at {url} (API docs: {url}/docs)")
+        err.print(text(f"jingzhun serving {ws.path} at {url} (API docs: {url}/docs)"))
         config = uvicorn.Config(
             app,
             log_level="warning",
