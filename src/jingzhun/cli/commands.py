@@ -267,6 +267,11 @@ def demo(
         f"with the true uplift; {up['worth_messaging']:,} users worth a message (uplift x margin > cost)."
     )
     out.print(f"Store: {text(result['store'])}")
+    out.print(
+        "Serve it (REST API, Segment tracking, live profiles; docs/server.md): "
+        f"jingzhun --db {text(result['store'])} apikey create --scope read --name me && "
+        f"jingzhun --db {text(result['store'])} serve"
+    )
     out.print(f"[bold green]Report: {text(Path(result['report']).resolve())}[/]")
 
 
