@@ -27,6 +27,7 @@ from jingzhun.api.metrics import Metrics
 from jingzhun.api.routes import ROUTERS
 from jingzhun.api.state import ServerState
 from jingzhun.api.writer import Writer
+from jingzhun.ingest.pipeline import BatchResult
 from jingzhun.profile.live import LiveProfiles
 from jingzhun.workspace import Workspace
 
@@ -164,11 +165,10 @@ def create_app(workspace: Workspace) -> FastAPI:
     # the store already holds), fed each batch after it commits.
     live = LiveProfiles(workspace.store, workspace.settings)
 
-    def after_batch(result, counts, lines) -> None:
+    def after_batch(result: BatchResult) -> None:
         live.apply_batch(result.batch_id)
-        quarantined = int(counts["quarantined"].to_numpy().sum()) if counts.num_rows else 0
         metrics.events.labels("inserted").inc(result.inserted)
-        metrics.events.labels("quarantined").inc(quarantined)
+        metrics.events.labels("quarantined").inc(result.quarantined)
         metrics.events.labels("duplicate").inc(max(0, result.duplicates))
 
     s = workspace.settings.server

@@ -47,24 +47,23 @@ class Readers:
         self._local = threading.local()
         self._all: list[Workspace] = []
 
+    def _workspace(self, read_only: bool) -> Workspace:
+        with self._lock:
+            con = self._parent.cursor()
+        con.execute("SET TimeZone = 'UTC'")
+        return Workspace(Store(con, self._ws.path, read_only), self._ws.settings)
+
     def get(self) -> Workspace:
         ws: Workspace | None = getattr(self._local, "ws", None)
         if ws is None:
+            ws = self._local.ws = self._workspace(read_only=True)
             with self._lock:
-                con = self._parent.cursor()
-                self._all.append(
-                    ws := Workspace(Store(con, self._ws.path, True), self._ws.settings)
-                )
-            con.execute("SET TimeZone = 'UTC'")
-            self._local.ws = ws
+                self._all.append(ws)
         return ws
 
     def cursor_workspace(self) -> Workspace:
         """A workspace over a new cursor, for a thread of its own (the job runner)."""
-        with self._lock:
-            con = self._parent.cursor()
-        con.execute("SET TimeZone = 'UTC'")
-        return Workspace(Store(con, self._ws.path, False), self._ws.settings)
+        return self._workspace(read_only=False)
 
     def close(self) -> None:
         with self._lock:

@@ -79,8 +79,7 @@ class Writer:
         See :class:`jingzhun.config.ServerSettings`.
     on_batch : callable, optional
         Called in the writer thread after each batch commits and before its requests are
-        answered, with the batch, its counts by line and the messages' lines (real-time
-        profiles and metrics hook in here).
+        answered, with the batch (real-time profiles and metrics hook in here).
     """
 
     def __init__(
@@ -90,7 +89,7 @@ class Writer:
         batch_messages: int = 20_000,
         linger_ms: float = 20,
         queue_messages: int = 200_000,
-        on_batch: Callable[[BatchResult, pa.Table, list[bytes]], None] | None = None,
+        on_batch: Callable[[BatchResult], None] | None = None,
     ) -> None:
         self._ingest = ingest
         self._batch = batch_messages
@@ -221,7 +220,7 @@ class Writer:
             # Before the answers: a client told its events are in reads them back in its
             # user's live profile.
             try:
-                self._on_batch(result, counts, lines)
+                self._on_batch(result)
             except Exception:  # a hook must never lose the batch it follows
                 log.exception("after-batch hook failed")
         self._done(len(lines))

@@ -219,8 +219,10 @@ class Ingestor:
         *,
         progress: Progress | None = None,
         stdin: BinaryIO | None = None,
+        label: str | None = None,
     ) -> BatchResult:
-        """Ingest ``paths`` as one atomic batch of ``options.kind`` rows."""
+        """Ingest ``paths`` as one atomic batch of ``options.kind`` rows (``label`` names
+        standard input in the batch and its quarantine rows)."""
         if not paths:
             raise InputError(
                 "no files given", hint="name one or more files, or - for standard input"
@@ -242,6 +244,8 @@ class Ingestor:
                         event_map={**self.settings.event_map, **options.event_map},
                     )
                 )
+                if path == "-" and label is not None:
+                    sources[-1].label = label
             options = _for_sources(options, sources)
             now = utcnow()
             validator = RowValidator(options, self.settings, now)
@@ -262,25 +266,12 @@ class Ingestor:
         ``inserted``, ``quarantined``, ``skipped``; a line absent from it yielded no event
         row), so a caller that put several requests into one batch can answer each.
         """
-        source = open_source(
-            "-",
-            "segment",
-            batch_rows=self.settings.batch_rows,
-            max_line_bytes=self.settings.max_line_bytes,
-            stdin=io.BytesIO(data),
-            event_map={**self.settings.event_map, **options.event_map},
-        )
-        source.label = label
         self.line_outcomes = []
         try:
-            options = _for_sources(options, [source])
-            now = utcnow()
-            validator = RowValidator(options, self.settings, now)
-            result = self._run([source], options, validator, now, progress=None)
+            result = self.ingest(["-"], options, stdin=io.BytesIO(data), label=label)
             outcomes = self.line_outcomes
         finally:
             self.line_outcomes = None
-            source.close()
         lines = pa.concat_tables(outcomes) if outcomes else _NO_LINES.empty_table()
         return result, lines
 
