@@ -399,6 +399,18 @@ class ServerSettings(_Section):
     linger_ms: float = Field(
         20, ge=0, le=5000, description="How long the writer waits for more messages to batch."
     )
+    live_users: int = Field(
+        100_000,
+        ge=1,
+        le=10**7,
+        description="Users whose live traits and interactions the server holds in memory "
+        "(2-4 kB each; the least recently touched go first).",
+    )
+    warm_up: bool = Field(
+        True,
+        description="At start, load the most recently active live_users in the background "
+        "(else each is read from the store on first touch).",
+    )
 
 
 class Settings(_Section):

@@ -472,8 +472,16 @@ def test_post_users_ingests_them_and_quarantines_bad_rows(fresh: Served) -> None
 
 def test_post_items_then_similar_knows_them_but_the_model_does_not(fresh: Served) -> None:
     c = fresh.client("admin")
+    ws = fresh.app.state.jingzhun.readers.get()
+    known = ws.store.scalar("SELECT item_id FROM events WHERE item_id IS NOT NULL LIMIT 1")
+    shown = c.get(f"/v1/items/{known}/similar").json()["items"][0]  # the model is loaded now
+    renamed = {"item_id": shown["item_id"], "title": "改名 Renamed", "price": 3}
     r = c.post("/v1/items", json={"items": [{"item_id": "sku-api-1", "title": "Tea", "price": 9}]})
     assert r.status_code == 200 and r.json()["inserted"] == 1, r.text
+    assert c.post("/v1/items", json={"items": [renamed]}).json()["updated"] == 1
+    # The server reloaded its catalog: the new title is served at once.
+    again = c.get(f"/v1/items/{known}/similar").json()["items"]
+    assert {i["item_id"]: i["title"] for i in again}[shown["item_id"]] == "改名 Renamed"
     body = c.get("/v1/items/sku-api-1/similar").json()
     assert body == {
         "item_id": "sku-api-1",

@@ -150,3 +150,19 @@ def test_recommendations_follow_fresh_events(server, built: Path) -> None:
     warm = read.get("/v1/users/visitor-1/recommendations", params={"k": 10}).json()
     ids = lambda body: [x["item_id"] for x in body["items"]]  # noqa: E731
     assert ids(cold) != ids(warm)
+    # Scored from the live interactions, the route answers what the facade's history query
+    # over the store gives: for the new visitor, and for a held user whose new event was
+    # folded into what the server holds (not read again).
+    assert warm["items"] == ws.recs.for_user("visitor-1", 10).to_dict()["items"]
+    buyer = ws.store.rows(
+        "SELECT user_id FROM events WHERE event = 'order_completed' GROUP BY 1 "
+        "ORDER BY count(*) DESC, 1 LIMIT 1"
+    )[0][0]
+    before = read.get(f"/v1/users/{buyer}/recommendations", params={"k": 10}).json()
+    assert before["items"] == ws.recs.for_user(buyer, 10).to_dict()["items"]
+    assert buyer in served.app.state.jingzhun.live
+    more = [{**v, "userId": buyer, "messageId": f"b-{i}"} for i, v in enumerate(views)]
+    assert ingest.post("/v1/batch", json={"batch": more}).status_code == 200
+    after = read.get(f"/v1/users/{buyer}/recommendations", params={"k": 10}).json()
+    assert after["items"] == ws.recs.for_user(buyer, 10).to_dict()["items"]
+    assert after["items"] != before["items"]

@@ -20,11 +20,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from jingzhun.errors import InputError
 from jingzhun.profile.live import LIVE_TRAITS, LiveProfiles
+from jingzhun.recommend.interactions import interaction_weights, interactions_frame
 from jingzhun.workspace import Workspace
 
 HEADER = "event_id,event,user_id,anonymous_id,order_id,item_id,quantity,price,revenue,channel,ts"
@@ -101,8 +103,11 @@ def same(a: Any, b: Any) -> bool:
     return a == b and type(a) is type(b)
 
 
-def assert_agree(live: LiveProfiles, ws: Workspace, users: list[str], at: datetime) -> int:
-    """Every live trait of ``users`` as of ``at`` equals the built profile's; the users
+def assert_agree(
+    live: LiveProfiles, ws: Workspace, users: list[str], at: datetime, interactions: bool = False
+) -> int:
+    """Every live trait of ``users`` as of ``at`` equals the built profile's (and, with
+    ``interactions``, their interactions equal the recommender's history query); the users
     compared (those the build has a row for)."""
     built = profiles(ws, users)
     assert built, "no built profiles to compare"
@@ -112,6 +117,16 @@ def assert_agree(live: LiveProfiles, ws: Workspace, users: list[str], at: dateti
         assert got["as_of"] == at
         wrong += [(user, k, got[k], row[k]) for k in LIVE_TRAITS if not same(got[k], row[k])]
     assert not wrong, wrong[:10]
+    if interactions:
+        held = 0
+        for user in users:
+            mine = live.interactions(user, as_of=at)
+            held += len(mine) > 0
+            query = interactions_frame(ws.store, ws.settings, at, [user])
+            assert mine["item_id"].tolist() == query["item_id"].tolist(), user
+            assert mine["purchased"].tolist() == query["purchased"].tolist(), user
+            np.testing.assert_allclose(mine["weight"], query["weight"], rtol=1e-9, err_msg=user)
+        assert held >= len(users) // 2  # most users compared have interactions
     return len(built)
 
 
@@ -127,7 +142,8 @@ def test_a_batch_folded_live_equals_the_next_full_build(
 ) -> None:
     ws, t1 = shopws, base[1]
     t = t1 + timedelta(days=3)
-    live = LiveProfiles(ws.store, ws.settings, clock=lambda: t)
+    kept = interaction_weights(ws.settings)
+    live = LiveProfiles(ws.store, ws.settings, clock=lambda: t, interactions=kept)
 
     buyers = col(ws, "SELECT user_id FROM profiles WHERE frequency >= 2 ORDER BY user_id LIMIT 14")
     viewers = col(
@@ -271,12 +287,12 @@ def test_a_batch_folded_live_equals_the_next_full_build(
     assert live.apply(stored).folded == 0
 
     ws.profiles.build(as_of=t)
-    compared = assert_agree(live, ws, [*touched, *sample, *buyers], t)
+    compared = assert_agree(live, ws, [*touched, *sample, *buyers], t, interactions=True)
     assert compared == len({*touched, *sample, *buyers})  # the newcomer too (events make a row)
     assert live.get(newcomer, as_of=t)["n_product_added"] == 1
     # Seeded from the store alone, the same users agree too (the future event waits there).
-    again = LiveProfiles(ws.store, ws.settings, clock=lambda: t)
-    assert_agree(again, ws, [future, linker, newcomer, late, single], t)
+    again = LiveProfiles(ws.store, ws.settings, clock=lambda: t, interactions=kept)
+    assert_agree(again, ws, [future, linker, newcomer, late, single], t, interactions=True)
     # The values did move, by the batch and not by a reseed (the held users were folded).
     after = {u: live.get(u, as_of=t) for u in before}
     assert all(after[u]["events"] > before[u]["events"] for u in buyers[:10])
@@ -289,10 +305,19 @@ def test_a_batch_folded_live_equals_the_next_full_build(
     # The future event counts once as_of passes it, here and in a build as of then.
     t2 = t + timedelta(days=2)
     ws.profiles.build(as_of=t2)
-    assert_agree(live, ws, [future, *touched[:5], *sample[:20]], t2)
+    assert_agree(live, ws, [future, *touched[:5], *sample[:20]], t2, interactions=True)
     with pytest.raises(InputError) as err:
         live.get(future, as_of=t)
     assert err.value.param == "as_of"
+
+    # By default, as the recommender's history query: just after the latest stored event
+    # (the future one included), whatever the clock says.
+    latest = ws.store.scalar("SELECT max(ts) FROM events") + timedelta(microseconds=1)
+    for user in [future, refunder, splitter, anon_user]:
+        mine = live.interactions(user)
+        query = interactions_frame(ws.store, ws.settings, latest, [user])
+        assert mine["item_id"].tolist() == query["item_id"].tolist()
+        np.testing.assert_allclose(mine["weight"], query["weight"], rtol=1e-9)
 
 
 def test_a_user_seeded_between_commit_and_apply_counts_the_batch_once(

@@ -136,7 +136,7 @@ class JobRunner:
         self,
         workspace: Callable[[], Workspace],
         *,
-        on_done: Callable[[Job], None] | None = None,
+        on_done: Callable[[str, bool, float], None] | None = None,
         keep: int = 1000,
     ) -> None:
         self._workspace = workspace
@@ -198,21 +198,28 @@ class JobRunner:
                 continue
             job.state, job.started_at = "running", datetime.now(UTC)
             started = time.perf_counter()
+            result: dict[str, Any] | None = None
+            error: str | None = None
             try:
                 if self._ws is None:
                     self._ws = self._workspace()
                 _, run = KINDS[job.kind]
-                job.result = _result(run(self._ws, job._parsed))
-                job.state = "succeeded"
+                result = _result(run(self._ws, job._parsed))
             except JingzhunError as exc:
-                job.state, job.error = "failed", str(exc)
+                error = str(exc)
             except Exception as exc:  # a job's failure is its own; the runner goes on
                 log.error("job %s (%s) failed:\n%s", job.job_id, job.kind, traceback.format_exc())
-                job.state = "failed"
-                job.error = (
+                error = (
                     f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                 )
+            # The hook runs before the job is seen to finish: a client that saw "succeeded"
+            # then gets what the job made (the server serves a new model from its hook).
+            if self._on_done is not None:
+                try:
+                    self._on_done(job.kind, error is None, time.perf_counter() - started)
+                except Exception:  # the hook's failure is logged; the job's outcome stands
+                    log.error("after job %s:\n%s", job.job_id, traceback.format_exc())
+            job.result, job.error = result, error
             job.seconds = time.perf_counter() - started
             job.finished_at = datetime.now(UTC)
-            if self._on_done is not None:
-                self._on_done(job)
+            job.state = "succeeded" if error is None else "failed"

@@ -53,6 +53,9 @@ class Metrics:
             buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
             registry=r,
         )
+        self.live_users = Gauge(
+            "jingzhun_live_users", "Users whose live traits the server holds.", registry=r
+        )
         self.rate_limited = Counter(
             "jingzhun_rate_limited", "Requests refused with 429, by key name.", ["key"], registry=r
         )

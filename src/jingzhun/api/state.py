@@ -23,6 +23,7 @@ from jingzhun.api.metrics import Metrics
 if TYPE_CHECKING:
     from jingzhun.api.jobs import JobRunner
     from jingzhun.profile.live import LiveProfiles
+    from jingzhun.recommend.facade import Recs
 from jingzhun.api.writer import Writer
 from jingzhun.errors import ConflictError
 from jingzhun.store import Store, apikeys
@@ -142,6 +143,13 @@ class ServerState:
         self.ready = True
         self.jobs: JobRunner  # set by create_app
         self.live: LiveProfiles  # set by create_app
+        # One recommender for every request thread, on a cursor of its own: each model is
+        # loaded once (not per thread) and served without asking the store on each request
+        # whether it changed — this server is the store's only writer, so it reloads them
+        # itself (:meth:`catalog_changed`, and after each job).
+        self._serving = self.readers.cursor_workspace()
+        self.recs: Recs = self._serving.recs
+        self.recs.pin()
         self._used: set[str] = set()
         self._used_lock = threading.Lock()
         self._used_flushed = -1e9
@@ -158,6 +166,18 @@ class ServerState:
         # Shutting down: the last minute of use goes unrecorded.
         with contextlib.suppress(ConflictError):
             self.writer.submit_task(lambda: apikeys.touch(self.ws.store, ids))
+
+    def catalog_changed(self) -> None:
+        """Items were written: the live traits' item categories and the served models' catalog
+        (titles, filters) are read again."""
+        self.live.invalidate()
+        self.recs.refresh()
+
+    def close(self) -> None:
+        """Close the readers' cursors (after the writer and jobs stopped)."""
+        self.live.close()
+        self._serving.store.close()
+        self.readers.close()
 
     def run_write(self, fn: Callable[[Workspace], T]) -> Future[T]:
         """Run ``fn(writer_workspace)`` in the writer thread: every write the server makes

@@ -239,6 +239,7 @@ class _State:
     __slots__ = (
         "aff",
         "aff_ref",
+        "bought",
         "counts",
         "devices",
         "events",
@@ -247,6 +248,8 @@ class _State:
         "gross",
         "horizon",
         "items",
+        "iw",
+        "iw_ref",
         "last_order_at",
         "last_seen",
         "order_lines",
@@ -272,6 +275,11 @@ class _State:
         self.aff_ref: int | None = None  # time of the latest weighted event: the decay anchor
         self.aff: dict[str, float] = {}  # category -> Σ w·0.5^((aff_ref - t)/h)
         self.items: dict[str, int] = {}  # item -> latest event time; the top last_n kept
+        # Interactions, when kept: item -> Σ w·0.5^((iw_ref - t)/h) with the recommender's
+        # weights and half-life, anchored like ``aff``; ``bought``: items with an order line.
+        self.iw_ref: int | None = None
+        self.iw: dict[str, float] = {}
+        self.bought: set[str] = set()
         self.horizon: int | None = None  # the latest ``due`` folded: as_of must pass it
         self.devices = devices  # anonymous ids linked to the user when seeded
         self.skip = skip  # unapplied batches the seed already read
@@ -283,6 +291,66 @@ class _Config:
     half_life_days: float
     weights: dict[str, float]
     last_n: int
+    #: The interactions' event weights and half-life (None: interactions not kept).
+    interaction_weights: dict[str, float] | None = None
+    interaction_half_life: float = 0.0
+
+
+def _weights_of(events: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+    """Each event's weight (0 for an event without one)."""
+    table = pd.Index(list(weights))
+    values = np.array([float(v) for v in weights.values()] + [0.0])
+    return values[table.get_indexer(events)]  # -1 (not weighted) picks the trailing 0.0
+
+
+@dataclass
+class _Decayed:
+    """Per (user, key) sums of w·0.5^((anchor − t)/h) over rows, each user's anchor their
+    latest weighted row here: ``anchor[u]``; user u's keys and sums are
+    ``names[bounds[u]:bounds[u + 1]]`` and ``sums[…]``."""
+
+    anchor: np.ndarray
+    names: np.ndarray
+    sums: np.ndarray
+    bounds: np.ndarray
+
+    @staticmethod
+    def of(
+        codes: np.ndarray, keys: np.ndarray, ts: np.ndarray, w: np.ndarray, n: int, h: float
+    ) -> _Decayed:
+        anchor = _group_max(codes, ts, n)
+        terms = w * _decay((anchor[codes] - ts).astype(np.float64), h)
+        keep = terms > 0  # the build drops terms that underflow to 0 (a key may vanish)
+        codes, terms = codes[keep], terms[keep]
+        k_codes, uniq = pd.factorize(keys[keep])
+        n_keys = max(len(uniq), 1)
+        pairs, inv = np.unique(codes * n_keys + k_codes, return_inverse=True)
+        sums = np.bincount(inv, weights=terms, minlength=len(pairs))
+        bounds = np.searchsorted(pairs // n_keys, np.arange(n + 1))
+        names = (
+            np.asarray(uniq, dtype=object)[pairs % n_keys] if len(uniq) else np.array([], object)
+        )
+        return _Decayed(anchor, names, sums, bounds)
+
+    def merge(self, u: int, held: dict[str, float], ref: int | None, h: float) -> int | None:
+        """Add user ``u``'s sums into ``held`` (anchored at ``ref``); returns the new anchor:
+        a later one rescales what is held by one factor, an earlier one scales the new sums."""
+        lo, hi = self.bounds[u], self.bounds[u + 1]
+        if hi <= lo:
+            return ref
+        new = int(self.anchor[u])
+        if ref is None or new >= ref:
+            if ref is not None and new > ref:
+                # The anchor moves to this batch's latest event: every older weight decays.
+                factor = float(_decay(float(new - ref), h))
+                for key in held:
+                    held[key] *= factor
+            ref, factor = new, 1.0
+        else:  # events older than the anchor (arrived late)
+            factor = float(_decay(float(ref - new), h))
+        for key, v in zip(self.names[lo:hi].tolist(), self.sums[lo:hi].tolist(), strict=True):
+            held[key] = held.get(key, 0.0) + v * factor
+        return ref
 
 
 def _fold(rows: _Rows, states: dict[str, _State], cfg: _Config) -> None:
@@ -328,22 +396,22 @@ def _fold(rows: _Rows, states: dict[str, _State], cfg: _Config) -> None:
     o_bounds = np.searchsorted(o_codes, np.arange(n + 1))
 
     # Affinity: each weighted event with a category, decayed from the user's latest one here.
-    w_table = pd.Index(list(cfg.weights))
-    w_values = np.array([float(v) for v in cfg.weights.values()] + [0.0])
-    weight = w_values[w_table.get_indexer(ev)]  # -1 (not weighted) picks the trailing 0.0
+    weight = _weights_of(ev, cfg.weights)
     m = (weight > 0) & _present(rows.category)
-    a_codes, a_ts, a_w = codes[m], ts[m], weight[m]
-    anchor = _group_max(a_codes, a_ts, n)
-    terms = a_w * _decay((anchor[a_codes] - a_ts).astype(np.float64), cfg.half_life_days)
-    keep = terms > 0  # the build drops terms that underflow to 0 (a category may vanish)
-    a_codes, terms = a_codes[keep], terms[keep]
-    cat_codes, cats = pd.factorize(rows.category[m][keep])
-    n_cats = max(len(cats), 1)
-    a_keys, a_inv = np.unique(a_codes * n_cats + cat_codes, return_inverse=True)
-    a_sums = np.bincount(a_inv, weights=terms, minlength=len(a_keys))
-    a_users = a_keys // n_cats
-    a_bounds = np.searchsorted(a_users, np.arange(n + 1))
-    a_cats = np.asarray(cats, dtype=object)[a_keys % n_cats] if len(cats) else np.array([], object)
+    aff = _Decayed.of(codes[m], rows.category[m], ts[m], weight[m], n, cfg.half_life_days)
+
+    # Interactions (the recommender's): the same per item, with the items ordered.
+    inter, b_items, b_bounds = None, np.array([], object), np.zeros(n + 1, np.int64)
+    if cfg.interaction_weights is not None:
+        weight = _weights_of(ev, cfg.interaction_weights)
+        m = (weight > 0) & _present(rows.item_id)
+        inter = _Decayed.of(
+            codes[m], rows.item_id[m], ts[m], weight[m], n, cfg.interaction_half_life
+        )
+        m &= is_order
+        order = np.argsort(codes[m], kind="stable")
+        b_items = rows.item_id[m][order]
+        b_bounds = np.searchsorted(codes[m][order], np.arange(n + 1))
 
     # Latest time of each (user, item).
     m = _present(rows.item_id)
@@ -382,19 +450,12 @@ def _fold(rows: _Rows, states: dict[str, _State], cfg: _Config) -> None:
         lo, hi = o_bounds[u], o_bounds[u + 1]
         if hi > lo:
             st.orders.update(o_ids[lo:hi].tolist())
-        lo, hi = a_bounds[u], a_bounds[u + 1]
-        if hi > lo:
-            ref = int(anchor[u])
-            if st.aff_ref is None or ref >= st.aff_ref:
-                if st.aff_ref is not None and ref > st.aff_ref:
-                    # The anchor moves to this batch's latest event: every older weight decays.
-                    factor = float(_decay(float(ref - st.aff_ref), h))
-                    st.aff = {c: v * factor for c, v in st.aff.items()}
-                st.aff_ref, factor = ref, 1.0
-            else:  # events older than the anchor (arrived late)
-                factor = float(_decay(float(st.aff_ref - ref), h))
-            for c, v in zip(a_cats[lo:hi].tolist(), a_sums[lo:hi].tolist(), strict=True):
-                st.aff[c] = st.aff.get(c, 0.0) + v * factor
+        st.aff_ref = aff.merge(u, st.aff, st.aff_ref, h)
+        if inter is not None:
+            st.iw_ref = inter.merge(u, st.iw, st.iw_ref, cfg.interaction_half_life)
+            lo, hi = b_bounds[u], b_bounds[u + 1]
+            if hi > lo:
+                st.bought.update(b_items[lo:hi].tolist())
         lo, hi = i_bounds[u], i_bounds[u + 1]
         if hi > lo:
             held = st.items
@@ -515,6 +576,10 @@ class LiveProfiles:
     clock : callable, optional
         The current time as naive UTC (default :func:`~jingzhun.contracts.time.utcnow`);
         events at or after it wait until an ``as_of`` passes them.
+    interactions : (dict, float), optional
+        Also keep each user's item interactions, with these event weights and half-life in
+        days (the recommender's: :func:`jingzhun.recommend.interactions.interaction_weights`),
+        for :meth:`interactions`.
 
     Notes
     -----
@@ -537,13 +602,21 @@ class LiveProfiles:
         *,
         capacity: int = DEFAULT_CAPACITY,
         clock: Callable[[], datetime] = utcnow,
+        interactions: tuple[dict[str, float], float] | None = None,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise InputError(
                 f"capacity {capacity!r} is not a whole number of users >= 1", param="capacity"
             )
         cfg = settings.profile
-        self._cfg = _Config(float(cfg.half_life_days), dict(cfg.weights), int(cfg.last_items))
+        kept = interactions is not None
+        self._cfg = _Config(
+            float(cfg.half_life_days),
+            dict(cfg.weights),
+            int(cfg.last_items),
+            dict(interactions[0]) if kept else None,
+            float(interactions[1]) if kept else 0.0,
+        )
         self.capacity = capacity
         self._clock = clock
         self._con = store.con.cursor()
@@ -560,6 +633,10 @@ class LiveProfiles:
         self._watermark = self._con.execute(
             "SELECT max(finished_at) FROM ingest_batches"
         ).fetchall()[0][0]
+        # The latest event time the store holds (µs), kept up by apply: the default as_of of
+        # :meth:`interactions`, as the recommender's history query defaults to it.
+        latest = self._con.execute("SELECT max(ts) FROM events").fetchall()[0][0]
+        self._latest_us: int | None = None if latest is None else _to_us(latest)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -590,7 +667,13 @@ class LiveProfiles:
                 self._states.pop(user, None)
                 self._waiting.discard(user)
 
-    def load(self, user_ids: Iterable[str] | None = None) -> int:
+    def load(
+        self,
+        user_ids: Iterable[str] | None = None,
+        *,
+        chunk: int = _SEED_CHUNK,
+        stop: threading.Event | None = None,
+    ) -> int:
         """Seed users not yet held from the store.
 
         Parameters
@@ -598,14 +681,19 @@ class LiveProfiles:
         user_ids : iterable of str, optional
             The users to seed (those already held are left as they are). Default: warm up
             with the ``capacity`` most recently active users.
+        chunk : int, default 20,000
+            Users seeded per query. The store lock is taken per chunk, so a server warming
+            up in the background holds up its batches for one chunk at a time.
+        stop : threading.Event, optional
+            Checked between chunks: once set, the users seeded so far stay and loading ends.
 
         Returns
         -------
         int
             Users seeded.
         """
-        with self._io:
-            if user_ids is None:
+        if user_ids is None:
+            with self._io:
                 recent = self._con.execute(
                     """
                     SELECT u FROM (
@@ -617,15 +705,21 @@ class LiveProfiles:
                     """,
                     [self.capacity],
                 ).fetchall()
-                # Least recent first, so that the most recent end up the last to be dropped.
-                wanted = [r[0] for r in reversed(recent)]
-            else:
-                wanted = list(dict.fromkeys(str(u) for u in user_ids))
-            with self._lock:
-                wanted = [u for u in wanted if u not in self._states]
-            for start in range(0, len(wanted), _SEED_CHUNK):
-                self._seed(wanted[start : start + _SEED_CHUNK])
-        return len(wanted)
+            # Least recent first, so that the most recent end up the last to be dropped.
+            wanted = [r[0] for r in reversed(recent)]
+        else:
+            wanted = list(dict.fromkeys(str(u) for u in user_ids))
+        seeded = 0
+        for start in range(0, len(wanted), max(1, int(chunk))):
+            if stop is not None and stop.is_set():
+                break
+            with self._io:
+                with self._lock:
+                    part = [u for u in wanted[start : start + chunk] if u not in self._states]
+                if part:
+                    self._seed(part)
+                    seeded += len(part)
+        return seeded
 
     def get(self, user_id: str, as_of: datetime | str | None = None) -> dict[str, Any]:
         """The user's live traits as of ``as_of``.
@@ -649,19 +743,66 @@ class LiveProfiles:
         InputError
             If ``as_of`` is not a time, or not after an event already counted for the user.
         """
+        return self._with(user_id, as_of, self._read)
+
+    def interactions(self, user_id: str, as_of: datetime | str | None = None) -> pd.DataFrame:
+        """The user's item interactions as of ``as_of``, as the recommender's history query
+        gives them (:func:`jingzhun.recommend.interactions.interactions_frame` for one user):
+        each weighted event halved every half-life of age, summed per item.
+
+        Parameters
+        ----------
+        user_id : str
+            The user (a user id, not a device id).
+        as_of : datetime or str, optional
+            As for :meth:`get`, but by default just after the latest event the store holds
+            (the clock's now when it holds none), as the history query and the profile build
+            default to it; not before the user's latest counted event.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``user_id``, ``item_id``, ``weight`` (> 0), ``purchased``; sorted by item.
+
+        Raises
+        ------
+        InputError
+            If this object was made without ``interactions``, or ``as_of`` is as :meth:`get`
+            refuses it.
+        """
+        if self._cfg.interaction_weights is None:
+            raise InputError(
+                "these live profiles keep no interactions",
+                hint="make LiveProfiles with interactions=(weights, half_life_days)",
+                param="interactions",
+            )
+        if as_of is None and self._latest_us is not None:
+            return self._with(user_id, None, self._interactions, at_us=self._latest_us + 1)
+        return self._with(user_id, as_of, self._interactions)
+
+    def _with(
+        self,
+        user_id: str,
+        as_of: datetime | str | None,
+        read: Callable[[str, _State, int, bool], Any],
+        at_us: int | None = None,
+    ) -> Any:
+        """``read(user, state, at_us, default)`` for the user's state, seeded if not held
+        (``at_us``: the default time instead of the clock's now)."""
         default = as_of is None
         if isinstance(as_of, str):
             as_of = parse_as_of(as_of)
-        at = self._clock() if as_of is None else as_of
-        if not isinstance(at, datetime):
-            raise InputError(f"as_of {at!r} is not a time", param="as_of")
-        at_us = _to_us(at)
+        if at_us is None:
+            at = self._clock() if as_of is None else as_of
+            if not isinstance(at, datetime):
+                raise InputError(f"as_of {at!r} is not a time", param="as_of")
+            at_us = _to_us(at)
         user_id = str(user_id)
         with self._lock:
             st = self._states.get(user_id)
             if st is not None:
                 self._states.move_to_end(user_id)
-                return self._read(user_id, st, at_us, default)
+                return read(user_id, st, at_us, default)
         # Seeded and read with the store lock held, so no batch lands in between.
         with self._io:
             with self._lock:
@@ -669,7 +810,7 @@ class LiveProfiles:
             if st is None:
                 st = self._seed([user_id])[user_id]
             with self._lock:
-                return self._read(user_id, st, at_us, default)
+                return read(user_id, st, at_us, default)
 
     def apply(self, rows: pa.Table) -> ApplyResult:
         """Fold a committed batch's event rows into the users held.
@@ -729,6 +870,30 @@ class LiveProfiles:
 
     def _read(self, user_id: str, st: _State, at_us: int, default: bool) -> dict[str, Any]:
         """Traits of a held state (the state lock held)."""
+        at_us = self._settle(user_id, st, at_us, default)
+        out = {"user_id": user_id, "as_of": _to_dt(at_us)}
+        out.update(_traits(st, at_us, self._cfg.last_n))
+        return out
+
+    def _interactions(self, user_id: str, st: _State, at_us: int, default: bool) -> pd.DataFrame:
+        """Interactions of a held state (the state lock held)."""
+        at_us = self._settle(user_id, st, at_us, default)
+        items = sorted(st.iw)
+        weight = np.array([st.iw[i] for i in items], dtype=np.float64)
+        if st.iw_ref is not None and len(items):
+            weight *= _decay(float(at_us - st.iw_ref), self._cfg.interaction_half_life)
+        frame = pd.DataFrame(
+            {
+                "user_id": np.full(len(items), user_id, dtype=object),
+                "item_id": np.asarray(items, dtype=object),
+                "weight": weight,
+                "purchased": np.array([i in st.bought for i in items], dtype=bool),
+            }
+        )
+        return frame[frame["weight"] > 0].reset_index(drop=True)
+
+    def _settle(self, user_id: str, st: _State, at_us: int, default: bool) -> int:
+        """Fold what came due before ``at_us``; the time to read at (the state lock held)."""
         if st.pending is not None and int(st.pending.due.min()) < at_us:
             self._fold_due(user_id, st, at_us)
         if st.horizon is not None and at_us <= st.horizon:
@@ -741,9 +906,7 @@ class LiveProfiles:
                     param="as_of",
                 )
             at_us = st.horizon + 1  # the clock went back: answer as of just after the events
-        out = {"user_id": user_id, "as_of": _to_dt(at_us)}
-        out.update(_traits(st, at_us, self._cfg.last_n))
-        return out
+        return at_us
 
     def _fold_due(self, user_id: str, st: _State, now_us: int) -> None:
         """Fold the user's pending rows that are due before ``now_us`` (the state lock held)."""
@@ -922,6 +1085,9 @@ class LiveProfiles:
             linked_at[stitch] = s_at[s_codes]
 
         ts = _micros(table, "ts")
+        if n:
+            top = int(ts.max())
+            self._latest_us = top if self._latest_us is None else max(self._latest_us, top)
         due = np.where(stitch, np.maximum(ts, linked_at), ts)
         with self._lock:
             states = self._states

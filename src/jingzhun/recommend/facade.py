@@ -15,6 +15,7 @@ Examples
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -104,6 +105,33 @@ class Recs:
     def __init__(self, store: Store, settings: Settings) -> None:
         self._store, self._settings = store, settings
         self._cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], Recommend]] = {}
+        self._pinned = False
+        self._loading = threading.Lock()
+
+    def pin(self) -> None:
+        """Serve the loaded models without checking the store on each call (three queries,
+        ~2 ms): for a caller that is the store's only writer and calls :meth:`refresh` when it
+        trains or activates a model, changes the catalog or segments (the server). Safe to
+        share between threads: a model is loaded once, under a lock."""
+        self._pinned = True
+
+    def refresh(self) -> None:
+        """Load again what the store holds now, for every model served so far, and then swap
+        them in: callers go on with the models they had until the new ones are ready (a
+        model no longer there is dropped; the next call for it says so)."""
+        from jingzhun.errors import NotFoundError
+        from jingzhun.recommend.serving import Recommend, serving_version
+
+        with self._loading:
+            fresh: dict[tuple[Any, ...], tuple[tuple[Any, ...], Recommend]] = {}
+            for model, given in list(self._cache):
+                try:
+                    version = serving_version(self._store, model)
+                    rec = Recommend(self._store, self._settings, model, **dict(given))
+                except NotFoundError:
+                    continue
+                fresh[(model, given)] = (version, rec)
+            self._cache = fresh
 
     # -- fitting ------------------------------------------------------------------------------
 
@@ -176,23 +204,36 @@ class Recs:
 
         given = (rules or RuleOverrides()).given()
         key = (model, tuple(sorted(given.items())))
-        version = serving_version(self._store, model)
         hit = self._cache.get(key)
-        if hit is not None and hit[0] == version:
+        if self._pinned and hit is not None:
             return hit[1]
-        rec = Recommend(self._store, self._settings, model, **given)
-        self._cache.pop(key, None)
-        while len(self._cache) >= self.CACHED:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = (version, rec)
-        return rec
+        with self._loading:
+            version = serving_version(self._store, model)
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == version:
+                return hit[1]
+            rec = Recommend(self._store, self._settings, model, **given)
+            self._cache.pop(key, None)
+            while len(self._cache) >= self.CACHED:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = (version, rec)
+            return rec
 
     def for_user(
-        self, user_id: str, k: int = 10, *, model: str | None = None, lang: str = "en"
+        self,
+        user_id: str,
+        k: int = 10,
+        *,
+        model: str | None = None,
+        lang: str = "en",
+        history: pd.DataFrame | None = None,
     ) -> UserRecommendations:
         """Top ``k`` for one user with explanations; an unknown user takes the cold-start
-        path."""
-        return UserRecommendations(**self.recommender(model).for_user(user_id, k, lang=lang))
+        path. ``history``: the user's interactions when the caller holds them (the server's
+        live profiles, :meth:`jingzhun.profile.live.LiveProfiles.interactions`), instead of
+        a query on the store's events."""
+        rec = self.recommender(model)
+        return UserRecommendations(**rec.for_user(user_id, k, lang=lang, history=history))
 
     def session(
         self, item_ids: Sequence[str], k: int = 10, *, model: str | None = None

@@ -126,13 +126,23 @@ class Recommend:
             short = short[(out_idx[short] < 0).any(axis=1) & (idx >= 0).all(axis=1)]
         return out_idx, out_val
 
-    def history(self, user_ids: list[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """Fresh interaction rows (and purchases) of users from the store, up to now."""
-        at = default_as_of(self.store)
+    def history(
+        self, user_ids: list[str], as_of: datetime | None = None
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Fresh interaction rows (and purchases) of users from the store, as of ``as_of``
+        (default: just after the latest event)."""
+        at = as_of or default_as_of(self.store)
         if len(user_ids) == 1:
             frame = self._history(user_ids[0], at)
         else:
             frame = interactions_frame(self.store, self.settings, at, user_ids)
+        return self.matrices(frame, user_ids)
+
+    def matrices(
+        self, frame: pd.DataFrame, user_ids: list[str]
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Interaction rows (and purchases) of ``user_ids`` over the model's items from an
+        interactions frame (user_id, item_id, weight, purchased); unknown items drop out."""
         pos = pd.Index(user_ids).get_indexer(frame["user_id"])
         cols = self.model.items_.index(frame["item_id"].to_numpy(dtype=object))
         ok = cols >= 0
@@ -146,13 +156,20 @@ class Recommend:
         )
         return rows, purchased
 
-    def for_user(self, user_id: str, k: int = 10, lang: str = "en") -> dict[str, Any]:
+    def for_user(
+        self, user_id: str, k: int = 10, lang: str = "en", history: pd.DataFrame | None = None
+    ) -> dict[str, Any]:
         """Top ``k`` for one user, from their history up to now (an unknown user, or one with
-        no history, takes the cold-start path)."""
+        no history, takes the cold-start path). ``history``: the user's interactions as
+        :func:`~jingzhun.recommend.interactions.interactions_frame` gives them, when the
+        caller holds them already (a server's live profiles), instead of a query."""
         from jingzhun.recommend.rules import reason_text
 
         _check_k(k)
-        rows, purchased = self.history([user_id])
+        if history is None:
+            rows, purchased = self.history([user_id])
+        else:
+            rows, purchased = self.matrices(history, [user_id])
         frame = self._block(np.asarray([user_id], dtype=object), rows, purchased, k)
         known = user_id in self.model.users_
         return {

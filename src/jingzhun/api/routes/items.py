@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -28,7 +29,7 @@ def similar(
 ) -> SimilarOut:
     # An item neither the catalog nor the model knows is the core's NotFoundError: a 404
     # naming the id.
-    result = state.readers.get().recs.similar(item_id, k)
+    result = state.recs.similar(item_id, k)
     return SimilarOut(**result.to_dict())
 
 
@@ -40,4 +41,8 @@ def similar(
 )
 async def post_items(body: ItemsIn, state: State) -> IngestAnswer:
     records = [i.model_dump(exclude_unset=True) for i in body.items]
-    return await ingest_records(state, "items", records)
+    answer = await ingest_records(state, "items", records)
+    if answer.inserted or answer.updated:
+        # In this request's thread, not the writer's: tracking batches go on meanwhile.
+        await asyncio.to_thread(state.catalog_changed)
+    return answer

@@ -176,12 +176,13 @@ def recommendations(
             "context: an item id is longer than 256 characters",
             errors=[{"field": "query.context", "message": "item ids are 1 to 256 characters"}],
         )
-    ws = state.readers.get()
+    # The server's one recommender, scoring from the user's live interactions: no query.
     if items:
         return RecommendationsOut(
-            **ws.recs.in_context(items, k, user_id=user_id, lang=lang).to_dict()
+            **state.recs.in_context(items, k, user_id=user_id, lang=lang).to_dict()
         )
-    result = ws.recs.for_user(user_id, k, lang=lang).to_dict()
+    history = state.live.interactions(user_id)
+    result = state.recs.for_user(user_id, k, lang=lang, history=history).to_dict()
     return RecommendationsOut(**result, context=[], unknown_items=[])
 
 
