@@ -125,6 +125,24 @@ class Server:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(120)
 
+    def warmed(self, timeout: float = 300) -> tuple[int, float]:
+        """Wait until the server's background warm-up is over (the live users it holds stop
+        growing); how many it holds and the seconds it took."""
+        import httpx
+
+        t0 = time.monotonic()
+        seen, since = -1.0, t0
+        while time.monotonic() - t0 < timeout:
+            text = httpx.get(f"{self.url}/metrics").text
+            m = re.search(r"^jingzhun_live_users (\S+)$", text, re.M)
+            held = float(m[1]) if m else 0.0
+            if held != seen:
+                seen, since = held, time.monotonic()
+            elif held > 0 and time.monotonic() - since > 2:
+                return int(held), round(since - t0, 2)
+            time.sleep(0.25)
+        raise SystemExit(f"error: the server did not finish warming up in {timeout} s")
+
 
 async def ingest_load(
     url: str,
@@ -271,6 +289,8 @@ async def visibility(
 
 def in_process_baselines(db: Path, users: list[str], items: list[str]) -> dict[str, Any]:
     import jingzhun
+    from jingzhun.profile.live import LiveProfiles
+    from jingzhun.recommend.interactions import interaction_weights
 
     out: dict[str, Any] = {}
     with jingzhun.open(db) as ws:
@@ -298,6 +318,20 @@ def in_process_baselines(db: Path, users: list[str], items: list[str]) -> dict[s
             ws.recs.for_user(u, k=10)
             times.append((time.perf_counter() - t) * 1000)
         out["for_user"] = {"calls": len(times), "ms_p50": pct(times, 50), "ms_p99": pct(times, 99)}
+        # What the route runs: the user's interactions from the live layer (loaded), no query.
+        live = LiveProfiles(ws.store, ws.settings, interactions=interaction_weights(ws.settings))
+        live.load(sample)
+        times = []
+        for u in sample:
+            t = time.perf_counter()
+            ws.recs.for_user(u, k=10, history=live.interactions(u))
+            times.append((time.perf_counter() - t) * 1000)
+        out["for_user_live_history"] = {
+            "calls": len(times),
+            "ms_p50": pct(times, 50),
+            "ms_p99": pct(times, 99),
+        }
+        live.close()
         del rec
     return out
 
@@ -320,7 +354,8 @@ def main() -> None:
         baselines = in_process_baselines(baseline_db, users, items)
         server = Server(db)
         try:
-            results: dict[str, Any] = {}
+            held, took = server.warmed()
+            results: dict[str, Any] = {"warm_up": {"users": held, "seconds": took}}
             results["ingest"] = [
                 asyncio.run(
                     ingest_load(

@@ -10,6 +10,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -29,6 +30,7 @@ from jingzhun.api.metrics import Metrics
 from jingzhun.api.routes import ROUTERS
 from jingzhun.api.state import ServerState
 from jingzhun.api.writer import Writer
+from jingzhun.errors import NotFoundError
 from jingzhun.ingest.pipeline import BatchResult
 from jingzhun.profile.live import LiveProfiles
 from jingzhun.recommend.interactions import interaction_weights
@@ -157,15 +159,19 @@ class _Guard:
                 )
 
 
-def _warm(live: LiveProfiles, stop: threading.Event) -> None:
+def _warm(state: ServerState, stop: threading.Event) -> None:
+    """Load the active recommender and the recently active users' live state, so that the
+    first requests do not wait for them (without it, each is read on first use)."""
     started = time.perf_counter()
     try:
+        with contextlib.suppress(NotFoundError):  # no model trained yet
+            state.recs.recommender()
         # Small chunks: each holds up the writer's hand-over of a batch for one chunk only.
-        n = live.load(chunk=2000, stop=stop)
-    except Exception:  # the server answers without it: users are read on first touch
-        log.error("warming up the live profiles failed:\n%s", traceback.format_exc())
+        n = state.live.load(chunk=2000, stop=stop)
+    except Exception:
+        log.error("warming up failed:\n%s", traceback.format_exc())
         return
-    log.info("live profiles: %d users loaded in %.1f s", n, time.perf_counter() - started)
+    log.info("warmed up: %d users' live profiles in %.1f s", n, time.perf_counter() - started)
 
 
 def create_app(workspace: Workspace) -> FastAPI:
@@ -223,7 +229,7 @@ def create_app(workspace: Workspace) -> FastAPI:
             # The recently active users' live state, loaded while the server already answers
             # (a user not loaded yet is read on first touch, as after the warm-up).
             warm = threading.Thread(
-                target=lambda: _warm(live, stopping), name="jingzhun-warm-up", daemon=True
+                target=lambda: _warm(state, stopping), name="jingzhun-warm-up", daemon=True
             )
             warm.start()
         yield

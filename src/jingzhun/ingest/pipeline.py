@@ -648,6 +648,13 @@ class Ingestor:
         user's latest earlier order of the same item. Their own id is kept in
         ``properties.refund_id``. Returns how many were linked."""
         con = self.con
+        # Most batches hold no refund: then the join below, which reads every order of the
+        # store (~20 ms on 460k events, per batch of a server's), is not run at all.
+        if not con.execute(
+            "SELECT count(*) FROM events WHERE batch_id = ? AND event = 'order_refunded'",
+            [batch_id],
+        ).fetchall()[0][0]:
+            return 0
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE _jz_refunds AS

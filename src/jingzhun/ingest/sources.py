@@ -30,6 +30,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -737,6 +738,35 @@ _DECODED_LINES = """
 LinesToChunk = Callable[[duckdb.DuckDBPyConnection, np.ndarray], "Chunk | None"]
 
 
+_READERS = threading.local()
+
+
+def _line_reader() -> tuple[duckdb.DuckDBPyConnection, Callable[[], None]]:
+    """A sealed in-memory connection to decode lines on, and the function that gives it back.
+
+    A thread's next source takes the same one again: making one costs ~15 ms, which every
+    batch of a server's writer paid. A source decoding while another is open on the same
+    thread gets a connection of its own.
+    """
+    free: list[duckdb.DuckDBPyConnection] | None = getattr(_READERS, "free", None)
+    if free is None:
+        free = _READERS.free = []
+    con = free.pop() if free else file_reader()
+
+    def give_back() -> None:
+        try:
+            con.execute("DROP TABLE IF EXISTS _jp")
+        except duckdb.Error:  # unusable: not kept
+            con.close()
+            return
+        if len(free) < 4:
+            free.append(con)
+        else:
+            con.close()
+
+    return con, give_back
+
+
 def _line_source(
     label: str,
     fmt: Format,
@@ -753,8 +783,8 @@ def _line_source(
     stream, size, raw = opened
     pos = _position(raw)
     block = max(1 << 20, min(32 << 20, batch_rows * 256))
-    con = file_reader()  # reads lines handed to it; reads no file
-    cleanup.append(con.close)
+    con, give_back = _line_reader()  # reads lines handed to it; reads no file
+    cleanup.append(give_back)
 
     def chunks(progress: ProgressFn) -> Iterator[Chunk]:
         for lines, numbers in _line_blocks(
