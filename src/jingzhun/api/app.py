@@ -195,7 +195,8 @@ def create_app(workspace: Workspace) -> FastAPI:
     )
 
     def after_batch(result: BatchResult) -> None:
-        live.apply_batch(result.batch_id)
+        with metrics.live_apply.time():
+            live.apply_batch(result.batch_id)
         metrics.events.labels("inserted").inc(result.inserted)
         metrics.events.labels("quarantined").inc(result.quarantined)
         metrics.events.labels("duplicate").inc(max(0, result.duplicates))

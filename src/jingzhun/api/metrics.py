@@ -43,6 +43,12 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.live_apply = Histogram(
+            "jingzhun_live_apply_seconds",
+            "Time to fold one written batch into the live profiles.",
+            buckets=_LATENCY,
+            registry=r,
+        )
         self.queue = Gauge(
             "jingzhun_write_queue_messages", "Messages accepted and not yet written.", registry=r
         )
