@@ -49,6 +49,13 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "jingzhun_event_loop_lag_seconds",
+            "How late the server's event loop runs a callback due now (checked every 50 ms): "
+            "the time every request waits before it is read or answered.",
+            buckets=_LATENCY,
+            registry=r,
+        )
         self.queue = Gauge(
             "jingzhun_write_queue_messages", "Messages accepted and not yet written.", registry=r
         )

@@ -66,6 +66,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -99,6 +100,8 @@ _APPLIED_MEMORY = 65_536
 _CACHE_LIMIT = 2_000_000
 #: Users seeded per query by :meth:`LiveProfiles.load`.
 _SEED_CHUNK = 20_000
+#: Users merged per hold of the state lock when a batch is folded.
+_MERGE_BLOCK = 64
 
 _EPOCH = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)
@@ -353,11 +356,15 @@ class _Decayed:
         return ref
 
 
-def _fold(rows: _Rows, states: dict[str, _State], cfg: _Config) -> None:
+def _fold(
+    rows: _Rows, states: dict[str, _State], cfg: _Config, lock: threading.Lock | None = None
+) -> None:
     """Add ``rows`` to the states of their users (every user of ``rows`` has one).
 
     Each quantity is computed for all users of the rows at once (bincount, ufunc.at, unique
-    over combined codes); the Python loop runs per user, not per row, to merge them in.
+    over combined codes); the Python loop runs per user, not per row, to merge them in. With
+    ``lock``, it is held only while a block of users is merged, not while the batch is
+    computed: a reader of held states waits for one block at most, never for a whole batch.
     """
     if len(rows) == 0:
         return
@@ -426,45 +433,53 @@ def _fold(rows: _Rows, states: dict[str, _State], cfg: _Config) -> None:
         np.asarray(items, dtype=object)[i_keys % n_items] if len(items) else np.array([], object)
     )
 
-    # Merge, one user at a time (plain Python values from here on).
+    # Merge, one user at a time (plain Python values from here on), a block under the lock.
     h = cfg.half_life_days
-    for u, user in enumerate(np.asarray(users, dtype=object).tolist()):
-        st = states[user]
-        st.events += int(events[u])
-        row = counts[u]
-        if row.any():
-            st.counts = [a + int(b) for a, b in zip(st.counts, row.tolist(), strict=True)]
-        if lines[u]:
-            st.order_lines += int(lines[u])
-            st.gross += float(gross[u])
-            st.units += float(units[u])
-            f, la = int(first_order[u]), int(last_order[u])
-            st.first_order_at = f if st.first_order_at is None else min(st.first_order_at, f)
-            st.last_order_at = la if st.last_order_at is None else max(st.last_order_at, la)
-        st.refunded += float(refunded[u])
-        f, la = int(first[u]), int(last[u])
-        st.first_seen = f if st.first_seen is None else min(st.first_seen, f)
-        st.last_seen = la if st.last_seen is None else max(st.last_seen, la)
-        hz = int(horizon[u])
-        st.horizon = hz if st.horizon is None else max(st.horizon, hz)
-        lo, hi = o_bounds[u], o_bounds[u + 1]
-        if hi > lo:
-            st.orders.update(o_ids[lo:hi].tolist())
-        st.aff_ref = aff.merge(u, st.aff, st.aff_ref, h)
-        if inter is not None:
-            st.iw_ref = inter.merge(u, st.iw, st.iw_ref, cfg.interaction_half_life)
-            lo, hi = b_bounds[u], b_bounds[u + 1]
-            if hi > lo:
-                st.bought.update(b_items[lo:hi].tolist())
-        lo, hi = i_bounds[u], i_bounds[u + 1]
-        if hi > lo:
-            held = st.items
-            for item, t in zip(i_names[lo:hi].tolist(), i_max[lo:hi].tolist(), strict=True):
-                if t > held.get(item, _NONE_MIN):
-                    held[item] = t
-            if len(held) > cfg.last_n:
-                # An item dropped here can only come back with a newer event of its own.
-                st.items = dict(sorted(held.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.last_n])
+    names = np.asarray(users, dtype=object).tolist()
+    guard = lock if lock is not None else contextlib.nullcontext()
+    for start in range(0, n, _MERGE_BLOCK):
+        with guard:
+            for u in range(start, min(n, start + _MERGE_BLOCK)):
+                st = states[names[u]]
+                st.events += int(events[u])
+                row = counts[u]
+                if row.any():
+                    st.counts = [a + int(b) for a, b in zip(st.counts, row.tolist(), strict=True)]
+                if lines[u]:
+                    st.order_lines += int(lines[u])
+                    st.gross += float(gross[u])
+                    st.units += float(units[u])
+                    f, la = int(first_order[u]), int(last_order[u])
+                    st.first_order_at = (
+                        f if st.first_order_at is None else min(st.first_order_at, f)
+                    )
+                    st.last_order_at = la if st.last_order_at is None else max(st.last_order_at, la)
+                st.refunded += float(refunded[u])
+                f, la = int(first[u]), int(last[u])
+                st.first_seen = f if st.first_seen is None else min(st.first_seen, f)
+                st.last_seen = la if st.last_seen is None else max(st.last_seen, la)
+                hz = int(horizon[u])
+                st.horizon = hz if st.horizon is None else max(st.horizon, hz)
+                lo, hi = o_bounds[u], o_bounds[u + 1]
+                if hi > lo:
+                    st.orders.update(o_ids[lo:hi].tolist())
+                st.aff_ref = aff.merge(u, st.aff, st.aff_ref, h)
+                if inter is not None:
+                    st.iw_ref = inter.merge(u, st.iw, st.iw_ref, cfg.interaction_half_life)
+                    lo, hi = b_bounds[u], b_bounds[u + 1]
+                    if hi > lo:
+                        st.bought.update(b_items[lo:hi].tolist())
+                lo, hi = i_bounds[u], i_bounds[u + 1]
+                if hi > lo:
+                    held = st.items
+                    for item, t in zip(i_names[lo:hi].tolist(), i_max[lo:hi].tolist(), strict=True):
+                        if t > held.get(item, _NONE_MIN):
+                            held[item] = t
+                    if len(held) > cfg.last_n:
+                        # An item dropped here can only come back with a newer event of its own.
+                        st.items = dict(
+                            sorted(held.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.last_n]
+                        )
 
 
 def _days(at_s: float, us: int | None) -> int | None:
@@ -680,7 +695,8 @@ class LiveProfiles:
         ----------
         user_ids : iterable of str, optional
             The users to seed (those already held are left as they are). Default: warm up
-            with the ``capacity`` most recently active users.
+            with the ``capacity`` most recently active users, then known users without
+            events while there is room.
         chunk : int, default 20,000
             Users seeded per query. The store lock is taken per chunk, so a server warming
             up in the background holds up its batches for one chunk at a time.
@@ -705,8 +721,21 @@ class LiveProfiles:
                     """,
                     [self.capacity],
                 ).fetchall()
+                # Known users without any event fill the room left: asked about (an email's
+                # recommendations, a profile page) they answer without a query too.
+                room = self.capacity - len(recent)
+                quiet: list[str] = []
+                if room > 0:
+                    active = {r[0] for r in recent}
+                    quiet = [
+                        r[0]
+                        for r in self._con.execute(
+                            "SELECT user_id FROM users ORDER BY user_id"
+                        ).fetchall()
+                        if r[0] not in active
+                    ][:room]
             # Least recent first, so that the most recent end up the last to be dropped.
-            wanted = [r[0] for r in reversed(recent)]
+            wanted = quiet + [r[0] for r in reversed(recent)]
         else:
             wanted = list(dict.fromkeys(str(u) for u in user_ids))
         seeded = 0
@@ -1130,7 +1159,10 @@ class LiveProfiles:
             later = rows.due >= now
             with self._lock:
                 states = {u: self._states[u] for u in pd.unique(rows.user).tolist()}
-                _fold(rows.take(~later), states, self._cfg)
+            # No other thread seeds, drops or evicts a state meanwhile (the io lock is held);
+            # readers take the state lock between blocks of users.
+            _fold(rows.take(~later), states, self._cfg, self._lock)
+            with self._lock:
                 if later.any():
                     waiting = rows.take(later)
                     for user in pd.unique(waiting.user).tolist():
