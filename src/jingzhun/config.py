@@ -399,6 +399,14 @@ class ServerSettings(_Section):
     linger_ms: float = Field(
         20, ge=0, le=5000, description="How long the writer waits for more messages to batch."
     )
+    keep_alive_seconds: int = Field(
+        75,
+        ge=1,
+        le=3600,
+        description="How long an idle connection stays open. Longer than clients keep idle "
+        "connections (httpx 5 s, browsers ~60 s), so the client closes first: when the server "
+        "closes as a client reuses it, the request fails.",
+    )
     live_users: int = Field(
         100_000,
         ge=1,

@@ -68,6 +68,10 @@ class _Request:
     task: Callable[[], Any] | None = None  # a write of another kind, run alone
 
 
+#: Committed batches waiting for the after-batch hook before the writer waits for it.
+_AHEAD = 2
+
+
 class Writer:
     """A thread that writes queued messages in batches.
 
@@ -78,8 +82,11 @@ class Writer:
     batch_messages, linger_ms, queue_messages
         See :class:`jingzhun.config.ServerSettings`.
     on_batch : callable, optional
-        Called in the writer thread after each batch commits and before its requests are
-        answered, with the batch (real-time profiles and metrics hook in here).
+        Called after each batch commits and before its requests are answered, with the
+        batch (real-time profiles and metrics hook in here), in a thread of its own and in
+        commit order: while it folds one batch (Python, holding the GIL), the writer already
+        writes the next (DuckDB, mostly not), so the two use both cores. It is at most
+        ``_AHEAD`` batches behind; then the writer waits for it.
     """
 
     def __init__(
@@ -101,6 +108,13 @@ class Writer:
         self._lock = threading.Lock()
         self._closed = False
         self.batches = 0
+        self._after: queue.Queue[tuple[BatchResult, list[_Request], list[Accepted]] | None] = (
+            queue.Queue(maxsize=_AHEAD)
+        )
+        self._after_thread = threading.Thread(
+            target=self._answer_loop, name="jingzhun-after-batch", daemon=True
+        )
+        self._after_thread.start()
         self._thread = threading.Thread(target=self._loop, name="jingzhun-writer", daemon=True)
         self._thread.start()
 
@@ -145,6 +159,9 @@ class Writer:
             self._closed = True
         self._queue.put(None)
         self._thread.join(timeout)
+        if not self._thread.is_alive():  # every batch handed over: answer them, then end
+            self._after.put(None)
+            self._after_thread.join(timeout)
 
     # -- the thread -----------------------------------------------------------------------------
 
@@ -216,16 +233,25 @@ class Writer:
             return
         self.batches += 1
         answers = _per_request(result.batch_id, [len(r.lines) for r in requests], counts)
-        if self._on_batch is not None:
-            # Before the answers: a client told its events are in reads them back in its
-            # user's live profile.
-            try:
-                self._on_batch(result)
-            except Exception:  # a hook must never lose the batch it follows
-                log.exception("after-batch hook failed")
         self._done(len(lines))
-        for r, answer in zip(requests, answers, strict=True):
-            r.future.set_result(answer)
+        self._after.put((result, requests, answers))
+
+    def _answer_loop(self) -> None:
+        """Run the hook on each committed batch, in order, then answer its requests."""
+        while True:
+            item = self._after.get()
+            if item is None:
+                return
+            result, requests, answers = item
+            if self._on_batch is not None:
+                # Before the answers: a client told its events are in reads them back in its
+                # user's live profile.
+                try:
+                    self._on_batch(result)
+                except Exception:  # a hook must never lose the batch it follows
+                    log.exception("after-batch hook failed")
+            for r, answer in zip(requests, answers, strict=True):
+                r.future.set_result(answer)
 
     def _done(self, n: int) -> None:
         with self._lock:

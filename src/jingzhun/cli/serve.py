@@ -110,6 +110,7 @@ def serve(
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=30,
+            timeout_keep_alive=s.keep_alive_seconds,
             lifespan="on",
         )
         # Uvicorn catches SIGTERM and SIGINT for its graceful shutdown, then raises the signal
