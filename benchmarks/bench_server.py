@@ -460,7 +460,7 @@ def main() -> None:
                         offset=c * 10_000_000,
                     )
                 )
-                for c in (16, 64)
+                for c in (16, 64, 256)
             ]
 
             recs, background = asyncio.run(
