@@ -3,6 +3,7 @@ request is answered, and a full build afterwards computes the same values."""
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -166,3 +167,77 @@ def test_recommendations_follow_fresh_events(server, built: Path) -> None:
     after = read.get(f"/v1/users/{buyer}/recommendations", params={"k": 10}).json()
     assert after["items"] == ws.recs.for_user(buyer, 10).to_dict()["items"]
     assert after["items"] != before["items"]
+
+
+def _live_users(served) -> float:
+    text = served.client(None).get("/metrics").text
+    return float(
+        next(
+            line.split()[1] for line in text.splitlines() if line.startswith("jingzhun_live_users ")
+        )
+    )
+
+
+def _wait_for(predicate, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_warm_up_holds_the_active_users_then_known_users_without_events(
+    server, built: Path
+) -> None:
+    with Workspace.open(built) as ws:
+        ws.ingest.files(
+            "users", ["-"], format="jsonl", stdin=io.BytesIO(b'{"user_id": "quiet-1"}\n')
+        )
+        active = ws.store.scalar(
+            "SELECT count(DISTINCT coalesce(e.user_id, i.user_id)) FROM events e "
+            "LEFT JOIN identities i ON e.user_id IS NULL AND i.anonymous_id = e.anonymous_id "
+            "WHERE NOT e.custom"
+        )
+        known = ws.store.scalar(
+            "SELECT count(*) FROM (SELECT user_id FROM users UNION "
+            "SELECT coalesce(e.user_id, i.user_id) FROM events e LEFT JOIN identities i "
+            "ON e.user_id IS NULL AND i.anonymous_id = e.anonymous_id WHERE NOT e.custom) "
+            "WHERE user_id IS NOT NULL"
+        )
+        latest = [
+            r[0]
+            for r in ws.store.rows(
+                "SELECT coalesce(e.user_id, i.user_id) AS u FROM events e LEFT JOIN identities i "
+                "ON e.user_id IS NULL AND i.anonymous_id = e.anonymous_id WHERE NOT e.custom "
+                "GROUP BY 1 HAVING u IS NOT NULL ORDER BY max(e.ts) DESC, 1 LIMIT 5"
+            )
+        ]
+    assert known > active
+    served = server(built)
+    assert _wait_for(lambda: _live_users(served) == known), _live_users(served)
+    live = served.app.state.jingzhun.live
+    assert "quiet-1" in live and all(u in live for u in latest)
+    # A user without events is held too: their list is the cold start, with no query.
+    body = served.client("read").get("/v1/users/quiet-1/recommendations").json()
+    assert body["cold_start"] is True and body["items"]
+
+
+def test_with_little_room_the_warm_up_keeps_the_most_recently_active(server, built: Path) -> None:
+    with Workspace.open(built) as ws:
+        settings = ws.settings.model_copy(
+            update={"server": ws.settings.server.model_copy(update={"live_users": 5})}
+        )
+        latest = [
+            r[0]
+            for r in ws.store.rows(
+                "SELECT coalesce(e.user_id, i.user_id) AS u FROM events e LEFT JOIN identities i "
+                "ON e.user_id IS NULL AND i.anonymous_id = e.anonymous_id WHERE NOT e.custom "
+                "GROUP BY 1 HAVING u IS NOT NULL ORDER BY max(e.ts) DESC, 1 LIMIT 5"
+            )
+        ]
+    served = server(built, settings=settings)
+    assert _wait_for(lambda: _live_users(served) == 5)
+    live = served.app.state.jingzhun.live
+    time.sleep(0.5)  # the warm-up is over: nothing more comes in
+    assert len(live) == 5 and all(u in live for u in latest)
