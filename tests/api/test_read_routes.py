@@ -216,6 +216,40 @@ def test_context_items_change_the_recommendations(
     assert [i["item_id"] for i in odd["items"]] == [i["item_id"] for i in body["items"]]
 
 
+def test_context_lists_blend_the_users_history(
+    api: httpx.Client, ws: Workspace, busiest: str
+) -> None:
+    # The same context for two users with different histories: lists of their own, leaving
+    # out what each bought; a user without history gets the context's list.
+    other = ws.sql(
+        "SELECT e.user_id FROM events e JOIN profiles p USING (user_id) WHERE e.user_id <> ? "
+        "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+        [busiest],
+    )["user_id"][0]
+    context = ws.sql(
+        "SELECT item_id FROM events WHERE item_id IS NOT NULL GROUP BY 1 "
+        "ORDER BY count(*) DESC, 1 LIMIT 2"
+    )["item_id"].tolist()
+    lists = {}
+    for user in (busiest, other, "no-history-visitor"):
+        body = api.get(
+            f"/v1/users/{user}/recommendations", params={"k": 10, "context": ",".join(context)}
+        ).json()
+        lists[user] = [i["item_id"] for i in body["items"]]
+        assert len(lists[user]) == 10 and not set(context) & set(lists[user])
+        assert body["cold_start"] is False
+    assert lists[busiest] != lists[other]
+    bought = set(
+        ws.sql(
+            "SELECT DISTINCT item_id FROM events WHERE user_id = ? AND event = 'order_completed'",
+            [busiest],
+        )["item_id"]
+    )
+    assert bought and not bought & set(lists[busiest])
+    alone = ws.recs.in_context(context, 10, user_id="no-history-visitor").items
+    assert lists["no-history-visitor"] == [i["item_id"] for i in alone]
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [

@@ -50,7 +50,8 @@ class UserRecommendations(Result):
 
 @dataclass
 class ContextRecommendations(UserRecommendations):
-    """Top items after the items a user is looking at now (the session path), explained."""
+    """Top items after the items a user is looking at now (with their history when the user
+    is given), explained."""
 
     context: list[str] = field(default_factory=list)
     unknown_items: list[str] = field(default_factory=list)
@@ -249,20 +250,30 @@ class Recs:
         user_id: str | None = None,
         model: str | None = None,
         lang: str = "en",
+        history: pd.DataFrame | None = None,
     ) -> ContextRecommendations:
         """Top ``k`` after the items a user is looking at now (oldest first; the latest counts
-        most), with explanations: :meth:`session` for one user. The user's segment and
-        whether the model knows them are reported; the list follows the context, so it is
-        ``cold_start`` only when the model knows none of the context items (popular items)."""
+        most), with explanations. With ``user_id``, the whole model scores their history and
+        the context together (each weighing the same; bought items left out by the rules:
+        :meth:`~jingzhun.recommend.serving.Recommend.in_context`; ``history`` as for
+        :meth:`for_user`); without, the session path (:meth:`session`). The user's segment
+        and whether the model knows them are reported; the list is ``cold_start`` when the
+        model knows none of the context items and there is no history (popular items)."""
         from jingzhun.recommend.rules import reason_text
 
         rec = self.recommender(model)
-        frame = rec.session(list(item_ids), k)
+        items = list(item_ids)
+        if user_id is None:
+            frame = rec.session(items, k)
+            had_history = False
+        else:
+            frame = rec.in_context(user_id, items, k, history)
+            had_history = frame.attrs["history"]
         unknown = list(frame.attrs["unknown_items"])
         return ContextRecommendations(
             user_id=user_id or "",
             model=rec.model_id,
-            cold_start=len(unknown) == len(item_ids),
+            cold_start=len(unknown) == len(item_ids) and not had_history,
             known_to_model=user_id is not None and user_id in rec.model.users_,
             segment=None if rec.groups is None or user_id is None else rec.groups.get(user_id),
             items=[

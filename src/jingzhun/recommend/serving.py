@@ -220,6 +220,53 @@ class Recommend:
         frame.attrs["unknown_items"] = unknown
         return frame
 
+    def in_context(
+        self,
+        user_id: str,
+        item_ids: list[str],
+        k: int = 10,
+        history: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """Real-time for a known visitor: top ``k`` for ``user_id`` looking at ``item_ids``
+        now (oldest first, the latest counts most), scored by the whole model from their
+        history and the context together — each normalised to sum 1, so the context weighs
+        as much as everything before it, whatever the history's size. The context items and
+        the rules' exclusions (bought items) are left out. Without history this is the
+        context alone; without known context items, the user's list. ``history`` as for
+        :meth:`for_user`; unknown context items in ``frame.attrs["unknown_items"]``."""
+        _check_k(k)
+        m = self.model
+        if history is None:
+            rows, purchased = self.history([user_id])
+        else:
+            rows, purchased = self.matrices(history, [user_id])
+        n = len(item_ids)
+        w = 0.5 ** np.arange(n - 1, -1, -1, dtype=np.float32)  # newest item weight 1
+        context = _row_of(m.items_, item_ids, w)
+        parts = [part / part.sum() for part in (rows, context) if part.nnz and part.sum() > 0]
+        blended = sp.csr_matrix(sum(parts[1:], parts[0]) if parts else rows, dtype=np.float32)
+        groups = (
+            None if self.groups is None else np.asarray([self.groups.get(user_id)], dtype=object)
+        )
+        exclude = self.rules.exclusions(purchased, self.features)
+        idx, val = self._ranked(m, blended, np.array([-1]), k, context, exclude, groups)
+        said = groups if ranks_by_segment(m) else None
+        reasons = explain(m, idx, blended, purchased, self.features, m.items_.ids, said)
+        keep = idx[0] >= 0
+        frame = pd.DataFrame(
+            {
+                "rank": np.arange(1, k + 1)[keep],
+                "item_id": m.items_.ids[idx[0][keep]],
+                "score": np.nan_to_num(val[0][keep].astype(np.float64)),
+                "reason": reasons[0][keep].astype(str),
+            }
+        )
+        frame.attrs["unknown_items"] = [
+            i for i, j in zip(item_ids, m.items_.index(item_ids), strict=True) if j < 0
+        ]
+        frame.attrs["history"] = bool(rows.nnz)
+        return frame
+
     def _session_model(self) -> Recommender:
         m = self.model
         if isinstance(m, Hybrid) and "itemknn" in m.components:

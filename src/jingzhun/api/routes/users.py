@@ -177,11 +177,11 @@ def recommendations(
             errors=[{"field": "query.context", "message": "item ids are 1 to 256 characters"}],
         )
     # The server's one recommender, scoring from the user's live interactions: no query.
+    history = state.live.interactions(user_id)
     if items:
         return RecommendationsOut(
-            **state.recs.in_context(items, k, user_id=user_id, lang=lang).to_dict()
+            **state.recs.in_context(items, k, user_id=user_id, lang=lang, history=history).to_dict()
         )
-    history = state.live.interactions(user_id)
     result = state.recs.for_user(user_id, k, lang=lang, history=history).to_dict()
     return RecommendationsOut(**result, context=[], unknown_items=[])
 
