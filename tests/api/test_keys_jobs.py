@@ -194,3 +194,26 @@ def test_job_runs_while_tracking_and_reads_go_on(server, shop, tmp_path: Path) -
     assert any(m.get("kind") == "recommender" and m.get("active") for m in models["items"])
     text = httpx.get(f"{served.url}/metrics").text
     assert 'jingzhun_job_duration_seconds_count{kind="profile_build",state="succeeded"} 1.0' in text
+    # The new model is served at once: the job's hook reloaded it before "succeeded" showed.
+    some = ws.store.scalar("SELECT user_id FROM profiles ORDER BY user_id LIMIT 1")
+    recs = served.client("read").get(f"/v1/users/{some}/recommendations").json()
+    assert recs["model"] == trained["result"]["model_id"]
+
+
+def test_a_job_reports_its_progress(server, shop, tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    with Workspace.open(db) as ws:
+        ws.ingest.files("users", [shop.file("users")])
+        ws.ingest.files("items", [shop.file("items")])
+        ws.ingest.files("events", [shop.file("events")])
+        ws.recs.train("pop")
+    served = server(db)
+    admin = served.client("admin")
+    r = admin.post("/v1/jobs", json={"kind": "recommend_batch", "params": {"k": 5}})
+    assert r.status_code == 202 and r.json()["progress"] is None  # queued: nothing yet
+    job = _wait(admin, r.json()["job_id"])
+    assert job["state"] == "succeeded", job
+    users = served.app.state.jingzhun.readers.get().store.scalar(
+        "SELECT count(DISTINCT user_id) FROM recommendations"
+    )
+    assert job["progress"]["done"] == job["progress"]["total"] >= users > 0

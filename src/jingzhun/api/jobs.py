@@ -83,31 +83,60 @@ def _result(value: Any) -> dict[str, Any]:
     return {"result": str(value)}
 
 
-#: Every job kind: its parameters and what it runs on the job's workspace.
-KINDS: dict[str, tuple[type[_Params], Callable[[Workspace, Any], Any]]] = {
-    "profile_build": (ProfileBuild, lambda ws, p: ws.profiles.build(p.as_of)),
+class Progress:
+    """Where a running job is, as the stage it runs reports it: a step's name, or a count
+    of what is done out of a total. Read by ``GET /v1/jobs/{id}``."""
+
+    def __init__(self) -> None:
+        self.step: str | None = None
+        self.done: int | None = None
+        self.total: int | None = None
+
+    def say(self, step: str) -> None:
+        """A stage's step (predict training: which model it fits)."""
+        self.step = str(step)[:200]
+
+    def count(self, done: int, total: int | None) -> None:
+        """A stage's count (a recommendation batch: users scored of all)."""
+        self.done, self.total = int(done), None if total is None else int(total)
+
+    def as_dict(self) -> dict[str, Any] | None:
+        if self.step is None and self.done is None:
+            return None
+        return {"step": self.step, "done": self.done, "total": self.total}
+
+
+#: Every job kind: its parameters and what it runs on the job's workspace (with the job's
+#: progress, for the stages that report it).
+KINDS: dict[str, tuple[type[_Params], Callable[[Workspace, Any, Progress], Any]]] = {
+    "profile_build": (ProfileBuild, lambda ws, p, _: ws.profiles.build(p.as_of)),
     "segment_run": (
         SegmentRun,
-        lambda ws, p: ws.segments.run(
+        lambda ws, p, _: ws.segments.run(
             p.method, name=p.name, k=p.k, features=p.features, random_state=p.random_state
         ),
     ),
     "recommend_train": (
         RecommendTrain,
-        lambda ws, p: ws.recs.train(p.model, params=p.params, as_of=p.as_of),
+        lambda ws, p, _: ws.recs.train(p.model, params=p.params, as_of=p.as_of),
     ),
-    "recommend_batch": (RecommendBatch, lambda ws, p: ws.recs.batch(p.k, model=p.model)),
+    "recommend_batch": (
+        RecommendBatch,
+        lambda ws, p, progress: ws.recs.batch(p.k, model=p.model, progress=progress.count),
+    ),
     "predict_train": (
         PredictTrain,
-        lambda ws, p: ws.predict.train(p.target, horizon_days=p.horizon_days, as_of=p.as_of),
+        lambda ws, p, progress: ws.predict.train(
+            p.target, horizon_days=p.horizon_days, as_of=p.as_of, progress=progress.say
+        ),
     ),
     "predict_score": (
         PredictScore,
-        lambda ws, p: ws.predict.score(p.target, model=p.model, as_of=p.as_of),
+        lambda ws, p, _: ws.predict.score(p.target, model=p.model, as_of=p.as_of),
     ),
     "predict_clv": (
         PredictClv,
-        lambda ws, p: ws.predict.clv(model=p.model, unit=p.unit, as_of=p.as_of),
+        lambda ws, p, _: ws.predict.clv(model=p.model, unit=p.unit, as_of=p.as_of),
     ),
 }
 
@@ -127,6 +156,11 @@ class Job:
     result: dict[str, Any] | None = None
     error: str | None = None
     _parsed: Any = None
+    _progress: Progress = field(default_factory=Progress)
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        return self._progress.as_dict()
 
 
 class JobRunner:
@@ -204,7 +238,7 @@ class JobRunner:
                 if self._ws is None:
                     self._ws = self._workspace()
                 _, run = KINDS[job.kind]
-                result = _result(run(self._ws, job._parsed))
+                result = _result(run(self._ws, job._parsed, job._progress))
             except JingzhunError as exc:
                 error = str(exc)
             except Exception as exc:  # a job's failure is its own; the runner goes on

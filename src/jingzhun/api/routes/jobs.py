@@ -29,6 +29,9 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     seconds: float | None
+    progress: dict[str, Any] | None = Field(
+        description="While it runs, where it is, when its stage says: {step, done, total}"
+    )
     result: dict[str, Any] | None
     error: str | None
 
