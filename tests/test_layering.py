@@ -350,6 +350,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "recommend": BASE | {"store", "ingest", "profile"},
     "predict": BASE | {"store", "ingest", "profile"},
     "report": BASE | {"store", "ingest", "profile", "segment", "recommend", "predict"},
+    # Campaign statistics and reports: above every stage (campaign, the act stage, to come).
+    "evaluate": BASE
+    | {"store", "ingest", "profile", "segment", "recommend", "predict", "campaign"},
 }
 #: The imports between sibling stages today's code needs, module by module.
 CROSS_STAGE: dict[tuple[str, str], str] = {
