@@ -164,6 +164,8 @@ def test_sample_size_is_the_power_equation_and_gives_that_power() -> None:
         (lambda: holm([0.5, 1.5]), "from 0 to 1"),
         (lambda: sample_size(1.2, 0.01), "--baseline 1.2"),
         (lambda: sample_size(0.05, 0.0), "--mde 0.0"),
+        (lambda: sample_size(0.05, 1e-300), "more than 1e+12 members"),
+        (lambda: sample_size(0.05, 0.01, alpha=1e-300), "more than 1e+12 members"),
         (lambda: sample_size(0.05, 0.01, power=1.0), "--power 1.0"),
         (lambda: sample_size(0.05, 0.01, control_share=0), "--control-share 0"),
     ],

@@ -152,6 +152,7 @@ COMMANDS: dict[str, Base] = {
     "models activate": Base(arguments={"model_id": "popularity-1"}),
     "apikey create": Base((("--scope", "read"), ("--name", "ci"))),
     "apikey list": Base(),
+    "campaign plan": Base((("--baseline", "0.05"), ("--mde", "0.01"))),
     # The server would run until stopped: the stub stops it where the app is made, after the
     # options are read, the store is open and the port is bound (then closed again).
     "serve": Base(

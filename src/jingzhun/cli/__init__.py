@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
 from jingzhun import __version__
 from jingzhun.cli import (
     apikey,
+    campaign,
     commands,
     ingest,
     models,
@@ -89,6 +90,7 @@ def build_app() -> typer.Typer:
     app.add_typer(predict.app, name="predict")
     app.add_typer(models.app, name="models")
     app.add_typer(apikey.app, name="apikey")
+    app.add_typer(campaign.app, name="campaign")
     app.command()(commands.clean)
     app.command()(commands.status)
     app.command()(commands.synth)

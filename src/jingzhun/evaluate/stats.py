@@ -265,5 +265,18 @@ def sample_size(
     za, zb = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
     # n_t = r·n_c with r = treated per control; Var(diff) = p1q1/n_t + p0q0/n_c.
     r = (1 - control_share) / control_share
-    n_c = (za + zb) ** 2 * (p1 * (1 - p1) / r + p0 * (1 - p0)) / mde**2
-    return math.ceil(r * n_c), math.ceil(n_c)
+    with np.errstate(all="ignore"):
+        n_c = float((za + zb) ** 2 * (p1 * (1 - p1) / r + p0 * (1 - p0)) / mde**2)
+        n_t = r * n_c
+    if not (math.isfinite(n_c) and math.isfinite(n_t)) or max(n_c, n_t) > _MOST_MEMBERS:
+        raise InputError(
+            f"--mde {mde!r} with --alpha {alpha!r}, --power {power!r} and --control-share "
+            f"{control_share!r}: a test would need more than {_MOST_MEMBERS:.0e} members",
+            hint="look for a larger lift (--mde), or accept a larger --alpha or a lower --power",
+            param="mde",
+        )
+    return math.ceil(n_t), math.ceil(n_c)
+
+
+#: More members than any shop has: a plan beyond it is a mistake in its inputs.
+_MOST_MEMBERS = 1e12
