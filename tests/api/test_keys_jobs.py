@@ -127,12 +127,16 @@ def _wait(client: httpx.Client, job_id: str, timeout: float = 300) -> dict:
     raise AssertionError(f"job {job_id} did not finish")
 
 
-def test_job_runs_while_tracking_and_reads_go_on(server, shop, tmp_path: Path) -> None:
-    db = tmp_path / "shop.duckdb"
+def _shop_store(shop, db: Path) -> Path:
+    """A store holding the simulated shop's users, items and events."""
     with Workspace.open(db) as ws:
-        ws.ingest.files("users", [shop.file("users")])
-        ws.ingest.files("items", [shop.file("items")])
-        ws.ingest.files("events", [shop.file("events")])
+        for kind in ("users", "items", "events"):
+            ws.ingest.files(kind, [shop.file(kind)])
+    return db
+
+
+def test_job_runs_while_tracking_and_reads_go_on(server, shop, tmp_path: Path) -> None:
+    db = _shop_store(shop, tmp_path / "shop.duckdb")
     served = server(db)
     admin = served.client("admin")
     stop = threading.Event()
@@ -201,11 +205,8 @@ def test_job_runs_while_tracking_and_reads_go_on(server, shop, tmp_path: Path) -
 
 
 def test_a_job_reports_its_progress(server, shop, tmp_path: Path) -> None:
-    db = tmp_path / "store.duckdb"
+    db = _shop_store(shop, tmp_path / "store.duckdb")
     with Workspace.open(db) as ws:
-        ws.ingest.files("users", [shop.file("users")])
-        ws.ingest.files("items", [shop.file("items")])
-        ws.ingest.files("events", [shop.file("events")])
         ws.recs.train("pop")
     served = server(db)
     admin = served.client("admin")

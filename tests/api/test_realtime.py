@@ -178,6 +178,19 @@ def _live_users(served) -> float:
     )
 
 
+def _most_recently_active(ws: Workspace, n: int) -> list[str]:
+    """The ``n`` users whose latest stitched event is newest (as the warm-up orders them)."""
+    return [
+        r[0]
+        for r in ws.store.rows(
+            "SELECT coalesce(e.user_id, i.user_id) AS u FROM events e LEFT JOIN identities i "
+            "ON e.user_id IS NULL AND i.anonymous_id = e.anonymous_id WHERE NOT e.custom "
+            "GROUP BY 1 HAVING u IS NOT NULL ORDER BY max(e.ts) DESC, 1 LIMIT ?",
+            [n],
+        )
+    ]
+
+
 def _wait_for(predicate, seconds: float = 60) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -205,14 +218,7 @@ def test_the_warm_up_holds_the_active_users_then_known_users_without_events(
             "ON e.user_id IS NULL AND i.anonymous_id = e.anonymous_id WHERE NOT e.custom) "
             "WHERE user_id IS NOT NULL"
         )
-        latest = [
-            r[0]
-            for r in ws.store.rows(
-                "SELECT coalesce(e.user_id, i.user_id) AS u FROM events e LEFT JOIN identities i "
-                "ON e.user_id IS NULL AND i.anonymous_id = e.anonymous_id WHERE NOT e.custom "
-                "GROUP BY 1 HAVING u IS NOT NULL ORDER BY max(e.ts) DESC, 1 LIMIT 5"
-            )
-        ]
+        latest = _most_recently_active(ws, 5)
     assert known > active
     served = server(built)
     assert _wait_for(lambda: _live_users(served) == known), _live_users(served)
@@ -228,14 +234,7 @@ def test_with_little_room_the_warm_up_keeps_the_most_recently_active(server, bui
         settings = ws.settings.model_copy(
             update={"server": ws.settings.server.model_copy(update={"live_users": 5})}
         )
-        latest = [
-            r[0]
-            for r in ws.store.rows(
-                "SELECT coalesce(e.user_id, i.user_id) AS u FROM events e LEFT JOIN identities i "
-                "ON e.user_id IS NULL AND i.anonymous_id = e.anonymous_id WHERE NOT e.custom "
-                "GROUP BY 1 HAVING u IS NOT NULL ORDER BY max(e.ts) DESC, 1 LIMIT 5"
-            )
-        ]
+        latest = _most_recently_active(ws, 5)
     served = server(built, settings=settings)
     assert _wait_for(lambda: _live_users(served) == 5)
     live = served.app.state.jingzhun.live

@@ -343,22 +343,21 @@ class _Decayed:
         )
         return _Decayed(anchor.tolist(), names.tolist(), sums.tolist(), bounds.tolist())
 
-    def merge(
-        self, u: int, held: dict[str, float], ref: int | None, h: float, lazy: bool = False
-    ) -> int | None:
-        """Add user ``u``'s sums into ``held`` (anchored at ``ref``); returns the new anchor:
-        a later one rescales what is held by one factor, an earlier one scales the new sums.
+    def merge(self, u: int, held: dict[str, float], ref: int | None, h: float) -> int | None:
+        """Add user ``u``'s sums into ``held`` (anchored at ``ref``); returns the anchor.
 
-        ``lazy``: the anchor stays where it is and later sums are scaled up to it instead
-        (by 2^(Δ/h) > 1), until that factor would pass 2^64: a user's many held items are
-        then not all rescaled on every batch (the items' weights; the reader scales once)."""
+        The anchor stays where it is and later sums are scaled up to it (by 2^(Δ/h) > 1), so
+        a batch does not rescale every weight a user holds (their many items' weights; the
+        reader scales once); only when that factor would pass 2^64 does the anchor move to
+        the later event and the held weights decay by one factor. Earlier sums (events that
+        arrived late) are scaled down to the anchor."""
         lo, hi = self.bounds[u], self.bounds[u + 1]
         if hi <= lo:
             return ref
         new = self.anchor[u]
         if ref is None:
             ref, factor = new, 1.0
-        elif new > ref and lazy and (new - ref) / 1e6 / DAY < 64 * h:
+        elif new > ref and (new - ref) / 1e6 / DAY < 64 * h:
             factor = _decay1(float(ref - new), h)  # > 1: a later event weighs more
         elif new >= ref:
             if new > ref:
@@ -493,11 +492,9 @@ def _fold(
                 lo, hi = o_bounds_l[u], o_bounds_l[u + 1]
                 if hi > lo:
                     st.orders.update(o_ids_l[lo:hi])
-                st.aff_ref = aff.merge(u, st.aff, st.aff_ref, h, lazy=True)
+                st.aff_ref = aff.merge(u, st.aff, st.aff_ref, h)
                 if inter is not None:
-                    st.iw_ref = inter.merge(
-                        u, st.iw, st.iw_ref, cfg.interaction_half_life, lazy=True
-                    )
+                    st.iw_ref = inter.merge(u, st.iw, st.iw_ref, cfg.interaction_half_life)
                     lo, hi = b_bounds_l[u], b_bounds_l[u + 1]
                     if hi > lo:
                         st.bought.update(b_items_l[lo:hi])
@@ -771,12 +768,13 @@ class LiveProfiles:
         else:
             wanted = list(dict.fromkeys(str(u) for u in user_ids))
         seeded = 0
-        for start in range(0, len(wanted), max(1, int(chunk))):
+        step = max(1, int(chunk))
+        for start in range(0, len(wanted), step):
             if stop is not None and stop.is_set():
                 break
             with self._io:
                 with self._lock:
-                    part = [u for u in wanted[start : start + chunk] if u not in self._states]
+                    part = [u for u in wanted[start : start + step] if u not in self._states]
                 if part:
                     self._seed(part)
                     seeded += len(part)

@@ -126,12 +126,9 @@ class Recommend:
             short = short[(out_idx[short] < 0).any(axis=1) & (idx >= 0).all(axis=1)]
         return out_idx, out_val
 
-    def history(
-        self, user_ids: list[str], as_of: datetime | None = None
-    ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """Fresh interaction rows (and purchases) of users from the store, as of ``as_of``
-        (default: just after the latest event)."""
-        at = as_of or default_as_of(self.store)
+    def history(self, user_ids: list[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Fresh interaction rows (and purchases) of users from the store, up to now."""
+        at = default_as_of(self.store)
         if len(user_ids) == 1:
             frame = self._history(user_ids[0], at)
         else:
@@ -156,6 +153,14 @@ class Recommend:
         )
         return rows, purchased
 
+    def _rows(
+        self, user_id: str, history: pd.DataFrame | None
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """One user's rows: from ``history`` when the caller holds it, else from the store."""
+        if history is None:
+            return self.history([user_id])
+        return self.matrices(history, [user_id])
+
     def for_user(
         self, user_id: str, k: int = 10, lang: str = "en", history: pd.DataFrame | None = None
     ) -> dict[str, Any]:
@@ -166,10 +171,7 @@ class Recommend:
         from jingzhun.recommend.rules import reason_text
 
         _check_k(k)
-        if history is None:
-            rows, purchased = self.history([user_id])
-        else:
-            rows, purchased = self.matrices(history, [user_id])
+        rows, purchased = self._rows(user_id, history)
         frame = self._block(np.asarray([user_id], dtype=object), rows, purchased, k)
         known = user_id in self.model.users_
         return {
@@ -236,10 +238,7 @@ class Recommend:
         :meth:`for_user`; unknown context items in ``frame.attrs["unknown_items"]``."""
         _check_k(k)
         m = self.model
-        if history is None:
-            rows, purchased = self.history([user_id])
-        else:
-            rows, purchased = self.matrices(history, [user_id])
+        rows, purchased = self._rows(user_id, history)
         n = len(item_ids)
         w = 0.5 ** np.arange(n - 1, -1, -1, dtype=np.float32)  # newest item weight 1
         context = _row_of(m.items_, item_ids, w)
