@@ -20,8 +20,11 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 
+# Test files run in parallel, one file per worker at a time (a file's fixtures are built once).
+TEST_JOBS ?= 2
+
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 bench: install
 	$(BIN)/python benchmarks/run.py
