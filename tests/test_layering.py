@@ -350,7 +350,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "recommend": BASE | {"store", "ingest", "profile"},
     "predict": BASE | {"store", "ingest", "profile"},
     "report": BASE | {"store", "ingest", "profile", "segment", "recommend", "predict"},
-    # Campaign statistics and reports: above every stage (campaign, the act stage, to come).
+    # The act stage: audiences from every analysis stage's tables, through their read functions.
+    "campaign": BASE | {"store", "ingest", "profile", "segment", "recommend", "predict"},
+    # Campaign statistics and reports: above every stage, the campaign stage included.
     "evaluate": BASE
     | {"store", "ingest", "profile", "segment", "recommend", "predict", "campaign"},
 }

@@ -26,14 +26,24 @@ import re
 import stat
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from jingzhun.checks import MAX_DAYS, MIN_DAYS, shown
 from jingzhun.contracts.events import EVENT_NAMES, INTEREST_WEIGHTS
 from jingzhun.contracts.models import CLASSIFIERS
 from jingzhun.errors import InputError
+
+_M = TypeVar("_M", bound=BaseModel)
 
 DEFAULT_DB = "jingzhun.duckdb"
 DEFAULT_CONFIG = "jingzhun.toml"
@@ -421,6 +431,75 @@ class ServerSettings(_Section):
     )
 
 
+class EmailSettings(_Section):
+    """How campaigns send email: an SMTP server (your provider's relay, or a local MTA)."""
+
+    host: str = Field("127.0.0.1", min_length=1, max_length=253, description="SMTP host.")
+    port: int = Field(25, ge=1, le=65535, description="SMTP port (587 for STARTTLS, 465 for TLS).")
+    security: Literal["none", "starttls", "tls"] = Field(
+        "none", description="Plain (a local relay), STARTTLS, or TLS from the first byte."
+    )
+    username: str | None = Field(None, max_length=320, description="SMTP login, if any.")
+    password_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="The environment variable holding the SMTP password (never the password).",
+    )
+    from_: str = Field(
+        "jingzhun <no-reply@localhost>", alias="from", max_length=320, description="From header."
+    )
+    reply_to: str | None = Field(None, max_length=320, description="Reply-To header.")
+    rate_per_second: float = Field(
+        50, gt=0, le=100_000, description="Messages sent per second, at most."
+    )
+    connections: int = Field(4, ge=1, le=64, description="SMTP connections kept open in parallel.")
+    timeout_seconds: float = Field(30, gt=0, le=600, description="Socket timeout per SMTP command.")
+    retries: int = Field(
+        4, ge=0, le=20, description="Retries of a temporary failure (4xx, dropped connection)."
+    )
+    retry_base_seconds: float = Field(
+        1.0, ge=0, le=3600, description="First retry's wait; each next one waits twice as long."
+    )
+    unsubscribe_mailto: str | None = Field(
+        None,
+        max_length=320,
+        description="Address for List-Unsubscribe mailto: (default: the From address).",
+    )
+    dkim_key_file: str | None = Field(
+        None, max_length=4096, description="PEM private key: sign with DKIM."
+    )
+    dkim_selector: str | None = Field(None, max_length=63)
+    dkim_domain: str | None = Field(None, max_length=253)
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _dkim_whole(self) -> EmailSettings:
+        given = [self.dkim_key_file, self.dkim_selector, self.dkim_domain]
+        if any(given) and not all(given):
+            raise ValueError("DKIM needs dkim_key_file, dkim_selector and dkim_domain together")
+        return self
+
+
+class TrackingSettings(_Section):
+    """Where `jingzhun serve` is reached from recipients' mail clients: links, pixel, unsubscribe."""
+
+    base_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        max_length=500,
+        description="The server's public URL, e.g. https://t.example.com (no query).",
+    )
+    secret_env: str = Field(
+        "JINGZHUN_TRACKING_SECRET",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="Environment variable with the key that signs links (else one kept in the store).",
+    )
+    attribution: Literal["last_touch", "first_touch"] = Field(
+        "last_touch", description="Which campaign an order is credited to when several touched it."
+    )
+
+
 class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
@@ -430,6 +509,8 @@ class Settings(_Section):
     recommend: RecommendSettings = RecommendSettings()
     predict: PredictSettings = PredictSettings()
     server: ServerSettings = ServerSettings()
+    email: EmailSettings = EmailSettings()
+    tracking: TrackingSettings = TrackingSettings()
     _source: Path | None = PrivateAttr(None)
 
     @property
@@ -456,8 +537,29 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     text = _read_config(candidate, where, explicit=bool(explicit))
     if text is None:
         return Settings()
+    settings = validated(Settings, parse_toml(text, where), where)
+    settings._source = candidate
+    return settings
+
+
+def read_toml(path: str | os.PathLike[str], what: str = "config file") -> dict[str, Any]:
+    """The TOML file at ``path`` as a dict; every failure an :class:`InputError` naming it.
+
+    ``what`` names the file's role in messages (``"campaign spec"``). Only a regular file of
+    at most MAX_CONFIG_BYTES is read.
+    """
+    path = Path(path)
+    where = _path_text(path)
+    text = _read_config(path, where, explicit=True, what=what)
+    assert text is not None  # explicit: a missing file raised
+    return parse_toml(text, where)
+
+
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """``text`` parsed as TOML; a syntax error, an absurd number or deep nesting is an
+    :class:`InputError` naming ``where``."""
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{where}: {exc}", hint="fix the TOML syntax") from exc
     except ValueError as exc:  # an integer of thousands of digits
@@ -468,17 +570,20 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     except RecursionError:  # tomllib recurses once per nested table or array
         raise InputError(
             f"{where}: tables or arrays nest too deeply to read",
-            hint="jingzhun's settings nest at most three levels; fix the file",
+            hint="jingzhun's files nest at most a few levels; fix the file",
         ) from None
+
+
+def validated(model: type[_M], raw: Any, where: str) -> _M:
+    """``raw`` (parsed TOML or JSON) validated as ``model``; the first problem is an
+    :class:`InputError` that names the key as the file spells it (``[control] share``)."""
     try:
-        settings = Settings.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise InputError(f"{where}: {_key(err['loc'], raw)} {_problem(err)}") from exc
     except RecursionError:  # a deep value under a key that takes any mapping
         raise InputError(f"{where}: a value nests too deeply", hint="fix the file") from None
-    settings._source = candidate
-    return settings
 
 
 #: The largest settings file read (a generous one is a few hundred KB).
@@ -494,41 +599,41 @@ def _path_text(path: Path) -> str:
     return text if len(text) <= 120 else text[:119] + "…"
 
 
-def _read_config(path: Path, where: str, *, explicit: bool) -> str | None:
+def _read_config(
+    path: Path, where: str, *, explicit: bool, what: str = "config file"
+) -> str | None:
     """The file's text; None if the implicit ./jingzhun.toml is absent. Only a regular file
     of at most MAX_CONFIG_BYTES is read (``--config /dev/zero`` would never end, a FIFO
     would block)."""
+    check = "check --config" if what == "config file" else "check the path"
     try:
         info = path.stat()
     except FileNotFoundError:
         if explicit:
-            raise InputError(f"config file {where} does not exist", hint="check --config") from None
+            raise InputError(f"{what} {where} does not exist", hint=check) from None
         return None
     except (OSError, ValueError) as exc:  # a name too long, a NUL, no permission …
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise InputError(
-            f"cannot read config file {where}: {reason}", hint="check --config"
-        ) from None
+        raise InputError(f"cannot read {what} {where}: {reason}", hint=check) from None
     if not stat.S_ISREG(info.st_mode):
         raise InputError(
-            f"config file {where} is not a regular file", hint="give --config a .toml file"
+            f"{what} {where} is not a regular file",
+            hint="give --config a .toml file" if what == "config file" else "give a .toml file",
         )
     try:
         with path.open("rb") as fh:
             data = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise InputError(f"cannot read config file {where}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read {what} {where}: {exc.strerror or exc}") from None
     if len(data) > MAX_CONFIG_BYTES:
         raise InputError(
-            f"config file {where} is larger than {MAX_CONFIG_BYTES >> 20} MiB",
-            hint="a settings file is a few KB; check --config",
+            f"{what} {where} is larger than {MAX_CONFIG_BYTES >> 20} MiB",
+            hint=f"a settings file is a few KB; {check}",
         )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(
-            f"cannot read config file {where}: {exc}", hint="save it as UTF-8"
-        ) from None
+        raise InputError(f"cannot read {what} {where}: {exc}", hint="save it as UTF-8") from None
 
 
 def _key(loc: tuple[int | str, ...], raw: Any) -> str:
@@ -546,9 +651,10 @@ def _key(loc: tuple[int | str, ...], raw: Any) -> str:
                 parts[-1] += f" ({name[:40]})"
         elif isinstance(node, dict) and part in node:
             node = node[part]
-            parts.append(f"[{part}]" if i == 0 else str(part))
+            # A table of the first level is written [table]; a key of the first level as is.
+            parts.append(f"[{part}]" if i == 0 and isinstance(node, dict) else str(part))
         elif i == 0 or isinstance(node, dict):  # a missing required key
-            parts.append(f"[{part}]" if i == 0 else str(part))
+            parts.append(str(part))
             node = None
     return " ".join(parts)
 

@@ -10,6 +10,8 @@ hold (serving caches aside, which check the store on every call).
 ``ws.recs``        train, evaluate, serve (user, session, batch), a user's latest list
 ``ws.predict``     propensity/churn, CLV, uplift, scores, a user's scores
 ``ws.models``      the registry of every trained model: list, show, activate
+``ws.campaigns``   create, preview and send campaigns; their members and deliveries
+``ws.evaluate``    campaign reports: lift over control with intervals, CUPED, SRM, ROI
 =================  ====================================================================
 
 Examples
@@ -37,7 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from jingzhun.campaign.facade import Campaigns
 from jingzhun.config import Settings, load_settings, resolve_db_path
+from jingzhun.evaluate.facade import Evaluate
 from jingzhun.ingest import quarantine as q
 from jingzhun.ingest.facade import Ingest
 from jingzhun.predict.facade import Predict
@@ -88,6 +92,8 @@ class Workspace:
         self.segments = Segments(self.store, settings)
         self.recs = Recs(self.store, settings)
         self.predict = Predict(self.store, settings)
+        self.campaigns = Campaigns(self.store, settings)
+        self.evaluate = Evaluate(self.store, settings)
 
     @classmethod
     def open(

@@ -102,6 +102,8 @@ def test_lists_of_some_users(batch_ws: Workspace) -> None:
         "rank",
         "item_id",
         "title",
+        "category",
+        "price",
         "score",
         "reason",
         "model",

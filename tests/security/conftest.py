@@ -2,7 +2,7 @@
 
 The template holds a small simulated shop with every stage run once (profiles, an RFM and a
 k-means segment run, a popularity model with a batch of recommendations, a propensity model,
-a CLV model) and open quarantined rows, so each command reaches the option under test; the
+a CLV model, a draft campaign) and open quarantined rows, so each command reaches the option under test; the
 input files a command needs (an event file, a user file, an interaction log, a transaction
 log, campaign assignments) sit beside it. Each case gets a copy in a folder of its own, removed
 when the case ends.
@@ -66,7 +66,15 @@ def _inputs(folder: Path, shop: Path, users: list[str], items: list[str]) -> lis
     ).to_csv(folder / "tx.csv", index=False)
     pd.read_parquet(shop / "campaigns.parquet").to_csv(folder / "assign.csv", index=False)
     (folder / "jingzhun.toml").write_bytes(toml_document(CHEAP))
+    (folder / "campaign.txt").write_text("Hello {{ first_name }}\n", encoding="utf-8")
+    (folder / "campaign.toml").write_text(
+        'name = "summer"\nchannel = "email"\n[[variants]]\nname = "a"\nsubject = "Hi"\n'
+        'template = "campaign.txt"\n',
+        encoding="utf-8",
+    )
     return [
+        "campaign.toml",
+        "campaign.txt",
         "events.csv",
         "users.csv",
         "items.csv",
@@ -95,6 +103,14 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         ws.recommend_batch(5)
         ws.predict_train("propensity", models=["logistic"], train_windows=1)
         ws.predict_clv()
+        # A draft campaign for campaign show/preview/send/report to name.
+        ws.campaigns.create(
+            {
+                "name": "spring",
+                "channel": "email",
+                "variants": [{"name": "a", "subject": "Hi", "body": "Hello {{ first_name }}"}],
+            }
+        )
         users = [u for (u,) in ws.store.rows("SELECT user_id FROM profiles ORDER BY 1 LIMIT 3")]
         items = [i for (i,) in ws.store.rows("SELECT item_id FROM items ORDER BY 1 LIMIT 3")]
         open_rows = ws.store.scalar("SELECT count(*) FROM quarantine WHERE resolved_at IS NULL")

@@ -153,6 +153,21 @@ COMMANDS: dict[str, Base] = {
     "apikey create": Base((("--scope", "read"), ("--name", "ci"))),
     "apikey list": Base(),
     "campaign plan": Base((("--baseline", "0.05"), ("--mde", "0.01"))),
+    "campaign create": Base(arguments={"spec": "campaign.toml"}),
+    "campaign list": Base(),
+    "campaign show": Base(arguments={"name": "spring"}),
+    "campaign preview": Base(arguments={"name": "spring"}),
+    # Sending needs an SMTP server (tests/campaign/test_send.py sends to a real one); the
+    # stub stops the command where the send begins, after the options and the store.
+    "campaign send": Base(
+        arguments={"name": "spring"},
+        stubs={"jingzhun.campaign.delivery.send": "sending needs an SMTP server"},
+    ),
+    # The template's campaign was never sent; tests/campaign/test_report.py reports real ones.
+    "campaign report": Base(
+        arguments={"name": "spring"},
+        stubs={"jingzhun.evaluate.facade.report": "the template's campaign was never sent"},
+    ),
     # The server would run until stopped: the stub stops it where the app is made, after the
     # options are read, the store is open and the port is bound (then closed again).
     "serve": Base(
@@ -181,7 +196,7 @@ INPUT_OPTIONS = {
     "--assignments",
     "--truth",
 }
-INPUT_ARGUMENTS = {"files"}
+INPUT_ARGUMENTS = {"files", "spec"}
 DB_OPTION = "--db"
 #: Parameters that take no hostile value: flags and the eager --version.
 SKIPPED = {"version"}

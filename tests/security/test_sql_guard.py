@@ -11,7 +11,11 @@ into such a string must be one of:
 - a local variable or parameter whose every value is itself a safe SQL fragment by these rules
   (a parameter is trusted only when it is annotated ``Sql``, the marker for generated SQL,
   so a caller cannot pass user text in by accident of typing);
-- a comprehension or ``join`` over such values.
+- a comprehension or ``join`` over such values;
+- the result of a function of the package whose return annotation is ``Sql`` (or a tuple
+  whose first element is ``Sql``: ``sql, params = members_query(…)``) — a stage's read
+  functions hand other stages their queries this way. Like a parameter annotated ``Sql``,
+  the annotation is the promise: give such a function's result nothing a user typed.
 
 Anything else is a finding that names the file and line. The walk is checked against the code
 the issue found (``delim='{sep}'``), so it cannot pass by finding nothing.
@@ -41,6 +45,23 @@ def _is_constant_name(node: ast.expr) -> bool:
     return bool(name) and name.lstrip("_").isupper()
 
 
+def _returns_sql(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    if fn.returns is None:
+        return False
+    text = ast.unparse(fn.returns).strip("'\"")
+    return text == SQL_TYPE or text.startswith(f"tuple[{SQL_TYPE},")
+
+
+def sql_functions(sources: list[str]) -> frozenset[str]:
+    """Names of the functions (in ``sources``) annotated to return generated SQL."""
+    return frozenset(
+        n.name
+        for src in sources
+        for n in ast.walk(ast.parse(src))
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and _returns_sql(n)
+    )
+
+
 class _Function:
     """Assignments and annotated parameters of one function body."""
 
@@ -56,9 +77,19 @@ class _Function:
         for node in ast.walk(fn):
             if isinstance(node, ast.Assign):
                 for target in node.targets:
+                    first = (
+                        target.elts[0]
+                        if isinstance(target, ast.Tuple | ast.List)
+                        and target.elts
+                        and isinstance(node.value, ast.Call)
+                        else None
+                    )
                     for name in _names(target):
+                        # ``sql, params = query()``: the first name holds the call's SQL part.
+                        whole = isinstance(target, ast.Name)
+                        is_first = isinstance(first, ast.Name) and first.id == name
                         self.values.setdefault(name, []).append(
-                            node.value if isinstance(target, ast.Name) else ast.Name("?")
+                            node.value if whole or is_first else ast.Name("?")
                         )
             elif isinstance(node, ast.AnnAssign):
                 # ``name: Sql`` (with or without a value) declares generated SQL.
@@ -119,8 +150,9 @@ def _formatted(node: ast.expr) -> list[ast.expr] | None:
 
 
 class _Checker:
-    def __init__(self, fn: _Function) -> None:
+    def __init__(self, fn: _Function, sql_returning: frozenset[str] = frozenset()) -> None:
         self.fn = fn
+        self.sql_returning = sql_returning
         self.seen: set[str] = set()
 
     def safe(self, node: ast.expr) -> bool:
@@ -141,7 +173,7 @@ class _Checker:
         if isinstance(node, ast.Call):
             func = node.func
             name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-            if name in SAFE_CALLS:
+            if name in SAFE_CALLS or name in self.sql_returning:
                 return True
             if name == "join" and isinstance(func, ast.Attribute):
                 return self.safe(func.value) and all(self.safe(a) for a in node.args)
@@ -168,15 +200,17 @@ class _Checker:
             self.seen.discard(name)
 
 
-def findings(source: str, filename: str) -> list[str]:
+def findings(source: str, filename: str, sql_returning: frozenset[str] | None = None) -> list[str]:
     tree = ast.parse(source, filename)
+    if sql_returning is None:
+        sql_returning = sql_functions([source])
     out: list[str] = []
     scopes: list[ast.AST] = [tree] + [
         n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
     ]
     for scope in scopes:
         fn = _Function(scope)  # type: ignore[arg-type]
-        checker = _Checker(fn)
+        checker = _Checker(fn, sql_returning)
         for node in _walk_own(scope.body):  # type: ignore[attr-defined]
             if not (
                 isinstance(node, ast.Call)
@@ -258,6 +292,27 @@ def test_the_walk_finds_the_sep_injection() -> None:
             "def f(con, v):\n    c = []\n    c.append(v)\n    con.execute(f'SELECT {\" \".join(c)}')",
             True,
         ),
+        # A read function's query: trusted by its annotation.
+        (
+            "def q() -> Sql:\n    return 'SELECT 1'\n"
+            "def f(con):\n    con.execute(f'SELECT * FROM ({q()})')",
+            False,
+        ),
+        (
+            "def q() -> tuple[Sql, list[object]]:\n    return 'SELECT ?', [1]\n"
+            "def f(con):\n    s, p = q()\n    con.execute(f'SELECT * FROM ({s})', p)",
+            False,
+        ),
+        (
+            "def q() -> tuple[Sql, list[object]]:\n    return 'SELECT ?', [1]\n"
+            "def f(con):\n    s, p = q()\n    con.execute(f'SELECT * FROM ({p})')",
+            True,
+        ),
+        (
+            "def q(v) -> Sql:\n    return 'SELECT 1'\n"
+            "def f(con, v):\n    s, p = other()\n    con.execute(f'SELECT {s}')",
+            True,
+        ),
     ],
 )
 def test_rules(code: str, flagged: bool) -> None:
@@ -265,7 +320,11 @@ def test_rules(code: str, flagged: bool) -> None:
 
 
 def test_no_user_text_is_formatted_into_sql() -> None:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    sources = [p.read_text(encoding="utf-8") for p in paths]
+    returning = sql_functions(sources)
+    assert "members_query" in returning  # the read functions are seen (or the rule is moot)
     found: list[str] = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        found += findings(path.read_text(encoding="utf-8"), str(path.relative_to(PACKAGE)))
+    for path, source in zip(paths, sources, strict=True):
+        found += findings(source, str(path.relative_to(PACKAGE)), returning)
     assert not found, "\n".join(found)

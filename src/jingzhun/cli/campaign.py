@@ -1,23 +1,245 @@
-"""``jingzhun campaign …``: campaigns — so far ``plan``, the members a test needs.
+"""``jingzhun campaign create|list|show|preview|send|report|plan``.
 
 ``plan`` answers the first question of a campaign with a control group: how many members must
-each arm have to see a lift of the size that matters? (The campaign spec, audiences, sending
-and reports come with the rest of the campaign stage.)
+each arm have to see a lift of the size that matters? ``create`` stores a spec (TOML, see
+docs/campaigns.md), ``preview`` shows what a send would do, ``send`` draws the audience once
+and works the delivery queue (exactly once: run it again after any failure), ``report`` says
+what the campaign caused.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
+import pandas as pd
 import typer
 
-from jingzhun.cli.common import out, print_json
+from jingzhun.cli.common import Globals, err, frame_records, out, print_frame, print_json, text
 from jingzhun.evaluate.stats import sample_size
 
 app = typer.Typer(
-    help="Campaigns: plan the size of a test with a control group.",
+    help="Campaigns: audiences with a control group, personalized email, exactly-once sends, "
+    "lift with confidence intervals.",
     no_args_is_help=True,
 )
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+NameArg = Annotated[str, typer.Argument(help="The campaign's name.", show_default=False)]
+LangOpt = Annotated[
+    str, typer.Option("--lang", help="Language of recommendation reasons: en or zh.")
+]
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    spec: Annotated[
+        Path, typer.Argument(help="The campaign spec, a TOML file.", show_default=False)
+    ],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace a draft of the same name.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Store a campaign: its spec checked against the store (segments, tags, traits, scores)
+    and its templates compiled."""
+    g: Globals = ctx.obj
+    with g.workspace(create=False) as ws:
+        info = ws.campaigns.create(spec, replace=replace)
+    if as_json:
+        print_json(info.to_dict())
+        return
+    out.print(
+        f"Campaign [bold]{text(info.name)}[/] ({text(info.channel)}) stored as a draft; "
+        f"see it with: jingzhun campaign preview {text(info.name)}"
+    )
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Every campaign, newest first, with what was sent."""
+    g: Globals = ctx.obj
+    with g.workspace(create=False, read_only=True) as ws:
+        frame = ws.campaigns.list()
+    if as_json:
+        print_json({"campaigns": frame_records(frame)})
+        return
+    print_frame(frame, "Campaigns")
+
+
+@app.command()
+def show(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None:
+    """A campaign's spec, state and deliveries by state."""
+    g: Globals = ctx.obj
+    with g.workspace(create=False, read_only=True) as ws:
+        info = ws.campaigns.get(name)
+    if as_json:
+        print_json(info.to_dict())
+        return
+    out.print(f"[bold]{text(info.name)}[/] · {text(info.channel)} · {text(info.state)}")
+    out.print(
+        f"created {info.created_at}, drawn {info.snapshot_at or '-'}, sent {info.sent_at or '-'}"
+    )
+    print_frame(pd.DataFrame([info.counts]), "Deliveries by state")
+    out.print(text(json.dumps(info.spec, ensure_ascii=False, indent=2)))
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    name: NameArg,
+    sample: Annotated[
+        int, typer.Option("--sample", min=0, max=100, help="Rendered messages to show.")
+    ] = 5,
+    lang: LangOpt = "en",
+    as_json: JsonOpt = False,
+) -> None:
+    """What a send would do, writing nothing: audience size after each exclusion, arms,
+    segments, expected incremental conversions and profit, rendered samples."""
+    g: Globals = ctx.obj
+    with g.workspace(create=False) as ws:
+        p = ws.campaigns.preview(name, sample=sample, lang=lang)
+    if as_json:
+        print_json(p.to_dict())
+        return
+    a = p.audience
+    out.print(f"[bold]{text(name)}[/]: {a['matched']:,} users match the audience conditions")
+    rows = [
+        {"step": s["step"], "removed": s["removed"], "remaining": s["remaining"]}
+        for s in a["steps"]
+    ]
+    if rows:
+        print_frame(pd.DataFrame(rows), "Exclusions, in order")
+    out.print(f"Members {a['members']:,}: treatment {a['treatment']:,}, control {a['control']:,}")
+    if a["by_segment"] and any(r["segment"] != "(none)" for r in a["by_segment"]):
+        print_frame(pd.DataFrame(a["by_segment"]), "By segment")
+    if a["by_variant"]:
+        print_frame(pd.DataFrame(a["by_variant"]), "By variant")
+    e = p.expected
+    if e:
+        out.print(
+            f"Expected from the uplift scores: {e['incremental_conversions']:,.1f} incremental "
+            f"conversions, profit {e['incremental_profit']:,.2f} after {e['cost']:,.2f} of cost"
+        )
+    for s_ in p.samples:
+        out.rule(f"{text(s_['user_id'])} · variant {text(s_['variant'])}")
+        if s_["subject"] is not None:
+            out.print(f"Subject: {text(s_['subject'])}")
+        for line in s_["text"].splitlines():
+            out.print(text(line))
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    name: NameArg,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Draw and render everything; send and write nothing.")
+    ] = False,
+    lang: LangOpt = "en",
+    as_json: JsonOpt = False,
+) -> None:
+    """Send the campaign: the first run draws the audience and stores its members; every run
+    sends what is still queued (run it again after a failure: nobody gets it twice)."""
+    g: Globals = ctx.obj
+    with g.workspace(create=False) as ws:
+        result = ws.campaigns.send(name, dry_run=dry_run, lang=lang)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        c = result.counts
+        verb = "would send" if dry_run else "sent"
+        out.print(
+            f"[bold]{text(name)}[/]: {verb} {c['queued'] if dry_run else c['sent']:,}; "
+            f"control {c['control']:,}, failed {c['failed']:,}, suppressed {c['suppressed']:,}, "
+            f"excluded {c['excluded']:,}, still queued {0 if dry_run else c['queued'] + c['sending']:,}"
+        )
+        for reason, n in result.excluded.items():
+            out.print(f"  excluded: {text(reason)} {n:,}")
+    if result.error:
+        err.print(
+            f"error: {text(result.error)}; run jingzhun campaign send {text(name)} again to resume"
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None:
+    """What the campaign caused: funnel, rates, lift over control with 95% intervals (plain
+    and CUPED), sample-ratio check, variants (Holm), incremental profit and ROI."""
+    g: Globals = ctx.obj
+    with g.workspace(create=False, read_only=True) as ws:
+        r = ws.evaluate.campaign(name)
+    if as_json:
+        print_json(r.to_dict())
+        return
+    f = r.funnel
+    out.print(f"[bold]{text(name)}[/] · {r.channel} · drawn {r.snapshot_at}")
+    if not r.window_complete:
+        err.print(f"note: the {r.window_days:g}-day conversion window has not ended yet")
+    print_frame(
+        pd.DataFrame(
+            [
+                {
+                    k: f[k]
+                    for k in (
+                        "treatment",
+                        "control",
+                        "sent",
+                        "bounced",
+                        "opened",
+                        "clicked",
+                        "unsubscribed",
+                        "converted",
+                        "revenue",
+                        "cost",
+                    )
+                }
+            ]
+        ),
+        "Funnel",
+    )
+    rows = []
+    for label, lift in (
+        ("conversion", r.conversion),
+        ("conversion (CUPED)", r.conversion_cuped),
+        ("revenue per member", r.revenue),
+        ("revenue per member (CUPED)", r.revenue_cuped),
+    ):
+        rows.append(_lift_row(label, lift))
+    print_frame(pd.DataFrame(rows), "Treatment against control (95% intervals)")
+    if r.variants:
+        print_frame(
+            pd.DataFrame(
+                [{**_lift_row(v["variant"], v), "p (Holm)": v["p_holm"]} for v in r.variants]
+            ),
+            "Variants against control",
+        )
+    srm = r.sample_ratio
+    flag = "MISMATCH: do not trust the lift" if srm["mismatch"] else "ok"
+    out.print(
+        f"Sample ratio: {srm['observed']} against {[round(x) for x in srm['expected']]}, p = {srm['p_value']:.3g} ({flag})"
+    )
+    i = r.incremental
+    roi = f"{i['roi']:.2f}" if i["roi"] is not None else "-"
+    out.print(
+        f"Incremental: {i['conversions']:,.1f} conversions, revenue {i['revenue']:,.2f} "
+        f"[{i['revenue_low']:,.2f}, {i['revenue_high']:,.2f}], profit {i['profit']:,.2f}, ROI {roi}"
+    )
+
+
+def _lift_row(label: str, lift: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metric": label,
+        "treatment": lift["treated"],
+        "control": lift["control"],
+        "lift": lift["lift"],
+        "95% low": lift["ci_low"],
+        "95% high": lift["ci_high"],
+        "p": lift["p_value"],
+    }
 
 
 @app.command()

@@ -33,11 +33,17 @@ from jingzhun.store.sql import Sql
 __all__ = [
     "ACTIVITY_EVENTS",
     "OrderTotals",
+    "active_between_query",
+    "buyers_query",
+    "campaign_events_query",
     "channel_mix",
+    "contacts_query",
     "daily_events",
     "daily_sales",
+    "latest_event_time",
     "order_totals",
     "order_values",
+    "orders_between_query",
     "quarantine_page",
     "recent_batches",
     "summary",
@@ -396,3 +402,57 @@ def quarantine_page(
         """,
         [*params, after, after, bounded_int(limit, "limit", lo=1, hi=MAX_ROWS)],
     ).df()
+
+
+def latest_event_time(store: Store) -> datetime | None:
+    """The time of the newest stored event: the store's "now" (None when it has none)."""
+    return store.scalar("SELECT max(ts) FROM events")
+
+
+def buyers_query() -> tuple[Sql, int]:
+    """A query of the ``user_id`` of every user (anonymous history stitched) with an order in
+    ``[since, until)``; it takes two ``?`` parameters, returned as the count."""
+    return (
+        "SELECT DISTINCT user_id FROM stitched_events "
+        "WHERE event = 'order_completed' AND user_id IS NOT NULL AND ts >= ? AND ts < ?",
+        2,
+    )
+
+
+def contacts_query() -> Sql:
+    """A query of each known user's contact fields: ``user_id``, ``email``, ``phone``,
+    ``name`` (personal data: only delivery reads it)."""
+    return "SELECT user_id, email, phone, name FROM pii"
+
+
+def orders_between_query() -> Sql:
+    """A query of each user's orders in ``[start, end)`` (two ``?`` parameters): ``user_id``,
+    ``orders`` (distinct), ``revenue`` (the lines' sum) and ``first_ts``; anonymous history
+    stitched to the known user."""
+    return (
+        "SELECT user_id, count(DISTINCT order_id) AS orders, sum(coalesce(revenue, 0)) AS revenue, "
+        "min(ts) AS first_ts FROM stitched_events "
+        "WHERE event = 'order_completed' AND user_id IS NOT NULL AND ts >= ? AND ts < ? "
+        "GROUP BY user_id"
+    )
+
+
+def active_between_query() -> tuple[Sql, list[str]]:
+    """A query of the ``user_id`` of every user active on the shop (an event of
+    :data:`ACTIVITY_EVENTS`: messages and their opens do not count) in ``[start, end)``;
+    it takes three ``?`` parameters (the events, start, end), and the events come back too."""
+    return (
+        "SELECT DISTINCT user_id FROM stitched_events "
+        "WHERE user_id IS NOT NULL AND list_contains(?::VARCHAR[], event) AND ts >= ? AND ts < ?",
+        list(ACTIVITY_EVENTS),
+    )
+
+
+def campaign_events_query() -> Sql:
+    """A query of the opens and clicks of one campaign (one ``?``: its name): ``user_id``,
+    ``event`` and ``first_ts``, one row per user and event."""
+    return (
+        "SELECT user_id, event, min(ts) AS first_ts FROM stitched_events "
+        "WHERE campaign_id = ? AND user_id IS NOT NULL "
+        "AND event IN ('email_opened', 'email_clicked') GROUP BY ALL"
+    )

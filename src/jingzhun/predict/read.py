@@ -19,9 +19,11 @@ import json
 
 import pandas as pd
 
+from jingzhun.errors import NotFoundError
 from jingzhun.store import Store
+from jingzhun.store.sql import Sql
 
-__all__ = ["score_values", "scores", "user_scores"]
+__all__ = ["score_query", "score_values", "scores", "user_scores"]
 
 
 def scores(store: Store, kind: str | None = None) -> pd.DataFrame:
@@ -90,3 +92,17 @@ def score_values(store: Store, kind: str) -> pd.Series:
         never scored.
     """
     return store.sql("SELECT value FROM scores WHERE score = ?", [kind]).df()["value"]
+
+
+def score_query(store: Store, kind: str, *, param: str = "score") -> tuple[Sql, list[object]]:
+    """A query of ``user_id`` and ``value`` of one kind of score, one row per user scored.
+
+    Raises
+    ------
+    NotFoundError
+        If no user has that score yet (the hint says which command writes it).
+    """
+    if not store.scalar("SELECT count(*) FROM scores WHERE score = ?", [kind]):
+        command = "jingzhun predict clv" if kind == "clv" else f"jingzhun predict score {kind}"
+        raise NotFoundError(f"{param}: no user has a {kind!r} score yet", hint=f"run {command}")
+    return "SELECT user_id, value FROM scores WHERE score = ?", [kind]

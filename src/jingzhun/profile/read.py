@@ -44,6 +44,7 @@ __all__ = [
     "profiles_frame",
     "rfm_segment_counts",
     "tag_counts",
+    "tag_query",
     "user_profile",
 ]
 
@@ -282,13 +283,17 @@ def user_profile(store: Store, user_id: str, *, events: int = 10) -> dict[str, A
     }
 
 
-def profiles_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFrame:
+def profiles_frame(
+    store: Store, columns: Sequence[str] | None = None, *, user_ids: Sequence[str] | None = None
+) -> pd.DataFrame:
     """The profiles table, or some of its columns, ordered by user id.
 
     Parameters
     ----------
     columns : sequence of str, optional
         Column names to return, in this order (default: every column).
+    user_ids : sequence of str, optional
+        Only these users' rows (default: every user's).
 
     Returns
     -------
@@ -303,7 +308,12 @@ def profiles_frame(store: Store, columns: Sequence[str] | None = None) -> pd.Dat
     """
     require_profiles(store)
     cols = ", ".join(ident(c) for c in columns) if columns else "*"
-    return store.sql(f"SELECT {cols} FROM profiles ORDER BY user_id").df()
+    if user_ids is None:
+        return store.sql(f"SELECT {cols} FROM profiles ORDER BY user_id").df()
+    return store.sql(
+        f"SELECT {cols} FROM profiles WHERE user_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY user_id",
+        [list(user_ids)],
+    ).df()
 
 
 def tag_counts(store: Store) -> pd.DataFrame:
@@ -354,3 +364,40 @@ def export_profiles(store: Store, out: str | os.PathLike[str]) -> int:
             for c, t in kinds.items()
         )
     return copy_out(store, f"SELECT {select} FROM profiles ORDER BY user_id", out)
+
+
+def tag_query(
+    store: Store, tag: str, value: str | None = None, *, param: str = "tags"
+) -> tuple[Sql, list[object]]:
+    """A query of the ``user_id`` of every user with ``tag`` (and that ``value``, if given).
+
+    Raises
+    ------
+    NotFoundError
+        If no user has the tag (the message lists the tags there are), or none has it with
+        ``value``.
+    """
+    known = [r[0] for r in store.rows("SELECT DISTINCT tag FROM tags ORDER BY 1")]
+    if tag not in known:
+        listed = ", ".join(known[:40]) + (" …" if len(known) > 40 else "")
+        raise NotFoundError(
+            f"{param}: no user has the tag {tag!r}",
+            hint=f"the tags are {listed}"
+            if known
+            else "build profiles first (jingzhun profile build)",
+        )
+    sql: Sql = "SELECT DISTINCT user_id FROM tags WHERE tag = ?"
+    if value is None:
+        return sql, [tag]
+    values = [
+        r[0]
+        for r in store.rows(
+            "SELECT DISTINCT value FROM tags WHERE tag = ? ORDER BY 1 LIMIT 41", [tag]
+        )
+    ]
+    if value not in values:
+        listed = ", ".join(values[:40]) + (" …" if len(values) > 40 else "")
+        raise NotFoundError(
+            f"{param}: no user has {tag}={value[:60]!r}", hint=f"its values are {listed}"
+        )
+    return sql + " AND value = ?", [tag, value]

@@ -25,6 +25,7 @@ import pandas as pd
 
 from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.store import Store
+from jingzhun.store.sql import Sql
 
 __all__ = [
     "BatchOverview",
@@ -35,6 +36,7 @@ __all__ = [
     "reason_counts",
     "titles",
     "top_items",
+    "top_items_query",
     "user_recommendations",
 ]
 
@@ -217,7 +219,8 @@ def lists(store: Store, user_ids: Sequence[str], *, max_rank: int | None = None)
     Returns
     -------
     DataFrame
-        ``user_id``, ``rank`` (1 = best), ``item_id``, ``title``, ``score``, ``reason`` (a
+        ``user_id``, ``rank`` (1 = best), ``item_id``, ``title``, ``category``, ``price``,
+        ``score``, ``reason`` (a
         reason code, see :func:`jingzhun.recommend.rules.reason_text`), ``model`` and
         ``created_at``, ordered by user and rank.
 
@@ -230,7 +233,8 @@ def lists(store: Store, user_ids: Sequence[str], *, max_rank: int | None = None)
         max_rank = bounded_int(max_rank, "max_rank", lo=1, hi=MAX_ROWS)
     return store.sql(
         """
-        SELECT r.user_id, r.rank, r.item_id, i.title, r.score, r.reason, r.model, r.created_at
+        SELECT r.user_id, r.rank, r.item_id, i.title, i.category, i.price, r.score, r.reason,
+               r.model, r.created_at
         FROM recommendations r LEFT JOIN items i USING (item_id)
         WHERE list_contains(?::VARCHAR[], r.user_id) AND (?::INTEGER IS NULL OR r.rank <= ?)
         ORDER BY r.user_id, r.rank
@@ -279,3 +283,14 @@ def titles(store: Store, item_ids: Iterable[str] | None = None) -> dict[str, str
             [sorted(set(item_ids))],
         )
     return dict(rows)
+
+
+def top_items_query(k: int) -> tuple[Sql, list[object]]:
+    """A query of each user's best ``k`` recommended item ids (``user_id``, ``items``: a list,
+    best first) from the latest batch, and its parameters."""
+    k = bounded_int(k, "k", lo=1, hi=1000)
+    return (
+        "SELECT user_id, list(item_id ORDER BY rank) AS items FROM recommendations "
+        "WHERE rank <= ? GROUP BY user_id",
+        [k],
+    )

@@ -22,7 +22,7 @@ import re
 import pandas as pd
 
 from jingzhun.checks import MAX_ROWS, bounded_int
-from jingzhun.errors import InputError
+from jingzhun.errors import InputError, NotFoundError
 from jingzhun.profile.build import profile_columns
 from jingzhun.segment.features import select_sql
 from jingzhun.segment.runs import resolve
@@ -30,7 +30,14 @@ from jingzhun.store import Registry, Store
 from jingzhun.store.export import copy_out
 from jingzhun.store.sql import Sql
 
-__all__ = ["LANGS", "active_runs", "export_members", "label_text", "member_features"]
+__all__ = [
+    "LANGS",
+    "active_runs",
+    "export_members",
+    "label_text",
+    "member_features",
+    "members_query",
+]
 
 #: The languages a portrait's name is given in.
 LANGS = ("en", "zh")
@@ -203,6 +210,50 @@ def member_features(
         f"JOIN segment_members m USING (user_id) WHERE m.run_id = ?) {sampled}",
         [run["run_id"]],
     ).df()
+
+
+def members_query(
+    store: Store, ref: str, segment: str | None = None, *, param: str = "segment"
+) -> tuple[Sql, list[object], str]:
+    """A query of a run's members (``user_id``, ``segment``), optionally of one segment.
+
+    Parameters
+    ----------
+    ref : str
+        A run id, or a run name (its active run).
+    segment : str, optional
+        One segment's code (``'2'``, ``'champions'``); default every member.
+    param : str
+        The parameter the caller's user named, for errors.
+
+    Returns
+    -------
+    (sql, params, run_id)
+        The query, its ``?`` parameters, and the run it reads.
+
+    Raises
+    ------
+    NotFoundError
+        If there is no such run, or the run has no such segment (the message lists them).
+    """
+    run_id = resolve(store, ref)["run_id"]
+    sql: Sql = "SELECT user_id, segment FROM segment_members WHERE run_id = ?"
+    if segment is None:
+        return sql, [run_id], run_id
+    codes = [
+        r[0]
+        for r in store.rows(
+            "SELECT DISTINCT segment FROM segment_members WHERE run_id = ? ORDER BY 1", [run_id]
+        )
+    ]
+    if segment not in codes:
+        shown_codes = ", ".join(codes[:30]) + (" …" if len(codes) > 30 else "")
+        raise NotFoundError(
+            f"{param}: run {run_id} has no segment {segment[:60]!r}",
+            hint=f"its segments are {shown_codes}" if codes else "the run has no members",
+            param=param if param.isidentifier() else None,
+        )
+    return sql + " AND segment = ?", [run_id, segment], run_id
 
 
 def export_members(store: Store, ref: str | None, out: str | os.PathLike[str]) -> int:

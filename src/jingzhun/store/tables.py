@@ -18,6 +18,11 @@ STITCHED_EVENTS = "stitched_events"  # view: events with anonymous history under
 SCHEMA_VERSION = "schema_version"
 STORE_META = "store_meta"
 API_KEYS = "api_keys"  # the server's keys, hashed (jingzhun.store.apikeys)
+CAMPAIGNS = "campaigns"  # the campaign stage (jingzhun.campaign)
+CAMPAIGN_MEMBERS = "campaign_members"
+DELIVERIES = "deliveries"
+SUPPRESSIONS = "suppressions"
+CONSENTS = "consents"
 
 #: Tables that analytics stages may read; PII is deliberately absent.
 ANALYTICS_TABLES: tuple[str, ...] = (EVENTS, USERS, ITEMS, IDENTITIES)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -226,6 +227,92 @@ class World:
         return out
 
 
+def response_events(
+    responses: pd.DataFrame,
+    *,
+    campaign: str,
+    start: pd.Timestamp | np.datetime64 | str,
+    days: float,
+    items: pd.DataFrame,
+    category: str | None = None,
+    seed: int,
+) -> pd.DataFrame:
+    """What :meth:`World.respond` says happened, as the shop's tracking would log it.
+
+    Treated users get ``message_sent`` and ``email_delivered`` at ``start``; those who opened,
+    ``email_opened`` (hours later) and those who clicked, ``email_clicked`` (minutes after the
+    open), all with ``campaign_id``. Each conversion is an ``order_completed`` of one catalog
+    item (of ``category`` when the message was about one) with the simulated revenue, within
+    the ``days`` after ``start``: soon after the click for a clicker, anywhere in the window
+    otherwise. The columns are those of the shop's events file.
+    """
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp(start)
+    t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")
+    window = pd.Timedelta(days=days)
+    r = responses.reset_index(drop=True)
+    n = len(r)
+    users = r["user_id"].to_numpy(dtype=object)
+    treated = r["treated"].to_numpy(bool)
+    opened = r["opened"].to_numpy(bool)
+    clicked = r["clicked"].to_numpy(bool)
+    converted = r["converted"].to_numpy(bool)
+    hours = pd.to_timedelta(rng.exponential(6.0, n).clip(0.05, days * 24 * 0.5), unit="h")
+    open_ts = t0 + hours
+    click_ts = open_ts + pd.to_timedelta(rng.uniform(0.5, 30.0, n), unit="min")
+    soon = click_ts + pd.to_timedelta(rng.exponential(12.0, n), unit="h")
+    anywhere = t0 + window * rng.uniform(0.0, 1.0, n)
+    order_ts = np.where(clicked, soon, anywhere)
+    order_ts = pd.DatetimeIndex(order_ts).where(pd.DatetimeIndex(order_ts) < t0 + window, anywhere)
+    pool = items if category is None else items[items["category"] == category]
+    if pool.empty:
+        pool = items
+    picks = pool.iloc[rng.integers(0, len(pool), n)]
+    frames = []
+
+    def rows(mask: np.ndarray, event: str, ts: Any, **extra: Any) -> None:
+        if not mask.any():
+            return
+        ts_all = (
+            pd.DatetimeIndex(ts) if not isinstance(ts, pd.Timestamp) else pd.DatetimeIndex([ts] * n)
+        )
+        frame = pd.DataFrame(
+            {
+                "event": event,
+                "user_id": users[mask],
+                "ts": ts_all[mask],
+                "campaign_id": campaign if event != "order_completed" else None,
+                "channel": "email",
+                **{k: np.asarray(v)[mask] for k, v in extra.items()},
+            }
+        )
+        frames.append(frame)
+
+    rows(treated, "message_sent", t0)
+    rows(treated, "email_delivered", pd.DatetimeIndex([t0] * n) + pd.Timedelta(seconds=5))
+    rows(opened, "email_opened", open_ts)
+    rows(clicked, "email_clicked", click_ts)
+    order_ids = np.array([f"ord_{campaign}_{i:08d}" for i in range(n)], dtype=object)
+    rows(
+        converted,
+        "order_completed",
+        order_ts,
+        order_id=order_ids,
+        item_id=picks["item_id"].to_numpy(dtype=object),
+        quantity=np.ones(n),
+        price=r["revenue"].to_numpy(np.float64),
+        revenue=r["revenue"].to_numpy(np.float64),
+        currency=np.full(n, "CNY", dtype=object),
+    )
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out.insert(
+        0,
+        "event_id",
+        [f"evt_{campaign}_{e}_{u}" for e, u in zip(out["event"], out["user_id"], strict=True)],
+    )
+    return out.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
 def world_params() -> dict[str, object]:
     """The model constants, written next to the truth for reference."""
     return {
@@ -239,4 +326,4 @@ def write_world_params(directory: Path) -> None:
     (directory / "world.json").write_text(json.dumps(world_params(), indent=2), encoding="utf-8")
 
 
-__all__ = ["REFERENCE_MESSAGE", "RESPONSE_WINDOW_DAYS", "Message", "World"]
+__all__ = ["REFERENCE_MESSAGE", "RESPONSE_WINDOW_DAYS", "Message", "World", "response_events"]

@@ -1,0 +1,99 @@
+"""Who may receive marketing, and the suppression list: the one place campaigns ask.
+
+Until the privacy stage's consent model lands, a user may receive marketing on a channel when
+the newest ``consents`` row for (user, ``marketing``, that channel or ``any``) is GRANTED, or,
+with no such row, when their ``marketing_opt_in`` attribute is true. Unsubscribing writes a
+REVOKED row (:func:`revoke`), which every later audience respects. The privacy stage replaces
+:func:`marketing_consent_sql` without touching the campaign code.
+
+Suppressions hold addresses (hashed, see :func:`address_hash_sql`) that no campaign may
+message: hard bounces, complaints, unsubscribes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime
+
+from jingzhun.store import Store
+from jingzhun.store.sql import Sql
+
+#: Users file values of marketing_opt_in that mean yes (case-insensitive).
+_YES = ("true", "1", "yes", "y", "t")
+
+
+def marketing_consent_sql(channel: str) -> tuple[Sql, list[object]]:
+    """A query of the ``user_id`` of every user who may receive marketing on ``channel``,
+    and its parameters."""
+    sql = Sql(
+        """
+        WITH latest AS (
+            SELECT user_id, arg_max(status, ts) AS status
+            FROM consents
+            WHERE purpose = 'marketing' AND channel IN (?, 'any')
+            GROUP BY user_id
+        )
+        SELECT u.user_id
+        FROM users u LEFT JOIN latest l USING (user_id)
+        WHERE coalesce(
+            l.status = 'GRANTED',
+            lower(trim(json_extract_string(u.attributes, '$.marketing_opt_in'))) IN (?, ?, ?, ?, ?)
+        )
+        """
+    )
+    return sql, [channel, *_YES]
+
+
+def normalized_email(value: str) -> str:
+    """An email address as suppressions and ad audiences compare it: trimmed, lower case."""
+    return value.strip().lower()
+
+
+def address_hash(value: str) -> str:
+    """The hex SHA-256 of a normalized email address (what ``suppressions`` keeps)."""
+    return hashlib.sha256(normalized_email(value).encode("utf-8")).hexdigest()
+
+
+def address_hash_sql(column: Sql) -> Sql:
+    """:func:`address_hash` as DuckDB SQL over ``column`` (NULL stays NULL)."""
+    return Sql(f"sha256(lower(trim({column})))")
+
+
+def suppress(
+    store: Store,
+    rows: Iterable[tuple[str, str | None]],
+    *,
+    channel: str,
+    reason: str,
+    source: str | None,
+    now: datetime,
+) -> int:
+    """Add (address, user_id) pairs to the suppression list; an address already there keeps
+    its first reason. Returns how many were added."""
+    values = [(channel, address_hash(a), u, reason, source, now) for a, u in rows if a]
+    if not values:
+        return 0
+    before = store.count("suppressions")
+    store.con.executemany(
+        "INSERT INTO suppressions VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", values
+    )
+    return store.count("suppressions") - before
+
+
+def revoke(store: Store, user_id: str, *, channel: str, source: str, ts: datetime) -> None:
+    """Record that ``user_id`` withdrew marketing consent on ``channel`` (an unsubscribe)."""
+    store.run(
+        "INSERT INTO consents VALUES (?, 'marketing', ?, 'REVOKED', ?, ?)",
+        [user_id, channel, ts, source],
+    )
+
+
+__all__ = [
+    "address_hash",
+    "address_hash_sql",
+    "marketing_consent_sql",
+    "normalized_email",
+    "revoke",
+    "suppress",
+]

@@ -1,0 +1,451 @@
+"""Sending a campaign exactly once: the audience snapshot, the delivery queue, the send loop.
+
+The first send of a campaign draws its audience and writes, in one transaction, one
+``campaign_members`` row per member and one ``deliveries`` row per matched user — ``queued``
+for the treatment arm, ``control`` for the hold-out, ``excluded`` with the reason for the
+rest. Every later run of ``send`` only works the queue: it renders a chunk of messages, marks
+them ``sending`` (committed) before the first byte goes out, sends them and commits each
+outcome. A run killed at any point leaves every row either finished (never touched again) or
+``queued``/``sending`` (sent by the next run). A ``sending`` row may have reached the provider
+just before the kill; it is sent again with the same Message-ID (the delivery key's hash),
+which mail systems deduplicate on, so at most one chunk of messages can arrive twice at a
+receiver that does not — never a member the store says was sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from jingzhun.campaign.audience import AUDIENCE, Draw, draw
+from jingzhun.campaign.channels.email import (
+    Outcome,
+    Outgoing,
+    SmtpSender,
+    sender_domain,
+)
+from jingzhun.campaign.consent import suppress
+from jingzhun.campaign.content import Renderer
+from jingzhun.campaign.links import Links, track_html, tracking_key
+from jingzhun.campaign.spec import CampaignSpec
+from jingzhun.config import Settings
+from jingzhun.contracts.results import Result
+from jingzhun.errors import ConflictError, InputError
+from jingzhun.ingest.read import contacts_query
+from jingzhun.profile.read import profiles_frame
+from jingzhun.recommend import read as recommend_read
+from jingzhun.recommend.rules import reason_text
+from jingzhun.store import Store
+
+#: Messages rendered, marked and sent together: the most a crash can leave in doubt.
+CHUNK = 64
+#: Delivery states, in the order counts are listed.
+STATES = ("queued", "sending", "sent", "failed", "suppressed", "excluded", "control")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclasses.dataclass
+class SendResult(Result):
+    """A send run: what it did, and every delivery's state after it."""
+
+    campaign: str
+    dry_run: bool
+    snapshot: bool  # this run drew the audience
+    attempted: int
+    counts: dict[str, int]
+    excluded: dict[str, int]
+    error: str | None = None
+
+
+def snapshot(
+    store: Store, spec: CampaignSpec, *, now: datetime | None = None, domain: str = "localhost"
+) -> Draw:
+    """Draw the audience and write members and deliveries (once; see the module docstring)."""
+    d = draw(store, spec, now=now)
+    write_snapshot(store, spec, d, domain=domain)
+    return d
+
+
+def write_snapshot(store: Store, spec: CampaignSpec, d: Draw, *, domain: str) -> None:
+    """Write the draw left in ``_jz_audience`` as the campaign's members and deliveries."""
+    if d.members == 0:
+        raise InputError(
+            f"campaign {spec.name!r}: the audience is empty after exclusions "
+            f"({d.matched:,} matched the conditions)",
+            hint="loosen [audience] or [exclude]; jingzhun campaign preview shows each step",
+        )
+    top_sql, top_params = recommend_read.top_items_query(max(spec.recommendations, 1))
+    now_ts = datetime.now(UTC).replace(tzinfo=None)
+    with store.transaction():
+        store.run(
+            f"""INSERT INTO campaign_members
+            SELECT ?, a.user_id, a.arm, a.variant, a.stratum, a.segment, a.score,
+                   CASE WHEN ? > 0 THEN to_json(coalesce(r.items, []::VARCHAR[])) END, ?
+            FROM {AUDIENCE} a LEFT JOIN ({top_sql}) r USING (user_id)
+            WHERE a.excluded IS NULL""",
+            [spec.name, spec.recommendations, now_ts, *top_params],
+        )
+        store.run(
+            f"""INSERT INTO deliveries
+            SELECT ?, user_id, ?,
+                   CASE WHEN excluded IS NOT NULL
+                        THEN CASE WHEN excluded = 'suppressed' THEN 'suppressed' ELSE 'excluded' END
+                        WHEN arm = 'control' THEN 'control' ELSE 'queued' END,
+                   CASE WHEN excluded = 'suppressed' THEN NULL ELSE excluded END,
+                   0, NULL, NULL, NULL, ?
+            FROM {AUDIENCE}""",
+            [spec.name, spec.channel, now_ts],
+        )
+        store.run(
+            "UPDATE deliveries SET message_id = '<' || campaign || '.' || "
+            "substr(sha256(campaign || chr(31) || user_id || chr(31) || channel), 1, 32) || '@' || ? || '>' "
+            "WHERE campaign = ? AND state = 'queued'",
+            [domain, spec.name],
+        )
+        store.run(
+            "UPDATE campaigns SET snapshot_at = ?, state = 'sending' WHERE name = ?",
+            [d.now, spec.name],
+        )
+
+
+def counts(store: Store, campaign: str) -> dict[str, int]:
+    """Deliveries by state (every state listed, zeros included)."""
+    found = dict(
+        store.rows(
+            "SELECT state, count(*) FROM deliveries WHERE campaign = ? GROUP BY state", [campaign]
+        )
+    )
+    return {s: int(found.get(s, 0)) for s in STATES}
+
+
+def excluded_reasons(store: Store, campaign: str) -> dict[str, int]:
+    return {
+        r: int(n)
+        for r, n in store.rows(
+            "SELECT reason, count(*) FROM deliveries WHERE campaign = ? AND state = 'excluded' "
+            "GROUP BY reason ORDER BY 2 DESC",
+            [campaign],
+        )
+    }
+
+
+def contexts(
+    store: Store,
+    spec: CampaignSpec,
+    members: pd.DataFrame,
+    *,
+    lang: str = "en",
+    links: Links | None = None,
+) -> list[dict[str, Any]]:
+    """The template context of each member (``members``: ``user_id`` and ``recommendations``,
+    a JSON list of item ids or None), in ``members``' order."""
+    ids = members["user_id"].tolist()
+    prof = profiles_frame(store, user_ids=ids)
+    prof_by = {r["user_id"]: r for r in _records(prof)}
+    contacts = store.sql(
+        f"SELECT * FROM ({contacts_query()}) WHERE user_id IN (SELECT unnest(?::VARCHAR[]))", [ids]
+    ).df()
+    names = {r["user_id"]: r.get("name") or "" for r in _records(contacts)}
+    recs = recommend_read.lists(store, ids, max_rank=max(spec.recommendations, 1))
+    because = {r.partition(":")[2] for r in recs["reason"] if r.startswith(("bought:", "viewed:"))}
+    titles = recommend_read.titles(store, because) if because else {}
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for r in _records(recs):
+        by_user.setdefault(r["user_id"], []).append(
+            {
+                "item_id": r["item_id"],
+                "title": r.get("title") or r["item_id"],
+                "category": r.get("category") or "",
+                "price": r.get("price"),
+                "reason": r["reason"],
+                "reason_text": reason_text(r["reason"], lang, titles),
+            }
+        )
+    out = []
+    for user_id, stored in zip(ids, members.get("recommendations", [None] * len(ids)), strict=True):
+        items = by_user.get(user_id, [])
+        if stored:
+            keep = json.loads(stored)
+            items = sorted(
+                (i for i in items if i["item_id"] in keep), key=lambda i: keep.index(i["item_id"])
+            )
+        name = names.get(user_id, "")
+        out.append(
+            {
+                "user_id": user_id,
+                "name": name,
+                "first_name": name.split()[0] if name.split() else "",
+                "user": prof_by.get(user_id, {}),
+                "recommendations": items[: spec.recommendations],
+                "campaign": {
+                    "name": spec.name,
+                    "discount": spec.offer.discount,
+                    "category": spec.offer.category,
+                },
+                "unsubscribe_url": links.unsubscribe(user_id) if links else "",
+            }
+        )
+    return out
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return df.astype(object).where(df.notna(), None).to_dict("records")
+
+
+def sender_for(settings: Settings) -> SmtpSender:
+    email = settings.email
+    password = os.environ.get(email.password_env) if email.password_env else None
+    if email.password_env and password is None:
+        raise InputError(
+            f"[email] password_env names ${email.password_env}, which is not set",
+            hint="export it, or remove password_env",
+        )
+    return SmtpSender(email, password=password)
+
+
+def send(
+    store: Store,
+    spec: CampaignSpec,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    lang: str = "en",
+    sender: SmtpSender | None = None,
+    progress: Progress | None = None,
+) -> SendResult:
+    """Send ``spec`` (stored as a campaign) to its queue; see the module docstring.
+
+    Raises
+    ------
+    InputError
+        The audience is empty, a template fails for a member (before anything is sent),
+        ``[tracking] base_url`` is not set, the channel is not sent this way.
+    Unreachable
+        The SMTP server cannot be reached (nothing was marked as sending).
+    """
+    if spec.channel == "ads":
+        raise InputError(
+            f"campaign {spec.name!r} is an ads campaign: it is exported, not sent",
+            hint=f"jingzhun campaign export {spec.name} --platform google|meta --out FILE",
+        )
+    if spec.channel != "email":
+        raise InputError(f"the {spec.channel} channel is not available yet", hint="use email")
+    renderer = Renderer(spec)
+    state = store.scalar("SELECT state FROM campaigns WHERE name = ?", [spec.name])
+    if state is None:
+        raise ConflictError(f"campaign {spec.name!r} is not in the store", hint="create it first")
+    fresh = store.scalar("SELECT snapshot_at IS NULL FROM campaigns WHERE name = ?", [spec.name])
+    if dry_run:
+        return _dry_run(store, spec, renderer, now=now, lang=lang, fresh=bool(fresh))
+    base = settings.tracking.base_url
+    if not base:
+        raise InputError(
+            "[tracking] base_url is not set: every campaign email needs a one-click unsubscribe link",
+            hint="set it to the URL where jingzhun serve is reached (e.g. https://t.example.com)",
+        )
+    sender = sender or sender_for(settings)
+    links = Links(base, tracking_key(store, settings.tracking), spec.name)
+    if fresh:
+        # A template that fails for any member, or an SMTP server that cannot be reached,
+        # fails here, before anything is written.
+        d = draw(store, spec, now=now)
+        _render_drawn(store, spec, renderer, lang=lang)
+        sender.check()
+        write_snapshot(store, spec, d, domain=sender_domain(settings.email))
+    else:
+        sender.check()
+    pending = store.sql(
+        """SELECT d.user_id, d.message_id, m.variant, m.recommendations
+        FROM deliveries d JOIN campaign_members m ON m.campaign = d.campaign AND m.user_id = d.user_id
+        WHERE d.campaign = ? AND d.channel = ? AND d.state IN ('queued', 'sending')
+        ORDER BY d.user_id""",
+        [spec.name, spec.channel],
+    ).df()
+    total = len(pending)
+    attempted = 0
+    error: str | None = None
+    for start in range(0, total, CHUNK):
+        chunk = pending.iloc[start : start + CHUNK]
+        outgoing, missing = _outgoing(store, spec, renderer, chunk, lang=lang, links=links)
+        ids = chunk["user_id"].tolist()
+        with store.transaction():
+            store.run(
+                "UPDATE deliveries SET state = 'sending', tries = tries + 1, updated_at = ? "
+                "WHERE campaign = ? AND channel = ? AND user_id IN (SELECT unnest(?::VARCHAR[]))",
+                [_now(), spec.name, spec.channel, ids],
+            )
+        results, exc = sender.send_partial(outgoing)
+        results += missing
+        _record(store, spec, results)
+        attempted += sum(r.state != "queued" for r in results)
+        if progress:
+            progress(min(start + CHUNK, total), total)
+        if exc is not None:
+            error = str(exc)
+            break
+    remaining = counts(store, spec.name)
+    if remaining["queued"] + remaining["sending"] == 0:
+        store.run(
+            "UPDATE campaigns SET state = 'sent', sent_at = ? WHERE name = ?", [_now(), spec.name]
+        )
+    return SendResult(
+        campaign=spec.name,
+        dry_run=False,
+        snapshot=bool(fresh),
+        attempted=attempted,
+        counts=remaining,
+        excluded=excluded_reasons(store, spec.name),
+        error=error,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _outgoing(
+    store: Store,
+    spec: CampaignSpec,
+    renderer: Renderer,
+    chunk: pd.DataFrame,
+    *,
+    lang: str,
+    links: Links,
+) -> tuple[list[Outgoing], list[Outcome]]:
+    """The chunk's messages; members without an address now (erased since the snapshot)
+    come back as failed outcomes."""
+    ctx = contexts(store, spec, chunk, lang=lang, links=links)
+    ids = chunk["user_id"].tolist()
+    emails = dict(
+        store.rows(
+            f"SELECT user_id, trim(email) FROM ({contacts_query()}) "
+            "WHERE user_id IN (SELECT unnest(?::VARCHAR[]))",
+            [ids],
+        )
+    )
+    out, missing = [], []
+    for c, variant, mid in zip(ctx, chunk["variant"], chunk["message_id"], strict=True):
+        to = emails.get(c["user_id"])
+        if not to:
+            missing.append(Outcome(c["user_id"], "failed", "no email address", None, 0, None))
+            continue
+        rendered = renderer.render(variant, c)
+        if rendered.html is not None:
+            rendered = dataclasses.replace(
+                rendered, html=track_html(rendered.html, links, c["user_id"])
+            )
+        out.append(Outgoing(c["user_id"], to, mid, rendered, c["unsubscribe_url"]))
+    return out, missing
+
+
+def _record(store: Store, spec: CampaignSpec, results: Sequence[Outcome]) -> None:
+    """Commit the outcomes of one chunk; hard bounces join the suppression list."""
+    if not results:
+        return
+    frame = pd.DataFrame(
+        {
+            "user_id": [r.user_id for r in results],
+            "state": [r.state for r in results],
+            "reason": [r.reason for r in results],
+            "answer": [r.answer for r in results],
+            "tries": [r.tries for r in results],
+            "sent_at": pd.to_datetime([r.sent_at for r in results]),
+        }
+    )
+    now = _now()
+    with store.transaction():
+        store.con.register("_jz_outcomes", frame)
+        try:
+            store.run(
+                """UPDATE deliveries SET state = o.state, reason = o.reason, answer = o.answer,
+                       sent_at = o.sent_at, updated_at = ?,
+                       -- marking the chunk counted one try; the sender knows how many it made
+                       tries = deliveries.tries - 1 + o.tries
+                FROM _jz_outcomes o
+                WHERE deliveries.campaign = ? AND deliveries.channel = ? AND deliveries.user_id = o.user_id""",
+                [now, spec.name, spec.channel],
+            )
+        finally:
+            store.con.unregister("_jz_outcomes")
+        bounced = [(r.to, r.user_id) for r in results if r.hard_bounce and r.to]
+        if bounced:
+            suppress(
+                store, bounced, channel="email", reason="hard_bounce", source=spec.name, now=now
+            )
+
+
+def _render_all(
+    store: Store, spec: CampaignSpec, renderer: Renderer, *, lang: str, links: Links | None
+) -> int:
+    """Render every queued member's message (and throw it away): a template that fails for
+    any member fails here, before the first message goes out."""
+    pending = store.sql(
+        """SELECT d.user_id, m.variant, m.recommendations
+        FROM deliveries d JOIN campaign_members m ON m.campaign = d.campaign AND m.user_id = d.user_id
+        WHERE d.campaign = ? AND d.state IN ('queued', 'sending') ORDER BY d.user_id""",
+        [spec.name],
+    ).df()
+    for start in range(0, len(pending), 1000):
+        chunk = pending.iloc[start : start + 1000]
+        for c, variant in zip(
+            contexts(store, spec, chunk, lang=lang, links=links), chunk["variant"], strict=True
+        ):
+            renderer.render(variant, c)
+    return len(pending)
+
+
+def _render_drawn(store: Store, spec: CampaignSpec, renderer: Renderer, *, lang: str) -> None:
+    """Render the message of every treatment member of the draw in ``_jz_audience``."""
+    members = store.sql(
+        f"SELECT user_id, variant, NULL AS recommendations FROM {AUDIENCE} "
+        "WHERE excluded IS NULL AND arm = 'treatment' ORDER BY user_id"
+    ).df()
+    for start in range(0, len(members), 1000):
+        chunk = members.iloc[start : start + 1000]
+        for c, variant in zip(
+            contexts(store, spec, chunk, lang=lang), chunk["variant"], strict=True
+        ):
+            renderer.render(variant, c)
+
+
+def _dry_run(
+    store: Store,
+    spec: CampaignSpec,
+    renderer: Renderer,
+    *,
+    now: datetime | None,
+    lang: str,
+    fresh: bool,
+) -> SendResult:
+    """What a send would do, writing nothing: the draw (if none was stored) and every
+    message rendered."""
+    if fresh:
+        d = draw(store, spec, now=now)
+        _render_drawn(store, spec, renderer, lang=lang)
+        excluded = dict(
+            store.rows(
+                f"SELECT excluded, count(*) FROM {AUDIENCE} WHERE excluded IS NOT NULL GROUP BY 1"
+            )
+        )
+        c = {s: 0 for s in STATES}
+        c["queued"] = d.treatment
+        c["control"] = d.control
+        c["suppressed"] = int(excluded.pop("suppressed", 0))
+        c["excluded"] = sum(int(v) for v in excluded.values())
+        return SendResult(spec.name, True, False, 0, c, {k: int(v) for k, v in excluded.items()})
+    n = _render_all(store, spec, renderer, lang=lang, links=None)
+    del n
+    return SendResult(
+        spec.name, True, False, 0, counts(store, spec.name), excluded_reasons(store, spec.name)
+    )
+
+
+__all__ = ["CHUNK", "STATES", "SendResult", "contexts", "counts", "send", "snapshot"]

@@ -1,0 +1,271 @@
+"""``ws.campaigns``: create, list, show, preview and send campaigns.
+
+Examples
+--------
+>>> with jingzhun.open("shop.duckdb") as ws:                            # doctest: +SKIP
+...     ws.campaigns.create("spring.toml").name
+...     ws.campaigns.preview("spring-beauty", sample=3).steps
+...     ws.campaigns.send("spring-beauty").counts
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from jingzhun.campaign import delivery
+from jingzhun.campaign.audience import AUDIENCE, Draw, draw
+from jingzhun.campaign.channels.email import SmtpSender
+from jingzhun.campaign.content import Renderer
+from jingzhun.campaign.spec import CampaignSpec, load_spec, spec_from_json, stored_spec
+from jingzhun.checks import bounded_int
+from jingzhun.config import Settings
+from jingzhun.contracts.results import Result
+from jingzhun.errors import ConflictError, InputError, NotFoundError
+from jingzhun.ingest.read import order_totals
+from jingzhun.predict.read import score_query
+from jingzhun.store import Store
+
+
+@dataclasses.dataclass
+class CampaignInfo(Result):
+    """A stored campaign: its spec, state and deliveries by state."""
+
+    name: str
+    channel: str
+    state: str
+    created_at: datetime
+    snapshot_at: datetime | None
+    sent_at: datetime | None
+    spec: dict[str, Any]
+    counts: dict[str, int]
+
+
+@dataclasses.dataclass
+class Preview(Result):
+    """What a send would do, computed without writing anything."""
+
+    campaign: str
+    audience: dict[str, Any]
+    expected: dict[str, Any] | None
+    samples: list[dict[str, Any]]
+
+
+#: The languages content and reasons are rendered in.
+LANGS = ("en", "zh")
+
+
+def _check_lang(lang: str) -> str:
+    if lang not in LANGS:
+        raise InputError(
+            f"lang {str(lang)[:40]!r} is not a language jingzhun writes",
+            hint="use en or zh",
+            param="lang",
+        )
+    return lang
+
+
+class Campaigns:
+    """The campaign stage over one store (see the module docstring)."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    # -- definitions --------------------------------------------------------------------------
+
+    def create(
+        self, spec: str | os.PathLike[str] | CampaignSpec | dict[str, Any], *, replace: bool = False
+    ) -> CampaignInfo:
+        """Store a campaign from a TOML file, a parsed JSON object or a spec.
+
+        Its audience conditions are checked against the store now (an unknown segment, tag,
+        trait or score fails here, naming the field) and its templates compiled.
+
+        Raises
+        ------
+        ConflictError
+            A campaign of that name exists (``replace`` replaces it only while it is a draft).
+        """
+        if isinstance(spec, CampaignSpec):
+            parsed = spec
+        elif isinstance(spec, dict):
+            parsed = spec_from_json(spec)
+        else:
+            parsed = load_spec(Path(spec))
+        Renderer(parsed)
+        draw(self.store, parsed)  # the references resolve (the draw itself is thrown away)
+        state = self.store.scalar("SELECT state FROM campaigns WHERE name = ?", [parsed.name])
+        if state is not None and not (replace and state == "draft"):
+            raise ConflictError(
+                f"campaign {parsed.name!r} exists ({state})",
+                hint="give the new one another name"
+                + ("" if state != "draft" else ", or replace the draft (--replace)"),
+            )
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with self.store.transaction():
+            self.store.run("DELETE FROM campaigns WHERE name = ?", [parsed.name])
+            self.store.run(
+                "INSERT INTO campaigns VALUES (?, ?, ?, 'draft', ?, NULL, NULL)",
+                [parsed.name, parsed.channel, parsed.to_json(), now],
+            )
+        return self.get(parsed.name)
+
+    def spec(self, name: str) -> CampaignSpec:
+        text = self.store.scalar("SELECT spec FROM campaigns WHERE name = ?", [name])
+        if text is None:
+            known = [
+                r[0]
+                for r in self.store.rows(
+                    "SELECT name FROM campaigns ORDER BY created_at DESC LIMIT 10"
+                )
+            ]
+            raise NotFoundError(
+                f"no campaign {name[:80]!r}",
+                hint=("campaigns: " + ", ".join(known))
+                if known
+                else "create one: jingzhun campaign create SPEC",
+            )
+        return stored_spec(text)
+
+    def get(self, name: str) -> CampaignInfo:
+        spec = self.spec(name)
+        row = self.store.rows(
+            "SELECT channel, state, created_at, snapshot_at, sent_at FROM campaigns WHERE name = ?",
+            [name],
+        )[0]
+        return CampaignInfo(
+            name=name,
+            channel=row[0],
+            state=row[1],
+            created_at=row[2],
+            snapshot_at=row[3],
+            sent_at=row[4],
+            spec=json.loads(spec.to_json()),
+            counts=delivery.counts(self.store, name),
+        )
+
+    def list(self) -> pd.DataFrame:
+        """Every campaign, newest first, with its members and deliveries sent."""
+        return self.store.sql(
+            """SELECT c.name, c.channel, c.state, c.created_at, c.sent_at,
+                      count(d.user_id) FILTER (d.state = 'sent') AS sent,
+                      count(d.user_id) FILTER (d.state = 'control') AS control,
+                      count(d.user_id) FILTER (d.state = 'failed') AS failed
+               FROM campaigns c LEFT JOIN deliveries d ON d.campaign = c.name
+               GROUP BY ALL ORDER BY c.created_at DESC, c.name"""
+        ).df()
+
+    # -- before sending ------------------------------------------------------------------------
+
+    def preview(
+        self, name: str, *, sample: int = 5, lang: str = "en", now: datetime | None = None
+    ) -> Preview:
+        """Audience size after each step, composition, expected incremental conversions and
+        profit from the uplift scores (when there are any), and ``sample`` rendered messages.
+
+        Raises
+        ------
+        InputError
+            When a template fails for any treatment member (naming variant, line and user).
+        """
+        _check_lang(lang)
+        sample = bounded_int(sample, "sample", lo=0, hi=1000)
+        spec = self.spec(name)
+        d = draw(self.store, spec, now=now)
+        renderer = Renderer(spec) if spec.variants else None
+        samples: list[dict[str, Any]] = []
+        if renderer is not None:
+            delivery._render_drawn(self.store, spec, renderer, lang=lang)
+            members = self.store.sql(
+                f"SELECT user_id, variant, NULL AS recommendations FROM {AUDIENCE} "
+                "WHERE excluded IS NULL AND arm = 'treatment' ORDER BY u_variant LIMIT ?",
+                [sample],
+            ).df()
+            for c, variant in zip(
+                delivery.contexts(self.store, spec, members, lang=lang),
+                members["variant"],
+                strict=True,
+            ):
+                r = renderer.render(variant, c)
+                samples.append(
+                    {
+                        "user_id": c["user_id"],
+                        "variant": variant,
+                        "subject": r.subject,
+                        "text": r.text,
+                        "html": r.html,
+                    }
+                )
+        return Preview(spec.name, d.to_dict(), self._expected(spec, d), samples)
+
+    def _expected(self, spec: CampaignSpec, d: Draw) -> dict[str, Any] | None:
+        """Incremental conversions and profit if the treatment arm is messaged, from the
+        active uplift model's scores (None when nothing was uplift-scored)."""
+        try:
+            sql, params = score_query(self.store, "uplift")
+        except NotFoundError:
+            return None
+        uplift, scored = self.store.rows(
+            f"SELECT sum(s.value), count(s.value) FROM {AUDIENCE} a JOIN ({sql}) s USING (user_id) "
+            "WHERE a.excluded IS NULL AND a.arm = 'treatment'",
+            params,
+        )[0]
+        totals = order_totals(self.store)
+        aov = totals.net / totals.orders if totals.orders else 0.0
+        conversions = float(uplift or 0.0)
+        cost = spec.offer.cost_per_message * d.treatment
+        profit = conversions * aov * spec.offer.margin - cost
+        return {
+            "treated": d.treatment,
+            "scored": int(scored),
+            "incremental_conversions": round(conversions, 2),
+            "average_order_value": round(aov, 2),
+            "cost": round(cost, 2),
+            "incremental_profit": round(profit, 2),
+        }
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def send(
+        self,
+        name: str,
+        *,
+        dry_run: bool = False,
+        lang: str = "en",
+        now: datetime | None = None,
+        sender: SmtpSender | None = None,
+        progress: delivery.Progress | None = None,
+    ) -> delivery.SendResult:
+        """Send the campaign's queue (its first send draws and stores the audience)."""
+        _check_lang(lang)
+        return delivery.send(
+            self.store,
+            self.spec(name),
+            self.settings,
+            dry_run=dry_run,
+            lang=lang,
+            now=now,
+            sender=sender,
+            progress=progress,
+        )
+
+    def members(self, name: str) -> pd.DataFrame:
+        """The stored members with their arm, variant and delivery state."""
+        self.spec(name)
+        return self.store.sql(
+            """SELECT m.user_id, m.arm, m.variant, m.segment, m.score, d.state, d.reason, d.sent_at
+               FROM campaign_members m LEFT JOIN deliveries d
+                 ON d.campaign = m.campaign AND d.user_id = m.user_id
+               WHERE m.campaign = ? ORDER BY m.user_id""",
+            [name],
+        ).df()
+
+
+__all__ = ["CampaignInfo", "Campaigns", "Preview"]
