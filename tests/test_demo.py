@@ -72,8 +72,10 @@ def test_run_demo_ingests_cleans_and_reports(tmp_path: Path) -> None:
     with Workspace.open(store, read_only=True) as ws:
         summary = ws.summary()
         assert summary["tables"] == result["summary"]["tables"]
-        assert summary["tables"]["events"] == events["inserted"]
-        assert summary["tables"]["ingest_batches"] == 3
+        # the shop's files, then each campaign's answers (opens, clicks, orders) as events
+        answered = sum(c["responses"]["events"] for c in result["campaigns"])
+        assert summary["tables"]["events"] == events["inserted"] + answered
+        assert summary["tables"]["ingest_batches"] == 3 + len(result["campaigns"])
         flags = dict(
             ws.sql("SELECT flag, count(*) AS n FROM event_flags GROUP BY 1").itertuples(index=False)
         )
@@ -115,6 +117,18 @@ def test_run_demo_ingests_cleans_and_reports(tmp_path: Path) -> None:
     assert example is not None and example["items"]
     assert any(i["explanation"].startswith("because you") for i in example["items"])
     assert "Recommendations" in page and "Model comparison" in page
+
+    # the closed loop: two campaigns of one size, sent, answered by the simulated customers
+    # and measured; each measured interval is checked against the simulator's true effect
+    campaigns = {c["targeting"]: c for c in result["campaigns"]}
+    assert set(campaigns) == {"random", "uplift"}
+    sizes = {c["sent"] + c["control"] for c in campaigns.values()}
+    assert len(sizes) == 1 and sizes.pop() >= 200
+    for c in campaigns.values():
+        assert c["sent"] > 0 and c["control"] > 0
+        assert c["ci_low"] <= c["lift"] <= c["ci_high"]
+        assert c["ci_low"] <= c["true_effect"] <= c["ci_high"], c
+        assert c["true_effect"] > 0
     json.dumps(result)  # plain data, ready for --json
 
 
@@ -127,8 +141,9 @@ def test_run_demo_twice_into_the_same_folder_replaces_the_store(tmp_path: Path) 
     assert second["ingest"]["events"]["inserted"] == first["ingest"]["events"]["inserted"]
     assert second["ingest"]["events"]["duplicates"] == first["ingest"]["events"]["duplicates"]
     assert second["summary"]["tables"] == first["summary"]["tables"]
-    assert second["summary"]["tables"]["ingest_batches"] == 3
+    assert second["summary"]["tables"]["ingest_batches"] == 5
     batch_ids = {b["batch_id"] for b in second["ingest"].values()}
+    batch_ids |= {c["responses"]["batch_id"] for c in second["campaigns"]}
     with Workspace.open(Path(second["store"]), read_only=True) as ws:
         stored = {r[0] for r in ws.store.sql("SELECT batch_id FROM ingest_batches").fetchall()}
     assert stored == batch_ids

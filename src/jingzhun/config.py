@@ -500,6 +500,39 @@ class TrackingSettings(_Section):
     )
 
 
+class WebhookSettings(_Section):
+    """Where webhook campaigns POST their messages (an SMS, app-push or WeChat gateway)."""
+
+    url: str | None = Field(
+        None, max_length=2000, description="The gateway's http(s) URL that receives each message."
+    )
+    secret_env: str = Field(
+        "JINGZHUN_WEBHOOK_SECRET",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="Environment variable holding the key of the X-Jingzhun-Signature HMAC.",
+    )
+    timeout_seconds: float = Field(10, gt=0, le=600, description="Seconds to wait for an answer.")
+    retries: int = Field(4, ge=0, le=20, description="Retries of a 5xx, 429, 408 or timeout.")
+    retry_base_seconds: float = Field(
+        1.0, ge=0, le=3600, description="First retry's wait; each next one waits twice as long."
+    )
+    connections: int = Field(4, ge=1, le=64, description="Requests in flight at once.")
+    rate_per_second: float = Field(
+        50, gt=0, le=100_000, description="Messages per second, at most."
+    )
+
+
+class PrivacySettings(_Section):
+    """Personal data (the privacy stage grows this section)."""
+
+    default_region: str = Field(
+        "CN",
+        pattern=r"^[A-Za-z]{2}$",
+        description="ISO 3166 region of phone numbers written without a country code "
+        "(ad-audience exports parse them with it).",
+    )
+
+
 class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
@@ -511,6 +544,8 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     email: EmailSettings = EmailSettings()
     tracking: TrackingSettings = TrackingSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    privacy: PrivacySettings = PrivacySettings()
     _source: Path | None = PrivateAttr(None)
 
     @property

@@ -103,7 +103,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         ws.recommend_batch(5)
         ws.predict_train("propensity", models=["logistic"], train_windows=1)
         ws.predict_clv()
-        # A draft campaign for campaign show/preview/send/report to name.
+        # A draft email campaign for campaign show/preview/send/report to name, and an ads
+        # campaign for export.
+        ws.campaigns.create({"name": "ads", "channel": "ads"})
         ws.campaigns.create(
             {
                 "name": "spring",

@@ -155,6 +155,9 @@ COMMANDS: dict[str, Base] = {
     "campaign plan": Base((("--baseline", "0.05"), ("--mde", "0.01"))),
     "campaign create": Base(arguments={"spec": "campaign.toml"}),
     "campaign list": Base(),
+    "campaign export": Base(
+        (("--platform", "google"), ("--out", "audience.csv")), arguments={"name": "ads"}
+    ),
     "campaign show": Base(arguments={"name": "spring"}),
     "campaign preview": Base(arguments={"name": "spring"}),
     # Sending needs an SMTP server (tests/campaign/test_send.py sends to a real one); the

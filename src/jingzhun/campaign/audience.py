@@ -24,7 +24,7 @@ from jingzhun.campaign import consent
 from jingzhun.campaign.assign import pick_sql, unit_sql
 from jingzhun.campaign.spec import CampaignSpec
 from jingzhun.contracts.results import Result
-from jingzhun.errors import InputError
+from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest.read import buyers_query, contacts_query, latest_event_time
 from jingzhun.predict.read import score_query
 from jingzhun.profile import expr as ex
@@ -116,11 +116,15 @@ def draw(store: Store, spec: CampaignSpec, *, now: datetime | None = None) -> Dr
     matched = _count(store)
     steps = _exclude(store, spec, now)
     if a.top is not None:
-        sql, params = score_query(store, a.top.score, param="[audience] top score")
-        store.run(
-            f"UPDATE {AUDIENCE} SET score = s.value FROM ({sql}) s WHERE s.user_id = {AUDIENCE}.user_id",
-            params,
-        )
+        if a.top.score == "random":
+            store.run(f"UPDATE {AUDIENCE} SET score = {unit_sql('user_id')}", [spec.name, "top"])
+        else:
+            sql, params = score_query(store, a.top.score, param="[audience] top score")
+            store.run(
+                f"UPDATE {AUDIENCE} SET score = s.value FROM ({sql}) s "
+                f"WHERE s.user_id = {AUDIENCE}.user_id",
+                params,
+            )
         store.run(
             f"""UPDATE {AUDIENCE} SET excluded = 'below_top' WHERE excluded IS NULL AND user_id NOT IN (
                 SELECT user_id FROM {AUDIENCE} WHERE excluded IS NULL AND score IS NOT NULL
@@ -217,6 +221,16 @@ def _exclude(store: Store, spec: CampaignSpec, now: datetime) -> list[Step]:
             f"bought_within_{x.bought_within_days:g}_days",
             f"user_id IN (SELECT user_id FROM ({sql}))",
             [now - timedelta(days=x.bought_within_days), now],
+        )
+    for other in x.campaigns:
+        if store.scalar("SELECT count(*) FROM campaigns WHERE name = ?", [other]) == 0:
+            raise NotFoundError(
+                f"[exclude] campaigns: no campaign {other!r}", hint="name a stored campaign"
+            )
+        mark(
+            f"in_campaign_{other}",
+            "user_id IN (SELECT user_id FROM campaign_members WHERE campaign = ?)",
+            [other],
         )
     if x.frequency_cap is not None:
         cap = x.frequency_cap

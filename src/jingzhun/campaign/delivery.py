@@ -30,6 +30,7 @@ from jingzhun.campaign.channels.email import (
     SmtpSender,
     sender_domain,
 )
+from jingzhun.campaign.channels.webhook import WebhookOutgoing, WebhookSender
 from jingzhun.campaign.consent import suppress
 from jingzhun.campaign.content import Renderer
 from jingzhun.campaign.links import Links, track_html, tracking_key
@@ -199,7 +200,10 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return df.astype(object).where(df.notna(), None).to_dict("records")
 
 
-def sender_for(settings: Settings) -> SmtpSender:
+def sender_for(settings: Settings, channel: str = "email") -> Any:
+    """The sender of ``channel`` configured by ``settings`` (``[email]`` or ``[webhook]``)."""
+    if channel == "webhook":
+        return _webhook_sender(settings)
     email = settings.email
     password = os.environ.get(email.password_env) if email.password_env else None
     if email.password_env and password is None:
@@ -210,6 +214,30 @@ def sender_for(settings: Settings) -> SmtpSender:
     return SmtpSender(email, password=password)
 
 
+def _webhook_sender(settings: Settings) -> WebhookSender:
+    w = settings.webhook
+    if not w.url:
+        raise InputError(
+            "[webhook] url is not set: a webhook campaign needs the gateway's URL",
+            hint="set [webhook] url in jingzhun.toml",
+        )
+    secret = os.environ.get(w.secret_env)
+    if not secret:
+        raise InputError(
+            f"[webhook] secret_env names ${w.secret_env}, which is not set",
+            hint="export a long random secret the gateway shares (it signs every message)",
+        )
+    return WebhookSender(
+        w.url,
+        secret.encode("utf-8"),
+        timeout_seconds=w.timeout_seconds,
+        retries=w.retries,
+        retry_base_seconds=w.retry_base_seconds,
+        connections=w.connections,
+        rate_per_second=w.rate_per_second,
+    )
+
+
 def send(
     store: Store,
     spec: CampaignSpec,
@@ -218,7 +246,7 @@ def send(
     dry_run: bool = False,
     now: datetime | None = None,
     lang: str = "en",
-    sender: SmtpSender | None = None,
+    sender: SmtpSender | WebhookSender | None = None,
     progress: Progress | None = None,
 ) -> SendResult:
     """Send ``spec`` (stored as a campaign) to its queue; see the module docstring.
@@ -236,8 +264,6 @@ def send(
             f"campaign {spec.name!r} is an ads campaign: it is exported, not sent",
             hint=f"jingzhun campaign export {spec.name} --platform google|meta --out FILE",
         )
-    if spec.channel != "email":
-        raise InputError(f"the {spec.channel} channel is not available yet", hint="use email")
     renderer = Renderer(spec)
     state = store.scalar("SELECT state FROM campaigns WHERE name = ?", [spec.name])
     if state is None:
@@ -246,13 +272,13 @@ def send(
     if dry_run:
         return _dry_run(store, spec, renderer, now=now, lang=lang, fresh=bool(fresh))
     base = settings.tracking.base_url
-    if not base:
+    if not base and spec.channel == "email":
         raise InputError(
             "[tracking] base_url is not set: every campaign email needs a one-click unsubscribe link",
             hint="set it to the URL where jingzhun serve is reached (e.g. https://t.example.com)",
         )
-    sender = sender or sender_for(settings)
-    links = Links(base, tracking_key(store, settings.tracking), spec.name)
+    sender = sender or sender_for(settings, spec.channel)
+    links = Links(base, tracking_key(store, settings.tracking), spec.name) if base else None
     if fresh:
         # A template that fails for any member, or an SMTP server that cannot be reached,
         # fails here, before anything is written.
@@ -318,11 +344,16 @@ def _outgoing(
     chunk: pd.DataFrame,
     *,
     lang: str,
-    links: Links,
-) -> tuple[list[Outgoing], list[Outcome]]:
+    links: Links | None,
+) -> tuple[list[Any], list[Outcome]]:
     """The chunk's messages; members without an address now (erased since the snapshot)
     come back as failed outcomes."""
     ctx = contexts(store, spec, chunk, lang=lang, links=links)
+    if spec.channel == "webhook":
+        return [
+            WebhookOutgoing(c["user_id"], spec.name, mid, renderer.render(variant, c))
+            for c, variant, mid in zip(ctx, chunk["variant"], chunk["message_id"], strict=True)
+        ], []
     ids = chunk["user_id"].tolist()
     emails = dict(
         store.rows(
@@ -338,7 +369,7 @@ def _outgoing(
             missing.append(Outcome(c["user_id"], "failed", "no email address", None, 0, None))
             continue
         rendered = renderer.render(variant, c)
-        if rendered.html is not None:
+        if rendered.html is not None and links is not None:
             rendered = dataclasses.replace(
                 rendered, html=track_html(rendered.html, links, c["user_id"])
             )

@@ -21,6 +21,7 @@ import pandas as pd
 
 from jingzhun.campaign import delivery
 from jingzhun.campaign.audience import AUDIENCE, Draw, draw
+from jingzhun.campaign.channels.ads import ExportResult, export_audience
 from jingzhun.campaign.channels.email import SmtpSender
 from jingzhun.campaign.content import Renderer
 from jingzhun.campaign.spec import CampaignSpec, load_spec, spec_from_json, stored_spec
@@ -28,7 +29,8 @@ from jingzhun.checks import bounded_int
 from jingzhun.config import Settings
 from jingzhun.contracts.results import Result
 from jingzhun.errors import ConflictError, InputError, NotFoundError
-from jingzhun.ingest.read import order_totals
+from jingzhun.ingest.read import contacts_query, order_totals
+from jingzhun.outputs import check_output_path
 from jingzhun.predict.read import score_query
 from jingzhun.store import Store
 
@@ -164,6 +166,12 @@ class Campaigns:
 
     # -- before sending ------------------------------------------------------------------------
 
+    def audience(self, spec: CampaignSpec | dict[str, Any], *, now: datetime | None = None) -> Draw:
+        """Draw a spec's audience without storing anything: its size after each step and its
+        arms (what a campaign builder shows as conditions change)."""
+        parsed = spec if isinstance(spec, CampaignSpec) else spec_from_json(spec)
+        return draw(self.store, parsed, now=now)
+
     def preview(
         self, name: str, *, sample: int = 5, lang: str = "en", now: datetime | None = None
     ) -> Preview:
@@ -255,6 +263,90 @@ class Campaigns:
             sender=sender,
             progress=progress,
         )
+
+    def export(self, name: str, *, platform: str, out: str | os.PathLike[str]) -> ExportResult:
+        """Export an ads campaign's treatment arm as a hashed customer list for ``platform``
+        (the control group is held out: it is what the ads are measured against).
+
+        The first export draws the audience and stores its members, like a first send; every
+        treatment member's delivery then says ``sent`` (exported) or why not.
+
+        Raises
+        ------
+        InputError
+            The campaign is not an ads campaign, the platform is unknown, ``out`` cannot be
+            written (nothing is then marked).
+        """
+        spec = self.spec(name)
+        if spec.channel != "ads":
+            raise InputError(
+                f"campaign {name!r} is an {spec.channel} campaign; only ads campaigns are exported",
+                hint=f"jingzhun campaign send {name}",
+            )
+        if platform not in ("google", "meta"):
+            raise InputError(
+                f"platform {str(platform)[:40]!r} is not one jingzhun exports to",
+                hint="use google or meta",
+                param="platform",
+            )
+        # The file is checked before the first export draws and stores the audience.
+        check_output_path(out, flag="out", store_path=self.store.path, what="the audience")
+        fresh = self.store.scalar(
+            "SELECT snapshot_at IS NULL FROM campaigns WHERE name = ?", [name]
+        )
+        if fresh:
+            d = draw(self.store, spec)
+            delivery.write_snapshot(self.store, spec, d, domain="localhost")
+        rows = self.store.sql(
+            f"""SELECT d.user_id, c.email, c.phone
+                FROM deliveries d LEFT JOIN ({contacts_query()}) c USING (user_id)
+                WHERE d.campaign = ? AND d.state IN ('queued', 'sending', 'sent')
+                ORDER BY d.user_id""",
+            [name],
+        ).df()
+        result = export_audience(
+            rows,
+            platform=platform,  # type: ignore[arg-type]
+            default_region=self.settings.privacy.default_region,
+            out=Path(out),
+            store_path=self.store.path,
+        )
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with self.store.transaction():
+            self.store.run(
+                "UPDATE deliveries SET state = 'sent', tries = tries + 1, answer = ?, "
+                "sent_at = coalesce(sent_at, ?), updated_at = ? "
+                "WHERE campaign = ? AND state IN ('queued', 'sending', 'sent')",
+                [f"exported for {platform}", now, now, name],
+            )
+            self.store.run(
+                "UPDATE campaigns SET state = 'sent', sent_at = ? WHERE name = ?", [now, name]
+            )
+        return result
+
+    def assignments(self, name: str) -> pd.DataFrame:
+        """The campaign as a randomized experiment for an uplift model: ``campaign_id``,
+        ``user_id``, ``group`` (treatment/control) and ``sent_at`` (the snapshot), one row per
+        member (what ``predict uplift --campaign NAME`` trains on).
+
+        Raises
+        ------
+        InputError
+            The campaign was never sent: it has no members.
+        """
+        self.spec(name)
+        frame = self.store.sql(
+            """SELECT m.campaign AS campaign_id, m.user_id, m.arm AS "group", c.snapshot_at AS sent_at
+               FROM campaign_members m JOIN campaigns c ON c.name = m.campaign
+               WHERE m.campaign = ? ORDER BY m.user_id""",
+            [name],
+        ).df()
+        if frame.empty:
+            raise InputError(
+                f"campaign {name!r} has not been sent: it has no members to learn from",
+                hint=f"jingzhun campaign send {name}",
+            )
+        return frame
 
     def members(self, name: str) -> pd.DataFrame:
         """The stored members with their arm, variant and delivery state."""

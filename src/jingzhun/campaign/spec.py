@@ -55,8 +55,8 @@ from jingzhun.errors import InputError
 #: A campaign's name: it appears in URLs, Message-IDs and file names.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 CHANNELS = ("email", "webhook", "ads")
-#: The scores an audience can be ranked by (the predict stage's ``scores.score``).
-TOP_SCORES = ("uplift", "propensity", "clv")
+#: The scores an audience can be ranked by (the predict stage's ``scores.score``, or random).
+TOP_SCORES = ("uplift", "propensity", "clv", "random")
 #: The largest template file or body read (a rich HTML email is tens of KB).
 MAX_TEMPLATE_BYTES = 1 << 20
 MAX_VARIANTS = 26
@@ -71,9 +71,10 @@ class _Part(BaseModel):
 
 
 class Top(_Part):
-    """The ``n`` audience members with the highest ``score``."""
+    """The ``n`` audience members with the highest ``score`` (``random``: ``n`` drawn at
+    random, for a campaign to compare a targeted one with)."""
 
-    score: Literal["uplift", "propensity", "clv"]
+    score: Literal["uplift", "propensity", "clv", "random"]
     n: int = Field(ge=1, le=MAX_ROWS)
 
 
@@ -126,6 +127,11 @@ class Exclude(_Part):
     suppressed: bool = True
     bought_within_days: Days | None = None
     frequency_cap: FrequencyCap | None = None
+    campaigns: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Leave out the members (either arm) of these campaigns.",
+    )
 
     @field_validator("suppressed")
     @classmethod

@@ -166,6 +166,37 @@ def send(
 
 
 @app.command()
+def export(
+    ctx: typer.Context,
+    name: NameArg,
+    platform: Annotated[
+        str, typer.Option("--platform", help="google (Customer Match) or meta (custom audience).")
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="The CSV file to write (hashed emails and phones).")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Export an ads campaign's treatment arm as a hashed customer list (SHA-256 of
+    normalized emails and phones); the control group is held out."""
+    g: Globals = ctx.obj
+    with g.workspace(create=False) as ws:
+        result = ws.campaigns.export(name, platform=platform, out=out_path)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out.print(
+        f"Wrote {result.users:,} users ({result.emails:,} emails, {result.phones:,} phones) "
+        f"for {text(result.platform)} to {text(result.out)}"
+    )
+    if result.bad_emails or result.bad_phones or result.no_identifier:
+        err.print(
+            f"left out: {result.bad_emails:,} unusable emails, {result.bad_phones:,} unusable "
+            f"phones, {result.no_identifier:,} users with neither"
+        )
+
+
+@app.command()
 def report(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None:
     """What the campaign caused: funnel, rates, lift over control with 95% intervals (plain
     and CUPED), sample-ratio check, variants (Holm), incremental profit and ROI."""

@@ -396,18 +396,29 @@ def propensity(
 def uplift(
     ctx: typer.Context,
     assignments: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--assignments",
-            help="A past randomized campaign: user_id, group (treatment/control), sent_at [, campaign_id].",
+            help="A past randomized campaign in a file: user_id, group (treatment/control), "
+            "sent_at [, campaign_id]. Without it, --campaign names a campaign in the store.",
         ),
-    ],
+    ] = None,
     campaign: Annotated[
-        str | None, typer.Option("--campaign", help="The campaign_id, if the file holds several.")
+        str | None,
+        typer.Option(
+            "--campaign",
+            help="A campaign sent from this store (or, with --assignments, the campaign_id "
+            "to take from the file).",
+        ),
     ] = None,
     window_days: Annotated[
-        float, typer.Option("--window-days", help="An order within N days of the send converts.")
-    ] = 14.0,
+        float | None,
+        typer.Option(
+            "--window-days",
+            help="An order within N days of the send converts (default: the stored "
+            "campaign's conversion window, else 14).",
+        ),
+    ] = None,
     models: Annotated[
         str | None,
         typer.Option("--models", help="Comma-separated: t_learner,x_learner,class_transformation."),
@@ -420,19 +431,35 @@ def uplift(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Learn who buys because of a message from a past randomized campaign; the best learner
-    on validation (Qini) becomes the active uplift model (score it with --target uplift)."""
+    """Learn who buys because of a message from a past randomized campaign — a stored one
+    (--campaign NAME) or a file (--assignments); the best learner on validation (Qini)
+    becomes the active uplift model (score it with --target uplift)."""
+    from jingzhun.errors import InputError
     from jingzhun.ingest.logs import read_file
 
-    frame = read_file(assignments, "--assignments", sep=None, hint="a CSV or Parquet file")
+    if assignments is None and campaign is None:
+        raise InputError(
+            "give --campaign NAME (a campaign sent from this store) or --assignments FILE"
+        )
+    frame = (
+        read_file(assignments, "--assignments", sep=None, hint="a CSV or Parquet file")
+        if assignments is not None
+        else None
+    )
     true = read_file(truth, "--truth", sep=None, hint="truth/campaigns.parquet") if truth else None
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     g: Globals = ctx.obj
     with g.workspace(create=True) as ws, steps(not as_json) as say:
+        window = window_days
+        if frame is None:
+            assert campaign is not None
+            frame = ws.campaigns.assignments(campaign)
+            if window is None:
+                window = ws.campaigns.spec(campaign).offer.conversion_window_days
         result = ws.predict_uplift(
             frame,
             campaign=campaign,
-            window_days=window_days,
+            window_days=14.0 if window is None else window,
             models=names,
             truth=true,
             progress=say,
