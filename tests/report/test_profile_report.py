@@ -294,10 +294,20 @@ def test_cli_demo_builds_profiles_and_reports_them(tmp_path: Path) -> None:
     assert profiles["tags"]["rfm_segment"] > 0
     with Workspace.open(result["store"], read_only=True) as ws:
         assert ws.store.count("profiles") == profiles["users"]
-        latest = ws.store.scalar("SELECT max(ts) FROM events")
+        # the shop's events come before the profiles' as_of; the campaigns' answers after it
+        answers = [c["responses"]["batch_id"] for c in result["campaigns"]]
+        latest = ws.store.scalar(
+            "SELECT max(ts) FROM events WHERE NOT list_contains(?, batch_id)", [answers]
+        )
         assert str(latest) < profiles["as_of"]
     page = Path(result["report"]).read_text(encoding="utf-8")
-    assert section_ids(page) == [*SECTION_IDS, "segments", "recommendations", "predictions"]
+    assert section_ids(page) == [
+        *SECTION_IDS,
+        "segments",
+        "recommendations",
+        "predictions",
+        "campaigns",
+    ]
     # two active runs (rfm, behaviour): sizes and a trait heatmap each; the k-means run also
     # its k scan and the projection of its members
     titles = [c.title for c in charts(sections(page)["segments"])]

@@ -267,7 +267,7 @@ def _variants(t: pd.DataFrame, c: pd.DataFrame, confidence: float) -> list[dict[
         tv = t[t["variant"] == v]
         lift = proportion_lift(int(tv["converted"].sum()), len(tv), xc, nc, confidence)
         rows.append({"variant": v, "members": len(tv), **_lift(lift)})
-    adjusted, reject = holm([r["p_value"] for r in rows])
+    adjusted, reject = holm([r["p_value"] for r in rows], alpha=1 - confidence)
     for r, p, rej in zip(rows, adjusted, reject, strict=True):
         r["p_holm"] = float(p)
         r["significant"] = bool(rej)

@@ -5,6 +5,7 @@ own with :func:`section`); :func:`build_report` renders them.
 """
 
 from jingzhun.report import (  # noqa: F401 - importing them registers their sections
+    campaign_sections,
     predict_sections,
     profile_sections,
     recommend_sections,
