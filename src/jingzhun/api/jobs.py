@@ -75,6 +75,12 @@ class PredictClv(_Params):
     as_of: datetime | None = None
 
 
+class CampaignSend(_Params):
+    name: str = Field(min_length=1, max_length=64, description="The campaign to send.")
+    lang: Literal["en", "zh"] = "en"
+    dry_run: bool = False
+
+
 def _result(value: Any) -> dict[str, Any]:
     if hasattr(value, "to_dict"):
         return value.to_dict()
@@ -137,6 +143,12 @@ KINDS: dict[str, tuple[type[_Params], Callable[[Workspace, Any, Progress], Any]]
     "predict_clv": (
         PredictClv,
         lambda ws, p, _: ws.predict.clv(model=p.model, unit=p.unit, as_of=p.as_of),
+    ),
+    "campaign_send": (
+        CampaignSend,
+        lambda ws, p, progress: ws.campaigns.send(
+            p.name, lang=p.lang, dry_run=p.dry_run, progress=progress.count
+        ),
     ),
 }
 

@@ -1,10 +1,12 @@
 """One router per resource."""
 
 from jingzhun.api.routes import (
+    campaigns,
     health,
     items,
     jobs,
     keys,
+    links,
     models,
     quarantine,
     segments,
@@ -22,4 +24,6 @@ ROUTERS = [
     models.router,
     quarantine.router,
     keys.router,
+    campaigns.router,
+    links.router,
 ]
