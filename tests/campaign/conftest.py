@@ -27,6 +27,7 @@ from aiosmtpd.controller import Controller
 from jingzhun.config import Settings
 from jingzhun.store import Store
 from jingzhun.workspace import Workspace
+from tests.api.conftest import server  # noqa: F401 - the real server, for test_server.py
 from tests.conftest import Shop
 
 BASE_URL = "https://t.shop.example"
@@ -64,7 +65,7 @@ class Sink:
     delay: float = 0.0  # seconds before answering DATA
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+    async def handle_RCPT(self, smtpd, session, envelope, address, rcpt_options):
         if address in self.refuse:
             return "550 5.1.1 no such user"
         with self.lock:
@@ -75,7 +76,7 @@ class Sink:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):
+    async def handle_DATA(self, smtpd, session, envelope):
         if self.delay:
             time.sleep(self.delay)  # blocks the server's loop: a slow server, on purpose
         with self.lock:

@@ -15,7 +15,7 @@ import httpx
 
 from jingzhun.config import Settings
 from jingzhun.workspace import Workspace
-from tests.api.conftest import Served, server  # noqa: F401 - the fixture
+from tests.api.conftest import Served
 from tests.campaign.conftest import BASE_URL, Smtp, settings_for
 
 SPEC = {
