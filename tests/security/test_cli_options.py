@@ -155,6 +155,7 @@ COMMANDS: dict[str, Base] = {
     "campaign plan": Base((("--baseline", "0.05"), ("--mde", "0.01"))),
     "campaign create": Base(arguments={"spec": "campaign.toml"}),
     "campaign list": Base(),
+    "campaign trigger": Base(),
     "campaign export": Base(
         (("--platform", "google"), ("--out", "audience.csv")), arguments={"name": "ads"}
     ),

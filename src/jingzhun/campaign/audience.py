@@ -25,7 +25,12 @@ from jingzhun.campaign.assign import pick_sql, unit_sql
 from jingzhun.campaign.spec import CampaignSpec
 from jingzhun.contracts.results import Result
 from jingzhun.errors import InputError, NotFoundError
-from jingzhun.ingest.read import buyers_query, contacts_query, latest_event_time
+from jingzhun.ingest.read import (
+    buyers_query,
+    contacts_query,
+    latest_event_time,
+    triggered_query,
+)
 from jingzhun.predict.read import score_query
 from jingzhun.profile import expr as ex
 from jingzhun.profile.build import profile_columns
@@ -90,7 +95,7 @@ def draw(store: Store, spec: CampaignSpec, *, now: datetime | None = None) -> Dr
     """
     now = campaign_now(store, now)
     a = spec.audience
-    _matched(store, spec)
+    _matched(store, spec, now)
     segment_run = a.run or (
         spec.control.stratify if isinstance(spec.control.stratify, str) else None
     )
@@ -143,8 +148,9 @@ def draw(store: Store, spec: CampaignSpec, *, now: datetime | None = None) -> Dr
     return _describe(store, spec, now, matched, steps)
 
 
-def _matched(store: Store, spec: CampaignSpec) -> None:
-    """``_jz_audience`` with every profiled user the ``where`` condition holds for."""
+def _matched(store: Store, spec: CampaignSpec, now: datetime) -> None:
+    """``_jz_audience`` with every profiled user the ``where`` condition holds for — or, for
+    a triggered campaign, every user its trigger holds for now (and ``where``, if given)."""
     columns = profile_columns(store)
     profiles = store.ibis().table("profiles")
     rows = profiles
@@ -152,11 +158,27 @@ def _matched(store: Store, spec: CampaignSpec) -> None:
         node = condition(spec.audience.where, profiles, columns, "[audience] where")
         rows = profiles.filter(ex.compile_ibis(node, profiles, now=profiles.as_of).fill_null(False))
     sql = ibis.to_sql(rows.select("user_id"), dialect="duckdb")
+    params: list[object] = []
+    if spec.trigger is not None:
+        t = spec.trigger
+        trig = triggered_query(t.without is not None)
+        params = [
+            t.event,
+            now - timedelta(hours=t.lookback_hours),
+            now - timedelta(minutes=t.after_minutes),
+        ]
+        if t.without is not None:
+            params += [t.without, now]
+        if spec.audience.where is not None:
+            sql = f"SELECT user_id FROM ({trig}) WHERE user_id IN (SELECT user_id FROM ({sql}))"
+        else:
+            sql = f"SELECT user_id FROM ({trig})"
     store.run(
         f"""CREATE OR REPLACE TEMP TABLE {AUDIENCE} AS
         SELECT user_id, NULL::VARCHAR AS segment, NULL::VARCHAR AS stratum, NULL::DOUBLE AS score,
                NULL::VARCHAR AS excluded, NULL::VARCHAR AS arm, NULL::VARCHAR AS variant
-        FROM ({sql})"""
+        FROM ({sql})""",
+        params,
     )
 
 
@@ -184,6 +206,12 @@ def _exclude(store: Store, spec: CampaignSpec, now: datetime) -> list[Step]:
         steps.append(_step(store, reason, steps, matched))
 
     channel = "email" if spec.channel == "ads" else spec.channel
+    if spec.trigger is not None:  # taken in by an earlier run: a member once
+        mark(
+            "already_member",
+            "user_id IN (SELECT user_id FROM campaign_members WHERE campaign = ?)",
+            [spec.name],
+        )
     if x.no_consent:
         sql, params = consent.marketing_consent_sql(channel)
         mark("no_consent", f"user_id NOT IN (SELECT user_id FROM ({sql}))", params)

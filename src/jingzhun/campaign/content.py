@@ -13,6 +13,8 @@ What a template sees::
     recommendations        [{item_id, title, category, price, reason, reason_text, url}], best first
     campaign               {name, variant, discount, category}
     unsubscribe_url        the one-click unsubscribe link ("" without [tracking] base_url)
+    cart                   a triggered campaign's trigger items (a cart's), newest first:
+                           [{item_id, title, category, price}]; [] otherwise
 """
 
 from __future__ import annotations

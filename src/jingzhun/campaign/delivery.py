@@ -18,12 +18,12 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 
-from jingzhun.campaign.audience import AUDIENCE, Draw, draw
+from jingzhun.campaign.audience import AUDIENCE, Draw, campaign_now, draw
 from jingzhun.campaign.channels.email import (
     Outcome,
     Outgoing,
@@ -38,7 +38,7 @@ from jingzhun.campaign.spec import CampaignSpec
 from jingzhun.config import Settings
 from jingzhun.contracts.results import Result
 from jingzhun.errors import ConflictError, InputError
-from jingzhun.ingest.read import contacts_query
+from jingzhun.ingest.read import contacts_query, event_items_query, items_query
 from jingzhun.profile.read import profiles_frame
 from jingzhun.recommend import read as recommend_read
 from jingzhun.recommend.rules import reason_text
@@ -75,14 +75,18 @@ def snapshot(
 
 
 def write_snapshot(store: Store, spec: CampaignSpec, d: Draw, *, domain: str) -> None:
-    """Write the draw left in ``_jz_audience`` as the campaign's members and deliveries."""
-    if d.members == 0:
+    """Write the draw left in ``_jz_audience`` as the campaign's members and deliveries (a
+    triggered campaign's run adds the users who qualified since the last)."""
+    if d.members == 0 and spec.trigger is None:
         raise InputError(
             f"campaign {spec.name!r}: the audience is empty after exclusions "
             f"({d.matched:,} matched the conditions)",
             hint="loosen [audience] or [exclude]; jingzhun campaign preview shows each step",
         )
     top_sql, top_params = recommend_read.top_items_query(max(spec.recommendations, 1))
+    # Members join at the campaign's clock (the store's, on simulated or replayed data);
+    # deliveries are stamped with the wall clock, when the rows were written.
+    joined = d.now
     now_ts = datetime.now(UTC).replace(tzinfo=None)
     with store.transaction():
         store.run(
@@ -90,8 +94,9 @@ def write_snapshot(store: Store, spec: CampaignSpec, d: Draw, *, domain: str) ->
             SELECT ?, a.user_id, a.arm, a.variant, a.stratum, a.segment, a.score,
                    CASE WHEN ? > 0 THEN to_json(coalesce(r.items, []::VARCHAR[])) END, ?
             FROM {AUDIENCE} a LEFT JOIN ({top_sql}) r USING (user_id)
-            WHERE a.excluded IS NULL""",
-            [spec.name, spec.recommendations, now_ts, *top_params],
+            WHERE a.excluded IS NULL
+            ON CONFLICT DO NOTHING""",
+            [spec.name, spec.recommendations, joined, *top_params],
         )
         store.run(
             f"""INSERT INTO deliveries
@@ -101,17 +106,23 @@ def write_snapshot(store: Store, spec: CampaignSpec, d: Draw, *, domain: str) ->
                         WHEN arm = 'control' THEN 'control' ELSE 'queued' END,
                    CASE WHEN excluded = 'suppressed' THEN NULL ELSE excluded END,
                    0, NULL, NULL, NULL, ?
-            FROM {AUDIENCE}""",
+            FROM {AUDIENCE}
+            -- a triggered campaign draws again and again: a member keeps their row; a user
+            -- excluded before is looked at anew
+            ON CONFLICT (campaign, user_id, channel) DO UPDATE
+                SET state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at
+                WHERE deliveries.state = 'excluded'""",
             [spec.name, spec.channel, now_ts],
         )
         store.run(
             "UPDATE deliveries SET message_id = '<' || campaign || '.' || "
             "substr(sha256(campaign || chr(31) || user_id || chr(31) || channel), 1, 32) || '@' || ? || '>' "
-            "WHERE campaign = ? AND state = 'queued'",
+            "WHERE campaign = ? AND state = 'queued' AND message_id IS NULL",
             [domain, spec.name],
         )
         store.run(
-            "UPDATE campaigns SET snapshot_at = ?, state = 'sending' WHERE name = ?",
+            "UPDATE campaigns SET snapshot_at = coalesce(snapshot_at, ?), state = 'sending' "
+            "WHERE name = ?",
             [d.now, spec.name],
         )
 
@@ -169,6 +180,7 @@ def contexts(
                 "reason_text": reason_text(r["reason"], lang, titles),
             }
         )
+    carts = _trigger_items(store, spec, ids)
     out = []
     for user_id, stored in zip(ids, members.get("recommendations", [None] * len(ids)), strict=True):
         items = by_user.get(user_id, [])
@@ -191,9 +203,44 @@ def contexts(
                     "category": spec.offer.category,
                 },
                 "unsubscribe_url": links.unsubscribe(user_id) if links else "",
+                "cart": carts.get(user_id, []),
             }
         )
     return out
+
+
+def _trigger_items(
+    store: Store, spec: CampaignSpec, ids: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """For a triggered campaign, each user's items of the trigger event in its look-back
+    window (a cart's items), newest first, with title, category and price."""
+    if spec.trigger is None or not ids:
+        return {}
+    now = campaign_now(store, None)
+    start = now - timedelta(hours=spec.trigger.lookback_hours)
+    rows = store.rows(event_items_query(), [spec.trigger.event, start, now, ids])
+    wanted = sorted({i for _, items in rows for i in items})
+    catalog = {
+        r["item_id"]: r
+        for r in _records(
+            store.sql(
+                f"SELECT * FROM ({items_query()}) WHERE item_id IN (SELECT unnest(?::VARCHAR[]))",
+                [wanted],
+            ).df()
+        )
+    }
+    return {
+        user: [
+            {
+                "item_id": i,
+                "title": (catalog.get(i) or {}).get("title") or i,
+                "category": (catalog.get(i) or {}).get("category") or "",
+                "price": (catalog.get(i) or {}).get("price"),
+            }
+            for i in items
+        ]
+        for user, items in rows
+    }
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -279,9 +326,9 @@ def send(
         )
     sender = sender or sender_for(settings, spec.channel)
     links = Links(base, tracking_key(store, settings.tracking), spec.name) if base else None
-    if fresh:
+    if fresh or spec.trigger is not None:
         # A template that fails for any member, or an SMTP server that cannot be reached,
-        # fails here, before anything is written.
+        # fails here, before anything is written. A triggered campaign draws on every run.
         d = draw(store, spec, now=now)
         _render_drawn(store, spec, renderer, lang=lang)
         sender.check()

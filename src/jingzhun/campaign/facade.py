@@ -348,6 +348,33 @@ class Campaigns:
             )
         return frame
 
+    def trigger(
+        self,
+        names: list[str] | None = None,
+        *,
+        lang: str = "en",
+        now: datetime | None = None,
+        sender: SmtpSender | None = None,
+    ) -> list[delivery.SendResult]:
+        """Run triggered campaigns now (default: every one stored): each takes in the users
+        its trigger holds for since the last run and sends them their message."""
+        if names is None:
+            names = [
+                n
+                for (n, spec) in self.store.rows("SELECT name, spec FROM campaigns ORDER BY name")
+                if stored_spec(spec).trigger is not None
+            ]
+        out = []
+        for name in names:
+            spec = self.spec(name)
+            if spec.trigger is None:
+                raise InputError(
+                    f"campaign {name!r} has no [trigger]",
+                    hint=f"send it: jingzhun campaign send {name}",
+                )
+            out.append(self.send(name, lang=lang, now=now, sender=sender))
+        return out
+
     def members(self, name: str) -> pd.DataFrame:
         """The stored members with their arm, variant and delivery state."""
         self.spec(name)

@@ -12,11 +12,18 @@ def members_query() -> Sql:
     """A query of one campaign's members (one ``?``: its name): ``user_id``, ``arm``,
     ``variant``, ``segment``, ``score``, the delivery ``state`` and ``reason``, ``sent_at``."""
     return (
-        "SELECT m.user_id, m.arm, m.variant, m.segment, m.score, d.state, d.reason, d.sent_at "
+        "SELECT m.user_id, m.arm, m.variant, m.segment, m.score, m.assigned_at, d.state, "
+        "d.reason, d.sent_at "
         "FROM campaign_members m LEFT JOIN deliveries d "
         "ON d.campaign = m.campaign AND d.user_id = m.user_id "
         "WHERE m.campaign = ?"
     )
+
+
+def starts_query() -> Sql:
+    """A query of when each member of one campaign (one ``?``: its name) joined it:
+    ``user_id``, ``start`` (``assigned_at``)."""
+    return "SELECT user_id, assigned_at AS start FROM campaign_members WHERE campaign = ?"
 
 
 def unsubscribes_query() -> Sql:
@@ -28,4 +35,4 @@ def unsubscribes_query() -> Sql:
     )
 
 
-__all__ = ["members_query", "unsubscribes_query"]
+__all__ = ["members_query", "starts_query", "unsubscribes_query"]

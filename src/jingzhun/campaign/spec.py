@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from jingzhun.checks import MAX_ROWS
 from jingzhun.config import MAX_EXPRESSION, Days, read_toml, validated
+from jingzhun.contracts.events import EVENT_NAMES
 from jingzhun.errors import InputError
 
 #: A campaign's name: it appears in URLs, Message-IDs and file names.
@@ -113,6 +114,34 @@ class Audience(_Part):
     @property
     def segment_code(self) -> str | None:
         return self.segment.partition(":")[2] if self.segment else None
+
+
+class Trigger(_Part):
+    """A triggered campaign: it takes in each user whose latest ``event`` is at least
+    ``after_minutes`` old (and at most ``lookback_hours``) with no ``without`` event since —
+    a cart abandoned for an hour: ``event = "product_added"``, ``without = "order_completed"``.
+    Each run (``jingzhun campaign trigger``, or the server's minute clock) draws the users who
+    qualify now; a user is a member once (the delivery key), arms drawn per user by hash."""
+
+    event: str = Field(min_length=1, max_length=64)
+    without: str | None = Field(None, min_length=1, max_length=64)
+    after_minutes: float = Field(60, ge=0, le=60 * 24 * 30)
+    lookback_hours: float = Field(24, gt=0, le=24 * 90)
+
+    @field_validator("event", "without")
+    @classmethod
+    def _known(cls, value: str | None) -> str | None:
+        if value is not None and value not in EVENT_NAMES:
+            raise ValueError(
+                f"{value[:40]!r} is not an event name; use one of: {', '.join(EVENT_NAMES)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> Trigger:
+        if self.after_minutes >= self.lookback_hours * 60:
+            raise ValueError("after_minutes must be shorter than lookback_hours")
+        return self
 
 
 class FrequencyCap(_Part):
@@ -189,12 +218,24 @@ class CampaignSpec(_Part):
     control: Control = Control()
     variants: list[Variant] = Field(default_factory=list, max_length=MAX_VARIANTS)
     offer: Offer = Offer()
+    trigger: Trigger | None = None
     recommendations: int = Field(
         3, ge=0, le=50, description="Recommendations per member the content may show."
     )
 
     @model_validator(mode="after")
     def _fits_channel(self) -> CampaignSpec:
+        if self.trigger is not None:
+            if self.audience.top is not None or self.audience.share is not None:
+                raise ValueError(
+                    "a triggered campaign takes users as they qualify: [audience] top and "
+                    "share do not apply"
+                )
+            if self.control.stratify:
+                raise ValueError(
+                    "a triggered campaign draws each user's arm alone: [control] stratify "
+                    "does not apply"
+                )
         if self.channel == "email" and not self.exclude.no_consent:
             raise ValueError(
                 "[exclude] no_consent cannot be turned off for email: "
@@ -314,6 +355,7 @@ __all__ = [
     "FrequencyCap",
     "Offer",
     "Top",
+    "Trigger",
     "Variant",
     "load_spec",
     "spec_from_json",

@@ -166,6 +166,36 @@ def send(
 
 
 @app.command()
+def trigger(
+    ctx: typer.Context,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Triggered campaigns to run (default: every one).", show_default=False),
+    ] = None,
+    lang: LangOpt = "en",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run triggered campaigns now: each takes in the users its [trigger] holds for (say, a
+    cart abandoned for an hour) and sends them their message — run it from cron every few
+    minutes, or let jingzhun serve do it."""
+    g: Globals = ctx.obj
+    with g.workspace(create=False) as ws:
+        results = ws.campaigns.trigger(names or None, lang=lang)
+    if as_json:
+        print_json({"campaigns": [r.to_dict() for r in results]})
+        return
+    if not results:
+        out.print("No triggered campaigns.")
+    for r in results:
+        out.print(
+            f"[bold]{text(r.campaign)}[/]: sent {r.attempted:,} now; "
+            f"{r.counts['sent']:,} sent, {r.counts['control']:,} held out in all"
+        )
+        if r.error:
+            err.print(f"error: {text(r.error)}")
+
+
+@app.command()
 def export(
     ctx: typer.Context,
     name: NameArg,

@@ -28,10 +28,10 @@ from jingzhun.contracts.results import Result
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.evaluate.stats import Lift, cuped, holm, mean_lift, proportion_lift, sample_ratio
 from jingzhun.ingest.read import (
-    active_between_query,
+    active_in_windows_query,
     campaign_events_query,
     latest_event_time,
-    orders_between_query,
+    orders_in_windows_query,
 )
 from jingzhun.store import Store
 
@@ -74,13 +74,16 @@ def _lift(lift: Lift) -> dict[str, Any]:
     }
 
 
-def member_outcomes(store: Store, spec: CampaignSpec, snapshot_at: datetime) -> pd.DataFrame:
+def member_outcomes(store: Store, spec: CampaignSpec) -> pd.DataFrame:
     """One row per member: arm, variant, delivery state, conversion, revenue and days to the
-    first order in the window, the pre-period values, retention, opens and clicks."""
+    first order in the window, the pre-period values, retention, opens and clicks. Each
+    member's windows start when they joined the campaign (``assigned_at``: the snapshot, or
+    the moment a triggered campaign took them in)."""
     window = timedelta(days=spec.offer.conversion_window_days)
     pre = timedelta(days=pre_period_days(spec.offer.conversion_window_days))
-    orders = orders_between_query()
-    active, activity = active_between_query()
+    starts = campaign_read.starts_query()
+    orders = orders_in_windows_query(starts)
+    active, activity = active_in_windows_query(starts)
     events = campaign_events_query()
     return store.sql(
         f"""
@@ -93,7 +96,7 @@ def member_outcomes(store: Store, spec: CampaignSpec, snapshot_at: datetime) -> 
         SELECT m.user_id, m.arm, m.variant, m.state, m.reason,
                post.user_id IS NOT NULL AS converted,
                coalesce(post.revenue, 0) AS revenue,
-               date_diff('second', ?::TIMESTAMP, post.first_ts) / 86400.0 AS days_to_order,
+               date_diff('second', m.assigned_at, post.first_ts) / 86400.0 AS days_to_order,
                coalesce(pre.orders, 0) AS pre_orders,
                coalesce(pre.revenue, 0) AS pre_revenue,
                act.user_id IS NOT NULL AS retained,
@@ -111,16 +114,17 @@ def member_outcomes(store: Store, spec: CampaignSpec, snapshot_at: datetime) -> 
         """,
         [
             spec.name,
-            snapshot_at,
-            snapshot_at + window,
-            snapshot_at - pre,
-            snapshot_at,
+            spec.name,
+            timedelta(0),
+            window,
+            spec.name,
+            -pre,
+            timedelta(0),
+            spec.name,
             activity,
-            snapshot_at,
-            snapshot_at + timedelta(days=RETENTION_DAYS),
+            timedelta(days=RETENTION_DAYS),
             spec.name,
             spec.name,
-            snapshot_at,
         ],
     ).df()
 
@@ -147,7 +151,7 @@ def report(store: Store, name: str, *, confidence: float = 0.95) -> CampaignRepo
             f"campaign {name!r} has not been sent: it has no members to report on",
             hint=f"jingzhun campaign send {name}",
         )
-    df = member_outcomes(store, spec, snapshot_at)
+    df = member_outcomes(store, spec)
     t = df[df["arm"] == "treatment"]
     c = df[df["arm"] == "control"]
     if t.empty or c.empty:

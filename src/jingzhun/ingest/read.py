@@ -33,20 +33,24 @@ from jingzhun.store.sql import Sql
 __all__ = [
     "ACTIVITY_EVENTS",
     "OrderTotals",
-    "active_between_query",
+    "active_in_windows_query",
     "buyers_query",
     "campaign_events_query",
     "channel_mix",
     "contacts_query",
     "daily_events",
     "daily_sales",
+    "event_items_query",
+    "items_query",
     "latest_event_time",
     "order_totals",
     "order_values",
     "orders_between_query",
+    "orders_in_windows_query",
     "quarantine_page",
     "recent_batches",
     "summary",
+    "triggered_query",
     "user_events",
     "user_known",
 ]
@@ -437,15 +441,62 @@ def orders_between_query() -> Sql:
     )
 
 
-def active_between_query() -> tuple[Sql, list[str]]:
-    """A query of the ``user_id`` of every user active on the shop (an event of
-    :data:`ACTIVITY_EVENTS`: messages and their opens do not count) in ``[start, end)``;
-    it takes three ``?`` parameters (the events, start, end), and the events come back too."""
+def orders_in_windows_query(starts: Sql) -> Sql:
+    """Each user's orders in a window of their own: ``starts`` is a query of ``user_id`` and
+    ``start``; the window is ``[start + a, start + b)`` for two ``?`` intervals a and b.
+    Columns as :func:`orders_between_query`."""
     return (
-        "SELECT DISTINCT user_id FROM stitched_events "
-        "WHERE user_id IS NOT NULL AND list_contains(?::VARCHAR[], event) AND ts >= ? AND ts < ?",
+        "SELECT s.user_id, count(DISTINCT e.order_id) AS orders, "
+        "sum(coalesce(e.revenue, 0)) AS revenue, min(e.ts) AS first_ts "
+        f"FROM ({starts}) s JOIN stitched_events e ON e.user_id = s.user_id "
+        "AND e.event = 'order_completed' AND e.ts >= s.start + ?::INTERVAL "
+        "AND e.ts < s.start + ?::INTERVAL GROUP BY s.user_id"
+    )
+
+
+def active_in_windows_query(starts: Sql) -> tuple[Sql, list[str]]:
+    """The ``user_id`` of each user active on the shop (an event of :data:`ACTIVITY_EVENTS`:
+    messages and their opens do not count) in a window of their own, ``[start, start + b)``;
+    it takes the events (returned too) and the interval b as ``?`` parameters."""
+    return (
+        f"SELECT DISTINCT s.user_id FROM ({starts}) s JOIN stitched_events e "
+        "ON e.user_id = s.user_id AND list_contains(?::VARCHAR[], e.event) "
+        "AND e.ts >= s.start AND e.ts < s.start + ?::INTERVAL",
         list(ACTIVITY_EVENTS),
     )
+
+
+def triggered_query(without: bool) -> Sql:
+    """Users whose latest ``?`` event (the trigger) falls in ``[?, ?)`` and, when
+    ``without``, with no ``?`` event (say, an order) from it up to ``?``: ``user_id`` and
+    ``at`` (the trigger's time). Parameters: event, from, to[, without event, until]."""
+    last = (
+        "SELECT user_id, max(ts) AS at FROM stitched_events "
+        "WHERE event = ? AND user_id IS NOT NULL AND ts >= ? AND ts < ? GROUP BY user_id"
+    )
+    if not without:
+        return last
+    return (
+        f"SELECT l.user_id, l.at FROM ({last}) l WHERE NOT EXISTS ("
+        "SELECT 1 FROM stitched_events e WHERE e.user_id = l.user_id AND e.event = ? "
+        "AND e.ts >= l.at AND e.ts < ?)"
+    )
+
+
+def event_items_query() -> Sql:
+    """The items of one event per user in ``[?, ?)``, newest first (``user_id``, ``items``),
+    for some users: parameters event, from, to, user ids."""
+    return (
+        "SELECT user_id, list(item_id ORDER BY ts DESC) AS items FROM ("
+        "SELECT user_id, item_id, max(ts) AS ts FROM stitched_events "
+        "WHERE event = ? AND item_id IS NOT NULL AND ts >= ? AND ts < ? "
+        "AND user_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL) GROUP BY user_id"
+    )
+
+
+def items_query() -> Sql:
+    """A query of the catalog's ``item_id``, ``title``, ``category`` and ``price``."""
+    return "SELECT item_id, title, category, price FROM items"
 
 
 def campaign_events_query() -> Sql:
