@@ -424,6 +424,13 @@ class ServerSettings(_Section):
         description="Users whose live traits and interactions the server holds in memory "
         "(2-4 kB each; the least recently touched go first).",
     )
+    trigger_seconds: float = Field(
+        60,
+        ge=0,
+        le=86_400,
+        description="How often the server runs triggered campaigns (0: never; then run "
+        "jingzhun campaign trigger yourself).",
+    )
     warm_up: bool = Field(
         True,
         description="At start, load the most recently active live_users in the background "

@@ -165,3 +165,41 @@ def test_links_with_a_bad_signature_change_nothing(
     with Workspace.open(db) as ws:
         assert ws.store.count("consents") == 0
         assert ws.store.scalar("SELECT count(*) FROM events WHERE campaign_id = 'spring'") == 0
+
+
+def test_the_server_runs_triggered_campaigns_on_its_clock(
+    campaign_template: Path, tmp_path: Path, smtp: Smtp, server: Callable[..., Served]
+) -> None:
+    db = tmp_path / "store.duckdb"
+    shutil.copyfile(campaign_template, db)
+    with Workspace.open(db) as ws:
+        # every user who viewed a product in the last day of the shop and did not buy since
+        ws.campaigns.create(
+            {
+                "name": "browse",
+                "channel": "email",
+                "trigger": {
+                    "event": "product_viewed",
+                    "without": "order_completed",
+                    "after_minutes": 0,
+                    "lookback_hours": 48,
+                },
+                "variants": [
+                    {"name": "a", "subject": "Still looking?", "body": "{{ unsubscribe_url }}"}
+                ],
+            }
+        )
+    settings = settings_for(smtp.port)
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"trigger_seconds": 0.2})}
+    )
+    served = server(db, settings=settings)
+    deadline = time.monotonic() + 60
+    while not smtp.sink.messages and time.monotonic() < deadline:
+        time.sleep(0.1)
+    served.stop()
+    with Workspace.open(db) as ws:
+        sent = ws.store.scalar(
+            "SELECT count(*) FROM deliveries WHERE campaign = 'browse' AND state = 'sent'"
+        )
+    assert sent == len(smtp.sink.messages) > 0

@@ -32,7 +32,7 @@ from jingzhun.api.metrics import Metrics
 from jingzhun.api.routes import ROUTERS
 from jingzhun.api.state import ServerState
 from jingzhun.api.writer import Writer
-from jingzhun.errors import NotFoundError
+from jingzhun.errors import JingzhunError, NotFoundError
 from jingzhun.ingest.pipeline import BatchResult
 from jingzhun.profile.live import LiveProfiles
 from jingzhun.recommend.interactions import interaction_weights
@@ -170,6 +170,23 @@ async def _watch_loop(metrics: Metrics) -> None:
         metrics.loop_lag.observe(max(0.0, time.perf_counter() - before - 0.05))
 
 
+def _trigger_clock(state: ServerState, stopping: threading.Event, every: float) -> None:
+    """Run the triggered campaigns every ``every`` seconds on a connection of its own (a cart
+    abandoned for an hour gets its email within a tick of the hour); a failure is logged
+    and the next tick tries again."""
+    ws = state.readers.cursor_workspace()
+    try:
+        while not stopping.wait(every):
+            try:
+                for result in ws.campaigns.trigger():
+                    if result.error:
+                        log.warning("triggered campaign %s: %s", result.campaign, result.error)
+            except JingzhunError as exc:
+                log.warning("triggered campaigns: %s", exc)
+    finally:
+        ws.store.close()
+
+
 def _warm(state: ServerState, stop: threading.Event) -> None:
     """Load the active recommender and the recently active users' live state, so that the
     first requests do not wait for them (without it, each is read on first use)."""
@@ -251,11 +268,22 @@ def create_app(workspace: Workspace) -> FastAPI:
             )
             warm.start()
         lag = asyncio.create_task(_watch_loop(metrics))
+        clock: threading.Thread | None = None
+        if s.trigger_seconds > 0:
+            clock = threading.Thread(
+                target=_trigger_clock,
+                args=(state, stopping, s.trigger_seconds),
+                name="jingzhun-triggers",
+                daemon=True,
+            )
+            clock.start()
         yield
         lag.cancel()
         # Graceful stop: nothing accepted is lost; then the store closes.
         stopping.set()
         state.ready = False
+        if clock is not None:
+            clock.join()  # it stops after the run in hand
         if warm is not None:
             warm.join()  # it stops after the chunk it is seeding
             gc.unfreeze()  # what the warm-up froze is collectable again once the app is gone
