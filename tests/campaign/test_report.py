@@ -201,3 +201,28 @@ def test_an_uplift_model_learns_from_the_stored_campaign(loop: Loop) -> None:
             }
         )
         loop.ws.campaigns.assignments("unsent")
+
+
+def test_orders_after_a_click_are_credited_to_the_campaign(loop: Loop) -> None:
+    start = loop.ws.store.scalar("SELECT snapshot_at FROM campaigns WHERE name = 'loop'")
+    end = start + pd.Timedelta(days=14)
+    treated = set(loop.outcomes.loc[loop.outcomes["arm"] == "treatment", "user_id"])
+    ev = loop.ws.sql(
+        "SELECT user_id, event, ts, order_id, revenue, campaign_id FROM stitched_events "
+        "WHERE event IN ('order_completed', 'email_clicked') AND ts >= ? AND ts < ?",
+        [start, end],
+    )
+    ev = ev[ev["user_id"].isin(treated)]
+    clicks = ev[ev["event"] == "email_clicked"].groupby("user_id")["ts"].min()
+    orders = (
+        ev[ev["event"] == "order_completed"]
+        .groupby(["user_id", "order_id"])
+        .agg(ts=("ts", "min"), revenue=("revenue", "sum"))
+        .reset_index()
+    )
+    first_click = orders["user_id"].map(clicks)
+    credited = orders[first_click.notna() & (first_click <= orders["ts"])]
+    got = loop.report.attributed
+    assert got["model"] == "last_touch"
+    assert got["orders"] == len(credited) > 0
+    assert got["revenue"] == pytest.approx(credited["revenue"].sum(), abs=0.01)

@@ -26,6 +26,14 @@ def starts_query() -> Sql:
     return "SELECT user_id, assigned_at AS start FROM campaign_members WHERE campaign = ?"
 
 
+def treatment_starts_query() -> Sql:
+    """:func:`starts_query` for the treatment arm only."""
+    return (
+        "SELECT user_id, assigned_at AS start FROM campaign_members "
+        "WHERE campaign = ? AND arm = 'treatment'"
+    )
+
+
 def unsubscribes_query() -> Sql:
     """A query of the ``user_id`` of each user who unsubscribed through one campaign's link
     (one ``?``: its name)."""
@@ -35,4 +43,4 @@ def unsubscribes_query() -> Sql:
     )
 
 
-__all__ = ["members_query", "starts_query", "unsubscribes_query"]
+__all__ = ["members_query", "starts_query", "treatment_starts_query", "unsubscribes_query"]

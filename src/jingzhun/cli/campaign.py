@@ -283,6 +283,11 @@ def report(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None:
     out.print(
         f"Sample ratio: {srm['observed']} against {[round(x) for x in srm['expected']]}, p = {srm['p_value']:.3g} ({flag})"
     )
+    a = r.attributed
+    out.print(
+        f"Credited by clicks ({a['model'].replace('_', ' ')}): {a['orders']:,} orders, "
+        f"revenue {a['revenue']:,.2f} (who clicked on the way, not what the campaign caused)"
+    )
     i = r.incremental
     roi = f"{i['roi']:.2f}" if i["roi"] is not None else "-"
     out.print(

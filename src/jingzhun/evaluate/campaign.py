@@ -30,8 +30,10 @@ from jingzhun.evaluate.stats import Lift, cuped, holm, mean_lift, proportion_lif
 from jingzhun.ingest.read import (
     active_in_windows_query,
     campaign_events_query,
+    clicks_query,
     latest_event_time,
     orders_in_windows_query,
+    orders_of_windows_query,
 )
 from jingzhun.store import Store
 
@@ -65,6 +67,7 @@ class CampaignReport(Result):
     variants: list[dict[str, Any]]
     retention: dict[str, Any]
     over_time: list[dict[str, Any]]
+    attributed: dict[str, Any]
 
 
 def _lift(lift: Lift) -> dict[str, Any]:
@@ -129,8 +132,36 @@ def member_outcomes(store: Store, spec: CampaignSpec) -> pd.DataFrame:
     ).df()
 
 
-def report(store: Store, name: str, *, confidence: float = 0.95) -> CampaignReport:
-    """The report of campaign ``name`` (see the module docstring).
+def attributed(store: Store, spec: CampaignSpec, model: str) -> dict[str, Any]:
+    """Orders of treatment members in their window credited to this campaign by a click:
+    ``last_touch`` — the member's latest click (on any campaign) before the order, within the
+    window, was on this one; ``first_touch`` — their earliest such click was. Attribution
+    says which messages people used on the way to buying, not what the campaign caused (the
+    lift does): a member who would have bought anyway and clicked is credited too."""
+    window = timedelta(days=spec.offer.conversion_window_days)
+    orders = orders_of_windows_query(campaign_read.treatment_starts_query())
+    pick = "arg_max" if model == "last_touch" else "arg_min"
+    row = store.rows(
+        f"""
+        WITH o AS ({orders}),
+             c AS ({clicks_query()}),
+             touched AS (
+                SELECT o.order_id, o.revenue, {pick}(c.campaign_id, c.ts) AS credited
+                FROM o JOIN c ON c.user_id = o.user_id AND c.ts <= o.ts
+                               AND c.ts >= o.ts - ?::INTERVAL
+                GROUP BY o.order_id, o.revenue)
+        SELECT count(*), coalesce(sum(revenue), 0) FROM touched WHERE credited = ?
+        """,
+        [spec.name, window, window, spec.name],
+    )[0]
+    return {"model": model, "orders": int(row[0]), "revenue": round(float(row[1]), 2)}
+
+
+def report(
+    store: Store, name: str, *, confidence: float = 0.95, attribution: str = "last_touch"
+) -> CampaignReport:
+    """The report of campaign ``name`` (see the module docstring); ``attribution``
+    (``[tracking] attribution``) credits orders to clicks.
 
     Raises
     ------
@@ -253,6 +284,7 @@ def report(store: Store, name: str, *, confidence: float = 0.95) -> CampaignRepo
         variants=_variants(t, c, confidence),
         retention=retention,
         over_time=_over_time(t, c, window, confidence),
+        attributed=attributed(store, spec, attribution),
     )
 
 

@@ -24,7 +24,9 @@ class Evaluate:
     def campaign(self, name: str, *, confidence: float = 0.95) -> CampaignReport:
         """The report of campaign ``name``: funnel, rates, lift with intervals (plain and
         CUPED), the sample-ratio check, variants (Holm), incremental profit and ROI."""
-        return report(self.store, name, confidence=confidence)
+        return report(
+            self.store, name, confidence=confidence, attribution=self.settings.tracking.attribution
+        )
 
 
 __all__ = ["Evaluate"]

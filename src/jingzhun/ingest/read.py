@@ -37,6 +37,7 @@ __all__ = [
     "buyers_query",
     "campaign_events_query",
     "channel_mix",
+    "clicks_query",
     "contacts_query",
     "daily_events",
     "daily_sales",
@@ -47,6 +48,7 @@ __all__ = [
     "order_values",
     "orders_between_query",
     "orders_in_windows_query",
+    "orders_of_windows_query",
     "quarantine_page",
     "recent_batches",
     "summary",
@@ -451,6 +453,26 @@ def orders_in_windows_query(starts: Sql) -> Sql:
         f"FROM ({starts}) s JOIN stitched_events e ON e.user_id = s.user_id "
         "AND e.event = 'order_completed' AND e.ts >= s.start + ?::INTERVAL "
         "AND e.ts < s.start + ?::INTERVAL GROUP BY s.user_id"
+    )
+
+
+def orders_of_windows_query(starts: Sql) -> Sql:
+    """Each order of each user in a window of their own (``starts``: ``user_id``, ``start``;
+    the window ``[start, start + ?)``, one ``?`` interval): ``user_id``, ``order_id``, ``ts``
+    and ``revenue`` (its lines' sum), one row per order."""
+    return (
+        "SELECT s.user_id, e.order_id, min(e.ts) AS ts, sum(coalesce(e.revenue, 0)) AS revenue "
+        f"FROM ({starts}) s JOIN stitched_events e ON e.user_id = s.user_id "
+        "AND e.event = 'order_completed' AND e.ts >= s.start AND e.ts < s.start + ?::INTERVAL "
+        "GROUP BY s.user_id, e.order_id"
+    )
+
+
+def clicks_query() -> Sql:
+    """Every click on a campaign's link: ``user_id``, ``campaign_id``, ``ts``."""
+    return (
+        "SELECT user_id, campaign_id, ts FROM stitched_events "
+        "WHERE event = 'email_clicked' AND campaign_id IS NOT NULL AND user_id IS NOT NULL"
     )
 
 
