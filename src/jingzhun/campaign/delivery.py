@@ -39,13 +39,15 @@ from jingzhun.config import Settings
 from jingzhun.contracts.results import Result
 from jingzhun.errors import ConflictError, InputError
 from jingzhun.ingest.read import contacts_query, event_items_query, items_query
-from jingzhun.profile.read import profiles_frame
+from jingzhun.profile.read import profile_rows
 from jingzhun.recommend import read as recommend_read
 from jingzhun.recommend.rules import reason_text
 from jingzhun.store import Store
 
-#: Messages rendered, marked and sent together: the most a crash can leave in doubt.
+#: Messages marked and sent together: the most a crash can leave in doubt.
 CHUNK = 64
+#: Members whose messages are rendered together (one set of queries per batch).
+RENDER = 512
 #: Delivery states, in the order counts are listed.
 STATES = ("queued", "sending", "sent", "failed", "suppressed", "excluded", "control")
 
@@ -159,17 +161,23 @@ def contexts(
     """The template context of each member (``members``: ``user_id`` and ``recommendations``,
     a JSON list of item ids or None), in ``members``' order."""
     ids = members["user_id"].tolist()
-    prof = profiles_frame(store, user_ids=ids)
-    prof_by = {r["user_id"]: r for r in _records(prof)}
-    contacts = store.sql(
-        f"SELECT * FROM ({contacts_query()}) WHERE user_id IN (SELECT unnest(?::VARCHAR[]))", [ids]
-    ).df()
-    names = {r["user_id"]: r.get("name") or "" for r in _records(contacts)}
-    recs = recommend_read.lists(store, ids, max_rank=max(spec.recommendations, 1))
-    because = {r.partition(":")[2] for r in recs["reason"] if r.startswith(("bought:", "viewed:"))}
+    prof_by = {r["user_id"]: r for r in profile_rows(store, ids)}
+    names = dict(
+        store.rows(
+            f"SELECT user_id, coalesce(name, '') FROM ({contacts_query()}) "
+            "WHERE user_id IN (SELECT unnest(?::VARCHAR[]))",
+            [ids],
+        )
+    )
+    recs = recommend_read.list_rows(store, ids, max_rank=max(spec.recommendations, 1))
+    because = {
+        r["reason"].partition(":")[2]
+        for r in recs
+        if r["reason"].startswith(("bought:", "viewed:"))
+    }
     titles = recommend_read.titles(store, because) if because else {}
     by_user: dict[str, list[dict[str, Any]]] = {}
-    for r in _records(recs):
+    for r in recs:
         by_user.setdefault(r["user_id"], []).append(
             {
                 "item_id": r["item_id"],
@@ -345,25 +353,35 @@ def send(
     total = len(pending)
     attempted = 0
     error: str | None = None
-    for start in range(0, total, CHUNK):
-        chunk = pending.iloc[start : start + CHUNK]
-        outgoing, missing = _outgoing(store, spec, renderer, chunk, lang=lang, links=links)
-        ids = chunk["user_id"].tolist()
-        with store.transaction():
-            store.run(
-                "UPDATE deliveries SET state = 'sending', tries = tries + 1, updated_at = ? "
-                "WHERE campaign = ? AND channel = ? AND user_id IN (SELECT unnest(?::VARCHAR[]))",
-                [_now(), spec.name, spec.channel, ids],
-            )
-        results, exc = sender.send_partial(outgoing)
-        results += missing
-        _record(store, spec, results)
-        attempted += sum(r.state != "queued" for r in results)
-        if progress:
-            progress(min(start + CHUNK, total), total)
-        if exc is not None:
-            error = str(exc)
-            break
+    try:
+        for start in range(0, total, RENDER):
+            batch = pending.iloc[start : start + RENDER]
+            # Rendered a batch at a time (the queries per batch cost what they cost for 64
+            # or 512 members); marked, sent and recorded a chunk at a time.
+            outgoing, missing = _outgoing(store, spec, renderer, batch, lang=lang, links=links)
+            if missing:
+                _record(store, spec, missing)
+            for part in range(0, len(outgoing), CHUNK):
+                chunk = outgoing[part : part + CHUNK]
+                with store.transaction():
+                    store.run(
+                        "UPDATE deliveries SET state = 'sending', tries = tries + 1, updated_at = ? "
+                        "WHERE campaign = ? AND channel = ? "
+                        "AND user_id IN (SELECT unnest(?::VARCHAR[]))",
+                        [_now(), spec.name, spec.channel, [m.user_id for m in chunk]],
+                    )
+                results, exc = sender.send_partial(chunk)
+                _record(store, spec, results)
+                attempted += sum(r.state != "queued" for r in results)
+                if exc is not None:
+                    error = str(exc)
+                    break
+            if progress:
+                progress(min(start + RENDER, total), total)
+            if error is not None:
+                break
+    finally:
+        sender.close()
     remaining = counts(store, spec.name)
     if remaining["queued"] + remaining["sending"] == 0:
         store.run(

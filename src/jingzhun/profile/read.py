@@ -40,6 +40,7 @@ __all__ = [
     "export_profiles",
     "has_profiles",
     "overview",
+    "profile_rows",
     "profile_scores",
     "profiles_frame",
     "rfm_segment_counts",
@@ -314,6 +315,17 @@ def profiles_frame(
         f"SELECT {cols} FROM profiles WHERE user_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY user_id",
         [list(user_ids)],
     ).df()
+
+
+def profile_rows(store: Store, user_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Some users' profiles as plain dicts (None for missing values), for loops over members
+    that pandas' per-row cost would slow."""
+    require_profiles(store)
+    cursor = store.sql(
+        "SELECT * FROM profiles WHERE user_id IN (SELECT unnest(?::VARCHAR[]))", [list(user_ids)]
+    )
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def tag_counts(store: Store) -> pd.DataFrame:

@@ -32,6 +32,7 @@ __all__ = [
     "batch_overview",
     "cold_start_share",
     "example_users",
+    "list_rows",
     "lists",
     "reason_counts",
     "titles",
@@ -229,18 +230,33 @@ def lists(store: Store, user_ids: Sequence[str], *, max_rank: int | None = None)
     InputError
         If ``max_rank`` is not a whole number of at least 1.
     """
+    return _lists(store, user_ids, max_rank).df()
+
+
+def list_rows(
+    store: Store, user_ids: Sequence[str], *, max_rank: int | None = None
+) -> list[dict[str, Any]]:
+    """:func:`lists` as plain dicts (None for missing values): what a loop over members reads
+    without pandas' per-row cost."""
+    cursor = _lists(store, user_ids, max_rank)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _lists(store: Store, user_ids: Sequence[str], max_rank: int | None) -> Any:
     if max_rank is not None:
         max_rank = bounded_int(max_rank, "max_rank", lo=1, hi=MAX_ROWS)
+    # A semi-join on the ids (list_contains would test every row against the whole list).
     return store.sql(
         """
         SELECT r.user_id, r.rank, r.item_id, i.title, i.category, i.price, r.score, r.reason,
                r.model, r.created_at
         FROM recommendations r LEFT JOIN items i USING (item_id)
-        WHERE list_contains(?::VARCHAR[], r.user_id) AND (?::INTEGER IS NULL OR r.rank <= ?)
+        WHERE r.user_id IN (SELECT unnest(?::VARCHAR[])) AND (?::INTEGER IS NULL OR r.rank <= ?)
         ORDER BY r.user_id, r.rank
         """,
         [list(user_ids), max_rank, max_rank],
-    ).df()
+    )
 
 
 def user_recommendations(store: Store, user_id: str) -> pd.DataFrame:

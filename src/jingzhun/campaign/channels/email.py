@@ -125,8 +125,22 @@ class SmtpSender:
                     hint="give the path of the PEM private key",
                 ) from None
         self._mailto = settings.unsubscribe_mailto or parseaddr(settings.from_)[1]
+        self._pool: queue.SimpleQueue[smtplib.SMTP] = queue.SimpleQueue()
 
     # -- connections -------------------------------------------------------------------------
+
+    def _idle(self) -> smtplib.SMTP | None:
+        """A session left open by an earlier chunk, if any."""
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        """Say goodbye on every session kept open between chunks."""
+        while (conn := self._idle()) is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                conn.quit()
 
     def connect(self) -> smtplib.SMTP:
         """One logged-in session; :class:`Unreachable` naming ``[email]`` on failure."""
@@ -232,7 +246,7 @@ class SmtpSender:
         stop = threading.Event()
 
         def worker() -> None:
-            conn: smtplib.SMTP | None = None
+            conn: smtplib.SMTP | None = self._idle()
             try:
                 while not stop.is_set():
                     try:
@@ -248,9 +262,8 @@ class SmtpSender:
                         return
                     outcomes.append(outcome)
             finally:
-                if conn is not None:
-                    with contextlib.suppress(OSError, smtplib.SMTPException):
-                        conn.quit()
+                if conn is not None:  # kept open for the next chunk (see close())
+                    self._pool.put(conn)
 
         threads = [
             threading.Thread(target=worker, name=f"smtp-{i}", daemon=True)

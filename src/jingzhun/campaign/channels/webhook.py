@@ -277,6 +277,10 @@ class WebhookSender:
             hint="check [webhook] url and that the gateway runs and accepts connections",
         )
 
+    def close(self) -> None:
+        """Nothing to close: each send's sessions end with it (the email sender's pool does
+        not; the delivery loop closes either kind the same way)."""
+
     def check(self) -> None:
         """Connect once (TCP, and TLS for https) and close: fail before anything is marked as
         sending.
