@@ -96,6 +96,13 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     # every command loads and checks the whole file, so a bad value fails `status` as it would
     # fail serve (serve's own --host/--port are in test_cli_options).
     "server": ("status",),
+    # The campaign stage's sections are read by campaign send/export/trigger, which need an
+    # SMTP server, a gateway or an ads campaign (tests/campaign sends to real ones); as for
+    # the server's, every command checks them, so a bad value fails `status` too.
+    "email": ("status",),
+    "tracking": ("status",),
+    "webhook": ("status",),
+    "privacy": ("status",),
 }
 KEY_CONSUMERS: dict[str, tuple[str, ...]] = {
     **{

@@ -80,7 +80,9 @@ def show(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None:
         return
     out.print(f"[bold]{text(info.name)}[/] · {text(info.channel)} · {text(info.state)}")
     out.print(
-        f"created {info.created_at}, drawn {info.snapshot_at or '-'}, sent {info.sent_at or '-'}"
+        text(
+            f"created {info.created_at}, drawn {info.snapshot_at or '-'}, sent {info.sent_at or '-'}"
+        )
     )
     print_frame(pd.DataFrame([info.counts]), "Deliveries by state")
     out.print(text(json.dumps(info.spec, ensure_ascii=False, indent=2)))
@@ -151,10 +153,12 @@ def send(
     else:
         c = result.counts
         verb = "would send" if dry_run else "sent"
+        done = c["queued"] if dry_run else c["sent"]
+        left = 0 if dry_run else c["queued"] + c["sending"]
         out.print(
-            f"[bold]{text(name)}[/]: {verb} {c['queued'] if dry_run else c['sent']:,}; "
+            f"[bold]{text(name)}[/]: {text(verb)} {done:,}; "
             f"control {c['control']:,}, failed {c['failed']:,}, suppressed {c['suppressed']:,}, "
-            f"excluded {c['excluded']:,}, still queued {0 if dry_run else c['queued'] + c['sending']:,}"
+            f"excluded {c['excluded']:,}, still queued {left:,}"
         )
         for reason, n in result.excluded.items():
             out.print(f"  excluded: {text(reason)} {n:,}")
@@ -237,7 +241,7 @@ def report(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None:
         print_json(r.to_dict())
         return
     f = r.funnel
-    out.print(f"[bold]{text(name)}[/] · {r.channel} · drawn {r.snapshot_at}")
+    out.print(f"[bold]{text(name)}[/] · {text(r.channel)} · drawn {text(r.snapshot_at)}")
     if not r.window_complete:
         err.print(f"note: the {r.window_days:g}-day conversion window has not ended yet")
     print_frame(
@@ -280,19 +284,27 @@ def report(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None:
         )
     srm = r.sample_ratio
     flag = "MISMATCH: do not trust the lift" if srm["mismatch"] else "ok"
+    expected = [round(x) for x in srm["expected"]]
     out.print(
-        f"Sample ratio: {srm['observed']} against {[round(x) for x in srm['expected']]}, p = {srm['p_value']:.3g} ({flag})"
+        text(
+            f"Sample ratio: {srm['observed']} against {expected}, p = {srm['p_value']:.3g} ({flag})"
+        )
     )
     a = r.attributed
     out.print(
-        f"Credited by clicks ({a['model'].replace('_', ' ')}): {a['orders']:,} orders, "
-        f"revenue {a['revenue']:,.2f} (who clicked on the way, not what the campaign caused)"
+        text(
+            f"Credited by clicks ({a['model'].replace('_', ' ')}): {a['orders']:,} orders, "
+            f"revenue {a['revenue']:,.2f} (who clicked on the way, not what the campaign caused)"
+        )
     )
     i = r.incremental
     roi = f"{i['roi']:.2f}" if i["roi"] is not None else "-"
     out.print(
-        f"Incremental: {i['conversions']:,.1f} conversions, revenue {i['revenue']:,.2f} "
-        f"[{i['revenue_low']:,.2f}, {i['revenue_high']:,.2f}], profit {i['profit']:,.2f}, ROI {roi}"
+        text(
+            f"Incremental: {i['conversions']:,.1f} conversions, revenue {i['revenue']:,.2f} "
+            f"[{i['revenue_low']:,.2f}, {i['revenue_high']:,.2f}], profit {i['profit']:,.2f}, "
+            f"ROI {roi}"
+        )
     )
 
 
