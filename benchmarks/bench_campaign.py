@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_recommend import busy_seconds, children_cpu, src_version
 from common import DATA, ROOT, best, run, save
 
 SEED = 20261205
@@ -72,23 +73,68 @@ TARGET = {
 def intervals(campaigns: int, audience: int, world_users: int, seed: int) -> dict[str, Any]:
     """Simulate ``campaigns`` campaigns and as many A/A campaigns on one simulated world; the
     coverage, widths and false-positive rate of the report's estimators."""
+    from jingzhun.evaluate.stats import cuped, proportion_lift
+    from jingzhun.synth import Message
+    from jingzhun.synth.world import CATEGORY_NAMES
+
+    world, ids, pre, pre_days = _world(world_users, seed)
+    size = min(audience, len(ids))
+    messages = [Message(None, 0.1), Message(None, 0.0), Message(None, 0.2)] + [
+        Message(c, d) for c in CATEGORY_NAMES for d in (0.0, 0.15)
+    ]
+    keys = ("true", "plain", "plain_low", "plain_high", "cuped", "cuped_low", "cuped_high",
+            "theta", "n_treated", "n_control", "aa_p_plain", "aa_p_cuped")  # fmt: skip
+    rows: dict[str, list[float]] = {k: [] for k in keys}
+    for i, ss in enumerate(np.random.SeedSequence(seed).spawn(campaigns)):
+        rng = np.random.default_rng(ss)
+        message = messages[i % len(messages)]
+        # A campaign: a random audience, the hash draw, the world's answer, both estimators.
+        treated, y, x, uplift = _campaign(world, ids, pre, rng, size, f"coverage-{i:05d}", message)
+        # The estimand: the true effect (World.probabilities' uplift, which respond returns)
+        # averaged over the members this campaign treated.
+        rows["true"].append(float(uplift[treated].mean()))
+        plain = _plain(y, treated, proportion_lift)
+        adj, theta = cuped(y[treated], x[treated], y[~treated], x[~treated])
+        for key, lift in (("plain", plain), ("cuped", adj)):
+            rows[key].append(lift.lift)
+            rows[f"{key}_low"].append(lift.ci_low)
+            rows[f"{key}_high"].append(lift.ci_high)
+        rows["theta"].append(theta)
+        rows["n_treated"].append(int(treated.sum()))
+        rows["n_control"].append(int((~treated).sum()))
+        # Its A/A twin: another audience and name, nobody messaged in either arm.
+        arm, y, x, _ = _campaign(world, ids, pre, rng, size, f"aa-{i:05d}", message, aa=True)
+        rows["aa_p_plain"].append(_plain(y, arm, proportion_lift).p_value)
+        rows["aa_p_cuped"].append(cuped(y[arm], x[arm], y[~arm], x[~arm])[0].p_value)
+    return {
+        "campaigns": campaigns,
+        "aa_campaigns": campaigns,
+        "audience": size,
+        "control_share": CONTROL_SHARE,
+        "world_users": len(ids),
+        "window_days": WINDOW_DAYS,
+        "pre_period_days": pre_days,
+        "users_with_pre_orders": round(float((pre > 0).mean()), 4),
+        "assignment_sql_matches_python": _sql_agrees(ids),
+        **_summary({k: np.asarray(v, dtype=np.float64) for k, v in rows.items()}, campaigns),
+    }
+
+
+def _world(users: int, seed: int) -> tuple[Any, np.ndarray, np.ndarray, float]:
+    """The simulated world, its user ids, and each user's orders in the pre-period before the
+    send (just after the simulated history ends), counted from the simulated events: pre-send
+    data only."""
     from datetime import datetime, timedelta
 
     import duckdb
-    import pandas as pd
 
-    from jingzhun.campaign.assign import unit, unit_sql
     from jingzhun.evaluate.campaign import pre_period_days
-    from jingzhun.evaluate.stats import cuped, proportion_lift
-    from jingzhun.synth import Message, SynthConfig, World, simulate
-    from jingzhun.synth.world import CATEGORY_NAMES
+    from jingzhun.synth import SynthConfig, World, simulate
 
-    config = SynthConfig(users=world_users, seed=seed)
+    config = SynthConfig(users=users, seed=seed)
     data = simulate(config)
     world = World(data.truth_users.to_pandas())
     ids = world.truth["user_id"].to_numpy(dtype=object)
-    # The send happens just after the simulated history ends; the covariate is each user's
-    # orders in the pre-period before it, from the simulated events (pre-send data only).
     send_at = datetime.combine(config.end + timedelta(days=1), datetime.min.time())
     pre_days = pre_period_days(WINDOW_DAYS)
     con = duckdb.connect()
@@ -99,94 +145,75 @@ def intervals(campaigns: int, audience: int, world_users: int, seed: int) -> dic
         [f"{send_at - timedelta(days=pre_days)}+00", f"{send_at}+00"],
     ).df()
     pre = orders.set_index("user_id").iloc[:, 0].reindex(ids).fillna(0).to_numpy(np.float64)
+    return world, ids, pre, pre_days
 
-    def arms(name: str, members: np.ndarray) -> np.ndarray:
-        """True for the control group: the campaign stage's hash draw."""
-        return np.fromiter(
-            (unit(name, "control", u) < CONTROL_SHARE for u in members), bool, len(members)
-        )
 
-    # The SQL form of the draw (what a sent campaign uses) must give the same arms.
-    probe = ids[: min(len(ids), 5000)]
+def _control(name: str, members: np.ndarray) -> np.ndarray:
+    """True for the control group: the campaign stage's hash draw (``assign.unit``)."""
+    from jingzhun.campaign.assign import unit
+
+    return np.fromiter(
+        (unit(name, "control", u) < CONTROL_SHARE for u in members), bool, len(members)
+    )
+
+
+def _sql_agrees(ids: np.ndarray) -> bool:
+    """Whether the SQL form of the draw (``assign.unit_sql``, what a sent campaign uses) puts
+    the first 5,000 users in the same arms as :func:`_control`."""
+    import duckdb
+    import pandas as pd
+
+    from jingzhun.campaign.assign import unit_sql
+
+    probe = ids[:5000]
+    con = duckdb.connect()
     con.register("probe", pd.DataFrame({"user_id": probe}))
     in_sql = con.execute(
         f"SELECT {unit_sql('user_id')} < ? FROM probe", ["probe", "control", CONTROL_SHARE]
     ).fetchnumpy()
-    sql_agrees = bool((next(iter(in_sql.values())) == arms("probe", probe)).all())
+    return bool((next(iter(in_sql.values())) == _control("probe", probe)).all())
 
-    messages = [Message(None, 0.1), Message(None, 0.0), Message(None, 0.2)] + [
-        Message(c, d) for c in CATEGORY_NAMES for d in (0.0, 0.15)
-    ]
-    rows: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "true", "plain", "plain_low", "plain_high", "cuped", "cuped_low", "cuped_high",
-            "theta", "n_treated", "n_control", "aa_p_plain", "aa_p_cuped",
-        )
-    }  # fmt: skip
-    root = np.random.SeedSequence(seed)
-    for i, ss in enumerate(root.spawn(campaigns)):
-        rng = np.random.default_rng(ss)
-        message = messages[i % len(messages)]
-        # A campaign: a random audience, the hash draw, the world's answer, both estimators.
-        idx = rng.choice(len(ids), size=min(audience, len(ids)), replace=False)
-        control = arms(f"coverage-{i:05d}", ids[idx])
-        treated = ~control
-        out = world.respond(
-            ids[idx],
-            treated=treated,
-            message=message,
-            seed=int(rng.integers(2**63)),
-            days=WINDOW_DAYS,
-        )
-        y, x = out["converted"].to_numpy(np.float64), pre[idx]
-        # The estimand: the true effect (World.probabilities' uplift, which respond returns)
-        # averaged over the members this campaign treated.
-        rows["true"].append(float(out["uplift"].to_numpy()[treated].mean()))
-        plain = proportion_lift(int(y[treated].sum()), int(treated.sum()),
-                                int(y[control].sum()), int(control.sum()))  # fmt: skip
-        adj, theta = cuped(y[treated], x[treated], y[control], x[control])
-        for key, lift in (("plain", plain), ("cuped", adj)):
-            rows[key].append(lift.lift)
-            rows[f"{key}_low"].append(lift.ci_low)
-            rows[f"{key}_high"].append(lift.ci_high)
-        rows["theta"].append(theta)
-        rows["n_treated"].append(int(treated.sum()))
-        rows["n_control"].append(int(control.sum()))
-        # Its A/A twin: another audience and name, nobody messaged in either arm.
-        idx = rng.choice(len(ids), size=min(audience, len(ids)), replace=False)
-        control = arms(f"aa-{i:05d}", ids[idx])
-        arm = ~control
-        out = world.respond(
-            ids[idx],
-            treated=np.zeros(len(idx), bool),
-            message=message,
-            seed=int(rng.integers(2**63)),
-            days=WINDOW_DAYS,
-        )
-        y, x = out["converted"].to_numpy(np.float64), pre[idx]
-        rows["aa_p_plain"].append(
-            proportion_lift(int(y[arm].sum()), int(arm.sum()),
-                            int(y[control].sum()), int(control.sum())).p_value
-        )  # fmt: skip
-        rows["aa_p_cuped"].append(cuped(y[arm], x[arm], y[control], x[control])[0].p_value)
 
-    r = {k: np.asarray(v, dtype=np.float64) for k, v in rows.items()}
+def _campaign(
+    world: Any,
+    ids: np.ndarray,
+    pre: np.ndarray,
+    rng: np.random.Generator,
+    size: int,
+    name: str,
+    message: Any,
+    *,
+    aa: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One campaign on a random audience of ``size``: the treatment arm (for an A/A campaign,
+    the arm that would have been treated: nobody is), the conversions, the covariate and the
+    true uplift of each member."""
+    idx = rng.choice(len(ids), size=size, replace=False)
+    treated = ~_control(name, ids[idx])
+    out = world.respond(
+        ids[idx],
+        treated=np.zeros(size, bool) if aa else treated,
+        message=message,
+        seed=int(rng.integers(2**63)),
+        days=WINDOW_DAYS,
+    )
+    return treated, out["converted"].to_numpy(np.float64), pre[idx], out["uplift"].to_numpy()
+
+
+def _plain(y: np.ndarray, treated: np.ndarray, proportion_lift: Any) -> Any:
+    return proportion_lift(
+        int(y[treated].sum()), int(treated.sum()), int(y[~treated].sum()), int((~treated).sum())
+    )
+
+
+def _summary(r: dict[str, np.ndarray], campaigns: int) -> dict[str, Any]:
+    """Coverage, widths, bias and A/A rejections over the campaigns."""
     covered = {
         m: (r[f"{m}_low"] <= r["true"]) & (r["true"] <= r[f"{m}_high"]) for m in ("plain", "cuped")
     }
     width = {m: r[f"{m}_high"] - r[f"{m}_low"] for m in ("plain", "cuped")}
     fp = {m: r[f"aa_p_{m}"] < 0.05 for m in ("plain", "cuped")}
-    results = {
-        "campaigns": campaigns,
-        "aa_campaigns": campaigns,
-        "audience": int(min(audience, len(ids))),
-        "control_share": CONTROL_SHARE,
-        "world_users": len(ids),
-        "window_days": WINDOW_DAYS,
-        "pre_period_days": pre_days,
-        "users_with_pre_orders": round(float((pre > 0).mean()), 4),
-        "assignment_sql_matches_python": sql_agrees,
+    return {
         "mean_true_effect": round(float(r["true"].mean()), 5),
         "mean_members": {
             "treated": round(float(r["n_treated"].mean()), 1),
@@ -207,7 +234,6 @@ def intervals(campaigns: int, audience: int, world_users: int, seed: int) -> dic
         "aa_false_positive_rate_mc95": wilson(int(fp["plain"].sum()), campaigns),
         "aa_false_positive_rate_cuped": round(float(fp["cuped"].mean()), 4),
     }
-    return results
 
 
 def wilson(hits: int, n: int, z: float = 1.959964) -> list[float]:
@@ -384,11 +410,12 @@ def selection(db: str) -> dict[str, Any]:
             write_snapshot(ws.store, parsed, d, domain="shop.example")
             t3 = time.perf_counter()
             counts = ws.campaigns.get(SELECT_SPEC["name"]).counts
-            users = ws.store.count("users")
+            users, profiles = ws.store.count("users"), ws.store.count("profiles")
         finally:
             ws.close()
     return {
         "users": users,
+        "profiles": profiles,
         "profiles_matched": d.matched,
         "steps": [s.to_dict() for s in d.steps],
         "members": d.members,
@@ -399,7 +426,7 @@ def selection(db: str) -> dict[str, Any]:
         "draw_seconds": round(t2 - t1, 3),
         "write_snapshot_seconds": round(t3 - t2, 3),
         "selection_seconds": round(t3 - t0, 3),
-        "users_per_s": round(users / (t3 - t0)),
+        "profiles_per_s": round(profiles / (t3 - t0)),
     }
 
 
@@ -453,15 +480,15 @@ def selection_baseline(db: str) -> dict[str, Any]:
             store.run(_BASELINE_SQL)
             seconds = time.perf_counter() - t0
             arms = dict(store.rows("SELECT arm, count(*) FROM baseline_members GROUP BY arm"))
-            users = store.count("users")
+            profiles = store.count("profiles")
         finally:
             store.close()
     return {
-        "users": users,
+        "profiles": profiles,
         "treatment": int(arms.get("treatment", 0)),
         "control": int(arms.get("control", 0)),
         "selection_seconds": round(seconds, 3),
-        "users_per_s": round(users / seconds),
+        "profiles_per_s": round(profiles / seconds),
     }
 
 
@@ -628,12 +655,16 @@ def raw_smtp(sample: dict[str, Any], settings: Any, count: int, connections: int
 
 
 def _in_process(call: str) -> dict[str, Any]:
-    """Run ``bench_campaign.<call>`` in a fresh interpreter (its own peak memory)."""
-    return run(
+    """Run ``bench_campaign.<call>`` in a fresh interpreter (its own peak memory), with the
+    CPU seconds the rest of the machine used meanwhile (other work on a shared machine)."""
+    busy, own = busy_seconds(), children_cpu()
+    out = run(
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         f"import bench_campaign as b\n_out.update(b.{call})",
         timeout=7200,
     )
+    out["other_cpu_seconds"] = round(busy_seconds() - busy - (children_cpu() - own), 1)
+    return out
 
 
 def main(
@@ -684,12 +715,9 @@ def main(
                 f"a {users:,}-user shop; ~{emails:,} emails to an aiosmtpd sink over "
                 f"{connections} connections"
             ),
+            "src_commit": src_version(),
             "target": TARGET,
-            "intervals": {
-                **{k: cov[k] for k in cov if k not in ("seconds", "peak_rss_mb")},
-                "seconds": cov["seconds"],
-                "peak_rss_mb": cov["peak_rss_mb"],
-            },
+            "intervals": cov,
             "coverage_plain": cov["coverage_plain"],
             "coverage_cuped": cov["coverage_cuped"],
             "width_plain": cov["width_plain"],
@@ -707,8 +735,6 @@ def main(
             },
             "send": {
                 **sent,
-                "seconds": sent["seconds"],
-                "peak_rss_mb": sent["peak_rss_mb"],
                 "share_of_transport_ceiling": round(
                     sent["emails"]["messages_per_s"] / sent["raw_smtplib"]["messages_per_s"], 3
                 ),

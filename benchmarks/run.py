@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_campaign
 import bench_ingest
 import bench_ingest_logs
 import bench_predict
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "recommend_public": bench_recommend_public.main,
     "predict": bench_predict.main,
     "server": bench_server.main,
+    "campaign": bench_campaign.main,
 }
 
 
