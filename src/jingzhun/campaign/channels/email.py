@@ -30,6 +30,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, parseaddr
 
+from jingzhun.campaign.channels.pace import Pacer
 from jingzhun.campaign.content import Rendered
 from jingzhun.config import EmailSettings
 from jingzhun.errors import InputError, JingzhunError
@@ -112,8 +113,7 @@ class SmtpSender:
         self.settings = settings
         self.password = password
         self.sleep = sleep
-        self._lock = threading.Lock()
-        self._next = 0.0
+        self._pacer = Pacer(settings.rate_per_second, sleep)
         self._dkim_key: bytes | None = None
         if settings.dkim_key_file:
             try:
@@ -209,16 +209,6 @@ class SmtpSender:
             data = sig + data
         return data
 
-    def _pace(self) -> None:
-        """Wait for this message's slot under ``rate_per_second`` (shared by all sessions)."""
-        gap = 1.0 / self.settings.rate_per_second
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + gap
-        if slot > now:
-            self.sleep(slot - now)
-
     def send(self, messages: Sequence[Outgoing]) -> list[Outcome]:
         """Send ``messages`` over the pool; one outcome each, in no particular order.
 
@@ -311,7 +301,7 @@ class SmtpSender:
                         last = f"cannot reach {s.host}:{s.port}"
                         continue
                     raise
-            self._pace()
+            self._pacer.wait()
             try:
                 refused = conn.sendmail(sender, [m.to], data)
                 code, text = refused.get(m.to, (250, b"OK"))

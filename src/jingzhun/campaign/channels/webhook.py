@@ -59,6 +59,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jingzhun.campaign.channels.email import Outcome, Unreachable
+from jingzhun.campaign.channels.pace import Pacer
 from jingzhun.campaign.content import Rendered
 from jingzhun.errors import InputError
 
@@ -248,8 +249,7 @@ class WebhookSender:
             rate_per_second=rate_per_second > 0,
         )
         self._user_agent = f"jingzhun/{_version()}"
-        self._lock = threading.Lock()
-        self._next = 0.0
+        self._pacer = Pacer(rate_per_second, sleep)
 
     @property
     def origin(self) -> str:
@@ -334,16 +334,6 @@ class WebhookSender:
             "X-Jingzhun-Signature": sign(self.secret, timestamp, body),
             "Idempotency-Key": m.message_id,
         }
-
-    def _pace(self) -> None:
-        """Wait for this request's slot under ``rate_per_second`` (shared by all workers)."""
-        gap = 1.0 / self.rate_per_second
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + gap
-        if slot > now:
-            self.sleep(slot - now)
 
     def send(self, messages: Sequence[WebhookOutgoing]) -> list[Outcome]:
         """Send ``messages`` over the pool; one outcome each, in no particular order.
@@ -431,7 +421,7 @@ class WebhookSender:
             if attempt:
                 self.sleep(self.retry_base_seconds * 2 ** (attempt - 1))
             tries = attempt + 1
-            self._pace()
+            self._pacer.wait()
             try:
                 status, text = session.post(body, self.headers(m, body))
             except _NoConnection as exc:
