@@ -64,6 +64,7 @@ class Renderer:
         self.spec = spec
         text_env, html_env = _environment(False), _environment(True)
         self._parts: dict[str, tuple[Any, Any, bool]] = {}
+        self._variants = {v.name: v for v in spec.variants}
         for v in spec.variants:
             subject = _compile(text_env, v.subject, v, "subject") if v.subject else None
             env = html_env if v.html else text_env
@@ -79,17 +80,25 @@ class Renderer:
             When the template uses a field the member does not have, or fails: naming the
             variant, the part, the line and the user.
         """
+        subject, body, is_html = self._templates(variant, context)
+        if is_html:
+            return Rendered(variant, subject, html_to_text(body), body)
+        return Rendered(variant, subject, body, None)
+
+    def check(self, variant: str, context: dict[str, Any]) -> None:
+        """Render ``variant``'s templates for one member and throw them away (what can fail
+        in :meth:`render`, without deriving the text part)."""
+        self._templates(variant, context)
+
+    def _templates(self, variant: str, context: dict[str, Any]) -> tuple[str | None, str, bool]:
         subject_t, body_t, is_html = self._parts[variant]
-        v = next(x for x in self.spec.variants if x.name == variant)
+        v = self._variants[variant]
         user = context.get("user_id", "?")
         subject = None
         if subject_t is not None:
             subject = _run(subject_t, context, v, "subject", user)
             subject = " ".join(subject.split())  # one header line
-        body = _run(body_t, context, v, "template", user)
-        if is_html:
-            return Rendered(variant, subject, html_to_text(body), body)
-        return Rendered(variant, subject, body, None)
+        return subject, _run(body_t, context, v, "template", user), is_html
 
 
 def _compile(env: SandboxedEnvironment, source: str, v: Variant, part: str) -> Any:

@@ -8,15 +8,19 @@ them ``sending`` (committed) before the first byte goes out, sends them and comm
 outcome. A run killed at any point leaves every row either finished (never touched again) or
 ``queued``/``sending`` (sent by the next run). A ``sending`` row may have reached the provider
 just before the kill; it is sent again with the same Message-ID (the delivery key's hash),
-which mail systems deduplicate on, so at most one chunk of messages can arrive twice at a
-receiver that does not — never a member the store says was sent.
+which mail systems deduplicate on, so at most two chunks of messages (the one going out and
+the next, marked and handed over meanwhile) can arrive twice at a receiver that does not —
+never a member the store says was sent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,12 +28,9 @@ from typing import Any
 import pandas as pd
 
 from jingzhun.campaign.audience import AUDIENCE, Draw, campaign_now, draw
-from jingzhun.campaign.channels.email import (
-    Outcome,
-    Outgoing,
-    SmtpSender,
-    sender_domain,
-)
+from jingzhun.campaign.channels.email import Outgoing, SmtpSender, sender_domain
+from jingzhun.campaign.channels.outcome import Outcome
+from jingzhun.campaign.channels.pool import Batch
 from jingzhun.campaign.channels.webhook import WebhookOutgoing, WebhookSender
 from jingzhun.campaign.consent import suppress
 from jingzhun.campaign.content import Renderer
@@ -44,7 +45,7 @@ from jingzhun.recommend import read as recommend_read
 from jingzhun.recommend.rules import reason_text
 from jingzhun.store import Store
 
-#: Messages marked and sent together: the most a crash can leave in doubt.
+#: Messages marked and sent together: a crash can leave two chunks in doubt.
 CHUNK = 64
 #: Members whose messages are rendered together (one set of queries per batch).
 RENDER = 512
@@ -351,37 +352,31 @@ def send(
         [spec.name, spec.channel],
     ).df()
     total = len(pending)
-    attempted = 0
-    error: str | None = None
+    ledger = _Ledger(store, spec, sender)
+    ledger.start()
     try:
         for start in range(0, total, RENDER):
-            batch = pending.iloc[start : start + RENDER]
             # Rendered a batch at a time (the queries per batch cost what they cost for 64
-            # or 512 members); marked, sent and recorded a chunk at a time.
-            outgoing, missing = _outgoing(store, spec, renderer, batch, lang=lang, links=links)
-            if missing:
-                _record(store, spec, missing)
-            for part in range(0, len(outgoing), CHUNK):
-                chunk = outgoing[part : part + CHUNK]
-                with store.transaction():
-                    store.run(
-                        "UPDATE deliveries SET state = 'sending', tries = tries + 1, updated_at = ? "
-                        "WHERE campaign = ? AND channel = ? "
-                        "AND user_id IN (SELECT unnest(?::VARCHAR[]))",
-                        [_now(), spec.name, spec.channel, [m.user_id for m in chunk]],
-                    )
-                results, exc = sender.send_partial(chunk)
-                _record(store, spec, results)
-                attempted += sum(r.state != "queued" for r in results)
-                if exc is not None:
-                    error = str(exc)
-                    break
+            # or 512 members) on this thread, while the ledger's thread marks, hands over and
+            # records the chunks rendered before.
+            outgoing, missing = _outgoing(
+                store, spec, renderer, pending.iloc[start : start + RENDER], lang=lang, links=links
+            )
+            chunks = [outgoing[p : p + CHUNK] for p in range(0, len(outgoing), CHUNK)]
+            if not all(
+                ledger.put(c, missing if i == 0 else []) for i, c in enumerate(chunks or [[]])
+            ):
+                break  # the ledger stopped: the server is gone
             if progress:
-                progress(min(start + RENDER, total), total)
-            if error is not None:
-                break
+                progress(ledger.recorded, total)
     finally:
-        sender.close()
+        try:
+            ledger.finish()
+        finally:
+            sender.close()
+    if progress:
+        progress(ledger.recorded, total)
+    attempted, error = ledger.attempted, ledger.error
     remaining = counts(store, spec.name)
     if remaining["queued"] + remaining["sending"] == 0:
         store.run(
@@ -396,6 +391,91 @@ def send(
         excluded=excluded_reasons(store, spec.name),
         error=error,
     )
+
+
+class _Ledger(threading.Thread):
+    """The send loop's bookkeeping, on its own thread and connection: for each chunk it is
+    given, mark it ``sending`` (committed), hand it to the sender, then commit the outcomes of
+    the chunk handed over before. DuckDB runs these updates without holding the GIL, so they
+    overlap the rendering of the next batch on the caller's thread and the sending on the
+    sender's; nothing else writes ``deliveries`` meanwhile."""
+
+    def __init__(self, store: Store, spec: CampaignSpec, sender: Any) -> None:
+        super().__init__(name=f"campaign-ledger-{spec.name}", daemon=True)
+        self._store = store.cursor()
+        self._spec = spec
+        self._sender = sender
+        self._chunks: queue.Queue[tuple[list[Any], list[Outcome]] | None] = queue.Queue(4)
+        self._stopped = threading.Event()
+        self.attempted = 0
+        self.recorded = 0
+        self.error: str | None = None  # the server went away
+        self._crash: BaseException | None = None
+
+    def put(self, chunk: list[Any], missing: list[Outcome]) -> bool:
+        """Queue a chunk (and outcomes known without sending); False once the ledger stopped."""
+        while not self._stopped.is_set():
+            try:
+                self._chunks.put((chunk, missing), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def finish(self) -> None:
+        """Wait for what is queued to be sent and recorded; raise what broke the ledger."""
+        while self.is_alive():
+            if not self._stopped.is_set():
+                with contextlib.suppress(queue.Full):
+                    self._chunks.put(None, timeout=0.1)
+            self.join(0.1)
+        if self._crash is not None:
+            raise self._crash
+
+    def run(self) -> None:
+        inflight: Batch | None = None
+        try:
+            while (item := self._chunks.get()) is not None:
+                chunk, missing = item
+                if missing:
+                    self._record(missing)
+                if not chunk:
+                    continue
+                with self._store.transaction():
+                    self._store.run(
+                        "UPDATE deliveries SET state = 'sending', tries = tries + 1, updated_at = ? "
+                        "WHERE campaign = ? AND channel = ? "
+                        "AND user_id IN (SELECT unnest(?::VARCHAR[]))",
+                        [_now(), self._spec.name, self._spec.channel, [m.user_id for m in chunk]],
+                    )
+                handed = self._sender.submit(chunk)
+                if inflight is not None:
+                    self._settle(inflight)
+                inflight = handed
+                if self.error is not None:
+                    break
+        except BaseException as exc:  # raised on the caller's thread by finish()
+            self._crash = exc
+        finally:
+            try:
+                if inflight is not None:  # the last chunk, or the one handed over before a stop
+                    self._settle(inflight)
+            except BaseException as exc:
+                self._crash = self._crash or exc
+            self._stopped.set()
+            self._store.close()
+
+    def _settle(self, batch: Batch) -> None:
+        """Wait for a chunk's outcomes and commit them."""
+        results, exc = batch.result()
+        self._record(results)
+        self.attempted += sum(r.state != "queued" for r in results)
+        if exc is not None and self.error is None:
+            self.error = str(exc)
+
+    def _record(self, results: list[Outcome]) -> None:
+        _record(self._store, self._spec, results)
+        self.recorded += len(results)
 
 
 def _now() -> datetime:
@@ -446,31 +526,30 @@ def _record(store: Store, spec: CampaignSpec, results: Sequence[Outcome]) -> Non
     """Commit the outcomes of one chunk; hard bounces join the suppression list."""
     if not results:
         return
-    frame = pd.DataFrame(
-        {
-            "user_id": [r.user_id for r in results],
-            "state": [r.state for r in results],
-            "reason": [r.reason for r in results],
-            "answer": [r.answer for r in results],
-            "tries": [r.tries for r in results],
-            "sent_at": pd.to_datetime([r.sent_at for r in results]),
-        }
-    )
     now = _now()
     with store.transaction():
-        store.con.register("_jz_outcomes", frame)
-        try:
-            store.run(
-                """UPDATE deliveries SET state = o.state, reason = o.reason, answer = o.answer,
-                       sent_at = o.sent_at, updated_at = ?,
-                       -- marking the chunk counted one try; the sender knows how many it made
-                       tries = deliveries.tries - 1 + o.tries
-                FROM _jz_outcomes o
-                WHERE deliveries.campaign = ? AND deliveries.channel = ? AND deliveries.user_id = o.user_id""",
-                [now, spec.name, spec.channel],
-            )
-        finally:
-            store.con.unregister("_jz_outcomes")
+        store.run(
+            """UPDATE deliveries SET state = o.state, reason = o.reason, answer = o.answer,
+                   sent_at = o.sent_at, updated_at = ?,
+                   -- marking the chunk counted one try; the sender knows how many it made
+                   tries = deliveries.tries - 1 + o.tries
+            FROM (SELECT unnest(?::VARCHAR[]) AS user_id, unnest(?::VARCHAR[]) AS state,
+                         unnest(?::VARCHAR[]) AS reason, unnest(?::VARCHAR[]) AS answer,
+                         unnest(?::INTEGER[]) AS tries, unnest(?::TIMESTAMP[]) AS sent_at) o
+            WHERE deliveries.campaign = ? AND deliveries.channel = ?
+              AND deliveries.user_id = o.user_id""",
+            [
+                now,
+                [r.user_id for r in results],
+                [r.state for r in results],
+                [r.reason for r in results],
+                [r.answer for r in results],
+                [r.tries for r in results],
+                [r.sent_at for r in results],
+                spec.name,
+                spec.channel,
+            ],
+        )
         bounced = [(r.to, r.user_id) for r in results if r.hard_bounce and r.to]
         if bounced:
             suppress(
@@ -494,7 +573,7 @@ def _render_all(
         for c, variant in zip(
             contexts(store, spec, chunk, lang=lang, links=links), chunk["variant"], strict=True
         ):
-            renderer.render(variant, c)
+            renderer.check(variant, c)
     return len(pending)
 
 
@@ -509,7 +588,7 @@ def _render_drawn(store: Store, spec: CampaignSpec, renderer: Renderer, *, lang:
         for c, variant in zip(
             contexts(store, spec, chunk, lang=lang), chunk["variant"], strict=True
         ):
-            renderer.render(variant, c)
+            renderer.check(variant, c)
 
 
 def _dry_run(

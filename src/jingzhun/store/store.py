@@ -378,6 +378,11 @@ class Store:
     def count(self, table: str) -> int:
         return int(self.scalar(f"SELECT count(*) FROM {ident(table)}"))
 
+    def cursor(self) -> Store:
+        """The same store over a connection of its own, for another thread (DuckDB's
+        connections are not shared between threads; temporary tables are not seen)."""
+        return Store(self.con.cursor(), self.path, self.read_only)
+
     def close(self) -> None:
         self.con.close()
 

@@ -24,7 +24,7 @@ Outcomes: 2xx → ``sent``; 5xx, 408, 429, a timeout or a dropped connection →
 exponential backoff (``retry_base_seconds`` × 2^(try - 1)), ``failed`` after ``retries``;
 any other answer (4xx, or a redirect, which is not followed) → ``failed`` at once. When the
 endpoint cannot be connected to on any try of a message, the sender stops with
-:class:`~jingzhun.campaign.channels.email.Unreachable` and the rest stays queued for the next
+:class:`~jingzhun.campaign.channels.outcome.Unreachable` and the rest stays queued for the next
 run. Only the standard library is used (``http.client``): one keep-alive connection per
 worker thread, opened again after an error.
 
@@ -47,9 +47,7 @@ import hashlib
 import hmac
 import http.client
 import json
-import queue
 import ssl
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,8 +56,9 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from urllib.parse import urlsplit
 
-from jingzhun.campaign.channels.email import Outcome, Unreachable
+from jingzhun.campaign.channels.outcome import Outcome, Unreachable
 from jingzhun.campaign.channels.pace import Pacer
+from jingzhun.campaign.channels.pool import PooledSender, Workers
 from jingzhun.campaign.content import Rendered
 from jingzhun.errors import InputError
 
@@ -186,7 +185,7 @@ class _NoConnection(Exception):
     """Connecting (TCP, TLS) failed: nothing reached the endpoint on this try."""
 
 
-class WebhookSender:
+class WebhookSender(PooledSender["_Session", tuple[WebhookOutgoing, bytes]]):
     """POSTs messages to ``url`` over ``connections`` keep-alive connections.
 
     Parameters
@@ -277,10 +276,6 @@ class WebhookSender:
             hint="check [webhook] url and that the gateway runs and accepts connections",
         )
 
-    def close(self) -> None:
-        """Nothing to close: each send's sessions end with it (the email sender's pool does
-        not; the delivery loop closes either kind the same way)."""
-
     def check(self) -> None:
         """Connect once (TCP, and TLS for https) and close: fail before anything is marked as
         sending.
@@ -335,76 +330,21 @@ class WebhookSender:
             "Idempotency-Key": m.message_id,
         }
 
-    def send(self, messages: Sequence[WebhookOutgoing]) -> list[Outcome]:
-        """Send ``messages`` over the pool; one outcome each, in no particular order.
-
-        Raises
-        ------
-        Unreachable
-            The endpoint cannot be reached: see :meth:`send_partial` for the outcomes.
-        InputError
-            A message id cannot be a header value (before anything is sent).
-        """
-        outcomes, error = self.send_partial(messages)
-        if error is not None:
-            raise error
-        return outcomes
-
-    def send_partial(
+    def _prepare(
         self, messages: Sequence[WebhookOutgoing]
-    ) -> tuple[list[Outcome], Unreachable | None]:
-        """Like :meth:`send`, but return the error instead of raising it, with every
-        message's outcome (``queued`` for those not attempted once the endpoint was gone)."""
-        work: queue.SimpleQueue[tuple[WebhookOutgoing, bytes]] = queue.SimpleQueue()
-        for pair in [(m, self.build(m)) for m in messages]:  # every body before the first POST
-            work.put(pair)
-        outcomes: list[Outcome] = []
-        errors: list[Unreachable] = []
-        stop = threading.Event()
+    ) -> list[tuple[str, tuple[WebhookOutgoing, bytes]]]:
+        # every body before the first POST: a message id that cannot be a header fails first
+        return [(m.user_id, (m, self.build(m))) for m in messages]
 
-        def worker() -> None:
-            session = _Session(self)
-            try:
-                while not stop.is_set():
-                    try:
-                        m, body = work.get_nowait()
-                    except queue.Empty:
-                        return
-                    try:
-                        outcome = self._deliver(session, m, body)
-                    except Unreachable as exc:
-                        errors.append(exc)
-                        stop.set()
-                        outcomes.append(Outcome(m.user_id, "queued", str(exc), None, 0, None))
-                        return
-                    outcomes.append(outcome)
-            finally:
-                session.close()
-
-        threads = [
-            threading.Thread(target=worker, name=f"webhook-{i}", daemon=True)
-            for i in range(min(self.connections, max(1, len(messages))))
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        while True:  # what no worker took once the endpoint was gone
-            try:
-                m, _ = work.get_nowait()
-            except queue.Empty:
-                break
-            outcomes.append(
-                Outcome(
-                    m.user_id,
-                    "queued",
-                    "not attempted: the webhook endpoint was unreachable",
-                    None,
-                    0,
-                    None,
-                )
-            )
-        return outcomes, (errors[0] if errors else None)
+    def _start(self) -> Workers[_Session, tuple[WebhookOutgoing, bytes]]:
+        return Workers(
+            self.connections,
+            "webhook",
+            open_session=lambda: _Session(self),
+            close_session=_Session.close,
+            deliver=lambda session, mb: self._deliver(session, *mb),
+            not_attempted="not attempted: the webhook endpoint was unreachable",
+        )
 
     def _deliver(self, session: _Session, m: WebhookOutgoing, body: bytes) -> Outcome:
         """One message with its retries.
