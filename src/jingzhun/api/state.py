@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 from jingzhun.api.writer import Writer
 from jingzhun.errors import ConflictError
 from jingzhun.store import Store, apikeys
+from jingzhun.web.session import Sessions
 from jingzhun.workspace import Workspace
 
 #: How long a verified key is trusted without asking the store again: a key revoked by another
@@ -138,6 +139,7 @@ class ServerState:
         self.writer = writer
         self.metrics = metrics
         self.keys = KeyCache()
+        self.sessions = Sessions()  # the dashboard's signed-in browsers
         self.limits = RateLimiter(self.settings.rate_per_second, self.settings.rate_burst)
         self.started = time.time()
         self.ready = True

@@ -1,0 +1,84 @@
+"""A demo-sized store behind the real server, and headless Chromium (Debian's package, driven
+by Playwright) that may talk to 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jingzhun.workspace import Workspace
+from tests.api.conftest import Served, start
+from tests.conftest import Shop
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def dashboard_store(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("dashboard") / "store.duckdb"
+    with Workspace.open(db, config=None) as ws:
+        for kind in ("items", "users", "events"):
+            ws.ingest.files(kind, [shop.file(kind)])
+        ws.profiles.build()
+    return db
+
+
+@pytest.fixture
+def served(dashboard_store: Path, tmp_path: Path) -> Iterator[Served]:
+    db = tmp_path / "store.duckdb"
+    shutil.copyfile(dashboard_store, db)
+    s = start(db)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Watched:
+    """A page whose console errors and requests to other hosts are kept."""
+
+    def __init__(self, context: Any, base: str) -> None:
+        self.page = context.new_page()
+        self.errors: list[str] = []
+        self.foreign: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+        def route(r: Any) -> None:
+            if r.request.url.startswith(base):
+                r.continue_()
+            else:
+                self.foreign.append(r.request.url)
+                r.abort()
+
+        self.page.route("**/*", route)
+
+
+@pytest.fixture
+def context(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    lang = getattr(request, "param", "en-US")
+    c = browser.new_context(viewport={"width": 1280, "height": 900}, locale=lang)
+    try:
+        yield c
+    finally:
+        c.close()
