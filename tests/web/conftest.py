@@ -24,6 +24,8 @@ def dashboard_store(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Pat
         for kind in ("items", "users", "events"):
             ws.ingest.files(kind, [shop.file(kind)])
         ws.profiles.build()
+        ws.segments.run("rfm", name="rfm")
+        ws.segments.run("kmeans", name="behaviour")
     return db
 
 

@@ -125,6 +125,69 @@ def test_without_a_valid_session_pages_redirect_and_forms_are_refused(served: Se
         assert r.status_code == 303 and r.headers["location"].startswith("/login")
 
 
+@pytest.mark.parametrize(
+    ("context", "lang", "words"),
+    [
+        ("en-US", "en", ["Segments", "Silhouette", "Members"]),
+        ("zh-CN", "zh", ["用户分群", "轮廓系数", "成员"]),
+    ],
+    indirect=["context"],
+)
+def test_segments_show_each_run_its_portraits_charts_and_members(
+    served: Served, context: Any, lang: str, words: list[str]
+) -> None:
+    w = Watched(context, served.url)
+    sign_in(w, served, then="/segments?run=behaviour")
+    text = w.page.inner_text("body")
+    for word in words:
+        assert word in text
+    assert w.page.locator("tr.current").count() == 1
+    assert charts_drawn(w.page) >= 3, "sizes, trait heatmap, k scan (and the projection)"
+    assert charts_overflowing(w.page) == []
+    w.page.screenshot(path=str(ARTIFACTS / f"segments-{lang}.png"), full_page=True)
+    first = w.page.locator("#members tbody tr").first.inner_text()
+    w.page.click("#members .pager a")  # next page
+    assert (
+        "page=2" in w.page.url and w.page.locator("#members tbody tr").first.inner_text() != first
+    )
+    w.page.locator("section.card table tbody tr td a").nth(0)  # the runs table's first link
+    w.page.goto(
+        served.url + "/segments?run=rfm&segment=" + "x%22%3E%3Cscript%3Ealert(1)%3C/script%3E"
+    )
+    assert w.page.locator("#members tbody tr").count() == 0
+    assert w.errors == [] and w.foreign == []
+
+
+@pytest.mark.parametrize(
+    ("context", "lang"), [("en-US", "en"), ("zh-CN", "zh")], indirect=["context"]
+)
+def test_an_unknown_run_is_a_page_in_the_users_language_with_a_way_back(
+    served: Served, context: Any, lang: str
+) -> None:
+    w = Watched(context, served.url)
+    sign_in(w, served)
+    response = w.page.goto(served.url + "/segments?run=%3Cb%3Enope%3C%2Fb%3E")
+    assert response is not None and response.status == 404
+    alert = w.page.inner_text("[role=alert]")
+    assert "<b>nope</b>" in alert, "the name shown as text, not markup"
+    assert ("没有名为" in alert) if lang == "zh" else ("There is no segment run" in alert)
+    assert "Traceback" not in w.page.content()
+    w.page.click("main a")
+    assert w.page.url.rstrip("/") == served.url
+
+
+def test_a_run_s_members_download_as_csv(served: Served) -> None:
+    with httpx.Client(base_url=served.url, follow_redirects=False, timeout=30) as c:
+        assert c.get("/segments/rfm/members.csv").status_code == 303, "signed in only"
+        c.post("/login", data={"key": served.keys["read"], "next": "/"})
+        r = c.get("/segments/rfm/members.csv")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+        assert 'filename="segment-rfm-1.csv"' in r.headers["content-disposition"]
+        lines = r.text.strip().splitlines()
+        assert lines[0].startswith("user_id,segment") and len(lines) > 100
+        assert c.get("/segments/nope/members.csv").status_code == 404
+
+
 def test_static_assets_are_served_from_the_package(served: Served) -> None:
     with httpx.Client(base_url=served.url, timeout=30) as c:
         js = c.get("/static/plotly.min.js")

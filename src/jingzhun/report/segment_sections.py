@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -63,38 +63,13 @@ def segments(ws: Workspace, t: Translator) -> Section | None:
 
 
 def _run(ws: Workspace, t: Translator, run_id: str) -> str:
-    import plotly.graph_objects as go
-
     info = ws.segment(run_id)
-    m = info["metrics"]
     body = heading(
         t("run_line").format(run=run_id, method=info["method"], users=f"{info['users']:,}")
     )
-    body += cards(
-        [
-            (t("method"), info["method"]),
-            (t("n_segments"), int(info["segments"])),
-            (t("silhouette"), m.get("silhouette")),
-            (t("stability"), m.get("stability_ari")),
-            (t("noise"), m.get("noise_share")),
-        ]
-    )
-    ports = info["portraits"]
-    frame = pd.DataFrame(
-        [
-            {
-                "segment": p["segment"],
-                "label": p["label"],
-                "users": p["users"],
-                "share": p["share"],
-                "revenue_share": p["revenue_share"],
-                "top": ", ".join(c for c, *_ in p["top_categories"]),
-            }
-            for p in ports
-        ]
-    )
+    body += cards(run_cards(info, t))
     body += table(
-        frame,
+        portrait_frame(info),
         columns={
             "segment": t("segment"),
             "label": t("name"),
@@ -104,9 +79,50 @@ def _run(ws: Workspace, t: Translator, run_id: str) -> str:
             "top": t("top_categories"),
         },
     )
+    return body + "".join(run_charts(ws, t, info))
+
+
+def run_cards(info: dict[str, Any], t: Translator) -> list[tuple[str, Any]]:
+    """A run's headline figures: method, number of segments and the quality measures."""
+    m = info["metrics"]
+    return [
+        (t("method"), info["method"]),
+        (t("n_segments"), int(info["segments"])),
+        (t("silhouette"), m.get("silhouette")),
+        (t("stability"), m.get("stability_ari")),
+        (t("noise"), m.get("noise_share")),
+    ]
+
+
+def portrait_frame(info: dict[str, Any]) -> pd.DataFrame:
+    """One row per segment: code, name, users, share, revenue share, top categories."""
+    return pd.DataFrame(
+        [
+            {
+                "segment": p["segment"],
+                "label": p["label"],
+                "users": p["users"],
+                "share": p["share"],
+                "revenue_share": p["revenue_share"],
+                "top": ", ".join(c for c, *_ in p["top_categories"]),
+            }
+            for p in info["portraits"]
+        ],
+        columns=["segment", "label", "users", "share", "revenue_share", "top"],
+    )
+
+
+def run_charts(ws: Workspace, t: Translator, info: dict[str, Any]) -> list[str]:
+    """A run's pictures (the report's and the dashboard's): sizes, the trait z-score heatmap,
+    the choice of k, the members on two principal components, a SOM's U-matrix."""
+    import plotly.graph_objects as go
+
+    out = []
+    ports = info["portraits"]
+    frame = portrait_frame(info)
     fig = go.Figure(go.Bar(x=frame["label"], y=frame["users"]))
-    fig.update_layout(title=t("sizes"))
-    body += figure(fig, height=300)
+    fig.update_layout(title=t("sizes"), xaxis_title=t("segment"), yaxis_title=t("users_n"))
+    out.append(figure(fig, height=300))
     traits = [k for k in (ports[0]["traits"] if ports else {}) if k not in ("hour_sin", "hour_cos")]
     if traits:
         z = np.array([[p["traits"][k]["z"] or 0.0 for k in traits] for p in ports])
@@ -120,10 +136,12 @@ def _run(ws: Workspace, t: Translator, run_id: str) -> str:
                 reversescale=True,
                 text=np.round(z, 2),
                 texttemplate="%{text}",
+                colorbar={"title": "z"},
             )
         )
         fig.update_layout(title=t("heatmap"))
-        body += figure(fig, height=max(280, 60 + 40 * len(ports)))
+        out.append(figure(fig, height=max(280, 60 + 40 * len(ports))))
+    m = info["metrics"]
     scan = m.get("k_scan") or []
     if scan:
         fig = go.Figure(
@@ -137,16 +155,16 @@ def _run(ws: Workspace, t: Translator, run_id: str) -> str:
         if chosen:
             fig.add_vline(x=chosen, line_dash="dot")
         fig.update_layout(title=t("k_scan"), xaxis_title="k", yaxis_title=t("silhouette"))
-        body += figure(fig, height=280)
+        out.append(figure(fig, height=280))
     if info["method"] != "rfm":
-        body += _projection(ws, t, info)
+        out.append(_projection(ws, t, info))
     if info["method"] == "som":
-        seg = ws.segmenter(run_id)
+        seg = ws.segmenter(info["run_id"])
         if "umatrix" in seg.extra:
             fig = go.Figure(go.Heatmap(z=seg.extra["umatrix"], colorscale="Greys"))
             fig.update_layout(title=t("umatrix"), yaxis_scaleanchor="x")
-            body += figure(fig, height=420)
-    return body
+            out.append(figure(fig, height=420))
+    return [c for c in out if c]
 
 
 def _projection(ws: Workspace, t: Translator, info: dict) -> str:

@@ -7,6 +7,7 @@ carries the session's CSRF token; one without it (or with another's) is refused 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import timedelta
 from importlib import resources
@@ -24,6 +25,7 @@ from jingzhun.errors import NotFoundError
 from jingzhun.ingest import read as ingest_read
 from jingzhun.report.html import figure
 from jingzhun.report.i18n import LANGS, Translator
+from jingzhun.report.segment_sections import portrait_frame, run_cards, run_charts
 from jingzhun.store import apikeys
 from jingzhun.web.i18n import LANG_COOKIE, pick_lang
 from jingzhun.web.session import COOKIE, Session, Sessions
@@ -45,6 +47,8 @@ def fmt(value: float | None, kind: str, lang: str) -> str:
         return "–"
     if kind == "pct":
         return f"{value * 100:.1f}%"
+    if kind == "ratio":
+        return f"{value:.3f}"
     if kind == "change":
         return f"{value * 100:+.1f}%"
     if lang == "zh" and abs(value) >= 100_000_000:
@@ -57,6 +61,8 @@ def fmt(value: float | None, kind: str, lang: str) -> str:
 
 
 _ENV.globals["fmt"] = fmt
+#: Rows in a page of a long table.
+PAGE = 50
 #: Periods the overview offers, in days.
 PERIODS = (7, 30, 90)
 #: The files under /static: (package, resource, media type).
@@ -332,6 +338,71 @@ def _cohort_chart(ws: Any, t: Translator) -> str | None:
         yaxis={"autorange": "reversed", "type": "category"},
     )  # fmt: skip
     return figure(fig, height=max(320, 24 * len(retention) + 120))
+
+
+@router.get("/segments", response_class=HTMLResponse)
+def segments_page(
+    request: Request, run: str | None = None, segment: str | None = None, page: int = 1
+) -> Response:
+    try:
+        session = _session(request)
+    except _SignIn:
+        return _to_sign_in(request)
+    ws = get_state(request).readers.get()
+    lang = _lang(request)
+    t = Translator(lang)
+    runs = ws.segments.list()
+    if runs.empty:
+        return _render(request, "segments.html", session, runs=[], info=None)
+    try:
+        info = dataclasses.asdict(ws.segments.get(run, lang=lang))
+    except NotFoundError:
+        return _render(request, "problem.html", session, status=404, title="not_found",
+                       message="no_such_run", value=run)  # fmt: skip
+    members = ws.segments.members(info["run_id"])
+    # the portraits' names, in the page's language
+    names = {p["segment"]: p["label"] for p in info["portraits"]}
+    members = members.assign(label=members["segment"].map(names).fillna(members["label"]))
+    if segment:
+        members = members[members["segment"] == segment]
+    pages = max(1, -(-len(members) // PAGE))
+    page = min(max(page, 1), pages)
+    shown = members.iloc[(page - 1) * PAGE : page * PAGE]
+    return _render(
+        request,
+        "segments.html",
+        session,
+        runs=runs.to_dict("records"),
+        info=info,
+        cards=run_cards(info, t),
+        portraits=portrait_frame(info).to_dict("records"),
+        charts=run_charts(ws, t, info),
+        members=shown.to_dict("records"),
+        member_count=len(members),
+        segment=segment,
+        page=page,
+        pages=pages,
+    )
+
+
+@router.get("/segments/{run}/members.csv")
+def segment_members_csv(request: Request, run: str) -> Response:
+    try:
+        _session(request)
+    except _SignIn:
+        return _to_sign_in(request)
+    ws = get_state(request).readers.get()
+    try:
+        info = ws.segments.get(run)
+    except NotFoundError:
+        return Response(status_code=404)
+    members = ws.segments.members(info.run_id)
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in info.run_id)
+    return Response(
+        members.to_csv(index=False),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="segment-{name}.csv"'},
+    )
 
 
 def _month(value: Any, lang: str) -> str:
