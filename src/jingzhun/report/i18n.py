@@ -97,5 +97,10 @@ class Translator:
 
 
 def register(strings: dict[str, tuple[str, str]]) -> None:
-    """Add a stage's strings (later stages call this for their report sections)."""
+    """Add a stage's strings (later stages call this for their report sections, the
+    dashboard for its pages). One table for all: a key already there with other words is a
+    clash that would change what another page says, and is refused."""
+    clashes = [k for k, v in strings.items() if k in _STRINGS and _STRINGS[k] != v]
+    if clashes:
+        raise ValueError(f"strings already registered with other words: {', '.join(clashes)}")
     _STRINGS.update(strings)

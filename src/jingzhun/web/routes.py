@@ -303,7 +303,7 @@ def _funnel_chart(ws: Any, end: Any, days: int, t: Translator) -> str | None:
     fig = go.Figure(
         go.Funnel(y=labels, x=steps["visitors"], texttemplate="%{value:,}<br>%{percentInitial:.0%}")
     )
-    fig.update_layout(title=t("funnel"), yaxis_title=t("funnel_step"))
+    fig.update_layout(title=t("web_funnel"), yaxis_title=t("funnel_step"))
     return figure(fig, height=320)
 
 
@@ -334,7 +334,7 @@ def _cohort_chart(ws: Any, t: Translator) -> str | None:
         )
     )
     fig.update_layout(
-        title=t("cohorts"), xaxis_title=t("months_after"), yaxis_title=t("cohort"),
+        title=t("web_cohorts"), xaxis_title=t("months_after"), yaxis_title=t("web_cohort"),
         yaxis={"autorange": "reversed", "type": "category"},
     )  # fmt: skip
     return figure(fig, height=max(320, 24 * len(retention) + 120))
