@@ -150,7 +150,6 @@ def test_segments_show_each_run_its_portraits_charts_and_members(
     assert (
         "page=2" in w.page.url and w.page.locator("#members tbody tr").first.inner_text() != first
     )
-    w.page.locator("section.card table tbody tr td a").nth(0)  # the runs table's first link
     w.page.goto(
         served.url + "/segments?run=rfm&segment=" + "x%22%3E%3Cscript%3Ealert(1)%3C/script%3E"
     )

@@ -568,12 +568,7 @@ def _render_all(
         WHERE d.campaign = ? AND d.state IN ('queued', 'sending') ORDER BY d.user_id""",
         [spec.name],
     ).df()
-    for start in range(0, len(pending), 1000):
-        chunk = pending.iloc[start : start + 1000]
-        for c, variant in zip(
-            contexts(store, spec, chunk, lang=lang, links=links), chunk["variant"], strict=True
-        ):
-            renderer.check(variant, c)
+    _check_templates(store, spec, renderer, pending, lang=lang, links=links)
     return len(pending)
 
 
@@ -583,10 +578,23 @@ def _render_drawn(store: Store, spec: CampaignSpec, renderer: Renderer, *, lang:
         f"SELECT user_id, variant, NULL AS recommendations FROM {AUDIENCE} "
         "WHERE excluded IS NULL AND arm = 'treatment' ORDER BY user_id"
     ).df()
+    _check_templates(store, spec, renderer, members, lang=lang, links=None)
+
+
+def _check_templates(
+    store: Store,
+    spec: CampaignSpec,
+    renderer: Renderer,
+    members: pd.DataFrame,
+    *,
+    lang: str,
+    links: Links | None,
+) -> None:
+    """Run each member's templates, 1,000 members' contexts at a time."""
     for start in range(0, len(members), 1000):
         chunk = members.iloc[start : start + 1000]
         for c, variant in zip(
-            contexts(store, spec, chunk, lang=lang), chunk["variant"], strict=True
+            contexts(store, spec, chunk, lang=lang, links=links), chunk["variant"], strict=True
         ):
             renderer.check(variant, c)
 

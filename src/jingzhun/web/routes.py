@@ -112,7 +112,7 @@ def _render(request: Request, template: str, session: Session | None, status: in
         session=session,
         csrf=sessions(request).csrf(session) if session else "",
         path=request.url.path,
-        here=quote(str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")),
+        here=quote(_asked(request)),
         **context,
     )
     return HTMLResponse(
@@ -134,9 +134,13 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
 
 
+def _asked(request: Request) -> str:
+    """The page asked for: path and query."""
+    return str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
+
+
 def _to_sign_in(request: Request) -> RedirectResponse:
-    target = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+    return RedirectResponse(f"/login?next={quote(_asked(request), safe='')}", status_code=303)
 
 
 # -- sign-in ----------------------------------------------------------------------------------
