@@ -1,4 +1,4 @@
-"""A demo-sized store behind the real server, and headless Chromium (Debian's package, driven
+"""The demo's store behind the real server, and headless Chromium (Debian's package, driven
 by Playwright) that may talk to 127.0.0.1 only."""
 
 from __future__ import annotations
@@ -10,22 +10,26 @@ from typing import Any
 
 import pytest
 
+from jingzhun.demo import run_demo
 from jingzhun.workspace import Workspace
 from tests.api.conftest import Served, start
-from tests.conftest import Shop
 
 CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="session")
-def dashboard_store(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("dashboard") / "store.duckdb"
+def dashboard_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's store at 1,500 users: profiles, RFM and k-means segments, a hybrid
+    recommender, propensity/churn/CLV/uplift models, two campaigns sent and measured; plus a
+    popularity recommender trained beside the hybrid (which stays the active one)."""
+    out = tmp_path_factory.mktemp("dashboard")
+    run_demo(out, users=1500, seed=1)
+    db = out / "jingzhun.duckdb"
     with Workspace.open(db, config=None) as ws:
-        for kind in ("items", "users", "events"):
-            ws.ingest.files(kind, [shop.file(kind)])
-        ws.profiles.build()
-        ws.segments.run("rfm", name="rfm")
-        ws.segments.run("kmeans", name="behaviour")
+        active = ws.models.active("recommender")
+        ws.recs.train("popularity")
+        assert active is not None
+        ws.models.activate(active.model_id)
     return db
 
 

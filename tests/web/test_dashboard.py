@@ -172,7 +172,7 @@ def test_an_unknown_run_is_a_page_in_the_users_language_with_a_way_back(
     assert ("没有名为" in alert) if lang == "zh" else ("There is no segment run" in alert)
     assert "Traceback" not in w.page.content()
     w.page.click("main a")
-    assert w.page.url.rstrip("/") == served.url
+    assert w.page.url == served.url + "/segments", "back to the list of runs"
 
 
 def test_a_run_s_members_download_as_csv(served: Served) -> None:

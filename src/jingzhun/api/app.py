@@ -303,8 +303,10 @@ def create_app(workspace: Workspace) -> FastAPI:
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    from jingzhun.web import common as web
     from jingzhun.web.routes import router as dashboard
 
     app.include_router(dashboard)  # the dashboard at /, beside the API under /v1
+    web.install(app)
     app.add_middleware(_Guard, state=state)
     return app

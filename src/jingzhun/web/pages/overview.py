@@ -1,0 +1,162 @@
+"""The overview: key figures over a period against the one before, daily trends, the funnel,
+cohort retention and the health of ingest."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from jingzhun.api.deps import get_state
+from jingzhun.errors import NotFoundError
+from jingzhun.ingest import read as ingest_read
+from jingzhun.report.html import figure
+from jingzhun.report.i18n import Translator
+from jingzhun.web.common import lang_of, number, render, signed_in
+
+router = APIRouter(include_in_schema=False)
+#: Periods the overview offers, in days.
+PERIODS = (7, 30, 90)
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, days: str | None = None) -> Response:
+    session = signed_in(request)
+    n = number(days, 30)
+    span = n if n in PERIODS else 30
+    ws = get_state(request).readers.get()
+    t = Translator(lang_of(request))
+    summary = ingest_read.summary(ws.store)
+    if not summary["events_to"]:
+        return render(request, "overview.html", session, empty=True, days=span, periods=PERIODS)
+    end = pd.Timestamp(summary["events_to"]).to_pydatetime() + timedelta(microseconds=1)
+    now, before = _period(ws, end, span), _period(ws, end - timedelta(days=span), span)
+    kpis = [
+        _kpi(t("users"), summary["tables"]["users"], None, "int"),
+        _kpi(t("avg_daily_active"), now["active"], before["active"], "float"),
+        _kpi(t("orders"), now["orders"], before["orders"], "int"),
+        _kpi(t("revenue"), now["revenue"], before["revenue"], "money"),
+        _kpi(t("aov"), now["aov"], before["aov"], "money"),
+        _kpi(t("daily_conversion"), now["conversion"], before["conversion"], "pct"),
+    ]
+    charts = [_trend_chart(now["daily"], t), _funnel_chart(ws, end, span, t), _cohort_chart(ws, t)]
+    return render(
+        request,
+        "overview.html",
+        session,
+        empty=False,
+        days=span,
+        periods=PERIODS,
+        kpis=kpis,
+        charts=[c for c in charts if c],
+        quarantine=summary["quarantine_open"],
+        tables=summary["tables"],
+    )
+
+
+def _period(ws: Any, end: Any, days: int) -> dict[str, Any]:
+    """The overview's figures for the ``days`` before ``end``."""
+    try:
+        daily = ws.profiles.trends(since=end - timedelta(days=days), until=end).tables["daily"]
+    except NotFoundError:
+        daily = pd.DataFrame(columns=["day", "actives", "buyers", "orders", "revenue"])
+    orders, revenue = float(daily["orders"].sum()), float(daily["revenue"].sum())
+    actives = float(daily["actives"].sum())
+    return {
+        "daily": daily,
+        "active": actives / days,
+        "orders": orders,
+        "revenue": revenue,
+        "aov": revenue / orders if orders else None,
+        "conversion": float(daily["buyers"].sum()) / actives if actives else None,
+    }
+
+
+def _kpi(label: str, value: float | None, before: float | None, kind: str) -> dict[str, Any]:
+    change = None
+    if value is not None and before:
+        change = value / before - 1
+    return {"label": label, "value": value, "kind": kind, "change": change}
+
+
+def _trend_chart(daily: pd.DataFrame, t: Translator) -> str | None:
+    if daily.empty:
+        return None
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=daily["day"], y=daily["actives"], name=t("visitors"), opacity=0.55))
+    fig.add_trace(
+        go.Scatter(x=daily["day"], y=daily["revenue"], name=t("revenue"), mode="lines"),
+        secondary_y=True,
+    )
+    fig.update_layout(title=t("daily_trends"), xaxis_title=t("day"))
+    fig.update_yaxes(title_text=t("visitors"), secondary_y=False, rangemode="tozero")
+    fig.update_yaxes(title_text=t("revenue"), secondary_y=True, rangemode="tozero")
+    # Plotly's own date labels are English; Chinese dates are written out.
+    fig.update_xaxes(tickformat="%m月%d日" if t.lang == "zh" else "%b %d")
+    return figure(fig)
+
+
+def _funnel_chart(ws: Any, end: Any, days: int, t: Translator) -> str | None:
+    import plotly.graph_objects as go
+
+    try:
+        steps = ws.profiles.funnel(since=end - timedelta(days=days), until=end).tables["steps"]
+    except NotFoundError:
+        return None
+    if steps.empty:
+        return None
+    labels = [t(s) for s in steps["step"]]
+    fig = go.Figure(
+        go.Funnel(y=labels, x=steps["visitors"], texttemplate="%{value:,}<br>%{percentInitial:.0%}")
+    )
+    fig.update_layout(title=t("web_funnel"), yaxis_title=t("funnel_step"))
+    return figure(fig, height=320)
+
+
+def _cohort_chart(ws: Any, t: Translator) -> str | None:
+    import plotly.graph_objects as go
+
+    try:
+        retention = ws.profiles.cohorts(months=12).tables["retention"]
+    except NotFoundError:
+        return None
+    months = [c for c in retention.columns if c.startswith("m") and c[1:].isdigit()]
+    if retention.empty or not months:
+        return None
+    z = retention[months].to_numpy(dtype=float) * 100
+    # Month 0 is 100% by definition: the colours span the later months, where cohorts differ.
+    later = z[:, 1:][~np.isnan(z[:, 1:])] if z.shape[1] > 1 else np.array([100.0])
+    top = float(np.percentile(later, 98)) if later.size else 100.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[c[1:] for c in months],
+            y=[_month(c, t.lang) for c in retention["cohort"]],
+            colorscale="Blues",
+            zmin=0,
+            zmax=max(top, 1.0),
+            colorbar={"title": "%"},
+            hovertemplate="%{y} · m%{x}: %{z:.1f}%<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=t("web_cohorts"), xaxis_title=t("months_after"), yaxis_title=t("web_cohort"),
+        yaxis={"autorange": "reversed", "type": "category"},
+    )  # fmt: skip
+    return figure(fig, height=max(320, 24 * len(retention) + 120))
+
+
+def _month(value: Any, lang: str) -> str:
+    """A cohort month as the language writes it (2025年11月, Nov 2025)."""
+    m = pd.Timestamp(str(value))
+    return f"{m.year}年{m.month}月" if lang == "zh" else m.strftime("%b %Y")
+
+
+__all__ = ["router"]

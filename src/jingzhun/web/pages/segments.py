@@ -1,0 +1,78 @@
+"""Segments: every run with its quality, the chosen run's portraits and charts (drawn by the
+report's own functions), its members a page at a time and as CSV."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from jingzhun.api.deps import get_state
+from jingzhun.errors import NotFoundError
+from jingzhun.report.i18n import Translator
+from jingzhun.report.segment_sections import portrait_frame, run_cards, run_charts
+from jingzhun.web.common import PAGE, lang_of, number, problem, render, signed_in
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/segments", response_class=HTMLResponse)
+def segments_page(
+    request: Request, run: str | None = None, segment: str | None = None, page: str | None = None
+) -> Response:
+    session = signed_in(request)
+    ws = get_state(request).readers.get()
+    lang = lang_of(request)
+    t = Translator(lang)
+    runs = ws.segments.list()
+    if runs.empty:
+        return render(request, "segments.html", session, runs=[], info=None)
+    try:
+        info = dataclasses.asdict(ws.segments.get(run, lang=lang))
+    except NotFoundError:
+        return problem(request, session, 404, "no_such_run", value=run, back="/segments")
+    members = ws.segments.members(info["run_id"])
+    # the portraits' names, in the page's language
+    names = {p["segment"]: p["label"] for p in info["portraits"]}
+    members = members.assign(label=members["segment"].map(names).fillna(members["label"]))
+    if segment:
+        members = members[members["segment"] == segment]
+    pages = max(1, -(-len(members) // PAGE))
+    at = min(number(page, 1), pages)
+    shown = members.iloc[(at - 1) * PAGE : at * PAGE]
+    return render(
+        request,
+        "segments.html",
+        session,
+        runs=runs.to_dict("records"),
+        info=info,
+        cards=run_cards(info, t),
+        portraits=portrait_frame(info).to_dict("records"),
+        charts=run_charts(ws, t, info),
+        members=shown.to_dict("records"),
+        member_count=len(members),
+        segment=segment,
+        page=at,
+        pages=pages,
+    )
+
+
+@router.get("/segments/{run}/members.csv")
+def segment_members_csv(request: Request, run: str) -> Response:
+    signed_in(request)
+    ws = get_state(request).readers.get()
+    try:
+        info = ws.segments.get(run)
+    except NotFoundError:
+        return Response(status_code=404)
+    members = ws.segments.members(info.run_id)
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in info.run_id)
+    return Response(
+        members.to_csv(index=False),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="segment-{name}.csv"'},
+    )
+
+
+__all__ = ["router"]
