@@ -3,6 +3,7 @@ by Playwright) that may talk to 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from jingzhun.workspace import Workspace
 from tests.api.conftest import Served, start
 
 CHROMIUM = "/usr/bin/chromium"
+#: Where screenshots go (CI keeps $JINGZHUN_ARTIFACTS).
+ARTIFACTS = Path(os.environ.get("JINGZHUN_ARTIFACTS", "test-artifacts")) / "dashboard"
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +91,33 @@ def context(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
         yield c
     finally:
         c.close()
+
+
+def sign_in(w: Watched, served: Served, scope: str = "read", then: str = "/") -> None:
+    w.page.goto(served.url + then)
+    assert "/login" in w.page.url
+    w.page.fill("#key", served.keys[scope])
+    w.page.click("button.primary")
+    w.page.wait_for_load_state("networkidle")
+
+
+def charts_drawn(page: Any) -> int:
+    """How many Plotly charts on the page drew something (an SVG with marks in it)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot')].filter(
+               d => d.querySelector('svg.main-svg') &&
+                    d.querySelectorAll('.trace, .hm, .funnel, .bars, path.point').length > 0
+           ).length"""
+    )
+
+
+def charts_overflowing(page: Any) -> list[str]:
+    """The titles of charts that stick out of their card (cut off on screen)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.card')].flatMap(card => {
+               const box = card.getBoundingClientRect();
+               return [...card.querySelectorAll('svg.main-svg')].filter(
+                   svg => svg.getBoundingClientRect().right > box.right + 1
+               ).map(svg => card.innerText.split('\\n')[0]);
+           })"""
+    )

@@ -4,47 +4,13 @@ the refusals (no cookie, a forged cookie, a form without its CSRF token, a revok
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.api.conftest import Served
-from tests.web.conftest import Watched
-
-ARTIFACTS = Path(os.environ.get("JINGZHUN_ARTIFACTS", "test-artifacts")) / "dashboard"
-
-
-def sign_in(w: Watched, served: Served, scope: str = "read", then: str = "/") -> None:
-    w.page.goto(served.url + then)
-    assert "/login" in w.page.url
-    w.page.fill("#key", served.keys[scope])
-    w.page.click("button.primary")
-    w.page.wait_for_load_state("networkidle")
-
-
-def charts_drawn(page: Any) -> int:
-    """How many Plotly charts on the page drew something (an SVG with marks in it)."""
-    return page.evaluate(
-        """() => [...document.querySelectorAll('.js-plotly-plot')].filter(
-               d => d.querySelector('svg.main-svg') &&
-                    d.querySelectorAll('.trace, .hm, .funnel, .bars, path.point').length > 0
-           ).length"""
-    )
-
-
-def charts_overflowing(page: Any) -> list[str]:
-    """The titles of charts that stick out of their card (cut off on screen)."""
-    return page.evaluate(
-        """() => [...document.querySelectorAll('.card')].flatMap(card => {
-               const box = card.getBoundingClientRect();
-               return [...card.querySelectorAll('svg.main-svg')].filter(
-                   svg => svg.getBoundingClientRect().right > box.right + 1
-               ).map(svg => card.innerText.split('\\n')[0]);
-           })"""
-    )
+from tests.web.conftest import ARTIFACTS, Watched, charts_drawn, charts_overflowing, sign_in
 
 
 @pytest.mark.parametrize(
