@@ -4,6 +4,7 @@ the refusals (no cookie, a forged cookie, a form without its CSRF token, a revok
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -160,3 +161,71 @@ def test_static_assets_are_served_from_the_package(served: Served) -> None:
         assert c.get("/static/dashboard.css").status_code == 200
         assert c.get("/static/../../etc/passwd").status_code == 404
         assert c.get("/static/nothing.js").status_code == 404
+
+
+@pytest.mark.parametrize("context", ["en-US"], indirect=True)
+def test_an_expired_session_goes_to_sign_in_and_comes_back_to_the_page(
+    served: Served, context: Any
+) -> None:
+    served.app.state.jingzhun.sessions.lifetime = 1.5  # type: ignore[attr-defined]
+    w = Watched(context, served.url)
+    sign_in(w, served, then="/segments?run=rfm")
+    assert w.page.url.endswith("/segments?run=rfm")
+    time.sleep(2)
+    w.page.goto(served.url + "/segments?run=behaviour&page=2")
+    assert "/login" in w.page.url, "the expired session asks to sign in again"
+    served.app.state.jingzhun.sessions.lifetime = 3600  # type: ignore[attr-defined]
+    w.page.fill("#key", served.keys["read"])
+    w.page.click("button.primary")
+    w.page.wait_for_load_state("networkidle")
+    assert w.page.url.endswith("/segments?run=behaviour&page=2"), "back to the page asked for"
+    assert w.errors == [] and w.foreign == []
+
+
+@pytest.mark.parametrize("context", ["en-US"], indirect=True)
+def test_the_keyboard_reaches_every_page_with_a_visible_focus(
+    served: Served, context: Any
+) -> None:
+    w = Watched(context, served.url)
+    sign_in(w, served)
+    seen = []
+    for _ in range(12):
+        w.page.keyboard.press("Tab")
+        seen.append(
+            w.page.evaluate(
+                """() => { const e = document.activeElement;
+                           const s = getComputedStyle(e);
+                           return [e.getAttribute('href') || e.tagName,
+                                   s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2]; }"""
+            )
+        )
+    hrefs = [h for h, _ in seen]
+    assert hrefs[0] == "#main", "the first Tab offers to skip to the content"
+    for page in ("/", "/segments", "/users", "/explore", "/campaigns", "/models", "/jobs"):
+        assert page in hrefs, f"{page} is not reachable by Tab"
+    assert all(visible for _, visible in seen), "every focused element shows its focus"
+    w.page.goto(served.url + "/")
+    for _ in range(hrefs.index("/segments") + 1):
+        w.page.keyboard.press("Tab")
+    w.page.keyboard.press("Enter")  # follow it with the keyboard alone
+    w.page.wait_for_load_state("networkidle")
+    assert w.page.url == served.url + "/segments"
+
+
+@pytest.mark.parametrize("context", ["en-US"], indirect=True)
+def test_at_1920_pixels_charts_use_the_width_and_stay_in_their_cards(
+    served: Served, context: Any
+) -> None:
+    w = Watched(context, served.url)
+    w.page.set_viewport_size({"width": 1920, "height": 1080})
+    sign_in(w, served)
+    for path, name in [("/?days=90", "overview"), ("/segments?run=behaviour", "segments")]:
+        w.page.goto(served.url + path)
+        w.page.wait_for_load_state("networkidle")
+        assert charts_overflowing(w.page) == []
+        widths = w.page.evaluate(
+            "() => [...document.querySelectorAll('svg.main-svg')].map(s => s.getBoundingClientRect().width)"
+        )
+        assert widths and min(widths) > 700, f"{name}: a chart left narrow on a wide screen"
+        w.page.screenshot(path=str(ARTIFACTS / f"{name}-1920.png"), full_page=True)
+    assert w.errors == [] and w.foreign == []

@@ -52,7 +52,7 @@ class Analysis:
         }
 
 
-def _events(store: Store, since: datetime | None, until: datetime | None) -> ir.Table:
+def period_events(store: Store, since: datetime | None, until: datetime | None) -> ir.Table:
     backend = store.ibis()
     latest = store.scalar("SELECT max(ts) FROM events")
     if latest is None:
@@ -70,6 +70,40 @@ def _visitor(e: ir.Table) -> ir.Value:
     return ibis.coalesce(e.user_id, "anon:" + e.anonymous_id)
 
 
+def marked(e: ir.Table) -> ir.Table:
+    """Events with ``visitor`` (None for what the shop sent: it makes no one active) and
+    ``first_line``: an order counts on the day (and week) of its first line, so an order whose
+    lines fall either side of midnight is one order and the daily counts add up."""
+    return e.mutate(
+        visitor=ibis.ifelse(e.event.isin(list(SYSTEM_EVENTS)), ibis.null("string"), _visitor(e)),
+        first_line=(e.event == ORDER) & (e.ts == e.ts.min().over(group_by=[e.event, e.order_id])),
+    )
+
+
+def daily_expr(e: ir.Table) -> ir.Table:
+    """Active visitors, buyers, orders and revenue per calendar day of the marked events
+    ``e`` (:func:`marked`): the one definition the trends analysis, the profile build's
+    ``activity_daily`` and the dashboard share."""
+    return (
+        e.mutate(day=e.ts.date())
+        .group_by("day")
+        .aggregate(
+            actives=ibis._.visitor.nunique(),
+            buyers=ibis._.user_id.nunique(where=ibis._.event == ORDER),
+            orders=ibis._.order_id.nunique(where=ibis._.first_line),
+            revenue=ibis._.revenue.sum(where=ibis._.event == ORDER).fill_null(0.0),
+        )
+    )
+
+
+def calendar_days(daily: pd.DataFrame) -> pd.DataFrame:
+    """``daily`` with every calendar day from its first to its last (a quiet day counts as 0
+    in averages)."""
+    daily = daily.assign(day=pd.to_datetime(daily["day"]))
+    calendar = pd.date_range(daily["day"].min(), daily["day"].max(), freq="D")
+    return daily.set_index("day").reindex(calendar, fill_value=0).rename_axis("day").reset_index()
+
+
 def trends(
     store: Store, *, since: datetime | None = None, until: datetime | None = None, weeks: int = 12
 ) -> Analysis:
@@ -81,38 +115,16 @@ def trends(
     weeks, as a share of their mean per week; week over week compares the last two.
     """
     weeks = bounded_int(weeks, "--weeks", lo=2, hi=int(MAX_DAYS // 7))
-    e = _events(store, since, until)
-    visitor = ibis.ifelse(e.event.isin(list(SYSTEM_EVENTS)), ibis.null("string"), _visitor(e))
-    # An order counts on the day (and week) of its first line, so an order whose lines fall
-    # either side of midnight is one order, and the daily counts add up to the period's total.
-    is_order = e.event == ORDER
-    e = e.mutate(
-        first_line=is_order & (e.ts == e.ts.min().over(group_by=[e.event, e.order_id])),
-    )
-    day = e.ts.date()
-    daily = (
-        e.mutate(day=day, visitor=visitor)
-        .group_by("day")
-        .aggregate(
-            actives=ibis._.visitor.nunique(),
-            buyers=ibis._.user_id.nunique(where=ibis._.event == ORDER),
-            orders=ibis._.order_id.nunique(where=ibis._.first_line),
-            revenue=ibis._.revenue.sum(where=ibis._.event == ORDER).fill_null(0.0),
-        )
-        .order_by("day")
-        .execute()
-    )
+    e = marked(period_events(store, since, until))
+    daily = daily_expr(e).order_by("day").execute()
     if daily.empty:
         raise NotFoundError("no events in that period")
-    daily["day"] = pd.to_datetime(daily["day"])
-    # Every calendar day, so that a quiet day counts as 0 in the 7-day averages.
-    calendar = pd.date_range(daily["day"].min(), daily["day"].max(), freq="D")
-    daily = daily.set_index("day").reindex(calendar, fill_value=0).rename_axis("day").reset_index()
+    daily = calendar_days(daily)
     for metric in ("actives", "orders", "revenue"):
         daily[f"{metric}_7d"] = daily[metric].rolling(7, min_periods=1).mean()
     week = e.ts.truncate("W")
     weekly = (
-        e.mutate(week=week, visitor=visitor)
+        e.mutate(week=week)
         .group_by("week")
         .aggregate(
             actives=ibis._.visitor.nunique(),
@@ -172,7 +184,7 @@ def funnel(
             f"--steps names unknown event {unknown[0]!r}",
             hint=f"use events such as: {', '.join(DEFAULT_FUNNEL)}",
         )
-    e = _events(store, since, until)
+    e = period_events(store, since, until)
     e = e.mutate(visitor=_visitor(e)).filter(e.event.isin(list(steps)))
     reached = e.filter(e.event == steps[0]).group_by("visitor").aggregate(t0=ibis._.ts.min())
     counts = [reached.count().execute()]
@@ -213,21 +225,29 @@ def cohorts(
 ) -> Analysis:
     """Monthly cohorts by first order; the share of each cohort ordering k months later."""
     months = bounded_int(months, "--months", lo=1, hi=int(MAX_DAYS // 30))
-    e = _events(store, since, until)
+    active = cohort_expr(period_events(store, since, until)).execute()
+    if active.empty:
+        raise NotFoundError("no orders to build cohorts from")
+    return retention(active, months)
+
+
+def cohort_expr(e: ir.Table) -> ir.Table:
+    """Customers per first-order month (``cohort``) ordering ``age`` months later: the one
+    definition the cohorts analysis and the profile build's ``activity_cohorts`` share."""
     orders = e.filter((e.event == ORDER) & e.user_id.notnull()).select(
         "user_id", month=e.ts.truncate("M")
     )
     first = orders.group_by("user_id").aggregate(cohort=ibis._.month.min())
     j = orders.join(first, "user_id")
     age = (j.month.year() - j.cohort.year()) * 12 + (j.month.month() - j.cohort.month())
-    active = (
-        j.mutate(age=age)
-        .group_by(["cohort", "age"])
-        .aggregate(customers=ibis._.user_id.nunique())
-        .execute()
+    return (
+        j.mutate(age=age).group_by(["cohort", "age"]).aggregate(customers=ibis._.user_id.nunique())
     )
-    if active.empty:
-        raise NotFoundError("no orders to build cohorts from")
+
+
+def retention(active: pd.DataFrame, months: int) -> Analysis:
+    """The cohorts analysis of :func:`cohort_expr`'s rows: each cohort's share ordering in
+    each later month, the last ``months`` cohorts."""
     size = active[active["age"] == 0].set_index("cohort")["customers"]
     matrix = active.pivot_table(index="cohort", columns="age", values="customers", fill_value=0)
     matrix = matrix.div(size, axis=0).reindex(
@@ -272,7 +292,7 @@ def baskets(
     if not 0 <= min_confidence <= 1:
         raise InputError(f"--min-confidence {min_confidence} must be between 0 and 1")
     top = bounded_int(top, "--top", lo=1, hi=MAX_ROWS)
-    e = _events(store, since, until)
+    e = period_events(store, since, until)
     lines = e.filter((e.event == ORDER) & e.order_id.notnull() & e.item_id.notnull())
     if level != "item":
         items = store.ibis().table("items")
@@ -332,7 +352,7 @@ def frequency(
     store: Store, *, since: datetime | None = None, until: datetime | None = None
 ) -> Analysis:
     """How many orders customers place, and the days between a customer's orders."""
-    e = _events(store, since, until)
+    e = period_events(store, since, until)
     orders = (
         e.filter((e.event == ORDER) & e.user_id.notnull() & e.order_id.notnull())
         .group_by(["user_id", "order_id"])

@@ -21,6 +21,7 @@ from jingzhun.config import CustomTrait, Settings
 from jingzhun.contracts.events import EVENT_COLUMNS as STORED_EVENT_COLUMNS
 from jingzhun.contracts.time import utcnow
 from jingzhun.errors import InputError, NotFoundError
+from jingzhun.profile import activity
 from jingzhun.profile import expr as ex
 from jingzhun.profile import traits as tr
 from jingzhun.profile.tags import TagPlan, plan_tags, write_tags
@@ -273,6 +274,7 @@ def build(store: Store, settings: Settings, as_of: datetime | None = None) -> Bu
             )
             store.run("CREATE INDEX profiles_user_id ON profiles (user_id)")
             tag_counts = write_tags(store, the_plan.tags, now)
+            activity.write(store, as_of)  # what the dashboard's overview reads
             users = store.scalar("SELECT count(*) FROM profiles")
             seconds = time.perf_counter() - started
             store.run(

@@ -12,16 +12,18 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from jingzhun.contracts.results import Result
 from jingzhun.contracts.time import parse_as_of
+from jingzhun.errors import InputError, NotFoundError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from jingzhun.config import Settings
+    from jingzhun.profile.activity import Activity
     from jingzhun.profile.analyze import Analysis
     from jingzhun.profile.build import BuildResult
     from jingzhun.store import Store
@@ -100,6 +102,24 @@ class Profiles:
         from jingzhun.profile.analyze import trends
 
         return trends(self._store, since=since, until=until, weeks=weeks)
+
+    def overview(self, days: int = 30, *, end: datetime | None = None) -> Activity:
+        """The dashboard overview's figures for the ``days`` calendar days up to ``end``
+        (default: just after the latest event) and the period before: daily activity, the
+        funnel and cohort retention, read from what the last profile build kept
+        (:mod:`jingzhun.profile.activity`) plus the days since, computed now."""
+        from jingzhun.profile.activity import PERIODS, overview
+
+        if days not in PERIODS:
+            raise InputError(
+                f"days={days!r}: the overview covers {', '.join(map(str, PERIODS))} days"
+            )
+        if end is None:
+            latest = self._store.scalar("SELECT max(ts) FROM events")
+            if latest is None:
+                raise NotFoundError("the store has no events yet", hint="ingest events first")
+            end = latest + timedelta(microseconds=1)
+        return overview(self._store, days, end)
 
     def funnel(
         self,

@@ -38,6 +38,10 @@ register(
         "daily_trends": ("Daily active visitors and revenue", "每日活跃访客与销售额"),
         "visitors": ("Visitors", "访客"),
         "web_funnel": ("Funnel", "转化漏斗"),
+        "web_as_of_build": (
+            "Daily figures are live; the funnel and cohorts are as of the last profile build ({when}).",
+            "每日数据为实时；漏斗与留存截至最近一次画像构建（{when}）。",
+        ),
         "funnel_step": ("Step", "步骤"),
         "share_of_first": ("Share of the first step", "占首步比例"),
         "web_cohorts": ("Monthly retention by first-order cohort", "按首单月份的月留存"),

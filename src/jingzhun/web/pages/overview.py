@@ -3,7 +3,6 @@ cohort retention and the health of ingest."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from jingzhun.api.deps import get_state
-from jingzhun.errors import NotFoundError
 from jingzhun.ingest import read as ingest_read
 from jingzhun.report.html import figure
 from jingzhun.report.i18n import Translator
@@ -30,20 +28,27 @@ def overview(request: Request, days: str | None = None) -> Response:
     span = n if n in PERIODS else 30
     ws = get_state(request).readers.get()
     t = Translator(lang_of(request))
-    summary = ingest_read.summary(ws.store)
-    if not summary["events_to"]:
+    health = ingest_read.health(ws.store)
+    if not health["events_to"]:
         return render(request, "overview.html", session, empty=True, days=span, periods=PERIODS)
-    end = pd.Timestamp(summary["events_to"]).to_pydatetime() + timedelta(microseconds=1)
-    now, before = _period(ws, end, span), _period(ws, end - timedelta(days=span), span)
+    activity = ws.profiles.overview(span)
+    before, now = (
+        _period(activity.daily.iloc[:span], span),
+        _period(activity.daily.iloc[span:], span),
+    )
     kpis = [
-        _kpi(t("users"), summary["tables"]["users"], None, "int"),
+        _kpi(t("users"), health["tables"]["users"], None, "int"),
         _kpi(t("avg_daily_active"), now["active"], before["active"], "float"),
         _kpi(t("orders"), now["orders"], before["orders"], "int"),
         _kpi(t("revenue"), now["revenue"], before["revenue"], "money"),
         _kpi(t("aov"), now["aov"], before["aov"], "money"),
         _kpi(t("daily_conversion"), now["conversion"], before["conversion"], "pct"),
     ]
-    charts = [_trend_chart(now["daily"], t), _funnel_chart(ws, end, span, t), _cohort_chart(ws, t)]
+    charts = [
+        _trend_chart(activity.daily.iloc[span:], t),
+        _funnel_chart(activity.funnel, t),
+        _cohort_chart(activity.cohorts, t),
+    ]
     return render(
         request,
         "overview.html",
@@ -53,21 +58,17 @@ def overview(request: Request, days: str | None = None) -> Response:
         periods=PERIODS,
         kpis=kpis,
         charts=[c for c in charts if c],
-        quarantine=summary["quarantine_open"],
-        tables=summary["tables"],
+        as_of=activity.as_of,
+        quarantine=health["quarantine_open"],
+        tables=health["tables"],
     )
 
 
-def _period(ws: Any, end: Any, days: int) -> dict[str, Any]:
-    """The overview's figures for the ``days`` before ``end``."""
-    try:
-        daily = ws.profiles.trends(since=end - timedelta(days=days), until=end).tables["daily"]
-    except NotFoundError:
-        daily = pd.DataFrame(columns=["day", "actives", "buyers", "orders", "revenue"])
+def _period(daily: pd.DataFrame, days: int) -> dict[str, Any]:
+    """The overview's figures for one period's ``days`` days."""
     orders, revenue = float(daily["orders"].sum()), float(daily["revenue"].sum())
     actives = float(daily["actives"].sum())
     return {
-        "daily": daily,
         "active": actives / days,
         "orders": orders,
         "revenue": revenue,
@@ -103,13 +104,9 @@ def _trend_chart(daily: pd.DataFrame, t: Translator) -> str | None:
     return figure(fig)
 
 
-def _funnel_chart(ws: Any, end: Any, days: int, t: Translator) -> str | None:
+def _funnel_chart(steps: pd.DataFrame, t: Translator) -> str | None:
     import plotly.graph_objects as go
 
-    try:
-        steps = ws.profiles.funnel(since=end - timedelta(days=days), until=end).tables["steps"]
-    except NotFoundError:
-        return None
     if steps.empty:
         return None
     labels = [t(s) for s in steps["step"]]
@@ -120,13 +117,9 @@ def _funnel_chart(ws: Any, end: Any, days: int, t: Translator) -> str | None:
     return figure(fig, height=320)
 
 
-def _cohort_chart(ws: Any, t: Translator) -> str | None:
+def _cohort_chart(retention: pd.DataFrame, t: Translator) -> str | None:
     import plotly.graph_objects as go
 
-    try:
-        retention = ws.profiles.cohorts(months=12).tables["retention"]
-    except NotFoundError:
-        return None
     months = [c for c in retention.columns if c.startswith("m") and c[1:].isdigit()]
     if retention.empty or not months:
         return None
