@@ -87,6 +87,15 @@ def test_the_kept_activity_equals_the_analyses_before_and_after_new_events(
         mine = ws.profiles.overview(30).daily.set_index("day").loc[daily.index]
         pd.testing.assert_frame_equal(mine, daily, **SAME)
 
+        # A build as of an earlier time keeps no day from its as_of's on.
+        earlier = pd.Timestamp(end).normalize() - pd.Timedelta(days=10, hours=-6)
+        ws.profiles.build(earlier.to_pydatetime())
+        kept = ws.sql("SELECT * FROM activity_daily ORDER BY day")
+        assert kept["day"].max() == earlier.normalize() - pd.Timedelta(days=1)
+        ws.store.run("DELETE FROM activity_kept")
+        ws.profiles.build(earlier.to_pydatetime())
+        pd.testing.assert_frame_equal(kept, ws.sql("SELECT * FROM activity_daily ORDER BY day"))
+
 
 def _end(ws: Workspace):
     latest = pd.Timestamp(ws.sql("SELECT max(ts) AS t FROM events")["t"][0]).to_pydatetime()

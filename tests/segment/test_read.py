@@ -160,3 +160,19 @@ def test_export_members_errors_name_the_run_and_the_file(seg_ws: Workspace, tmp_
     with pytest.raises(InputError, match=r"--out .*unknown extension \(none\)"):
         read.export_members(seg_ws.store, "value", tmp_path / "members")
     assert not list(tmp_path.glob("m*"))
+
+
+def test_members_page_reads_one_page_of_a_run_or_of_a_segment(seg_ws: Workspace) -> None:
+    every = seg_ws.segments.members()
+    first, total = seg_ws.segments.members_page(page=1, size=7)
+    assert total == len(every)
+    pd.testing.assert_frame_equal(first, every.iloc[:7].reset_index(drop=True))
+    second, _ = seg_ws.segments.members_page(page=2, size=7)
+    pd.testing.assert_frame_equal(second, every.iloc[7:14].reset_index(drop=True))
+    code = every["segment"].iloc[0]
+    one, n = seg_ws.segments.members_page(segment=code, page=1, size=1000)
+    assert n == (every["segment"] == code).sum() == len(one)
+    assert set(one["segment"]) == {code}
+    assert seg_ws.segments.members_page(segment="no such", page=1)[1] == 0
+    beyond, _ = seg_ws.segments.members_page(page=10_000, size=7)
+    assert beyond.empty

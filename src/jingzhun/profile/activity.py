@@ -53,18 +53,23 @@ def write(store: Store, as_of: datetime) -> None:
     e = analyze.period_events(store, None, as_of)
     day0 = pd.Timestamp(as_of).normalize().to_pydatetime()
     start = _changed_since(store)
-    marked = analyze.period_events(store, start - timedelta(days=1), as_of) if start else e
-    complete = analyze.marked(marked).filter(ibis._.ts < ibis.literal(day0, type="timestamp"))
-    if start is not None:  # the day before only for the orders' first lines
-        complete = complete.filter(ibis._.ts >= ibis.literal(start, type="timestamp"))
-        store.run("DELETE FROM activity_daily WHERE day >= ?::DATE", [start])
-    else:
+    if start is None:
         store.run("DELETE FROM activity_daily")
-    daily_sql = ibis.to_sql(analyze.daily_expr(complete), dialect="duckdb")
-    store.run(
-        "INSERT INTO activity_daily SELECT day, actives, buyers, orders, revenue "
-        f"FROM ({daily_sql})"
-    )
+    else:  # and the days from as_of's on, kept by a build as of a later time
+        store.run("DELETE FROM activity_daily WHERE day >= ?::DATE", [min(start, day0)])
+    if start is None or start < day0:
+        # the day before ``start`` only for the orders' first lines
+        since = None if start is None else start - timedelta(days=1)
+        complete = analyze.marked(analyze.period_events(store, since, as_of)).filter(
+            ibis._.ts < ibis.literal(day0, type="timestamp")
+        )
+        if start is not None:
+            complete = complete.filter(ibis._.ts >= ibis.literal(start, type="timestamp"))
+        daily_sql = ibis.to_sql(analyze.daily_expr(complete), dialect="duckdb")
+        store.run(
+            "INSERT INTO activity_daily SELECT day, actives, buyers, orders, revenue "
+            f"FROM ({daily_sql})"
+        )
     cohort_sql = ibis.to_sql(analyze.cohort_expr(e), dialect="duckdb")
     store.run("DELETE FROM activity_cohorts")
     store.run(f"INSERT INTO activity_cohorts SELECT cohort, age, customers FROM ({cohort_sql})")

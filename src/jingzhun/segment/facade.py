@@ -143,6 +143,16 @@ class Segments:
 
         return members_of(self._store, resolve(self._store, ref)["run_id"])
 
+    def members_page(
+        self, ref: str | None = None, *, segment: str | None = None, page: int = 1, size: int = 50
+    ) -> tuple[pd.DataFrame, int]:
+        """Page ``page`` (from 1) of ``size`` members of a run, of one ``segment`` or all, by
+        user id; and how many members there are (the dashboard's member table)."""
+        from jingzhun.segment.runs import members_page, resolve
+
+        run_id = resolve(self._store, ref)["run_id"]
+        return members_page(self._store, run_id, segment, (max(page, 1) - 1) * size, size)
+
     def export(self, out: str | os.PathLike[str], ref: str | None = None) -> int:
         """Write a run's members to Parquet or CSV (by extension); the rows written."""
         from jingzhun.segment.read import export_members

@@ -432,6 +432,27 @@ def members_of(store: Store, run_id: str) -> pd.DataFrame:
     ).df()
 
 
+def members_page(
+    store: Store, run_id: str, segment: str | None, offset: int, limit: int
+) -> tuple[pd.DataFrame, int]:
+    """One page of a run's members (as :func:`members_of`, by user id), of one segment or all,
+    and how many there are: read with LIMIT/OFFSET, so a page of a million-member run costs
+    milliseconds, not the whole table."""
+    where, params = "m.run_id = ?", [run_id]
+    if segment is not None:
+        where, params = where + " AND m.segment = ?", [*params, segment]
+    total = store.scalar(f"SELECT count(*) FROM segment_members m WHERE {where}", params)
+    page = store.sql(
+        f"""
+        SELECT m.user_id, m.segment, p.label, m.fitted, m.assigned_at
+        FROM segment_members m LEFT JOIN segment_portraits p USING (run_id, segment)
+        WHERE {where} ORDER BY m.user_id LIMIT ? OFFSET ?
+        """,
+        [*params, int(limit), int(offset)],
+    ).df()
+    return page, int(total)
+
+
 def user_segments(store: Store, user_id: str) -> list[dict[str, Any]]:
     """The user's segment in every active run (run_id, name, segment, label, fitted), newest
     run first; empty when the user is in none."""

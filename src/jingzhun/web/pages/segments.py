@@ -32,15 +32,16 @@ def segments_page(
         info = dataclasses.asdict(ws.segments.get(run, lang=lang))
     except NotFoundError:
         return problem(request, session, 404, "no_such_run", value=run, back="/segments")
-    members = ws.segments.members(info["run_id"])
+    run_id = info["run_id"]
+    at = number(page, 1)
+    shown, total = ws.segments.members_page(run_id, segment=segment or None, page=at, size=PAGE)
+    pages = max(1, -(-total // PAGE))
+    if at > pages:  # past the end: the last page
+        at = pages
+        shown, total = ws.segments.members_page(run_id, segment=segment or None, page=at, size=PAGE)
     # the portraits' names, in the page's language
     names = {p["segment"]: p["label"] for p in info["portraits"]}
-    members = members.assign(label=members["segment"].map(names).fillna(members["label"]))
-    if segment:
-        members = members[members["segment"] == segment]
-    pages = max(1, -(-len(members) // PAGE))
-    at = min(number(page, 1), pages)
-    shown = members.iloc[(at - 1) * PAGE : at * PAGE]
+    shown = shown.assign(label=shown["segment"].map(names).fillna(shown["label"]))
     return render(
         request,
         "segments.html",
@@ -51,7 +52,7 @@ def segments_page(
         portraits=portrait_frame(info).to_dict("records"),
         charts=run_charts(ws, t, info),
         members=shown.to_dict("records"),
-        member_count=len(members),
+        member_count=total,
         segment=segment,
         page=at,
         pages=pages,
