@@ -367,6 +367,10 @@ CROSS_STAGE: dict[tuple[str, str], str] = {
     ("jingzhun.recommend.serving", "jingzhun.segment.runs"): (
         "serving says which segment a user is in, from the run the model was trained with"
     ),
+    ("jingzhun.recommend.rules", "jingzhun.segment.read"): (
+        "a 'popular in your segment' reason names the segment as the segment stage words its "
+        "portrait names in each language (label_text)"
+    ),
 }
 #: Above every stage: the public API, the Workspace facade, the demo. They may import any part
 #: of the core, never a front end.

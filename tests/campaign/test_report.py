@@ -226,3 +226,16 @@ def test_orders_after_a_click_are_credited_to_the_campaign(loop: Loop) -> None:
     assert got["model"] == "last_touch"
     assert got["orders"] == len(credited) > 0
     assert got["revenue"] == pytest.approx(credited["revenue"].sum(), abs=0.01)
+
+
+def test_the_headline_is_the_report_s_conversion_lift_for_less(loop: Loop) -> None:
+    h = loop.ws.evaluate.headline("loop")
+    assert h.conversion == loop.report.conversion
+    assert (h.treatment, h.control) == (
+        loop.report.funnel["treatment"],
+        loop.report.funnel["control"],
+    )
+    assert h.window_complete == loop.report.window_complete
+    assert h.window_days == loop.report.window_days
+    with pytest.raises(NotFoundError):
+        loop.ws.evaluate.headline("nope")

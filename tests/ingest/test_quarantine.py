@@ -767,3 +767,26 @@ def test_replay_rows_whose_keys_differ_only_in_case_name_both_rows(
     with pytest.raises(InputError, match=r"line 2: row key 'note' and 'Note' \(.*line 1\)"):
         ws.quarantine_replay(file=path)
     assert open_rows(ws) == OPEN
+
+
+def test_a_line_of_reasons_selects_its_rows_by_kind_and_group(
+    ws: Workspace, batch: BatchResult, write: Write
+) -> None:
+    """The dashboard pages the rows of one reason as reasons() lists it (values elided)."""
+    ws.ingest(
+        "events",
+        [
+            write(
+                "more.csv",
+                "event,user_id,item_id,order_id,price,ts\norder_completed,u9,i9,o9,-8,2024-01-09\n",
+            )
+        ],
+    )
+    group = Selection(kind="events", group="price: … is below 0")
+    rows = ws.ingest.quarantine.rows(group)
+    assert rows["reason"].tolist() == ["price: '-3' is below 0", "price: '-8' is below 0"]
+    assert ws.ingest.quarantine.page(group, limit=1)["line_no"].tolist() == [3]
+    assert ws.ingest.quarantine.rows(Selection(kind="users", group="price: … is below 0")).empty
+    assert ws.ingest.quarantine.rows(Selection(group="price: …")).empty, "exact, not a prefix"
+    assert ws.ingest.quarantine.discard(group) == 2
+    assert [r for r in ws.quarantine_reasons()["reason"] if "below" in r] == []

@@ -198,3 +198,45 @@ def test_export_profiles_to_parquet_and_csv(shop_ws: Workspace, tmp_path: Path) 
         read.export_profiles(shop_ws.store, tmp_path / "p.txt")
     with pytest.raises(InputError, match="--out"):
         read.export_profiles(shop_ws.store, shop_ws.path)
+
+
+def test_find_users_by_the_beginning_of_their_id(shop_ws: Workspace) -> None:
+    found = read.find_users(shop_ws.store, "u")
+    assert list(found["user_id"]) == ["u1", "u2", "u3"]
+    assert list(found.columns) == [
+        "user_id", "frequency", "monetary", "last_seen", "days_since_seen", "rfm_segment",
+    ]  # fmt: skip
+    assert list(read.find_users(shop_ws.store, "u2")["user_id"]) == ["u2"]
+    assert list(read.find_users(shop_ws.store, "", limit=2)["user_id"]) == ["u1", "u2"]
+    # the biggest spenders first; a user without orders last
+    assert list(read.find_users(shop_ws.store, by="monetary")["user_id"]) == ["u1", "u2", "u3"]
+    assert read.find_users(shop_ws.store, "u1")["monetary"].iloc[0] == 158.0
+    # wildcards are characters, not patterns; hostile text is only a value
+    for nothing in ("%", "_1", "u%", "'; DROP TABLE profiles; --", "x" * 10_000):
+        assert read.find_users(shop_ws.store, nothing).empty
+    with pytest.raises(InputError, match="limit"):
+        read.find_users(shop_ws.store, "u", limit=0)
+    with pytest.raises(InputError, match="by"):
+        read.find_users(shop_ws.store, "u", by="score; DROP")
+    assert list(shop_ws.profiles.search("u", limit=1)["user_id"]) == ["u1"]
+
+
+def test_find_users_needs_profiles(ws: Workspace) -> None:
+    with pytest.raises(NotFoundError, match="no profiles yet"):
+        read.find_users(ws.store, "u")
+
+
+def test_user_activity_counts_events_per_week_with_the_devices(shop_ws: Workspace) -> None:
+    activity = read.user_activity(shop_ws.store, "u2")
+    rows = [(str(r.week.date()), r.event, int(r.n)) for r in activity.itertuples()]
+    assert rows == [
+        ("2024-02-26", "page_viewed", 1),  # Sunday 3 March, as device d2, before signing up
+        ("2024-02-26", "signed_up", 1),
+        ("2024-03-04", "order_completed", 1),  # from Monday 4 March
+        ("2024-03-04", "product_added", 1),
+        ("2024-03-04", "product_viewed", 1),
+    ]
+    # every event is counted once, including those after the profile's as_of
+    assert read.user_activity(shop_ws.store, "u1")["n"].sum() == 8
+    assert read.user_activity(shop_ws.store, "u3").empty
+    assert shop_ws.profiles.user_activity("nobody").empty

@@ -168,3 +168,51 @@ def test_a_batch_the_stage_wrote(tmp_path: Path) -> None:
             assert recs["rank"].tolist() == list(range(1, len(recs) + 1))
             assert recs["score"].is_monotonic_decreasing
         assert read.reason_counts(ws.store)["n"].sum() == rows
+
+
+def test_catalog_items_by_id(batch_ws: Workspace) -> None:
+    found = read.catalog_items(batch_ws.store, ["i2", "i3", "unknown", "i2"])
+    assert found == {
+        "i2": {"title": "Blue pot", "category": "home", "brand": None, "price": 40.0},
+        "i3": {"title": None, "category": "home", "brand": None, "price": 5.0},
+    }
+    assert read.catalog_items(batch_ws.store, []) == {}
+    assert batch_ws.recs.items(["i1"])["i1"]["title"] == "Red cup"
+
+
+#: Item events over two weeks: i1 seen by three visitors (one twice, one a device) in the last
+#: week, i2 by two, i3 by one and i4 only long before; a page view has no item.
+POPULAR = """event_id,event,user_id,anonymous_id,order_id,item_id,quantity,price,revenue,ts
+p1,product_viewed,u1,,,i1,,,,2024-03-10 10:00:00
+p2,product_added,u1,,,i1,,,,2024-03-10 10:05:00
+p3,product_viewed,,d9,,i1,,,,2024-03-11 10:00:00
+p4,order_completed,u2,,o1,i1,1,10,10,2024-03-12 10:00:00
+p5,product_viewed,u2,,,i2,,,,2024-03-12 11:00:00
+p6,product_viewed,u3,,,i2,,,,2024-03-13 11:00:00
+p7,product_viewed,u3,,,i3,,,,2024-03-14 11:00:00
+p8,product_viewed,u1,,,i4,,,,2024-02-01 11:00:00
+p9,product_viewed,u2,,,i4,,,,2024-02-01 11:00:00
+p10,product_viewed,u3,,,i4,,,,2024-02-01 11:00:00
+p11,product_viewed,u4,,,i4,,,,2024-02-01 11:00:00
+p12,page_viewed,u4,,,,,,,2024-03-14 12:00:00
+"""
+
+
+def test_popular_items_are_the_most_visited_lately(tmp_path: Path) -> None:
+    with Workspace.open(tmp_path / "store.duckdb") as ws:
+        assert read.popular_items(ws.store).empty
+        for kind, text in (("items", ITEMS), ("events", POPULAR)):
+            path = tmp_path / f"{kind}.csv"
+            path.write_text(text, encoding="utf-8")
+            assert ws.ingest(kind, [path]).quarantined == 0
+        top = read.popular_items(ws.store, days=7)
+        assert list(top["item_id"]) == ["i1", "i2", "i3"]
+        assert list(top["visitors"]) == [3, 2, 1], "a visitor counts once; a device too"
+        assert list(top["title"].iloc[:2]) == ["Red cup", "Blue pot"] and pd.isna(top["title"][2])
+        assert set(top["category"]) == {"home"}
+        assert list(read.popular_items(ws.store, days=60)["item_id"]) == ["i4", "i1", "i2", "i3"]
+        assert list(ws.recs.popular(1, days=7)["item_id"]) == ["i1"]
+        with pytest.raises(InputError, match="limit"):
+            read.popular_items(ws.store, limit=0)
+        with pytest.raises(InputError, match="days"):
+            read.popular_items(ws.store, days=0)

@@ -212,6 +212,20 @@ def test_reason_text_in_english_and_chinese() -> None:
     assert reason_text("interest:茶", "zh") == "符合您对茶的兴趣"
     assert reason_text("segment:vip", "zh") == "在您所在的群体vip中很受欢迎"
     assert reason_text("popular", "zh") == "当前热门"
+    # A segment named by its portrait, in the language; an unnamed one by its id.
+    names = {"vip": "High spend · frequent buyers · toys"}
+    assert (
+        reason_text("segment:vip", "en", segments=names)
+        == 'popular in your segment "High spend · frequent buyers · toys"'
+    )
+    assert (
+        reason_text("segment:vip", "zh", segments=names)
+        == "在您所在的群体「高消费 · 高频购买 · toys」中很受欢迎"
+    )
+    assert reason_text("segment:2", "zh", segments=names) == "在您所在的群体2中很受欢迎"
+    assert reason_text("segment:vip", "fr", segments=names).startswith(
+        'popular in your segment "High'
+    )
     # Unknown language: English; unknown kind: the code itself; nothing: "".
     assert reason_text("popular", "fr") == "popular right now"
     assert reason_text("mystery:1") == "mystery:1"

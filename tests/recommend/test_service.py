@@ -212,7 +212,13 @@ def test_a_user_without_history_gets_their_segments_favourites(
     result = rec.for_user(user, k=5)
     assert result["cold_start"] is True and result["segment"] == segment
     assert [i["reason"] for i in result["items"]] == [f"segment:{segment}"] * 5
-    assert result["items"][0]["explanation"] == f"popular in your segment {segment}"
+    # the segment named by its portrait
+    label = ws.sql(
+        "SELECT label FROM segment_portraits WHERE run_id = 'kmeans-1' AND segment = ?", [segment]
+    )["label"].iloc[0]
+    assert result["items"][0]["explanation"] == f'popular in your segment "{label}"'
+    zh = rec.for_user(user, k=1, lang="zh")["items"][0]["explanation"]
+    assert zh.startswith("在您所在的群体「") and zh.endswith("」中很受欢迎")
     pop = _popularity_part(rec.model)
     g = list(pop.groups_).index(segment)
     assert ids(result) == _top_allowed(pop.by_group_[g], rec, 5)

@@ -460,3 +460,36 @@ def test_no_section_without_a_sent_campaign(
         assert campaign_sections.campaigns(ws, t) is None  # no campaign at all
         ws.campaigns.create(tmp_path / "draft.toml")
         assert campaign_sections.campaigns(ws, t) is None  # a draft only
+
+
+def test_one_campaign_s_block_is_public_and_the_same_as_the_report_s(loop: Loop) -> None:
+    """The dashboard's campaign page shows ``campaign_report``: the report's own block."""
+    from jingzhun.errors import InputError, NotFoundError
+
+    t = Translator("en")
+    block = campaign_sections.campaign_report(loop.ws, t, "spring")
+    assert block.startswith('<div class="campaign" id="campaign-spring" data-campaign="spring"')
+    shown = _campaign(loop.page_en, "spring")
+    for part in ("funnel", "rates", "incremental", "effect", "variants"):
+        assert _table(block, part) == _table(shown, part)
+    assert len(_figures(block)) == 4
+    assert block.count('<div class="card chart-card"><div class="chart">') == 4, "each in a card"
+    assert "No evaluation" in campaign_sections.campaign_report(loop.ws, t, "single")
+    with pytest.raises(InputError, match="has not been sent"):
+        campaign_sections.campaign_report(loop.ws, t, "later")
+    with pytest.raises(NotFoundError):
+        campaign_sections.campaign_report(loop.ws, t, "nope")
+    zh = campaign_sections.campaign_report(loop.ws, Translator("zh"), "spring")
+    assert "邮件" in zh.split("</h3>")[0], "the channel in the language"
+
+
+def test_the_headline_is_the_report_s_conversion_lift(loop: Loop) -> None:
+    from jingzhun.errors import InputError
+
+    for name in ("spring", "autumn"):
+        h = loop.ws.evaluate.headline(name)
+        r = loop.reports[name]
+        assert h.conversion == r.conversion and h.window_complete == r.window_complete
+    for name in ("single", "later"):  # an empty arm; never sent
+        with pytest.raises(InputError):
+            loop.ws.evaluate.headline(name)

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,9 +41,11 @@ class ProfileBuild(_Params):
 class SegmentRun(_Params):
     method: Literal["rfm", "kmeans", "hierarchical", "dbscan", "hdbscan", "gmm", "som"] = "kmeans"
     name: str | None = Field(None, max_length=64)
-    k: int | Literal["auto"] | None = Field("auto", description="Segments, or auto.")
+    k: Annotated[int, Field(ge=2, le=1000)] | Literal["auto"] | None = Field(
+        "auto", description="Segments, or auto."
+    )
     features: list[str] | None = Field(None, max_length=200)
-    random_state: int = 0
+    random_state: int = Field(0, ge=0, le=2**32 - 1)
 
 
 class RecommendTrain(_Params):

@@ -100,13 +100,15 @@ def draw(store: Store, spec: CampaignSpec, *, now: datetime | None = None) -> Dr
         spec.control.stratify if isinstance(spec.control.stratify, str) else None
     )
     if a.segment:
-        sql, params, _ = members_query(store, a.run, a.segment_code, param="[audience] segment")
+        sql, params, _ = _members(
+            store, a.segment.partition(":")[0], a.segment_code, "[audience] segment"
+        )
         store.run(
             f"DELETE FROM {AUDIENCE} WHERE user_id NOT IN (SELECT user_id FROM ({sql}))", params
         )
     if segment_run:
         where = "[audience] segment" if a.segment else "[control] stratify"
-        sql, params, _ = members_query(store, segment_run, param=where)
+        sql, params, _ = _members(store, segment_run, None, where)
         store.run(
             f"UPDATE {AUDIENCE} SET segment = m.segment FROM ({sql}) m "
             f"WHERE m.user_id = {AUDIENCE}.user_id",
@@ -146,6 +148,19 @@ def draw(store: Store, spec: CampaignSpec, *, now: datetime | None = None) -> Dr
         steps.append(_step(store, f"random share {a.share:g}", steps, matched))
     _assign(store, spec, stratify=segment_run if spec.control.stratify else None)
     return _describe(store, spec, now, matched, steps)
+
+
+def _members(
+    store: Store, run: str, segment: str | None, where: str
+) -> tuple[Sql, list[object], str]:
+    """The segment stage's query of a run's members; an unknown run is an error naming the
+    spec's field (``[audience] segment: no segment run …``), as an unknown segment is."""
+    try:
+        return members_query(store, run, segment, param=where)
+    except NotFoundError as exc:
+        if exc.message.startswith(where):
+            raise
+        raise NotFoundError(f"{where}: {exc.message}", hint=exc.hint) from None
 
 
 def _matched(store: Store, spec: CampaignSpec, now: datetime) -> None:

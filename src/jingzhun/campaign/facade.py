@@ -32,7 +32,8 @@ from jingzhun.errors import ConflictError, InputError, NotFoundError
 from jingzhun.ingest.read import contacts_query, order_totals
 from jingzhun.outputs import check_output_path
 from jingzhun.predict.read import score_query
-from jingzhun.store import Store
+from jingzhun.profile.build import profile_columns
+from jingzhun.store import Registry, Store
 
 
 @dataclasses.dataclass
@@ -57,6 +58,24 @@ class Preview(Result):
     audience: dict[str, Any]
     expected: dict[str, Any] | None
     samples: list[dict[str, Any]]
+
+
+@dataclasses.dataclass
+class Estimate(Result):
+    """A spec's audience drawn now, and what messaging its treatment arm is expected to earn
+    by the uplift model's scores (``expected`` None, and ``reason`` saying why, when no user
+    has an uplift score)."""
+
+    audience: Draw
+    expected: dict[str, Any] | None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "audience": self.audience.to_dict(),
+            "expected": self.expected,
+            "reason": self.reason,
+        }
 
 
 #: The languages content and reasons are rendered in.
@@ -154,12 +173,14 @@ class Campaigns:
         )
 
     def list(self) -> pd.DataFrame:
-        """Every campaign, newest first, with its members and deliveries sent."""
+        """Every campaign, newest first, with its deliveries sent, held out (control) and
+        failed, and its spec's ``description`` (None when it has none)."""
         return self.store.sql(
             """SELECT c.name, c.channel, c.state, c.created_at, c.sent_at,
                       count(d.user_id) FILTER (d.state = 'sent') AS sent,
                       count(d.user_id) FILTER (d.state = 'control') AS control,
-                      count(d.user_id) FILTER (d.state = 'failed') AS failed
+                      count(d.user_id) FILTER (d.state = 'failed') AS failed,
+                      json_extract_string(c.spec, '$.description') AS description
                FROM campaigns c LEFT JOIN deliveries d ON d.campaign = c.name
                GROUP BY ALL ORDER BY c.created_at DESC, c.name"""
         ).df()
@@ -172,11 +193,58 @@ class Campaigns:
         parsed = spec if isinstance(spec, CampaignSpec) else spec_from_json(spec)
         return draw(self.store, parsed, now=now)
 
+    def estimate(
+        self, spec: CampaignSpec | dict[str, Any], *, now: datetime | None = None
+    ) -> Estimate:
+        """What a campaign builder shows as conditions change: the spec checked as
+        :meth:`create` checks it (fields, templates compiled, references resolved), its
+        audience drawn now without storing anything, and the expected incremental profit of
+        messaging the treatment arm (see :meth:`expected_profit`).
+
+        Raises
+        ------
+        InputError / NotFoundError
+            The spec's first problem, naming the field
+            (:func:`~jingzhun.campaign.spec.problem_field` finds it).
+
+        Examples
+        --------
+        >>> e = ws.campaigns.estimate({"name": "x", "channel": "ads",
+        ...                            "audience": {"where": "frequency >= 1"}})  # doctest: +SKIP
+        >>> e.audience.treatment, e.expected["incremental_profit"]             # doctest: +SKIP
+        (412, 37.5)
+        """
+        parsed = spec if isinstance(spec, CampaignSpec) else spec_from_json(spec)
+        Renderer(parsed)  # a template that does not compile is named now, not at the send
+        d = draw(self.store, parsed, now=now)
+        expected = self._expected(parsed, d)
+        reason = None
+        if expected is None:
+            reason = "no user has an uplift score yet; run jingzhun predict score uplift"
+        return Estimate(d, expected, reason)
+
+    def traits(self) -> dict[str, str]:
+        """The profile traits an audience's ``where`` condition can name, with their DuckDB
+        types (numbers, flags, text; not ids, times or lists).
+
+        Raises
+        ------
+        NotFoundError
+            No profiles have been built.
+        """
+        usable = ("BIGINT", "INTEGER", "DOUBLE", "FLOAT", "BOOLEAN", "VARCHAR", "DECIMAL")
+        return {
+            name: kind
+            for name, kind in profile_columns(self.store).items()
+            if name != "user_id" and kind.startswith(usable) and "[" not in kind
+        }
+
     def preview(
         self, name: str, *, sample: int = 5, lang: str = "en", now: datetime | None = None
     ) -> Preview:
         """Audience size after each step, composition, expected incremental conversions and
-        profit from the uplift scores (when there are any), and ``sample`` rendered messages.
+        profit from the uplift scores (when there are any), and ``sample`` rendered messages
+        (one of each variant in turn).
 
         Raises
         ------
@@ -191,9 +259,13 @@ class Campaigns:
         samples: list[dict[str, Any]] = []
         if renderer is not None:
             delivery._render_drawn(self.store, spec, renderer, lang=lang)
+            # One of each variant in turn (A/B/n shows every version), then the next of each.
             members = self.store.sql(
-                f"SELECT user_id, variant, NULL AS recommendations FROM {AUDIENCE} "
-                "WHERE excluded IS NULL AND arm = 'treatment' ORDER BY u_variant LIMIT ?",
+                f"""SELECT user_id, variant, NULL AS recommendations FROM (
+                        SELECT user_id, variant, u_variant, row_number() OVER (
+                            PARTITION BY variant ORDER BY u_variant, user_id) AS turn
+                        FROM {AUDIENCE} WHERE excluded IS NULL AND arm = 'treatment')
+                    ORDER BY turn, variant LIMIT ?""",
                 [sample],
             ).df()
             for c, variant in zip(
@@ -214,8 +286,20 @@ class Campaigns:
         return Preview(spec.name, d.to_dict(), self._expected(spec, d), samples)
 
     def _expected(self, spec: CampaignSpec, d: Draw) -> dict[str, Any] | None:
-        """Incremental conversions and profit if the treatment arm is messaged, from the
-        active uplift model's scores (None when nothing was uplift-scored)."""
+        """Incremental conversions and profit if the treatment arm of the draw ``d`` left in
+        ``_jz_audience`` is messaged (None when nothing was uplift-scored).
+
+        Each treatment member's uplift score is the change in their chance to order in the
+        window that the message causes (:mod:`jingzhun.predict.uplift_learners`), so their
+        sum is the expected incremental conversions; each is worth an average order (the
+        store's revenue over its orders) times ``[offer] margin``, and every message costs
+        ``[offer] cost_per_message``::
+
+            profit = sum(uplift) * average_order_value * margin - cost_per_message * treated
+
+        Members without a score count as zero uplift (``scored`` says how many had one). The
+        model named is the active uplift model of the registry (``predict score uplift``
+        scores with it)."""
         try:
             sql, params = score_query(self.store, "uplift")
         except NotFoundError:
@@ -230,13 +314,18 @@ class Campaigns:
         conversions = float(uplift or 0.0)
         cost = spec.offer.cost_per_message * d.treatment
         profit = conversions * aov * spec.offer.margin - cost
+        model = Registry(self.store).active("uplift")
         return {
             "treated": d.treatment,
             "scored": int(scored),
             "incremental_conversions": round(conversions, 2),
             "average_order_value": round(aov, 2),
+            "margin": spec.offer.margin,
+            "cost_per_message": spec.offer.cost_per_message,
             "cost": round(cost, 2),
             "incremental_profit": round(profit, 2),
+            "model_id": None if model is None else model.model_id,
+            "model": None if model is None else model.method,
         }
 
     # -- sending --------------------------------------------------------------------------------
@@ -387,4 +476,4 @@ class Campaigns:
         ).df()
 
 
-__all__ = ["CampaignInfo", "Campaigns", "Preview"]
+__all__ = ["CampaignInfo", "Campaigns", "Estimate", "Preview"]

@@ -42,11 +42,19 @@ The server takes the same structure as JSON, with each variant's template text i
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from jingzhun.checks import MAX_ROWS
 from jingzhun.config import MAX_EXPRESSION, Days, read_toml, validated
@@ -305,6 +313,70 @@ def stored_spec(text: str) -> CampaignSpec:
     return CampaignSpec.model_validate(json.loads(text))
 
 
+#: Where a spec's own problems point when pydantic gives no location (a check across fields),
+#: and where a draw's errors point (they start with the key as the file spells it).
+_WHOLE_SPEC = (
+    (r"variant '([^']*)' needs a subject", "variants.{i}.subject"),
+    (r"variant '([^']*)' needs a template", "variants.{i}.body"),
+    (r"variant name '([^']*)' is used twice", "variants.{last}.name"),
+    (r"^variant '([^']*)' subject\b", "variants.{i}.subject"),
+    (r"^variant '([^']*)' template\b", "variants.{i}.body"),
+    (r"needs at least one \[\[variants\]\]", "variants.0.body"),
+    (r"sends no message; remove \[\[variants\]\]", "channel"),
+    (r"no_consent cannot be turned off", "exclude.no_consent"),
+    (r"\[audience\] top and share do not apply", "audience.top"),
+    (r"\[control\] stratify does not apply", "control.stratify"),
+    (r"^\[audience\] segment\b", "audience.segment"),
+    (r"^\[audience\] tags\b", "audience.tags"),
+    (r"^\[audience\] where\b", "audience.where"),
+    (r"^\[audience\] top score\b", "audience.top.score"),
+    (r"^\[exclude\] campaigns\b", "exclude.campaigns"),
+    (r"^\[control\] stratify\b", "control.stratify"),
+    (r"^campaign .* exists \(", "name"),
+)
+
+
+def problem_field(err: Exception, raw: Any = None) -> str:
+    """The field of a spec an error from :func:`spec_from_json`, a draw or
+    :meth:`~jingzhun.campaign.facade.Campaigns.create` is about, as a dotted path into the
+    spec's structure (``"audience.top.n"``, ``"variants.1.subject"``; list entries counted
+    from 0), or ``""`` when it is about the spec as a whole — so a form can show the message
+    beside its field.
+
+    ``raw`` is the spec as given (the variants' names find a variant named in a message).
+
+    Examples
+    --------
+    >>> try:
+    ...     spec_from_json({"name": "x", "channel": "email", "control": {"share": 2}})
+    ... except InputError as err:
+    ...     problem_field(err)
+    'control.share'
+    """
+    cause = err.__cause__
+    if isinstance(cause, ValidationError) and cause.errors():
+        loc = [str(part) for part in cause.errors()[0]["loc"]]
+        if loc:
+            return ".".join(loc)
+    text = getattr(err, "message", str(err))
+    if text.startswith("campaign: "):  # spec_from_json's prefix
+        text = text.removeprefix("campaign: ").strip()
+    names = []
+    if isinstance(raw, dict) and isinstance(raw.get("variants"), list):
+        names = [v.get("name") if isinstance(v, dict) else None for v in raw["variants"]]
+    for pattern, field in _WHOLE_SPEC:
+        found = re.search(pattern, text)
+        if found is None:
+            continue
+        if "{i}" in field or "{last}" in field:  # the variant named (a duplicate: its 2nd)
+            name = found.group(1)
+            first = names.index(name) if name in names else 0
+            last = len(names) - 1 - names[::-1].index(name) if name in names else 0
+            field = field.format(i=first, last=last)
+        return field
+    return ""
+
+
 def _with_bodies(spec: CampaignSpec, folder: Path, where: str) -> CampaignSpec:
     variants = []
     for i, v in enumerate(spec.variants):
@@ -358,6 +430,7 @@ __all__ = [
     "Trigger",
     "Variant",
     "load_spec",
+    "problem_field",
     "spec_from_json",
     "stored_spec",
 ]

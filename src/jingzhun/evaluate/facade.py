@@ -10,7 +10,7 @@ Examples
 from __future__ import annotations
 
 from jingzhun.config import Settings
-from jingzhun.evaluate.campaign import CampaignReport, report
+from jingzhun.evaluate.campaign import CampaignReport, Headline, headline, report
 from jingzhun.store import Store
 
 
@@ -27,6 +27,11 @@ class Evaluate:
         return report(
             self.store, name, confidence=confidence, attribution=self.settings.tracking.attribution
         )
+
+    def headline(self, name: str, *, confidence: float = 0.95) -> Headline:
+        """Campaign ``name``'s conversion lift with its interval — the numbers of
+        :meth:`campaign`'s ``conversion`` from one small query, for a list of campaigns."""
+        return headline(self.store, name, confidence=confidence)
 
 
 __all__ = ["Evaluate"]

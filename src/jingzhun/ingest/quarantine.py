@@ -15,6 +15,7 @@ validation, deduplication and insert path as any batch. Rows that pass are marke
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import stat
@@ -38,14 +39,24 @@ from jingzhun.store.sql import Sql
 DISCARDED = "discarded"
 
 
+#: A row's reason as :func:`reasons` groups it: its first problem, quoted values elided.
+REASON_GROUP = "regexp_replace(split_part(reason, ';', 1), '''[^'']*''', '…', 'g')"
+
+
 @dataclass(frozen=True)
 class Selection:
-    """Which quarantined rows: by batch, by ids, by reason text; resolved ones on request."""
+    """Which quarantined rows: by batch, by ids, by reason text; resolved ones on request.
+
+    ``kind`` (events, users, items) and ``group`` (a reason exactly as :func:`reasons` lists
+    it, e.g. ``"price: … is below 0"``) pick the rows of one line of :func:`reasons`.
+    """
 
     batch_id: str | None = None
     ids: tuple[int, ...] = ()
     reason: str | None = None  # literal substring, case-insensitive (no pattern characters)
     include_resolved: bool = False
+    kind: str | None = None
+    group: str | None = None
 
     def where(self) -> tuple[Sql, list[object]]:
         clauses, params = [], []
@@ -62,6 +73,12 @@ class Selection:
             # guard against discarding everything at once.
             clauses.append("contains(lower(reason), lower(?))")
             params.append(self.reason)
+        if self.kind:
+            clauses.append("kind = ?")
+            params.append(self.kind)
+        if self.group:
+            clauses.append(f"{REASON_GROUP} = ?")
+            params.append(self.group)
         if not self.include_resolved:
             clauses.append("resolved_at IS NULL")
         return (" AND ".join(clauses) or "TRUE"), params
@@ -104,7 +121,7 @@ def reasons(store: Store, selection: Selection = OPEN) -> pd.DataFrame:
     where, params = selection.where()
     return store.sql(
         f"""
-        SELECT kind, regexp_replace(split_part(reason, ';', 1), '''[^'']*''', '…', 'g') AS reason, count(*) AS rows
+        SELECT kind, {REASON_GROUP} AS reason, count(*) AS rows
         FROM quarantine WHERE {where} GROUP BY ALL ORDER BY rows DESC, reason LIMIT 50
         """,
         params,
@@ -161,14 +178,16 @@ def export(store: Store, out: str | Path, selection: Selection = OPEN) -> int:
 
 def discard(store: Store, selection: Selection) -> int:
     """Mark the selected open rows as discarded (kept, but no longer open); return how many."""
-    if not (selection.batch_id or selection.ids or (selection.reason or "").strip()):
+    if not (
+        selection.batch_id or selection.ids or (selection.reason or "").strip() or selection.group
+    ):
         raise InputError(
             "discard needs --batch, --id or --reason",
             hint="refusing to discard every open row at once",
         )
     _check_batch(store, selection.batch_id)
     where: Sql
-    where, params = Selection(selection.batch_id, selection.ids, selection.reason).where()
+    where, params = dataclasses.replace(selection, include_resolved=False).where()
     return store.sql(
         f"UPDATE quarantine SET resolved_at = ?, resolved_batch_id = '{DISCARDED}' WHERE {where}",
         [utcnow(), *params],

@@ -73,6 +73,21 @@ class Profiles:
 
         return UserProfile(**user_profile(self._store, user_id, events=events))
 
+    def search(self, prefix: str = "", *, limit: int = 20, by: str = "user_id") -> pd.DataFrame:
+        """Profiled users whose id starts with ``prefix`` (``by``: ``"user_id"`` or
+        ``"monetary"``, the biggest spenders first), with their orders, spend, last visit and
+        RFM segment: :func:`jingzhun.profile.read.find_users`."""
+        from jingzhun.profile.read import find_users
+
+        return find_users(self._store, prefix, limit=limit, by=by)
+
+    def user_activity(self, user_id: str) -> pd.DataFrame:
+        """One user's events per week and event (``week``, ``event``, ``n``), their devices'
+        included: :func:`jingzhun.profile.read.user_activity`."""
+        from jingzhun.profile.read import user_activity
+
+        return user_activity(self._store, user_id)
+
     def frame(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """The profiles table (or some of its columns), one row per user."""
         from jingzhun.profile.read import profiles_frame

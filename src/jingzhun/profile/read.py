@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from jingzhun.checks import MAX_ROWS, bounded_int
-from jingzhun.errors import NotFoundError
+from jingzhun.errors import InputError, NotFoundError
 from jingzhun.profile.build import profile_columns, require_profiles
 from jingzhun.store import Store
 from jingzhun.store.export import copy_out
@@ -38,6 +38,7 @@ __all__ = [
     "affinity_shares",
     "customers",
     "export_profiles",
+    "find_users",
     "has_profiles",
     "overview",
     "profile_rows",
@@ -46,8 +47,12 @@ __all__ = [
     "rfm_segment_counts",
     "tag_counts",
     "tag_query",
+    "user_activity",
     "user_profile",
 ]
+
+#: How :func:`find_users` may order what it finds.
+FIND_ORDERS = ("user_id", "monetary")
 
 
 @dataclass(frozen=True)
@@ -413,3 +418,80 @@ def tag_query(
             f"{param}: no user has {tag}={value[:60]!r}", hint=f"its values are {listed}"
         )
     return sql + " AND value = ?", [tag, value]
+
+
+def find_users(
+    store: Store, prefix: str = "", *, limit: int = 20, by: str = "user_id"
+) -> pd.DataFrame:
+    """Profiled users whose id starts with ``prefix``: what a search box lists as one types.
+
+    Parameters
+    ----------
+    prefix : str
+        The beginning of the id, compared as it is (no wildcards: ``%`` and ``_`` are
+        characters like any other); ``""`` matches every user.
+    limit : int
+        At most this many users (1 to ``MAX_ROWS``); ask one more than you show to know
+        whether there are more.
+    by : {"user_id", "monetary"}
+        The order: by id, or the biggest spenders first (ties by id).
+
+    Returns
+    -------
+    DataFrame
+        ``user_id``, ``frequency``, ``monetary``, ``last_seen``, ``days_since_seen`` and
+        ``rfm_segment`` (the tag's value; missing for a user without orders or tag).
+
+    Raises
+    ------
+    NotFoundError
+        If no profiles were built.
+    InputError
+        If ``limit`` is out of range or ``by`` is not one of :data:`FIND_ORDERS`.
+    """
+    limit = bounded_int(limit, "limit", lo=1, hi=MAX_ROWS)
+    if by not in FIND_ORDERS:
+        raise InputError(
+            f"by: {str(by)[:40]!r} is not an order", hint=f"use {' or '.join(FIND_ORDERS)}",
+            param="by",
+        )  # fmt: skip
+    require_profiles(store)
+    order = "p.user_id" if by == "user_id" else "p.monetary DESC NULLS LAST, p.user_id"
+    return store.sql(
+        f"""
+        SELECT p.user_id, p.frequency, p.monetary, p.last_seen, p.days_since_seen,
+               t.value AS rfm_segment
+        FROM profiles p
+        LEFT JOIN tags t ON t.user_id = p.user_id AND t.tag = 'rfm_segment'
+        WHERE starts_with(p.user_id, ?)
+        ORDER BY {order} LIMIT ?
+        """,
+        [str(prefix), limit],
+    ).df()
+
+
+def user_activity(store: Store, user_id: str) -> pd.DataFrame:
+    """One user's events counted per week and event, their linked devices' included: the
+    shape of their activity over time (custom events, not yet mapped, are left out).
+
+    Parameters
+    ----------
+    user_id : str
+        The user (a user id, not a device id).
+
+    Returns
+    -------
+    DataFrame
+        ``week`` (the Monday, 00:00, of the week), ``event`` and ``n``, oldest week first
+        (events by name within a week); empty for a user without events.
+    """
+    return store.sql(
+        """
+        SELECT date_trunc('week', ts) AS week, event, count(*) AS n FROM events
+        WHERE (user_id = ?
+               OR anonymous_id IN (SELECT anonymous_id FROM identities WHERE user_id = ?))
+          AND NOT coalesce(custom, FALSE)
+        GROUP BY ALL ORDER BY week, event
+        """,
+        [user_id, user_id],
+    ).df()

@@ -283,7 +283,7 @@ class Recs:
                     "title": rec.titles.get(r.item_id) or None,
                     "score": float(f"{float(r.score):.6g}"),  # as for_user rounds
                     "reason": r.reason,
-                    "explanation": reason_text(r.reason, lang, rec.titles),
+                    "explanation": reason_text(r.reason, lang, rec.titles, rec.segment_names),
                 }
                 for r in frame.itertuples()
             ],
@@ -341,6 +341,27 @@ class Recs:
         from jingzhun.recommend.read import batch_overview
 
         return batch_overview(self._store)
+
+    def items(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Catalog entries (title, category, brand, price) of some items, by id; ids the
+        catalog does not have are left out: :func:`jingzhun.recommend.read.catalog_items`."""
+        from jingzhun.recommend.read import catalog_items
+
+        return catalog_items(self._store, item_ids)
+
+    def popular(self, limit: int = 10, *, days: int = 30) -> pd.DataFrame:
+        """The items most visitors viewed, carted or bought lately (``item_id``, ``title``,
+        ``category``, ``visitors``): :func:`jingzhun.recommend.read.popular_items`."""
+        from jingzhun.recommend.read import popular_items
+
+        return popular_items(self._store, limit=limit, days=days)
+
+    def example_users(self, limit: int = 5) -> list[str]:
+        """Users whose list in the latest batch mixes items explained by a purchase with
+        others: good examples of what the recommender does (empty before a batch)."""
+        from jingzhun.recommend.read import example_users
+
+        return example_users(self._store, limit=limit)
 
     def of_user(self, user_id: str) -> pd.DataFrame:
         """The user's list in the latest batch (rank, item, score, reason)."""

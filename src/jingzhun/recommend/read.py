@@ -3,7 +3,7 @@
 ``recommend batch`` replaces the whole table in one transaction, so every row read here
 belongs to the latest batch. The report, the CLI and the coming server and campaign stages
 call these functions instead of querying the table; besides it they read only the catalog
-(``items``) below the stage, for titles. Every value reaches DuckDB as a ``?`` parameter.
+(``items``) below the stage, for titles, and the item events for :func:`popular_items`. Every value reaches DuckDB as a ``?`` parameter.
 
 Examples
 --------
@@ -30,10 +30,12 @@ from jingzhun.store.sql import Sql
 __all__ = [
     "BatchOverview",
     "batch_overview",
+    "catalog_items",
     "cold_start_share",
     "example_users",
     "list_rows",
     "lists",
+    "popular_items",
     "reason_counts",
     "titles",
     "top_items",
@@ -310,3 +312,73 @@ def top_items_query(k: int) -> tuple[Sql, list[object]]:
         "WHERE rank <= ? GROUP BY user_id",
         [k],
     )
+
+
+def catalog_items(store: Store, item_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Some items as the catalog describes them, for showing ids as names.
+
+    Parameters
+    ----------
+    item_ids : iterable of str
+        The items; ids the catalog does not have are left out of the result.
+
+    Returns
+    -------
+    dict
+        item id -> ``{"title", "category", "brand", "price"}`` (None where the catalog has no
+        value).
+    """
+    rows = store.rows(
+        "SELECT item_id, title, category, brand, price FROM items "
+        "WHERE item_id IN (SELECT unnest(?::VARCHAR[]))",
+        [sorted({str(i) for i in item_ids})],
+    )
+    return {
+        item: {"title": title, "category": category, "brand": brand, "price": price}
+        for item, title, category, brand, price in rows
+    }
+
+
+#: The item events :func:`popular_items` counts: a view, a cart add, an order line.
+POPULAR_EVENTS = ("product_viewed", "product_added", "order_completed")
+
+
+def popular_items(store: Store, *, limit: int = 10, days: int = 30) -> pd.DataFrame:
+    """The items the most visitors viewed, carted or bought in the last ``days`` days of
+    events (up to the latest event the store holds, not the clock).
+
+    Parameters
+    ----------
+    limit : int
+        At most this many items (1 to ``MAX_ROWS``).
+    days : int
+        The window, in whole days (1 to 36,500).
+
+    Returns
+    -------
+    DataFrame
+        ``item_id``, ``title`` and ``category`` (missing where the catalog has none) and
+        ``visitors`` (distinct users or devices), most first (ties by item id); empty
+        without item events.
+
+    Raises
+    ------
+    InputError
+        If ``limit`` or ``days`` is out of range.
+    """
+    limit = bounded_int(limit, "limit", lo=1, hi=MAX_ROWS)
+    days = bounded_int(days, "days", lo=1, hi=36_500)
+    return store.sql(
+        """
+        WITH recent AS (
+            SELECT item_id, coalesce(user_id, anonymous_id) AS visitor FROM events
+            WHERE item_id IS NOT NULL AND list_contains(?::VARCHAR[], event)
+              AND ts > (SELECT max(ts) FROM events) - to_days(?::INTEGER)
+        )
+        SELECT r.item_id, any_value(i.title) AS title, any_value(i.category) AS category,
+               count(DISTINCT r.visitor) AS visitors
+        FROM recent r LEFT JOIN items i USING (item_id)
+        GROUP BY 1 ORDER BY 4 DESC, 1 LIMIT ?
+        """,
+        [list(POPULAR_EVENTS), days, limit],
+    ).df()

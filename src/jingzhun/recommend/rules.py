@@ -222,8 +222,18 @@ _TEXT = {
 }
 
 
-def reason_text(code: str | None, lang: str = "en", titles: Mapping[str, str] | None = None) -> str:
-    """A reason code as a sentence ("because you bought Red Tea Cup")."""
+def reason_text(
+    code: str | None,
+    lang: str = "en",
+    titles: Mapping[str, str] | None = None,
+    segments: Mapping[str, str] | None = None,
+) -> str:
+    """A reason code as a sentence ("because you bought Red Tea Cup").
+
+    ``titles`` (item id -> title) names the items of ``bought:``/``viewed:``; ``segments``
+    (segment -> its portrait's name, as stored: English) names the segment of ``segment:``,
+    quoted and in ``lang`` ('popular in your segment "High spend · toys"'). Without them, the
+    id is said as it is."""
     if not code:
         return ""
     kind, _, arg = code.partition(":")
@@ -232,4 +242,9 @@ def reason_text(code: str | None, lang: str = "en", titles: Mapping[str, str] | 
         return code
     if kind in ("bought", "viewed") and titles:
         arg = titles.get(arg) or arg
+    if kind == "segment" and segments and segments.get(arg):
+        from jingzhun.segment.read import label_text
+
+        name = label_text(segments[arg], lang if lang == "zh" else "en")
+        arg = f"「{name}」" if lang == "zh" else f'"{name}"'
     return text.format(arg)

@@ -56,11 +56,15 @@ class Recommend:
         self.mask = self.rules.item_mask(self.features, len(self.model.items_))
         self._history = HistoryQuery(store, settings)
         self.groups = None
+        #: Segment -> its portrait's name (English, as stored), for "popular in your segment".
+        self.segment_names: dict[str, str] = {}
         if record.info.get("segment_run"):
             from jingzhun.segment.runs import members_of
 
             members = members_of(store, record.info["segment_run"])
             self.groups = dict(zip(members["user_id"], members["segment"], strict=True))
+            named = members.dropna(subset=["label"]).drop_duplicates("segment")
+            self.segment_names = dict(zip(named["segment"], named["label"], strict=True))
 
     def _block(
         self, users: np.ndarray, rows: sp.csr_matrix, purchased: sp.csr_matrix | None, k: int
@@ -189,7 +193,7 @@ class Recommend:
                     # scores of 1e-6 and less, which six decimals turned into 1e-06 and 0.
                     "score": float(f"{float(r.score):.6g}"),
                     "reason": r.reason,
-                    "explanation": reason_text(r.reason, lang, self.titles),
+                    "explanation": reason_text(r.reason, lang, self.titles, self.segment_names),
                 }
                 for r in frame.itertuples()
             ],

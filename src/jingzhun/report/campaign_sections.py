@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from jingzhun.errors import InputError
+from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest.read import latest_event_time
 from jingzhun.report.html import PALETTE, cards, figure, fmt, heading, note, table
 from jingzhun.report.i18n import Translator, register
@@ -37,6 +37,9 @@ register(
             "{name}：{channel}，{state}，人群抽取于 {snapshot}",
         ),
         "camp_state_sent": ("sent", "已发送"),
+        "camp_channel_email": ("email", "邮件"),
+        "camp_channel_webhook": ("webhook", "Webhook 推送"),
+        "camp_channel_ads": ("ads", "广告人群"),
         "camp_state_sending": ("still sending", "发送中"),
         "camp_no_report": ("No evaluation: {reason}", "无法评估：{reason}"),
         "camp_more": (
@@ -180,7 +183,7 @@ def campaigns(ws: Workspace, t: Translator) -> Section | None:
         return None
     names = shown["name"].astype(str).tolist()
     clock = _clock(ws)
-    body = "".join(_campaign(ws, t, name, clock) for name in names[:MAX_CAMPAIGNS])
+    body = "".join(campaign_report(ws, t, name, clock) for name in names[:MAX_CAMPAIGNS])
     if len(names) > MAX_CAMPAIGNS:
         body += note(t("camp_more").format(n=len(names) - MAX_CAMPAIGNS))
     return Section("campaigns", t("campaigns"), body)
@@ -194,11 +197,35 @@ def _clock(ws: Workspace) -> datetime:
     return now if latest is None else max(now, latest)
 
 
-def _campaign(ws: Workspace, t: Translator, name: str, clock: datetime) -> str:
-    """One campaign's part of the section, in a block the tests and anchors can find."""
+def campaign_report(ws: Workspace, t: Translator, name: str, clock: datetime | None = None) -> str:
+    """One sent campaign's report as an HTML fragment — the block the report's campaigns
+    section shows for it and the dashboard's campaign page shows alone, so both say the same
+    from one definition: cards (arms, conversion lift, incremental profit, ROI), the
+    sample-ratio warning, the funnel, rates and incremental tables, the lift over the control
+    group with its intervals (plain and CUPED), the lift charts, the lift as the window fills,
+    the funnel chart, and the variants with Holm-adjusted p-values. Each chart sits in a
+    ``<div class="card">``.
+
+    ``clock`` says how far the data reach (default: the wall clock, or the newest event when
+    the data run ahead of it). A campaign that cannot be evaluated (an empty arm) gets a note
+    saying why.
+
+    Raises
+    ------
+    NotFoundError
+        No such campaign.
+    InputError
+        It was never sent (a draft has nothing to report).
+    """
+    if clock is None:
+        clock = _clock(ws)
     try:
         r = ws.evaluate.campaign(name)
+    except NotFoundError:
+        raise
     except InputError as err:  # an arm is empty (a tiny audience): nothing to compare
+        if ws.campaigns.get(name).snapshot_at is None:
+            raise  # never sent: nothing to report, for the caller to say so
         inner = heading(name) + note(t("camp_no_report").format(reason=err))
     else:
         inner = _report(t, r, clock)
@@ -214,7 +241,10 @@ def _report(t: Translator, r: CampaignReport, clock: datetime) -> str:
     snapshot = fmt(pd.Timestamp(r.snapshot_at)) if r.snapshot_at is not None else "–"
     body = heading(
         t("camp_line").format(
-            name=r.campaign, channel=r.channel, state=t(f"camp_state_{r.state}"), snapshot=snapshot
+            name=r.campaign,
+            channel=t(f"camp_channel_{r.channel}"),
+            state=t(f"camp_state_{r.state}"),
+            snapshot=snapshot,
         )
     )
     body += _cards(t, r)
@@ -499,7 +529,7 @@ def _lift_charts(t: Translator, r: CampaignReport, conf: str) -> str:
             yaxis_ticksuffix=suffix,
             yaxis_rangemode="tozero",  # the zero line is always in view
         )
-        out += figure(fig, height=340)
+        out += _chart_card(figure(fig, height=340))
     return out
 
 
@@ -544,7 +574,7 @@ def _over_time_chart(t: Translator, r: CampaignReport, conf: str, clock: datetim
         yaxis_title=t("camp_axis_pp"),
         yaxis_ticksuffix=" pp",
     )
-    return figure(fig, height=340)
+    return _chart_card(figure(fig, height=340))
 
 
 def _funnel_chart(t: Translator, r: CampaignReport) -> str:
@@ -577,4 +607,9 @@ def _funnel_chart(t: Translator, r: CampaignReport) -> str:
         yaxis_title=t("camp_members_axis"),
         yaxis_range=[0, max(*counts, 1) * 1.15],
     )
-    return figure(fig, height=340)
+    return _chart_card(figure(fig, height=340))
+
+
+def _chart_card(chart: str) -> str:
+    """A chart in a card of its own (the report's and the dashboard's ``.card``)."""
+    return f'<div class="card chart-card">{chart}</div>'

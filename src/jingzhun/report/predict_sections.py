@@ -11,6 +11,8 @@ from jingzhun.report.i18n import Translator, register
 from jingzhun.report.registry import Section, section
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from jingzhun.workspace import Workspace
 
 register(
@@ -60,6 +62,12 @@ register(
         "pred_clv_total": ("Expected CLV, all customers", "全部客户预期终身价值"),
         "pred_clv_mean": ("Mean CLV", "平均终身价值"),
         "pred_clv_hist": ("Expected CLV per customer", "客户预期终身价值分布"),
+        "pred_fpr": ("False positive rate", "假正例率"),
+        "pred_tpr": ("True positive rate", "真正例率"),
+        "pred_profit_axis": ("Incremental profit", "增量利润"),
+        "pred_clv_axis": ("Expected CLV", "预期终身价值"),
+        "pred_customers": ("Customers fitted", "参与拟合的客户"),
+        "pred_customers_axis": ("Customers", "客户数"),
         "score_kind": ("Score", "评分"),
         "users_n": ("Users", "用户数"),
         "mean": ("Mean", "均值"),
@@ -101,33 +109,67 @@ def predictions(ws: Workspace, t: Translator) -> Section | None:
     return Section("predictions", t("predictions"), body)
 
 
-def _classifier(t: Translator, target: str, m: dict[str, Any]) -> str:
-    import pandas as pd
-    import plotly.graph_objects as go
+def model_view(record: Any) -> dict[str, Any]:
+    """A predict model of the registry (a :class:`~jingzhun.store.registry.ModelRecord`) as
+    the section's functions take it: the shape :meth:`Predict.report` gives the active ones
+    (``model_id``, ``model`` — the chosen method —, ``horizon_days``, ``cutoffs``, ``metrics``),
+    so that any model, active or not, is drawn the same way."""
+    return {
+        "model_id": record.model_id,
+        "model": record.method,
+        "horizon_days": record.info.get("horizon_days"),
+        "as_of": None if record.as_of is None else record.as_of.isoformat(sep=" "),
+        "cutoffs": record.info.get("cutoffs"),
+        "metrics": record.metrics,
+    }
 
-    metrics = m["metrics"]
-    test = metrics["test_calibrated"]
-    cut = m["cutoffs"]
+
+def _classifier(t: Translator, target: str, m: dict[str, Any]) -> str:
     body = heading(t(f"pred_target_{target}"))
-    body += cards(
-        [
-            (t("pred_best"), f"{m['model']} ({m['model_id']})"),
-            (t("pred_test_auc"), f"{test['roc_auc']:.3f}"),
-            (t("pred_lift"), f"{test['lift_10']:.2f}x"),
-            (t("pred_ece"), f"{test['ece']:.3f}"),
-        ]
+    body += cards(classifier_cards(t, m))
+    protocol = classifier_protocol(t, m)
+    if protocol:
+        body += note(protocol)
+    body += heading(t("pred_compare")) + table(
+        classifier_comparison(m).round(4), columns={"model": t("model")}
     )
-    body += note(
-        t("pred_protocol").format(
-            h=m["horizon_days"],
-            train=", ".join(c[:10] for c in cut["train"]),
-            validation=cut["validation"][:10],
-            test=cut["test"][:10],
-            base=metrics["base_rates"]["test"],
-        )
+    return body + "".join(classifier_charts(t, m))
+
+
+def classifier_cards(t: Translator, m: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headline of a propensity or churn model (``m`` as :func:`model_view` gives it):
+    the chosen classifier, its test ROC AUC, lift in the top 10% and calibration error."""
+    test = m["metrics"]["test_calibrated"]
+    return [
+        (t("pred_best"), f"{m['model']} ({m['model_id']})"),
+        (t("pred_test_auc"), f"{test['roc_auc']:.3f}"),
+        (t("pred_lift"), f"{test['lift_10']:.2f}x"),
+        (t("pred_ece"), f"{test['ece']:.3f}"),
+    ]
+
+
+def classifier_protocol(t: Translator, m: dict[str, Any]) -> str | None:
+    """How a classifier was trained and tested (cutoffs, horizon, the test's base rate), in
+    words; None when the model does not record its cutoffs."""
+    cut, metrics = m.get("cutoffs"), m["metrics"]
+    if not cut or m.get("horizon_days") is None:
+        return None
+    return t("pred_protocol").format(
+        h=m["horizon_days"],
+        train=", ".join(c[:10] for c in cut["train"]),
+        validation=cut["validation"][:10],
+        test=cut["test"][:10],
+        base=metrics["base_rates"]["test"],
     )
+
+
+def classifier_comparison(m: dict[str, Any]) -> pd.DataFrame:
+    """Every classifier a propensity or churn training tried, one row each: AUC on
+    validation, then AUC, PR AUC, log loss, Brier, lift, gain and calibration error on test."""
+    import pandas as pd
+
     rows = []
-    for name, parts in metrics["comparison"].items():
+    for name, parts in m["metrics"]["comparison"].items():
         v, te = parts["validation"], parts.get("test", {})
         rows.append(
             {
@@ -143,74 +185,91 @@ def _classifier(t: Translator, target: str, m: dict[str, Any]) -> str:
                 "ECE": te.get("ece"),
             }
         )
-    body += heading(t("pred_compare")) + table(
-        pd.DataFrame(rows).round(4), columns={"model": t("model")}
+    return pd.DataFrame(rows)
+
+
+def classifier_charts(t: Translator, m: dict[str, Any]) -> list[str]:
+    """The chosen classifier's test curves as chart fragments: ROC, cumulative gains and
+    calibration (none when the model kept no curves)."""
+    import plotly.graph_objects as go
+
+    curves = m["metrics"].get("curves") or {}
+    if not curves:
+        return []
+    out = []
+    roc = curves["roc"]
+    fig = go.Figure(
+        [
+            go.Scatter(x=roc["fpr"], y=roc["tpr"], name=m["model"], mode="lines"),
+            go.Scatter(
+                x=[0, 1], y=[0, 1], name=t("pred_random"), mode="lines", line={"dash": "dot"}
+            ),
+        ]
     )
-    curves = metrics.get("curves") or {}
-    if curves:
-        roc = curves["roc"]
-        fig = go.Figure(
-            [
-                go.Scatter(x=roc["fpr"], y=roc["tpr"], name=m["model"], mode="lines"),
-                go.Scatter(
-                    x=[0, 1], y=[0, 1], name=t("pred_random"), mode="lines", line={"dash": "dot"}
-                ),
-            ]
-        )
-        fig.update_layout(title=t("pred_roc"), xaxis_title="FPR", yaxis_title="TPR")
-        body += figure(fig, height=340)
-        gains = curves["gains"]
-        fig = go.Figure(
-            [
-                go.Scatter(x=gains["share"], y=gains["captured"], name=m["model"], mode="lines"),
-                go.Scatter(
-                    x=[0, 1], y=[0, 1], name=t("pred_random"), mode="lines", line={"dash": "dot"}
-                ),
-            ]
-        )
-        fig.update_layout(
-            title=t("pred_gains"), xaxis_title=t("pred_share"), yaxis_title=t("pred_captured")
-        )
-        body += figure(fig, height=340)
-        cal = curves["calibration"]
-        top = max(max(cal["predicted"]), max(cal["observed"]))
-        fig = go.Figure(
-            [
-                go.Scatter(
-                    x=cal["predicted"], y=cal["observed"], name=m["model"], mode="lines+markers"
-                ),
-                go.Scatter(
-                    x=[0, top], y=[0, top], name="y = x", mode="lines", line={"dash": "dot"}
-                ),
-            ]
-        )
-        fig.update_layout(
-            title=t("pred_calibration"),
-            xaxis_title=t("pred_predicted"),
-            yaxis_title=t("pred_observed"),
-        )
-        body += figure(fig, height=340)
-    return body
+    fig.update_layout(title=t("pred_roc"), xaxis_title=t("pred_fpr"), yaxis_title=t("pred_tpr"))
+    out.append(figure(fig, height=340))
+    gains = curves["gains"]
+    fig = go.Figure(
+        [
+            go.Scatter(x=gains["share"], y=gains["captured"], name=m["model"], mode="lines"),
+            go.Scatter(
+                x=[0, 1], y=[0, 1], name=t("pred_random"), mode="lines", line={"dash": "dot"}
+            ),
+        ]
+    )
+    fig.update_layout(
+        title=t("pred_gains"), xaxis_title=t("pred_share"), yaxis_title=t("pred_captured")
+    )
+    fig.update_xaxes(tickformat=".0%")
+    fig.update_yaxes(tickformat=".0%")
+    out.append(figure(fig, height=340))
+    cal = curves["calibration"]
+    top = max(max(cal["predicted"]), max(cal["observed"]))
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=cal["predicted"], y=cal["observed"], name=m["model"], mode="lines+markers"
+            ),
+            go.Scatter(x=[0, top], y=[0, top], name="y = x", mode="lines", line={"dash": "dot"}),
+        ]
+    )
+    fig.update_layout(
+        title=t("pred_calibration"),
+        xaxis_title=t("pred_predicted"),
+        yaxis_title=t("pred_observed"),
+    )
+    out.append(figure(fig, height=340))
+    return out
 
 
 def _uplift(t: Translator, m: dict[str, Any]) -> str:
-    import pandas as pd
-    import plotly.graph_objects as go
-
-    metrics = m["metrics"]
     body = heading(t("pred_target_uplift"))
+    body += note(uplift_note(t, m))
+    body += table(uplift_comparison(m).round(4), columns={"model": t("model")})
+    return body + "".join(uplift_charts(t, m))
+
+
+def uplift_note(t: Translator, m: dict[str, Any]) -> str:
+    """An uplift model's experiment in words: conversion treated and control, users, the
+    window, and the share worth targeting."""
+    metrics = m["metrics"]
     conv = metrics["conversion"]
-    body += note(
-        t("pred_uplift_note").format(
-            treat=conv["treatment"],
-            ctrl=conv["control"],
-            n=f"{sum(metrics['rows'].values()):,}",
-            window=metrics["window_days"],
-            share=metrics["policy"]["best_share"],
-        )
+    return t("pred_uplift_note").format(
+        treat=conv["treatment"],
+        ctrl=conv["control"],
+        n=f"{sum(metrics['rows'].values()):,}",
+        window=metrics["window_days"],
+        share=metrics["policy"]["best_share"],
     )
+
+
+def uplift_comparison(m: dict[str, Any]) -> pd.DataFrame:
+    """Every uplift learner tried, one row each: Qini on validation, then Qini, AUUC and the
+    uplift in the top 10% and 30% on test (and against the true uplift, when it is known)."""
+    import pandas as pd
+
     rows = []
-    for name, parts in metrics["comparison"].items():
+    for name, parts in m["metrics"]["comparison"].items():
         v, te = parts["validation"], parts["test"]
         row = {
             "model": name,
@@ -224,8 +283,15 @@ def _uplift(t: Translator, m: dict[str, Any]) -> str:
             row["Spearman (truth)"] = te["true_correlation"]["spearman"]
             row["oracle Qini"] = te["oracle_qini_auc"]
         rows.append(row)
-    body += table(pd.DataFrame(rows).round(4), columns={"model": t("model")})
-    charts = metrics["charts"]
+    return pd.DataFrame(rows)
+
+
+def uplift_charts(t: Translator, m: dict[str, Any]) -> list[str]:
+    """An uplift model's test charts as fragments: the Qini curve (with the oracle's when the
+    true uplift is known) and the targeting profit by share targeted."""
+    import plotly.graph_objects as go
+
+    charts = m["metrics"]["charts"]
     q = charts["qini"]
     traces = [go.Scatter(x=q["share"], y=q["model"], name=m["model"], mode="lines")]
     if "oracle" in q:
@@ -243,7 +309,8 @@ def _uplift(t: Translator, m: dict[str, Any]) -> str:
     fig.update_layout(
         title=t("pred_qini"), xaxis_title=t("pred_share"), yaxis_title=t("pred_incremental")
     )
-    body += figure(fig, height=340)
+    fig.update_xaxes(tickformat=".0%")
+    out = [figure(fig, height=340)]
     p = charts["profit"]
     traces = [
         go.Scatter(x=p["share"], y=p["expected_profit"], name=t("pred_expected"), mode="lines")
@@ -258,29 +325,44 @@ def _uplift(t: Translator, m: dict[str, Any]) -> str:
             )
         )
     fig = go.Figure(traces)
-    fig.update_layout(title=t("pred_profit"), xaxis_title=t("pred_share"))
-    body += figure(fig, height=340)
-    return body
+    fig.update_layout(
+        title=t("pred_profit"), xaxis_title=t("pred_share"), yaxis_title=t("pred_profit_axis")
+    )
+    fig.update_xaxes(tickformat=".0%")
+    out.append(figure(fig, height=340))
+    return out
 
 
 def _clv(ws: Workspace, t: Translator, m: dict[str, Any]) -> str:
+    values = predict_read.score_values(ws.store, "clv")
+    body = heading(t("pred_target_clv"))
+    body += cards(clv_cards(t, m, values))
+    return body + "".join(clv_charts(t, values))
+
+
+def clv_cards(t: Translator, m: dict[str, Any], values: pd.Series) -> list[tuple[str, str]]:
+    """The headline of a CLV model: its purchase model, the expected CLV of all customers,
+    the mean of ``values`` (the CLV scores) and the customers fitted."""
+    metrics = m["metrics"]
+    return [
+        (t("pred_best"), f"{m['model']} + Gamma-Gamma"),
+        (t("pred_clv_total"), f"{metrics['total_clv']:,.0f}"),
+        (t("pred_clv_mean"), f"{values.mean():,.2f}" if len(values) else "-"),
+        (t("pred_customers"), f"{metrics['customers']:,}"),
+    ]
+
+
+def clv_charts(t: Translator, values: pd.Series) -> list[str]:
+    """The distribution of expected CLV per customer (``values``: the CLV scores, the top 1%
+    folded into the last bar) as a chart fragment; none without scores."""
     import plotly.graph_objects as go
 
-    metrics = m["metrics"]
-    body = heading(t("pred_target_clv"))
-    values = predict_read.score_values(ws.store, "clv")
-    body += cards(
-        [
-            (t("pred_best"), f"{m['model']} + Gamma-Gamma"),
-            (t("pred_clv_total"), f"{metrics['total_clv']:,.0f}"),
-            (t("pred_clv_mean"), f"{values.mean():,.2f}" if len(values) else "-"),
-            ("customers", f"{metrics['customers']:,}"),
-        ]
+    if not len(values):
+        return []
+    fig = go.Figure(go.Histogram(x=values.clip(upper=values.quantile(0.99)).tolist(), nbinsx=40))
+    fig.update_layout(
+        title=t("pred_clv_hist"),
+        xaxis_title=t("pred_clv_axis"),
+        yaxis_title=t("pred_customers_axis"),
     )
-    if len(values):
-        fig = go.Figure(
-            go.Histogram(x=values.clip(upper=values.quantile(0.99)).tolist(), nbinsx=40)
-        )
-        fig.update_layout(title=t("pred_clv_hist"))
-        body += figure(fig, height=300)
-    return body
+    return [figure(fig, height=300)]

@@ -10,6 +10,8 @@ from jingzhun.report.i18n import Translator, register
 from jingzhun.report.registry import Section, section
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from jingzhun.workspace import Workspace
 
 register(
@@ -26,6 +28,7 @@ register(
         ),
         "rec_metrics_chart": ("Ranking quality by model", "各模型的排序质量"),
         "rec_tradeoff": ("Accuracy against catalog coverage", "准确率与目录覆盖率的权衡"),
+        "rec_metric_value": ("Score at k = {k} (0 to 1)", "前 {k} 名的指标值（0 到 1）"),
         "rec_reasons": ("Why items were recommended", "推荐理由分布"),
         "rec_top_items": ("Most recommended items", "被推荐最多的商品"),
         "rec_examples": ("Example lists with their explanations", "推荐示例及解释"),
@@ -100,19 +103,38 @@ def _batch(ws: Workspace, t: Translator, batch: recommend_read.BatchOverview) ->
 
 
 def _comparison(t: Translator, ev: dict) -> str:
-    import plotly.graph_objects as go
-
-    from jingzhun.recommend.evaluate import comparison_frame
-
-    frame = comparison_frame(ev)
     body = heading(t("rec_compare"))
-    body += note(
-        t("rec_protocol").format(split=ev["split"], k=ev["k"], users=f"{ev['log']['test_users']:,}")
-    )
+    body += note(comparison_note(t, ev))
     body += table(
-        frame.round(4),
+        comparison_table(ev).round(4),
         columns={"model": t("model")} | {k: v for k, v in METRIC_LABELS.items()},
     )
+    return body + "".join(comparison_charts(t, ev))
+
+
+def comparison_note(t: Translator, ev: dict) -> str:
+    """How an offline evaluation (``ev``: the stored evaluation's JSON) compared the
+    recommenders: the split, k and the test users, in words."""
+    return t("rec_protocol").format(
+        split=ev["split"], k=ev["k"], users=f"{ev['log']['test_users']:,}"
+    )
+
+
+def comparison_table(ev: dict) -> pd.DataFrame:
+    """One row per recommender of an offline evaluation: precision, recall, nDCG, MAP, hit
+    rate, MRR at k, catalog coverage and the rest of
+    :data:`jingzhun.recommend.evaluate.COMPARISON_COLUMNS`."""
+    from jingzhun.recommend.evaluate import comparison_frame
+
+    return comparison_frame(ev)
+
+
+def comparison_charts(t: Translator, ev: dict) -> list[str]:
+    """An offline evaluation's charts as fragments: ranking quality by model (P, R, nDCG and
+    MAP at k) and accuracy (nDCG) against the share of the catalog shown."""
+    import plotly.graph_objects as go
+
+    frame = comparison_table(ev)
     fig = go.Figure()
     for metric in ("precision", "recall", "ndcg", "map"):
         fig.add_trace(
@@ -122,8 +144,13 @@ def _comparison(t: Translator, ev: dict) -> str:
                 y=frame[metric].astype(float).tolist(),
             )
         )
-    fig.update_layout(title=t("rec_metrics_chart"), barmode="group")
-    body += figure(fig, height=340)
+    fig.update_layout(
+        title=t("rec_metrics_chart"),
+        barmode="group",
+        xaxis_title=t("model"),
+        yaxis_title=t("rec_metric_value").format(k=ev["k"]),
+    )
+    out = [figure(fig, height=340)]
     fig = go.Figure(
         go.Scatter(
             x=frame["coverage"].astype(float).tolist(),
@@ -133,9 +160,10 @@ def _comparison(t: Translator, ev: dict) -> str:
             textposition="top center",
         )
     )
-    fig.update_layout(title=t("rec_tradeoff"), xaxis_title="coverage", yaxis_title="nDCG@k")
-    body += figure(fig, height=320)
-    return body
+    fig.update_layout(title=t("rec_tradeoff"), xaxis_title=t("rec_coverage"), yaxis_title="nDCG@k")
+    fig.update_xaxes(tickformat=".0%")
+    out.append(figure(fig, height=320))
+    return out
 
 
 def _examples(ws: Workspace, t: Translator) -> str:
