@@ -183,9 +183,7 @@ def test_an_expired_session_goes_to_sign_in_and_comes_back_to_the_page(
 
 
 @pytest.mark.parametrize("context", ["en-US"], indirect=True)
-def test_the_keyboard_reaches_every_page_with_a_visible_focus(
-    served: Served, context: Any
-) -> None:
+def test_the_keyboard_reaches_every_page_with_a_visible_focus(served: Served, context: Any) -> None:
     w = Watched(context, served.url)
     sign_in(w, served)
     seen = []

@@ -60,6 +60,7 @@ def overview(request: Request, days: str | None = None) -> Response:
         charts=[c for c in charts if c],
         as_of=activity.as_of,
         quarantine=health["quarantine_open"],
+        quarantine_reasons=ws.ingest.quarantine.reasons().head(5).to_dict("records"),
         tables=health["tables"],
     )
 
