@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_campaign
+import bench_dashboard
 import bench_ingest
 import bench_ingest_logs
 import bench_predict
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "predict": bench_predict.main,
     "server": bench_server.main,
     "campaign": bench_campaign.main,
+    "dashboard": bench_dashboard.main,
 }
 
 

@@ -268,8 +268,9 @@ def demo(
     )
     out.print(f"Store: {text(result['store'])}")
     out.print(
-        "Serve it (REST API, Segment tracking, live profiles; docs/server.md): "
-        f"jingzhun --db {text(result['store'])} apikey create --scope read --name me && "
+        "Serve it (REST API, Segment tracking, live profiles; docs/server.md) and open the "
+        "dashboard at http://127.0.0.1:8000/ (docs/dashboard.md): "
+        f"jingzhun --db {text(result['store'])} apikey create --scope admin --name me && "
         f"jingzhun --db {text(result['store'])} serve"
     )
     out.print(f"[bold green]Report: {text(Path(result['report']).resolve())}[/]")

@@ -187,7 +187,9 @@ def funnel(
     e = period_events(store, since, until)
     e = e.mutate(visitor=_visitor(e)).filter(e.event.isin(list(steps)))
     reached = e.filter(e.event == steps[0]).group_by("visitor").aggregate(t0=ibis._.ts.min())
-    counts = [reached.count().execute()]
+    # Every step's count in one query: counting each step by itself ran the joins of the
+    # steps before it again (4 steps: 10 joins instead of 4).
+    tallies = [reached.aggregate(position=ibis.literal(0), n=ibis._.count())]
     start = reached.select("visitor", "t0", t=reached.t0)
     for i, step in enumerate(steps[1:], start=1):
         s = e.filter(e.event == step)
@@ -197,8 +199,11 @@ def funnel(
         if within_days is not None:
             cond &= j.ts <= j.t0 + ibis.interval(seconds=int(within_days * 86_400))
         nxt = j.filter(cond).group_by([j.visitor, j.t0]).aggregate(t=j.ts.min())
-        counts.append(nxt.count().execute())
+        tallies.append(nxt.aggregate(position=ibis.literal(i), n=ibis._.count()))
         start = nxt
+    got = ibis.union(*tallies).execute() if len(tallies) > 1 else tallies[0].execute()
+    found = dict(zip(got["position"], got["n"], strict=True))
+    counts = [int(found.get(i, 0)) for i in range(len(steps))]
     rows = []
     for i, (step, n) in enumerate(zip(steps, counts, strict=True)):
         rows.append(
