@@ -197,6 +197,10 @@ def test_a_template_failing_for_one_member_fails_before_anything_is_sent(
         ws.campaigns.send("spring")
     with pytest.raises(InputError, match="no_such_field"):
         ws.campaigns.preview("spring")
+    with pytest.raises(InputError, match="no_such_field"):
+        ws.campaigns.preview("spring", sample=0)  # the check runs whatever the sample
+    # Without it (the dashboard's page) only the samples are rendered: none here, no error.
+    assert ws.campaigns.preview("spring", sample=0, check=False).samples == []
     assert smtp.sink.messages == [] and ws.store.count("deliveries") == 0
 
 

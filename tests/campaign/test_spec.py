@@ -124,3 +124,9 @@ def test_html_is_told_by_extension_or_format(
 ) -> None:
     spec = load_spec(spec_file())
     assert [v.html for v in spec.variants] == [True, False]
+
+
+@pytest.mark.parametrize("name", ["new", "audience"])
+def test_the_dashboard_s_page_names_are_not_campaign_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(InputError, match=f"'{name}' names a page of the dashboard"):
+        load_spec(write(tmp_path, GOOD.replace('name = "spring"', f'name = "{name}"')))

@@ -125,6 +125,13 @@ def test_holm_is_statsmodels_holm() -> None:
     np.testing.assert_allclose(adjusted, want)
     assert reject.tolist() == want_reject.tolist()
     assert holm([])[0].size == 0
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 7, 30):
+        for p in (rng.uniform(0, 0.2, n), np.round(rng.uniform(0, 0.1, n), 2)):  # ties too
+            adjusted, reject = holm(p)
+            want_reject, want, _, _ = multipletests(p, alpha=0.05, method="holm")
+            np.testing.assert_allclose(adjusted, want)
+            assert reject.tolist() == want_reject.tolist()
 
 
 def test_sample_size_is_the_power_equation_and_gives_that_power() -> None:

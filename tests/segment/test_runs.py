@@ -747,3 +747,29 @@ def test_numbers_out_of_bounds_are_refused_before_any_work(
     with pytest.raises(InputError, match=f"^{flag} "):
         profiled_ws.segment_run(**{"method": "kmeans", **options})
     assert counts(profiled_ws) == before
+
+
+def test_a_run_keeps_its_members_on_two_principal_components(fitted_ro, fitted_ws) -> None:
+    """The segments page's scatter, written with the run: a sample of members with their
+    segment, on the first two principal components of the fitted space (PC1 the wider)."""
+    kept = fitted_ro.segments.projection("value")
+    members = fitted_ro.segments.members("value").set_index("user_id")["segment"]
+    assert len(kept) == min(R.PROJECTED, len(members)) and kept["user_id"].is_unique
+    assert (kept.set_index("user_id")["segment"] == members.loc[kept["user_id"]]).all()
+    assert kept["x"].var() >= kept["y"].var() > 0
+    assert abs(kept["x"].mean()) < 1e-9 and abs(kept["y"].mean()) < 1e-9  # centred by PCA
+    rfm = fitted_ws.segment_run("rfm", name="r")
+    assert fitted_ws.segments.projection(rfm.run_id).empty, "RFM has no fitted space"
+
+
+def test_a_run_fitted_before_projections_were_kept_is_drawn_from_the_profiles(fitted_ws) -> None:
+    import dataclasses
+
+    from jingzhun.report.i18n import Translator
+    from jingzhun.report.segment_sections import run_charts
+
+    info = dataclasses.asdict(fitted_ws.segments.get("value"))
+    kept = run_charts(fitted_ws, Translator("en"), info)
+    fitted_ws.store.run("DELETE FROM segment_projection")
+    again = run_charts(fitted_ws, Translator("en"), info)
+    assert len(again) == len(kept) and "scattergl" in again[-1].lower()

@@ -83,6 +83,10 @@ def test_the_list_and_a_report_in_both_languages(
     assert w.page.locator(".campaign-report [data-part=effect] tr").count() == 5
     assert charts_drawn(w.page) == 4, "lift plain/CUPED ×2, lift over time, funnel"
     assert charts_overflowing(w.page) == []
+    assert w.page.locator("#previews iframe").count() == 0, "a sent campaign: on request"
+    w.page.click("#show-previews")
+    w.page.wait_for_load_state("networkidle")
+    assert charts_drawn(w.page) == 4
     frames = w.page.locator("#previews iframe")
     assert frames.count() == 3
     for i in range(3):

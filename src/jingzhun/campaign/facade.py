@@ -240,16 +240,25 @@ class Campaigns:
         }
 
     def preview(
-        self, name: str, *, sample: int = 5, lang: str = "en", now: datetime | None = None
+        self,
+        name: str,
+        *,
+        sample: int = 5,
+        lang: str = "en",
+        now: datetime | None = None,
+        check: bool = True,
     ) -> Preview:
         """Audience size after each step, composition, expected incremental conversions and
         profit from the uplift scores (when there are any), and ``sample`` rendered messages
-        (one of each variant in turn).
+        (one of each variant in turn). ``check``: first run the templates for every treatment
+        member (the CLI's pre-flight; a second for 2,000 members); without it only the samples
+        are rendered (the dashboard's page, which a million-member draft must not stall).
 
         Raises
         ------
         InputError
-            When a template fails for any treatment member (naming variant, line and user).
+            When a template fails for any treatment member (naming variant, line and user),
+            or, without ``check``, for a sampled one.
         """
         _check_lang(lang)
         sample = bounded_int(sample, "sample", lo=0, hi=1000)
@@ -258,7 +267,8 @@ class Campaigns:
         renderer = Renderer(spec) if spec.variants else None
         samples: list[dict[str, Any]] = []
         if renderer is not None:
-            delivery._render_drawn(self.store, spec, renderer, lang=lang)
+            if check:
+                delivery._render_drawn(self.store, spec, renderer, lang=lang)
             # One of each variant in turn (A/B/n shows every version), then the next of each.
             members = self.store.sql(
                 f"""SELECT user_id, variant, NULL AS recommendations FROM (

@@ -63,6 +63,8 @@ from jingzhun.errors import InputError
 
 #: A campaign's name: it appears in URLs, Message-IDs and file names.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+#: Names the dashboard's campaign pages use (/campaigns/new, /campaigns/audience).
+RESERVED_NAMES = frozenset({"new", "audience"})
 CHANNELS = ("email", "webhook", "ads")
 #: The scores an audience can be ranked by (the predict stage's ``scores.score``, or random).
 TOP_SCORES = ("uplift", "propensity", "clv", "random")
@@ -230,6 +232,15 @@ class CampaignSpec(_Part):
     recommendations: int = Field(
         3, ge=0, le=50, description="Recommendations per member the content may show."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_NAMES:
+            raise ValueError(
+                f"{name!r} names a page of the dashboard (/campaigns/{name}); pick another name"
+            )
+        return name
 
     @model_validator(mode="after")
     def _fits_channel(self) -> CampaignSpec:

@@ -207,11 +207,13 @@ class Recs:
         key = (model, tuple(sorted(given.items())))
         hit = self._cache.get(key)
         if self._pinned and hit is not None:
+            self._cache[key] = self._cache.pop(key, hit)  # most recently used: kept longest
             return hit[1]
         with self._loading:
             version = serving_version(self._store, model)
             hit = self._cache.get(key)
             if hit is not None and hit[0] == version:
+                self._cache[key] = self._cache.pop(key)  # most recently used: kept longest
                 return hit[1]
             rec = Recommend(self._store, self._settings, model, **given)
             self._cache.pop(key, None)

@@ -168,19 +168,27 @@ def run_charts(ws: Workspace, t: Translator, info: dict[str, Any]) -> list[str]:
 
 
 def _projection(ws: Workspace, t: Translator, info: dict) -> str:
-    """A PCA scatter of up to 4,000 members in the run's own transformed feature space."""
+    """A PCA scatter of up to 4,000 members in the run's own transformed feature space: as
+    kept with the run when it was fitted (``ws.segments.projection``), else (a run fitted
+    before that was kept) from today's profiles."""
     import plotly.graph_objects as go
     from sklearn.decomposition import PCA
 
-    seg = ws.segmenter(info["run_id"])
-    try:
-        df = segment_read.member_features(ws.store, info["run_id"], sample=4000, seed=7)
-    except InputError:  # the profiles lost a trait the run used: no picture
-        return ""
-    if len(df) < 3:
-        return ""
-    Z = seg.pipe.transform(df[seg.features].to_numpy(np.float64))
-    xy = PCA(n_components=2, random_state=0).fit_transform(Z) if Z.shape[1] >= 2 else np.c_[Z, Z]
+    kept = ws.segments.projection(info["run_id"])
+    if len(kept) >= 3:
+        df, xy = kept, kept[["x", "y"]].to_numpy(np.float64)
+    else:
+        seg = ws.segmenter(info["run_id"])
+        try:
+            df = segment_read.member_features(ws.store, info["run_id"], sample=4000, seed=7)
+        except InputError:  # the profiles lost a trait the run used: no picture
+            return ""
+        if len(df) < 3:
+            return ""
+        Z = seg.pipe.transform(df[seg.features].to_numpy(np.float64))
+        xy = (
+            PCA(n_components=2, random_state=0).fit_transform(Z) if Z.shape[1] >= 2 else np.c_[Z, Z]
+        )
     labels = {p["segment"]: p["label"] for p in info["portraits"]}
     fig = go.Figure()
     for code in sorted(df.segment.unique(), key=lambda s: (s == "noise", len(s), s)):

@@ -143,6 +143,14 @@ class Segments:
 
         return members_of(self._store, resolve(self._store, ref)["run_id"])
 
+    def projection(self, ref: str | None = None) -> pd.DataFrame:
+        """Up to 4,000 of a run's members on two principal components of the space it was
+        fitted in (``user_id``, ``segment``, ``x``, ``y``), kept with the run; empty for RFM
+        runs and runs fitted before this was kept."""
+        from jingzhun.segment.runs import projection_of, resolve
+
+        return projection_of(self._store, resolve(self._store, ref)["run_id"])
+
     def members_page(
         self, ref: str | None = None, *, segment: str | None = None, page: int = 1, size: int = 50
     ) -> tuple[pd.DataFrame, int]:

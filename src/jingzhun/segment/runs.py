@@ -107,6 +107,7 @@ def run(
         if features:
             raise InputError("--features: rfm segments come from the RFM tags, not from features")
         members, params, metrics, model, feats = _rfm(store), {}, {}, None, []
+        projection = None
         traits_cols = [c for c in ("recency_days", "frequency", "monetary", "aov") if c in columns]
         traits = store.sql(
             F.select_sql(traits_cols, columns) if traits_cols else "SELECT user_id FROM profiles"
@@ -152,10 +153,13 @@ def run(
         segs = np.where(labels >= 0, (labels + 1).astype(str), "noise")
         members = pd.DataFrame({"user_id": traits.user_id.to_numpy(), "segment": segs})
         model = _pack(pipe, fitted.model, order, fitted.extra)
+        projection = _projection(Z, members)
     portrait = portraits.compute(members, traits, _affinity(store), _revenue(store))
     if method == "rfm":  # the standard RFM names are the portrait's name
         portrait["label"] = portrait.segment
-    run_id = _write(store, name, method, params, feats, metrics, members, portrait, model, as_of)
+    run_id = _write(
+        store, name, method, params, feats, metrics, members, portrait, model, as_of, projection
+    )
     return RunResult(
         run_id=run_id,
         name=name,
@@ -284,9 +288,44 @@ def _revenue(store: Store) -> pd.Series | None:
     return df.set_index("user_id").m
 
 
-def _write(store, name, method, params, feats, metrics, members, portrait, model, as_of) -> str:
-    """Record the run in the model registry with its members and portraits, in one
-    transaction; the run becomes the active one of its name."""
+#: Members drawn for a run's picture on two principal components.
+PROJECTED = 4000
+
+
+def _projection(Z: np.ndarray, members: pd.DataFrame, seed: int = 7) -> pd.DataFrame:
+    """Up to :data:`PROJECTED` members (a seeded uniform sample) on the first two principal
+    components of the fitted space ``Z``: the run's picture, drawn once when it is fitted."""
+    from sklearn.decomposition import PCA
+
+    pick = np.sort(np.random.default_rng(seed).permutation(len(Z))[:PROJECTED])
+    sample = Z[pick]
+    if sample.shape[1] >= 2 and len(sample) >= 2:
+        xy = PCA(n_components=2, random_state=0).fit_transform(sample)
+    else:
+        xy = np.c_[sample[:, :1], sample[:, :1]] if sample.shape[1] else np.zeros((len(pick), 2))
+    return pd.DataFrame(
+        {
+            "user_id": members.user_id.to_numpy()[pick],
+            "segment": members.segment.to_numpy()[pick],
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+        }
+    )
+
+
+def projection_of(store: Store, run_id: str) -> pd.DataFrame:
+    """The run's members on two principal components (``user_id``, ``segment``, ``x``,
+    ``y``), as written when it was fitted; empty for RFM runs and runs fitted before."""
+    return store.sql(
+        "SELECT user_id, segment, x, y FROM segment_projection WHERE run_id = ?", [run_id]
+    ).df()
+
+
+def _write(
+    store, name, method, params, feats, metrics, members, portrait, model, as_of, projection
+) -> str:
+    """Record the run in the model registry with its members, portraits and projection, in
+    one transaction; the run becomes the active one of its name."""
     port = portrait.copy()
     with Registry(store).saving(
         kind="segment",
@@ -309,6 +348,16 @@ def _write(store, name, method, params, feats, metrics, members, portrait, model
             )
         finally:
             con.unregister("_jz_portraits")
+        if projection is not None and len(projection):
+            con.register("_jz_projection", projection)
+            try:
+                con.execute(
+                    "INSERT INTO segment_projection SELECT ?, user_id, segment, x, y "
+                    "FROM _jz_projection",
+                    [run_id],
+                )
+            finally:
+                con.unregister("_jz_projection")
     return run_id
 
 

@@ -61,7 +61,7 @@ _ACTIVE_PER_NAME = frozenset({"segment"})
 
 _COLUMNS = (
     "model_id, kind, name, method, params, features, metrics, info, as_of, fit_seconds, "
-    "active, created_at, octet_length(artefact) AS artefact_bytes, path"
+    "active, created_at, artefact_bytes, path"
 )
 
 
@@ -213,7 +213,7 @@ class Registry:
             scope, args = _scope(kind, name)
             con.execute(f"UPDATE models SET active = false WHERE active AND {scope}", args)
             con.execute(
-                "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, true, ?)",
+                "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, true, ?, ?)",
                 [
                     model_id,
                     kind,
@@ -227,6 +227,7 @@ class Registry:
                     fit_seconds,
                     artefact,
                     utcnow(),
+                    None if artefact is None else len(artefact),
                 ],
             )
             yield Saving(model_id, con)
@@ -357,8 +358,9 @@ class Registry:
         with self.store.transaction() as con:
             for model_id, _, blob in found:
                 con.execute(
-                    "UPDATE models SET artefact = ?, path = NULL WHERE model_id = ?",
-                    [blob, model_id],
+                    "UPDATE models SET artefact = ?, artefact_bytes = ?, path = NULL "
+                    "WHERE model_id = ?",
+                    [blob, len(blob), model_id],
                 )
         for _, file, _ in found:
             file.unlink(missing_ok=True)

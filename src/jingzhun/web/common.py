@@ -69,6 +69,9 @@ def when(value: Any, lang: str) -> str:
 
 
 ENV.globals["fmt"] = fmt
+# One path segment of a URL: Jinja's urlencode leaves "/" as it is, so an id like "../x"
+# would point at another page.
+ENV.filters["pathpart"] = lambda value: quote(str(value), safe="")
 ENV.globals["when"] = when
 
 
@@ -115,7 +118,7 @@ async def admin_form(request: Request) -> tuple[Session, dict[str, str]] | Respo
     session = signed_in(request)
     fields = await form(request)
     if not sessions(request).check_csrf(session, fields.get("csrf")):
-        return problem(request, session, 403, "forbidden")
+        return problem(request, session, 403, "forbidden", title="web_refused")
     if not session.admin:
         return problem(request, session, 403, "needs_admin", title="web_refused")
     return session, fields

@@ -9,6 +9,7 @@ carries the session's CSRF token; one without it (or with another's) is refused 
 from __future__ import annotations
 
 from importlib import resources
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -48,6 +49,11 @@ def login_page(request: Request, next: str = "/") -> HTMLResponse:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
+    # A sign-in form posted from another site would sign the browser in with that site's
+    # key (login CSRF): browsers say where a form comes from.
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.url.netloc:
+        return problem(request, None, 403, "forbidden", title="web_refused")
     fields = await form(request)
     target = local(fields.get("next"))
     state = get_state(request)

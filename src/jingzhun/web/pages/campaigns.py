@@ -33,6 +33,7 @@ from jingzhun.web.common import (
     sessions,
     signed_in,
 )
+from jingzhun.web.pages.users import event_words
 
 router = APIRouter(include_in_schema=False)
 
@@ -196,6 +197,10 @@ register(
         ),
         # previews
         "web_campaigns_previews": ("Sample messages", "消息样例"),
+        "web_campaigns_show_previews": (
+            "Show sample messages (draws the audience as it is now)",
+            "查看消息样例（按当前数据抽取受众）",
+        ),
         "web_campaigns_previews_note": (
             "Rendered now for {n} members of the treatment arm the audience would draw today. "
             "The HTML is shown in a sandbox: no script runs in it.",
@@ -632,7 +637,7 @@ def _builder(
         conditions=range(1, CONDITIONS + 1),
         scores=TOP_SCORES,
         campaigns=ws.campaigns.list()["name"].astype(str).tolist(),
-        events=sorted(EVENT_NAMES),
+        events=[(e, event_words(t, e)) for e in sorted(EVENT_NAMES)],
         variant_slots=_variant_slots(fields),
         live=live,
     )
@@ -689,7 +694,7 @@ def _variant_slots(fields: dict[str, list[str]]) -> list[int]:
     used = {
         int(m.group(1))
         for k in fields
-        if (m := re.match(r"^variant_(\d+)_", k)) and 1 <= int(m.group(1)) <= MAX_VARIANTS
+        if (m := re.match(r"^variant_(\d{1,3})_", k)) and 1 <= int(m.group(1)) <= MAX_VARIANTS
     }
     return list(range(1, max(used or {1}) + 1))
 
@@ -962,7 +967,7 @@ def _expected_view(e: dict[str, Any] | None, t: Translator) -> dict[str, Any]:
 # ``path``: a name with a slash in it (typed or pasted) gets the page that says there is no
 # such campaign, not a bare 404.
 @router.get("/campaigns/{name:path}", response_class=HTMLResponse)
-def campaign_page(request: Request, name: str) -> Response:
+def campaign_page(request: Request, name: str, preview: str | None = None) -> Response:
     session = signed_in(request)
     ws = get_state(request).readers.get()
     lang = lang_of(request)
@@ -982,14 +987,19 @@ def campaign_page(request: Request, name: str) -> Response:
     audience = expected = None
     samples: list[dict[str, Any]] = []
     preview_error = None
-    try:
-        preview = ws.campaigns.preview(name, sample=3, lang=lang)
-    except JingzhunError as err:
-        preview_error = str(err)
-    else:
-        samples = preview.samples
-        audience = _audience_view(preview.audience, t)
-        expected = _expected_view(preview.expected, t)
+    # A preview draws the audience as it is now: a draft's page needs it, a sent campaign's
+    # only when asked. Only the samples are rendered (the every-member template check is the
+    # send's and the CLI's pre-flight).
+    previewed = info.state != "sent" or preview == "1"
+    if previewed:
+        try:
+            drawn = ws.campaigns.preview(name, sample=3, lang=lang, check=False)
+        except JingzhunError as err:
+            preview_error = str(err)
+        else:
+            samples = drawn.samples
+            audience = _audience_view(drawn.audience, t)
+            expected = _expected_view(drawn.expected, t)
     return render(
         request,
         "campaign.html",
@@ -1002,6 +1012,7 @@ def campaign_page(request: Request, name: str) -> Response:
         expected=expected,
         samples=samples,
         preview_error=preview_error,
+        previewed=previewed,
         sendable=info.state in ("draft", "sending"),
     )
 
@@ -1114,12 +1125,14 @@ def _spec_view(ws: Any, spec: dict[str, Any], t: Translator) -> dict[str, Any]:
     if spec.get("trigger"):
         tr = spec["trigger"]
         trigger = t("web_campaigns_trigger_value").format(
-            event=t(tr["event"]),
+            event=event_words(t, tr["event"]),
             after=f"{tr['after_minutes']:g}",
             hours=f"{tr['lookback_hours']:g}",
         )
         if tr.get("without"):
-            trigger += t("web_campaigns_trigger_without").format(event=t(tr["without"]))
+            trigger += t("web_campaigns_trigger_without").format(
+                event=event_words(t, tr["without"])
+            )
     return {
         "audience": audience,
         "exclusions": exclusions,

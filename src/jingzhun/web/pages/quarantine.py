@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -105,10 +106,35 @@ def _masked(value: str) -> str:
     return value[:1] + "•••" + (at + domain if at and domain else "")
 
 
+#: Email addresses and phone numbers inside free text (a line that did not parse, a nested
+#: value): masked wherever they are, not only under a personal field's name.
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"(?<![\d:.-])\+?\d(?:[ -]?\d){9,13}(?![\d:.])")  # 10-14 digits
+
+
+def _scrub(text: str) -> str:
+    text = _EMAIL.sub(lambda m: _masked(m.group(0)), text)
+    return _PHONE.sub(lambda m: m.group(0)[:1] + "•••", text)
+
+
+def _hide(value: Any) -> Any:
+    """``value`` with every personal field masked, however deeply nested (a Segment message
+    keeps its traits inside)."""
+    if isinstance(value, dict):
+        return {
+            k: _masked(str(v)) if k in PII_FIELDS and v is not None else _hide(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_hide(v) for v in value]
+    return value
+
+
 def raw_text(raw: str | None, reason: str | None = None) -> str:
     """A quarantined row's raw values as ``name: value · …``, long values and rows cut (the
-    template escapes it). Personal fields (email, phone, name, address) are masked, but for
-    the one the row was refused for, which is what there is to fix."""
+    template escapes it). Personal fields (email, phone, name, address) are masked at any
+    depth, and so is anything shaped like an email address or a phone number in other text,
+    but for the field the row was refused for, which is what there is to fix."""
     if raw is None:
         return ""
     try:
@@ -116,14 +142,21 @@ def raw_text(raw: str | None, reason: str | None = None) -> str:
     except ValueError:
         row = raw
     if not isinstance(row, dict):
-        text = str(row)
+        text = _scrub(str(row))
         return text if len(text) <= ROW_CHARS else text[: ROW_CHARS - 1] + "…"
     blamed = (reason or "").split(":", 1)[0].strip()
     parts = []
     for k, v in row.items():
-        value = v if isinstance(v, str) else "–" if v is None else json.dumps(v, ensure_ascii=False)
-        if k in PII_FIELDS and k != blamed and v is not None:
-            value = _masked(value)
+        if k == blamed:
+            value = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+        elif v is None:
+            value = "–"
+        elif k in PII_FIELDS:
+            value = _masked(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
+        elif isinstance(v, dict | list) or k == "_raw_line":  # free text: scrubbed whole
+            value = _scrub(v if isinstance(v, str) else json.dumps(_hide(v), ensure_ascii=False))
+        else:  # a plain value of its own field: an address typed in the wrong one is hidden
+            value = _EMAIL.sub(lambda m: _masked(m.group(0)), str(v))
         if len(value) > VALUE_CHARS:
             value = value[: VALUE_CHARS - 1] + f"… ({len(value):,})"
         parts.append(f"{k}: {value}")
@@ -175,11 +208,7 @@ def quarantine_page(
     if reason:
         kind = kind or None
         selection = Selection(kind=kind, group=reason[:2000])
-        total = sum(
-            int(r["rows"])
-            for r in reasons
-            if r["reason"] == reason and (kind is None or r["kind"] == kind)
-        )
+        total = int(q.reasons(selection)["rows"].sum())  # the list above stops at 50 reasons
         start = number(after, 0, lo=0, hi=2**62)
         skipped = number(shown, 0, lo=0, hi=2**62)
         frame = q.page(selection, limit=PAGE + 1, after=start or None)

@@ -513,7 +513,7 @@ def user_page(
     except NotFoundError:
         profile, uid, traits, tags, devices = None, user_id, {}, {}, []
     # the timeline: a page of events (PAGE + 1 tells whether there is an older page)
-    at = number(page, 1, hi=100_000)
+    at = number(page, 1, hi=200)  # 10,000 events back: the newer links re-read the pages before
     cursor = _cursor(before)
     if cursor is None:
         at = 1
