@@ -24,6 +24,7 @@ from jingzhun.segment import features as F
 from jingzhun.segment import methods as M
 from jingzhun.segment import portraits
 from jingzhun.store import ModelRecord, Registry, Store
+from jingzhun.store.sql import Sql
 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-."
 NO_ORDERS = "No orders yet"
@@ -487,9 +488,10 @@ def members_page(
     """One page of a run's members (as :func:`members_of`, by user id), of one segment or all,
     and how many there are: read with LIMIT/OFFSET, so a page of a million-member run costs
     milliseconds, not the whole table."""
-    where, params = "m.run_id = ?", [run_id]
+    where: Sql = "m.run_id = ?"
+    params: list[object] = [run_id]
     if segment is not None:
-        where, params = where + " AND m.segment = ?", [*params, segment]
+        where, params = "m.run_id = ? AND m.segment = ?", [run_id, segment]
     total = store.scalar(f"SELECT count(*) FROM segment_members m WHERE {where}", params)
     page = store.sql(
         f"""
