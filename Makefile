@@ -20,11 +20,13 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 
-# Test files run in parallel, one file per worker at a time (a file's fixtures are built once).
+# Test files run in parallel, one file per worker at a time (a file's fixtures are built once),
+# in the order tests/conftest.py collects them (slow files first; xdist's own order, most tests
+# first, left the browser files for last).
 TEST_JOBS ?= 2
 
 test: install lint
-	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 bench: install
 	$(BIN)/python benchmarks/run.py
