@@ -1,5 +1,5 @@
 """``python -m jingzhun`` is the ``jingzhun`` command."""
 
-from jingzhun.cli import main
+from jingzhun.interrupt import console
 
-main()
+console()

@@ -770,39 +770,89 @@ def test_closed_stdout_ends_without_a_traceback(tmp_path: Path, store) -> None:
     assert len([line for line in err.splitlines() if line.strip()]) <= 1
 
 
-def test_interrupt_exits_130_with_one_error_line(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
+def _as_from_a_terminal() -> None:
+    # A shell gives the program Python's own SIGINT handling; a test run started in the
+    # background (nohup, `cmd &`) hands its children SIGINT ignored, which would hide the
+    # handling under test.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _interrupt(args: list[str], ready: Callable[[int], bool], cwd: Path, delay: float = 0.0):
+    """Start ``jingzhun ARGS``, wait for ``ready(pid)``, then ``delay`` seconds, press Ctrl-C;
+    return the one stderr line, after checking it, the exit code and the empty stdout."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jingzhun",
-            "demo",
-            "--users",
-            "200000",
-            "--out",
-            str(out),
-            "--json",
-        ],
+        [sys.executable, "-m", "jingzhun", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        cwd=tmp_path,
+        cwd=cwd,
+        preexec_fn=_as_from_a_terminal,
     )
     try:
         deadline = time.monotonic() + 60
-        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # the demo makes its folder first, then simulates for several seconds
-        assert out.exists() and proc.poll() is None, "the demo did not start"
+        while not ready(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(delay)
+        assert proc.poll() is None, "the command ended before the interrupt"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert stdout == b""
     lines = [line for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-    assert proc.returncode == 130, (proc.returncode, lines)
-    assert len(lines) == 1 and lines[0].startswith("error:") and "interrupted" in lines[0]
+    assert stdout == b""
+    assert proc.returncode == 130, (proc.returncode, lines[-5:])
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), lines
+    return lines[0]
+
+
+def test_interrupt_exits_130_with_one_error_line(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    args = ["demo", "--users", "200000", "--out", str(out), "--json"]
+    # The demo makes its folder first, then simulates for several seconds: nothing stored yet.
+    assert _interrupt(args, lambda _pid: out.exists(), tmp_path) == "error: interrupted"
+
+
+def _bytes_read(pid: int) -> int:
+    try:
+        io = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return 0
+    return int(io.split("rchar:")[1].split()[0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux's /proc/PID/io")
+@pytest.mark.parametrize("delay", [0.0, 1.0, 2.5])
+def test_interrupt_inside_a_query_rolls_the_batch_back(tmp_path: Path, delay: float) -> None:
+    """Ctrl-C while DuckDB validates and writes a batch: DuckDB cancels its query and raises its
+    own error (which surfaced as a traceback, or as "check the file" from the reader that saw
+    it) — the user sees the one interruption line, exit 130, and the store as it was."""
+    import duckdb
+
+    big = tmp_path / "big.csv"
+    duckdb.sql(
+        "COPY (SELECT 'product_viewed' AS event, TIMESTAMP '2025-01-01' + INTERVAL (i) SECOND AS ts,"
+        " 'u' || (i % 50000) AS user_id, 'p' || (i % 997) AS item_id FROM range(2000000) t(i))"
+        f" TO '{big}' (HEADER)"
+    )
+    db = tmp_path / "shop.duckdb"
+    small = tmp_path / "small.csv"
+    small.write_text("event,ts,user_id\npage_viewed,2025-03-01T10:00:00,u1\n", encoding="utf-8")
+    with Workspace.open(db) as ws:
+        assert ws.ingest.files("events", [str(small)]).inserted == 1
+    before = sp.snapshot(db)
+    # Once the command has read the whole file it validates and stores it for seconds, inside
+    # one transaction (the WAL appears only at the commit, too late to wait for).
+    size = big.stat().st_size
+    line = _interrupt(
+        ["--db", str(db), "ingest", "events", str(big)],
+        lambda pid: _bytes_read(pid) > size,
+        tmp_path,
+        delay,
+    )
+    assert "rolled back" in line
+    assert sp.snapshot(db) == before
+    assert sp.one_json(sp.run(tmp_path, "status", "--json", db=db))["tables"]["events"] == 1
 
 
 def test_report_out_current_folder_is_a_usage_error(cli, store) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import re
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,7 +20,7 @@ try:  # Typer >= 0.20 ships its own copy of Click
 except ImportError:  # pragma: no cover - older Typer uses Click itself
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
-from jingzhun import __version__
+from jingzhun import __version__, interrupt
 from jingzhun.cli import (
     apikey,
     campaign,
@@ -168,8 +168,22 @@ def _check_arguments(args: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(build_app())
     _check_arguments(sys.argv[1:] if argv is None else list(argv))
+    installed = interrupt.catch()
     try:
-        code = command.main(args=argv, prog_name="jingzhun", standalone_mode=False)
+        _run(command, argv)
+    finally:
+        if installed:  # main() called in a process that goes on (a test, a notebook)
+            interrupt.release()
+
+
+def _run(command: Any, argv: list[str] | None) -> None:
+    try:
+        try:
+            code = command.main(args=argv, prog_name="jingzhun", standalone_mode=False)
+        except Exception:
+            if interrupt.interrupted():
+                raise KeyboardInterrupt from None
+            raise
     except JingzhunError as exc:
         _fail(error_text(exc), exc.exit_code)
     except click_exc.NoArgsIsHelpError as exc:
@@ -181,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        _fail("interrupted; a batch in progress was rolled back", 130)
+        _fail(interrupt.message(), 130)
     except BrokenPipeError:
         # The reader went away (e.g. `| head`); nothing more to say, and nowhere to say it.
         sys.stderr.close()
@@ -195,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C, for one).
     if isinstance(code, int) and code != 0:
         if code == 130:
-            _fail("interrupted; a batch in progress was rolled back", 130)
+            _fail(interrupt.message(), 130)
         sys.exit(code)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from jingzhun import interrupt
 from jingzhun.config import Settings
 from jingzhun.errors import ConflictError, InputError, NotFoundError, StoreVersionError
 from jingzhun.store.registry import Registry
@@ -331,6 +332,7 @@ class Store:
             yield self.con
         except BaseException:
             self.con.execute("ROLLBACK")
+            interrupt.note_rollback()
             raise
         self.con.execute("COMMIT")
 
