@@ -329,7 +329,7 @@ def layer(module: str) -> str:
 
 
 #: The ground floor: shared definitions every stage and config.py import.
-GROUND = frozenset({"contracts", "errors", "checks"})
+GROUND = frozenset({"contracts", "errors", "checks", "interrupt"})
 #: What config and the helpers beside it leave to every layer above them.
 BASE = GROUND | {"config", "outputs"}
 #: What each part of the core may import besides itself: the ground floor imports only itself;
@@ -340,6 +340,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "contracts": GROUND,
     "errors": GROUND,
     "checks": GROUND,
+    "interrupt": GROUND,
     "config": GROUND,
     "outputs": GROUND,
     "store": BASE,
@@ -355,6 +356,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     # Campaign statistics and reports: above every stage, the campaign stage included.
     "evaluate": BASE
     | {"store", "ingest", "profile", "segment", "recommend", "predict", "campaign"},
+    # The protect stage: a person's rows in every stage's tables, found from the store's own
+    # catalogue; reads personal data through ingest's contacts and quarantine.
+    "privacy": BASE | {"store", "ingest"},
 }
 #: The imports between sibling stages today's code needs, module by module.
 CROSS_STAGE: dict[tuple[str, str], str] = {

@@ -5,8 +5,9 @@ cancelling the query and raising ``RuntimeError: Query interrupted`` in its plac
 code around it (a file reader, a transaction) may turn into some other error. With the flag the
 command line reports whatever surfaces after Ctrl-C as the interruption it is (exit 130), not as
 a traceback or a bogus "check the file". A SIGINT the parent ignores (``nohup``, a background
-job) stays ignored. This module imports nothing heavy: the console script installs the handler
-before it imports the rest of jingzhun (1–2 s of imports a Ctrl-C may land in).
+job) stays ignored. This module imports nothing: the console script (``jingzhun.__main__``)
+installs the handler before it imports the rest of jingzhun (a second of imports a Ctrl-C may
+land in).
 """
 
 from __future__ import annotations
@@ -62,16 +63,3 @@ def message() -> str:
     if _ROLLED_BACK.is_set():
         return "interrupted; the batch in progress was rolled back, nothing of it was stored"
     return "interrupted"
-
-
-def console() -> None:
-    """The ``jingzhun`` console script."""
-    import sys
-
-    catch()
-    try:
-        from jingzhun.cli import main
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
-        sys.exit(130)
-    main()
