@@ -12,6 +12,7 @@ hold (serving caches aside, which check the store on every call).
 ``ws.models``      the registry of every trained model: list, show, activate
 ``ws.campaigns``   create, preview and send campaigns; their members and deliveries
 ``ws.evaluate``    campaign reports: lift over control with intervals, CUPED, SRM, ROI
+``ws.privacy``     find, export and erase a person; the audit log; the vault's keys
 =================  ====================================================================
 
 Examples
@@ -31,36 +32,57 @@ The methods named after the CLI commands (``ws.segment_run(...)``, ``ws.recommen
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from jingzhun.campaign.facade import Campaigns
 from jingzhun.config import Settings, load_settings, resolve_db_path
-from jingzhun.evaluate.facade import Evaluate
-from jingzhun.ingest import quarantine as q
-from jingzhun.ingest.facade import Ingest
-from jingzhun.predict.facade import Predict
-from jingzhun.profile.facade import Profiles
-from jingzhun.recommend.facade import Recs, RuleOverrides
-from jingzhun.segment.facade import Segments
 from jingzhun.store import Registry, Store
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from jingzhun.campaign.facade import Campaigns
+    from jingzhun.evaluate.facade import Evaluate
+    from jingzhun.ingest import quarantine as q
     from jingzhun.ingest.clean import CleaningReport
+    from jingzhun.ingest.facade import Ingest
     from jingzhun.ingest.pipeline import BatchResult
     from jingzhun.predict.classify import Trained as PredictTrained
+    from jingzhun.predict.facade import Predict
     from jingzhun.predict.scores import Scored as PredictScored
+    from jingzhun.privacy.facade import Privacy
     from jingzhun.profile.analyze import Analysis
     from jingzhun.profile.build import BuildResult
+    from jingzhun.profile.facade import Profiles
+    from jingzhun.recommend.facade import Recs
     from jingzhun.recommend.serving import Recommend
     from jingzhun.recommend.training import Trained as RecTrained
+    from jingzhun.segment.facade import Segments
     from jingzhun.segment.runs import RunResult as SegmentRun
     from jingzhun.segment.runs import Segmenter
+
+
+class _Facade:
+    """A stage's facade, made on first use: its stage's modules (pandas, Ibis, SciPy,
+    scikit-learn …) are imported then, not by every command (``jingzhun --help`` took 1.5 s
+    importing them all). Made anew after the settings change."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.cls = module, name
+
+    def __set_name__(self, owner: type, attr: str) -> None:
+        self.attr = attr
+
+    def __get__(self, ws: Workspace | None, owner: type) -> Any:
+        if ws is None:
+            return self
+        cls = getattr(importlib.import_module(self.module), self.cls)
+        made = ws.__dict__[self.attr] = cls(ws.store, ws.settings)
+        return made
 
 
 class Workspace:
@@ -87,13 +109,27 @@ class Workspace:
     def settings(self, settings: Settings) -> None:
         """New settings reach every stage: the facades are made anew over them."""
         self._settings = settings
-        self.ingest = Ingest(self.store, settings)
-        self.profiles = Profiles(self.store, settings)
-        self.segments = Segments(self.store, settings)
-        self.recs = Recs(self.store, settings)
-        self.predict = Predict(self.store, settings)
-        self.campaigns = Campaigns(self.store, settings)
-        self.evaluate = Evaluate(self.store, settings)
+        for attr in _FACADES:
+            self.__dict__.pop(attr, None)
+
+    if TYPE_CHECKING:
+        ingest: Ingest
+        profiles: Profiles
+        segments: Segments
+        recs: Recs
+        predict: Predict
+        campaigns: Campaigns
+        evaluate: Evaluate
+        privacy: Privacy
+    else:
+        ingest = _Facade("jingzhun.ingest.facade", "Ingest")
+        profiles = _Facade("jingzhun.profile.facade", "Profiles")
+        segments = _Facade("jingzhun.segment.facade", "Segments")
+        recs = _Facade("jingzhun.recommend.facade", "Recs")
+        predict = _Facade("jingzhun.predict.facade", "Predict")
+        campaigns = _Facade("jingzhun.campaign.facade", "Campaigns")
+        evaluate = _Facade("jingzhun.evaluate.facade", "Evaluate")
+        privacy = _Facade("jingzhun.privacy.facade", "Privacy")
 
     @classmethod
     def open(
@@ -138,27 +174,27 @@ class Workspace:
     def quarantine_batches(self) -> pd.DataFrame:
         return self.ingest.quarantine.batches()
 
-    def quarantine_reasons(self, selection: q.Selection = q.OPEN) -> pd.DataFrame:
-        return self.ingest.quarantine.reasons(selection)
+    def quarantine_reasons(self, selection: q.Selection | None = None) -> pd.DataFrame:
+        return self.ingest.quarantine.reasons(*_given(selection))
 
     def quarantine_rows(
-        self, selection: q.Selection = q.OPEN, *, limit: int | None = 50
+        self, selection: q.Selection | None = None, *, limit: int | None = 50
     ) -> pd.DataFrame:
-        return self.ingest.quarantine.rows(selection, limit=limit)
+        return self.ingest.quarantine.rows(*_given(selection), limit=limit)
 
     def quarantine_export(
-        self, out: str | os.PathLike[str], selection: q.Selection = q.OPEN
+        self, out: str | os.PathLike[str], selection: q.Selection | None = None
     ) -> int:
-        return self.ingest.quarantine.export(out, selection)
+        return self.ingest.quarantine.export(out, *_given(selection))
 
     def quarantine_replay(
         self,
-        selection: q.Selection = q.OPEN,
+        selection: q.Selection | None = None,
         *,
         file: str | os.PathLike[str] | None = None,
         event_map: dict[str, str] | None = None,
     ) -> list[BatchResult]:
-        return self.ingest.quarantine.replay(selection, file=file, event_map=event_map)
+        return self.ingest.quarantine.replay(*_given(selection), file=file, event_map=event_map)
 
     def quarantine_discard(self, selection: q.Selection) -> int:
         return self.ingest.quarantine.discard(selection)
@@ -228,6 +264,8 @@ class Workspace:
         return self.recs.evaluate(log, item_features=item_features, **options).to_json()
 
     def recommender(self, model: str | None = None, **rules: Any) -> Recommend:
+        from jingzhun.recommend.facade import RuleOverrides
+
         return self.recs.recommender(model, RuleOverrides(**rules) if rules else None)
 
     def recommend(
@@ -280,3 +318,11 @@ class Workspace:
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
+
+
+_FACADES = tuple(n for n, v in vars(Workspace).items() if isinstance(v, _Facade))
+
+
+def _given(selection: q.Selection | None) -> tuple[q.Selection, ...]:
+    """A quarantine selection, or none (the facade's default: the open rows)."""
+    return () if selection is None else (selection,)
