@@ -74,17 +74,26 @@ def write(store: Store, as_of: datetime) -> None:
     store.run("DELETE FROM activity_cohorts")
     store.run(f"INSERT INTO activity_cohorts SELECT cohort, age, customers FROM ({cohort_sql})")
     store.run("DELETE FROM activity_funnel")
-    for days in PERIODS:
-        try:
-            steps = analyze.funnel(store, since=as_of - timedelta(days=days), until=as_of)
-        except NotFoundError:
-            continue
-        frame = steps.tables["steps"]
-        store.run(
-            "INSERT INTO activity_funnel SELECT ?, unnest(?), unnest(?), unnest(?), ?",
-            [days, list(range(len(frame))), frame["step"].tolist(),
-             frame["visitors"].astype(int).tolist(), as_of],
-        )  # fmt: skip
+    # The three windows' funnels in one query (compiling one funnel took 0.4 s of Ibis; three
+    # took most of a small store's build), each window's events tagged with its length.
+    windows = ibis.union(
+        *(
+            e.filter(e.ts >= ibis.literal(as_of - timedelta(days=days), type="timestamp")).mutate(
+                period=ibis.literal(days)
+            )
+            for days in PERIODS
+        )
+    )
+    steps = analyze.DEFAULT_FUNNEL
+    tallies = ibis.to_sql(analyze.funnel_tallies(windows, steps, key="period"), dialect="duckdb")
+    store.run(
+        "INSERT INTO activity_funnel "
+        "SELECT p.days, s.position, s.step, coalesce(t.n, 0), ? "
+        "FROM (SELECT unnest(?::INTEGER[]) AS days) p "
+        "CROSS JOIN (SELECT unnest(?::INTEGER[]) AS position, unnest(?::VARCHAR[]) AS step) s "
+        f"LEFT JOIN ({tallies}) t ON t.period = p.days AND t.position = s.position",
+        [as_of, list(PERIODS), list(range(len(steps))), list(steps)],
+    )
     store.run("DELETE FROM activity_kept")
     store.run("INSERT INTO activity_kept VALUES (?, now()::TIMESTAMP)", [as_of])
 

@@ -185,23 +185,7 @@ def funnel(
             hint=f"use events such as: {', '.join(DEFAULT_FUNNEL)}",
         )
     e = period_events(store, since, until)
-    e = e.mutate(visitor=_visitor(e)).filter(e.event.isin(list(steps)))
-    reached = e.filter(e.event == steps[0]).group_by("visitor").aggregate(t0=ibis._.ts.min())
-    # Every step's count in one query: counting each step by itself ran the joins of the
-    # steps before it again (4 steps: 10 joins instead of 4).
-    tallies = [reached.aggregate(position=ibis.literal(0), n=ibis._.count())]
-    start = reached.select("visitor", "t0", t=reached.t0)
-    for i, step in enumerate(steps[1:], start=1):
-        s = e.filter(e.event == step)
-        j = start.join(s, start.visitor == s.visitor)
-        # A step met before needs a later event: the one that reached it does not count twice.
-        cond = j.ts > j.t if step in steps[:i] else j.ts >= j.t
-        if within_days is not None:
-            cond &= j.ts <= j.t0 + ibis.interval(seconds=int(within_days * 86_400))
-        nxt = j.filter(cond).group_by([j.visitor, j.t0]).aggregate(t=j.ts.min())
-        tallies.append(nxt.aggregate(position=ibis.literal(i), n=ibis._.count()))
-        start = nxt
-    got = ibis.union(*tallies).execute() if len(tallies) > 1 else tallies[0].execute()
+    got = funnel_tallies(e, steps, within_days=within_days).execute()
     found = dict(zip(got["position"], got["n"], strict=True))
     counts = [int(found.get(i, 0)) for i in range(len(steps))]
     rows = []
@@ -223,6 +207,43 @@ def funnel(
         {"steps": frame},
         {"steps": list(steps), "within_days": within_days, "overall_conversion": overall},
     )
+
+
+def funnel_tallies(
+    e: ir.Table,
+    steps: tuple[str, ...] = DEFAULT_FUNNEL,
+    *,
+    within_days: float | None = None,
+    key: str | None = None,
+) -> ir.Table:
+    """Visitors reaching each step of the funnel (``position``, ``n``) over the events ``e``
+    — per value of the column ``key`` when given (the kept activity's 7/30/90-day windows,
+    one query for the three)."""
+    keys = [key] if key else []
+    e = e.mutate(visitor=_visitor(e)).filter(e.event.isin(list(steps)))
+    reached = (
+        e.filter(e.event == steps[0]).group_by([*keys, "visitor"]).aggregate(t0=ibis._.ts.min())
+    )
+
+    # Every step's count in one query: counting each step by itself ran the joins of the
+    # steps before it again (4 steps: 10 joins instead of 4).
+    def count(t: ir.Table, position: int) -> ir.Table:
+        metrics = {"position": ibis.literal(position), "n": t.count()}
+        return t.group_by(keys).aggregate(**metrics) if keys else t.aggregate(**metrics)
+
+    tallies = [count(reached, 0)]
+    start = reached.select(*keys, "visitor", "t0", t=reached.t0)
+    for i, step in enumerate(steps[1:], start=1):
+        s = e.filter(e.event == step)
+        j = start.join(s, [start.visitor == s.visitor, *(start[k] == s[k] for k in keys)])
+        # A step met before needs a later event: the one that reached it does not count twice.
+        cond = j.ts > j.t if step in steps[:i] else j.ts >= j.t
+        if within_days is not None:
+            cond &= j.ts <= j.t0 + ibis.interval(seconds=int(within_days * 86_400))
+        nxt = j.filter(cond).group_by([*keys, "visitor", "t0"]).aggregate(t=j.ts.min())
+        tallies.append(count(nxt, i))
+        start = nxt
+    return ibis.union(*tallies) if len(tallies) > 1 else tallies[0]
 
 
 def cohorts(
