@@ -13,6 +13,7 @@ import bench_dashboard
 import bench_ingest
 import bench_ingest_logs
 import bench_predict
+import bench_privacy
 import bench_profile
 import bench_recommend
 import bench_recommend_public
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "recommend_public": bench_recommend_public.main,
     "predict": bench_predict.main,
     "server": bench_server.main,
+    "privacy": bench_privacy.main,
     "campaign": bench_campaign.main,
     "dashboard": bench_dashboard.main,
 }

@@ -6,9 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,6 +115,13 @@ def cli(tmp_path: Path) -> Callable[..., CliResult]:
     return _run
 
 
+#: Every store the tests make shares one vault master key (issue 18), from the environment as a
+#: server would have it: tests copy stores under new names, and a key file (STORE.key) does not
+#: follow a copy. tests/store/test_vault.py and tests/privacy unset it to test the key file.
+TEST_MASTER_KEY = "dGVzdC1vbmx5LW1hc3Rlci1rZXktMzItYnl0ZXMhISE"
+os.environ.setdefault("JINGZHUN_MASTER_KEY", TEST_MASTER_KEY)
+
+
 #: Test files that take minutes (browsers, many CLI processes, the demo): collected first, so
 #: that `make test`'s two workers (pytest-xdist, one file at a time) do not end with one of
 #: them running a long file alone while the other waits (the clean run of 2026-12-06: 176% of
@@ -136,3 +144,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return next((i for i, p in enumerate(SLOW_FIRST) if path.startswith(p)), len(SLOW_FIRST))
 
     items.sort(key=rank)  # stable: each file's tests keep their order
+
+
+def plain_pii(store: Any, fields: Sequence[str] = ("email",)) -> list[tuple]:
+    """Every pii row as ``(user_id, *fields)`` decrypted by the store's vault, by user id:
+    the table itself holds ciphertexts (issue 18)."""
+    from jingzhun.ingest.read import contacts
+
+    users = [u for (u,) in store.rows("SELECT user_id FROM pii ORDER BY user_id")]
+    frame = contacts(store, users, list(fields))
+    return [
+        tuple(None if v is None or v != v else v for v in row)
+        for row in frame[["user_id", *fields]].itertuples(index=False)
+    ]

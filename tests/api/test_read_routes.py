@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from jingzhun.ingest.quarantine import Selection
+from jingzhun.ingest.read import contacts
 from jingzhun.workspace import Workspace
 from tests.api.conftest import Served, start
 
@@ -493,7 +494,7 @@ def test_post_users_ingests_them_and_quarantines_bad_rows(fresh: Served) -> None
     assert ws.store.rows(
         "SELECT city, attributes->>'plan' FROM users WHERE user_id = 'api-u1'"
     ) == [("杭州", "gold")]
-    assert ws.store.scalar("SELECT email FROM pii WHERE user_id = 'api-u1'") == "a@example.com"
+    assert contacts(ws.store, ["api-u1"], ["email"])["email"].tolist() == ["a@example.com"]
     read = fresh.client("read")
     page = read.get("/v1/quarantine", params={"batch": body["batch_id"]}).json()
     assert [r["raw"]["user_id"] for r in page["items"]] == ["api-u2"]

@@ -112,9 +112,13 @@ def test_sigterm_loses_nothing_accepted(tmp_path: Path) -> None:
     threads = [threading.Thread(target=send, args=(t,)) for t in range(8)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
-    metrics = httpx.get(f"{url}/metrics").text
-    waiting = float(re.search(r"^jingzhun_write_queue_messages (\S+)$", metrics, re.M)[1])
+    # The signal comes once requests wait in the queue (about a second after they start; on
+    # a loaded machine the senders take longer to get going).
+    deadline, waiting = time.monotonic() + 20, 0.0
+    while waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.25)
+        metrics = httpx.get(f"{url}/metrics").text
+        waiting = float(re.search(r"^jingzhun_write_queue_messages (\S+)$", metrics, re.M)[1])
     proc.send_signal(signal.SIGTERM)
     assert waiting > 0  # accepted, not yet written, when the signal came
     for t in threads:

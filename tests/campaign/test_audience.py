@@ -15,6 +15,7 @@ from jingzhun.campaign import consent
 from jingzhun.campaign.audience import AUDIENCE, campaign_now, draw
 from jingzhun.campaign.spec import load_spec
 from jingzhun.errors import InputError, NotFoundError
+from jingzhun.ingest.read import contacts
 from jingzhun.workspace import Workspace
 
 
@@ -48,7 +49,8 @@ def test_steps_match_an_independent_count(
         "bought_within_14_days",
     ]
     assert d.steps[0].remaining == len(consenting)
-    with_email = set(ws.sql("SELECT user_id FROM pii WHERE trim(email) <> ''")["user_id"])
+    people = contacts(ws.store, ws.sql("SELECT user_id FROM pii")["user_id"].tolist(), ["email"])
+    with_email = set(people.loc[people["email"].fillna("").str.strip() != "", "user_id"])
     assert d.steps[1].remaining == len(consenting & with_email)
     orders = ws.sql("SELECT user_id, ts FROM stitched_events WHERE event = 'order_completed'")
     recent = set(
@@ -136,7 +138,7 @@ def test_consent_history_and_suppressions_are_respected(
         "INSERT INTO consents VALUES (?, 'marketing', 'email', 'GRANTED', ?, 'api')",
         [refused[0], now],
     )
-    email = ws.store.scalar("SELECT email FROM pii WHERE user_id = ?", [members[1]])
+    email = contacts(ws.store, [members[1]], ["email"])["email"][0]
     added = consent.suppress(
         ws.store,
         [(f"  {email.upper()} ", None)],

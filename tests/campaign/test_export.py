@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from jingzhun.errors import InputError
+from jingzhun.ingest.read import contacts
 from jingzhun.workspace import Workspace
 
 
@@ -30,10 +31,10 @@ def test_the_treatment_arm_is_exported_and_the_control_held_out(
     result = ws.campaigns.export("retarget", platform="meta", out=out)
     written = pd.read_csv(out, dtype=str)
     assert list(written.columns) == ["email", "phone"] and len(written) == result.users
-    arms = ws.sql(
-        "SELECT m.arm, lower(trim(p.email)) AS email FROM campaign_members m JOIN pii p USING (user_id) "
-        "WHERE m.campaign = 'retarget'"
-    )
+    arms = ws.sql("SELECT user_id, arm FROM campaign_members WHERE campaign = 'retarget'")
+    people = contacts(ws.store, arms["user_id"].tolist(), ["email"])
+    arms = arms.merge(people, on="user_id")
+    arms["email"] = arms["email"].str.strip().str.lower()
     digest = arms["email"].map(lambda e: hashlib.sha256(e.encode()).hexdigest())
     exported = set(written["email"].dropna())
     assert exported == set(digest[arms["arm"] == "treatment"])

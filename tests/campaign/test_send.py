@@ -24,19 +24,21 @@ from jingzhun.campaign.consent import address_hash
 from jingzhun.campaign.delivery import CHUNK
 from jingzhun.campaign.links import tracking_key, verify
 from jingzhun.errors import InputError
+from jingzhun.ingest.read import contacts
 from jingzhun.workspace import Workspace
 from tests.campaign.conftest import BASE_URL, Smtp, free_port, settings_for
 
 
 def treatment(ws: Workspace, name: str = "spring") -> dict[str, str]:
     """user_id -> email of the campaign's treatment members."""
-    return dict(
-        ws.store.rows(
-            "SELECT m.user_id, trim(p.email) FROM campaign_members m JOIN pii p USING (user_id) "
-            "WHERE m.campaign = ? AND m.arm = 'treatment'",
-            [name],
+    members = [
+        u
+        for (u,) in ws.store.rows(
+            "SELECT user_id FROM campaign_members WHERE campaign = ? AND arm = 'treatment'", [name]
         )
-    )
+    ]
+    people = contacts(ws.store, members, ["email"])  # the vault decrypts them
+    return {u: e.strip() for u, e in zip(people["user_id"], people["email"], strict=True) if e}
 
 
 def test_each_treatment_member_gets_one_message_with_the_bulk_sender_headers(
@@ -142,9 +144,8 @@ def test_a_deferred_recipient_is_retried_and_a_refused_one_suppressed(
             f"SELECT user_id FROM {AUDIENCE} WHERE arm = 'treatment' ORDER BY user_id LIMIT 2"
         )
     ]
-    emails = dict(
-        ws.store.rows("SELECT user_id, trim(email) FROM pii WHERE user_id IN (?, ?)", users)
-    )
+    people = contacts(ws.store, users, ["email"])
+    emails = {u: e.strip() for u, e in zip(people["user_id"], people["email"], strict=True)}
     smtp.sink.defer[emails[users[0]]] = 2
     smtp.sink.refuse.add(emails[users[1]])
     result = ws.campaigns.send("spring")

@@ -152,6 +152,19 @@ COMMANDS: dict[str, Base] = {
     "models activate": Base(arguments={"model_id": "popularity-1"}),
     "apikey create": Base((("--scope", "read"), ("--name", "ci"))),
     "apikey list": Base(),
+    "init": Base(),
+    "privacy keygen": Base(),
+    "privacy status": Base(),
+    "privacy find": Base((("--email", "a@example.com"),), instead={"--email": (), "--phone": ()}),
+    "privacy export": Base(arguments={"user_id": USER}),
+    "privacy erase": Base(arguments={"user_id": USER}),
+    # With $JINGZHUN_MASTER_KEY set (as in every test) rotation needs the new key in another
+    # variable; tests/privacy/test_privacy.py rotates a real key file.
+    "privacy rotate-key": Base(
+        stubs={"jingzhun.store.vault.rotate_master": "rotation writes the store's key file"}
+    ),
+    "privacy purge": Base((("--older-than", "3650"),)),
+    "audit list": Base(),
     "campaign plan": Base((("--baseline", "0.05"), ("--mde", "0.01"))),
     "campaign create": Base(arguments={"spec": "campaign.toml"}),
     "campaign list": Base(),

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from jingzhun.ingest.read import contacts
 from tests.api.conftest import Served
 from tests.web.conftest import ARTIFACTS, Watched, charts_drawn, charts_overflowing, sign_in
 
@@ -84,6 +85,15 @@ def test_find_a_user_and_see_everything_about_them(served: Served, context: Any,
     w.page.press("#q", "Enter")
     w.page.wait_for_load_state("networkidle")
     assert w.page.locator("#found tbody tr").count() == 10
+    # an email address, typed as it comes, finds its owner through the vault's blind index
+    store = served.app.state.jingzhun.readers.get().store
+    email = contacts(store, [BUYER], ["email"])["email"][0]
+    w.page.fill("#q", f" {email.upper()} ")
+    w.page.press("#q", "Enter")
+    w.page.wait_for_load_state("networkidle")
+    assert w.page.url == f"{served.url}/users/{BUYER}"
+    assert email not in w.page.content(), "the page shows no personal data"
+    w.page.goto(f"{served.url}/users")
     w.page.fill("#q", BUYER)
     w.page.press("#q", "Enter")
     w.page.wait_for_load_state("networkidle")

@@ -27,7 +27,7 @@ from jingzhun.contracts.results import Result
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest.read import (
     buyers_query,
-    contacts_query,
+    contacts_index_query,
     latest_event_time,
     triggered_query,
 )
@@ -230,26 +230,27 @@ def _exclude(store: Store, spec: CampaignSpec, now: datetime) -> list[Step]:
     if x.no_consent:
         sql, params = consent.marketing_consent_sql(channel)
         mark("no_consent", f"user_id NOT IN (SELECT user_id FROM ({sql}))", params)
-    contacts = contacts_query()
+    # Who can be reached, and suppressed addresses, through the vault's blind index: the
+    # addresses themselves are encrypted.
+    reach = contacts_index_query()
     if spec.channel == "email":
         mark(
             "no_address",
-            f"user_id NOT IN (SELECT user_id FROM ({contacts}) WHERE nullif(trim(email), '') IS NOT NULL)",
+            f"user_id NOT IN (SELECT user_id FROM ({reach}) WHERE email_index IS NOT NULL)",
             [],
         )
     elif spec.channel == "ads":
         mark(
             "no_address",
-            f"user_id NOT IN (SELECT user_id FROM ({contacts}) WHERE "
-            "nullif(trim(email), '') IS NOT NULL OR nullif(trim(phone), '') IS NOT NULL)",
+            f"user_id NOT IN (SELECT user_id FROM ({reach}) WHERE "
+            "email_index IS NOT NULL OR phone_index IS NOT NULL)",
             [],
         )
     if spec.channel in ("email", "ads"):
-        hashed = consent.address_hash_sql("c.email")
         mark(
             "suppressed",
-            f"user_id IN (SELECT c.user_id FROM ({contacts}) c JOIN suppressions s "
-            f"ON s.channel = 'email' AND s.address_hash = {hashed})",
+            f"user_id IN (SELECT c.user_id FROM ({reach}) c JOIN suppressions s "
+            "ON s.channel = 'email' AND s.address_index = c.email_index)",
             [],
         )
     else:

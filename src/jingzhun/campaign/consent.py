@@ -18,6 +18,7 @@ from datetime import datetime
 
 from jingzhun.store import Store
 from jingzhun.store.sql import Sql
+from jingzhun.store.vault import vault_for
 
 #: Users file values of marketing_opt_in that mean yes (case-insensitive).
 _YES = ("true", "1", "yes", "y", "t")
@@ -71,12 +72,23 @@ def suppress(
 ) -> int:
     """Add (address, user_id) pairs to the suppression list; an address already there keeps
     its first reason. Returns how many were added."""
-    values = [(channel, address_hash(a), u, reason, source, now) for a, u in rows if a]
-    if not values:
+    pairs = [(a, u) for a, u in rows if a]
+    if not pairs:
         return 0
+    # The blind index is what audiences match on (the addresses in pii are encrypted); the
+    # addresses came decrypted from the vault, so the store has one.
+    vault = vault_for(store)
+    field = "email" if channel == "email" else "phone"
+    index = vault.blind([a for a, _ in pairs], field) if vault else [None] * len(pairs)
+    values = [
+        (channel, address_hash(a), u, reason, source, now, i)
+        for (a, u), i in zip(pairs, index, strict=True)
+    ]
     before = store.count("suppressions")
     store.con.executemany(
-        "INSERT INTO suppressions VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", values
+        "INSERT INTO suppressions (channel, address_hash, user_id, reason, source, created_at, "
+        "address_index) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        values,
     )
     return store.count("suppressions") - before
 

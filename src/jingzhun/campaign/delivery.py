@@ -39,7 +39,7 @@ from jingzhun.campaign.spec import CampaignSpec
 from jingzhun.config import Settings
 from jingzhun.contracts.results import Result
 from jingzhun.errors import ConflictError, InputError
-from jingzhun.ingest.read import contacts_query, event_items_query, items_query
+from jingzhun.ingest.read import contacts, event_items_query, items_query
 from jingzhun.profile.read import profile_rows
 from jingzhun.recommend import read as recommend_read
 from jingzhun.recommend.rules import reason_text
@@ -163,13 +163,8 @@ def contexts(
     a JSON list of item ids or None), in ``members``' order."""
     ids = members["user_id"].tolist()
     prof_by = {r["user_id"]: r for r in profile_rows(store, ids)}
-    names = dict(
-        store.rows(
-            f"SELECT user_id, coalesce(name, '') FROM ({contacts_query()}) "
-            "WHERE user_id IN (SELECT unnest(?::VARCHAR[]))",
-            [ids],
-        )
-    )
+    people = contacts(store, ids, ["name"])
+    names = dict(zip(people["user_id"], people["name"].fillna(""), strict=True))
     recs = recommend_read.list_rows(store, ids, max_rank=max(spec.recommendations, 1))
     because = {
         r["reason"].partition(":")[2]
@@ -500,13 +495,8 @@ def _outgoing(
             for c, variant, mid in zip(ctx, chunk["variant"], chunk["message_id"], strict=True)
         ], []
     ids = chunk["user_id"].tolist()
-    emails = dict(
-        store.rows(
-            f"SELECT user_id, trim(email) FROM ({contacts_query()}) "
-            "WHERE user_id IN (SELECT unnest(?::VARCHAR[]))",
-            [ids],
-        )
-    )
+    people = contacts(store, ids, ["email"])
+    emails = {u: e.strip() for u, e in zip(people["user_id"], people["email"], strict=True) if e}
     out, missing = [], []
     for c, variant, mid in zip(ctx, chunk["variant"], chunk["message_id"], strict=True):
         to = emails.get(c["user_id"])

@@ -29,7 +29,7 @@ from jingzhun.checks import bounded_int
 from jingzhun.config import Settings
 from jingzhun.contracts.results import Result
 from jingzhun.errors import ConflictError, InputError, NotFoundError
-from jingzhun.ingest.read import contacts_query, order_totals
+from jingzhun.ingest.read import contacts, order_totals
 from jingzhun.outputs import check_output_path
 from jingzhun.predict.read import score_query
 from jingzhun.profile.build import profile_columns
@@ -396,13 +396,16 @@ class Campaigns:
         if fresh:
             d = draw(self.store, spec)
             delivery.write_snapshot(self.store, spec, d, domain="localhost")
-        rows = self.store.sql(
-            f"""SELECT d.user_id, c.email, c.phone
-                FROM deliveries d LEFT JOIN ({contacts_query()}) c USING (user_id)
-                WHERE d.campaign = ? AND d.state IN ('queued', 'sending', 'sent')
-                ORDER BY d.user_id""",
+        members = self.store.sql(
+            """SELECT user_id FROM deliveries
+               WHERE campaign = ? AND state IN ('queued', 'sending', 'sent') ORDER BY user_id""",
             [name],
         ).df()
+        rows = members.merge(
+            contacts(self.store, members["user_id"].tolist(), ["email", "phone"]),
+            on="user_id",
+            how="left",
+        )
         result = export_audience(
             rows,
             platform=platform,  # type: ignore[arg-type]

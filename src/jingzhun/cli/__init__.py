@@ -28,6 +28,7 @@ from jingzhun.cli import (
     ingest,
     models,
     predict,
+    privacy,
     profile,
     quarantine,
     recommend,
@@ -91,6 +92,9 @@ def build_app() -> typer.Typer:
     app.add_typer(models.app, name="models")
     app.add_typer(apikey.app, name="apikey")
     app.add_typer(campaign.app, name="campaign")
+    app.add_typer(privacy.app, name="privacy")
+    app.add_typer(privacy.audit_app, name="audit")
+    app.command()(privacy.init)
     app.command()(commands.clean)
     app.command()(commands.status)
     app.command()(commands.synth)

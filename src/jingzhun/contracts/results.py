@@ -45,16 +45,17 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _json_ready(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """A value as JSON takes it: :func:`plain`, then datetimes and dates as ISO text."""
     value = plain(value)
     if isinstance(value, datetime):
         return value.isoformat(sep=" ")
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, list):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
+        return {k: json_ready(v) for k, v in value.items()}
     return value
 
 
@@ -64,4 +65,4 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         """The result as a JSON-ready dict (datetimes as ISO text, missing values as None)."""
-        return {f.name: _json_ready(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: json_ready(getattr(self, f.name)) for f in dataclasses.fields(self)}

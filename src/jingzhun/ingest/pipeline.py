@@ -17,17 +17,19 @@ from __future__ import annotations
 import io
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import BinaryIO
 
 import duckdb
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from jingzhun.config import IngestSettings
-from jingzhun.contracts.events import EVENT_NAMES, FIELDS, KEY, Kind
+from jingzhun.contracts.events import EVENT_NAMES, FIELDS, KEY, Field, Kind
 from jingzhun.contracts.time import utcnow
 from jingzhun.errors import InputError
 from jingzhun.ingest import segment
@@ -44,6 +46,7 @@ from jingzhun.ingest.sources import (
 from jingzhun.ingest.validate import IngestOptions, RowValidator, q, stage_columns
 from jingzhun.store import Store
 from jingzhun.store.sql import Sql
+from jingzhun.store.vault import INDEXED_FIELDS, Vault, seal_quarantine, vault_for
 
 #: Called with (source label, bytes done, bytes total or None).
 Progress = Callable[[str, int, int | None], None]
@@ -205,6 +208,7 @@ class Ingestor:
         self.store = store
         self.settings = settings
         self.con = store.con
+        self.vault: Vault | None = None  # opened by a batch that may hold personal data
         #: When a list, each events chunk adds an Arrow table of its rows counted by source
         #: line (``line``, ``rows``, ``inserted``, ``quarantined``, ``skipped``): the server
         #: ingests many requests' messages as one batch and answers each with its own counts.
@@ -363,6 +367,11 @@ class Ingestor:
         # as NOT (price BETWEEN 0 AND max) to false: NaN prices would pass validation.
         # Without statistics propagation every value is tested.
         con.execute("SET disabled_optimizers = 'statistics_propagation'")
+        # Before the batch's transaction: making the vault commits its keys. A store whose vault
+        # key is missing or wrong is refused here, before a row is read. A batch that may give
+        # personal data makes the vault; any other batch uses it if the store has one, for the
+        # raw rows it quarantines.
+        self.vault = vault_for(self.store, create=kind == "users" or _gives_users(options))
         try:
             with self.store.transaction():
                 con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} ({cols})")
@@ -422,6 +431,7 @@ class Ingestor:
                 result.seconds = time.perf_counter() - started
                 if result.ts_unit is not None:
                     options = options.replace(ts_unit=result.ts_unit)
+                self._seal_quarantine()
                 self._record(result, options, started_at=now, replay_of=replay_of)
         finally:
             con.execute("RESET disabled_optimizers")
@@ -526,9 +536,21 @@ class Ingestor:
                       QUALIFY row_number() OVER (PARTITION BY _rk ORDER BY _file, _line) = 1)
                 WHERE _rk NOT IN (SELECT raw_key FROM quarantine WHERE raw_key IS NOT NULL)
                 """,
-                [batch_id, kind, labels, now, kind],
+                # With a vault, the content key is keyed too: an md5 of a row of personal
+                # data would let anyone holding the file test a guess of the whole row.
+                [batch_id, kind, labels, now, self._content_salt(kind)],
             ).fetchone()[0]
         )
+
+    def _content_salt(self, kind: str) -> str:
+        return kind if self.vault is None else f"{kind}\x1f{self.vault.index_key.hex()}"
+
+    def _seal_quarantine(self) -> None:
+        """Encrypt the raw rows this batch quarantined or re-quarantined (a Segment message's
+        traits, a users file's columns: personal data kept for replay); nothing to do in a
+        store without a vault."""
+        if self.vault is not None:
+            seal_quarantine(self.store, self.vault)
 
     def _count_bad(self) -> int:
         return int(
@@ -823,13 +845,15 @@ class Ingestor:
             fields = [f for f in FIELDS[kind] if f.pii == pii and f.name != key]
             mask = int(sum(1 << bits[f.name] for f in fields))
             given = f"(l._present & {mask}) <> 0"
-            if (
-                pii
-                and not con.execute(f"SELECT count(*) FROM _jz_latest l WHERE {given}").fetchone()[
+            if pii:
+                if not con.execute(f"SELECT count(*) FROM _jz_latest l WHERE {given}").fetchone()[
                     0
-                ]
-            ):
-                continue  # no file of this batch has personal data columns
+                ]:
+                    continue  # no file of this batch has personal data columns
+                self._upsert_pii(fields, bits, given, now, batch_id)
+                touched.append(f"SELECT {key} FROM _jz_changed_{table}")
+                touched.append(f"SELECT {key} FROM _jz_merged_{table} WHERE _new")
+                continue
             merged: list[Sql] = []
             for f in fields:
                 if f.name == EXTRAS_COLUMN[kind]:
@@ -881,6 +905,77 @@ class Ingestor:
         result.inserted = int(new + changed)
         result.updated = int(changed)
 
+    def _upsert_pii(
+        self, fields: list[Field], bits: dict[str, int], given: Sql, now: datetime, batch_id: str
+    ) -> None:
+        """Merge the batch's personal data into ``pii``, encrypted by the vault.
+
+        The batch's values are plaintext only in this connection's temporary tables; the file
+        gets ciphertexts and blind-index tokens. A field the file did not give keeps its stored
+        value, and a user counts as changed when a decrypted stored value differs from the
+        merged one: ciphertexts differ on every write (fresh nonces), so they are not compared.
+        Python loops here only to call the cipher once per value (see Vault.encrypt).
+        """
+        con, vault = self.con, self.vault
+        if vault is None:  # pragma: no cover - _run opens it for every batch that gives users
+            raise RuntimeError("personal data reached the store without the vault")
+        names = [f.name for f in fields]  # from the field definitions, not a file
+        new_cols: Sql = ", ".join(f"l.{f.name}" for f in fields)
+        old_cols: Sql = ", ".join(f"o.{f.name}" for f in fields)
+        new = con.execute(
+            f"SELECT l.user_id, l._present, {new_cols}, "
+            "o.user_id IS NULL AS _new "
+            f"FROM _jz_latest l LEFT JOIN pii o ON o.user_id = l.user_id WHERE {given}"
+        ).df()
+        old = con.execute(
+            f"SELECT o.user_id, {old_cols} "
+            f"FROM pii o JOIN _jz_latest l ON o.user_id = l.user_id WHERE {given}"
+        ).df()
+        users = new["user_id"].tolist()
+        present = new["_present"].to_numpy()
+        stored = new[["user_id"]].merge(old, on="user_id", how="left")
+        changed = np.zeros(len(new), dtype=bool)
+        sealed: dict[str, list[str | None]] = {"user_id": users}
+        for name in names:
+            given_here = ((present >> bits[name]) & 1) == 1
+            before = _texts(
+                vault.decrypt(_texts(stored[name]), stored["user_id"].tolist(), name)
+                if not old.empty
+                else [None] * len(new)
+            )
+            merged = [
+                n if g else b for n, b, g in zip(_texts(new[name]), before, given_here, strict=True)
+            ]
+            changed |= np.array([m != b for m, b in zip(merged, before, strict=True)], dtype=bool)
+            sealed[name] = vault.encrypt(merged, users, name)
+            if name in INDEXED_FIELDS:
+                sealed[f"{name}_index"] = vault.blind(merged, name)
+        frame = pd.DataFrame(sealed)
+        frame["_new"] = new["_new"].to_numpy(dtype=bool)
+        frame["_changed"] = changed & ~frame["_new"].to_numpy()
+        con.register("_jz_sealed_pii", frame)
+        try:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _jz_merged_pii AS "
+                "SELECT user_id, _new FROM _jz_sealed_pii"
+            )
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _jz_changed_pii AS "
+                "SELECT user_id FROM _jz_sealed_pii WHERE _changed"
+            )
+            con.execute("DELETE FROM pii WHERE user_id IN (SELECT user_id FROM _jz_changed_pii)")
+            columns: Sql = ", ".join(
+                [*(f.name for f in fields), *(f"{n}_index" for n in INDEXED_FIELDS if n in names)]
+            )
+            con.execute(
+                f"INSERT INTO pii (user_id, {columns}, updated_at, batch_id) "
+                f"SELECT user_id, {columns}, ?, ? FROM _jz_sealed_pii "
+                "WHERE _new OR _changed",
+                [now, batch_id],
+            )
+        finally:
+            con.unregister("_jz_sealed_pii")
+
     def _record(
         self,
         result: BatchResult,
@@ -915,6 +1010,11 @@ class Ingestor:
         ).fetchall()
         for (name,) in rows:
             self.con.execute(f"DROP TABLE IF EXISTS temp.{q(name)}")
+
+
+def _texts(values: Iterable[object]) -> list[str | None]:
+    """Values as text or None (pandas gives NaN/None for SQL NULL)."""
+    return [None if v is None or v != v else str(v) for v in values]
 
 
 def _gives_users(options: IngestOptions) -> bool:

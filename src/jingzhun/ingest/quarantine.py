@@ -35,6 +35,7 @@ from jingzhun.ingest.validate import IngestOptions
 from jingzhun.outputs import atomic_write, check_output_path
 from jingzhun.store import Store
 from jingzhun.store.sql import Sql
+from jingzhun.store.vault import PREFIX, VaultKeyError, vault_for
 
 DISCARDED = "discarded"
 
@@ -137,7 +138,7 @@ def rows(store: Store, selection: Selection = OPEN, *, limit: int | None = 50) -
     if limit is not None:  # 1e20 overflowed DuckDB's LIMIT (issue 12)
         lim = "LIMIT ?"
         params = [*params, bounded_int(limit, "--limit", lo=1, hi=MAX_ROWS)]
-    return store.sql(
+    frame = store.sql(
         f"""
         SELECT quarantine_id, batch_id, kind, source, line_no, reason, raw, received_at,
                resolved_at, resolved_batch_id
@@ -145,6 +146,26 @@ def rows(store: Store, selection: Selection = OPEN, *, limit: int | None = 50) -
         """,
         params,
     ).df()
+    return opened_raw(store, frame)
+
+
+def opened_raw(store: Store, frame: pd.DataFrame) -> pd.DataFrame:
+    """The raw rows decrypted: a store with a vault keeps them encrypted (they may hold
+    personal data), each for its quarantine id (see Ingestor._seal_quarantine)."""
+    sealed = frame["raw"].map(lambda r: isinstance(r, str) and r.startswith(PREFIX))
+    if not sealed.any():
+        return frame
+    vault = vault_for(store)
+    if vault is None:
+        raise VaultKeyError(
+            f"{store.path.name} holds encrypted quarantine rows but no vault",
+            hint="restore the store's store_meta rows from a backup",
+        )
+    picked = frame.loc[sealed]
+    frame.loc[sealed, "raw"] = vault.decrypt(
+        picked["raw"].tolist(), [f"quarantine:{i}" for i in picked["quarantine_id"]], "raw"
+    )
+    return frame
 
 
 def export(store: Store, out: str | Path, selection: Selection = OPEN) -> int:

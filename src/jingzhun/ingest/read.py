@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from jingzhun.checks import MAX_ROWS, bounded_int
-from jingzhun.ingest.quarantine import Selection, _check_batch
+from jingzhun.ingest.quarantine import Selection, _check_batch, opened_raw
 from jingzhun.store import TABLES, Store
 from jingzhun.store.sql import Sql
+from jingzhun.store.vault import SEALED_FIELDS, vault_for
 
 __all__ = [
     "ACTIVITY_EVENTS",
@@ -38,7 +39,8 @@ __all__ = [
     "campaign_events_query",
     "channel_mix",
     "clicks_query",
-    "contacts_query",
+    "contacts",
+    "contacts_index_query",
     "daily_events",
     "daily_sales",
     "event_items_query",
@@ -413,7 +415,7 @@ def quarantine_page(
     _check_batch(store, selection.batch_id)
     where: Sql
     where, params = selection.where()
-    return store.sql(
+    frame = store.sql(
         f"""
         SELECT quarantine_id, batch_id, kind, source, line_no, reason, raw, received_at,
                resolved_at, resolved_batch_id
@@ -422,6 +424,7 @@ def quarantine_page(
         """,
         [*params, after, after, bounded_int(limit, "limit", lo=1, hi=MAX_ROWS)],
     ).df()
+    return opened_raw(store, frame)
 
 
 def latest_event_time(store: Store) -> datetime | None:
@@ -439,10 +442,43 @@ def buyers_query() -> tuple[Sql, int]:
     )
 
 
-def contacts_query() -> Sql:
-    """A query of each known user's contact fields: ``user_id``, ``email``, ``phone``,
-    ``name`` (personal data: only delivery reads it)."""
-    return "SELECT user_id, email, phone, name FROM pii"
+def contacts(
+    store: Store,
+    user_ids: Sequence[str],
+    fields: Sequence[str] = ("email", "phone", "name"),
+) -> pd.DataFrame:
+    """The contact fields of ``user_ids`` decrypted from the vault: ``user_id`` and each of
+    ``fields`` (personal data: only delivery and data-subject requests read it). A user
+    without a pii row is absent; a field they never gave is None.
+
+    A store whose personal data predates the vault has it encrypted now; a missing or wrong
+    vault key is a :class:`~jingzhun.store.vault.VaultKeyError`.
+    """
+    unknown = sorted(set(fields) - set(SEALED_FIELDS))
+    if unknown:
+        raise ValueError(f"not personal data fields: {unknown}")
+    names: Sql = ", ".join(fields)
+    has_rows = store.scalar("SELECT count(*) FROM (SELECT 1 FROM pii LIMIT 1)")
+    # First: a store from before the vault gets it now, and its rows encrypted.
+    vault = vault_for(store, create=bool(has_rows))
+    frame = store.sql(
+        f"SELECT user_id, {names} FROM pii WHERE user_id IN (SELECT unnest(?::VARCHAR[])) "
+        "ORDER BY user_id",
+        [list(user_ids)],
+    ).df()
+    if frame.empty:
+        return frame
+    users = frame["user_id"].tolist()
+    for f in fields:
+        tokens = [None if v is None or v != v else str(v) for v in frame[f].tolist()]
+        frame[f] = vault.decrypt(tokens, users, f)  # type: ignore[union-attr]
+    return frame
+
+
+def contacts_index_query() -> Sql:
+    """A query of each known user's blind-index tokens, ``user_id``, ``email_index`` and
+    ``phone_index`` (None when they gave none): who can be reached, without decrypting."""
+    return "SELECT user_id, email_index, phone_index FROM pii"
 
 
 def orders_between_query() -> Sql:

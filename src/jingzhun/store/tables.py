@@ -23,6 +23,8 @@ CAMPAIGN_MEMBERS = "campaign_members"
 DELIVERIES = "deliveries"
 SUPPRESSIONS = "suppressions"
 CONSENTS = "consents"
+AUDIT_LOG = "audit_log"  # admin actions and data-subject requests, without personal data
+ERASURES = "erasures"  # users erased (by keyed token): models trained before still hold them
 
 #: Tables that analytics stages may read; PII is deliberately absent.
 ANALYTICS_TABLES: tuple[str, ...] = (EVENTS, USERS, ITEMS, IDENTITIES)

@@ -9,9 +9,11 @@ Keys, from the outside in:
 - the **data key** (32 random bytes) encrypts the values; the store keeps it only wrapped —
   AES-GCM under the master key, in ``store_meta`` — so rotating the master key re-wraps one
   value (:meth:`Vault.rewrap`) instead of re-encrypting every row;
-- the **index key** is derived from the data key (HKDF-SHA256, its own label), so the blind
-  index is keyed: without the vault, a token says nothing about the value, and the same value
-  gets the same token in every row (found by ``privacy find``).
+- the **index key** (32 random bytes, kept wrapped beside the data key) keys the blind index:
+  without the vault, a token says nothing about the value, and the same value gets the same
+  token in every row (found by ``privacy find``). It also makes the subject tokens that audit
+  entries and erasures name users by. Re-encryption (``privacy rotate-key --reencrypt``)
+  replaces the data key, not the index key, so tokens stay valid.
 
 Each value is encrypted with a fresh 96-bit nonce and the user id and field as associated
 data, so a ciphertext moved to another user's row or another field does not decrypt. A value
@@ -24,23 +26,22 @@ naming what to set.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import os
 import re
 import secrets
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from jingzhun.errors import InputError
+from jingzhun.store.sql import Sql, ident
 
 if TYPE_CHECKING:
     from jingzhun.store.store import Store
@@ -51,6 +52,11 @@ PREFIX = "jzv1:"
 #: ``store_meta`` keys of the wrapped data key and its id.
 META_WRAPPED = "vault_data_key"
 META_KEY_ID = "vault_key_id"
+META_INDEX = "vault_index_key"
+#: During ``rotate-key --reencrypt``: the new data key (wrapped) and the last user done.
+META_NEXT = "vault_data_key_next"
+META_NEXT_ID = "vault_key_id_next"
+META_PROGRESS = "vault_reencrypt_after"
 _WRAP_AD = b"jingzhun vault data key v1"
 _NONCE = 12
 
@@ -109,6 +115,9 @@ def master_key(store_path: str | os.PathLike[str]) -> bytes:
     try:
         return _decode_key(path.read_text(encoding="ascii"), str(path))
     except FileNotFoundError:
+        pending = path.with_name(path.name + ".new")
+        if pending.exists():  # a rotation stopped between re-wrapping and renaming
+            return _decode_key(pending.read_text(encoding="ascii"), str(pending))
         raise VaultKeyError(
             f"no vault key for {Path(store_path).name}: ${KEY_ENV} is not set and {path} "
             "does not exist",
@@ -131,16 +140,16 @@ def normalized(field: str, value: str) -> str:
 
 @dataclass(frozen=True)
 class Vault:
-    """Encrypts, decrypts and blind-indexes personal values under one data key."""
+    """Encrypts, decrypts and blind-indexes personal values.
 
-    data_key: bytes
+    ``data_key`` encrypts; ``older`` are data keys that may still have written some values
+    (a re-encryption under way) and are tried when ``data_key`` does not open a value.
+    """
+
+    data_key: bytes = field(repr=False)
     key_id: str
-
-    @property
-    def _index_key(self) -> bytes:
-        return HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"jingzhun blind index v1"
-        ).derive(self.data_key)
+    index_key: bytes = field(repr=False)
+    older: tuple[bytes, ...] = field(default=(), repr=False)
 
     @staticmethod
     def _ad(user_id: str, field: str) -> bytes:
@@ -149,16 +158,22 @@ class Vault:
     def encrypt(
         self, values: Sequence[str | None], user_ids: Sequence[str], field: str
     ) -> list[str | None]:
-        """Each value encrypted for its user and ``field`` (None stays None)."""
-        aes = AESGCM(self.data_key)
+        """Each value encrypted for its user and ``field`` (None stays None).
+
+        One AES-GCM call per value is the floor (each value has its own nonce and associated
+        data; nothing vectorizes that), so the loop does nothing else: nonces drawn at once.
+        """
+        seal = AESGCM(self.data_key).encrypt
+        nonces = os.urandom(_NONCE * len(values))
+        b64 = base64.urlsafe_b64encode
         out: list[str | None] = []
-        for value, user in zip(values, user_ids, strict=True):
+        for i, (value, user) in enumerate(zip(values, user_ids, strict=True)):
             if value is None:
                 out.append(None)
                 continue
-            nonce = secrets.token_bytes(_NONCE)
-            sealed = aes.encrypt(nonce, value.encode("utf-8"), self._ad(user, field))
-            out.append(PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii"))
+            nonce = nonces[i * _NONCE : (i + 1) * _NONCE]
+            sealed = seal(nonce, value.encode("utf-8"), f"{user}\x1f{field}".encode())
+            out.append(PREFIX + b64(nonce + sealed).decode("ascii"))
         return out
 
     def decrypt(
@@ -166,114 +181,391 @@ class Vault:
     ) -> list[str | None]:
         """The values back; a token that does not open (another key, user or field, or
         tampered) is a :class:`VaultKeyError`, never a wrong value."""
-        aes = AESGCM(self.data_key)
+        ciphers = [AESGCM(k) for k in (self.data_key, *self.older)]
         out: list[str | None] = []
         for token, user in zip(tokens, user_ids, strict=True):
             if token is None:
                 out.append(None)
                 continue
-            if not token.startswith(PREFIX):
-                raise VaultKeyError(
-                    f"{field} of user {user[:80]!r} is not a vault value",
-                    hint="the store holds plaintext personal data: run jingzhun privacy "
-                    "rotate-key --reencrypt to encrypt it",
-                )
-            raw = base64.urlsafe_b64decode(token[len(PREFIX) :])
-            try:
-                plain = aes.decrypt(raw[:_NONCE], raw[_NONCE:], self._ad(user, field))
-            except InvalidTag:
-                raise VaultKeyError(
-                    f"{field} of user {user[:80]!r} does not decrypt with this vault's key",
-                    hint="the value was written under another key, for another user or field, "
-                    "or changed since",
-                ) from None
-            out.append(plain.decode("utf-8"))
+            out.append(
+                self._open(ciphers, token, self._ad(user, field), f"{field} of user {user[:80]!r}")
+            )
         return out
+
+    def seal(self, text: str, context: str) -> str:
+        """One text encrypted for ``context`` (its associated data): a quarantined row's raw
+        form, say, for its quarantine id."""
+        return self.encrypt([text], [context], "text")[0]  # type: ignore[return-value]
+
+    def unseal(self, token: str, context: str) -> str:
+        return self._open(
+            [AESGCM(k) for k in (self.data_key, *self.older)],
+            token,
+            self._ad(context, "text"),
+            f"the value for {context[:80]!r}",
+        )
+
+    @staticmethod
+    def _open(ciphers: list[AESGCM], token: str, ad: bytes, what: str) -> str:
+        if not token.startswith(PREFIX):
+            raise VaultKeyError(
+                f"{what} is not a vault value",
+                hint="the store holds plaintext personal data: run jingzhun privacy "
+                "rotate-key --reencrypt to encrypt it",
+            )
+        try:
+            raw = base64.urlsafe_b64decode(token[len(PREFIX) :])
+        except ValueError:
+            raw = b""
+        for aes in ciphers:
+            try:
+                return aes.decrypt(raw[:_NONCE], raw[_NONCE:], ad).decode("utf-8")
+            except (InvalidTag, ValueError):
+                continue
+        raise VaultKeyError(
+            f"{what} does not decrypt with this vault's key",
+            hint="the value was written under another key, for another user or field, "
+            "or changed since",
+        )
 
     def blind(self, values: Sequence[str | None], field: str) -> list[str | None]:
         """Each value's blind-index token: HMAC-SHA256 under the index key of the field and
-        the normalized value (the same value, the same token; None stays None)."""
-        key = self._index_key
-        return [
-            None
-            if v is None
-            else hmac.new(
-                key, f"{field}\x1f{normalized(field, v)}".encode(), hashlib.sha256
-            ).hexdigest()
-            for v in values
-        ]
+        the normalized value (the same value, the same token; None, and a value that
+        normalizes to nothing, give None)."""
+        key, digest = self.index_key, hmac.digest
+        out: list[str | None] = []
+        for v in values:
+            n = None if v is None else normalized(field, v)
+            out.append(None if not n else digest(key, f"{field}\x1f{n}".encode(), "sha256").hex())
+        return out
 
-    # -- the wrapped data key ----------------------------------------------------------------
+    def subject(self, user_id: str) -> str:
+        """The keyed token that audit entries and erasures name a user by: the same user, the
+        same token; without the vault it says nothing about who."""
+        return hmac.digest(self.index_key, f"subject\x1f{user_id}".encode(), "sha256").hex()[:32]
+
+    # -- the wrapped keys --------------------------------------------------------------------
 
     @staticmethod
-    def wrap(data_key: bytes, master: bytes) -> str:
+    def wrap(key: bytes, master: bytes) -> str:
         nonce = secrets.token_bytes(_NONCE)
-        sealed = AESGCM(master).encrypt(nonce, data_key, _WRAP_AD)
+        sealed = AESGCM(master).encrypt(nonce, key, _WRAP_AD)
         return base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
-    @classmethod
-    def unwrap(cls, wrapped: str, master: bytes, key_id: str, where: str) -> Vault:
+    @staticmethod
+    def unwrap(wrapped: str, master: bytes, where: str) -> bytes:
         raw = base64.urlsafe_b64decode(wrapped)
         try:
-            data_key = AESGCM(master).decrypt(raw[:_NONCE], raw[_NONCE:], _WRAP_AD)
+            return AESGCM(master).decrypt(raw[:_NONCE], raw[_NONCE:], _WRAP_AD)
         except InvalidTag:
             raise VaultKeyError(
                 f"the master key does not open the vault of {where}",
                 hint=f"set {KEY_ENV} to the key this store was made with (or restore its "
                 "key file); a lost key cannot be recovered",
             ) from None
-        return cls(data_key, key_id)
 
     @classmethod
     def new(cls) -> Vault:
-        return cls(secrets.token_bytes(32), "k" + secrets.token_hex(4))
+        return cls(secrets.token_bytes(32), "k" + secrets.token_hex(4), secrets.token_bytes(32))
+
+
+_META_KEYS = (META_WRAPPED, META_KEY_ID, META_INDEX, META_NEXT, META_NEXT_ID, META_PROGRESS)
+
+
+def _meta(store: Store) -> dict[str, str]:
+    marks = ", ".join("?" * len(_META_KEYS))
+    return dict(
+        store.rows(f"SELECT key, value FROM store_meta WHERE key IN ({marks})", list(_META_KEYS))
+    )
 
 
 def open_vault(store: Store) -> Vault | None:
-    """The store's vault (None when it has none yet), its data key unwrapped with the master
-    key — a missing or wrong master key is a :class:`VaultKeyError`."""
-    rows = dict(
-        store.rows(
-            "SELECT key, value FROM store_meta WHERE key IN (?, ?)", [META_WRAPPED, META_KEY_ID]
-        )
-    )
-    if META_WRAPPED not in rows:
+    """The store's vault (None when it has none yet), its keys unwrapped with the master key —
+    a missing or wrong master key is a :class:`VaultKeyError`. While a re-encryption is under
+    way the vault encrypts with the new data key and still opens values of the old one."""
+    meta = _meta(store)
+    if META_WRAPPED not in meta:
         return None
-    return Vault.unwrap(
-        rows[META_WRAPPED], master_key(store.path), rows.get(META_KEY_ID, "k?"), store.path.name
-    )
+    master = master_key(store.path)
+    where = store.path.name
+    try:
+        current = Vault.unwrap(meta[META_WRAPPED], master, where)
+    except VaultKeyError:
+        # A rotation stopped after re-wrapping, before the new key file took the old one's
+        # place: the new key is beside it; finish the rotation.
+        pending = key_file(store.path).with_name(key_file(store.path).name + ".new")
+        if os.environ.get(KEY_ENV) or not pending.exists():
+            raise
+        master = _decode_key(pending.read_text(encoding="ascii"), str(pending))
+        current = Vault.unwrap(meta[META_WRAPPED], master, where)
+        os.replace(pending, key_file(store.path))
+    index = Vault.unwrap(meta[META_INDEX], master, where)
+    if META_NEXT in meta:
+        return Vault(
+            Vault.unwrap(meta[META_NEXT], master, where),
+            meta.get(META_NEXT_ID, "k?"),
+            index,
+            (current,),
+        )
+    return Vault(current, meta.get(META_KEY_ID, "k?"), index)
 
 
 def init_vault(store: Store) -> Vault:
-    """The store's vault, made now (a new data key wrapped under the master key) if it has
-    none; the master key must be there (``$JINGZHUN_MASTER_KEY`` or the key file)."""
+    """The store's vault, made now (new data and index keys wrapped under the master key) if
+    it has none; the master key must be there (``$JINGZHUN_MASTER_KEY`` or the key file)."""
     found = open_vault(store)
     if found is not None:
         return found
     vault = Vault.new()
-    wrapped = Vault.wrap(vault.data_key, master_key(store.path))
+    master = master_key(store.path)
     with store.transaction() as con:
         con.execute(
-            "INSERT INTO store_meta VALUES (?, ?), (?, ?)",
-            [META_WRAPPED, wrapped, META_KEY_ID, vault.key_id],
+            "INSERT INTO store_meta VALUES (?, ?), (?, ?), (?, ?)",
+            [
+                META_WRAPPED,
+                Vault.wrap(vault.data_key, master),
+                META_KEY_ID,
+                vault.key_id,
+                META_INDEX,
+                Vault.wrap(vault.index_key, master),
+            ],
         )
     return vault
 
 
+def vault_for(store: Store, *, create: bool = False) -> Vault | None:
+    """The store's vault; with ``create``, one is made if the store has none — and a key
+    file beside the store if no master key is set — and any personal data stored before the
+    vault existed is encrypted now (a store from an older jingzhun)."""
+    vault = open_vault(store)
+    if vault is not None or not create:
+        return vault
+    if not os.environ.get(KEY_ENV) and not key_file(store.path).exists():
+        create_key_file(store.path)
+    vault = init_vault(store)
+    seal_plaintext(store, vault)
+    with store.transaction():
+        seal_quarantine(store, vault)
+    return vault
+
+
+#: The personal fields the vault encrypts, and those it blind-indexes.
+SEALED_FIELDS = ("email", "phone", "name", "address")
+INDEXED_FIELDS = ("email", "phone")
+
+
+def seal_plaintext(store: Store, vault: Vault) -> int:
+    """Encrypt the pii rows that are not vault values yet (written before the vault) and fill
+    their blind index; how many rows."""
+    unsealed: Sql = " OR ".join(
+        f"({f} IS NOT NULL AND {f} NOT LIKE 'jzv1:%')" for f in SEALED_FIELDS
+    )
+    frame = store.sql(f"SELECT user_id, {', '.join(SEALED_FIELDS)} FROM pii WHERE {unsealed}").df()
+    if frame.empty:
+        return 0
+    users = frame["user_id"].tolist()
+    out = {"user_id": users}
+    for f in SEALED_FIELDS:
+        values = [None if v is None or v != v else str(v) for v in frame[f].tolist()]
+        out[f] = vault.encrypt(values, users, f)
+        if f in INDEXED_FIELDS:
+            out[f"{f}_index"] = vault.blind(values, f)
+    sealed = pd.DataFrame(out)
+    sets: Sql = ", ".join(f"{ident(c)} = s.{ident(c)}" for c in sealed.columns if c != "user_id")
+    plain = pd.DataFrame(
+        {"email": frame["email"].astype(object), "email_index": sealed["email_index"]}
+    )
+    with store.transaction() as con:
+        con.register("_jz_sealed", sealed)
+        con.register("_jz_plain", plain)
+        try:
+            con.execute(f"UPDATE pii SET {sets} FROM _jz_sealed s WHERE pii.user_id = s.user_id")
+            # Suppressed addresses get the index audiences match on, while the plaintext is
+            # at hand (the list keeps the unkeyed hash of each address).
+            con.execute(
+                "UPDATE suppressions SET address_index = p.email_index FROM _jz_plain p "
+                "WHERE suppressions.address_index IS NULL AND suppressions.channel = 'email' "
+                "AND p.email IS NOT NULL AND suppressions.address_hash = sha256(lower(trim(p.email)))"
+            )
+        finally:
+            con.unregister("_jz_sealed")
+            con.unregister("_jz_plain")
+    return len(sealed)
+
+
+def seal_quarantine(store: Store, vault: Vault) -> int:
+    """Encrypt the quarantined raw rows still in plain text, each for its quarantine id (the
+    raw form of a users row or a Segment message holds personal data); how many. The caller's
+    transaction, if any, holds the update."""
+    frame = store.sql(
+        "SELECT quarantine_id, raw FROM quarantine "
+        "WHERE raw IS NOT NULL AND NOT starts_with(raw, 'jzv1:')"
+    ).df()
+    if frame.empty:
+        return 0
+    contexts = [f"quarantine:{i}" for i in frame["quarantine_id"].tolist()]
+    frame["raw"] = vault.encrypt(frame["raw"].tolist(), contexts, "raw")
+    store.con.register("_jz_sealed_raw", frame)
+    try:
+        store.con.execute(
+            "UPDATE quarantine SET raw = s.raw FROM _jz_sealed_raw s "
+            "WHERE quarantine.quarantine_id = s.quarantine_id"
+        )
+    finally:
+        store.con.unregister("_jz_sealed_raw")
+    return len(frame)
+
+
 def rewrap(store: Store, new_master: bytes) -> Vault:
-    """Wrap the store's data key under ``new_master`` (``privacy rotate-key``): the values
-    stay as they are; the old master key no longer opens the vault."""
+    """Wrap the store's keys under ``new_master`` (``privacy rotate-key``): the values stay as
+    they are; the old master key no longer opens the vault."""
     vault = open_vault(store)
     if vault is None:
         raise VaultKeyError(
             f"{store.path.name} has no vault yet", hint="it is made at the first users ingest"
         )
+    meta = _meta(store)
+    master = master_key(store.path)
     with store.transaction() as con:
-        con.execute(
-            "UPDATE store_meta SET value = ? WHERE key = ?",
-            [Vault.wrap(vault.data_key, new_master), META_WRAPPED],
-        )
+        for key in (META_WRAPPED, META_INDEX, META_NEXT):
+            if key in meta:
+                plain = Vault.unwrap(meta[key], master, store.path.name)
+                con.execute(
+                    "UPDATE store_meta SET value = ? WHERE key = ?",
+                    [Vault.wrap(plain, new_master), key],
+                )
     return vault
+
+
+NEW_KEY_ENV = "JINGZHUN_NEW_MASTER_KEY"
+
+
+def rotate_master(store: Store) -> str:
+    """Put the store's keys under a new master key (``privacy rotate-key``); where the new key
+    is. With ``$JINGZHUN_MASTER_KEY`` in use the new key comes from
+    ``$JINGZHUN_NEW_MASTER_KEY`` (set it first: a key printed once is a key lost); with the
+    key file, a new one is made. The file is replaced only after the store is re-wrapped, and
+    the new key is written first beside it (``STORE.key.new``), so an interruption leaves a
+    key that opens the vault."""
+    if open_vault(store) is None:
+        raise VaultKeyError(
+            f"{store.path.name} has no vault yet", hint="it is made at the first users ingest"
+        )
+    if os.environ.get(KEY_ENV):
+        text = os.environ.get(NEW_KEY_ENV, "")
+        if not text:
+            raise VaultKeyError(
+                f"the master key comes from ${KEY_ENV}: set ${NEW_KEY_ENV} to the new key first",
+                hint=f"make one with: jingzhun privacy keygen; then set {KEY_ENV} to it after",
+            )
+        rewrap(store, _decode_key(text, f"${NEW_KEY_ENV}"))
+        return f"${NEW_KEY_ENV}"
+    path = key_file(store.path)
+    pending = path.with_name(path.name + ".new")
+    pending.unlink(missing_ok=True)
+    fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    text = new_master_key()
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(text + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    rewrap(store, _decode_key(text, str(pending)))
+    os.replace(pending, path)
+    return str(path)
+
+
+def reencrypt(store: Store, *, chunk: int = 50_000) -> int:
+    """Encrypt every personal value under a new data key (``rotate-key --reencrypt``); how
+    many pii rows. Resumable: the new key is recorded first and each chunk of users commits
+    with the last id done, so running it again after an interruption goes on from there
+    (values of both keys open meanwhile). The index key stays, so blind-index and subject
+    tokens keep their meaning."""
+    meta = _meta(store)
+    master = master_key(store.path)
+    if META_WRAPPED not in meta:
+        raise VaultKeyError(
+            f"{store.path.name} has no vault yet", hint="it is made at the first users ingest"
+        )
+    if META_NEXT not in meta:
+        fresh = Vault.new()
+        with store.transaction() as con:
+            con.execute(
+                "INSERT INTO store_meta VALUES (?, ?), (?, ?), (?, '')",
+                [
+                    META_NEXT,
+                    Vault.wrap(fresh.data_key, master),
+                    META_NEXT_ID,
+                    fresh.key_id,
+                    META_PROGRESS,
+                ],
+            )
+    vault = open_vault(store)
+    assert vault is not None
+    done = 0
+    after = _meta(store).get(META_PROGRESS, "")
+    names = ", ".join(SEALED_FIELDS)
+    while True:
+        frame = store.sql(
+            f"SELECT user_id, {names} FROM pii WHERE user_id > ? ORDER BY user_id LIMIT ?",
+            [after, chunk],
+        ).df()
+        if frame.empty:
+            break
+        users = frame["user_id"].tolist()
+        for f in SEALED_FIELDS:
+            tokens = [None if v is None or v != v else str(v) for v in frame[f].tolist()]
+            plain = [
+                t if t is None or not t.startswith(PREFIX) else v
+                for t, v in zip(tokens, _opened_or_plain(vault, tokens, users, f), strict=True)
+            ]
+            frame[f] = vault.encrypt(plain, users, f)
+        after = users[-1]
+        with store.transaction() as con:
+            con.register("_jz_reenc", frame)
+            try:
+                sets = ", ".join(f"{f} = r.{f}" for f in SEALED_FIELDS)
+                con.execute(f"UPDATE pii SET {sets} FROM _jz_reenc r WHERE pii.user_id = r.user_id")
+            finally:
+                con.unregister("_jz_reenc")
+            con.execute("UPDATE store_meta SET value = ? WHERE key = ?", [after, META_PROGRESS])
+        done += len(frame)
+    raw = store.sql(
+        "SELECT quarantine_id, raw FROM quarantine WHERE starts_with(raw, ?)", [PREFIX]
+    ).df()
+    contexts = [f"quarantine:{i}" for i in raw["quarantine_id"].tolist()]
+    raw["raw"] = vault.encrypt(vault.decrypt(raw["raw"].tolist(), contexts, "raw"), contexts, "raw")
+    with store.transaction() as con:
+        if not raw.empty:
+            con.register("_jz_reenc", raw)
+            try:
+                con.execute(
+                    "UPDATE quarantine SET raw = r.raw FROM _jz_reenc r "
+                    "WHERE quarantine.quarantine_id = r.quarantine_id"
+                )
+            finally:
+                con.unregister("_jz_reenc")
+        latest = _meta(store)
+        con.execute(
+            "UPDATE store_meta SET value = ? WHERE key = ?", [latest[META_NEXT], META_WRAPPED]
+        )
+        con.execute(
+            "UPDATE store_meta SET value = ? WHERE key = ?", [latest[META_NEXT_ID], META_KEY_ID]
+        )
+        con.execute(
+            "DELETE FROM store_meta WHERE key IN (?, ?, ?)",
+            [META_NEXT, META_NEXT_ID, META_PROGRESS],
+        )
+    store.con.execute("CHECKPOINT")
+    return done
+
+
+def _opened_or_plain(
+    vault: Vault, tokens: list[str | None], users: list[str], field: str
+) -> list[str | None]:
+    """Values decrypted; a plaintext value (stored before the vault) as it is."""
+    sealed = [t if t is not None and t.startswith(PREFIX) else None for t in tokens]
+    opened = vault.decrypt(sealed, users, field)
+    return [o if s is not None else t for o, s, t in zip(opened, sealed, tokens, strict=True)]
 
 
 __all__ = [
@@ -288,5 +580,10 @@ __all__ = [
     "new_master_key",
     "normalized",
     "open_vault",
+    "reencrypt",
     "rewrap",
+    "rotate_master",
+    "seal_plaintext",
+    "seal_quarantine",
+    "vault_for",
 ]

@@ -8,6 +8,7 @@ from jingzhun.api.routes import (
     keys,
     links,
     models,
+    privacy,
     quarantine,
     segments,
     tracking,
@@ -26,4 +27,5 @@ ROUTERS = [
     keys.router,
     campaigns.router,
     links.router,
+    privacy.router,
 ]

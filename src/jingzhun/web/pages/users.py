@@ -445,8 +445,15 @@ def users_page(request: Request, q: str | None = None) -> Response:
         if query:
             if _exists(ws, query):
                 return RedirectResponse(f"/users/{quote(query, safe='')}", status_code=303)
-            # (The privacy stage's blind index will find a user by email here: an exact
-            # match on the typed address, before the id prefix search below.)
+            if "@" in query:
+                # An address: found through the vault's blind index (nothing decrypted), the
+                # look-up audited under the signed-in key's name.
+                state = get_state(request)
+                users = state.run_write(
+                    lambda w: w.privacy.find(email=query, actor=f"web:{session.name}")
+                ).result(timeout=60)
+                if len(users) == 1:
+                    return RedirectResponse(f"/users/{quote(users[0], safe='')}", status_code=303)
             found = ws.profiles.search(query, limit=FOUND + 1)
             top = None
         else:
