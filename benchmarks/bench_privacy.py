@@ -28,6 +28,7 @@ import os
 import shutil
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,8 @@ def ingest(path: Path, *, plain: bool, again: bool = False) -> dict[str, Any]:
             leftover.unlink(missing_ok=True)
     return run(
         (_PLAIN_VAULT if plain else "")
-        + f"""
+        + textwrap.dedent(
+            f"""
         import time
         from jingzhun.workspace import Workspace
         with Workspace.open({str(db)!r}) as ws:
@@ -82,7 +84,8 @@ def ingest(path: Path, *, plain: bool, again: bool = False) -> dict[str, Any]:
             r = ws.ingest.files("users", [{str(path)!r}])
             _out["batch_seconds"] = round(time.perf_counter() - t, 3)
             _out.update(inserted=r.inserted, updated=r.updated, rows=r.rows_read)
-        """,
+        """
+        ),
         env=ENV,
     )
 

@@ -358,3 +358,21 @@ def test_purge_deletes_what_is_older_than_the_window(ws: Workspace, write, tmp_p
     db = ws.path
     ws.close()
     sp.error_line(sp.run(tmp_path, "privacy", "purge", "--older-than", "0", db=db), "--older-than")
+
+
+def test_a_persons_quarantined_rows_are_found_by_token_exported_and_erased(
+    ws: Workspace, write
+) -> None:
+    ws.ingest.files(
+        "events", [str(write("e.csv", "event,ts,user_id\npage_viewed,2025-03-01T10:00:00,u9\n"))]
+    )
+    bad = "user_id,email,birth_year\nu9,nine@example.com,19x0\nu8,eight@example.com,19y0\n"
+    ws.ingest.files("users", [str(write("u.csv", bad))])
+    rows = ws.store.rows("SELECT raw, subjects FROM quarantine ORDER BY quarantine_id")
+    assert len(rows) == 2 and all(r.startswith(PREFIX) for r, _ in rows)
+    assert [len(s) for _, s in rows] == [1, 1] and "u9" not in str(rows)
+    data = ws.privacy.export("u9")
+    assert [q["raw"]["email"] for q in data["quarantine"]] == ["nine@example.com"]
+    assert ws.privacy.erase("u9").rows["quarantine"] == 1
+    (left,) = ws.store.rows("SELECT raw FROM quarantine")
+    assert json.loads(ws.ingest.quarantine.rows()["raw"][0])["user_id"] == "u8" and left

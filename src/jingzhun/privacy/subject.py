@@ -79,9 +79,17 @@ def _where(table: str, anon: list[str]) -> tuple[Sql, list[Any]]:
 
 
 def _quarantined(store: Store, ids: set[str]) -> list[dict[str, Any]]:
-    """The quarantined rows with a value equal to one of ``ids`` (their raw form decrypted)."""
+    """The quarantined rows with a value equal to one of ``ids`` (their raw form decrypted).
+
+    An encrypted row carries the keyed tokens of the ids it names: only the rows whose tokens
+    match are decrypted (and those in plain text, or without tokens, searched whole)."""
+    vault = vault_for(store)
+    tokens = [vault.subject(i) for i in sorted(ids)] if vault else []
     frame = store.sql(
-        "SELECT quarantine_id, batch_id, kind, source, line_no, reason, raw FROM quarantine"
+        "SELECT quarantine_id, batch_id, kind, source, line_no, reason, raw FROM quarantine "
+        "WHERE subjects IS NULL OR NOT starts_with(raw, 'jzv1:') "
+        "OR list_has_any(subjects, ?::VARCHAR[])",
+        [tokens],
     ).df()
     if frame.empty:
         return []

@@ -354,15 +354,31 @@ SEALED_FIELDS = ("email", "phone", "name", "address")
 INDEXED_FIELDS = ("email", "phone")
 
 
-def seal_plaintext(store: Store, vault: Vault) -> int:
+#: pii rows encrypted per transaction when sealing or re-encrypting (the ciphertexts of a
+#: million users at once overran the store's 1 GB memory limit in the UPDATE).
+CHUNK = 50_000
+
+
+def seal_plaintext(store: Store, vault: Vault, *, chunk: int = CHUNK) -> int:
     """Encrypt the pii rows that are not vault values yet (written before the vault) and fill
-    their blind index; how many rows."""
+    their blind index, ``chunk`` users per transaction (an interruption leaves the rest for
+    the next time; what is done stays done); how many rows."""
     unsealed: Sql = " OR ".join(
         f"({f} IS NOT NULL AND {f} NOT LIKE 'jzv1:%')" for f in SEALED_FIELDS
     )
-    frame = store.sql(f"SELECT user_id, {', '.join(SEALED_FIELDS)} FROM pii WHERE {unsealed}").df()
-    if frame.empty:
-        return 0
+    done = 0
+    while True:
+        frame = store.sql(
+            f"SELECT user_id, {', '.join(SEALED_FIELDS)} FROM pii WHERE {unsealed} LIMIT ?",
+            [chunk],
+        ).df()
+        if frame.empty:
+            return done
+        _seal_rows(store, vault, frame)
+        done += len(frame)
+
+
+def _seal_rows(store: Store, vault: Vault, frame: pd.DataFrame) -> None:
     users = frame["user_id"].tolist()
     out = {"user_id": users}
     for f in SEALED_FIELDS:
@@ -390,7 +406,44 @@ def seal_plaintext(store: Store, vault: Vault) -> int:
         finally:
             con.unregister("_jz_sealed")
             con.unregister("_jz_plain")
-    return len(sealed)
+
+
+#: Keys of a raw row that hold a person's id: a file's own column names (user_id, visitorid,
+#: customer_id …) and a Segment message's (userId, anonymousId, previousId).
+_ID_KEY = re.compile(
+    r"^(user|anonymous|previous|visitor|customer|member|client|device)[ _-]?id$", re.I
+)
+
+
+def row_ids(raw: str) -> list[str] | None:
+    """The ids a quarantined row's raw form names (the text values of its id-like keys, at
+    any depth); None when it has no id-like key at all (or is not JSON): then only reading it
+    whole says whose it is."""
+    import json
+
+    try:
+        row = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    found: list[str] = []
+    keyed = False
+
+    def walk(value: object) -> None:
+        nonlocal keyed
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if _ID_KEY.match(str(k)) and not isinstance(v, dict | list):
+                    keyed = True
+                    if isinstance(v, str | int) and not isinstance(v, bool) and str(v).strip():
+                        found.append(str(v))
+                else:
+                    walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(row)
+    return sorted(set(found)) if keyed else None
 
 
 def seal_quarantine(store: Store, vault: Vault) -> int:
@@ -404,11 +457,18 @@ def seal_quarantine(store: Store, vault: Vault) -> int:
     if frame.empty:
         return 0
     contexts = [f"quarantine:{i}" for i in frame["quarantine_id"].tolist()]
+    # A row without an id-like key keeps no tokens (NULL): export and erasure decrypt and
+    # search it whole, so an id under an odd column name is not missed. A row whose id keys
+    # are empty names nobody ([]).
+    frame["subjects"] = [
+        None if (ids := row_ids(raw)) is None else [vault.subject(i) for i in ids]
+        for raw in frame["raw"]
+    ]
     frame["raw"] = vault.encrypt(frame["raw"].tolist(), contexts, "raw")
     store.con.register("_jz_sealed_raw", frame)
     try:
         store.con.execute(
-            "UPDATE quarantine SET raw = s.raw FROM _jz_sealed_raw s "
+            "UPDATE quarantine SET raw = s.raw, subjects = s.subjects FROM _jz_sealed_raw s "
             "WHERE quarantine.quarantine_id = s.quarantine_id"
         )
     finally:
@@ -474,7 +534,7 @@ def rotate_master(store: Store) -> str:
     return str(path)
 
 
-def reencrypt(store: Store, *, chunk: int = 50_000) -> int:
+def reencrypt(store: Store, *, chunk: int = CHUNK) -> int:
     """Encrypt every personal value under a new data key (``rotate-key --reencrypt``); how
     many pii rows. Resumable: the new key is recorded first and each chunk of users commits
     with the last id done, so running it again after an interruption goes on from there

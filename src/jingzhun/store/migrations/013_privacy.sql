@@ -29,3 +29,7 @@ CREATE TABLE erasures (
 -- A quarantined row's raw form is encrypted in a store with a vault (it may hold personal
 -- data, kept for replay): text, no longer JSON.
 ALTER TABLE quarantine ALTER raw TYPE VARCHAR;
+-- The keyed tokens (Vault.subject) of the ids a quarantined row names, written when its raw
+-- form is encrypted: a person's rows are found for export and erasure without decrypting
+-- every row (145,000 of them took 4.3 s of a 1M-user store's export).
+ALTER TABLE quarantine ADD COLUMN subjects VARCHAR[];
