@@ -370,7 +370,8 @@ def test_a_persons_quarantined_rows_are_found_by_token_exported_and_erased(
     ws.ingest.files("users", [str(write("u.csv", bad))])
     rows = ws.store.rows("SELECT raw, subjects FROM quarantine ORDER BY quarantine_id")
     assert len(rows) == 2 and all(r.startswith(PREFIX) for r, _ in rows)
-    assert [len(s) for _, s in rows] == [1, 1] and "u9" not in str(rows)
+    assert [len(s) for _, s in rows] == [1, 1] and "nine@" not in str(rows)
+    assert rows[0][1] != ["u9"] and len(rows[0][1][0]) == 32  # a keyed token, not the id
     data = ws.privacy.export("u9")
     assert [q["raw"]["email"] for q in data["quarantine"]] == ["nine@example.com"]
     assert ws.privacy.erase("u9").rows["quarantine"] == 1

@@ -26,6 +26,8 @@ from jingzhun.store.vault import SEALED_FIELDS, Vault, vault_for
 #: Tables keyed by a user that erasure keeps, with the user's id removed: the suppression
 #: list must go on refusing the address (its keyed index and hash; no name, no id).
 _KEEP_WITHOUT_ID = ("suppressions",)
+#: The longest retention window ``purge`` takes: a century of days.
+MAX_RETENTION_DAYS = 36_525
 #: Tables of the audit trail: they hold keyed tokens, never ids.
 _TRAIL = ("audit_log", "erasures")
 
@@ -278,7 +280,11 @@ def purge(store: Store, older_than_days: int, *, actor: str, now: datetime | Non
     from jingzhun.checks import bounded_int
 
     days = bounded_int(
-        older_than_days, "--older-than", lo=1, hint="give a number of days, 1 or more"
+        older_than_days,
+        "--older-than",
+        lo=1,
+        hi=MAX_RETENTION_DAYS,
+        hint=f"give a number of days from 1 to {MAX_RETENTION_DAYS:,} (a century)",
     )
     cutoff = (now or utcnow()) - timedelta(days=days)
     counts: dict[str, int] = {}
