@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import BinaryIO
@@ -46,7 +46,7 @@ from jingzhun.ingest.sources import (
 from jingzhun.ingest.validate import IngestOptions, RowValidator, q, stage_columns
 from jingzhun.store import Store
 from jingzhun.store.sql import Sql
-from jingzhun.store.vault import INDEXED_FIELDS, Vault, seal_quarantine, vault_for
+from jingzhun.store.vault import INDEXED_FIELDS, Vault, seal_quarantine, texts, vault_for
 
 #: Called with (source label, bytes done, bytes total or None).
 Progress = Callable[[str, int, int | None], None]
@@ -938,13 +938,13 @@ class Ingestor:
         sealed: dict[str, list[str | None]] = {"user_id": users}
         for name in names:
             given_here = ((present >> bits[name]) & 1) == 1
-            before = _texts(
-                vault.decrypt(_texts(stored[name]), stored["user_id"].tolist(), name)
+            before = texts(
+                vault.decrypt(texts(stored[name]), stored["user_id"].tolist(), name)
                 if not old.empty
                 else [None] * len(new)
             )
             merged = [
-                n if g else b for n, b, g in zip(_texts(new[name]), before, given_here, strict=True)
+                n if g else b for n, b, g in zip(texts(new[name]), before, given_here, strict=True)
             ]
             changed |= np.array([m != b for m, b in zip(merged, before, strict=True)], dtype=bool)
             sealed[name] = vault.encrypt(merged, users, name)
@@ -1010,11 +1010,6 @@ class Ingestor:
         ).fetchall()
         for (name,) in rows:
             self.con.execute(f"DROP TABLE IF EXISTS temp.{q(name)}")
-
-
-def _texts(values: Iterable[object]) -> list[str | None]:
-    """Values as text or None (pandas gives NaN/None for SQL NULL)."""
-    return [None if v is None or v != v else str(v) for v in values]
 
 
 def _gives_users(options: IngestOptions) -> bool:

@@ -35,7 +35,7 @@ from jingzhun.ingest.validate import IngestOptions
 from jingzhun.outputs import atomic_write, check_output_path
 from jingzhun.store import Store
 from jingzhun.store.sql import Sql
-from jingzhun.store.vault import PREFIX, VaultKeyError, vault_for
+from jingzhun.store.vault import PREFIX, VaultKeyError, raw_contexts, vault_for
 
 DISCARDED = "discarded"
 
@@ -163,7 +163,7 @@ def opened_raw(store: Store, frame: pd.DataFrame) -> pd.DataFrame:
         )
     picked = frame.loc[sealed]
     frame.loc[sealed, "raw"] = vault.decrypt(
-        picked["raw"].tolist(), [f"quarantine:{i}" for i in picked["quarantine_id"]], "raw"
+        picked["raw"].tolist(), raw_contexts(picked["quarantine_id"]), "raw"
     )
     return frame
 

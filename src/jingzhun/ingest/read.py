@@ -29,7 +29,7 @@ from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.ingest.quarantine import Selection, _check_batch, opened_raw
 from jingzhun.store import TABLES, Store
 from jingzhun.store.sql import Sql
-from jingzhun.store.vault import SEALED_FIELDS, vault_for
+from jingzhun.store.vault import SEALED_FIELDS, texts, vault_for
 
 __all__ = [
     "ACTIVITY_EVENTS",
@@ -470,8 +470,7 @@ def contacts(
         return frame
     users = frame["user_id"].tolist()
     for f in fields:
-        tokens = [None if v is None or v != v else str(v) for v in frame[f].tolist()]
-        frame[f] = vault.decrypt(tokens, users, f)  # type: ignore[union-attr]
+        frame[f] = vault.decrypt(texts(frame[f]), users, f)  # type: ignore[union-attr]
     return frame
 
 

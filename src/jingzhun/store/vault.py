@@ -31,7 +31,7 @@ import os
 import re
 import secrets
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -192,19 +192,6 @@ class Vault:
             )
         return out
 
-    def seal(self, text: str, context: str) -> str:
-        """One text encrypted for ``context`` (its associated data): a quarantined row's raw
-        form, say, for its quarantine id."""
-        return self.encrypt([text], [context], "text")[0]  # type: ignore[return-value]
-
-    def unseal(self, token: str, context: str) -> str:
-        return self._open(
-            [AESGCM(k) for k in (self.data_key, *self.older)],
-            token,
-            self._ad(context, "text"),
-            f"the value for {context[:80]!r}",
-        )
-
     @staticmethod
     def _open(ciphers: list[AESGCM], token: str, ad: bytes, what: str) -> str:
         if not token.startswith(PREFIX):
@@ -354,6 +341,22 @@ SEALED_FIELDS = ("email", "phone", "name", "address")
 INDEXED_FIELDS = ("email", "phone")
 
 
+def texts(values: Iterable[object]) -> list[str | None]:
+    """Cells as text or None (pandas gives NaN or None for SQL NULL): what the cipher takes."""
+    return [None if v is None or v != v else str(v) for v in values]
+
+
+def raw_contexts(quarantine_ids: Iterable[object]) -> list[str]:
+    """What a quarantined row's raw form is encrypted for: its quarantine id."""
+    return [f"quarantine:{i}" for i in quarantine_ids]
+
+
+def _no_vault(store: Store) -> VaultKeyError:
+    return VaultKeyError(
+        f"{store.path.name} has no vault yet", hint="it is made at the first users ingest"
+    )
+
+
 #: pii rows encrypted per transaction when sealing or re-encrypting (the ciphertexts of a
 #: million users at once overran the store's 1 GB memory limit in the UPDATE).
 CHUNK = 50_000
@@ -382,7 +385,7 @@ def _seal_rows(store: Store, vault: Vault, frame: pd.DataFrame) -> None:
     users = frame["user_id"].tolist()
     out = {"user_id": users}
     for f in SEALED_FIELDS:
-        values = [None if v is None or v != v else str(v) for v in frame[f].tolist()]
+        values = texts(frame[f])
         out[f] = vault.encrypt(values, users, f)
         if f in INDEXED_FIELDS:
             out[f"{f}_index"] = vault.blind(values, f)
@@ -456,7 +459,7 @@ def seal_quarantine(store: Store, vault: Vault) -> int:
     ).df()
     if frame.empty:
         return 0
-    contexts = [f"quarantine:{i}" for i in frame["quarantine_id"].tolist()]
+    contexts = raw_contexts(frame["quarantine_id"])
     # A row without an id-like key keeps no tokens (NULL): export and erasure decrypt and
     # search it whole, so an id under an odd column name is not missed. A row whose id keys
     # are empty names nobody ([]).
@@ -481,9 +484,7 @@ def rewrap(store: Store, new_master: bytes) -> Vault:
     they are; the old master key no longer opens the vault."""
     vault = open_vault(store)
     if vault is None:
-        raise VaultKeyError(
-            f"{store.path.name} has no vault yet", hint="it is made at the first users ingest"
-        )
+        raise _no_vault(store)
     meta = _meta(store)
     master = master_key(store.path)
     with store.transaction() as con:
@@ -508,9 +509,7 @@ def rotate_master(store: Store) -> str:
     the new key is written first beside it (``STORE.key.new``), so an interruption leaves a
     key that opens the vault."""
     if open_vault(store) is None:
-        raise VaultKeyError(
-            f"{store.path.name} has no vault yet", hint="it is made at the first users ingest"
-        )
+        raise _no_vault(store)
     if os.environ.get(KEY_ENV):
         text = os.environ.get(NEW_KEY_ENV, "")
         if not text:
@@ -543,9 +542,7 @@ def reencrypt(store: Store, *, chunk: int = CHUNK) -> int:
     meta = _meta(store)
     master = master_key(store.path)
     if META_WRAPPED not in meta:
-        raise VaultKeyError(
-            f"{store.path.name} has no vault yet", hint="it is made at the first users ingest"
-        )
+        raise _no_vault(store)
     if META_NEXT not in meta:
         fresh = Vault.new()
         with store.transaction() as con:
@@ -573,11 +570,7 @@ def reencrypt(store: Store, *, chunk: int = CHUNK) -> int:
             break
         users = frame["user_id"].tolist()
         for f in SEALED_FIELDS:
-            tokens = [None if v is None or v != v else str(v) for v in frame[f].tolist()]
-            plain = [
-                t if t is None or not t.startswith(PREFIX) else v
-                for t, v in zip(tokens, _opened_or_plain(vault, tokens, users, f), strict=True)
-            ]
+            plain = _opened_or_plain(vault, texts(frame[f]), users, f)
             frame[f] = vault.encrypt(plain, users, f)
         after = users[-1]
         with store.transaction() as con:
@@ -592,7 +585,7 @@ def reencrypt(store: Store, *, chunk: int = CHUNK) -> int:
     raw = store.sql(
         "SELECT quarantine_id, raw FROM quarantine WHERE starts_with(raw, ?)", [PREFIX]
     ).df()
-    contexts = [f"quarantine:{i}" for i in raw["quarantine_id"].tolist()]
+    contexts = raw_contexts(raw["quarantine_id"])
     raw["raw"] = vault.encrypt(vault.decrypt(raw["raw"].tolist(), contexts, "raw"), contexts, "raw")
     with store.transaction() as con:
         if not raw.empty:
@@ -640,10 +633,12 @@ __all__ = [
     "new_master_key",
     "normalized",
     "open_vault",
+    "raw_contexts",
     "reencrypt",
     "rewrap",
     "rotate_master",
     "seal_plaintext",
     "seal_quarantine",
+    "texts",
     "vault_for",
 ]
