@@ -538,6 +538,11 @@ class PrivacySettings(_Section):
         description="ISO 3166 region of phone numbers written without a country code "
         "(ad-audience exports parse them with it).",
     )
+    default_marketing_consent: Literal["GRANTED", "DENIED"] = Field(
+        "DENIED",
+        description="Marketing consent of a user who never stated one (no consent_updated "
+        "event, consent column, marketing_opt_in or API call): DENIED asks for opt-in.",
+    )
 
 
 class Settings(_Section):

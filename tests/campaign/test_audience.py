@@ -15,6 +15,7 @@ from jingzhun.campaign import consent
 from jingzhun.campaign.audience import AUDIENCE, campaign_now, draw
 from jingzhun.campaign.spec import load_spec
 from jingzhun.errors import InputError, NotFoundError
+from jingzhun.ingest.consent import record
 from jingzhun.ingest.read import contacts
 from jingzhun.workspace import Workspace
 
@@ -37,7 +38,7 @@ def test_steps_match_an_independent_count(
     ws = open_ws()
     spec = load_spec(spec_file(extra="[exclude]\nbought_within_days = 14\n"))
     now = campaign_now(ws.store, None)
-    d = draw(ws.store, spec)
+    d = draw(ws.store, spec, consent_default="DENIED")
     profiles = ws.sql("SELECT user_id, frequency FROM profiles")
     matched = set(profiles.loc[profiles["frequency"] >= 1, "user_id"])
     assert d.matched == len(matched)
@@ -70,9 +71,9 @@ def test_arms_are_deterministic_and_near_their_share(
 ) -> None:
     ws = open_ws()
     spec = load_spec(spec_file())
-    first = draw(ws.store, spec)
+    first = draw(ws.store, spec, consent_default="DENIED")
     arms = drawn(ws)[["user_id", "arm", "variant"]]
-    again = draw(ws.store, spec)
+    again = draw(ws.store, spec, consent_default="DENIED")
     assert (first.treatment, first.control) == (again.treatment, again.control)
     pd.testing.assert_frame_equal(arms, drawn(ws)[["user_id", "arm", "variant"]])
     n = first.members
@@ -87,7 +88,7 @@ def test_stratified_control_holds_out_the_share_of_every_segment(
 ) -> None:
     ws = open_ws()
     spec = load_spec(spec_file(control='share = 0.25\nstratify = "rfm"'))
-    d = draw(ws.store, spec)
+    d = draw(ws.store, spec, consent_default="DENIED")
     a = drawn(ws)
     kept = a[a["excluded"].isna()]
     segments = ws.sql("SELECT user_id, segment FROM segment_members")
@@ -103,7 +104,7 @@ def test_frequency_cap_counts_other_campaigns_sends(
 ) -> None:
     ws = open_ws()
     spec = load_spec(spec_file(extra="[exclude]\nfrequency_cap = {messages = 2, days = 7}\n"))
-    d0 = draw(ws.store, spec)
+    d0 = draw(ws.store, spec, consent_default="DENIED")
     members = drawn(ws).query("excluded.isna()")["user_id"].tolist()[:30]
     now = campaign_now(ws.store, None)
     rows = []
@@ -117,7 +118,7 @@ def test_frequency_cap_counts_other_campaigns_sends(
     ws.store.con.executemany(
         "INSERT INTO deliveries VALUES (?, ?, ?, ?, NULL, 1, NULL, NULL, ?, now())", rows
     )
-    d = draw(ws.store, spec)
+    d = draw(ws.store, spec, consent_default="DENIED")
     assert d.steps[-1].step == "frequency_cap_2_in_7_days"
     assert d.steps[-1].removed == 10
     assert d.members == d0.members - 10
@@ -128,12 +129,20 @@ def test_consent_history_and_suppressions_are_respected(
 ) -> None:
     ws = open_ws()
     spec = load_spec(spec_file())
-    draw(ws.store, spec)
+    draw(ws.store, spec, consent_default="DENIED")
     a = drawn(ws)
     members = a[a["excluded"].isna()]["user_id"].tolist()
     refused = a[a["excluded"] == "no_consent"]["user_id"].tolist()
     now = datetime(2030, 1, 1)
-    consent.revoke(ws.store, members[0], channel="email", source="unsubscribe:x", ts=now)
+    record(
+        ws.store,
+        members[0],
+        purpose="marketing",
+        channel="email",
+        status="REVOKED",
+        source="unsubscribe:x",
+        ts=now,
+    )
     ws.store.run(
         "INSERT INTO consents VALUES (?, 'marketing', 'email', 'GRANTED', ?, 'api')",
         [refused[0], now],
@@ -148,7 +157,7 @@ def test_consent_history_and_suppressions_are_respected(
         now=now,
     )
     assert added == 1
-    draw(ws.store, spec)
+    draw(ws.store, spec, consent_default="DENIED")
     b = drawn(ws).set_index("user_id")["excluded"]
     assert b[members[0]] == "no_consent"
     assert pd.isna(b[refused[0]])
@@ -162,7 +171,7 @@ def test_top_keeps_the_highest_scores_among_the_eligible(
     spec = load_spec(
         spec_file(audience='where = "frequency >= 1"\ntop = {score = "uplift", n = 100}')
     )
-    d = draw(ws.store, spec)
+    d = draw(ws.store, spec, consent_default="DENIED")
     assert d.members == 100 and d.steps[-1].step == "top 100 by uplift"
     a = drawn(ws)
     kept = a[a["excluded"].isna()]
@@ -214,6 +223,6 @@ def test_unknown_references_name_the_field(
     ws = open_ws()
     spec = load_spec(spec_file(audience=audience))
     with pytest.raises(error) as exc:
-        draw(ws.store, spec)
+        draw(ws.store, spec, consent_default="DENIED")
     assert message in str(exc.value)
     assert ws.store.count("events") > 0

@@ -20,11 +20,11 @@ from typing import Any
 
 import ibis
 
-from jingzhun.campaign import consent
 from jingzhun.campaign.assign import pick_sql, unit_sql
 from jingzhun.campaign.spec import CampaignSpec
 from jingzhun.contracts.results import Result
 from jingzhun.errors import InputError, NotFoundError
+from jingzhun.ingest import consent
 from jingzhun.ingest.read import (
     buyers_query,
     contacts_index_query,
@@ -83,9 +83,14 @@ def campaign_now(store: Store, now: datetime | None) -> datetime:
     return latest + timedelta(microseconds=1)
 
 
-def draw(store: Store, spec: CampaignSpec, *, now: datetime | None = None) -> Draw:
+def draw(
+    store: Store, spec: CampaignSpec, *, consent_default: str, now: datetime | None = None
+) -> Draw:
     """Draw ``spec``'s audience into ``_jz_audience`` (user_id, segment, stratum, score,
     excluded, arm, variant) and describe it.
+
+    ``consent_default`` is the marketing consent of users who stated none (``[privacy]
+    default_marketing_consent``).
 
     Raises
     ------
@@ -121,7 +126,7 @@ def draw(store: Store, spec: CampaignSpec, *, now: datetime | None = None) -> Dr
             f"DELETE FROM {AUDIENCE} WHERE user_id NOT IN (SELECT user_id FROM ({sql}))", params
         )
     matched = _count(store)
-    steps = _exclude(store, spec, now)
+    steps = _exclude(store, spec, now, consent_default)
     if a.top is not None:
         if a.top.score == "random":
             store.run(f"UPDATE {AUDIENCE} SET score = {unit_sql('user_id')}", [spec.name, "top"])
@@ -207,8 +212,9 @@ def _step(store: Store, name: str, steps: list[Step], matched: int) -> Step:
     return Step(name, before - remaining, remaining)
 
 
-def _exclude(store: Store, spec: CampaignSpec, now: datetime) -> list[Step]:
-    """Mark excluded users, one reason per step, in the order a preview lists them."""
+def _exclude(store: Store, spec: CampaignSpec, now: datetime, consent_default: str) -> list[Step]:
+    """Mark excluded users, one reason per step, in the order a preview lists them;
+    ``consent_default`` is a user's marketing consent when they stated none."""
     steps: list[Step] = []
     matched = _count(store)
     x = spec.exclude
@@ -220,7 +226,6 @@ def _exclude(store: Store, spec: CampaignSpec, now: datetime) -> list[Step]:
         )
         steps.append(_step(store, reason, steps, matched))
 
-    channel = "email" if spec.channel == "ads" else spec.channel
     if spec.trigger is not None:  # taken in by an earlier run: a member once
         mark(
             "already_member",
@@ -228,7 +233,7 @@ def _exclude(store: Store, spec: CampaignSpec, now: datetime) -> list[Step]:
             [spec.name],
         )
     if x.no_consent:
-        sql, params = consent.marketing_consent_sql(channel)
+        sql, params = consent.allowed_query("marketing", spec.channel, consent_default)
         mark("no_consent", f"user_id NOT IN (SELECT user_id FROM ({sql}))", params)
     # Who can be reached, and suppressed addresses, through the vault's blind index: the
     # addresses themselves are encrypted.

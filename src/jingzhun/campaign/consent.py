@@ -1,13 +1,8 @@
-"""Who may receive marketing, and the suppression list: the one place campaigns ask.
+"""The suppression list: addresses (hashed, see :func:`address_hash_sql`) that no campaign
+may message — hard bounces, complaints, unsubscribes.
 
-Until the privacy stage's consent model lands, a user may receive marketing on a channel when
-the newest ``consents`` row for (user, ``marketing``, that channel or ``any``) is GRANTED, or,
-with no such row, when their ``marketing_opt_in`` attribute is true. Unsubscribing writes a
-REVOKED row (:func:`revoke`), which every later audience respects. The privacy stage replaces
-:func:`marketing_consent_sql` without touching the campaign code.
-
-Suppressions hold addresses (hashed, see :func:`address_hash_sql`) that no campaign may
-message: hard bounces, complaints, unsubscribes.
+Who consented to what is the consent model's (:mod:`jingzhun.ingest.consent`): audiences and
+delivery ask it.
 """
 
 from __future__ import annotations
@@ -19,31 +14,6 @@ from datetime import datetime
 from jingzhun.store import Store
 from jingzhun.store.sql import Sql
 from jingzhun.store.vault import vault_for
-
-#: Users file values of marketing_opt_in that mean yes (case-insensitive).
-_YES = ("true", "1", "yes", "y", "t")
-
-
-def marketing_consent_sql(channel: str) -> tuple[Sql, list[object]]:
-    """A query of the ``user_id`` of every user who may receive marketing on ``channel``,
-    and its parameters."""
-    sql = Sql(
-        """
-        WITH latest AS (
-            SELECT user_id, arg_max(status, ts) AS status
-            FROM consents
-            WHERE purpose = 'marketing' AND channel IN (?, 'any')
-            GROUP BY user_id
-        )
-        SELECT u.user_id
-        FROM users u LEFT JOIN latest l USING (user_id)
-        WHERE coalesce(
-            l.status = 'GRANTED',
-            lower(trim(json_extract_string(u.attributes, '$.marketing_opt_in'))) IN (?, ?, ?, ?, ?)
-        )
-        """
-    )
-    return sql, [channel, *_YES]
 
 
 def normalized_email(value: str) -> str:
@@ -93,19 +63,9 @@ def suppress(
     return store.count("suppressions") - before
 
 
-def revoke(store: Store, user_id: str, *, channel: str, source: str, ts: datetime) -> None:
-    """Record that ``user_id`` withdrew marketing consent on ``channel`` (an unsubscribe)."""
-    store.run(
-        "INSERT INTO consents VALUES (?, 'marketing', ?, 'REVOKED', ?, ?)",
-        [user_id, channel, ts, source],
-    )
-
-
 __all__ = [
     "address_hash",
     "address_hash_sql",
-    "marketing_consent_sql",
     "normalized_email",
-    "revoke",
     "suppress",
 ]

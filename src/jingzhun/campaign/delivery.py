@@ -39,6 +39,7 @@ from jingzhun.campaign.spec import CampaignSpec
 from jingzhun.config import Settings
 from jingzhun.contracts.results import Result
 from jingzhun.errors import ConflictError, InputError
+from jingzhun.ingest import consent
 from jingzhun.ingest.read import contacts, event_items_query, items_query
 from jingzhun.profile.read import profile_rows
 from jingzhun.recommend import read as recommend_read
@@ -66,15 +67,6 @@ class SendResult(Result):
     counts: dict[str, int]
     excluded: dict[str, int]
     error: str | None = None
-
-
-def snapshot(
-    store: Store, spec: CampaignSpec, *, now: datetime | None = None, domain: str = "localhost"
-) -> Draw:
-    """Draw the audience and write members and deliveries (once; see the module docstring)."""
-    d = draw(store, spec, now=now)
-    write_snapshot(store, spec, d, domain=domain)
-    return d
 
 
 def write_snapshot(store: Store, spec: CampaignSpec, d: Draw, *, domain: str) -> None:
@@ -320,8 +312,11 @@ def send(
     if state is None:
         raise ConflictError(f"campaign {spec.name!r} is not in the store", hint="create it first")
     fresh = store.scalar("SELECT snapshot_at IS NULL FROM campaigns WHERE name = ?", [spec.name])
+    default = settings.privacy.default_marketing_consent
     if dry_run:
-        return _dry_run(store, spec, renderer, now=now, lang=lang, fresh=bool(fresh))
+        return _dry_run(
+            store, spec, renderer, now=now, lang=lang, fresh=bool(fresh), consent_default=default
+        )
     base = settings.tracking.base_url
     if not base and spec.channel == "email":
         raise InputError(
@@ -333,7 +328,7 @@ def send(
     if fresh or spec.trigger is not None:
         # A template that fails for any member, or an SMTP server that cannot be reached,
         # fails here, before anything is written. A triggered campaign draws on every run.
-        d = draw(store, spec, now=now)
+        d = draw(store, spec, now=now, consent_default=default)
         _render_drawn(store, spec, renderer, lang=lang)
         sender.check()
         write_snapshot(store, spec, d, domain=sender_domain(settings.email))
@@ -355,7 +350,13 @@ def send(
             # or 512 members) on this thread, while the ledger's thread marks, hands over and
             # records the chunks rendered before.
             outgoing, missing = _outgoing(
-                store, spec, renderer, pending.iloc[start : start + RENDER], lang=lang, links=links
+                store,
+                spec,
+                renderer,
+                pending.iloc[start : start + RENDER],
+                lang=lang,
+                links=links,
+                consent_default=default,
             )
             chunks = [outgoing[p : p + CHUNK] for p in range(0, len(outgoing), CHUNK)]
             if not all(
@@ -485,19 +486,33 @@ def _outgoing(
     *,
     lang: str,
     links: Links | None,
+    consent_default: str,
 ) -> tuple[list[Any], list[Outcome]]:
     """The chunk's messages; members without an address now (erased since the snapshot)
-    come back as failed outcomes."""
+    come back as failed outcomes, and members whose marketing consent was withdrawn since
+    the snapshot (asked again now, just before sending) as suppressed ones."""
+    if spec.exclude.no_consent:
+        allowed = consent.allowed(
+            store, chunk["user_id"].tolist(), "marketing", spec.channel, consent_default
+        )
+        keep = chunk["user_id"].isin(allowed).to_numpy()
+        withdrawn = [
+            Outcome(u, "suppressed", "no_consent", None, 0, None)
+            for u in chunk.loc[~keep, "user_id"]
+        ]
+        chunk = chunk.loc[keep]
+    else:
+        withdrawn = []
     ctx = contexts(store, spec, chunk, lang=lang, links=links)
     if spec.channel == "webhook":
         return [
             WebhookOutgoing(c["user_id"], spec.name, mid, renderer.render(variant, c))
             for c, variant, mid in zip(ctx, chunk["variant"], chunk["message_id"], strict=True)
-        ], []
+        ], withdrawn
     ids = chunk["user_id"].tolist()
     people = contacts(store, ids, ["email"])
     emails = {u: e.strip() for u, e in zip(people["user_id"], people["email"], strict=True) if e}
-    out, missing = [], []
+    out, missing = [], withdrawn
     for c, variant, mid in zip(ctx, chunk["variant"], chunk["message_id"], strict=True):
         to = emails.get(c["user_id"])
         if not to:
@@ -597,11 +612,12 @@ def _dry_run(
     now: datetime | None,
     lang: str,
     fresh: bool,
+    consent_default: str,
 ) -> SendResult:
     """What a send would do, writing nothing: the draw (if none was stored) and every
     message rendered."""
     if fresh:
-        d = draw(store, spec, now=now)
+        d = draw(store, spec, now=now, consent_default=consent_default)
         _render_drawn(store, spec, renderer, lang=lang)
         excluded = dict(
             store.rows(
@@ -621,4 +637,4 @@ def _dry_run(
     )
 
 
-__all__ = ["CHUNK", "STATES", "SendResult", "contexts", "counts", "send", "snapshot"]
+__all__ = ["CHUNK", "STATES", "SendResult", "contexts", "counts", "send", "write_snapshot"]

@@ -29,6 +29,7 @@ from jingzhun.checks import bounded_int
 from jingzhun.config import Settings
 from jingzhun.contracts.results import Result
 from jingzhun.errors import ConflictError, InputError, NotFoundError
+from jingzhun.ingest import consent
 from jingzhun.ingest.read import contacts, order_totals
 from jingzhun.outputs import check_output_path
 from jingzhun.predict.read import score_query
@@ -98,6 +99,8 @@ class Campaigns:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        #: Marketing consent of users who stated none.
+        self._consent = settings.privacy.default_marketing_consent
 
     # -- definitions --------------------------------------------------------------------------
 
@@ -121,7 +124,9 @@ class Campaigns:
         else:
             parsed = load_spec(Path(spec))
         Renderer(parsed)
-        draw(self.store, parsed)  # the references resolve (the draw itself is thrown away)
+        draw(
+            self.store, parsed, consent_default=self._consent
+        )  # the references resolve (the draw itself is thrown away)
         state = self.store.scalar("SELECT state FROM campaigns WHERE name = ?", [parsed.name])
         if state is not None and not (replace and state == "draft"):
             raise ConflictError(
@@ -191,7 +196,7 @@ class Campaigns:
         """Draw a spec's audience without storing anything: its size after each step and its
         arms (what a campaign builder shows as conditions change)."""
         parsed = spec if isinstance(spec, CampaignSpec) else spec_from_json(spec)
-        return draw(self.store, parsed, now=now)
+        return draw(self.store, parsed, now=now, consent_default=self._consent)
 
     def estimate(
         self, spec: CampaignSpec | dict[str, Any], *, now: datetime | None = None
@@ -216,7 +221,7 @@ class Campaigns:
         """
         parsed = spec if isinstance(spec, CampaignSpec) else spec_from_json(spec)
         Renderer(parsed)  # a template that does not compile is named now, not at the send
-        d = draw(self.store, parsed, now=now)
+        d = draw(self.store, parsed, now=now, consent_default=self._consent)
         expected = self._expected(parsed, d)
         reason = None
         if expected is None:
@@ -263,7 +268,7 @@ class Campaigns:
         _check_lang(lang)
         sample = bounded_int(sample, "sample", lo=0, hi=1000)
         spec = self.spec(name)
-        d = draw(self.store, spec, now=now)
+        d = draw(self.store, spec, now=now, consent_default=self._consent)
         renderer = Renderer(spec) if spec.variants else None
         samples: list[dict[str, Any]] = []
         if renderer is not None:
@@ -394,13 +399,27 @@ class Campaigns:
             "SELECT snapshot_at IS NULL FROM campaigns WHERE name = ?", [name]
         )
         if fresh:
-            d = draw(self.store, spec)
+            d = draw(self.store, spec, consent_default=self._consent)
             delivery.write_snapshot(self.store, spec, d, domain="localhost")
         members = self.store.sql(
             """SELECT user_id FROM deliveries
                WHERE campaign = ? AND state IN ('queued', 'sending', 'sent') ORDER BY user_id""",
             [name],
         ).df()
+        if spec.exclude.no_consent:
+            # Consent is asked again at each export: who withdrew it since the snapshot is
+            # left out of the file, and their delivery says why.
+            ids = members["user_id"].tolist()
+            allowed = consent.allowed(self.store, ids, "marketing", "ads", self._consent)
+            keep = members["user_id"].isin(allowed)
+            withdrawn = members.loc[~keep, "user_id"].tolist()
+            if withdrawn:
+                self.store.run(
+                    "UPDATE deliveries SET state = 'suppressed', reason = 'no_consent', "
+                    "updated_at = ? WHERE campaign = ? AND user_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [datetime.now(UTC).replace(tzinfo=None), name, withdrawn],
+                )
+                members = members[keep]
         rows = members.merge(
             contacts(self.store, members["user_id"].tolist(), ["email", "phone"]),
             on="user_id",

@@ -217,6 +217,15 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "Campaign Converted",
         counted=True,
     ),
+    # consent
+    EventType(
+        "consent_updated",
+        "The user granted, denied or revoked consent: properties purpose (marketing, "
+        "analytics, personalization), status (GRANTED, DENIED, REVOKED) and channel (email, "
+        "sms, push, webhook, ads; any when absent).",
+        "Consent Updated",
+        requires=("user_id",),
+    ),
 )
 
 #: Event names jingzhun knows (snake_case). Others only through ``[ingest.event_map]``.

@@ -32,7 +32,7 @@ from jingzhun.config import IngestSettings
 from jingzhun.contracts.events import EVENT_NAMES, FIELDS, KEY, Field, Kind
 from jingzhun.contracts.time import utcnow
 from jingzhun.errors import InputError
-from jingzhun.ingest import segment
+from jingzhun.ingest import consent, segment
 from jingzhun.ingest.schema import EXTRAS_COLUMN
 from jingzhun.ingest.sources import (
     META_COLUMNS,
@@ -646,6 +646,11 @@ class Ingestor:
                     """
                 ).to_arrow_table()
             )
+        # The consents that new consent_updated events state (their history is the table).
+        con.execute(
+            f"INSERT INTO consents {consent.from_events_sql(f'(SELECT v.* {new_rows})')}",
+            [f"events:{batch_id}"],
+        )
         inserted = con.execute(
             f"""
             INSERT INTO events ({names}, event_key, received_at, batch_id, custom)
@@ -897,6 +902,13 @@ class Ingestor:
             touched.append(f"SELECT {key} FROM _jz_changed_{table}")
             if table != main:
                 touched.append(f"SELECT {key} FROM _jz_merged_{table} WHERE _new")
+        if kind == "users":
+            # The consents the batch states (consent_* columns, marketing_opt_in), where they
+            # differ from those in force: the history keeps every change, never a repeat.
+            con.execute(
+                f"INSERT INTO consents {consent.from_users_sql('_jz_latest')}",
+                [now, f"users:{batch_id}"],
+            )
         new = con.execute(f"SELECT count(*) FROM _jz_merged_{main} WHERE _new").fetchone()[0]
         changed = con.execute(
             f"SELECT count(DISTINCT {key}) FROM ({' UNION ALL '.join(touched)}) "

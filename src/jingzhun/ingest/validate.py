@@ -32,6 +32,7 @@ from jingzhun.contracts.events import (
     field_names,
 )
 from jingzhun.errors import InputError
+from jingzhun.ingest import consent
 from jingzhun.ingest.schema import EVENT_REQUIRES, EXTRAS_COLUMN, pii_in_name
 from jingzhun.ingest.sources import META_COLUMNS, UNDECODABLE, check_columns, json_path
 from jingzhun.store.sql import Sql, lit
@@ -54,6 +55,7 @@ _ITEM_LINE_EVENTS = ("product_added", "product_removed", "order_completed", "ord
 #: Events whose revenue defaults to quantity × price.
 _REVENUE_EVENTS = ("order_completed", "order_refunded")
 
+Q = "'"  # quotes a value in a reason
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
@@ -463,7 +465,8 @@ class RowValidator:
             # Personal data goes to the pii table or nowhere: never as an extra into
             # users.attributes, an analytics table (issue 12).
             for col in extras:
-                pii = pii_in_name(col)
+                # A consent column names a channel (consent_marketing_email), not an address.
+                pii = None if re.match(consent.ATTRIBUTE_PATTERN, col) else pii_in_name(col)
                 if pii is not None:
                     hint = (
                         f"another column is mapped to {col}; drop one of them"
@@ -572,6 +575,7 @@ class RowValidator:
                     Check(f"c{i} IS NOT NULL AND d{i} IS NULL", lit(c + ": invalid UTF-8"))
                 )
         checks.extend(self._row_rules(set(mapped) | set(self.options.constants)))
+        checks.extend(self._consent_rules(mapped, index, cats, has_object="_object" in names))
 
         # Level 4: the reason. A row is tested against one cheap guard that every failing row
         # trips (ids share a single greatest/least test); only rows that trip it pay for the
@@ -877,6 +881,68 @@ class RowValidator:
                 )
             rules.append(Check(f"t_{name} IS NULL AND {is_in('t_event', sorted(events))}", message))
         return rules
+
+    def _consent_rules(
+        self,
+        mapped: dict[str, str],
+        index: dict[str, int],
+        cats: dict[str, str],
+        *,
+        has_object: bool,
+    ) -> list[Check]:
+        """A consent event with an unknown purpose, status or channel, and a users-file consent
+        column with an unknown status, are quarantined (:mod:`jingzhun.ingest.consent`). The
+        values are read as the outputs will hold them: an extra column, else the JSON column's
+        key."""
+        extras_col = EXTRAS_COLUMN[self.kind]
+        used = set(mapped.values())
+        extras = {c: i for c, i in index.items() if c not in used}
+
+        def extra(key: str) -> str | None:
+            if key not in extras:
+                return None
+            if has_object:
+                return f"json_extract_string(_object, {json_path(key)})"
+            i = extras[key]
+            return f"CAST({self._extra_value(i, cats[key])} AS VARCHAR)"
+
+        def prop(key: str) -> str:
+            given = f"json_extract_string(t_{extras_col}, {lit('$.' + key)})"
+            e = extra(key)
+            return f"coalesce({e}, {given})" if e else given
+
+        if self.kind == "events":
+            return [Check(c, m) for c, m in consent.event_checks(prop)]
+        if self.kind != "users":
+            return []
+        checks = []
+        pattern = re.compile(consent.ATTRIBUTE_PATTERN)
+        for c in extras:
+            if pattern.match(c):
+                v = extra(c)
+                checks.append(
+                    Check(
+                        f"{v} IS NOT NULL AND {consent.status_sql(v)} IS NULL",
+                        f"{lit(c + ': ' + Q)} || {v} || "
+                        f"{lit(Q + ' is not GRANTED, DENIED or REVOKED (or true/false)')}",
+                    )
+                )
+        # Consent keys inside a given attributes object (identify traits).
+        value = f"json_extract_string(t_{extras_col}, '$.' || k)"
+        keys = (
+            f"list_filter(json_keys(t_{extras_col}), lambda k: regexp_full_match(k, "
+            f"{lit(consent.ATTRIBUTE_PATTERN)}) AND {value} IS NOT NULL "
+            f"AND {consent.status_sql(value)} IS NULL)"
+        )
+        checks.append(
+            Check(
+                f"t_{extras_col} IS NOT NULL AND contains(CAST(t_{extras_col} AS VARCHAR), "
+                f"'consent_') AND len({keys}) > 0",
+                f"array_to_string({keys}, ', ') || "
+                f"{lit(': not GRANTED, DENIED or REVOKED (or true/false)')}",
+            )
+        )
+        return checks
 
     def _outputs(
         self,

@@ -32,8 +32,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from jingzhun.api.deps import State
 from jingzhun.api.state import ServerState
-from jingzhun.campaign.consent import revoke
 from jingzhun.campaign.links import tracking_key, verify
+from jingzhun.ingest.consent import record
 
 router = APIRouter(prefix="/t", tags=["campaign links"], include_in_schema=True)
 
@@ -171,8 +171,14 @@ async def unsubscribe(
     now = datetime.now(UTC).replace(tzinfo=None)
     await asyncio.wrap_future(
         state.run_write(
-            lambda ws: revoke(
-                ws.store, u, channel="email", source=f"unsubscribe:{campaign}", ts=now
+            lambda ws: record(
+                ws.store,
+                u,
+                purpose="marketing",
+                channel="email",
+                status="REVOKED",
+                source=f"unsubscribe:{campaign}",
+                ts=now,
             )
         )
     )
