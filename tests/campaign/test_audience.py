@@ -226,3 +226,41 @@ def test_unknown_references_name_the_field(
         draw(ws.store, spec, consent_default="DENIED")
     assert message in str(exc.value)
     assert ws.store.count("events") > 0
+
+
+def test_consent_default_applies_only_to_users_who_stated_none(
+    open_ws: Callable[..., Workspace], spec_file: Callable[..., Path]
+) -> None:
+    """Users files' marketing_opt_in became consent rows (GRANTED or DENIED on any channel):
+    the simulator's opted-in users are exactly those allowed, whatever the default; users
+    who stated nothing follow the default."""
+    from jingzhun.ingest.consent import allowed_query
+
+    ws = open_ws()
+    sql, params = allowed_query("marketing", "email", "DENIED")
+    allowed = {u for (u,) in ws.store.rows(sql, params)}
+    assert allowed == opted_in(ws)
+    # Seven users as if they had stated nothing.
+    ws.store.run(
+        "DELETE FROM consents WHERE user_id IN (SELECT unnest(?::VARCHAR[]))",
+        [[u for (u,) in ws.store.rows("SELECT user_id FROM users ORDER BY user_id LIMIT 7")]],
+    )
+    silent = {
+        u
+        for (u,) in ws.store.rows(
+            "SELECT user_id FROM users WHERE user_id NOT IN (SELECT user_id FROM consents)"
+        )
+    }
+    assert len(silent) == 7
+    sql, params = allowed_query("marketing", "email", "GRANTED")
+    granted = {u for (u,) in ws.store.rows(sql, params)}
+    assert granted == (opted_in(ws) - silent) | silent
+    spec = load_spec(spec_file())
+    drawn_denied = draw(ws.store, spec, consent_default="DENIED")
+    drawn_granted = draw(ws.store, spec, consent_default="GRANTED")
+    matched_silent = silent & set(
+        ws.sql("SELECT user_id FROM profiles WHERE frequency >= 1")["user_id"]
+    )
+    assert len(matched_silent) >= 2
+    # Under DENIED the silent are left out, under GRANTED they are in (all have addresses).
+    assert drawn_granted.members - drawn_denied.members == len(matched_silent)

@@ -358,3 +358,54 @@ def test_a_send_killed_with_sigkill_resumes_and_nobody_is_counted_twice(
                 "SELECT state, count(*) FROM deliveries WHERE campaign = 'spring' AND state IN ('queued', 'sending', 'sent') GROUP BY 1"
             )
         ) == {"sent": len(members)}
+
+
+def test_consent_withdrawn_after_the_snapshot_is_asked_again_before_sending(
+    open_ws: Callable[..., Workspace], spec_file: Callable[..., Path], smtp: Smtp
+) -> None:
+    """The audience is drawn with consent; a member who revokes (or whose channel is denied)
+    between the snapshot and the send gets nothing, and their delivery says why."""
+    from datetime import datetime
+
+    from jingzhun.campaign.audience import draw
+    from jingzhun.campaign.delivery import write_snapshot
+    from jingzhun.ingest.consent import record
+
+    ws = open_ws(settings_for(smtp.port))
+    ws.campaigns.create(spec_file())
+    spec = ws.campaigns.spec("spring")
+    drawn = draw(ws.store, spec, consent_default="DENIED")
+    write_snapshot(ws.store, spec, drawn, domain="localhost")  # what a send's first step does
+    members = treatment(ws)
+    assert ws.store.scalar("SELECT count(*) FROM deliveries WHERE state = 'queued'") == len(members)
+    ids = sorted(members)
+    later = datetime(2100, 1, 1)
+    for user, channel, status in ((ids[0], "email", "REVOKED"), (ids[1], "any", "DENIED")):
+        record(
+            ws.store,
+            user,
+            purpose="marketing",
+            channel=channel,
+            status=status,
+            source="t",
+            ts=later,
+        )
+    # A statement about another channel or purpose changes nothing for email marketing.
+    record(
+        ws.store, ids[2], purpose="marketing", channel="sms", status="REVOKED", source="t", ts=later
+    )
+    record(
+        ws.store, ids[3], purpose="analytics", channel="any", status="DENIED", source="t", ts=later
+    )
+    result = ws.campaigns.send("spring")
+    got = smtp.sink.by_recipient()
+    assert set(got) == {members[u] for u in ids[2:]}
+    assert result.counts["sent"] == len(ids) - 2 and result.counts["suppressed"] >= 2
+    said = dict(
+        ws.store.rows(
+            "SELECT user_id, state || ':' || reason FROM deliveries WHERE user_id IN (?, ?) "
+            "AND campaign = 'spring'",
+            ids[:2],
+        )
+    )
+    assert said == {ids[0]: "suppressed:no_consent", ids[1]: "suppressed:no_consent"}

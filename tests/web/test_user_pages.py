@@ -102,6 +102,17 @@ def test_find_a_user_and_see_everything_about_them(served: Served, context: Any,
     for word in [*words["traits"], *words["tags"], *words["scores"], words["rfm"]]:
         assert word in text, word
     assert words["segment"] in w.page.inner_text("#segments")
+    # the consents in force, in the page's language (the users file's opt-in became one)
+    held = served.app.state.jingzhun.readers.get().privacy.consents(BUYER)
+    assert len(held) >= 1
+    card = w.page.inner_text("#segments")
+    status = {
+        "en": {"GRANTED": "granted", "DENIED": "denied"},
+        "zh": {"GRANTED": "已同意", "DENIED": "已拒绝"},
+    }
+    assert {"en": "Consent", "zh": "授权同意"}[lang] in card
+    for r in held.to_dict("records"):
+        assert status[lang][r["status"]] in card and {"en": "Marketing", "zh": "营销"}[lang] in card
     link = w.page.locator("#segments a", has_text=words["segment"]).get_attribute("href")
     assert link is not None and link.startswith("/segments?run=behaviour-1&segment=5")
     recs = w.page.locator("#recs tbody tr")

@@ -114,6 +114,16 @@ class ScoreOut(BaseModel):
     computed_at: datetime | None
 
 
+class ConsentOut(BaseModel):
+    """A consent in force: the newest statement for its purpose and channel."""
+
+    purpose: str = Field(description="marketing, analytics or personalization.")
+    channel: str = Field(description="email, sms, push, webhook, ads, or any.")
+    status: str = Field(description="GRANTED, DENIED or REVOKED.")
+    ts: datetime = Field(description="When it was stated.")
+    source: str = Field(description="Where it came from (events:BATCH, users:BATCH, api:KEY …).")
+
+
 class UserOut(BaseModel):
     """One user's 360° view: profile traits, tags, linked devices, segments and scores."""
 
@@ -126,6 +136,11 @@ class UserOut(BaseModel):
     live: dict[str, Any] = Field(
         description="Traits kept up to date as events arrive (recency, counts, monetary, "
         "category affinity, last items), equal to what a build now would compute."
+    )
+    consents: list[ConsentOut] = Field(
+        default_factory=list,
+        description="Consents in force per purpose and channel (a user with none is treated "
+        "as [privacy] default_marketing_consent for marketing).",
     )
 
 

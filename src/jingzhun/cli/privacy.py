@@ -1,4 +1,4 @@
-"""``jingzhun init``, ``jingzhun privacy find|export|erase|rotate-key|keygen|status`` and
+"""``jingzhun init``, ``jingzhun privacy find|export|consent|erase|purge|rotate-key|keygen|status`` and
 ``jingzhun audit list``: the vault's keys and a person's data on request.
 
 Every command that reads or removes a person's data writes an audit entry (``cli:<os
@@ -128,6 +128,61 @@ def export(
     with atomic_write(target, "w", encoding="utf-8") as fh:
         json.dump(data, fh, ensure_ascii=False, indent=1, default=str)
     err.print(f"Wrote {text(str(target))}")
+
+
+@app.command()
+def consent(
+    ctx: typer.Context,
+    user_id: UserArg,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Record a statement: PURPOSE[:CHANNEL]=STATUS, e.g. marketing:email=REVOKED "
+            "(purposes marketing, analytics, personalization; channel any when left out; "
+            "status GRANTED, DENIED or REVOKED). Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="Every statement, oldest first.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """A user's consents in force per purpose and channel (a purpose without one follows
+    [privacy] default_marketing_consent for marketing); --set records new statements first."""
+    from jingzhun.ingest.consent import statement
+
+    statements = []
+    for given in set_ or []:  # all checked before any is recorded
+        left, eq, status = given.partition("=")
+        purpose, _, channel = left.partition(":")
+        try:
+            if not eq:
+                raise InputError("expected PURPOSE[:CHANNEL]=STATUS")
+            statements.append(statement(purpose, channel, status))
+        except InputError as exc:
+            part = f"{exc.param} part " if exc.param else ""
+            message = exc.message.removeprefix(f"{exc.param} ") if exc.param else exc.message
+            raise InputError(
+                f"--set {given[:60]!r}: {part}{message}",
+                hint="e.g. --set marketing:email=REVOKED",
+            ) from exc
+    g: Globals = ctx.obj
+    with g.workspace(create=False, read_only=not statements) as ws:
+        for purpose, channel, status in statements:
+            ws.privacy.set_consent(
+                user_id, purpose, status, channel=channel, actor=cli_actor(), source=cli_actor()
+            )
+        frame = ws.privacy.consents(user_id, history=history)
+        default = ws.settings.privacy.default_marketing_consent
+    if as_json:
+        print_json({"user_id": user_id, "consents": json_ready(frame), "default": default})
+        return
+    if frame.empty:
+        out.print(f"No consent recorded: marketing is {text(default)} (the default).")
+        return
+    print_frame(frame.drop(columns="user_id"), "Consent history" if history else "Consents")
 
 
 @app.command()

@@ -81,7 +81,7 @@ def show(
     ] = 10,
     as_json: JsonOpt = False,
 ) -> None:
-    """One user's traits, tags, linked devices and latest events."""
+    """One user's traits, tags, linked devices, latest events and consents in force."""
     g: Globals = ctx.obj
     with g.workspace(create=False) as ws:
         p = ws.profile(user_id, events=events)
@@ -98,6 +98,11 @@ def show(
         out.print("Tags: " + ", ".join(f"{text(k)}={text(v)}" for k, v in p["tags"].items()))
     if p["last_events"]:
         print_frame(pd.DataFrame(p["last_events"]), "Latest events")
+    default = ws.settings.privacy.default_marketing_consent
+    held = ", ".join(
+        f"{text(c['purpose'])}/{text(c['channel'])}={text(c['status'])}" for c in p["consents"]
+    )
+    out.print(f"Consents: {held or 'none recorded'} (marketing without one: {text(default)})")
 
 
 def _show(value: Any) -> str:

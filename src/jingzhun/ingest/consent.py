@@ -4,7 +4,8 @@ Every statement of consent is a row of ``consents`` (user, purpose, channel, sta
 source); nothing is overwritten, so the history is the table. The row in force for a user,
 purpose and channel is the newest by ``ts`` among that channel's rows and the purpose's
 ``any`` rows: an unsubscribe from email (REVOKED, email) after a sign-up opt-in (GRANTED,
-any) withdraws email only, and a later opt-in on ``any`` grants every channel again. A user
+any) withdraws email only, and a later opt-in on ``any`` grants every channel again (at the
+same time, the statement about the channel goes first, and a refusal before a grant). A user
 with no row for a purpose is treated as the configured default (``[privacy]
 default_marketing_consent``, DENIED unless set).
 
@@ -29,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
+from jingzhun.checks import shown
+from jingzhun.errors import InputError
 from jingzhun.store import Store
 from jingzhun.store.sql import Sql, lit
 
@@ -42,6 +45,10 @@ STATUSES: tuple[str, ...] = ("GRANTED", "DENIED", "REVOKED")
 Q = "'"  # quotes a value in a reason
 #: The event that states a consent.
 EVENT = "consent_updated"
+
+#: The order that puts the statement in force first: the newest; at the same time, one about
+#: the channel before one about every channel, and a refusal before a grant.
+NEWEST = "ts DESC, channel = 'any', status = 'GRANTED', source"
 
 #: Users-file values of a consent column (and of marketing_opt_in) read as GRANTED / DENIED.
 _YES = ("true", "1", "yes", "y", "t", "granted")
@@ -138,10 +145,11 @@ def from_users_sql(stage: Sql) -> Sql:
     return Sql(
         f"""WITH stated AS (SELECT DISTINCT ON (user_id, purpose, channel) *
                             FROM ({stated}) WHERE status IS NOT NULL),
-        held AS (SELECT user_id, purpose, channel, arg_max(status, ts) AS status
+        held AS (SELECT user_id, purpose, channel, status
                  FROM consents
                  WHERE user_id IN (SELECT user_id FROM stated)
-                 GROUP BY ALL)
+                 QUALIFY row_number() OVER (PARTITION BY user_id, purpose, channel
+                                            ORDER BY {NEWEST}) = 1)
         SELECT s.user_id, s.purpose, s.channel, s.status, ?::TIMESTAMP, ?
         FROM stated s LEFT JOIN held h USING (user_id, purpose, channel)
         WHERE h.status IS DISTINCT FROM s.status"""
@@ -152,10 +160,10 @@ def current_query() -> Sql:
     """A query of every user's consent in force per purpose and channel (user_id, purpose,
     channel, status, ts, source), one ``?``: a user id, or NULL for every user."""
     return Sql(
-        """SELECT user_id, purpose, channel, arg_max(status, ts) AS status, max(ts) AS ts,
-               arg_max(source, ts) AS source
+        f"""SELECT user_id, purpose, channel, status, ts, source
         FROM consents WHERE (? IS NULL OR user_id = ?)
-        GROUP BY ALL ORDER BY user_id, purpose, channel"""
+        QUALIFY row_number() OVER (PARTITION BY user_id, purpose, channel ORDER BY {NEWEST}) = 1
+        ORDER BY user_id, purpose, channel"""
     )
 
 
@@ -166,9 +174,9 @@ def allowed_query(purpose: str, channel: str, default: str) -> tuple[Sql, list[o
     granted_by_default = "TRUE" if default == "GRANTED" else "FALSE"
     sql = Sql(
         f"""WITH latest AS (
-            SELECT user_id, arg_max(status, ts) AS status
+            SELECT user_id, status
             FROM consents WHERE purpose = ? AND channel IN (?, 'any')
-            GROUP BY user_id
+            QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY {NEWEST}) = 1
         )
         SELECT u.user_id FROM users u LEFT JOIN latest l USING (user_id)
         WHERE coalesce(l.status = 'GRANTED', {granted_by_default})"""
@@ -183,14 +191,35 @@ def allowed(
     asks again just before sending)."""
     _check(purpose, channel, default)
     rows = store.rows(
-        """SELECT u.user_id, l.status FROM (SELECT unnest(?::VARCHAR[]) AS user_id) u
-        LEFT JOIN (SELECT user_id, arg_max(status, ts) AS status FROM consents
+        f"""SELECT u.user_id, l.status FROM (SELECT unnest(?::VARCHAR[]) AS user_id) u
+        LEFT JOIN (SELECT user_id, status FROM consents
                    WHERE purpose = ? AND channel IN (?, 'any')
                      AND user_id IN (SELECT unnest(?::VARCHAR[]))
-                   GROUP BY user_id) l USING (user_id)""",
+                   QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY {NEWEST}) = 1
+                   ) l USING (user_id)""",
         [list(users), purpose, channel, list(users)],
     )
     return {u for u, s in rows if (s or default) == "GRANTED"}
+
+
+def statement(purpose: str, channel: str, status: str) -> tuple[str, str, str]:
+    """A consent statement a person typed (the API, the CLI), checked and normalized:
+    (purpose, channel, status).
+
+    Raises
+    ------
+    InputError
+        Naming the part (``purpose``, ``channel`` or ``status``) that is none of its values.
+    """
+    given = {
+        "purpose": (str(purpose).strip().lower(), PURPOSES),
+        "channel": (str(channel).strip().lower() or "any", CHANNELS),
+        "status": (str(status).strip().upper(), STATUSES),
+    }
+    for name, (value, valid) in given.items():
+        if value not in valid:
+            raise InputError(f"{name} {shown(value)} is not one of {', '.join(valid)}", param=name)
+    return given["purpose"][0], given["channel"][0], given["status"][0]
 
 
 def record(
@@ -230,5 +259,6 @@ __all__ = [
     "from_events_sql",
     "from_users_sql",
     "record",
+    "statement",
     "status_sql",
 ]

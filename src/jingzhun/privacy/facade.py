@@ -15,9 +15,13 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from jingzhun.checks import shown
 from jingzhun.contracts.results import Result
+from jingzhun.errors import InputError, NotFoundError
+from jingzhun.ingest import consent
 from jingzhun.privacy import audit
 from jingzhun.privacy import subject as subj
 from jingzhun.store import vault as v
@@ -100,6 +104,61 @@ class Privacy:
             detail={"tables": sorted(data["tables"])},
         )
         return data
+
+    def consents(self, user_id: str | None = None, *, history: bool = False) -> pd.DataFrame:
+        """The consents in force (user_id, purpose, channel, status, ts, source) of one user,
+        or of every user; with ``history``, every statement, oldest first."""
+        if history:
+            return self._store.sql(
+                "SELECT * FROM consents WHERE (? IS NULL OR user_id = ?) "
+                "ORDER BY user_id, ts, purpose, channel",
+                [user_id, user_id],
+            ).df()
+        return self._store.sql(consent.current_query(), [user_id, user_id]).df()
+
+    def set_consent(
+        self,
+        user_id: str,
+        purpose: str,
+        status: str,
+        *,
+        channel: str = "any",
+        ts: datetime | None = None,
+        source: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """Record one consent statement (purpose and channel names as in
+        :mod:`jingzhun.ingest.consent`; the status in any case) at ``ts`` (now when None)."""
+        from jingzhun.contracts.time import utcnow
+
+        if not self._store.scalar("SELECT count(*) FROM users WHERE user_id = ?", [user_id]):
+            raise NotFoundError(
+                f"user {shown(user_id)} is not in the store",
+                hint="ingest the user first",
+            )
+        purpose, channel, status = consent.statement(purpose, channel, status)
+        now = utcnow()
+        if ts is not None and ts > now + timedelta(days=1):
+            # A statement dated ahead would outrank every later one until that day.
+            raise InputError(f"ts {ts:%Y-%m-%d %H:%M} is in the future", param="ts")
+        who = actor or _python_actor()
+        with self._store.transaction():
+            consent.record(
+                self._store,
+                user_id,
+                purpose=purpose,
+                channel=channel,
+                status=status,
+                source=source or who,
+                ts=ts or now,
+            )
+            audit.record(
+                self._store,
+                who,
+                "privacy.consent",
+                subject=subj.subject_token(self._store, user_id),
+                detail={"purpose": purpose, "channel": channel, "status": status},
+            )
 
     def erase(self, user_id: str, *, actor: str | None = None) -> subj.Erasure:
         """Remove ``user_id`` from every table; see :func:`jingzhun.privacy.subject.erase`."""

@@ -31,13 +31,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class UserProfile(Result):
-    """One user: traits, tags, linked devices and latest events."""
+    """One user: traits, tags, linked devices, latest events and consents in force."""
 
     user_id: str
     traits: dict[str, Any]
     tags: dict[str, str]
     anonymous_ids: list[str] = field(default_factory=list)
     last_events: list[dict[str, Any]] = field(default_factory=list)
+    consents: list[dict[str, Any]] = field(default_factory=list)
 
 
 def as_of_value(value: datetime | str | None) -> datetime | None:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.errors import InputError, NotFoundError
+from jingzhun.ingest import consent
 from jingzhun.profile.build import profile_columns, require_profiles
 from jingzhun.store import Store
 from jingzhun.store.export import copy_out
@@ -235,8 +236,8 @@ def user_profile(store: Store, user_id: str, *, events: int = 10) -> dict[str, A
     dict
         ``user_id`` (the user's, also when a device id was given), ``traits`` (every profile
         column, as plain values), ``tags`` (tag -> value), ``anonymous_ids`` (oldest link
-        first) and ``last_events`` (newest first: ts, event, item_id, order_id, revenue,
-        channel).
+        first), ``last_events`` (newest first: ts, event, item_id, order_id, revenue,
+        channel) and ``consents`` (in force per purpose and channel: status, ts, source).
 
     Raises
     ------
@@ -280,12 +281,16 @@ def user_profile(store: Store, user_id: str, *, events: int = 10) -> dict[str, A
         """,
         [user_id, user_id, events],
     ).df()
+    held = store.sql(consent.current_query(), [user_id, user_id]).df()
     return {
         "user_id": user_id,
         "traits": traits,
         "tags": {t: v for t, v, _ in tags},
         "anonymous_ids": devices,
         "last_events": [{k: _plain(v) for k, v in r.items()} for r in recent.to_dict("records")],
+        "consents": [
+            {k: _plain(v) for k, v in r.items() if k != "user_id"} for r in held.to_dict("records")
+        ],
     }
 
 

@@ -2,6 +2,7 @@
 
 from jingzhun.api.routes import (
     campaigns,
+    consents,
     health,
     items,
     jobs,
@@ -20,6 +21,7 @@ ROUTERS = [
     tracking.router,
     jobs.router,
     users.router,
+    consents.router,
     items.router,
     segments.router,
     models.router,

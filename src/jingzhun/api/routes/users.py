@@ -113,6 +113,7 @@ def get_user(user_id: UserId, state: State, lang: Lang = "en") -> UserOut:
         segments=[s.to_dict() for s in ws.segments.of_user(profile.user_id, lang=lang)],
         scores=rows,
         live=state.live.get(profile.user_id),
+        consents=profile.consents,
     )
 
 

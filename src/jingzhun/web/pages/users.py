@@ -238,6 +238,16 @@ CHANNELS = {
     "store": ("store", "门店"),
     "webhook": ("webhook", "Webhook"),
 }
+CONSENT_WORDS = {
+    "purpose_marketing": ("Marketing", "营销"),
+    "purpose_analytics": ("Analytics", "分析"),
+    "purpose_personalization": ("Personalization", "个性化"),
+    "status_GRANTED": ("granted", "已同意"),
+    "status_DENIED": ("denied", "已拒绝"),
+    "status_REVOKED": ("revoked", "已撤回"),
+    "channel_any": ("every channel", "所有渠道"),
+    "channel_ads": ("ads", "广告"),
+}
 WEEKDAYS = (
     ("Monday", "星期一"), ("Tuesday", "星期二"), ("Wednesday", "星期三"), ("Thursday", "星期四"),
     ("Friday", "星期五"), ("Saturday", "星期六"), ("Sunday", "星期日"),
@@ -252,6 +262,7 @@ register(
     | {f"web_users_event_{n}": words for n, words in EVENTS.items()}
     | {f"web_users_channel_{n}": words for n, words in CHANNELS.items()}
     | {f"web_users_weekday_{i}": words for i, words in enumerate(WEEKDAYS)}
+    | {f"web_users_consent_{n}": words for n, words in CONSENT_WORDS.items()}
     | {
         "web_users_find": ("Find a user", "查找用户"),
         "web_users_find_label": ("User id", "用户 ID"),
@@ -295,6 +306,12 @@ register(
         "web_users_run": ("Segmentation", "分群方案"),
         "web_users_no_segments": ("In no segment yet.", "尚未归入任何分群。"),
         "web_users_no_tags": ("No tags.", "没有标签。"),
+        "web_users_consent": ("Consent", "授权同意"),
+        "web_users_consent_none": (
+            "None stated: marketing counts as {value} (the configured default).",
+            "未表示：营销按默认设置视为{value}。",
+        ),
+        "web_users_consent_since": ("since {value}", "自 {value} 起"),
         "web_users_scores": ("Scores", "模型评分"),
         "web_users_score": ("Score", "评分"),
         "web_users_score_churn": ("Churn risk", "流失风险"),
@@ -565,6 +582,10 @@ def user_page(
         groups=_groups(traits, lang, titles, t),
         tags=[tag_words(t, k, v) for k, v in sorted(tags.items())],
         segments=[s.to_dict() for s in ws.segments.of_user(uid, lang=lang)],
+        consents=_consents(ws, uid, lang, t),
+        consent_default=t(
+            f"web_users_consent_status_{ws.settings.privacy.default_marketing_consent}"
+        ),
         scores=_scores(scores, lang, t),
         charts=charts,
         recs=recs,
@@ -573,6 +594,28 @@ def user_page(
         older=older,
         newer=newer,
     )
+
+
+def _consents(ws: Any, uid: str, lang: str, t: Translator) -> list[dict[str, str]]:
+    """The consents in force, in words: purpose, channel, status, since when, from where."""
+
+    def word(kind: str, value: str, fallback: dict[str, tuple[str, str]]) -> str:
+        key = f"{kind}_{value}"
+        if key in CONSENT_WORDS:
+            return t(f"web_users_consent_{key}")
+        return t(f"web_users_channel_{value}") if value in fallback else value
+
+    return [
+        {
+            "purpose": word("purpose", r["purpose"], {}),
+            "channel": word("channel", r["channel"], CHANNELS),
+            "status": word("status", r["status"], {}),
+            "granted": r["status"] == "GRANTED",
+            "since": trait_value(r["ts"], "time", lang),
+            "source": str(r["source"]).split(":", 1)[0],
+        }
+        for r in ws.privacy.consents(uid).to_dict("records")
+    ]
 
 
 def _no_user(request: Request, session: Any, user_id: str) -> HTMLResponse:
