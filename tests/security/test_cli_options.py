@@ -158,6 +158,7 @@ COMMANDS: dict[str, Base] = {
     "privacy find": Base((("--email", "a@example.com"),), instead={"--email": (), "--phone": ()}),
     "privacy export": Base(arguments={"user_id": USER}),
     "privacy erase": Base(arguments={"user_id": USER}),
+    "privacy consent": Base((("--set", "marketing:email=GRANTED"),), arguments={"user_id": USER}),
     # With $JINGZHUN_MASTER_KEY set (as in every test) rotation needs the new key in another
     # variable; tests/privacy/test_privacy.py rotates a real key file.
     "privacy rotate-key": Base(
