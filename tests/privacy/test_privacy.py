@@ -377,3 +377,120 @@ def test_a_persons_quarantined_rows_are_found_by_token_exported_and_erased(
     assert ws.privacy.erase("u9").rows["quarantine"] == 1
     (left,) = ws.store.rows("SELECT raw FROM quarantine")
     assert json.loads(ws.ingest.quarantine.rows()["raw"][0])["user_id"] == "u8" and left
+
+
+# -- desensitized exports ----------------------------------------------------------------------
+
+
+def test_desensitized_exports_are_pseudonymous_generalized_and_k_anonymous(
+    copied: Workspace, tmp_path: Path
+) -> None:
+    from jingzhun.profile.desensitized import QUASI
+    from jingzhun.store.desensitize import pseudonym_params
+
+    done = copied.profiles.export_desensitized(tmp_path / "p.parquet", k=10)
+    rows = pd.read_parquet(tmp_path / "p.parquet")
+    real = set(copied.sql("SELECT user_id FROM profiles")["user_id"])
+    assert done.rows == len(rows) == len(real) - done.left_out and done.masked > 0
+    assert not set(rows["user_id"]) & real and rows["user_id"].str.match(r"^p[0-9a-f]{24}$").all()
+    assert rows["user_id"].is_unique
+    assert not {"birth_year", "city"} & set(rows.columns) and set(QUASI) <= set(rows.columns)
+    sizes = rows.groupby(QUASI, dropna=False).size()
+    assert sizes.min() >= 10, sizes[sizes < 10]
+    for column in ("first_seen", "last_seen", "created_at"):
+        days = pd.to_datetime(rows[column].dropna()).dt.day
+        assert (days == 1).all(), column
+    # The age band is the birth year's at the profile's as_of (the users table's truth); rows
+    # whose band was masked for k have none.
+    users = copied.sql("SELECT user_id, birth_year FROM users")
+    users["p"] = (
+        copied.store.sql(
+            "SELECT 'p' || left(sha256(? || sha256(? || user_id)), 24) FROM users",
+            pseudonym_params(copied.store),
+        )
+        .df()
+        .iloc[:, 0]
+    )
+    year = pd.to_datetime(rows["as_of"]).dt.year.iloc[0]
+    merged = rows.merge(users, left_on="user_id", right_on="p")
+    age = year - merged["birth_year"]
+    banded = merged["age_band"].notna()
+    assert banded.sum() > 1000
+    low = merged.loc[banded, "age_band"].str.extract(r"(\d+)")[0].astype(int)
+    assert ((age[banded] >= low) | (merged.loc[banded, "age_band"] == "<18")).all()
+    # The same person, the same pseudonym, in a segment export.
+    copied.segments.export(tmp_path / "s.csv", desensitize=True)
+    members = pd.read_csv(tmp_path / "s.csv")
+    assert set(members["user_id"]) <= set(rows["user_id"]) | set(merged["p"])
+    assert not set(members["user_id"]) & real
+    copied.profiles.export_desensitized(tmp_path / "p.csv")
+    assert len(pd.read_csv(tmp_path / "p.csv")) == len(real)
+
+
+def test_aggregates_suppress_small_groups_and_noise_has_its_stated_scale(
+    copied: Workspace, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from jingzhun.errors import InputError
+    from jingzhun.store.desensitize import laplace
+
+    exact, info = copied.profiles.aggregate(["age_band", "gender", "region"])
+    total = copied.store.count("profiles")
+    assert exact["users"].sum() == total and info.suppressed_groups == 0
+    kept, info = copied.profiles.aggregate(
+        ["age_band", "gender", "region"], tmp_path / "a.csv", k=25
+    )
+    assert kept["users"].min() >= 25 and info.suppressed_groups > 0
+    assert kept["users"].sum() + info.suppressed_users == total
+    assert pd.read_csv(tmp_path / "a.csv")["users"].min() >= 25
+    noisy, info = copied.profiles.aggregate(["gender"], k=25, epsilon=0.5)
+    assert info.noise_scale == 2.0 and (noisy["users"] >= 0).all()
+    # The noise is Laplace(0, 1/ε): mean 0, mean absolute deviation 1/ε.
+    counts = np.full(40_000, 1000)
+    drawn = laplace(counts, 0.5, np.random.default_rng(7)) - counts
+    assert abs(drawn.mean()) < 0.05 and abs(np.abs(drawn).mean() - 2.0) < 0.06
+    assert (laplace(np.zeros(1000, dtype=int), 0.1) >= 0).all()
+    for bad in ({"k": 1}, {"k": 0}, {"epsilon": 0.0}, {"epsilon": -1.0}, {"epsilon": float("nan")}):
+        with pytest.raises(InputError):
+            copied.profiles.aggregate(["gender"], **bad)
+    with pytest.raises(InputError, match="not a column to group by"):
+        copied.profiles.aggregate(["monetary"])
+
+
+def test_desensitize_options_on_the_command_line(store_copy: Path, tmp_path: Path) -> None:
+    run = lambda *a: sp.run(tmp_path, *a, db=store_copy)  # noqa: E731
+    sp.error_line(
+        run("profile", "aggregate", "--by", "gender", "--k-anonymity", "1"), "--k-anonymity"
+    )
+    sp.error_line(run("profile", "aggregate", "--by", "gender", "--epsilon", "0"), "--epsilon")
+    sp.error_line(run("profile", "aggregate", "--by", "gender", "--epsilon", "-2"), "--epsilon")
+    sp.error_line(run("profile", "aggregate", "--by", "birth_year"), "--by")
+    sp.error_line(run("profile", "export", "-o", "x.csv", "--k-anonymity", "5"), "--desensitize")
+    done = sp.one_json(
+        run(
+            "profile",
+            "aggregate",
+            "--by",
+            "age_band,gender",
+            "--k-anonymity",
+            "10",
+            "--epsilon",
+            "1",
+            "--json",
+        )
+    )
+    assert done["noise_scale"] == 1.0 and all(g["users"] >= 0 for g in done["groups"])
+    made = sp.one_json(
+        run(
+            "profile",
+            "export",
+            "-o",
+            str(tmp_path / "d.parquet"),
+            "--desensitize",
+            "--k-anonymity",
+            "5",
+            "--json",
+        )
+    )
+    assert made["rows"] > 2000 and made["k"] == 5

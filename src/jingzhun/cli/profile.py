@@ -11,6 +11,7 @@ import typer
 
 from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps, text
 from jingzhun.contracts.time import parse_as_of
+from jingzhun.errors import InputError
 
 app = typer.Typer(
     help="Profiles (用户画像): computed traits per user, point in time.", no_args_is_help=True
@@ -117,20 +118,99 @@ def _show(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
+KOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--k-anonymity",
+        help="Every combination of age band, gender and region (or group) appears at least "
+        "K times: rarer ones are masked or left out. 2 or more.",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def export(
     ctx: typer.Context,
     to: Annotated[Path, typer.Option("--out", "-o", help="A .parquet or .csv file.")],
+    desensitize: Annotated[
+        bool,
+        typer.Option(
+            "--desensitize",
+            help="User ids as keyed pseudonyms, times as months, age band / gender / region "
+            "instead of birth year and city.",
+        ),
+    ] = False,
+    k: KOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write the profiles to Parquet or CSV (lists and maps as JSON text in CSV)."""
+    """Write the profiles to Parquet or CSV (lists and maps as JSON text in CSV);
+    --desensitize (脱敏) for data leaving the team, --k-anonymity K on top of it."""
     g: Globals = ctx.obj
+    if k is not None and not desensitize:
+        raise InputError("--k-anonymity needs --desensitize", hint="add --desensitize")
     with g.workspace(create=False) as ws:
-        n = ws.profiles.export(to)
+        done = ws.profiles.export_desensitized(to, k=k) if desensitize else None
+        n = done.rows if done is not None else ws.profiles.export(to)
     if as_json:
-        print_json({"rows": n, "file": str(to)})
-    else:
-        out.print(f"Wrote {n:,} profiles to {text(to)}")
+        print_json(done.to_dict() if done is not None else {"rows": n, "file": str(to)})
+        return
+    out.print(f"Wrote {n:,} profiles to {text(to)}" + (" (desensitized)" if done else ""))
+    if done is not None and done.k is not None:
+        out.print(
+            f"k = {done.k}: quasi-identifiers masked in {done.masked:,} rows, "
+            f"{done.left_out:,} rows left out."
+        )
+
+
+@app.command()
+def aggregate(
+    ctx: typer.Context,
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by",
+            help="Columns to group by, comma-separated: age_band, gender, region, or a text "
+            "trait (preferred_channel …).",
+            show_default=False,
+        ),
+    ],
+    to: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Also write a .parquet or .csv file.")
+    ] = None,
+    k: KOpt = None,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(
+            "--epsilon",
+            help="Add Laplace noise of scale 1/EPSILON to each count (ε-differential "
+            "privacy of the counts; smaller is more private).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Users per group, for sharing: groups under --k-anonymity suppressed, counts noised
+    with --epsilon."""
+    g: Globals = ctx.obj
+    columns = [c.strip() for c in by.split(",") if c.strip()]
+    with g.workspace(create=False) as ws:
+        frame, done = ws.profiles.aggregate(columns, to, k=k, epsilon=epsilon)
+    if as_json:
+        print_json({**done.to_dict(), "groups": frame_records(frame)})
+        return
+    print_frame(frame, "Users per group")
+    if done.k is not None:
+        out.print(
+            f"k = {done.k}: {done.suppressed_groups:,} groups of {done.suppressed_users:,} "
+            "users suppressed."
+        )
+    if done.noise_scale is not None:
+        out.print(
+            f"Counts carry Laplace noise of scale {done.noise_scale:g} (ε = {done.epsilon:g})."
+        )
+    if to is not None:
+        out.print(f"Wrote {done.rows:,} groups to {text(to)}")
 
 
 @app.command()

@@ -228,12 +228,20 @@ def export(
     out_path: Annotated[
         Path, typer.Option("--out", "-o", help="A .parquet or .csv file.", show_default=False)
     ] = Path("segment-members.parquet"),
+    desensitize: Annotated[
+        bool,
+        typer.Option(
+            "--desensitize",
+            help="User ids as keyed pseudonyms (the same as profile export --desensitize).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a run's members (user_id, segment, label) to Parquet or CSV."""
     g: Globals = ctx.obj
-    with g.workspace(create=False, read_only=True) as ws:
-        rows = ws.segments.export(out_path, run)
+    # A pseudonym's key is the vault's: made on first use, so the store opens for writing.
+    with g.workspace(create=False, read_only=not desensitize) as ws:
+        rows = ws.segments.export(out_path, run, desensitize=desensitize)
     if as_json:
         print_json({"out": str(out_path), "rows": rows})
         return

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from jingzhun.profile.activity import Activity
     from jingzhun.profile.analyze import Analysis
     from jingzhun.profile.build import BuildResult
+    from jingzhun.profile.desensitized import Exported
     from jingzhun.store import Store
 
 
@@ -102,6 +103,28 @@ class Profiles:
         from jingzhun.profile.read import export_profiles
 
         return export_profiles(self._store, out)
+
+    def export_desensitized(self, out: str | os.PathLike[str], *, k: int | None = None) -> Exported:
+        """Write the profiles desensitized: user ids as keyed pseudonyms, times as months,
+        age band, gender and region instead of birth year and city; ``k``-anonymous over
+        those when ``k`` is given (:mod:`jingzhun.profile.desensitized`)."""
+        from jingzhun.profile.desensitized import export
+
+        return export(self._store, out, k=k)
+
+    def aggregate(
+        self,
+        by: Sequence[str],
+        out: str | os.PathLike[str] | None = None,
+        *,
+        k: int | None = None,
+        epsilon: float | None = None,
+    ) -> tuple[pd.DataFrame, Exported]:
+        """Users per group of ``by``; groups under ``k`` suppressed; counts with Laplace noise
+        of scale 1/``epsilon`` when given."""
+        from jingzhun.profile.desensitized import aggregate
+
+        return aggregate(self._store, list(by), out, k=k, epsilon=epsilon)
 
     def tags(self) -> pd.DataFrame:
         """Every tag with its values and how many users carry each."""

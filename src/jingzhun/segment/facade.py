@@ -161,11 +161,14 @@ class Segments:
         run_id = resolve(self._store, ref)["run_id"]
         return members_page(self._store, run_id, segment, (max(page, 1) - 1) * size, size)
 
-    def export(self, out: str | os.PathLike[str], ref: str | None = None) -> int:
-        """Write a run's members to Parquet or CSV (by extension); the rows written."""
+    def export(
+        self, out: str | os.PathLike[str], ref: str | None = None, *, desensitize: bool = False
+    ) -> int:
+        """Write a run's members to Parquet or CSV (by extension), user ids as keyed
+        pseudonyms with ``desensitize``; the rows written."""
         from jingzhun.segment.read import export_members
 
-        return export_members(self._store, ref, out)
+        return export_members(self._store, ref, out, desensitize=desensitize)
 
     def assign(self, ref: str | None = None) -> Assignment:
         """Place profiled users who are not yet in the run into its segments (no refit)."""

@@ -27,6 +27,7 @@ from jingzhun.profile.build import profile_columns
 from jingzhun.segment.features import select_sql
 from jingzhun.segment.runs import resolve
 from jingzhun.store import Registry, Store
+from jingzhun.store import desensitize as ds
 from jingzhun.store.export import copy_out
 from jingzhun.store.sql import Sql
 
@@ -256,7 +257,9 @@ def members_query(
     return sql + " AND segment = ?", [run_id, segment], run_id
 
 
-def export_members(store: Store, ref: str | None, out: str | os.PathLike[str]) -> int:
+def export_members(
+    store: Store, ref: str | None, out: str | os.PathLike[str], *, desensitize: bool = False
+) -> int:
     """Write a run's members to Parquet or CSV (by the file's extension), ordered by user id.
 
     Parameters
@@ -266,6 +269,9 @@ def export_members(store: Store, ref: str | None, out: str | os.PathLike[str]) -
     out : str or path-like
         The file to write (``--out``), replaced atomically; see
         :func:`jingzhun.store.export.copy_out`.
+    desensitize : bool
+        User ids as keyed pseudonyms (:func:`jingzhun.store.desensitize.pseudonym_sql`), the
+        same as a desensitized profile export's, ordered by pseudonym.
 
     Returns
     -------
@@ -281,11 +287,16 @@ def export_members(store: Store, ref: str | None, out: str | os.PathLike[str]) -
         If ``out`` may not be written or is neither ``.parquet`` nor ``.csv``.
     """
     run_id = resolve(store, ref)["run_id"]
+    user: Sql = "m.user_id"
+    params: list[object] = []
+    if desensitize:
+        user = ds.pseudonym_sql("m.user_id")
+        params = ds.pseudonym_params(store)
     return copy_out(
         store,
-        "SELECT m.user_id, m.segment, p.label, m.fitted FROM segment_members m "
-        "LEFT JOIN segment_portraits p USING (run_id, segment) "
-        "WHERE m.run_id = ? ORDER BY m.user_id",
+        f"SELECT * FROM (SELECT {user} AS user_id, m.segment, p.label, m.fitted "
+        "FROM segment_members m LEFT JOIN segment_portraits p USING (run_id, segment) "
+        "WHERE m.run_id = ?) ORDER BY user_id",
         out,
-        params=[run_id],
+        params=[*params, run_id],
     )

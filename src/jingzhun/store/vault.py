@@ -231,6 +231,15 @@ class Vault:
         same token; without the vault it says nothing about who."""
         return hmac.digest(self.index_key, f"subject\x1f{user_id}".encode(), "sha256").hex()[:32]
 
+    def pseudonym_keys(self) -> tuple[str, str]:
+        """Two keys (hex) for the pseudonyms of user ids that desensitized exports (and
+        ``[privacy] pseudonymize_ids``) compute in SQL: see
+        :func:`jingzhun.store.desensitize.pseudonym_sql`. Derived from the index key, so the
+        same id gets the same pseudonym in every export of the store, and none without it."""
+        inner = hmac.digest(self.index_key, b"pseudonym\x1finner", "sha256").hex()
+        outer = hmac.digest(self.index_key, b"pseudonym\x1fouter", "sha256").hex()
+        return inner, outer
+
     # -- the wrapped keys --------------------------------------------------------------------
 
     @staticmethod
