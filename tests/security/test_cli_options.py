@@ -105,6 +105,7 @@ COMMANDS: dict[str, Base] = {
     "profile build": Base(),
     "profile show": Base(arguments={"user_id": USER}),
     "profile export": Base((("--out", "profiles.csv"),)),
+    "profile aggregate": Base((("--by", "preferred_channel"),)),
     "profile traits": Base(),
     "tags list": Base(),
     "analyze trends": Base(),
