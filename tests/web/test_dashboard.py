@@ -243,3 +243,44 @@ def test_a_sign_in_form_posted_from_another_site_is_refused(served: Served) -> N
         assert r.status_code == 403 and "jz_session" not in r.cookies
         r = c.post("/login", data={"key": served.keys["read"]}, headers={"Origin": served.url})
         assert r.status_code == 303 and "jz_session" in r.cookies
+
+
+@pytest.mark.parametrize("context", ["en-US"], indirect=True)
+def test_inline_scripts_run_only_with_the_page_s_nonce(served: Served, context: Any) -> None:
+    """The CSP has no 'unsafe-inline' (nor 'unsafe-eval') for scripts: the charts' scripts
+    carry a nonce fresh on every page, and a script put into the page otherwise is refused."""
+    w = Watched(context, served.url)
+    sign_in(w, served, then="/")
+    assert charts_drawn(w.page) == 3, "the charts' own scripts ran"
+    seen = []
+    for _ in range(2):
+        r = w.page.request.get(served.url + "/")
+        csp = r.headers["content-security-policy"]
+        script_src = next(p for p in csp.split(";") if p.strip().startswith("script-src"))
+        assert "unsafe-inline" not in script_src and "unsafe-eval" not in script_src
+        assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp
+        nonce = script_src.split("'nonce-")[1].split("'")[0]
+        assert f'<script nonce="{nonce}">' in r.text()
+        assert r.headers["x-content-type-options"] == "nosniff"
+        seen.append(nonce)
+    assert seen[0] != seen[1] and len(seen[0]) >= 24
+    ran = w.page.evaluate(
+        """() => { const s = document.createElement('script');
+                   s.textContent = 'window.__injected = 1'; document.body.appendChild(s);
+                   return window.__injected === 1; }"""
+    )
+    assert ran is False
+    assert any("Content Security Policy" in e for e in w.errors), w.errors
+    assert w.foreign == []
+
+
+def test_a_chart_label_cannot_open_a_script_that_would_get_the_nonce() -> None:
+    """render() gives the nonce to every ``<script>`` tag of the page; Plotly writes ``<`` in a
+    figure's JSON escaped, so a label holding a script tag stays text."""
+    import plotly.graph_objects as go
+
+    from jingzhun.report.html import figure
+
+    label = '</script><script>alert(1)</script><script type="text/javascript">'
+    fragment = figure(go.Figure(go.Bar(x=[label], y=[1], name=label)))
+    assert fragment.count("<script") == 1 and fragment.count("<script>") == 1
