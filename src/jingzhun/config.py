@@ -538,6 +538,12 @@ class PrivacySettings(_Section):
         description="ISO 3166 region of phone numbers written without a country code "
         "(ad-audience exports parse them with it).",
     )
+    pseudonymize_ids: bool = Field(
+        False,
+        description="Store user ids and anonymous ids as keyed pseudonyms (p + 24 hex), the "
+        "same for the same id in every file and API call; look-ups by the original id keep "
+        "working. Only for a new store: its ids cannot be changed later.",
+    )
     default_marketing_consent: Literal["GRANTED", "DENIED"] = Field(
         "DENIED",
         description="Marketing consent of a user who never stated one (no consent_updated "

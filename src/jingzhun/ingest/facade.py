@@ -109,7 +109,11 @@ class Ingest:
         self.quarantine = Quarantine(store, self._ingestor())
 
     def _ingestor(self) -> Ingestor:
-        return Ingestor(self._store, self._settings.ingest)
+        return Ingestor(
+            self._store,
+            self._settings.ingest,
+            pseudonymize=self._settings.privacy.pseudonymize_ids,
+        )
 
     def files(
         self,
@@ -201,7 +205,9 @@ class Ingest:
         """
         from jingzhun.errors import NotFoundError
         from jingzhun.ingest.read import user_events, user_known
+        from jingzhun.store.desensitize import user_key
 
+        user_id = user_key(self._store, user_id)
         rows = user_events(self._store, user_id, limit=limit, before=before)
         if not rows and before is None and not user_known(self._store, user_id):
             raise NotFoundError(

@@ -45,6 +45,7 @@ from jingzhun.ingest.sources import (
 )
 from jingzhun.ingest.validate import IngestOptions, RowValidator, q, stage_columns
 from jingzhun.store import Store
+from jingzhun.store import desensitize as ds
 from jingzhun.store.sql import Sql
 from jingzhun.store.vault import INDEXED_FIELDS, Vault, seal_quarantine, texts, vault_for
 
@@ -204,9 +205,14 @@ class Ingestor:
         Limits and the configured event-name mapping.
     """
 
-    def __init__(self, store: Store, settings: IngestSettings) -> None:
+    def __init__(
+        self, store: Store, settings: IngestSettings, *, pseudonymize: bool = False
+    ) -> None:
         self.store = store
         self.settings = settings
+        #: ``[privacy] pseudonymize_ids``: ids become keyed pseudonyms as rows are validated.
+        self.pseudonymize = pseudonymize
+        self._pseudonym_keys: list[str] | None = None
         self.con = store.con
         self.vault: Vault | None = None  # opened by a batch that may hold personal data
         #: When a list, each events chunk adds an Arrow table of its rows counted by source
@@ -371,7 +377,11 @@ class Ingestor:
         # key is missing or wrong is refused here, before a row is read. A batch that may give
         # personal data makes the vault; any other batch uses it if the store has one, for the
         # raw rows it quarantines.
-        self.vault = vault_for(self.store, create=kind == "users" or _gives_users(options))
+        self.vault = vault_for(
+            self.store, create=kind == "users" or _gives_users(options) or self.pseudonymize
+        )
+        if kind != "items":
+            self._check_pseudonyms()
         try:
             with self.store.transaction():
                 con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} ({cols})")
@@ -510,10 +520,52 @@ class Ingestor:
             finally:
                 del chunk_rel
             rows += con.execute("SELECT count(*) FROM _jz_v").fetchone()[0]
+            self._pseudonymize_chunk()
             yield chunk
         if rows == 0 and src.format != "rows":
             raise InputError(
                 f"{src.label} has no rows", hint="nothing to ingest; check the export that wrote it"
+            )
+
+    def _check_pseudonyms(self) -> None:
+        """A store keeps its ids one way: as given, or as pseudonyms from its first row on
+        (the same setting for every batch; checked before the batch's transaction)."""
+        held = ds.pseudonymized(self.store)
+        if held == self.pseudonymize:
+            return
+        if held:
+            raise InputError(
+                "this store keeps user ids as pseudonyms: its ingests must pseudonymize too",
+                hint="set [privacy] pseudonymize_ids = true",
+            )
+        if self.store.count("events") or self.store.count("users"):
+            raise InputError(
+                "[privacy] pseudonymize_ids is set, but this store already holds ids as given",
+                hint="pseudonymize a new store from its first ingest, or unset it",
+            )
+        with self.store.transaction():
+            self.store.run(
+                "INSERT INTO store_meta (key, value) VALUES (?, 'true')", [ds.META_PSEUDONYMS]
+            )
+
+    def _pseudonymize_chunk(self) -> None:
+        """The validated chunk's user and anonymous ids as pseudonyms (good rows only: a
+        quarantined row keeps what the file said, for replay)."""
+        if not self.pseudonymize:
+            return
+        if self._pseudonym_keys is None:
+            self._pseudonym_keys = ds.pseudonym_params(self.store)
+        columns = [
+            c
+            for (c,) in self.con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = '_jz_v' "
+                "AND column_name IN ('user_id', 'anonymous_id')"
+            ).fetchall()
+        ]
+        for c in columns:  # names from the two above, not from a file
+            self.con.execute(
+                f"UPDATE _jz_v SET {c} = {ds.pseudonym_sql(c)} WHERE _reason IS NULL",
+                self._pseudonym_keys,
             )
 
     def _quarantine(self, batch_id: str, kind: str, labels: list[str], now: datetime) -> int:
@@ -1094,6 +1146,7 @@ class _RelatedUsers:
             label, list(view.columns), f"({view.sql('_jz_arrow')})", index, strict=True
         )
         relation.query("_jz_arrow", f"CREATE OR REPLACE TEMP TABLE _jz_v AS {sql}")
+        self.ingestor._pseudonymize_chunk()
         rows = con.execute("SELECT count(*) FROM _jz_v").fetchone()[0]
         if not rows:
             return

@@ -200,5 +200,6 @@ class Predict:
     def of_user(self, user_id: str) -> pd.DataFrame:
         """One user's latest scores with their reasons."""
         from jingzhun.predict.read import user_scores
+        from jingzhun.store.desensitize import user_key
 
-        return user_scores(self._store, user_id)
+        return user_scores(self._store, user_key(self._store, user_id))

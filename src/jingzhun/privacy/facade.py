@@ -25,6 +25,7 @@ from jingzhun.ingest import consent
 from jingzhun.privacy import audit
 from jingzhun.privacy import subject as subj
 from jingzhun.store import vault as v
+from jingzhun.store.desensitize import user_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,6 +96,7 @@ class Privacy:
 
     def export(self, user_id: str, *, actor: str | None = None) -> dict[str, Any]:
         """Everything about ``user_id`` as one JSON-ready object (personal data decrypted)."""
+        user_id = user_key(self._store, user_id)
         data = subj.export(self._store, user_id)
         audit.record(
             self._store,
@@ -108,6 +110,8 @@ class Privacy:
     def consents(self, user_id: str | None = None, *, history: bool = False) -> pd.DataFrame:
         """The consents in force (user_id, purpose, channel, status, ts, source) of one user,
         or of every user; with ``history``, every statement, oldest first."""
+        if user_id is not None:
+            user_id = user_key(self._store, user_id)
         if history:
             return self._store.sql(
                 "SELECT * FROM consents WHERE (? IS NULL OR user_id = ?) "
@@ -131,6 +135,7 @@ class Privacy:
         :mod:`jingzhun.ingest.consent`; the status in any case) at ``ts`` (now when None)."""
         from jingzhun.contracts.time import utcnow
 
+        user_id = user_key(self._store, user_id)
         if not self._store.scalar("SELECT count(*) FROM users WHERE user_id = ?", [user_id]):
             raise NotFoundError(
                 f"user {shown(user_id)} is not in the store",
@@ -162,6 +167,7 @@ class Privacy:
 
     def erase(self, user_id: str, *, actor: str | None = None) -> subj.Erasure:
         """Remove ``user_id`` from every table; see :func:`jingzhun.privacy.subject.erase`."""
+        user_id = user_key(self._store, user_id)
         return subj.erase(self._store, user_id, actor=actor or _python_actor())
 
     def purge(self, older_than_days: int, *, actor: str | None = None) -> subj.Purge:

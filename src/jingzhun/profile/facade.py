@@ -72,8 +72,11 @@ class Profiles:
         """One user's traits, tags, linked devices and latest ``events`` events; ``user_id``
         may also be an anonymous id linked to a user."""
         from jingzhun.profile.read import user_profile
+        from jingzhun.store.desensitize import user_key
 
-        return UserProfile(**user_profile(self._store, user_id, events=events))
+        return UserProfile(
+            **user_profile(self._store, user_key(self._store, user_id), events=events)
+        )
 
     def search(self, prefix: str = "", *, limit: int = 20, by: str = "user_id") -> pd.DataFrame:
         """Profiled users whose id starts with ``prefix`` (``by``: ``"user_id"`` or
@@ -87,8 +90,9 @@ class Profiles:
         """One user's events per week and event (``week``, ``event``, ``n``), their devices'
         included: :func:`jingzhun.profile.read.user_activity`."""
         from jingzhun.profile.read import user_activity
+        from jingzhun.store.desensitize import user_key
 
-        return user_activity(self._store, user_id)
+        return user_activity(self._store, user_key(self._store, user_id))
 
     def frame(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """The profiles table (or some of its columns), one row per user."""

@@ -235,7 +235,10 @@ class Recs:
         path. ``history``: the user's interactions when the caller holds them (the server's
         live profiles, :meth:`jingzhun.profile.live.LiveProfiles.interactions`), instead of
         a query on the store's events."""
+        from jingzhun.store.desensitize import user_key
+
         rec = self.recommender(model)
+        user_id = user_key(self._store, user_id)
         return UserRecommendations(**rec.for_user(user_id, k, lang=lang, history=history))
 
     def session(
@@ -262,9 +265,12 @@ class Recs:
         and whether the model knows them are reported; the list is ``cold_start`` when the
         model knows none of the context items and there is no history (popular items)."""
         from jingzhun.recommend.rules import reason_text
+        from jingzhun.store.desensitize import user_key
 
         rec = self.recommender(model)
         items = list(item_ids)
+        if user_id is not None:
+            user_id = user_key(self._store, user_id)
         if user_id is None:
             frame = rec.session(items, k)
             had_history = False
@@ -368,5 +374,6 @@ class Recs:
     def of_user(self, user_id: str) -> pd.DataFrame:
         """The user's list in the latest batch (rank, item, score, reason)."""
         from jingzhun.recommend.read import user_recommendations
+        from jingzhun.store.desensitize import user_key
 
-        return user_recommendations(self._store, user_id)
+        return user_recommendations(self._store, user_key(self._store, user_id))

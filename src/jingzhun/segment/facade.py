@@ -186,9 +186,10 @@ class Segments:
         """The user's segment in every active run, newest run first (names in ``lang``)."""
         from jingzhun.segment.read import label_text
         from jingzhun.segment.runs import user_segments
+        from jingzhun.store.desensitize import user_key
 
         label_text("", lang)
-        rows = user_segments(self._store, user_id)
+        rows = user_segments(self._store, user_key(self._store, user_id))
         return [
             UserSegment(**(row | {"label": row["label"] and label_text(row["label"], lang)}))
             for row in rows

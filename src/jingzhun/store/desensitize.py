@@ -25,6 +25,9 @@ Laplace noise
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import numpy as np
 
 from jingzhun.errors import InputError
@@ -58,6 +61,37 @@ def pseudonym_sql(column: Sql) -> Sql:
     return Sql(
         f"CASE WHEN {column} IS NOT NULL THEN 'p' || left(sha256(? || sha256(? || CAST({column} AS VARCHAR))), 24) END"
     )
+
+
+#: What a pseudonym looks like (a store with pseudonymized ids holds only these).
+PSEUDONYM = re.compile(r"p[0-9a-f]{24}")
+#: The store_meta key that says a store's ids are pseudonyms.
+META_PSEUDONYMS = "pseudonymized_ids"
+
+
+def pseudonyms(store: Store, ids: list[str]) -> list[str]:
+    """:func:`pseudonym_sql` in Python, for a few ids typed by a person (equal to DuckDB's)."""
+    outer, inner = pseudonym_params(store)
+    return [
+        "p"
+        + hashlib.sha256(
+            (outer + hashlib.sha256((inner + i).encode("utf-8")).hexdigest()).encode("ascii")
+        ).hexdigest()[:24]
+        for i in ids
+    ]
+
+
+def pseudonymized(store: Store) -> bool:
+    """Whether the store keeps its ids as pseudonyms (``[privacy] pseudonymize_ids``)."""
+    return bool(store.scalar("SELECT count(*) FROM store_meta WHERE key = ?", [META_PSEUDONYMS]))
+
+
+def user_key(store: Store, user_id: str) -> str:
+    """The id the store keeps for ``user_id``: its pseudonym in a pseudonymized store (an id
+    that is a pseudonym already stays as it is), else the id itself."""
+    if not isinstance(user_id, str) or not pseudonymized(store) or PSEUDONYM.fullmatch(user_id):
+        return user_id
+    return pseudonyms(store, [user_id])[0]
 
 
 def age_band_sql(birth_year: Sql, as_of: Sql) -> Sql:
@@ -131,6 +165,8 @@ def laplace(
 
 __all__ = [
     "AGE_BANDS",
+    "META_PSEUDONYMS",
+    "PSEUDONYM",
     "age_band_sql",
     "check_epsilon",
     "check_k",
@@ -139,4 +175,7 @@ __all__ = [
     "month_sql",
     "pseudonym_params",
     "pseudonym_sql",
+    "pseudonymized",
+    "pseudonyms",
+    "user_key",
 ]

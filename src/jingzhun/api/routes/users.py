@@ -31,6 +31,7 @@ from jingzhun.api.schemas import (
 )
 from jingzhun.api.state import ServerState
 from jingzhun.errors import NotFoundError
+from jingzhun.store.desensitize import user_key
 from jingzhun.workspace import Workspace
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
@@ -86,6 +87,7 @@ async def ingest_records(
 )
 def get_user(user_id: UserId, state: State, lang: Lang = "en") -> UserOut:
     ws = state.readers.get()
+    user_id = user_key(ws.store, user_id)  # the pseudonym in a pseudonymized store
     try:
         profile = ws.profiles.user(user_id, events=0)
     except NotFoundError as exc:
@@ -178,6 +180,7 @@ def recommendations(
             errors=[{"field": "query.context", "message": "item ids are 1 to 256 characters"}],
         )
     # The server's one recommender, scoring from the user's live interactions: no query.
+    user_id = user_key(state.readers.get().store, user_id)
     history = state.live.interactions(user_id)
     if items:
         return RecommendationsOut(

@@ -19,6 +19,7 @@ from jingzhun.api.deps import get_state
 from jingzhun.api.routes.users import MAX_CONTEXT
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.report.i18n import Translator, register
+from jingzhun.store.desensitize import user_key
 from jingzhun.web.common import lang_of, number, render, signed_in
 from jingzhun.web.pages.users import MAX_ID
 
@@ -214,6 +215,7 @@ def _list(
     """One model's list for the request, each item with its category."""
     history = None
     if uid:
+        uid = user_key(ws.store, uid)  # the pseudonym in a pseudonymized store
         try:
             history = state.live.interactions(uid)
         except InputError:
