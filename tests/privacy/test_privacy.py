@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -494,3 +495,54 @@ def test_desensitize_options_on_the_command_line(store_copy: Path, tmp_path: Pat
         )
     )
     assert made["rows"] > 2000 and made["k"] == 5
+
+
+def test_compact_leaves_no_byte_of_an_erased_person_in_the_file(
+    ws: Workspace, write, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from jingzhun.errors import ConflictError
+    from jingzhun.store.compact import compact
+
+    ids = [f"zz_erased_{i:04d}" for i in range(30)]
+    users = "user_id,email\n" + "".join(f"{u},{u}@example.com\n" for u in ids)
+    users += "".join(f"zz_kept_{i:04d},k{i}@example.com\n" for i in range(300))
+    events = "event,user_id,ts\n" + "".join(
+        f"page_viewed,{u},2024-01-0{1 + d}T00:00:00Z\n" for u in ids for d in range(5)
+    )
+    ws.ingest.files("users", [str(write("users.csv", users))])
+    ws.ingest.files("events", [str(write("events.csv", events))])
+    for u in ids:
+        ws.privacy.erase(u)
+    counts = {t: ws.store.count(t) for t in ("users", "pii", "events", "audit_log", "erasures")}
+    db = ws.path
+    ws.close()
+    left = [u for u in ids if u.encode() in db.read_bytes()]
+    assert left, "DuckDB keeps deleted rows' bytes: the reason compaction exists"
+    # Held open by another process: refused, the store untouched.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(db)!r}); time.sleep(60)",
+        ]
+    )
+    try:
+        time.sleep(2)
+        size = db.stat().st_size
+        with pytest.raises(ConflictError, match="open in another process"):
+            compact(db)
+        assert db.stat().st_size == size and not db.with_name(db.name + ".compact").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    done = compact(db)
+    assert done["bytes_after"] < done["bytes_before"]
+    data = db.read_bytes()
+    assert [u for u in ids if u.encode() in data] == []
+    assert b"zz_kept_0007" in data
+    with Workspace.open(db) as again:
+        assert {t: again.store.count(t) for t in counts} == counts
+        assert again.privacy.find(email="k7@example.com") == ["zz_kept_0007"]  # the vault opens

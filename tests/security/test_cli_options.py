@@ -166,6 +166,7 @@ COMMANDS: dict[str, Base] = {
         stubs={"jingzhun.store.vault.rotate_master": "rotation writes the store's key file"}
     ),
     "privacy purge": Base((("--older-than", "3650"),)),
+    "privacy compact": Base(),
     "audit list": Base(),
     "campaign plan": Base((("--baseline", "0.05"), ("--mde", "0.01"))),
     "campaign create": Base(arguments={"spec": "campaign.toml"}),

@@ -236,6 +236,28 @@ def purge(
         out.print("  nothing was that old.")
 
 
+@app.command()
+def compact(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Rewrite the store file so rows deleted by erase and purge leave nothing in its free
+    blocks (DuckDB keeps deleted bytes until it reuses them). Needs the store closed
+    everywhere: stop jingzhun serve first."""
+    from jingzhun.privacy import audit
+    from jingzhun.store.compact import compact as rewrite
+
+    g: Globals = ctx.obj
+    with g.workspace(create=False) as ws:
+        path = ws.path
+        audit.record(ws.store, cli_actor(), "privacy.compact")
+    done = rewrite(path, memory_limit=ws.settings.store.memory_limit)
+    if as_json:
+        print_json(done)
+        return
+    out.print(
+        f"Rewrote {text(str(path))}: {done['bytes_before']:,} -> {done['bytes_after']:,} bytes "
+        f"in {done['seconds']:.1f} s."
+    )
+
+
 @app.command("rotate-key")
 def rotate_key(
     ctx: typer.Context,
