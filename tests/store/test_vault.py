@@ -115,3 +115,17 @@ def _decode(text: str) -> bytes:
     import base64
 
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_the_blind_index_is_rfc_2104_hmac_sha256() -> None:
+    """blind() keys its HMAC once per call: the tokens are exactly hmac.digest's."""
+    import hashlib
+    import hmac
+    import os
+
+    from jingzhun.store.vault import _hmac_sha256
+
+    for key in (os.urandom(32), os.urandom(64), os.urandom(100), b""):
+        mac = _hmac_sha256(key)
+        for message in (b"", b"email\x1fann@example.com", os.urandom(1000)):
+            assert mac(message) == hmac.digest(key, message, hashlib.sha256)
