@@ -466,7 +466,7 @@ def test_profile_builds_records_the_build(built: Workspace) -> None:
 
 def test_profile_of_one_user(built: Workspace) -> None:
     one = built.profile("u2")
-    assert set(one) == {"user_id", "traits", "tags", "anonymous_ids", "last_events"}
+    assert set(one) == {"user_id", "traits", "tags", "anonymous_ids", "last_events", "consents"}
     assert one["user_id"] == "u2"
     row = built.profiles().set_index("user_id").loc["u2"]
     assert one["traits"]["user_id"] == "u2"

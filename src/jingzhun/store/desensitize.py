@@ -89,9 +89,12 @@ def pseudonymized(store: Store) -> bool:
 def user_key(store: Store, user_id: str) -> str:
     """The id the store keeps for ``user_id``: its pseudonym in a pseudonymized store (an id
     that is a pseudonym already stays as it is), else the id itself."""
-    if not isinstance(user_id, str) or not pseudonymized(store) or PSEUDONYM.fullmatch(user_id):
+    if not isinstance(user_id, str) or PSEUDONYM.fullmatch(user_id):
         return user_id
-    return pseudonyms(store, [user_id])[0]
+    # On a connection of its own: the server's shared facades answer many threads at once,
+    # and a DuckDB connection serves one call at a time.
+    with store.cursor() as own:
+        return pseudonyms(own, [user_id])[0] if pseudonymized(own) else user_id
 
 
 def age_band_sql(birth_year: Sql, as_of: Sql) -> Sql:
