@@ -805,14 +805,13 @@ def conditions(kinds: dict[str, str], aggregates: bool) -> st.SearchStrategy[str
 
 
 def _known_expr_bug(exc: BaseException, source: str) -> bool:
-    """Found with this file (see the xfail tests below): an expression that passes every
-    check but that DuckDB refuses when it runs — integer overflow in its arithmetic
-    (OutOfRangeException), arithmetic on booleans (BinderException: ``(a > 1) + (b > 1)``,
-    ``abs(a > 1)``), ``between`` with bounds the value's type is not checked against
-    (``null between ts and 'x'``: BinderException or ConversionException; ``0 between
-    (a = a) and 0``: Ibis even writes SQL DuckDB cannot parse) — ends ``jingzhun profile
-    build`` with a traceback instead of an InputError naming the rule. Until fixed, the fuzz
-    tests recognise these rather than stop at them again."""
+    """An expression that passes every check but that DuckDB refuses when it runs — integer
+    overflow in its arithmetic (OutOfRangeException), arithmetic on booleans
+    (BinderException: ``(a > 1) + (b > 1)``, ``abs(a > 1)``), ``between`` with bounds the
+    value's type is not checked against (Binder/Conversion/ParserException). Found with this
+    file: ``jingzhun profile build`` ended with a traceback; it now reports an InputError
+    naming the rule or traits (:func:`test_an_expression_duckdb_refuses_is_an_input_error`).
+    Run directly here, outside the build, they surface as DuckDB's own error: recognised."""
     text = str(exc)
     if isinstance(exc, duckdb.OutOfRangeException):
         return "Overflow in" in text
@@ -937,20 +936,6 @@ def test_any_tag_rule_counts_or_is_refused_on_one_line(
     _either(run_rule, shop_ws, data.draw(strategy, label="rule"), total)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(
-        duckdb.OutOfRangeException,
-        duckdb.BinderException,
-        duckdb.ConversionException,
-        duckdb.ParserException,
-    ),
-    reason="an expression that passes the checks but fails in DuckDB — integer overflow "
-    "(OutOfRangeException), arithmetic on booleans (BinderException), between bounds of "
-    "other types than the value (Binder/Conversion/ParserException) — ends `jingzhun profile "
-    "build` with a traceback (exit 1), not an InputError naming the rule; when fixed, drop "
-    "this mark and _known_expr_bug above",
-)
 @pytest.mark.parametrize(
     ("trait_where", "rule"),
     [

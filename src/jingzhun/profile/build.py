@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import duckdb
 import ibis
 import ibis.expr.types as ir
 
@@ -24,7 +25,7 @@ from jingzhun.errors import InputError, NotFoundError
 from jingzhun.profile import activity
 from jingzhun.profile import expr as ex
 from jingzhun.profile import traits as tr
-from jingzhun.profile.tags import TagPlan, plan_tags, write_tags
+from jingzhun.profile.tags import TagPlan, plan_tags, refused, write_tags
 from jingzhun.store import Store
 from jingzhun.store.sql import ident
 
@@ -308,11 +309,18 @@ def _materialise(
     step = plan(store, settings, as_of, tables=tables)
     tables["affinity"] = materialise("profile_affinity", step.affinity, temp=not keep_affinity)
     step = plan(store, settings, as_of, tables=tables)
-    for name, expr in step.pieces.items():
-        if name != "wide":
-            tables[name] = materialise(name, expr)
-    step = plan(store, settings, as_of, tables=tables)
-    tables["wide"] = materialise("wide", step.pieces["wide"])
+    custom = [t.name for t in settings.profile.traits]
+    try:
+        for name, expr in step.pieces.items():
+            if name != "wide":
+                tables[name] = materialise(name, expr)
+        step = plan(store, settings, as_of, tables=tables)
+        tables["wide"] = materialise("wide", step.pieces["wide"])
+    except duckdb.Error as exc:
+        if not custom:
+            raise
+        # The built-in traits run on every store; a configured one is what DuckDB refused.
+        raise refused(f"computed traits ({', '.join(custom)})", exc) from exc
     return plan(store, settings, as_of, tables=tables)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import duckdb
 import ibis
 import ibis.expr.types as ir
 
@@ -159,6 +160,18 @@ def _rfm(profiles: ir.Table) -> ir.Table:
     return scored.mutate(segment=seg)
 
 
+def refused(what: str, exc: Exception) -> InputError:
+    """An expression that passed every check but that DuckDB refused when it ran (integer
+    overflow, arithmetic on a condition, ``between`` bounds of another type): an error naming
+    the setting, not a traceback; the build's transaction rolls back."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return InputError(
+        f"{what}: DuckDB refused it when it ran: {first[:300]}",
+        hint="check the expression's types: no arithmetic on conditions (write "
+        "(a > 1) and (b > 1)), numbers within ±9.2e18, between bounds of the value's type",
+    )
+
+
 def write_tags(store: Store, plan: TagPlan, now: datetime) -> dict[str, int]:
     """Replace the built-in tags with fresh ones from the stored ``profiles``; return counts."""
     backend = store.ibis()
@@ -175,11 +188,16 @@ def write_tags(store: Store, plan: TagPlan, now: datetime) -> dict[str, int]:
 
     for rule in plan.rules:
         cond = ex.compile_ibis(rule.node, profiles, now=profiles.as_of)
-        insert(
-            profiles.filter(cond.fill_null(False)).select("user_id", value=ibis.literal("true")),
-            rule.name,
-            rule.source,
-        )
+        try:
+            insert(
+                profiles.filter(cond.fill_null(False)).select(
+                    "user_id", value=ibis.literal("true")
+                ),
+                rule.name,
+                rule.source,
+            )
+        except duckdb.Error as exc:
+            raise refused(f"tag rule {rule.name!r}", exc) from exc
     if plan.rfm:
         rfm = _rfm(profiles)
         store.run(f"CREATE OR REPLACE TEMP TABLE _jz_rfm AS {ibis.to_sql(rfm, dialect='duckdb')}")
