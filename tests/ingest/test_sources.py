@@ -876,3 +876,18 @@ def test_invalid_utf8_in_a_parquet_string_column_names_the_column(
     with pytest.raises(InputError, match="column 'user_id' holds text that is not valid UTF-8"):
         ws.ingest("events", [path])
     assert_store_empty(ws)
+
+
+def test_a_record_with_wrong_fields_and_bytes_not_utf8_is_one_error_line(tmp_path: Path) -> None:
+    """pyarrow cannot hand such a record to the invalid-row handler (it fails to decode it
+    first and prints a traceback): the file is refused with one line naming the record."""
+    from tests.cli.subprocess_cli import error_line, run
+
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(
+        b"event,user_id,ts\nproduct_viewed,u1,2026-01-01\n"
+        b"product_viewed,u2,2026-01-01,\xb1extra\nproduct_viewed,u3,2026-01-02\n"
+    )
+    ran = run(tmp_path, "ingest", "events", str(bad), db=tmp_path / "s.duckdb")
+    line = error_line(ran, "record 3", "not UTF-8")
+    assert "Traceback" not in ran.stderr and "Exception ignored" not in ran.stderr, line

@@ -340,9 +340,9 @@ def ingest_or_refuse(ws: Workspace, kind: str, path: Path, fmt: str | None) -> A
     strict=True,
     raises=AssertionError,
     reason="a CSV record with the wrong number of fields and a byte that is not UTF-8 refuses "
-    "the whole file ('cannot parse as CSV near record 2'), and pyarrow's invalid-row "
-    "callback prints its UnicodeDecodeError traceback on stderr; either fault alone "
-    "quarantines just that record",
+    "the whole file (pyarrow cannot hand it to the invalid-row callback); it is now one "
+    "error line naming the record and no traceback, but either fault alone quarantines "
+    "just that record, and this one should be quarantined alone too",
 )
 def test_a_short_or_long_record_that_is_not_utf8_is_quarantined_alone(tmp_path: Path) -> None:
     from tests.cli.subprocess_cli import run

@@ -21,6 +21,7 @@ wrong format, a row longer than the limit) raise :class:`InputError` naming the 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -521,38 +522,44 @@ def _csv_source(
             return "skip"
 
         try:
-            reader = pacsv.open_csv(
-                stream,
-                # Our own (stripped) header names, so "a, b" finds column "b".
-                read_options=pacsv.ReadOptions(
-                    block_size=max_line_bytes,
-                    use_threads=False,
-                    column_names=names,
-                    skip_rows=first_row - 1,
-                ),
-                parse_options=pacsv.ParseOptions(
-                    delimiter=delimiter,
-                    newlines_in_values=True,
-                    ignore_empty_lines=False,
-                    invalid_row_handler=on_invalid,
-                ),
-                convert_options=pacsv.ConvertOptions(
-                    # Binary, not string: invalid UTF-8 then fails one row, not the file.
-                    column_types={n: pa.binary() for n in names},
-                    null_values=_NULL_TOKENS,
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
+            with _undecodable_invalid_rows(on_invalid) as undecodable:
+                reader = pacsv.open_csv(
+                    stream,
+                    # Our own (stripped) header names, so "a, b" finds column "b".
+                    read_options=pacsv.ReadOptions(
+                        block_size=max_line_bytes,
+                        use_threads=False,
+                        column_names=names,
+                        skip_rows=first_row - 1,
+                    ),
+                    parse_options=pacsv.ParseOptions(
+                        delimiter=delimiter,
+                        newlines_in_values=True,
+                        ignore_empty_lines=False,
+                        invalid_row_handler=on_invalid,
+                    ),
+                    convert_options=pacsv.ConvertOptions(
+                        # Binary, not string: invalid UTF-8 then fails one row, not the file.
+                        column_types={n: pa.binary() for n in names},
+                        null_values=_NULL_TOKENS,
+                        strings_can_be_null=True,
+                        quoted_strings_can_be_null=False,
+                    ),
+                )
         except pa.ArrowInvalid as exc:
+            if undecodable:
+                raise _undecodable_row_error(label, exc) from exc
             raise _csv_error(label, exc, first_row, max_line_bytes) from exc
         emitted = 0
         while True:
             try:
-                batch = reader.read_next_batch()
+                with _undecodable_invalid_rows(on_invalid) as undecodable:
+                    batch = reader.read_next_batch()
             except StopIteration:
                 break
             except pa.ArrowInvalid as exc:
+                if undecodable:
+                    raise _undecodable_row_error(label, exc) from exc
                 raise _csv_error(
                     label, exc, emitted + len(skipped) + first_row, max_line_bytes
                 ) from exc
@@ -613,6 +620,37 @@ def _error_rows(
             "_error": pa.array([b[1] for b in bad], pa.string()),
             "_raw_line": pa.array(raw, pa.string()),
         }
+    )
+
+
+@contextlib.contextmanager
+def _undecodable_invalid_rows(handler: object) -> Iterator[list[BaseException]]:
+    """Catch what pyarrow cannot hand to the invalid-row handler: a record with the wrong
+    number of fields *and* bytes that are not UTF-8 fails to decode before the handler is
+    called (pyarrow reports that as an unraisable exception, a traceback on stderr, and then
+    fails the file). The list holds those decode errors; other unraisables go on as before."""
+    caught: list[BaseException] = []
+    previous = sys.unraisablehook
+
+    def hook(u: sys.UnraisableHookArgs) -> None:
+        if isinstance(u.exc_value, UnicodeDecodeError) and u.object is handler:
+            caught.append(u.exc_value)
+        else:
+            previous(u)
+
+    sys.unraisablehook = hook
+    try:
+        yield caught
+    finally:
+        sys.unraisablehook = previous
+
+
+def _undecodable_row_error(label: str, exc: Exception) -> InputError:
+    found = re.search(r"Row #(\d+)", str(exc))
+    where = f"record {found.group(1)}" if found else "a record"
+    return InputError(
+        f"{label}: {where} has the wrong number of fields and bytes that are not UTF-8",
+        hint="fix or remove that line (either fault alone only quarantines the row)",
     )
 
 
