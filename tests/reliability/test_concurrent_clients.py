@@ -21,12 +21,11 @@ profiled, RFM segments, a popularity recommender) runs a row of jobs started thr
 After the server stops, the store holds every acknowledged event exactly once and nothing of
 the refused batches. Traffic stops once the jobs are done (about 20-30 s on two cores).
 
-Two bugs this found have tests of their own at the end: recommendation reads failing when
-several come at once (500s and dropped connections: every request thread queried the shared
-recommender's one DuckDB connection; fixed in 2d2a042, kept as a regression test), and
-``GET /v1/segments`` answering from two snapshots, marked ``xfail(strict=True)``; the big
-test tolerates exactly that torn shape (``Run.known_torn``) so that it keeps checking
-everything else: remove that when the xfail flips.
+Two bugs this found have tests of their own at the end, kept as regression tests:
+recommendation reads failing when several come at once (500s and dropped connections: every
+request thread queried the shared recommender's one DuckDB connection; fixed in 2d2a042), and
+``GET /v1/segments`` answering from two snapshots (a run being activated left the page with
+no active run of its name; the route now reads in one transaction).
 """
 
 from __future__ import annotations
@@ -108,8 +107,6 @@ class Run:
     traits_seen: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     reads: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     server_log: list[logging.LogRecord] = field(default_factory=list)
-    #: segment lists with no active run of a name: the known torn read (see the docstring)
-    known_torn: int = 0
 
     def error(self, text: str) -> None:
         self.errors.append(text[:2000])
@@ -314,9 +311,7 @@ def _list_reader(run: Run, jobs: list[str]) -> None:
                     sizes = sum(s["users"] for s in item["sizes"])
                     if item["users"] is not None and sizes != item["users"]:
                         run.error(f"segment run sizes add to {sizes}, not its users: {item}")
-                if active.get("rfm") == 0:  # the known torn read: see the docstring
-                    run.known_torn += 1
-                elif active.get("rfm") != 1:
+                if active.get("rfm") != 1:
                     runs = [(i["run_id"], i["name"], i["active"]) for i in r.json()["items"]]
                     run.error(f"GET /v1/segments: not one active rfm run: {runs}")
             r = client.get("/v1/models", params={"limit": 100})
@@ -523,15 +518,6 @@ def test_recommendation_reads_at_once_never_fail(tmp_path: Path) -> None:
     assert not failures, f"{len(failures)} failed reads, the first: {failures[0]}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="GET /v1/segments is a torn read: it lists the runs in one query "
-    "(ws.segments.list()) and reads each run, its `active` flag included, in another "
-    "(ws.segments.get(run_id)), so while a segment run is activated it answers with no "
-    "active run of that name (every run `active: false`). When fixed, remove "
-    "Run.known_torn too.",
-)
 def test_segment_runs_are_listed_from_one_snapshot(tmp_path: Path) -> None:
     simulate(SynthConfig(users=300, seed=3)).write(tmp_path / "shop")
     db = tmp_path / "store.duckdb"

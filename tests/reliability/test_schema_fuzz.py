@@ -9,9 +9,9 @@ the 200 answers are checked too, not only the 404s of random ids. Each answer mu
 cases. A failure shows the request, the answer and the server's tracebacks from its log.
 
 Bugs already known are kept apart from the fuzzing, each in a test of its own below marked
-``xfail(strict=True)``; the fuzzing steps around exactly those (see ``_known``) so that it
+``xfail(strict=True)``; the fuzzing steps around exactly those (see ``_naive_timestamp``) so that it
 stays green and keeps finding new ones; when a bug is fixed its xfail turns into a failure
-that says to remove the mark (and the matching rule in ``_known`` or ``_naive_timestamp``).
+that says to remove the mark (and the matching rule in ``_naive_timestamp``).
 
 ``schemathesis.pytest.from_fixture`` (a schema from a fixture, for a server started by the
 test) fails under pytest 9 (``'Function' object has no attribute '_nodeid'``), so each
@@ -168,20 +168,6 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
 NAIVE = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?$")
 
 
-def _non_ascii(value: object) -> bool:
-    if isinstance(value, str):
-        return not value.isascii()
-    if isinstance(value, list | tuple):
-        return any(_non_ascii(v) for v in value)
-    return False
-
-
-def _known(case: Any) -> bool:
-    """Whether ``case`` would meet a known bug (so the fuzzing leaves it to its own test)."""
-    # test_signed_link_with_a_non_ascii_signature_is_refused_not_500
-    return case.path.startswith("/t/") and _non_ascii((case.query or {}).get("s"))
-
-
 def _naive_timestamp(failure: BaseException) -> bool:
     # test_timestamps_match_their_date_time_format
     return isinstance(failure, JsonSchemaError) and bool(
@@ -220,7 +206,7 @@ def _strategy(operation: Any, rows: dict[str, str] | None) -> st.SearchStrategy:
     ]
     if rows:
         kinds.append(operation.as_strategy(GenerationMode.POSITIVE, path_parameters=rows))
-    return st.one_of(kinds).filter(lambda c: _url_size(c) < MAX_URL and not _known(c))
+    return st.one_of(kinds).filter(lambda c: _url_size(c) < MAX_URL)
 
 
 def _server_errors(log: list[logging.LogRecord], since: int) -> str:
@@ -298,12 +284,6 @@ def _bug(message: str) -> None:
 @pytest.mark.parametrize(
     ("method", "path"),
     [("GET", "/t/o/fuzz"), ("GET", "/t/c/fuzz"), ("GET", "/t/u/fuzz"), ("POST", "/t/u/fuzz")],
-)
-@pytest.mark.xfail(
-    strict=True,
-    raises=BUG,
-    reason="tracking links: a non-ASCII signature `s` makes hmac.compare_digest raise "
-    "TypeError in jingzhun.campaign.links.verify -> 500 (should be the link's 404)",
 )
 def test_signed_link_with_a_non_ascii_signature_is_refused_not_500(
     fuzzed: Fuzzed, method: str, path: str

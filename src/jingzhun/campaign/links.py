@@ -54,8 +54,10 @@ def sign(key: bytes, *parts: str) -> str:
 
 
 def verify(key: bytes, token: str, *parts: str) -> bool:
-    """Whether ``token`` signs ``parts`` (constant time)."""
-    return hmac.compare_digest(sign(key, *parts), token or "")
+    """Whether ``token`` signs ``parts`` (constant time). Compared as bytes: compare_digest
+    refuses text that is not ASCII, and a link's ``s`` is whatever a client sent."""
+    given = (token or "").encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(sign(key, *parts).encode("ascii"), given)
 
 
 class Links:

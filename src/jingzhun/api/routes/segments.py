@@ -15,6 +15,7 @@ from jingzhun.api.schemas import (
     decode_cursor,
     encode_cursor,
 )
+from jingzhun.workspace import Workspace
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[require("read")])
 
@@ -33,6 +34,13 @@ def list_runs(
     lang: Lang = "en",
 ) -> Page[SegmentRunSummary]:
     ws = state.readers.get()
+    # One snapshot for the list and each run's details: a run activated meanwhile must not
+    # leave the page without an active run of its name.
+    with ws.store.transaction():
+        return _runs_page(ws, limit, cursor, lang)
+
+
+def _runs_page(ws: Workspace, limit: int, cursor: str | None, lang: str) -> Page[SegmentRunSummary]:
     runs = ws.segments.list().to_dict("records")  # newest first: created_at, then id
     if cursor is not None:
         at, run_id = decode_cursor(cursor, "segments", (datetime, str))
