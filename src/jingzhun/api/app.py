@@ -308,5 +308,6 @@ def create_app(workspace: Workspace) -> FastAPI:
 
     app.include_router(dashboard)  # the dashboard at /, beside the API under /v1
     web.install(app)
+    problems.document(app)
     app.add_middleware(_Guard, state=state)
     return app
