@@ -51,6 +51,22 @@ class Served:
         assert not self._thread.is_alive(), "the server did not stop"
 
 
+def served_store(db: Path, file_of: Callable[[str], str], *, scores: bool = False) -> Path:
+    """A store of a simulated shop through what the read routes show: the files ingested
+    (``file_of(kind)``), profiles built, RFM segments, a popularity recommender, and
+    propensity scores with ``scores``."""
+    with Workspace.open(db) as ws:
+        for kind in ("items", "users", "events"):
+            ws.ingest.files(kind, [file_of(kind)])
+        ws.profiles.build()
+        ws.segments.run("rfm")
+        ws.recs.train("popularity")
+        if scores:
+            ws.predict.train("propensity", models=["logistic"])
+            ws.predict.score("propensity")
+    return db
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -46,7 +46,7 @@ import pytest
 
 from jingzhun.synth import SynthConfig, simulate
 from jingzhun.workspace import Workspace
-from tests.api.conftest import Served, start
+from tests.api.conftest import Served, served_store, start
 
 pytestmark = pytest.mark.slow
 
@@ -126,16 +126,6 @@ def _logged(record: logging.LogRecord) -> str:
     if record.exc_info:
         text += "\n" + logging.Formatter().formatException(record.exc_info)
     return text
-
-
-def _store(shop: Any, db: Path) -> Path:
-    with Workspace.open(db) as ws:
-        for kind in ("items", "users", "events"):
-            ws.ingest.files(kind, [shop.file(kind)])
-        ws.profiles.build()
-        ws.segments.run("rfm")
-        ws.recs.train("popularity")
-    return db
 
 
 # -- the clients --------------------------------------------------------------------------------
@@ -376,7 +366,7 @@ def _builds(client: httpx.Client, users: list[str]) -> dict[str, dict[str, Any]]
 
 
 def test_writers_and_readers_while_jobs_run(shop: Any, tmp_path: Path) -> None:
-    db = _store(shop, tmp_path / "store.duckdb")
+    db = served_store(tmp_path / "store.duckdb", shop.file)
     with Workspace.open(db, read_only=True) as ws:
         profiled = [
             u

@@ -43,7 +43,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from jingzhun.synth import SynthConfig, simulate
 from jingzhun.workspace import Workspace
-from tests.api.conftest import Served, start
+from tests.api.conftest import Served, served_store, start
 
 #: Cases per operation (valid, invalid and valid on stored rows, mixed); an operation without
 #: parameters has fewer: about 700 requests in all, some 15 s of the file's 35.
@@ -91,16 +91,9 @@ class _Collect(logging.Handler):
 def _store(folder: Path) -> Path:
     """300 simulated users through every stage a read route shows (about 10 s)."""
     simulate(SynthConfig(users=300, seed=3)).write(folder / "shop")
-    db = folder / "store.duckdb"
-    with Workspace.open(db) as ws:
-        for kind in ("items", "users", "events"):
-            ws.ingest.files(kind, [str(folder / "shop" / f"{kind}.parquet")])
-        ws.profiles.build()
-        ws.segments.run("rfm")
-        ws.recs.train("popularity")
-        ws.predict.train("propensity", models=["logistic"])
-        ws.predict.score("propensity")
-    return db
+    return served_store(
+        folder / "store.duckdb", lambda kind: str(folder / "shop" / f"{kind}.parquet"), scores=True
+    )
 
 
 def _wait(client: httpx.Client, job_id: str) -> dict:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from jingzhun.workspace import Workspace
-from tests.api.conftest import Served, start
+from tests.api.conftest import Served, served_store, start
 from tests.security.hostile import TEXT, TRAVERSAL
 
 #: Every hostile text, and a path traversal, as a user could type them. NUL and lone
@@ -48,14 +48,7 @@ SPEC_FIELDS = [
 
 @pytest.fixture(scope="module")
 def base(shop, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("hostile_api") / "base.duckdb"
-    with Workspace.open(db) as ws:
-        for kind in ("items", "users", "events"):
-            ws.ingest.files(kind, [shop.file(kind)])
-        ws.profiles.build()
-        ws.segments.run("rfm")
-        ws.recs.train("popularity")
-    return db
+    return served_store(tmp_path_factory.mktemp("hostile_api") / "base.duckdb", shop.file)
 
 
 @pytest.fixture(scope="module")
