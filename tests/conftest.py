@@ -128,6 +128,7 @@ os.environ.setdefault("JINGZHUN_MASTER_KEY", TEST_MASTER_KEY)
 #: two cores on average, most of the loss at the end).
 SLOW_FIRST = (
     "tests/web/",
+    "tests/reliability/",
     "tests/test_readme_tour.py",
     "tests/cli/",
     "tests/test_demo.py",
