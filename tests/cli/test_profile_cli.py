@@ -40,7 +40,7 @@ from tests.cli.subprocess_cli import (
 )
 
 BUILD_KEYS = {"as_of", "users", "traits", "tags", "seconds"}
-SHOW_KEYS = {"user_id", "traits", "tags", "anonymous_ids", "last_events"}
+SHOW_KEYS = {"user_id", "traits", "tags", "anonymous_ids", "last_events", "consents"}
 EVENT_KEYS = {"ts", "event", "item_id", "order_id", "revenue", "channel"}
 ANALYSES = ("trends", "funnel", "cohorts", "baskets", "frequency")
 #: Profile columns that identify the row rather than describe the user.

@@ -195,8 +195,12 @@ def test_start_a_job_watch_it_finish_and_a_bad_parameter_is_named_on_the_form(
     assert first in (["排队中", "运行中"] if zh else ["Queued", "Running"]), first
     w.page.evaluate("window.notReloaded = true")
     done = "已完成" if zh else "Succeeded"
+    # A function, not an expression string: Playwright evaluates a string with eval(), which
+    # the dashboard's CSP (no 'unsafe-eval') refuses.
     w.page.wait_for_function(
-        f"document.getElementById('job-state').textContent.includes('{done}')", timeout=60_000
+        "d => document.getElementById('job-state').textContent.includes(d)",
+        arg=done,
+        timeout=60_000,
     )
     assert w.page.evaluate("window.notReloaded") is True, "updated in place"
     w.page.wait_for_selector("#job-result")

@@ -100,10 +100,18 @@ def show(
     if p["last_events"]:
         print_frame(pd.DataFrame(p["last_events"]), "Latest events")
     default = ws.settings.privacy.default_marketing_consent
-    held = ", ".join(
-        f"{text(c['purpose'])}/{text(c['channel'])}={text(c['status'])}" for c in p["consents"]
+    out.print(
+        "Consents: "
+        + (
+            ", ".join(
+                f"{text(c['purpose'])}/{text(c['channel'])}={text(c['status'])}"
+                for c in p["consents"]
+            )
+            if p["consents"]
+            else "none recorded"
+        )
+        + f" (marketing without one: {text(default)})"
     )
-    out.print(f"Consents: {held or 'none recorded'} (marketing without one: {text(default)})")
 
 
 def _show(value: Any) -> str:
@@ -158,7 +166,7 @@ def export(
     out.print(f"Wrote {n:,} profiles to {text(to)}" + (" (desensitized)" if done else ""))
     if done is not None and done.k is not None:
         out.print(
-            f"k = {done.k}: quasi-identifiers masked in {done.masked:,} rows, "
+            f"k = {done.k:d}: quasi-identifiers masked in {done.masked:,} rows, "
             f"{done.left_out:,} rows left out."
         )
 
@@ -202,7 +210,7 @@ def aggregate(
     print_frame(frame, "Users per group")
     if done.k is not None:
         out.print(
-            f"k = {done.k}: {done.suppressed_groups:,} groups of {done.suppressed_users:,} "
+            f"k = {done.k:d}: {done.suppressed_groups:,} groups of {done.suppressed_users:,} "
             "users suppressed."
         )
     if done.noise_scale is not None:

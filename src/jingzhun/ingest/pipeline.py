@@ -46,7 +46,7 @@ from jingzhun.ingest.sources import (
 from jingzhun.ingest.validate import IngestOptions, RowValidator, q, stage_columns
 from jingzhun.store import Store
 from jingzhun.store import desensitize as ds
-from jingzhun.store.sql import Sql
+from jingzhun.store.sql import Sql, ident
 from jingzhun.store.vault import INDEXED_FIELDS, Vault, seal_quarantine, texts, vault_for
 
 #: Called with (source label, bytes done, bytes total or None).
@@ -564,7 +564,7 @@ class Ingestor:
         ]
         for c in columns:  # names from the two above, not from a file
             self.con.execute(
-                f"UPDATE _jz_v SET {c} = {ds.pseudonym_sql(c)} WHERE _reason IS NULL",
+                f"UPDATE _jz_v SET {ident(c)} = {ds.pseudonym_sql(ident(c))} WHERE _reason IS NULL",
                 self._pseudonym_keys,
             )
 

@@ -70,9 +70,7 @@ def export(store: Store, out: str | os.PathLike[str], *, k: int | None = None) -
         kinds = profile_columns(store)
         nested = [c for c, t in kinds.items() if "[]" in t or t.startswith("MAP")]
         if nested:
-            rows = Sql(
-                f"SELECT * REPLACE ({', '.join(f'to_json({ident(c)})::VARCHAR AS {ident(c)}' for c in nested)}) FROM ({rows})"
-            )
+            rows = f"SELECT * REPLACE ({', '.join(f'to_json({ident(c)})::VARCHAR AS {ident(c)}' for c in nested)}) FROM ({rows})"
     masked = 0
     if k is not None:
         masked = int(
@@ -84,7 +82,7 @@ def export(store: Store, out: str | os.PathLike[str], *, k: int | None = None) -
         )
         rows = ds.k_anonymous_sql(rows, "user_id", QUASI, k)
     else:
-        rows = Sql(f"SELECT * FROM ({rows}) ORDER BY user_id")
+        rows = f"SELECT * FROM ({rows}) ORDER BY user_id"
     n = copy_out(store, rows, out, params=params)
     left_out = store.count("profiles") - n
     return Exported(rows=n, file=str(out), k=k, masked=masked, left_out=left_out)
