@@ -488,7 +488,9 @@ def test_recommender_training_killed_anywhere_registers_all_or_nothing_and_retra
         tmp_path,
         ["recommend", "train", "--model", "ease", "--json"],
         "recommender",
-        (MID, COMMIT, IN_CHECKPOINT, AFTER_COMMIT),
+        # Half way and at the commit; the profile build's test kills inside the checkpoint
+        # and after the commit too (the same store mechanics; kept out here for time).
+        (MID, COMMIT),
         same_recommendations,
     )
 
