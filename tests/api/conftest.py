@@ -7,6 +7,7 @@ store). Traffic goes to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -65,6 +66,36 @@ def served_store(db: Path, file_of: Callable[[str], str], *, scores: bool = Fals
             ws.predict.train("propensity", models=["logistic"])
             ws.predict.score("propensity")
     return db
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 300) -> dict:
+    """The job once it has finished (succeeded, failed or cancelled), polled through the API."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish in {timeout:g} s")
+
+
+class ErrorLog(logging.Handler):
+    """Keeps the ERROR records the server logs (with their tracebacks) in ``into``."""
+
+    def __init__(self, into: list[logging.LogRecord]) -> None:
+        super().__init__(logging.ERROR)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record)
+
+
+def logged(record: logging.LogRecord) -> str:
+    """A logged record as text, its traceback included."""
+    text = record.getMessage()
+    if record.exc_info:
+        text += "\n" + logging.Formatter().formatException(record.exc_info)
+    return text
 
 
 def free_port() -> int:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from jingzhun.workspace import Workspace
+from tests.api.conftest import wait_job
 
 
 def test_keys_over_the_api(server) -> None:
@@ -117,16 +118,6 @@ def test_jobs_need_admin(server) -> None:
     assert served.client("admin").get("/v1/jobs/j-nope").status_code == 404
 
 
-def _wait(client: httpx.Client, job_id: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 def _shop_store(shop, db: Path) -> Path:
     """A store holding the simulated shop's users, items and events."""
     with Workspace.open(db) as ws:
@@ -180,9 +171,9 @@ def test_job_runs_while_tracking_and_reads_go_on(server, shop, tmp_path: Path) -
     try:
         r = admin.post("/v1/jobs", json={"kind": "profile_build"})
         assert r.status_code == 202
-        job = _wait(admin, r.json()["job_id"])
+        job = wait_job(admin, r.json()["job_id"])
         r = admin.post("/v1/jobs", json={"kind": "recommend_train", "params": {"model": "pop"}})
-        trained = _wait(admin, r.json()["job_id"])
+        trained = wait_job(admin, r.json()["job_id"])
     finally:
         stop.set()
         for w in workers:
@@ -212,7 +203,7 @@ def test_a_job_reports_its_progress(server, shop, tmp_path: Path) -> None:
     admin = served.client("admin")
     r = admin.post("/v1/jobs", json={"kind": "recommend_batch", "params": {"k": 5}})
     assert r.status_code == 202 and r.json()["progress"] is None  # queued: nothing yet
-    job = _wait(admin, r.json()["job_id"])
+    job = wait_job(admin, r.json()["job_id"])
     assert job["state"] == "succeeded", job
     users = served.app.state.jingzhun.readers.get().store.scalar(
         "SELECT count(DISTINCT user_id) FROM recommendations"

@@ -15,7 +15,7 @@ import httpx
 
 from jingzhun.config import Settings
 from jingzhun.workspace import Workspace
-from tests.api.conftest import Served
+from tests.api.conftest import Served, wait_job
 from tests.campaign.conftest import BASE_URL, Smtp, settings_for
 
 SPEC = {
@@ -39,16 +39,6 @@ def local(url: str, served: Served) -> str:
     """A link from a message, pointed at the test's server instead of [tracking] base_url."""
     assert url.startswith(BASE_URL)
     return served.url + url[len(BASE_URL) :]
-
-
-def wait(client: httpx.Client, job_id: str) -> dict:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError("the job did not finish")
 
 
 def test_build_send_track_unsubscribe_and_respect_it(
@@ -78,7 +68,7 @@ def test_build_send_track_unsubscribe_and_respect_it(
     # sending is a job
     job = admin.post("/v1/campaigns/spring/send")
     assert job.status_code == 202
-    done = wait(admin, job.json()["job_id"])
+    done = wait_job(admin, job.json()["job_id"], timeout=120)
     assert done["state"] == "succeeded", done["error"]
     sent = done["result"]["counts"]["sent"]
     assert sent == drawn["treatment"] == len(smtp.sink.messages)

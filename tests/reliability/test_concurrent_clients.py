@@ -46,7 +46,7 @@ import pytest
 
 from jingzhun.synth import SynthConfig, simulate
 from jingzhun.workspace import Workspace
-from tests.api.conftest import Served, served_store, start
+from tests.api.conftest import ErrorLog, Served, logged, served_store, start, wait_job
 
 pytestmark = pytest.mark.slow
 
@@ -110,25 +110,6 @@ class Run:
 
     def error(self, text: str) -> None:
         self.errors.append(text[:2000])
-
-
-class _Collect(logging.Handler):
-    def __init__(self, into: list[logging.LogRecord]) -> None:
-        super().__init__(logging.ERROR)
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(record)
-
-
-def _logged(record: logging.LogRecord) -> str:
-    text = record.getMessage()
-    if record.exc_info:
-        text += "\n" + logging.Formatter().formatException(record.exc_info)
-    return text
-
-
-# -- the clients --------------------------------------------------------------------------------
 
 
 def _batch(run: Run, writer: int, n: int, user: str) -> list[dict[str, Any]]:
@@ -378,7 +359,7 @@ def test_writers_and_readers_while_jobs_run(shop: Any, tmp_path: Path) -> None:
         before_rows = ws.store.scalar("SELECT count(*) FROM events")
     served = start(db)
     log: list[logging.LogRecord] = []
-    handler = _Collect(log)
+    handler = ErrorLog(log)
     logging.getLogger().addHandler(handler)
     try:
         admin = served.client("admin")
@@ -427,7 +408,7 @@ def test_writers_and_readers_while_jobs_run(shop: Any, tmp_path: Path) -> None:
         served.stop()
     # Checked once the server has stopped (nothing is logging in its threads any more).
     assert not hung, f"client threads hung: {hung}"
-    server_errors = [_logged(r) for r in log]
+    server_errors = [logged(r) for r in log]
     assert not run.errors, f"{len(run.errors)} errors, first ones:\n" + "\n".join(
         run.errors[:5] + server_errors[:3]
     )
@@ -539,7 +520,7 @@ def test_segment_runs_are_listed_from_one_snapshot(tmp_path: Path) -> None:
         for _ in range(20):  # each activation shows the torn read about every other time
             r = admin.post("/v1/jobs", json={"kind": "segment_run", "params": {"method": "rfm"}})
             assert r.status_code == 202, r.text
-            job = _wait_job(admin, r.json()["job_id"])
+            job = wait_job(admin, r.json()["job_id"], timeout=60)
             assert job["state"] == "succeeded", job
             if torn:
                 break
@@ -550,13 +531,3 @@ def test_segment_runs_are_listed_from_one_snapshot(tmp_path: Path) -> None:
         served.stop()
     if torn:
         pytest.fail(f"GET /v1/segments listed runs with no active one: {torn[0]}", pytrace=False)
-
-
-def _wait_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish")

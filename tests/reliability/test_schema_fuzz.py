@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from jingzhun.synth import SynthConfig, simulate
 from jingzhun.workspace import Workspace
-from tests.api.conftest import Served, served_store, start
+from tests.api.conftest import ErrorLog, Served, logged, served_store, start, wait_job
 
 #: Cases per operation (valid, invalid and valid on stored rows, mixed); an operation without
 #: parameters has fewer: about 700 requests in all, some 15 s of the file's 35.
@@ -79,31 +78,12 @@ class Fuzzed:
     log: list[logging.LogRecord] = field(default_factory=list)
 
 
-class _Collect(logging.Handler):
-    def __init__(self, into: list[logging.LogRecord]) -> None:
-        super().__init__(logging.ERROR)
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(record)
-
-
 def _store(folder: Path) -> Path:
     """300 simulated users through every stage a read route shows (about 10 s)."""
     simulate(SynthConfig(users=300, seed=3)).write(folder / "shop")
     return served_store(
         folder / "store.duckdb", lambda kind: str(folder / "shop" / f"{kind}.parquet"), scores=True
     )
-
-
-def _wait(client: httpx.Client, job_id: str) -> dict:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +97,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
         item = ws.store.scalar("SELECT item_id FROM items ORDER BY item_id LIMIT 1")
     served = start(db)
     log: list[logging.LogRecord] = []
-    handler = _Collect(log)
+    handler = ErrorLog(log)
     logging.getLogger().addHandler(handler)
     try:
         admin = served.client("admin")
@@ -125,7 +105,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
         assert r.status_code == 201, r.text
         r = admin.post("/v1/jobs", json={"kind": "segment_run", "params": {"method": "rfm"}})
         assert r.status_code == 202, r.text
-        job = _wait(admin, r.json()["job_id"])
+        job = wait_job(admin, r.json()["job_id"], timeout=60)
         assert job["state"] == "succeeded", job
         # A key only the fuzzing of DELETE /v1/keys/{name} revokes (never the test's own).
         r = admin.post("/v1/keys", json={"name": "fuzz-victim", "scope": "read"})
@@ -203,13 +183,7 @@ def _strategy(operation: Any, rows: dict[str, str] | None) -> st.SearchStrategy:
 
 
 def _server_errors(log: list[logging.LogRecord], since: int) -> str:
-    out = []
-    for record in log[since:]:
-        text = record.getMessage()
-        if record.exc_info:
-            text += "\n" + logging.Formatter().formatException(record.exc_info)
-        out.append(text)
-    return "\n".join(out)
+    return "\n".join(logged(r) for r in log[since:])
 
 
 def _fuzz(fuzzed: Fuzzed, operation: Any, headers: dict[str, str]) -> str | None:
