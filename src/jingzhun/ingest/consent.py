@@ -50,6 +50,12 @@ EVENT = "consent_updated"
 #: the channel before one about every channel, and a refusal before a grant.
 NEWEST = "ts DESC, channel = 'any', status = 'GRANTED', source"
 
+
+def _newest(partition: str) -> Sql:
+    """The QUALIFY that keeps the statement in force in each ``partition``."""
+    return f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {NEWEST}) = 1"
+
+
 #: Users-file values of a consent column (and of marketing_opt_in) read as GRANTED / DENIED.
 _YES = ("true", "1", "yes", "y", "t", "granted")
 _NO = ("false", "0", "no", "n", "f", "denied")
@@ -148,8 +154,7 @@ def from_users_sql(stage: Sql) -> Sql:
         held AS (SELECT user_id, purpose, channel, status
                  FROM consents
                  WHERE user_id IN (SELECT user_id FROM stated)
-                 QUALIFY row_number() OVER (PARTITION BY user_id, purpose, channel
-                                            ORDER BY {NEWEST}) = 1)
+                 {_newest("user_id, purpose, channel")})
         SELECT s.user_id, s.purpose, s.channel, s.status, ?::TIMESTAMP, ?
         FROM stated s LEFT JOIN held h USING (user_id, purpose, channel)
         WHERE h.status IS DISTINCT FROM s.status"""
@@ -162,7 +167,7 @@ def current_query() -> Sql:
     return Sql(
         f"""SELECT user_id, purpose, channel, status, ts, source
         FROM consents WHERE (? IS NULL OR user_id = ?)
-        QUALIFY row_number() OVER (PARTITION BY user_id, purpose, channel ORDER BY {NEWEST}) = 1
+        {_newest("user_id, purpose, channel")}
         ORDER BY user_id, purpose, channel"""
     )
 
@@ -176,7 +181,7 @@ def allowed_query(purpose: str, channel: str, default: str) -> tuple[Sql, list[o
         f"""WITH latest AS (
             SELECT user_id, status
             FROM consents WHERE purpose = ? AND channel IN (?, 'any')
-            QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY {NEWEST}) = 1
+            {_newest("user_id")}
         )
         SELECT u.user_id FROM users u LEFT JOIN latest l USING (user_id)
         WHERE coalesce(l.status = 'GRANTED', {granted_by_default})"""
@@ -195,7 +200,7 @@ def allowed(
         LEFT JOIN (SELECT user_id, status FROM consents
                    WHERE purpose = ? AND channel IN (?, 'any')
                      AND user_id IN (SELECT unnest(?::VARCHAR[]))
-                   QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY {NEWEST}) = 1
+                   {_newest("user_id")}
                    ) l USING (user_id)""",
         [list(users), purpose, channel, list(users)],
     )
