@@ -113,6 +113,34 @@ def event_checks(prop: Callable[[str], str]) -> list[tuple[str, str]]:
     return checks
 
 
+def users_checks(columns: dict[str, str], attributes: str) -> list[tuple[str, str]]:
+    """(condition, message) pairs that quarantine a users row whose consent cell is none of
+    GRANTED, DENIED, REVOKED, true or false: ``columns`` maps each consent column of the file
+    to the SQL of its text, ``attributes`` is the SQL of a given attributes object (identify
+    traits), whose ``consent_*`` keys are checked the same way."""
+    bad = "not GRANTED, DENIED or REVOKED (or true/false)"
+    checks = [
+        (
+            f"{v} IS NOT NULL AND {status_sql(v)} IS NULL",
+            f"{lit(c + ': ' + Q)} || {v} || {lit(Q + ' is ' + bad)}",
+        )
+        for c, v in columns.items()
+    ]
+    value = f"json_extract_string({attributes}, '$.' || k)"
+    keys = (
+        f"list_filter(json_keys({attributes}), lambda k: regexp_full_match(k, "
+        f"{lit(ATTRIBUTE_PATTERN)}) AND {value} IS NOT NULL AND {status_sql(value)} IS NULL)"
+    )
+    checks.append(
+        (
+            f"{attributes} IS NOT NULL AND contains(CAST({attributes} AS VARCHAR), 'consent_') "
+            f"AND len({keys}) > 0",
+            f"array_to_string({keys}, ', ') || {lit(': ' + bad)}",
+        )
+    )
+    return checks
+
+
 def from_events_sql(rows: Sql) -> Sql:
     """The consent rows stated by the ``consent_updated`` events among ``rows`` (a relation
     of validated events with ``user_id``, ``ts``, ``properties``), for ``INSERT INTO consents``
@@ -266,4 +294,5 @@ __all__ = [
     "record",
     "statement",
     "status_sql",
+    "users_checks",
 ]

@@ -55,7 +55,6 @@ _ITEM_LINE_EVENTS = ("product_added", "product_removed", "order_completed", "ord
 #: Events whose revenue defaults to quantity × price.
 _REVENUE_EVENTS = ("order_completed", "order_refunded")
 
-Q = "'"  # quotes a value in a reason
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
@@ -915,34 +914,9 @@ class RowValidator:
             return [Check(c, m) for c, m in consent.event_checks(prop)]
         if self.kind != "users":
             return []
-        checks = []
         pattern = re.compile(consent.ATTRIBUTE_PATTERN)
-        for c in extras:
-            if pattern.match(c):
-                v = extra(c)
-                checks.append(
-                    Check(
-                        f"{v} IS NOT NULL AND {consent.status_sql(v)} IS NULL",
-                        f"{lit(c + ': ' + Q)} || {v} || "
-                        f"{lit(Q + ' is not GRANTED, DENIED or REVOKED (or true/false)')}",
-                    )
-                )
-        # Consent keys inside a given attributes object (identify traits).
-        value = f"json_extract_string(t_{extras_col}, '$.' || k)"
-        keys = (
-            f"list_filter(json_keys(t_{extras_col}), lambda k: regexp_full_match(k, "
-            f"{lit(consent.ATTRIBUTE_PATTERN)}) AND {value} IS NOT NULL "
-            f"AND {consent.status_sql(value)} IS NULL)"
-        )
-        checks.append(
-            Check(
-                f"t_{extras_col} IS NOT NULL AND contains(CAST(t_{extras_col} AS VARCHAR), "
-                f"'consent_') AND len({keys}) > 0",
-                f"array_to_string({keys}, ', ') || "
-                f"{lit(': not GRANTED, DENIED or REVOKED (or true/false)')}",
-            )
-        )
-        return checks
+        columns = {c: v for c in extras if pattern.match(c) and (v := extra(c)) is not None}
+        return [Check(c, m) for c, m in consent.users_checks(columns, f"t_{extras_col}")]
 
     def _outputs(
         self,
