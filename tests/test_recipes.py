@@ -115,7 +115,7 @@ def test_the_ingest_answers_what_the_recipe_says(ran, name) -> None:
     if name.startswith("Segment"):
         assert options["format"] == "segment"
         assert _sql(ran[name], "SELECT count(*) FROM users") == [(30,)]
-        assert _sql(ran[name], "SELECT count(*) FROM pii WHERE email IS NOT NULL") == [(30,)]
+        assert _sql(ran[name], "SELECT count(*) FROM pii WHERE email_index IS NOT NULL") == [(30,)]
         assert _sql(ran[name], "SELECT count(*) FROM identities") == [(40,)]
         custom = _sql(ran[name], "SELECT DISTINCT event FROM events WHERE custom")
         assert custom == [("video_played",)]

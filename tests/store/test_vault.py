@@ -8,7 +8,11 @@ import os
 import stat
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jingzhun.store import Store
 from jingzhun.store.vault import (
@@ -17,13 +21,16 @@ from jingzhun.store.vault import (
     Vault,
     VaultKeyError,
     create_key_file,
+    index_people,
     init_vault,
     key_file,
     master_key,
     new_master_key,
     normalized,
     open_vault,
+    opened_people,
     rewrap,
+    sealed_people,
 )
 
 
@@ -129,3 +136,89 @@ def test_the_blind_index_is_rfc_2104_hmac_sha256() -> None:
         mac = _hmac_sha256(key)
         for message in (b"", b"email\x1fann@example.com", os.urandom(1000)):
             assert mac(message) == hmac.digest(key, message, hashlib.sha256)
+
+
+# -- one sealed record a person, indexed in SQL ----------------------------------------------
+
+_HOSTILE = [
+    " Alice@Example.COM ",
+    "\t\x0bBob@x.cn\x1f",
+    "Ｚhang@例子.中国",
+    "ß@straße.de",
+    "İstanbul@x.tr",
+    "\u00a0nbsp@x.com\u2003",
+    "",
+    "  ",
+    "+",
+    "+86 138-0013-8000",
+    "١٢٣ ٤٥٦",
+    "'; DROP TABLE pii; --",
+    'a\\b"c\n{"email": "forged"}',
+    "ctl\x01\x7f@x",
+    "x" * 10_000,
+    None,
+]
+
+
+def _people(con: duckdb.DuckDBPyConnection, emails: list, phones: list) -> None:
+    n = len(emails)
+    con.register(
+        "people",
+        pa.table(
+            {
+                "user_id": [f"u{i}" for i in range(n)],
+                "email": pa.array(emails, pa.string()),
+                "phone": pa.array(phones, pa.string()),
+                "name": pa.array(list(reversed(emails)), pa.string()),
+                "address": pa.array([f"地址 {i}" if i % 3 else None for i in range(n)]),
+            }
+        ),
+    )
+
+
+def test_a_person_s_record_round_trips_for_that_person_only() -> None:
+    v, con = Vault.new(), duckdb.connect()
+    _people(con, _HOSTILE, list(reversed(_HOSTILE)))
+    sealed_people(con, v, "SELECT * FROM people", "sealed")
+    blobs = con.execute("SELECT sealed FROM sealed").fetchall()
+    assert not any(b"Alice" in b or b"DROP" in b for (b,) in blobs), "ciphertext, not text"
+    opened_people(con, v, "SELECT user_id, sealed FROM sealed", "opened")
+    fields = "user_id, email, phone, name, address"
+    assert sorted(con.execute(f"SELECT {fields} FROM opened").fetchall()) == sorted(
+        con.execute(f"SELECT {fields} FROM people").fetchall()
+    )
+    # Sealed again: fresh nonces, other bytes; moved to another user's row: refused.
+    sealed_people(con, v, "SELECT * FROM people", "again")
+    assert con.execute(
+        "SELECT count(*) FROM sealed s JOIN again a USING (user_id) WHERE s.sealed = a.sealed"
+    ).fetchall() == [(0,)]
+    with pytest.raises(VaultKeyError, match="of user 'u1' does not decrypt"):
+        opened_people(
+            con, v, "SELECT 'u1' AS user_id, sealed FROM sealed WHERE user_id = 'u0'", "x"
+        )
+    with pytest.raises(VaultKeyError, match="does not decrypt"):
+        opened_people(con, Vault.new(), "SELECT user_id, sealed FROM sealed", "x")
+
+
+def test_sql_computes_the_same_blind_index_as_the_vault() -> None:
+    v, con = Vault.new(), duckdb.connect()
+    _people(con, _HOSTILE, list(reversed(_HOSTILE)))
+    index_people(con, v, "SELECT * FROM people", "ix")
+    got = dict((u, (e, p)) for u, e, p in con.execute("SELECT * FROM ix").fetchall())
+    emails, phones = v.blind(_HOSTILE, "email"), v.blind(list(reversed(_HOSTILE)), "phone")
+    assert got == {f"u{i}": (emails[i], phones[i]) for i in range(len(_HOSTILE))}
+    assert got["u0"][0] == v.blind(["alice@example.com"], "email")[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=30)), min_size=1, max_size=20))
+def test_sql_and_vault_blind_index_agree_on_any_text(values: list[str | None]) -> None:
+    values = [None if v is None else v.replace("\x00", "") for v in values]
+    v, con = Vault.new(), duckdb.connect()
+    _people(con, values, values)
+    index_people(con, v, "SELECT * FROM people", "ix")
+    rows = con.execute("SELECT email_index, phone_index FROM ix ORDER BY user_id").fetchall()
+    order = sorted(range(len(values)), key=lambda i: f"u{i}")
+    assert rows == [
+        (v.blind([values[i]], "email")[0], v.blind([values[i]], "phone")[0]) for i in order
+    ]

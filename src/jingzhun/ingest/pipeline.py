@@ -23,8 +23,6 @@ from datetime import datetime
 from typing import BinaryIO
 
 import duckdb
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -47,7 +45,14 @@ from jingzhun.ingest.validate import IngestOptions, RowValidator, q, stage_colum
 from jingzhun.store import Store
 from jingzhun.store import desensitize as ds
 from jingzhun.store.sql import Sql, ident
-from jingzhun.store.vault import INDEXED_FIELDS, Vault, seal_quarantine, texts, vault_for
+from jingzhun.store.vault import (
+    SEALED_FIELDS,
+    Vault,
+    opened_people,
+    seal_quarantine,
+    sealed_people,
+    vault_for,
+)
 
 #: Called with (source label, bytes done, bytes total or None).
 Progress = Callable[[str, int, int | None], None]
@@ -903,9 +908,9 @@ class Ingestor:
             mask = int(sum(1 << bits[f.name] for f in fields))
             given = f"(l._present & {mask}) <> 0"
             if pii:
-                if not con.execute(f"SELECT count(*) FROM _jz_latest l WHERE {given}").fetchone()[
+                if not con.execute(f"SELECT count(*) FROM _jz_latest l WHERE {given}").fetchall()[
                     0
-                ]:
+                ][0]:
                     continue  # no file of this batch has personal data columns
                 self._upsert_pii(fields, bits, given, now, batch_id)
                 touched.append(f"SELECT {key} FROM _jz_changed_{table}")
@@ -972,73 +977,64 @@ class Ingestor:
     def _upsert_pii(
         self, fields: list[Field], bits: dict[str, int], given: Sql, now: datetime, batch_id: str
     ) -> None:
-        """Merge the batch's personal data into ``pii``, encrypted by the vault.
+        """Merge the batch's personal data into ``pii``, sealed by the vault.
 
         The batch's values are plaintext only in this connection's temporary tables; the file
-        gets ciphertexts and blind-index tokens. A field the file did not give keeps its stored
-        value, and a user counts as changed when a decrypted stored value differs from the
-        merged one: ciphertexts differ on every write (fresh nonces), so they are not compared.
-        Python loops here only to call the cipher once per value (see Vault.encrypt).
+        gets one sealed record a person and blind-index tokens. A field the file did not give
+        keeps its stored value, and a user counts as changed when a field of their opened
+        stored record differs from the merged one: records differ on every write (fresh
+        nonces), so they are not compared. All of it is SQL but the cipher calls
+        (:func:`~jingzhun.store.vault.sealed_people`).
         """
         con, vault = self.con, self.vault
         if vault is None:  # pragma: no cover - _run opens it for every batch that gives users
             raise RuntimeError("personal data reached the store without the vault")
         names = [f.name for f in fields]  # from the field definitions, not a file
-        new_cols: Sql = ", ".join(f"l.{f.name}" for f in fields)
-        old_cols: Sql = ", ".join(f"o.{f.name}" for f in fields)
-        new = con.execute(
-            f"SELECT l.user_id, l._present, {new_cols}, "
-            "o.user_id IS NULL AS _new "
-            f"FROM _jz_latest l LEFT JOIN pii o ON o.user_id = l.user_id WHERE {given}"
-        ).df()
-        old = con.execute(
-            f"SELECT o.user_id, {old_cols} "
-            f"FROM pii o JOIN _jz_latest l ON o.user_id = l.user_id WHERE {given}"
-        ).df()
-        users = new["user_id"].tolist()
-        present = new["_present"].to_numpy()
-        stored = new[["user_id"]].merge(old, on="user_id", how="left")
-        changed = np.zeros(len(new), dtype=bool)
-        sealed: dict[str, list[str | None]] = {"user_id": users}
-        for name in names:
-            given_here = ((present >> bits[name]) & 1) == 1
-            before = texts(
-                vault.decrypt(texts(stored[name]), stored["user_id"].tolist(), name)
-                if not old.empty
-                else [None] * len(new)
-            )
-            merged = [
-                n if g else b for n, b, g in zip(texts(new[name]), before, given_here, strict=True)
-            ]
-            changed |= np.array([m != b for m, b in zip(merged, before, strict=True)], dtype=bool)
-            sealed[name] = vault.encrypt(merged, users, name)
-            if name in INDEXED_FIELDS:
-                sealed[f"{name}_index"] = vault.blind(merged, name)
-        frame = pd.DataFrame(sealed)
-        frame["_new"] = new["_new"].to_numpy(dtype=bool)
-        frame["_changed"] = changed & ~frame["_new"].to_numpy()
-        con.register("_jz_sealed_pii", frame)
-        try:
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE _jz_merged_pii AS "
-                "SELECT user_id, _new FROM _jz_sealed_pii"
-            )
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE _jz_changed_pii AS "
-                "SELECT user_id FROM _jz_sealed_pii WHERE _changed"
-            )
-            con.execute("DELETE FROM pii WHERE user_id IN (SELECT user_id FROM _jz_changed_pii)")
-            columns: Sql = ", ".join(
-                [*(f.name for f in fields), *(f"{n}_index" for n in INDEXED_FIELDS if n in names)]
-            )
-            con.execute(
-                f"INSERT INTO pii (user_id, {columns}, updated_at, batch_id) "
-                f"SELECT user_id, {columns}, ?, ? FROM _jz_sealed_pii "
-                "WHERE _new OR _changed",
-                [now, batch_id],
-            )
-        finally:
-            con.unregister("_jz_sealed_pii")
+        if sorted(names) != sorted(SEALED_FIELDS):  # pragma: no cover - one definition
+            raise RuntimeError(f"the vault seals {SEALED_FIELDS}, the users fields are {names}")
+        opened_people(
+            con,
+            vault,
+            f"SELECT o.user_id, o.sealed FROM pii o JOIN _jz_latest l USING (user_id) WHERE {given}",
+            "_jz_stored_pii",
+        )
+        merged: Sql = ", ".join(
+            f"CASE WHEN (l._present >> {bits[n]}) & 1 = 1 THEN l.{n} ELSE o.{n} END AS {n}"
+            for n in names
+        )
+        differs: Sql = " OR ".join(f"m.{n} IS DISTINCT FROM o.{n}" for n in names)
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _jz_merged_pii AS
+            SELECT l.user_id, {merged}, p.user_id IS NULL AS _new
+            FROM _jz_latest l
+            LEFT JOIN pii p ON p.user_id = l.user_id
+            LEFT JOIN _jz_stored_pii o ON o.user_id = l.user_id
+            WHERE {given}
+            """
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _jz_changed_pii AS
+            SELECT m.user_id FROM _jz_merged_pii m JOIN _jz_stored_pii o USING (user_id)
+            WHERE NOT m._new AND ({differs})
+            """
+        )
+        sealed_people(
+            con,
+            vault,
+            "SELECT * FROM _jz_merged_pii "
+            "WHERE _new OR user_id IN (SELECT user_id FROM _jz_changed_pii)",
+            "_jz_sealed_pii",
+        )
+        con.execute("DELETE FROM pii WHERE user_id IN (SELECT user_id FROM _jz_changed_pii)")
+        con.execute(
+            "INSERT INTO pii (user_id, sealed, email_index, phone_index, updated_at, batch_id) "
+            "SELECT user_id, sealed, email_index, phone_index, ?, ? FROM _jz_sealed_pii",
+            [now, batch_id],
+        )
+        con.execute("DROP TABLE _jz_sealed_pii")
+        con.execute("DROP TABLE _jz_stored_pii")
 
     def _record(
         self,

@@ -29,7 +29,7 @@ from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.ingest.quarantine import Selection, _check_batch, opened_raw
 from jingzhun.store import TABLES, Store
 from jingzhun.store.sql import Sql
-from jingzhun.store.vault import SEALED_FIELDS, texts, vault_for
+from jingzhun.store.vault import SEALED_FIELDS, opened_people, vault_for
 
 __all__ = [
     "ACTIVITY_EVENTS",
@@ -457,21 +457,23 @@ def contacts(
     unknown = sorted(set(fields) - set(SEALED_FIELDS))
     if unknown:
         raise ValueError(f"not personal data fields: {unknown}")
-    names: Sql = ", ".join(fields)
     has_rows = store.scalar("SELECT count(*) FROM (SELECT 1 FROM pii LIMIT 1)")
-    # First: a store from before the vault gets it now, and its rows encrypted.
+    # First: a store from before the vault gets it now, and its rows sealed.
     vault = vault_for(store, create=bool(has_rows))
-    frame = store.sql(
-        f"SELECT user_id, {names} FROM pii WHERE user_id IN (SELECT unnest(?::VARCHAR[])) "
-        "ORDER BY user_id",
-        [list(user_ids)],
-    ).df()
-    if frame.empty:
-        return frame
-    users = frame["user_id"].tolist()
-    for f in fields:
-        frame[f] = vault.decrypt(texts(frame[f]), users, f)  # type: ignore[union-attr]
-    return frame
+    names: Sql = ", ".join(fields)
+    if vault is None:
+        return pd.DataFrame(columns=["user_id", *fields])
+    # A cursor of its own: its temporary table is no other reader's (the server reads
+    # contacts from several threads).
+    with store.con.cursor() as con:
+        opened_people(
+            con,
+            vault,
+            "SELECT user_id, sealed FROM pii WHERE user_id IN (SELECT unnest(?::VARCHAR[]))",
+            "_jz_contacts",
+            [list(user_ids)],
+        )
+        return con.sql(f"SELECT user_id, {names} FROM _jz_contacts ORDER BY user_id").df()
 
 
 def contacts_index_query() -> Sql:

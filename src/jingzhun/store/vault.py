@@ -26,6 +26,7 @@ naming what to set.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -33,17 +34,19 @@ import os
 import re
 import secrets
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import duckdb
 import pandas as pd
+import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from jingzhun.errors import InputError
-from jingzhun.store.sql import Sql, ident
+from jingzhun.store.sql import Sql
 
 if TYPE_CHECKING:
     from jingzhun.store.store import Store
@@ -59,6 +62,8 @@ META_INDEX = "vault_index_key"
 META_NEXT = "vault_data_key_next"
 META_NEXT_ID = "vault_key_id_next"
 META_PROGRESS = "vault_reencrypt_after"
+#: Set once every pii row is one sealed record a person (see :func:`seal_legacy`).
+META_RECORDS = "vault_pii_records"
 _WRAP_AD = b"jingzhun vault data key v1"
 _NONCE = 12
 
@@ -248,6 +253,58 @@ class Vault:
             out.append(None if not n else mac(f"{field}\x1f{n}".encode()).hex())
         return out
 
+    def seal_people(self, plain: Sequence[bytes], ads: Sequence[bytes]) -> list[bytes]:
+        """Each person's record (:func:`person_sql`) sealed for its associated data
+        (:func:`person_ad_sql`): nonce ‖ ciphertext ‖ tag.
+
+        One AES-GCM call per person is the floor (each record has its own nonce and associated
+        data; no library vectorizes that), so the loop does nothing else: the records and
+        their associated data come from SQL as bytes, the nonces are drawn at once, and the
+        text around them (JSON, base64) is SQL's. One record a person rather than one value
+        a field: 4M calls from Python were most of the vault's cost at ingest.
+        """
+        seal = AESGCM(self.data_key).encrypt
+        drawn = os.urandom(_NONCE * len(plain))
+        nonces = [drawn[i : i + _NONCE] for i in range(0, len(drawn), _NONCE)]
+        return [n + seal(n, p, a) for n, p, a in zip(nonces, plain, ads, strict=True)]
+
+    def open_people(
+        self, sealed: Sequence[bytes], ads: Sequence[bytes], user_ids: Sequence[str]
+    ) -> list[bytes]:
+        """The records back; one that does not open (another key or user, or tampered) is a
+        :class:`VaultKeyError` naming the user, never a wrong value."""
+        ciphers = [AESGCM(k).decrypt for k in (self.data_key, *self.older)]
+        first, rest = ciphers[0], ciphers[1:]
+        out: list[bytes] = []
+        for s, a, user in zip(sealed, ads, user_ids, strict=True):
+            try:
+                out.append(first(s[:_NONCE], s[_NONCE:], a))
+                continue
+            except (InvalidTag, ValueError):
+                pass
+            for aes in rest:  # a re-encryption under way: the old key wrote some rows
+                try:
+                    out.append(aes(s[:_NONCE], s[_NONCE:], a))
+                    break
+                except (InvalidTag, ValueError):
+                    continue
+            else:
+                raise VaultKeyError(
+                    f"the personal data of user {user[:80]!r} does not decrypt with this "
+                    "vault's key",
+                    hint="it was written under another key or for another user, or changed since",
+                )
+        return out
+
+    def index_keys(self) -> dict[str, bytes]:
+        """The blind index's HMAC pads (RFC 2104: the index key XOR ipad / opad), as
+        parameters of :func:`index_sql`: SQL computes the same HMAC-SHA256 as :meth:`blind`."""
+        block = self.index_key.ljust(64, b"\0")
+        return {
+            "jz_ipad": bytes(b ^ 0x36 for b in block).hex(),
+            "jz_opad": bytes(b ^ 0x5C for b in block).hex(),
+        }
+
     def subject(self, user_id: str) -> str:
         """The keyed token that audit entries and erasures name a user by: the same user, the
         same token; without the vault it says nothing about who."""
@@ -291,7 +348,15 @@ class Vault:
         return cls(secrets.token_bytes(32), "k" + secrets.token_hex(4), secrets.token_bytes(32))
 
 
-_META_KEYS = (META_WRAPPED, META_KEY_ID, META_INDEX, META_NEXT, META_NEXT_ID, META_PROGRESS)
+_META_KEYS = (
+    META_WRAPPED,
+    META_KEY_ID,
+    META_INDEX,
+    META_NEXT,
+    META_NEXT_ID,
+    META_PROGRESS,
+    META_RECORDS,
+)
 
 
 def _meta(store: Store) -> dict[str, str]:
@@ -357,23 +422,182 @@ def init_vault(store: Store) -> Vault:
 
 def vault_for(store: Store, *, create: bool = False) -> Vault | None:
     """The store's vault; with ``create``, one is made if the store has none — and a key
-    file beside the store if no master key is set — and any personal data stored before the
-    vault existed is encrypted now (a store from an older jingzhun)."""
+    file beside the store if no master key is set. Personal data stored before (in plain
+    text by a jingzhun without the vault, or a ciphertext a field before migration 015) is
+    sealed into one record a person now, once."""
     vault = open_vault(store)
-    if vault is not None or not create:
-        return vault
-    if not os.environ.get(KEY_ENV) and not key_file(store.path).exists():
-        create_key_file(store.path)
-    vault = init_vault(store)
-    seal_plaintext(store, vault)
-    with store.transaction():
-        seal_quarantine(store, vault)
+    if vault is None:
+        if not create:
+            return None
+        if not os.environ.get(KEY_ENV) and not key_file(store.path).exists():
+            create_key_file(store.path)
+        vault = init_vault(store)
+        with store.transaction():
+            seal_quarantine(store, vault)
+    if _meta(store).get(META_RECORDS) != "1":
+        seal_legacy(store, vault)
+        with store.transaction() as con:
+            con.execute("DELETE FROM store_meta WHERE key = ?", [META_RECORDS])
+            con.execute("INSERT INTO store_meta VALUES (?, '1')", [META_RECORDS])
     return vault
 
 
 #: The personal fields the vault encrypts, and those it blind-indexes.
 SEALED_FIELDS = ("email", "phone", "name", "address")
 INDEXED_FIELDS = ("email", "phone")
+
+
+# -- a person's record: the personal fields sealed together, indexed in SQL ------------------
+#
+# pii holds one ciphertext a person (``sealed``: nonce ‖ AES-GCM of the fields as one JSON
+# object, for the user id), not one a value, and DuckDB computes the blind index: the
+# per-value calls from Python cost three times the ingest they encrypted (issue 18's
+# benchmark). Text handling stays in SQL (JSON in and out); Python calls the cipher only.
+
+
+def person_ad_sql(user_id: Sql) -> Sql:
+    """The associated data a person's record is sealed for: their id (a record moved to
+    another user's row does not open)."""
+    return f"encode({user_id} || chr(31) || 'pii')"
+
+
+def person_sql(alias: Sql) -> Sql:
+    """A person's record as the vault seals it: the personal fields of row ``alias`` as one
+    JSON object (null for a field not given), UTF-8 bytes."""
+    fields = ", ".join(f"{f} := {alias}.{f}" for f in SEALED_FIELDS)
+    return f"encode(CAST(to_json(struct_pack({fields})) AS VARCHAR))"
+
+
+#: What ``str.strip()`` removes from ASCII text: the index normalizes as :func:`normalized`.
+_ASCII_SPACE: Sql = "' ' || " + " || ".join(
+    f"chr({c})" for c in (9, 10, 11, 12, 13, 28, 29, 30, 31)
+)
+
+
+def _ascii_normalized_sql(field: str, value: Sql) -> Sql:
+    """:func:`normalized` for ASCII text, in SQL (NFKC leaves ASCII as it is, and case
+    folding is lower-casing there)."""
+    text = f"trim({value}, {_ASCII_SPACE})"
+    if field == "email":
+        return f"lower({text})"
+    if field == "phone":
+        return (
+            f"(CASE WHEN starts_with({text}, '+') THEN '+' ELSE '' END "
+            f"|| regexp_replace({text}, '[^0-9]', '', 'g'))"
+        )
+    raise ValueError(f"not an indexed field: {field}")
+
+
+def _token_sql(field: str, value: Sql, odd: Sql) -> Sql:
+    """:meth:`Vault.blind` of ``value`` in SQL: HMAC-SHA256 (RFC 2104, the key's pads given
+    as the parameters ``$jz_ipad`` / ``$jz_opad`` of :meth:`Vault.index_keys`) of the field
+    and the normalized value — ``odd`` when the value is not ASCII (normalized in Python);
+    NULL for none."""
+    norm = f"(CASE WHEN {odd} IS NULL THEN {_ascii_normalized_sql(field, value)} ELSE {odd} END)"
+    message = f"encode('{field}' || chr(31) || {norm})"
+    return (
+        f"CASE WHEN coalesce({norm}, '') = '' THEN NULL ELSE "
+        f"sha256(unhex($jz_opad) || unhex(sha256(unhex($jz_ipad) || {message}))) END"
+    )
+
+
+@contextlib.contextmanager
+def _indexing(con: duckdb.DuckDBPyConnection, source: Sql, alias: Sql) -> Iterator[tuple[Sql, Sql]]:
+    """The select list (``email_index``, ``phone_index``) and joins that blind-index rows
+    ``alias`` of the query ``source`` in SQL, while the normalized forms of its values that
+    are not ASCII are registered (:func:`normalized` in Python: NFKC and full case folding
+    have no SQL form; such values are rare in emails and phone numbers, and found without a
+    regex: a text is ASCII when its bytes are as many as its characters)."""
+    odd: Sql = " UNION ALL ".join(
+        f"SELECT DISTINCT '{f}' AS field, {f} AS value FROM ({source}) "
+        f"WHERE strlen({f}) <> length({f})"
+        for f in INDEXED_FIELDS
+    )
+    rows = con.execute(odd).fetchall()
+    norms = pa.table(
+        {
+            "field": pa.array([r[0] for r in rows], pa.string()),
+            "value": pa.array([r[1] for r in rows], pa.string()),
+            "norm": pa.array([normalized(r[0], r[1]) for r in rows], pa.string()),
+        }
+    )
+    tokens = ", ".join(
+        _token_sql(f, f"{alias}.{f}", f"n_{f}.norm") + f" AS {f}_index" for f in INDEXED_FIELDS
+    )
+    joins = " ".join(
+        f"LEFT JOIN _jz_norms n_{f} ON n_{f}.field = '{f}' AND n_{f}.value = {alias}.{f}"
+        for f in INDEXED_FIELDS
+    )
+    con.register("_jz_norms", norms)
+    try:
+        yield tokens, joins
+    finally:
+        con.unregister("_jz_norms")
+
+
+def index_people(con: duckdb.DuckDBPyConnection, vault: Vault, source: Sql, target: Sql) -> None:
+    """Temporary table ``target`` (``user_id``, ``email_index``, ``phone_index``): the blind
+    index of each row of the query ``source`` (``user_id``, ``email``, ``phone`` in plain
+    text), computed by DuckDB."""
+    with _indexing(con, source, "s") as (tokens, joins):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {target} AS "
+            f"SELECT s.user_id, {tokens} FROM ({source}) s {joins}",
+            vault.index_keys(),
+        )
+
+
+def sealed_people(con: duckdb.DuckDBPyConnection, vault: Vault, source: Sql, target: Sql) -> None:
+    """Temporary table ``target`` (``user_id``, ``email_index``, ``phone_index``,
+    ``sealed``): each row of the query ``source`` (``user_id`` and the personal fields in
+    plain text, one row a user) blind-indexed and sealed as one record. One query gives each
+    row's record, associated data and index; Python only calls the cipher."""
+    with _indexing(con, source, "s") as (tokens, joins):
+        rows = con.sql(
+            f"SELECT s.user_id, {tokens}, {person_sql('s')} AS plain, "
+            f"{person_ad_sql('s.user_id')} AS ad FROM ({source}) s {joins}",
+            params=vault.index_keys(),
+        ).to_arrow_table()
+    sealed = vault.seal_people(rows.column("plain").to_pylist(), rows.column("ad").to_pylist())
+    done = rows.select(["user_id", *(f"{f}_index" for f in INDEXED_FIELDS)]).append_column(
+        "sealed", pa.array(sealed, pa.binary())
+    )
+    con.register("_jz_sealing", done)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT * FROM _jz_sealing")
+    finally:
+        con.unregister("_jz_sealing")
+
+
+def opened_people(
+    con: duckdb.DuckDBPyConnection,
+    vault: Vault,
+    source: Sql,
+    target: Sql,
+    params: Sequence[object] | None = None,
+) -> None:
+    """Temporary table ``target`` (``user_id`` and the personal fields in plain text): the
+    records of the query ``source`` (``user_id``, ``sealed``; ``params`` its parameters)
+    opened. A record that does not open is a :class:`VaultKeyError`."""
+    rows = con.sql(
+        f"SELECT s.user_id, s.sealed, {person_ad_sql('s.user_id')} AS ad "
+        f"FROM ({source}) s WHERE s.sealed IS NOT NULL",
+        params=list(params or []),
+    ).to_arrow_table()
+    users = rows.column("user_id")
+    plain = vault.open_people(
+        rows.column("sealed").to_pylist(), rows.column("ad").to_pylist(), users.to_pylist()
+    )
+    fields = ", ".join(
+        f"json_extract_string(CAST(decode(plain) AS JSON), '$.{f}') AS {f}" for f in SEALED_FIELDS
+    )
+    con.register("_jz_opening", pa.table({"user_id": users, "plain": pa.array(plain, pa.binary())}))
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT user_id, {fields} FROM _jz_opening"
+        )
+    finally:
+        con.unregister("_jz_opening")
 
 
 def texts(values: Iterable[object]) -> list[str | None]:
@@ -397,53 +621,49 @@ def _no_vault(store: Store) -> VaultKeyError:
 CHUNK = 50_000
 
 
-def seal_plaintext(store: Store, vault: Vault, *, chunk: int = CHUNK) -> int:
-    """Encrypt the pii rows that are not vault values yet (written before the vault) and fill
-    their blind index, ``chunk`` users per transaction (an interruption leaves the rest for
-    the next time; what is done stays done); how many rows."""
-    unsealed: Sql = " OR ".join(
-        f"({f} IS NOT NULL AND {f} NOT LIKE 'jzv1:%')" for f in SEALED_FIELDS
-    )
+def seal_legacy(store: Store, vault: Vault, *, chunk: int = CHUNK) -> int:
+    """Seal into one record a person the pii rows written before it (``sealed`` NULL): values
+    in plain text (a store from before the vault) or one ``jzv1:`` ciphertext a field (a
+    vault from before migration 015), ``chunk`` users per transaction (an interruption leaves
+    the rest for the next time; what is done stays done); their per-field columns emptied and
+    their blind index filled. How many rows."""
+    fields: Sql = ", ".join(SEALED_FIELDS)
     done = 0
     while True:
         frame = store.sql(
-            f"SELECT user_id, {', '.join(SEALED_FIELDS)} FROM pii WHERE {unsealed} LIMIT ?",
+            f"SELECT user_id, {fields} FROM pii WHERE sealed IS NULL ORDER BY user_id LIMIT ?",
             [chunk],
         ).df()
         if frame.empty:
             return done
-        _seal_rows(store, vault, frame)
+        users = frame["user_id"].tolist()
+        plain = pd.DataFrame(
+            {"user_id": users}
+            | {f: _opened_or_plain(vault, texts(frame[f]), users, f) for f in SEALED_FIELDS}
+        )
+        with store.transaction() as con:
+            con.register("_jz_legacy", plain)
+            try:
+                sealed_people(con, vault, "SELECT * FROM _jz_legacy", "_jz_sealed")
+                empty = ", ".join(f"{f} = NULL" for f in SEALED_FIELDS)
+                con.execute(
+                    f"UPDATE pii SET sealed = s.sealed, email_index = s.email_index, "
+                    f"phone_index = s.phone_index, {empty} "
+                    "FROM _jz_sealed s WHERE pii.user_id = s.user_id"
+                )
+                # Suppressed addresses get the index audiences match on, while the plaintext
+                # is at hand (the list keeps the unkeyed hash of each address).
+                con.execute(
+                    "UPDATE suppressions SET address_index = s.email_index "
+                    "FROM _jz_sealed s JOIN _jz_legacy p USING (user_id) "
+                    "WHERE suppressions.address_index IS NULL AND suppressions.channel = 'email' "
+                    "AND p.email IS NOT NULL "
+                    "AND suppressions.address_hash = sha256(lower(trim(p.email)))"
+                )
+            finally:
+                con.unregister("_jz_legacy")
+                con.execute("DROP TABLE IF EXISTS _jz_sealed")
         done += len(frame)
-
-
-def _seal_rows(store: Store, vault: Vault, frame: pd.DataFrame) -> None:
-    users = frame["user_id"].tolist()
-    out = {"user_id": users}
-    for f in SEALED_FIELDS:
-        values = texts(frame[f])
-        out[f] = vault.encrypt(values, users, f)
-        if f in INDEXED_FIELDS:
-            out[f"{f}_index"] = vault.blind(values, f)
-    sealed = pd.DataFrame(out)
-    sets: Sql = ", ".join(f"{ident(c)} = s.{ident(c)}" for c in sealed.columns if c != "user_id")
-    plain = pd.DataFrame(
-        {"email": frame["email"].astype(object), "email_index": sealed["email_index"]}
-    )
-    with store.transaction() as con:
-        con.register("_jz_sealed", sealed)
-        con.register("_jz_plain", plain)
-        try:
-            con.execute(f"UPDATE pii SET {sets} FROM _jz_sealed s WHERE pii.user_id = s.user_id")
-            # Suppressed addresses get the index audiences match on, while the plaintext is
-            # at hand (the list keeps the unkeyed hash of each address).
-            con.execute(
-                "UPDATE suppressions SET address_index = p.email_index FROM _jz_plain p "
-                "WHERE suppressions.address_index IS NULL AND suppressions.channel = 'email' "
-                "AND p.email IS NOT NULL AND suppressions.address_hash = sha256(lower(trim(p.email)))"
-            )
-        finally:
-            con.unregister("_jz_sealed")
-            con.unregister("_jz_plain")
 
 
 #: Keys of a raw row that hold a person's id: a file's own column names (user_id, visitorid,
@@ -574,10 +794,10 @@ def reencrypt(store: Store, *, chunk: int = CHUNK) -> int:
     with the last id done, so running it again after an interruption goes on from there
     (values of both keys open meanwhile). The index key stays, so blind-index and subject
     tokens keep their meaning."""
+    if vault_for(store) is None:  # and rows from before the one-record format sealed first
+        raise _no_vault(store)
     meta = _meta(store)
     master = master_key(store.path)
-    if META_WRAPPED not in meta:
-        raise _no_vault(store)
     if META_NEXT not in meta:
         fresh = Vault.new()
         with store.transaction() as con:
@@ -595,28 +815,26 @@ def reencrypt(store: Store, *, chunk: int = CHUNK) -> int:
     assert vault is not None
     done = 0
     after = _meta(store).get(META_PROGRESS, "")
-    names = ", ".join(SEALED_FIELDS)
     while True:
-        frame = store.sql(
-            f"SELECT user_id, {names} FROM pii WHERE user_id > ? ORDER BY user_id LIMIT ?",
+        last = store.scalar(
+            "SELECT max(user_id) FROM (SELECT user_id FROM pii WHERE user_id > ? "
+            "ORDER BY user_id LIMIT ?)",
             [after, chunk],
-        ).df()
-        if frame.empty:
+        )
+        if last is None:
             break
-        users = frame["user_id"].tolist()
-        for f in SEALED_FIELDS:
-            plain = _opened_or_plain(vault, texts(frame[f]), users, f)
-            frame[f] = vault.encrypt(plain, users, f)
-        after = users[-1]
+        chunk_sql: Sql = "SELECT * FROM pii WHERE user_id > ? AND user_id <= ?"
         with store.transaction() as con:
-            con.register("_jz_reenc", frame)
-            try:
-                sets = ", ".join(f"{f} = r.{f}" for f in SEALED_FIELDS)
-                con.execute(f"UPDATE pii SET {sets} FROM _jz_reenc r WHERE pii.user_id = r.user_id")
-            finally:
-                con.unregister("_jz_reenc")
-            con.execute("UPDATE store_meta SET value = ? WHERE key = ?", [after, META_PROGRESS])
-        done += len(frame)
+            opened_people(con, vault, chunk_sql, "_jz_reenc_plain", [after, last])
+            sealed_people(con, vault, "SELECT * FROM _jz_reenc_plain", "_jz_reenc")
+            con.execute(
+                "UPDATE pii SET sealed = r.sealed FROM _jz_reenc r WHERE pii.user_id = r.user_id"
+            )
+            done += con.execute("SELECT count(*) FROM _jz_reenc").fetchone()[0]
+            con.execute("UPDATE store_meta SET value = ? WHERE key = ?", [last, META_PROGRESS])
+            con.execute("DROP TABLE _jz_reenc_plain")
+            con.execute("DROP TABLE _jz_reenc")
+        after = last
     raw = store.sql(
         "SELECT quarantine_id, raw FROM quarantine WHERE starts_with(raw, ?)", [PREFIX]
     ).df()
@@ -668,12 +886,14 @@ __all__ = [
     "new_master_key",
     "normalized",
     "open_vault",
+    "opened_people",
     "raw_contexts",
     "reencrypt",
     "rewrap",
     "rotate_master",
-    "seal_plaintext",
+    "seal_legacy",
     "seal_quarantine",
+    "sealed_people",
     "texts",
     "vault_for",
 ]
