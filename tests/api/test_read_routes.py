@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +81,21 @@ def problem(r: httpx.Response, status: int) -> dict[str, Any]:
     return body
 
 
+def rfc3339(value: datetime | str) -> str:
+    """A stored (naive UTC) time as the API writes it: RFC 3339, UTC, six fraction digits."""
+    if isinstance(value, str):  # a facade's to_dict() text: '2026-12-06 10:17:13.222933'
+        value = datetime.fromisoformat(value)
+    assert value.tzinfo is None, value
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def plain(value: Any) -> Any:
-    """A facade's value as the API sends it (datetimes as ISO text)."""
-    return json.loads(json.dumps(value, default=lambda v: v.isoformat()))
+    """A facade's value as the API sends it (datetimes as RFC 3339 UTC text)."""
+    return json.loads(json.dumps(value, default=rfc3339))
 
 
 def iso(text: str | None) -> str | None:
-    return None if text is None else text.replace(" ", "T")
+    return None if text is None else rfc3339(text)
 
 
 # -- users --------------------------------------------------------------------------------------
@@ -102,6 +111,8 @@ def test_user_is_the_facades_view(api: httpx.Client, ws: Workspace, busiest: str
     assert body["traits"].keys() == traits.keys()
     for name in ("recency_days", "frequency", "monetary", "aov"):
         assert body["traits"][name] == pytest.approx(traits[name])
+    for name in ("as_of", "first_seen", "last_seen", "last_order_at"):
+        assert body["traits"][name] == iso(traits[name])
     assert {s["name"] for s in body["segments"]} == {"rfm", "value"}
     assert body["segments"] == [s.to_dict() for s in ws.segments.of_user(busiest)]
     scores = ws.predict.of_user(busiest)

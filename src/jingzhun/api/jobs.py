@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jingzhun.api.schemas import UtcTimestampIn
 from jingzhun.errors import JingzhunError, NotFoundError
 from jingzhun.workspace import Workspace
 
@@ -35,7 +36,7 @@ class _Params(BaseModel):
 
 
 class ProfileBuild(_Params):
-    as_of: datetime | None = Field(None, description="Build as of this time (default: now).")
+    as_of: UtcTimestampIn | None = Field(None, description="Build as of this time (default: now).")
 
 
 class SegmentRun(_Params):
@@ -51,7 +52,7 @@ class SegmentRun(_Params):
 class RecommendTrain(_Params):
     model: str | None = Field(None, max_length=64, description="Default: [recommend] model.")
     params: dict[str, float | int | str] | None = None
-    as_of: datetime | None = None
+    as_of: UtcTimestampIn | None = None
 
 
 class RecommendBatch(_Params):
@@ -62,19 +63,19 @@ class RecommendBatch(_Params):
 class PredictTrain(_Params):
     target: Literal["propensity", "churn"] = "propensity"
     horizon_days: float | None = Field(None, gt=0, le=3650)
-    as_of: datetime | None = None
+    as_of: UtcTimestampIn | None = None
 
 
 class PredictScore(_Params):
     target: Literal["propensity", "churn", "uplift"] = "propensity"
     model: str | None = Field(None, max_length=64)
-    as_of: datetime | None = None
+    as_of: UtcTimestampIn | None = None
 
 
 class PredictClv(_Params):
     model: Literal["bgnbd", "pareto"] = "bgnbd"
     unit: Literal["day", "week", "month"] = "week"
-    as_of: datetime | None = None
+    as_of: UtcTimestampIn | None = None
 
 
 class CampaignSend(_Params):

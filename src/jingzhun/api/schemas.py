@@ -9,6 +9,13 @@ row in the quarantine with its reason, exactly as from a file.
 Every list answers one page, ``{"items": [...], "next_cursor": ...}``: pass ``next_cursor`` back
 as ``cursor`` for the next page; it is null on the last one. A cursor is opaque to clients
 (base64 of the last row's sort key, tagged with the list it belongs to).
+
+Every response model derives from :class:`ResponseModel`, whose one serializer writes every
+timestamp of an answer as RFC 3339 in UTC (``2026-12-06T10:17:13.222933Z``): the fields typed
+``datetime`` (documented ``format: date-time``) and the datetimes inside free-form objects
+(live traits, a campaign list's rows) alike. A timestamp in a request body is a
+:data:`UtcTimestampIn`: ISO 8601 with or without an offset, a naive one taken as UTC and one
+with an offset converted to UTC, handed to the core as naive UTC (as the store holds times).
 """
 
 from __future__ import annotations
@@ -16,10 +23,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    field_serializer,
+)
 
 from jingzhun.api.problems import Problem
 
@@ -30,10 +46,86 @@ Scalar = str | int | float | bool | None
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
+# -- timestamps ---------------------------------------------------------------------------------
+
+
+def rfc3339(value: datetime) -> str:
+    """``value`` as the API writes a timestamp: RFC 3339 in UTC, six fraction digits and ``Z``.
+
+    The store's times are naive UTC (``jingzhun.contracts.time``), so a naive value is taken as
+    UTC; an aware one is converted to UTC. ``Z`` rather than ``+00:00``: it is the spelling the
+    API already used for UTC (jobs' times, the ``receivedAt`` the tracking routes stamp) and the
+    one Segment's SDKs and JavaScript's ``Date.toISOString()`` send, so a client sees one form
+    of UTC in and out. Always six fraction digits (the store's precision, nothing invented):
+    fixed-width text sorts as the times do, which ``...:00Z`` after ``...:00.5Z`` would not.
+
+    Examples
+    --------
+    >>> rfc3339(datetime(2026, 12, 6, 10, 17, 13))
+    '2026-12-06T10:17:13.000000Z'
+    >>> from datetime import timedelta, timezone
+    >>> rfc3339(datetime(2026, 12, 6, 18, 17, 13, 222933, tzinfo=timezone(timedelta(hours=8))))
+    '2026-12-06T10:17:13.222933Z'
+    """
+    if value.tzinfo is not None:
+        try:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # at the ends of the calendar: its own offset, still RFC 3339
+            return value.isoformat(timespec="microseconds")
+    return value.isoformat(timespec="microseconds") + "Z"
+
+
+def _timestamps_as_text(value: Any) -> Any:
+    """``value`` with every datetime in it (nested in dicts, lists and tuples) as
+    :func:`rfc3339` text; anything else, text that looks like a time included, as it is."""
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, dict):
+        return {k: _timestamps_as_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_timestamps_as_text(v) for v in value]
+    return value
+
+
+def _naive_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise ValueError("the time is out of range in UTC") from None
+
+
+#: A timestamp a request sends: naive is UTC, an offset is converted; the core gets naive UTC.
+#: Echoed back (a job's ``params``) it is written as answers write timestamps (:func:`rfc3339`).
+UtcTimestampIn = Annotated[
+    datetime, AfterValidator(_naive_utc), PlainSerializer(rfc3339, when_used="json")
+]
+
+
+class ResponseModel(BaseModel):
+    """Base of every response body: its one serializer writes timestamps as :func:`rfc3339`.
+
+    It runs for JSON only (FastAPI's answers, ``model_dump(mode="json")``); Python dumps keep
+    the datetimes. Nested response models serialize themselves, so each must derive from this
+    class too (``tests/api/test_timestamps.py`` walks the app's routes to check it).
+    """
+
+    # No return annotation, on purpose: pydantic would take it as every field's JSON type, and
+    # the schema would lose each field's own (``format: date-time`` included).
+    @field_serializer("*", mode="wrap", when_used="json")
+    def _rfc3339_timestamps(self, value: Any, handler: SerializerFunctionWrapHandler):
+        if isinstance(value, datetime):
+            return rfc3339(value)
+        if isinstance(value, dict | list | tuple):
+            value = _timestamps_as_text(value)
+        return handler(value)
+
+
 # -- pages and cursors --------------------------------------------------------------------------
 
 
-class Page(BaseModel, Generic[T]):
+class Page(ResponseModel, Generic[T]):
     """One page of a list."""
 
     items: list[T]
@@ -90,7 +182,7 @@ def decode_cursor(cursor: str, tag: str, types: tuple[type, ...]) -> tuple[Any, 
 # -- users --------------------------------------------------------------------------------------
 
 
-class UserSegmentOut(BaseModel):
+class UserSegmentOut(ResponseModel):
     """The user's segment in one active run."""
 
     run_id: str
@@ -100,7 +192,7 @@ class UserSegmentOut(BaseModel):
     fitted: bool = Field(description="False: placed after the fit, without refitting.")
 
 
-class ScoreOut(BaseModel):
+class ScoreOut(ResponseModel):
     """The user's latest score of one kind."""
 
     score: str = Field(description="The kind: propensity, churn, clv, uplift …")
@@ -114,7 +206,7 @@ class ScoreOut(BaseModel):
     computed_at: datetime | None
 
 
-class ConsentOut(BaseModel):
+class ConsentOut(ResponseModel):
     """A consent in force: the newest statement for its purpose and channel."""
 
     purpose: str = Field(description="marketing, analytics or personalization.")
@@ -124,7 +216,7 @@ class ConsentOut(BaseModel):
     source: str = Field(description="Where it came from (events:BATCH, users:BATCH, api:KEY …).")
 
 
-class UserOut(BaseModel):
+class UserOut(ResponseModel):
     """One user's 360° view: profile traits, tags, linked devices, segments and scores."""
 
     user_id: str = Field(description="The user's id (also when a linked device id was asked).")
@@ -144,7 +236,7 @@ class UserOut(BaseModel):
     )
 
 
-class EventOut(BaseModel):
+class EventOut(ResponseModel):
     """One event of a user's timeline."""
 
     event_id: str
@@ -163,7 +255,7 @@ class EventOut(BaseModel):
     properties: Any = Field(None, description="Every source field that is not a column above.")
 
 
-class RecommendedItem(BaseModel):
+class RecommendedItem(ResponseModel):
     rank: int
     item_id: str
     title: str | None
@@ -172,7 +264,7 @@ class RecommendedItem(BaseModel):
     explanation: str = Field(description="The reason in words, in the asked lang.")
 
 
-class RecommendationsOut(BaseModel):
+class RecommendationsOut(ResponseModel):
     """Top items for one user, each with its reason."""
 
     user_id: str
@@ -206,7 +298,7 @@ class UsersIn(BaseModel):
     users: list[UserIn] = Field(min_length=1, max_length=10_000)
 
 
-class IngestAnswer(BaseModel):
+class IngestAnswer(ResponseModel):
     """What became of the records: one ingest batch, counted as file ingest counts it."""
 
     batch_id: str
@@ -241,14 +333,14 @@ class ItemsIn(BaseModel):
     items: list[ItemIn] = Field(min_length=1, max_length=10_000)
 
 
-class SimilarItem(BaseModel):
+class SimilarItem(ResponseModel):
     rank: int
     item_id: str
     title: str | None
     score: float
 
 
-class SimilarOut(BaseModel):
+class SimilarOut(ResponseModel):
     """The items most like one item, by the model's item neighbours."""
 
     item_id: str
@@ -262,14 +354,14 @@ class SimilarOut(BaseModel):
 # -- segments -----------------------------------------------------------------------------------
 
 
-class SegmentSize(BaseModel):
+class SegmentSize(ResponseModel):
     segment: str
     label: str
     users: int
     share: float
 
 
-class SegmentRunSummary(BaseModel):
+class SegmentRunSummary(ResponseModel):
     """A stored segment run: its method, quality and segment sizes."""
 
     run_id: str
@@ -284,7 +376,7 @@ class SegmentRunSummary(BaseModel):
     sizes: list[SegmentSize] = Field(description="Each segment's size, largest first.")
 
 
-class PortraitOut(BaseModel):
+class PortraitOut(ResponseModel):
     """One segment against the whole population."""
 
     segment: str
@@ -298,7 +390,7 @@ class PortraitOut(BaseModel):
     top_categories: list[list[Any]] = Field(description="[category, share, lift], top first.")
 
 
-class SegmentRunOut(BaseModel):
+class SegmentRunOut(ResponseModel):
     """A segment run with its portraits."""
 
     run_id: str
@@ -318,7 +410,7 @@ class SegmentRunOut(BaseModel):
 # -- models -------------------------------------------------------------------------------------
 
 
-class ModelOut(BaseModel):
+class ModelOut(ResponseModel):
     """A trained model in the registry."""
 
     model_id: str
@@ -335,7 +427,7 @@ class ModelOut(BaseModel):
 # -- quarantine ---------------------------------------------------------------------------------
 
 
-class QuarantineRowOut(BaseModel):
+class QuarantineRowOut(ResponseModel):
     """A row the ingest stage kept out, with why and where it came from."""
 
     quarantine_id: int
@@ -350,7 +442,7 @@ class QuarantineRowOut(BaseModel):
     resolved_batch_id: str | None
 
 
-class ReasonCount(BaseModel):
+class ReasonCount(ResponseModel):
     kind: str
     reason: str
     rows: int

@@ -13,10 +13,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import ConfigDict, Field
 
 from jingzhun.api.deps import State, require
 from jingzhun.api.routes.jobs import JobOut
+from jingzhun.api.schemas import ResponseModel
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], dependencies=[require("admin")])
 
@@ -37,7 +38,7 @@ Spec = Annotated[
 ]
 
 
-class CampaignOut(BaseModel):
+class CampaignOut(ResponseModel):
     name: str
     channel: str
     state: str = Field(description="draft, sending or sent")
@@ -48,11 +49,11 @@ class CampaignOut(BaseModel):
     counts: dict[str, int] = Field(description="Deliveries by state.")
 
 
-class CampaignList(BaseModel):
+class CampaignList(ResponseModel):
     items: list[dict[str, Any]]
 
 
-class AudienceOut(BaseModel):
+class AudienceOut(ResponseModel):
     """The audience a spec draws now: sizes after each step, arms, segments, variants."""
 
     campaign: str
@@ -66,18 +67,21 @@ class AudienceOut(BaseModel):
     by_variant: list[dict[str, Any]]
 
 
-class PreviewOut(BaseModel):
+class PreviewOut(ResponseModel):
     campaign: str
-    audience: dict[str, Any]
+    audience: AudienceOut
     expected: dict[str, Any] | None
     samples: list[dict[str, Any]]
 
 
-class ReportOut(BaseModel):
+class ReportOut(ResponseModel):
     """``jingzhun campaign report --json``."""
 
-    model_config = {"extra": "allow"}
+    model_config = ConfigDict(extra="allow")
     campaign: str
+    snapshot_at: datetime | None = Field(
+        None, description="When the audience was drawn: members' windows start here."
+    )
 
 
 @router.get("", response_model=CampaignList, summary="Every campaign, newest first")

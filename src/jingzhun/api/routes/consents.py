@@ -9,14 +9,13 @@ which every later audience and delivery asks.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from jingzhun.api.deps import State, require
-from jingzhun.api.schemas import ConsentOut
+from jingzhun.api.schemas import ConsentOut, ResponseModel, UtcTimestampIn
 from jingzhun.contracts.results import json_ready
 from jingzhun.ingest.consent import CHANNELS, PURPOSES, STATUSES
 from jingzhun.store import apikeys
@@ -26,7 +25,7 @@ router = APIRouter(prefix="/v1/users", tags=["consent"])
 UserId = Annotated[str, Path(min_length=1, max_length=256, description="A user id.")]
 
 
-class ConsentsOut(BaseModel):
+class ConsentsOut(ResponseModel):
     user_id: str
     consents: list[ConsentOut] = Field(description="In force, per purpose and channel.")
     default_marketing_consent: str = Field(
@@ -42,7 +41,7 @@ class ConsentIn(BaseModel):
     purpose: Literal[PURPOSES]  # type: ignore[valid-type]
     status: Literal[STATUSES]  # type: ignore[valid-type]
     channel: Literal[CHANNELS] = "any"  # type: ignore[valid-type]
-    ts: datetime | None = Field(
+    ts: UtcTimestampIn | None = Field(
         None, description="When the user said it (ISO 8601, UTC if naive); now when absent."
     )
 
@@ -78,9 +77,6 @@ async def post_consent(
     state: State,
     key: Annotated[apikeys.ApiKey, require("ingest")],
 ) -> ConsentsOut:
-    ts = body.ts
-    if ts is not None and ts.tzinfo is not None:
-        ts = ts.astimezone(UTC).replace(tzinfo=None)
     actor = f"api:{key.name}"
 
     def write(ws: Workspace) -> ConsentsOut:
@@ -89,7 +85,7 @@ async def post_consent(
             body.purpose,
             body.status,
             channel=body.channel,
-            ts=ts,
+            ts=body.ts,  # naive UTC
             source=actor,
             actor=actor,
         )

@@ -5,21 +5,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
 
 from jingzhun.api.deps import State
 from jingzhun.api.problems import Problem
+from jingzhun.api.schemas import ResponseModel
 
 router = APIRouter(tags=["operations"])
 
 
-class Health(BaseModel):
+class Health(ResponseModel):
     status: str
     version: str
     uptime_seconds: float
 
 
-class Ready(BaseModel):
+class Ready(ResponseModel):
     status: str
     schema_version: int
     write_queue: int

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from jingzhun.api.deps import State, require
 from jingzhun.api.jobs import KINDS, Job
 from jingzhun.api.problems import Problem
+from jingzhun.api.schemas import ResponseModel
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[require("admin")])
 
@@ -20,7 +21,7 @@ class JobIn(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class JobOut(BaseModel):
+class JobOut(ResponseModel):
     job_id: str
     kind: str
     params: dict[str, Any]
@@ -42,7 +43,7 @@ class JobOut(BaseModel):
         )
 
 
-class JobList(BaseModel):
+class JobList(ResponseModel):
     items: list[JobOut]
 
 

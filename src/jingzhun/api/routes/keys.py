@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from jingzhun.api.deps import State, require
+from jingzhun.api.schemas import ResponseModel
 from jingzhun.store import apikeys
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[require("admin")])
@@ -19,21 +21,21 @@ class KeyIn(BaseModel):
     scope: Literal["ingest", "read", "admin"]
 
 
-class KeyOut(BaseModel):
+class KeyOut(ResponseModel):
     key_id: str
     name: str
     scope: str
     active: bool
-    created_at: str | None
-    revoked_at: str | None
-    last_used_at: str | None
+    created_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
 
 
 class NewKey(KeyOut):
     key: str = Field(description="The key itself: shown this once, stored only as its hash.")
 
 
-class KeyList(BaseModel):
+class KeyList(ResponseModel):
     items: list[KeyOut]
 
 

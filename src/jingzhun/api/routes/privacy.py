@@ -6,32 +6,33 @@ keyed token."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
 from jingzhun.api.deps import State, require
-from jingzhun.contracts.results import json_ready
+from jingzhun.api.schemas import ResponseModel
+from jingzhun.contracts.results import plain
 from jingzhun.store import apikeys
 
 router = APIRouter(tags=["privacy"])
 Admin = Annotated[apikeys.ApiKey, require("admin")]
 
 
-class Found(BaseModel):
+class Found(ResponseModel):
     users: list[str]
 
 
-class Erased(BaseModel):
+class Erased(ResponseModel):
     subject: str
-    erased_at: str
+    erased_at: datetime
     rows: dict[str, int]
     anonymous_ids: int
     models_holding_erased: list[str]
 
 
-class AuditEntries(BaseModel):
+class AuditEntries(ResponseModel):
     items: list[dict[str, Any]]
 
 
@@ -80,4 +81,4 @@ def audit_log(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> AuditEntries:
     frame = state.readers.get().privacy.audit(action=action, limit=limit)
-    return AuditEntries(items=json_ready(frame))
+    return AuditEntries(items=plain(frame))

@@ -21,10 +21,11 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from jingzhun.api.deps import authorize, get_state
 from jingzhun.api.problems import Problem
+from jingzhun.api.schemas import ResponseModel
 from jingzhun.api.state import ServerState
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
@@ -33,7 +34,7 @@ TYPES = ("track", "identify", "page", "screen", "alias", "group")
 _ID_FIELDS = ("userId", "anonymousId")
 
 
-class TrackAnswer(BaseModel):
+class TrackAnswer(ResponseModel):
     """What became of the request's messages, counted as file ingest counts event rows (an
     ``Order Completed`` with three products is three rows)."""
 

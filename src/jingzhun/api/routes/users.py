@@ -30,6 +30,7 @@ from jingzhun.api.schemas import (
     encode_cursor,
 )
 from jingzhun.api.state import ServerState
+from jingzhun.contracts.results import plain
 from jingzhun.errors import NotFoundError
 from jingzhun.store.desensitize import user_key
 from jingzhun.workspace import Workspace
@@ -109,7 +110,7 @@ def get_user(user_id: UserId, state: State, lang: Lang = "en") -> UserOut:
     rows = scores.astype(object).where(scores.notna(), None).to_dict("records")
     return UserOut(
         user_id=profile.user_id,
-        traits=profile.to_dict()["traits"],
+        traits=plain(profile.traits),  # datetimes kept: the answer writes them as RFC 3339
         tags=profile.tags,
         anonymous_ids=profile.anonymous_ids,
         segments=[s.to_dict() for s in ws.segments.of_user(profile.user_id, lang=lang)],
