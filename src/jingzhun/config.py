@@ -400,6 +400,32 @@ class ServerSettings(_Section):
         2000, gt=0, le=1e6, description="Requests a key may make per second, sustained."
     )
     rate_burst: int = Field(4000, ge=1, le=10**7, description="Requests a key may make at once.")
+    dashboard_rate_per_second: float = Field(
+        10,
+        gt=0,
+        le=1e6,
+        description="Dashboard requests a signed-in session (without one: a client address) may "
+        "make per second, sustained; more are answered 429 with Retry-After.",
+    )
+    dashboard_rate_burst: int = Field(
+        200,
+        ge=1,
+        le=10**7,
+        description="Dashboard requests a session (or address) may make at once.",
+    )
+    login_rate_per_second: float = Field(
+        0.1,
+        gt=0,
+        le=1e6,
+        description="Dashboard sign-in attempts a client address may make per second, sustained "
+        "(0.1: six a minute), against key guessing.",
+    )
+    login_rate_burst: int = Field(
+        10,
+        ge=1,
+        le=10**6,
+        description="Dashboard sign-in attempts a client address may make at once.",
+    )
     queue_messages: int = Field(
         200_000, ge=100, le=10**7, description="Messages waiting to be written before 503."
     )

@@ -72,6 +72,12 @@ class Metrics:
         self.rate_limited = Counter(
             "jingzhun_rate_limited", "Requests refused with 429, by key name.", ["key"], registry=r
         )
+        self.dashboard_limited = Counter(
+            "jingzhun_dashboard_rate_limited",
+            "Dashboard requests refused with 429, by the limit reached (session, address, login).",
+            ["limit"],
+            registry=r,
+        )
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue.set_function(lambda: float(depth()))

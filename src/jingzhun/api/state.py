@@ -1,5 +1,5 @@
 """What a running server holds: the store's one writer, a reader per request thread, the job
-runner, the key cache, rate limits and metrics.
+runner, the key cache, rate limits (API keys, dashboard sessions and sign-ins) and metrics.
 
 DuckDB runs one database per file in this process; every connection here is a cursor of the
 writer's, so they share it: a reader sees what the writer has committed (a whole batch or
@@ -13,6 +13,7 @@ import hashlib
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from jingzhun.workspace import Workspace
 #: How long a verified key is trusted without asking the store again: a key revoked by another
 #: route or process stops working within this time (this server's own revocations at once).
 KEY_CACHE_SECONDS = 10.0
+#: The most buckets one rate limiter holds (some 200 bytes each: 10 MB at most).
+RATE_BUCKETS = 50_000
 
 T = TypeVar("T")
 
@@ -76,24 +79,57 @@ class Readers:
 
 
 class RateLimiter:
-    """A token bucket per key: ``rate`` requests a second sustained, ``burst`` at once."""
+    """A token bucket per name: ``rate`` requests a second sustained, ``burst`` at once.
 
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self._buckets: dict[str, tuple[float, float]] = {}
+    The server's one limiter: API keys (by key id), dashboard sessions and, without one, client
+    addresses, and dashboard sign-in attempts (by address) each have an instance of their own.
+
+    Memory stays bounded: a bucket is forgotten once it has filled up again — a full bucket and
+    none are the same — so it is held at most ``burst / rate`` seconds after its name's last
+    request, and never more than ``capacity`` at once (beyond, the least recently seen name is
+    forgotten: it starts again with a full bucket, which a flood of new names could buy only
+    by having that many sessions or addresses).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        capacity: int = RATE_BUCKETS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate, self.burst, self.capacity = rate, burst, capacity
+        self._clock = clock
+        # By last request, oldest first: the ones to forget are at the front.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def take(self, key_id: str) -> float:
-        """0 when the request may go ahead, else the seconds until it may."""
-        now = time.monotonic()
+    def take(self, name: str) -> float:
+        """0 when the request may go ahead (and it is counted), else the seconds until it may."""
+        now = self._clock()
         with self._lock:
-            tokens, then = self._buckets.get(key_id, (float(self.burst), now))
+            self._forget_full(now)
+            tokens, then = self._buckets.pop(name, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - then) * self.rate)
-            if tokens >= 1:
-                self._buckets[key_id] = (tokens - 1, now)
-                return 0.0
-            self._buckets[key_id] = (tokens, now)
-            return (1 - tokens) / self.rate
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+            self._buckets[name] = (tokens - 1 if wait == 0 else tokens, now)
+            if len(self._buckets) > self.capacity:
+                self._buckets.popitem(last=False)
+            return wait
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the oldest buckets that have filled up again (amortized O(1) a request)."""
+        while self._buckets:
+            name, (tokens, then) = next(iter(self._buckets.items()))
+            if tokens + (now - then) * self.rate < self.burst:
+                return
+            del self._buckets[name]
+
+    def __len__(self) -> int:
+        """Buckets held now."""
+        with self._lock:
+            return len(self._buckets)
 
 
 @dataclass
@@ -141,6 +177,14 @@ class ServerState:
         self.keys = KeyCache()
         self.sessions = Sessions()  # the dashboard's signed-in browsers
         self.limits = RateLimiter(self.settings.rate_per_second, self.settings.rate_burst)
+        # The dashboard's: each signed-in session (without one, each client address), and
+        # sign-in attempts by address (see jingzhun.web.common.within_rate).
+        self.dashboard_limits = RateLimiter(
+            self.settings.dashboard_rate_per_second, self.settings.dashboard_rate_burst
+        )
+        self.login_limits = RateLimiter(
+            self.settings.login_rate_per_second, self.settings.login_rate_burst
+        )
         self.started = time.time()
         self.ready = True
         self.jobs: JobRunner  # set by create_app

@@ -1,9 +1,12 @@
-"""What every dashboard page shares: the templates, number formats, the session check, the
-admin-form check, rendering with the security headers, and the page that says what went wrong.
+"""What every dashboard page shares: the templates, number formats, the rate limits, the
+session check, the admin-form check, rendering with the security headers, and the page that
+says what went wrong.
 
 A page calls :func:`signed_in` (or :func:`admin_form` for a form that changes something); with no
 valid session it raises :class:`SignIn`, which :func:`install` turns into a redirect to sign-in
-that comes back to the page asked for.
+that comes back to the page asked for. Before any of that, every dashboard request passes
+:func:`within_rate` (and a sign-in :func:`sign_in_within_rate`); over the limit it raises
+:class:`Limited`, answered 429 with ``Retry-After`` and a page in the user's language.
 """
 
 from __future__ import annotations
@@ -87,6 +90,14 @@ class SignIn(Exception):
     """The request has no valid session: send the browser to sign-in."""
 
 
+class Limited(Exception):
+    """The request is over a dashboard rate limit: answer 429, do nothing else."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+
 def sessions(request: Request) -> Sessions:
     return get_state(request).sessions
 
@@ -100,6 +111,41 @@ def local(path: str | None) -> str:
     if path and path.startswith("/") and not path.startswith(("//", "/\\")):
         return path
     return "/"
+
+
+def client_address(request: Request) -> str:
+    """The address the request came from (the proxy's, behind a reverse proxy)."""
+    return request.client.host if request.client else ""
+
+
+def _refuse_over(request: Request, wait: float, label: str) -> None:
+    """:class:`Limited` when a limiter said to wait (counted in ``/metrics`` by ``label``)."""
+    if wait > 0:
+        get_state(request).metrics.dashboard_limited.labels(label).inc()
+        raise Limited(wait)
+
+
+async def within_rate(request: Request) -> None:
+    """Every dashboard request's first step (a dependency of its router): one request from the
+    session's bucket — without a valid session cookie, from the client address's — or
+    :class:`Limited`, before the route reads a form or the store.
+
+    Only the cookie's signature and expiry are checked here (no store query); a session whose
+    key was revoked keeps its bucket and is then sent to sign-in by :func:`signed_in`.
+    """
+    limits = get_state(request).dashboard_limits
+    session = sessions(request).read(request.cookies.get(COOKIE))
+    if session is not None:
+        _refuse_over(request, limits.take(f"s:{session.nonce}"), "session")
+    else:
+        _refuse_over(request, limits.take(f"a:{client_address(request)}"), "address")
+
+
+async def sign_in_within_rate(request: Request) -> None:
+    """A sign-in attempt, also from its client address's tighter bucket (against key
+    guessing): over it, the key is not even looked at."""
+    limits = get_state(request).login_limits
+    _refuse_over(request, limits.take(client_address(request)), "login")
 
 
 def signed_in(request: Request) -> Session:
@@ -174,13 +220,23 @@ def number(value: str | None, default: int, lo: int = 1, hi: int = 1_000_000) ->
 
 
 def install(app: FastAPI) -> None:
-    """Send a request without a session to sign-in, and back to the page after."""
+    """Send a request without a session to sign-in, and back to the page after; answer one over
+    a rate limit with 429."""
 
     @app.exception_handler(SignIn)
     async def _sign_in(request: Request, exc: SignIn) -> Response:
         if request.method != "GET":
             return RedirectResponse("/login", status_code=303)
         return RedirectResponse(f"/login?next={quote(asked(request), safe='')}", status_code=303)
+
+    @app.exception_handler(Limited)
+    async def _limited(request: Request, exc: Limited) -> Response:
+        # No session shown: the cookie's key may be revoked, and the page is all this request
+        # gets (its form, if any, is never read).
+        retry = get_state(request).retry_after(exc.wait)
+        response = problem(request, None, 429, "web_slow_down", value=retry, title="web_too_many")
+        response.headers["Retry-After"] = retry
+        return response
 
 
 async def slow_guess() -> None:

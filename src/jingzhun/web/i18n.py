@@ -61,6 +61,11 @@ register(
             "The store has no events yet: ingest some first (jingzhun ingest events FILE).",
             "数据库中还没有事件：请先导入（jingzhun ingest events 文件）。",
         ),
+        "web_too_many": ("Too many requests", "请求过于频繁"),
+        "web_slow_down": (
+            "Too many requests in a short time; nothing was done. Wait {value} seconds and try again.",
+            "短时间内请求过多，本次请求未执行。请等待 {value} 秒后再试。",
+        ),
         "forbidden": (
             "This action needs a signed form; reload the page.",
             "此操作需要有效的表单令牌，请刷新页面。",

@@ -4,6 +4,8 @@
 Every page but sign-in needs a session (:mod:`jingzhun.web.session`); without one, the browser
 goes to sign-in and then back to the page it asked for. Every form that changes something
 carries the session's CSRF token; one without it (or with another's) is refused with 403.
+Every route here (static files and sign-in included) is rate limited per session, else per
+client address, and sign-in attempts per address more tightly (:func:`within_rate`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from importlib import resources
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from jingzhun.api.deps import get_state
@@ -23,14 +25,17 @@ from jingzhun.web.common import (
     problem,
     render,
     sessions,
+    sign_in_within_rate,
     signed_in,
     slow_guess,
+    within_rate,
 )
 from jingzhun.web.i18n import LANG_COOKIE
 from jingzhun.web.pages import PAGES
 from jingzhun.web.session import COOKIE
 
-router = APIRouter(include_in_schema=False)
+# The rate limit is the first thing every dashboard route (the pages included below) does.
+router = APIRouter(include_in_schema=False, dependencies=[Depends(within_rate)])
 #: The files under /static: (package, resource, media type).
 _STATIC = {
     "plotly.min.js": ("plotly", "package_data/plotly.min.js", "text/javascript"),
@@ -47,7 +52,7 @@ def login_page(request: Request, next: str = "/") -> HTMLResponse:
     return render(request, "login.html", None, next=local(next), error=None)
 
 
-@router.post("/login")
+@router.post("/login", dependencies=[Depends(sign_in_within_rate)])
 async def login(request: Request) -> Response:
     # A sign-in form posted from another site would sign the browser in with that site's
     # key (login CSRF): browsers say where a form comes from.
