@@ -541,6 +541,8 @@ def index_people(con: duckdb.DuckDBPyConnection, vault: Vault, source: Sql, targ
     """Temporary table ``target`` (``user_id``, ``email_index``, ``phone_index``): the blind
     index of each row of the query ``source`` (``user_id``, ``email``, ``phone`` in plain
     text), computed by DuckDB."""
+    tokens: Sql
+    joins: Sql
     with _indexing(con, source, "s") as (tokens, joins):
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {target} AS "
@@ -559,6 +561,8 @@ def sealed_people(con: duckdb.DuckDBPyConnection, vault: Vault, source: Sql, tar
     next batch's JSON and HMACs (releasing the GIL) while this thread seals the last one:
     the two costs overlap instead of adding up.
     """
+    tokens: Sql
+    joins: Sql
     with _indexing(con, source, "s") as (tokens, joins):
         reader = con.sql(
             f"SELECT s.user_id, {tokens}, {person_sql('s')} AS plain, "
