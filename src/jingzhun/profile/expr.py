@@ -419,6 +419,39 @@ def check_names(node: Node, source: str, allowed: Mapping[str, Any], where: str)
     walk(node)
 
 
+# -- time differences, the same on every engine ------------------------------------------------
+
+#: Microseconds in a day.
+DAY_US = 86_400_000_000
+
+
+def _as_timestamp(x: Any) -> Any:
+    return x.cast("timestamp") if x.type().is_date() else x
+
+
+def micros_between(later: Any, earlier: Any) -> Any:
+    """Microseconds from ``earlier`` to ``later``, exactly (int64; negative when ``later`` is
+    the earlier time). A date counts from its midnight.
+
+    The one form of a time difference that DuckDB and Spark both compute to the microsecond:
+    Ibis compiles it to ``date_diff('MICROSECOND', earlier, later)`` on DuckDB and to
+    ``DATEDIFF(MICROSECOND, earlier, later)`` (Spark's ``timestampdiff``) on Spark. Not
+    ``epoch_seconds()``: DuckDB's ``epoch()`` keeps the fraction of a second but Spark's
+    ``unix_timestamp()`` drops it, so decays and day counts would differ between the engines.
+    """
+    return _as_timestamp(later).delta(_as_timestamp(earlier), unit="microsecond")
+
+
+def seconds_between(later: Any, earlier: Any) -> Any:
+    """Seconds from ``earlier`` to ``later`` with their fraction (float64), on every engine."""
+    return micros_between(later, earlier).cast("float64") / 1e6
+
+
+def days_between(later: Any, earlier: Any) -> Any:
+    """Whole days from ``earlier`` to ``later``, rounded down (int64), on every engine."""
+    return (micros_between(later, earlier) // DAY_US).cast("int64")
+
+
 # -- compile to Ibis ---------------------------------------------------------------------------
 
 
@@ -587,8 +620,9 @@ def compile_ibis(
             if name == "days_since":
                 if now is None:
                     raise fail(n, "days_since() has no reference time here")
-                # Whole days, as recency_days counts them; portable across Ibis backends.
-                return (now.epoch_seconds() - c(n.args[0]).epoch_seconds()) // 86_400
+                # Whole days, as recency_days counts them, to the microsecond on every engine.
+                a = c(n.args[0])
+                return apply(n, lambda: days_between(now, a), a)
         raise AssertionError(n)  # pragma: no cover - the parser builds nothing else
 
     return c(node)

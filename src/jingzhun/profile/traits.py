@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
 from jingzhun.contracts.events import COUNTED_EVENTS
+from jingzhun.profile.expr import days_between, seconds_between
 
 DAY = 86_400
 ORDER = "order_completed"
@@ -92,11 +94,6 @@ def _refunded(e: ir.Table) -> ir.Value:
 def _discounted(e: ir.Table) -> ir.Value:
     # A line paid below list price: revenue < quantity × price (to the cent).
     return (e.revenue < e.quantity * e.price - 0.005).cast("float64")
-
-
-def _days_between(later: ir.Value, earlier: ir.Value) -> ir.Value:
-    """Whole days from ``earlier`` to ``later`` (floor), portable across backends."""
-    return ((later.epoch_seconds() - earlier.epoch_seconds()) // DAY).cast("int64")
 
 
 def _capped(x: ir.Value, cap: float) -> ir.Value:
@@ -194,17 +191,17 @@ DERIVED: tuple[Derived, ...] = (
     Derived(
         "recency_days",
         "Whole days from the latest order to as_of (null for users without orders).",
-        lambda p, c: _days_between(c.as_of, p.last_order_at),
+        lambda p, c: days_between(c.as_of, p.last_order_at),
     ),
     Derived(
         "tenure_days",
         "Whole days from the first event (or sign-up, if earlier) to as_of.",
-        lambda p, c: _days_between(c.as_of, ibis.least(p.first_seen, p.created_at)),
+        lambda p, c: days_between(c.as_of, ibis.least(p.first_seen, p.created_at)),
     ),
     Derived(
         "days_since_seen",
         "Whole days from the latest event to as_of.",
-        lambda p, c: _days_between(c.as_of, p.last_seen),
+        lambda p, c: days_between(c.as_of, p.last_seen),
     ),
     Derived(
         "aov",
@@ -268,7 +265,7 @@ def affinity(c: Ctx) -> ir.Table:
     weight = ibis.cases(*((e.event == k, float(v)) for k, v in c.weights.items()), else_=0.0)
     e = e.mutate(_weight=weight).filter(ibis._._weight > 0)
     latest = e.ts.max().over(group_by=e.user_id)
-    age_days = (latest.epoch_seconds() - e.ts.epoch_seconds()).cast("float64") / DAY
+    age_days = seconds_between(latest, e.ts) / DAY
     decay = (ibis.literal(0.5).log() * age_days / c.half_life_days).exp()
     raw = (
         e.mutate(_w=e._weight * decay)
@@ -281,12 +278,51 @@ def affinity(c: Ctx) -> ir.Table:
     return joined.select("user_id", "category", score=joined.raw / joined._total)
 
 
+def _ordered(key: ir.Value, value: ir.Value) -> ir.MapValue:
+    """The group's ``key -> value`` map, its entries in ascending order of ``key`` (an
+    aggregate). Keys must be unique in the group (a row number, a category of the user's):
+    then no tie leaves the order to the engine.
+
+    ``value.collect(order_by=key)`` said this before, but Ibis' PySpark backend cannot order
+    an aggregate (Spark's ``collect_list`` has no ORDER BY), and sorting collected structs
+    and then mapping them to their values needs a lambda, which Ibis writes as ``x -> …``:
+    DuckDB 2 refuses that syntax. So: collect ``{k, v}`` structs, sort them (structs sort by
+    their first field first), and make a map of them — with no lambda, the same on both:
+
+    * DuckDB: ``map_from_entries(list_sort(array_agg({'k': key, 'v': value})))``
+    * Spark: ``map_from_entries(array_sort(collect_list(struct(key AS k, value AS v))))``
+
+    Both keep a map's entries in the order they were given (Spark calls the order of
+    ``map_values`` undefined, but its map builder appends entries in order).
+    """
+    pairs = ibis.struct({"k": key, "v": value}).collect().sort()
+    return _map_from_entries(pairs.type())(pairs)
+
+
+def _map_from_entries(pairs: dt.Array) -> Callable[[ir.ArrayValue], ir.MapValue]:
+    """SQL's ``map_from_entries`` (DuckDB and Spark both have it; Ibis has no operation for
+    it), typed for an array of ``{k, v}`` structs."""
+    k, v = pairs.value_type.types
+
+    def map_from_entries(entries: Any) -> Any: ...
+
+    return ibis.udf.scalar.builtin(
+        map_from_entries, name="map_from_entries", signature=((pairs,), dt.Map(k, v))
+    )
+
+
+def _in_order(key: ir.Value, value: ir.Value) -> ir.ArrayValue:
+    """The group's values in ascending order of ``key`` (unique in the group): the values of
+    :func:`_ordered`."""
+    return _ordered(key, value).values()
+
+
 def _top(c: Ctx, table: ir.Table, key: str, score: str, k: int, name: str) -> ir.Table:
     rank = ibis.row_number().over(
         group_by=table.user_id, order_by=[table[score].desc(), table[key]]
     )
     top = table.mutate(_r=rank).filter(ibis._._r < k)
-    return top.group_by("user_id").aggregate(**{name: top[key].collect(order_by=[top._r])})
+    return top.group_by("user_id").aggregate(**{name: _in_order(top._r, top[key])})
 
 
 def _top_brands(c: Ctx) -> ir.Table:
@@ -304,11 +340,8 @@ def _top_brands(c: Ctx) -> ir.Table:
 def _affinity_map(c: Ctx) -> ir.Table:
     a = affinity(c) if c.affinity is None else c.affinity.select("user_id", "category", "score")
     top = _top(c, a, "category", "score", 3, "top_categories")
-    as_map = a.group_by("user_id").aggregate(
-        category_affinity=ibis.map(
-            a.category.collect(order_by=a.category), a.score.collect(order_by=a.category)
-        )
-    )
+    # Keys in category order (a user has one row per category).
+    as_map = a.group_by("user_id").aggregate(category_affinity=_ordered(a.category, a.score))
     return as_map.join(top, "user_id").select("user_id", "category_affinity", "top_categories")
 
 
@@ -319,7 +352,7 @@ def _last_items(c: Ctx) -> ir.Table:
         group_by=latest.user_id, order_by=[latest._t.desc(), latest.item_id]
     )
     top = latest.mutate(_r=rank).filter(ibis._._r < c.last_n)
-    return top.group_by("user_id").aggregate(last_items=top.item_id.collect(order_by=[top._r]))
+    return top.group_by("user_id").aggregate(last_items=_in_order(top._r, top.item_id))
 
 
 TABLES: tuple[Table, ...] = (
