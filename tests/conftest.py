@@ -129,6 +129,7 @@ os.environ.setdefault("JINGZHUN_MASTER_KEY", TEST_MASTER_KEY)
 SLOW_FIRST = (
     "tests/web/",
     "tests/reliability/",
+    "tests/spark/",
     "tests/test_readme_tour.py",
     "tests/cli/",
     "tests/test_demo.py",

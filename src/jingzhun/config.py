@@ -577,6 +577,17 @@ class PrivacySettings(_Section):
     )
 
 
+class SparkSettings(_Section):
+    """The Spark engine (``--engine spark``, issue 19)."""
+
+    master: str = Field(
+        "local[2]",
+        max_length=2000,
+        description="Where Spark runs: local[N], local[*], spark://HOST:PORT, yarn or "
+        "k8s://URL (--spark-master overrides it).",
+    )
+
+
 class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
@@ -590,6 +601,7 @@ class Settings(_Section):
     tracking: TrackingSettings = TrackingSettings()
     webhook: WebhookSettings = WebhookSettings()
     privacy: PrivacySettings = PrivacySettings()
+    spark: SparkSettings = SparkSettings()
     _source: Path | None = PrivateAttr(None)
 
     @property

@@ -167,6 +167,7 @@ COMMANDS: dict[str, Base] = {
     ),
     "privacy purge": Base((("--older-than", "3650"),)),
     "privacy compact": Base(),
+    "lake init": Base((("--out", "lake"),)),
     "audit list": Base(),
     "campaign plan": Base((("--baseline", "0.05"), ("--mde", "0.01"))),
     "campaign create": Base(arguments={"spec": "campaign.toml"}),

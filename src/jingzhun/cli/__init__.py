@@ -26,6 +26,7 @@ from jingzhun.cli import (
     campaign,
     commands,
     ingest,
+    lake,
     models,
     predict,
     privacy,
@@ -35,7 +36,7 @@ from jingzhun.cli import (
     segment,
     serve,
 )
-from jingzhun.cli.common import Globals, visible
+from jingzhun.cli.common import ENGINES, Globals, visible
 from jingzhun.errors import JingzhunError
 
 
@@ -72,6 +73,23 @@ def build_app() -> typer.Typer:
                 help="Settings file (default ./jingzhun.toml if present).",
             ),
         ] = None,
+        engine: Annotated[
+            str,
+            typer.Option(
+                "--engine",
+                envvar="JINGZHUN_ENGINE",
+                help="duckdb (the store file, default) or spark (--db names a lake folder).",
+            ),
+        ] = "duckdb",
+        spark_master: Annotated[
+            str | None,
+            typer.Option(
+                "--spark-master",
+                envvar="JINGZHUN_SPARK_MASTER",
+                help="With --engine spark: local[N], spark://HOST:PORT, ... (default [spark] "
+                "master, local[2]).",
+            ),
+        ] = None,
         version: Annotated[
             bool,
             typer.Option(
@@ -79,7 +97,12 @@ def build_app() -> typer.Typer:
             ),
         ] = False,
     ) -> None:
-        ctx.obj = Globals(db=db, config=config)
+        if engine not in ENGINES:
+            raise typer.BadParameter(
+                f"{engine[:100]!r} is not an engine; use one of: {', '.join(ENGINES)}",
+                param_hint="--engine",
+            )
+        ctx.obj = Globals(db=db, config=config, engine=engine, spark_master=spark_master)
 
     app.add_typer(ingest.app, name="ingest")
     app.add_typer(quarantine.app, name="quarantine")
@@ -94,6 +117,7 @@ def build_app() -> typer.Typer:
     app.add_typer(campaign.app, name="campaign")
     app.add_typer(privacy.app, name="privacy")
     app.add_typer(privacy.audit_app, name="audit")
+    app.add_typer(lake.app, name="lake")
     app.command()(privacy.init)
     app.command()(commands.clean)
     app.command()(commands.status)

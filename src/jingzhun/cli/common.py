@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 import warnings
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
@@ -33,9 +34,17 @@ from rich.progress import (
 from rich.table import Table
 
 from jingzhun.config import resolve_db_path
-from jingzhun.errors import NotFoundError
+from jingzhun.errors import InputError, NotFoundError
 from jingzhun.store.store import check_store_path
 from jingzhun.workspace import Workspace
+
+try:  # Typer >= 0.20 ships its own copy of Click
+    from typer._click.globals import get_current_context
+except ImportError:  # pragma: no cover - older Typer uses Click itself
+    from click import get_current_context
+
+if TYPE_CHECKING:
+    from jingzhun.store.lake import Lake
 
 # No emoji codes: a value such as ":fire:" from the data is printed as written.
 out = Console(highlight=False, soft_wrap=True, emoji=False)
@@ -79,12 +88,37 @@ def text(value: object) -> str:
     return escape(core) + "\\" * 2 * (len(shown) - len(core)) + "[dim][/dim]"
 
 
+#: The engines ``--engine`` chooses between.
+ENGINES = ("duckdb", "spark")
+
+
 @dataclass
 class Globals:
-    """The options every command shares: ``--db`` and ``--config``."""
+    """The options every command shares: ``--db``, ``--config``, ``--engine`` and
+    ``--spark-master``."""
 
     db: str | None = None
     config: str | None = None
+    engine: str = "duckdb"
+    spark_master: str | None = None
+
+    def lake(self) -> Lake:
+        """Open the lake ``--db`` names on Spark (``--engine spark``): the master from
+        ``--spark-master``, else ``[spark] master``. Refuses, with what to install or fix,
+        when pyspark, Java or the master is missing, or the folder is not a lake."""
+        from jingzhun.config import load_settings
+        from jingzhun.store.lake import Lake
+
+        if self.db is None and not os.environ.get("JINGZHUN_DB"):
+            raise InputError(
+                "--engine spark needs --db naming the lake folder",
+                hint="make one from a store with: jingzhun --db STORE lake init --out FOLDER",
+            )
+        master = self.spark_master or load_settings(self.config).spark.master
+        return Lake.open(self.db or os.environ["JINGZHUN_DB"], master=master)
+
+    def spark(self) -> bool:
+        return self.engine == "spark"
 
     def workspace(self, *, create: bool, read_only: bool = False) -> Workspace:
         """Open the command's store.
@@ -105,6 +139,15 @@ class Globals:
         NotFoundError
             ``create`` is False (or ``read_only`` True) and no file is at the path.
         """
+        if self.engine != "duckdb":
+            command = get_current_context(silent=True)
+            name = command.command_path.removeprefix("jingzhun ") if command else "this command"
+            raise InputError(
+                f"{name} does not run on --engine {self.engine} yet",
+                hint="on Spark so far: profile build (make the lake with lake init); run the "
+                "rest on the DuckDB store "
+                "(docs/scaling.md)",
+            )
         if not create:
             path = check_store_path(resolve_db_path(self.db))
             if not path.exists():

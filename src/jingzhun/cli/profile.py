@@ -10,6 +10,7 @@ import pandas as pd
 import typer
 
 from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps, text
+from jingzhun.config import load_settings
 from jingzhun.contracts.time import parse_as_of
 from jingzhun.errors import InputError
 
@@ -49,11 +50,21 @@ def build(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compute every user's traits, category affinity and tags."""
+    """Compute every user's traits, category affinity and tags (with --engine spark: traits
+    and affinity, on the lake --db names)."""
     g: Globals = ctx.obj
-    with g.workspace(create=True) as ws, steps() as say:
-        say("building profiles")
-        result = ws.profiles.build(as_of)
+    if g.spark():
+        from jingzhun.profile.build import build_on_lake
+
+        with steps() as say:
+            say("starting Spark")
+            with g.lake() as lake:
+                say("building profiles on Spark")
+                result = build_on_lake(lake, load_settings(g.config), _when(as_of, "--as-of"))
+    else:
+        with g.workspace(create=True) as ws, steps() as say:
+            say("building profiles")
+            result = ws.profiles.build(as_of)
     if as_json:
         print_json(result.to_dict())
         return

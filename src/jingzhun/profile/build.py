@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import ibis
@@ -28,6 +28,9 @@ from jingzhun.profile import traits as tr
 from jingzhun.profile.tags import TagPlan, plan_tags, refused, write_tags
 from jingzhun.store import Store
 from jingzhun.store.sql import ident
+
+if TYPE_CHECKING:
+    from jingzhun.store.lake import Lake
 
 #: Columns a custom trait's ``of`` and ``where`` may name: the event's own columns, then the
 #: item attributes :func:`~jingzhun.profile.traits.base_events` joins to each event.
@@ -134,13 +137,14 @@ RESERVED = ("user_id", "as_of", "created_at")
 
 
 def plan(
-    store: Store,
+    store: Store | Lake,
     settings: Settings,
     as_of: datetime,
     *,
     tables: dict[str, ir.Table] | None = None,
 ) -> Plan:
-    """The profile as Ibis expressions, every name and type checked; nothing runs.
+    """The profile as Ibis expressions, every name and type checked; nothing runs. The same
+    expressions run on the store's DuckDB or on a lake's Spark (:func:`build_on_lake`).
 
     ``tables`` holds pieces already materialised — "base" (the events), "affinity", "agg"
     and the table traits by name — which the expressions then read instead of recomputing.
@@ -362,3 +366,35 @@ def profile_columns(store: Store) -> dict[str, str]:
     """The profiles table's columns and their DuckDB types, in table order."""
     require_profiles(store)
     return store.columns("profiles")
+
+
+def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None) -> BuildResult:
+    """Build profiles and affinity on Spark (``--engine spark``): the plan :func:`build` runs
+    on DuckDB, the same Ibis expressions, compiled by Ibis' PySpark backend and written to the
+    lake as ``profiles`` and ``profile_affinity`` (each replaced in one rename).
+
+    Spark needs no temporary tables to keep shared subqueries from being evaluated twice (its
+    planner reuses exchanges), so the expressions run as they are. Tags are not computed on
+    Spark yet: their writes are DuckDB SQL (issue 19; docs/scaling.md).
+    """
+    started = time.perf_counter()
+    for t in settings.profile.traits:
+        if t.agg == "mode":  # Ibis' PySpark compiler has no Mode (issue 19)
+            raise InputError(
+                f"profile trait {t.name!r} (agg = \"mode\") does not run on Spark: Ibis' "
+                "PySpark backend has no mode aggregate",
+                hint="build it on the DuckDB store, or use another agg on Spark",
+            )
+    if as_of is None:
+        latest = lake.table("events").ts.max().execute()
+        if latest is None or latest != latest:  # NULL or NaT: no events
+            raise NotFoundError(
+                "the lake has no events to build profiles from", hint="ingest events first"
+            )
+        as_of = latest.to_pydatetime() if hasattr(latest, "to_pydatetime") else latest
+        as_of = as_of.replace(tzinfo=None) + timedelta(microseconds=1)
+    p = plan(lake, settings, as_of)
+    users = lake.write("profiles", p.profile)
+    lake.write("profile_affinity", p.affinity)
+    traits = [c for c in p.columns if c not in RESERVED]
+    return BuildResult(as_of, users, traits, {}, time.perf_counter() - started)

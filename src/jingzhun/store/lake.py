@@ -1,0 +1,312 @@
+"""A jingzhun lake: the store's tables as Parquet in a folder, computed on Apache Spark
+(``--engine spark``, issue 19).
+
+The embedded DuckDB file stays the default. A shop whose data outgrows one machine keeps its
+tables in a lake — one folder of Parquet per table, local or on a shared file system, with a
+``jingzhun-lake.json`` marker — and the stages run there through the *same* Ibis definitions
+the DuckDB engine compiles (Ibis' PySpark backend), not a second implementation.
+
+What this module owns: checking that Spark can run at all (pyspark in the range Ibis supports,
+a Java runtime, a reachable master) with one clear message and exit code 2 when not; opening
+the Spark session and the Ibis backend over the lake's tables; writing a table atomically (to a
+hidden folder, then one rename); and making a lake from an existing store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from jingzhun.errors import InputError
+from jingzhun.store.sql import ident
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+    from ibis.backends.pyspark import Backend
+
+    from jingzhun.store.store import Store
+
+#: The marker file that makes a folder a jingzhun lake, and its format version.
+MARKER = "jingzhun-lake.json"
+FORMAT = 1
+#: pyspark releases Ibis 12's PySpark backend supports (its ``pyspark`` extra).
+PYSPARK_RANGE = ((3, 5), (4, 1))
+#: The master when neither ``--spark-master`` nor ``[spark] master`` names one.
+DEFAULT_MASTER = "local[2]"
+#: The tables a lake made from a store carries: what the Spark stages read.
+LAKE_TABLES = ("events", "users", "items", "identities")
+
+_INSTALL = "pip install 'jingzhun[spark]'"
+
+
+class SparkUnavailable(InputError):
+    """Spark cannot run here: pyspark, Java or the master is missing or wrong."""
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def check_pyspark() -> str:
+    """pyspark's version if it is installed and within :data:`PYSPARK_RANGE`, else a
+    :class:`SparkUnavailable` naming what to install."""
+    try:
+        found = metadata.version("pyspark")
+    except metadata.PackageNotFoundError:
+        raise SparkUnavailable(
+            "--engine spark needs pyspark, which is not installed",
+            hint=f"install it with: {_INSTALL}",
+        ) from None
+    low, high = PYSPARK_RANGE
+    if not low <= _version(found)[:2] < high:
+        raise SparkUnavailable(
+            f"pyspark {found} is outside the range jingzhun's engine supports "
+            f"(>={'.'.join(map(str, low))},<{'.'.join(map(str, high))})",
+            hint=f"install a supported one: {_INSTALL}",
+        )
+    return found
+
+
+def check_java() -> str:
+    """The Java runtime Spark will start (``$JAVA_HOME/bin/java``, else ``java`` on PATH)."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        java = Path(home) / "bin" / "java"
+        if os.access(java, os.X_OK):
+            return str(java)
+        raise SparkUnavailable(
+            f"$JAVA_HOME ({home[:200]}) has no bin/java",
+            hint="point JAVA_HOME at a Java 17 or 21 runtime, or unset it to use java on PATH",
+        )
+    found = shutil.which("java")
+    if found is None:
+        raise SparkUnavailable(
+            "--engine spark needs a Java runtime and none was found (no $JAVA_HOME, no java "
+            "on PATH)",
+            hint="install one (Debian: apt install openjdk-17-jre-headless) or set JAVA_HOME",
+        )
+    return found
+
+
+def check_master(master: str) -> str:
+    """``master`` if Spark can use it: ``local``, ``local[N]``, ``local[*]``, or a
+    ``spark://HOST:PORT`` that answers on that port (checked with a 3 s connect, so an
+    unreachable cluster is one message instead of Spark's minute of retries)."""
+    text = master.strip()
+    if text == "local" or (
+        text.startswith("local[")
+        and text.endswith("]")
+        and (text[6:-1] == "*" or (text[6:-1].isdigit() and int(text[6:-1]) > 0))
+    ):
+        return text
+    if text == "yarn" or text.startswith("k8s://"):
+        return text  # found through Spark's own cluster manager configuration
+    url = urlparse(text)
+    if url.scheme != "spark" or not url.hostname or url.port is None:
+        raise SparkUnavailable(
+            f"--spark-master {text[:200]!r} is not a Spark master URL",
+            hint="use local[2], local[*], spark://HOST:PORT, yarn or k8s://URL",
+        )
+    try:
+        with socket.create_connection((url.hostname, url.port), timeout=3):
+            pass
+    except OSError as exc:
+        raise SparkUnavailable(
+            f"cannot reach the Spark master {text[:200]} ({exc.strerror or exc})",
+            hint="check the host and port, that the master runs, or use --spark-master local[2]",
+        ) from None
+    return text
+
+
+def check_lake(path: Path, *, create: bool) -> Path:
+    """``path`` if it is a jingzhun lake (or, with ``create``, a new or empty folder for one);
+    a :class:`InputError` naming the path otherwise — never a DuckDB file read as a lake."""
+    if path.is_file():
+        raise InputError(
+            f"{path} is a file, not a jingzhun lake (a folder with {MARKER})",
+            hint="with --engine spark, --db names the lake folder; make one from a store "
+            "with: jingzhun --db STORE lake init --out FOLDER",
+        )
+    marker = path / MARKER
+    if marker.exists():
+        try:
+            meta = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            meta = None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise InputError(
+                f"{marker} is not a jingzhun lake marker of format {FORMAT}",
+                hint="restore the marker, or make the lake again with lake init",
+            )
+        return path
+    if path.exists() and not path.is_dir():
+        raise InputError(
+            f"{path} is not a folder, so not a jingzhun lake",
+            hint="name a jingzhun lake, or an empty or new folder to make one",
+        )
+    if path.is_dir() and any(path.iterdir()):
+        raise InputError(
+            f"{path} is not a jingzhun lake (no {MARKER}) and is not empty",
+            hint="name a jingzhun lake, or an empty or new folder to make one",
+        )
+    if not create:
+        raise InputError(
+            f"no jingzhun lake at {path}",
+            hint="make one from a store with: jingzhun --db STORE lake init --out FOLDER",
+        )
+    return path
+
+
+@dataclass
+class Lake:
+    """An open lake: the Spark session, the Ibis backend over its tables, and writes."""
+
+    path: Path
+    master: str
+    session: Any = field(repr=False)
+    backend: Backend = field(repr=False)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, master: str | None = None) -> Lake:
+        """Open the lake at ``path`` on Spark (``master``, default :data:`DEFAULT_MASTER`).
+        Everything that can be checked before Spark starts is checked first."""
+        check_pyspark()
+        check_java()
+        where = check_lake(Path(path).expanduser().absolute(), create=False)
+        chosen = check_master(master or DEFAULT_MASTER)
+        session = _session(chosen, where)
+        import ibis
+
+        backend = ibis.pyspark.connect(session)
+        lake = cls(where, chosen, session, backend)
+        for name in lake.tables():
+            backend.read_parquet(str(where / name), table_name=name)
+        return lake
+
+    def tables(self) -> list[str]:
+        """The lake's tables (folders of Parquet, hidden ones being written left out)."""
+        return sorted(
+            p.name for p in self.path.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+        )
+
+    def ibis(self) -> Backend:
+        """The Ibis backend the stages' expressions run on (as :meth:`Store.ibis`)."""
+        return self.backend
+
+    def table(self, name: str) -> ir.Table:
+        return self.backend.table(name)
+
+    def write(self, name: str, expr: ir.Table) -> int:
+        """Write ``expr`` as table ``name``: Spark writes a hidden folder, which then takes
+        the table's place in one rename (a reader sees the old table or the new one); the
+        new table is registered at once. How many rows."""
+        ident(name)  # a table name is an identifier, as in the store
+        final = self.path / name
+        staging = self.path / f".{name}.{uuid.uuid4().hex[:8]}"
+        self.backend.to_parquet(expr, str(staging))  # Spark's own writer, on the workers
+        old = None
+        if final.exists():
+            old = self.path / f".{name}.old.{uuid.uuid4().hex[:8]}"
+            final.rename(old)
+        staging.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        registered = self.backend.read_parquet(str(final), table_name=name)
+        return int(registered.count().execute())
+
+    def close(self) -> None:
+        self.session.stop()
+
+    def __enter__(self) -> Lake:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _session(master: str, lake: Path) -> Any:
+    """A Spark session for ``master``: UTC, no UI, its scratch space in a temporary folder,
+    bound to loopback when local (a test never listens on another interface)."""
+    from pyspark.sql import SparkSession
+
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    scratch = tempfile.mkdtemp(prefix="jingzhun-spark-")
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(f"jingzhun {lake.name}")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.local.dir", scratch)
+        .config("spark.sql.warehouse.dir", str(Path(scratch) / "warehouse"))
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+    )
+    if master.startswith("local"):
+        builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config(
+            "spark.driver.host", "127.0.0.1"
+        )
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # Spark's Java gateway: no JVM, a bad option, ...
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise SparkUnavailable(
+            f"Spark did not start ({first})",
+            hint="check the Java runtime (JAVA_HOME) and the master URL",
+        ) from None
+
+
+def create_from_store(store: Store, path: str | os.PathLike[str]) -> dict[str, int]:
+    """Make a lake at ``path`` (a new or empty folder) from ``store``'s tables
+    (:data:`LAKE_TABLES`): each written as Parquet by DuckDB, then the marker, last — a lake
+    half made has no marker and is refused. How many rows a table."""
+    where = check_lake(Path(path).expanduser().absolute(), create=True)
+    if (where / MARKER).exists():
+        raise InputError(f"{where} is a jingzhun lake already", hint="name a new folder")
+    where.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    import pyarrow.parquet as pq
+
+    for name in LAKE_TABLES:
+        folder = where / name
+        folder.mkdir()
+        # Streamed in batches through pyarrow: the store's connection may not write files
+        # (enable_external_access is off), and a table need not fit in memory.
+        reader = store.con.sql(f"SELECT * FROM {ident(name)}").to_arrow_reader(1 << 17)
+        rows = 0
+        with pq.ParquetWriter(folder / "part-0.parquet", reader.schema) as out:
+            for batch in reader:
+                out.write_batch(batch)
+                rows += batch.num_rows
+        counts[name] = rows
+    (where / MARKER).write_text(
+        json.dumps({"format": FORMAT, "tables": counts}, indent=2) + "\n", encoding="utf-8"
+    )
+    return counts
+
+
+__all__ = [
+    "DEFAULT_MASTER",
+    "LAKE_TABLES",
+    "MARKER",
+    "Lake",
+    "SparkUnavailable",
+    "check_java",
+    "check_lake",
+    "check_master",
+    "check_pyspark",
+    "create_from_store",
+]

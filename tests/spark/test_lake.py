@@ -1,0 +1,202 @@
+"""The Spark engine (issue 19), against real Spark in local[2]: a lake made from a store, the
+profile build through the same Ibis definitions, its tables equal to DuckDB's column by
+column; and every way Spark cannot run refused with one line and exit code 2, before Spark
+starts where it can be told."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from jingzhun.profile.build import build_on_lake
+from jingzhun.store.lake import MARKER, Lake, check_master, check_pyspark, create_from_store
+from jingzhun.workspace import Workspace
+
+#: Floats from sums in another order (Spark's partitions, DuckDB's threads): equal to this.
+REL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def built(shop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """A store of the test shop with profiles built by DuckDB, and a lake made from it with
+    profiles built by Spark at the same as_of."""
+    folder = tmp_path_factory.mktemp("spark")
+    db, lake_dir = folder / "s.duckdb", folder / "lake"
+    with Workspace.open(db) as ws:
+        for kind in ("users", "items", "events"):
+            ws.ingest(kind, [shop.file(kind)])
+        result = ws.profiles.build()
+        counts = create_from_store(ws.store, lake_dir)
+        settings = ws.settings
+    assert counts["events"] > 10_000 and counts["users"] > 1_000
+    with Lake.open(lake_dir) as lake:
+        on_spark = build_on_lake(lake, settings, result.as_of)
+    assert on_spark.users == result.users
+    yield db, lake_dir
+
+
+def _frames(built: tuple[Path, Path], table: str, key: list[str]) -> tuple[pd.DataFrame, ...]:
+    db, lake_dir = built
+    with Workspace.open(db, read_only=True) as ws:
+        duck = ws.sql(f"SELECT * FROM {table}")
+    spark = pd.read_parquet(lake_dir / table)
+    return (
+        duck.sort_values(key).reset_index(drop=True),
+        spark[list(duck.columns)].sort_values(key).reset_index(drop=True),
+    )
+
+
+def _null(x: object) -> bool:
+    return x is None or x is pd.NA or x is pd.NaT or (isinstance(x, float) and math.isnan(x))
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal as values: floats to REL, lists and maps element by element, NULL as NULL."""
+    if hasattr(a, "tolist"):
+        a = a.tolist()
+    if hasattr(b, "tolist"):
+        b = b.tolist()
+    if _null(a) or _null(b):
+        return _null(a) and _null(b)
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=REL, abs_tol=1e-12)  # type: ignore[arg-type]
+    if isinstance(a, dict) or isinstance(b, dict):  # maps: the same entries in the same order
+        a, b = list(dict(a).items()), list(dict(b).items())  # type: ignore[call-overload]
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [("profiles", ["user_id"]), ("profile_affinity", ["user_id", "category"])],
+)
+def test_spark_builds_the_same_table_as_duckdb(built, table: str, key: list[str]) -> None:
+    duck, spark = _frames(built, table, key)
+    assert len(duck) == len(spark) > 1_000
+    assert list(spark[key].itertuples(index=False)) == list(duck[key].itertuples(index=False))
+    differs = {}
+    for column in duck.columns:
+        bad = [
+            (duck.at[i, key[0]], duck.at[i, column], spark.at[i, column])
+            for i in range(len(duck))
+            if not _same(duck.at[i, column], spark.at[i, column])
+        ]
+        if bad:
+            differs[column] = (len(bad), bad[:2])
+    assert differs == {}
+
+
+def test_the_command_line_builds_on_a_lake(built, tmp_path: Path, cli: Callable) -> None:
+    db, _ = built
+    lake = tmp_path / "lake"
+    made = cli("--db", str(db), "lake", "init", "--out", str(lake), "--json")
+    assert made.code == 0, made.stderr
+    assert json.loads(made.stdout)["tables"]["events"] > 10_000
+    assert json.loads((lake / MARKER).read_text())["format"] == 1
+    ran = cli("--engine", "spark", "--db", str(lake), "profile", "build", "--json", timeout=600)
+    assert ran.code == 0, ran.stderr
+    assert json.loads(ran.stdout)["users"] > 1_000
+    assert sorted(p.name for p in lake.iterdir() if not p.name.startswith(".")) == sorted(
+        ["events", "identities", "items", "users", "profiles", "profile_affinity", MARKER]
+    )
+    again = cli("--db", str(db), "lake", "init", "--out", str(lake))
+    assert again.code == 2 and "is a jingzhun lake already" in again.stderr
+
+
+# -- refusals: one line, exit code 2 -------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _one_error(ran, *words: str) -> None:
+    assert ran.code == 2, (ran.code, ran.stderr)
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), ran.stderr
+    assert "Traceback" not in ran.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_what_is_not_a_lake_is_refused(built, tmp_path: Path, cli: Callable) -> None:
+    db, _ = built
+    _one_error(cli("--engine", "spark", "--db", str(db), "profile", "build"), "is a file")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.csv").write_text("a\n1\n")
+    _one_error(
+        cli("--engine", "spark", "--db", str(tmp_path / "other"), "profile", "build"),
+        "not a jingzhun lake",
+    )
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / MARKER).write_text("{not json")
+    _one_error(cli("--engine", "spark", "--db", str(tmp_path / "bad"), "profile", "build"), MARKER)
+    _one_error(
+        cli("--engine", "spark", "--db", str(tmp_path / "none"), "profile", "build"),
+        "no jingzhun lake",
+    )
+    _one_error(cli("--engine", "spark", "profile", "build"), "--db")
+
+
+def test_a_missing_java_or_master_is_named(built, tmp_path: Path, cli: Callable) -> None:
+    _, lake = built
+    args = ("--engine", "spark", "--db", str(lake), "profile", "build")
+    _one_error(cli(*args, env={"JAVA_HOME": str(tmp_path)}), "JAVA_HOME", "bin/java")
+    bare = {"PATH": str(Path(os.__file__).parent), "JAVA_HOME": ""}
+    _one_error(cli(*args, env=bare), "Java runtime")
+    port = _closed_port()
+    _one_error(
+        cli("--spark-master", f"spark://127.0.0.1:{port}", *args), "cannot reach the Spark master"
+    )
+    _one_error(cli("--spark-master", "mesos://x", *args), "not a Spark master URL")
+    _one_error(cli("--engine", "flink", "status"), "--engine", "duckdb, spark")
+    _one_error(
+        cli("--engine", "spark", "--db", str(lake), "segment", "run", "--method", "rfm"),
+        "segment run does not run on --engine spark",
+    )
+
+
+def test_pyspark_outside_the_supported_range_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    from jingzhun.store.lake import SparkUnavailable
+
+    assert check_pyspark()  # the installed one is supported
+    monkeypatch.setattr(metadata, "version", lambda name: "3.4.1")
+    with pytest.raises(SparkUnavailable, match=r"pyspark 3.4.1 is outside .*>=3.5,<4.1"):
+        check_pyspark()
+    monkeypatch.setattr(metadata, "version", lambda name: "4.1.0")
+    with pytest.raises(SparkUnavailable, match=r"4\.1\.0 is outside"):
+        check_pyspark()
+
+    def missing(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", missing)
+    with pytest.raises(SparkUnavailable, match=r"needs pyspark.*") as err:
+        check_pyspark()
+    assert "jingzhun[spark]" in str(err.value.hint)
+    assert check_master("local[2]") == "local[2]" and check_master("local[*]") == "local[*]"
+    for bad in ("local[0]", "local[x]", "", "spark://", "'; DROP TABLE events; --"):
+        with pytest.raises(SparkUnavailable):
+            check_master(bad)
+
+
+def test_a_mode_trait_is_refused_on_spark_by_name() -> None:
+    from jingzhun.config import CustomTrait, Settings
+    from jingzhun.errors import InputError
+
+    trait = CustomTrait(name="fav_channel", agg="mode", of="channel")
+    settings = Settings(profile={"traits": [trait]})
+    with pytest.raises(InputError, match=r"'fav_channel' \(agg = \"mode\"\) does not run on Spark"):
+        build_on_lake(None, settings)  # type: ignore[arg-type]  # refused before Spark is used
