@@ -246,7 +246,13 @@ def csv_bytes(
     writer = _writer(buf, dialect)
     writer.writerow(header)
     for row in rows:
-        writer.writerow(["" if row[h] is None else row[h] for h in header])
+        cells = ["" if row[h] is None else row[h] for h in header]
+        if cells == [""] and dialect["quoting"] == csv.QUOTE_NONE:
+            # Python's writer refuses a record of one empty field without quotes ("single
+            # empty field record must be quoted"); unquoted, such a record is an empty line.
+            buf.write(dialect["lineterminator"])
+            continue
+        writer.writerow(cells)
     return _encode(buf.getvalue(), encoding)
 
 
