@@ -381,7 +381,7 @@ def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None)
     for t in settings.profile.traits:
         if t.agg == "mode":  # Ibis' PySpark compiler has no Mode (issue 19)
             raise InputError(
-                f"profile trait {t.name!r} (agg = \"mode\") does not run on Spark: Ibis' "
+                f'profile trait {t.name!r} (agg = "mode") does not run on Spark: Ibis\' '
                 "PySpark backend has no mode aggregate",
                 hint="build it on the DuckDB store, or use another agg on Spark",
             )
@@ -396,5 +396,4 @@ def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None)
     p = plan(lake, settings, as_of)
     users = lake.write("profiles", p.profile)
     lake.write("profile_affinity", p.affinity)
-    traits = [c for c in p.columns if c not in RESERVED]
-    return BuildResult(as_of, users, traits, {}, time.perf_counter() - started)
+    return BuildResult(as_of, users, list(p.columns), {}, time.perf_counter() - started)

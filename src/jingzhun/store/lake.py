@@ -245,15 +245,28 @@ def _session(master: str, lake: Path) -> Any:
     if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     scratch = tempfile.mkdtemp(prefix="jingzhun-spark-")
+    # Spark's own log lines and progress bars are not the command's output: errors only.
+    quiet = Path(scratch) / "log4j2.properties"
+    quiet.write_text(
+        "rootLogger.level = error\nrootLogger.appenderRef.stderr.ref = console\n"
+        "appender.console.type = Console\nappender.console.name = console\n"
+        "appender.console.target = SYSTEM_ERR\nappender.console.layout.type = PatternLayout\n"
+        "appender.console.layout.pattern = spark: %p %c{1}: %m%n\n",
+        encoding="utf-8",
+    )
     builder = (
         SparkSession.builder.master(master)
         .appName(f"jingzhun {lake.name}")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.local.dir", scratch)
         .config("spark.sql.warehouse.dir", str(Path(scratch) / "warehouse"))
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config(
+            "spark.driver.extraJavaOptions",
+            f"-Duser.timezone=UTC -Dlog4j2.configurationFile=file:{quiet}",
+        )
     )
     if master.startswith("local"):
         builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config(
