@@ -103,6 +103,9 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     "tracking": ("status",),
     "webhook": ("status",),
     "privacy": ("status",),
+    # Read by --engine spark commands, which start Spark; check_master's refusals are tested
+    # in tests/spark. Every command checks the file, so a bad value fails `status` too.
+    "spark": ("status",),
 }
 KEY_CONSUMERS: dict[str, tuple[str, ...]] = {
     **{

@@ -9,41 +9,52 @@ import json
 import math
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from jingzhun.profile.build import build_on_lake
-from jingzhun.store.lake import MARKER, Lake, check_master, check_pyspark, create_from_store
+from jingzhun.store.lake import MARKER, check_master, check_pyspark
 from jingzhun.workspace import Workspace
+from tests.cli.subprocess_cli import run
 
 #: Floats from sums in another order (Spark's partitions, DuckDB's threads): equal to this.
 REL = 1e-9
 
 
+@dataclass
+class Built:
+    db: Path
+    lake: Path
+    made: dict  # lake init --json
+    spark: dict  # profile build --json on Spark
+    duck_users: int
+
+
 @pytest.fixture(scope="module")
-def built(shop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    """A store of the test shop with profiles built by DuckDB, and a lake made from it with
-    profiles built by Spark at the same as_of."""
+def built(shop, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """A store of the test shop with profiles built by DuckDB, and a lake made from it by the
+    command line with profiles built on Spark by the command line, at the same as_of (one
+    Spark start for the module: it is the slow part)."""
     folder = tmp_path_factory.mktemp("spark")
     db, lake_dir = folder / "s.duckdb", folder / "lake"
     with Workspace.open(db) as ws:
         for kind in ("users", "items", "events"):
             ws.ingest(kind, [shop.file(kind)])
         result = ws.profiles.build()
-        counts = create_from_store(ws.store, lake_dir)
-        settings = ws.settings
-    assert counts["events"] > 10_000 and counts["users"] > 1_000
-    with Lake.open(lake_dir) as lake:
-        on_spark = build_on_lake(lake, settings, result.as_of)
-    assert on_spark.users == result.users
-    yield db, lake_dir
+    made = run(folder, "lake", "init", "--out", str(lake_dir), "--json", db=db)
+    assert made.code == 0, made.stderr
+    args = ("--engine", "spark", "profile", "build", "--as-of", result.as_of.isoformat())
+    spark = run(folder, *args, "--json", db=lake_dir)
+    assert spark.code == 0, spark.stderr
+    return Built(db, lake_dir, made.json(), spark.json(), result.users)
 
 
-def _frames(built: tuple[Path, Path], table: str, key: list[str]) -> tuple[pd.DataFrame, ...]:
-    db, lake_dir = built
+def _frames(built: Built, table: str, key: list[str]) -> tuple[pd.DataFrame, ...]:
+    db, lake_dir = built.db, built.lake
     with Workspace.open(db, read_only=True) as ws:
         duck = ws.sql(f"SELECT * FROM {table}")
     spark = pd.read_parquet(lake_dir / table)
@@ -94,20 +105,15 @@ def test_spark_builds_the_same_table_as_duckdb(built, table: str, key: list[str]
     assert differs == {}
 
 
-def test_the_command_line_builds_on_a_lake(built, tmp_path: Path, cli: Callable) -> None:
-    db, _ = built
-    lake = tmp_path / "lake"
-    made = cli("--db", str(db), "lake", "init", "--out", str(lake), "--json")
-    assert made.code == 0, made.stderr
-    assert json.loads(made.stdout)["tables"]["events"] > 10_000
-    assert json.loads((lake / MARKER).read_text())["format"] == 1
-    ran = cli("--engine", "spark", "--db", str(lake), "profile", "build", "--json", timeout=600)
-    assert ran.code == 0, ran.stderr
-    assert json.loads(ran.stdout)["users"] > 1_000
-    assert sorted(p.name for p in lake.iterdir() if not p.name.startswith(".")) == sorted(
+def test_the_command_line_builds_on_a_lake(built: Built, cli: Callable) -> None:
+    assert built.made["tables"]["events"] > 10_000 and built.made["tables"]["users"] > 1_000
+    assert json.loads((built.lake / MARKER).read_text())["format"] == 1
+    assert built.spark["users"] == built.duck_users > 1_000
+    assert len(built.spark["traits"]) > 40
+    assert sorted(p.name for p in built.lake.iterdir() if not p.name.startswith(".")) == sorted(
         ["events", "identities", "items", "users", "profiles", "profile_affinity", MARKER]
     )
-    again = cli("--db", str(db), "lake", "init", "--out", str(lake))
+    again = cli("--db", str(built.db), "lake", "init", "--out", str(built.lake))
     assert again.code == 2 and "is a jingzhun lake already" in again.stderr
 
 
@@ -129,8 +135,8 @@ def _one_error(ran, *words: str) -> None:
         assert w in lines[0], lines[0]
 
 
-def test_what_is_not_a_lake_is_refused(built, tmp_path: Path, cli: Callable) -> None:
-    db, _ = built
+def test_what_is_not_a_lake_is_refused(built: Built, tmp_path: Path, cli: Callable) -> None:
+    db = built.db
     _one_error(cli("--engine", "spark", "--db", str(db), "profile", "build"), "is a file")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.csv").write_text("a\n1\n")
@@ -148,8 +154,8 @@ def test_what_is_not_a_lake_is_refused(built, tmp_path: Path, cli: Callable) -> 
     _one_error(cli("--engine", "spark", "profile", "build"), "--db")
 
 
-def test_a_missing_java_or_master_is_named(built, tmp_path: Path, cli: Callable) -> None:
-    _, lake = built
+def test_a_missing_java_or_master_is_named(built: Built, tmp_path: Path, cli: Callable) -> None:
+    lake = built.lake
     args = ("--engine", "spark", "--db", str(lake), "profile", "build")
     _one_error(cli(*args, env={"JAVA_HOME": str(tmp_path)}), "JAVA_HOME", "bin/java")
     bare = {"PATH": str(Path(os.__file__).parent), "JAVA_HOME": ""}

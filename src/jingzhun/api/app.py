@@ -99,6 +99,9 @@ class _Guard:
                 f"the body is larger than {limit // 1024:,} KB, the most this route takes; "
                 "send less per request",
                 instance=scope.get("path"),
+                # The rest of the body is not read: the connection ends with this answer, so
+                # a client does not send its next request on it (it would find it closed).
+                headers={"Connection": "close"},
             )(scope, receive, send)
 
         async def send_(message: Message) -> None:
