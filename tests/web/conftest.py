@@ -97,7 +97,10 @@ def sign_in(w: Watched, served: Served, scope: str = "read", then: str = "/") ->
     w.page.goto(served.url + then)
     assert "/login" in w.page.url
     w.page.fill("#key", served.keys[scope])
-    w.page.click("button.primary")
+    # The form posts and the server redirects: wait for that navigation, not only for the
+    # network to be idle (which could be seen on the sign-in page before it left).
+    with w.page.expect_navigation():
+        w.page.click("button.primary")
     w.page.wait_for_load_state("networkidle")
 
 
