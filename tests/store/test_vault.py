@@ -21,7 +21,6 @@ from jingzhun.store.vault import (
     Vault,
     VaultKeyError,
     create_key_file,
-    index_people,
     init_vault,
     key_file,
     master_key,
@@ -203,8 +202,11 @@ def test_a_person_s_record_round_trips_for_that_person_only() -> None:
 def test_sql_computes_the_same_blind_index_as_the_vault() -> None:
     v, con = Vault.new(), duckdb.connect()
     _people(con, _HOSTILE, list(reversed(_HOSTILE)))
-    index_people(con, v, "SELECT * FROM people", "ix")
-    got = dict((u, (e, p)) for u, e, p in con.execute("SELECT * FROM ix").fetchall())
+    sealed_people(con, v, "SELECT * FROM people", "ix")
+    got = {
+        u: (e, p)
+        for u, e, p in con.execute("SELECT user_id, email_index, phone_index FROM ix").fetchall()
+    }
     emails, phones = v.blind(_HOSTILE, "email"), v.blind(list(reversed(_HOSTILE)), "phone")
     assert got == {f"u{i}": (emails[i], phones[i]) for i in range(len(_HOSTILE))}
     assert got["u0"][0] == v.blind(["alice@example.com"], "email")[0]
@@ -216,7 +218,7 @@ def test_sql_and_vault_blind_index_agree_on_any_text(values: list[str | None]) -
     values = [None if v is None else v.replace("\x00", "") for v in values]
     v, con = Vault.new(), duckdb.connect()
     _people(con, values, values)
-    index_people(con, v, "SELECT * FROM people", "ix")
+    sealed_people(con, v, "SELECT * FROM people", "ix")
     rows = con.execute("SELECT email_index, phone_index FROM ix ORDER BY user_id").fetchall()
     order = sorted(range(len(values)), key=lambda i: f"u{i}")
     assert rows == [
