@@ -13,15 +13,13 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from jingzhun.cli.common import Globals, err, out, print_frame, print_json, text
+from jingzhun.cli.common import Globals, JsonOpt, err, out, print_frame, print_json, text
 from jingzhun.store import apikeys
 
 app = typer.Typer(
     help="API keys for the server: create (shown once), list, revoke.",
     no_args_is_help=True,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 @app.command()

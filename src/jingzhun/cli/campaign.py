@@ -16,7 +16,16 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from jingzhun.cli.common import Globals, err, frame_records, out, print_frame, print_json, text
+from jingzhun.cli.common import (
+    Globals,
+    JsonOpt,
+    err,
+    frame_records,
+    out,
+    print_frame,
+    print_json,
+    text,
+)
 from jingzhun.evaluate.stats import sample_size
 
 app = typer.Typer(
@@ -25,7 +34,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 NameArg = Annotated[str, typer.Argument(help="The campaign's name.", show_default=False)]
 LangOpt = Annotated[
     str, typer.Option("--lang", help="Language of recommendation reasons: en or zh.")

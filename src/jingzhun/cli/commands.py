@@ -10,9 +10,8 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from jingzhun.cli.common import Globals, err, out, print_frame, print_json, steps, text
+from jingzhun.cli.common import Globals, JsonOpt, err, out, print_frame, print_json, steps, text
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en or zh.")]
 
 

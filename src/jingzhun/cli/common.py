@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -86,6 +87,10 @@ def text(value: object) -> str:
     # doubled and an empty span put after them, so they stand before a tag whatever the
     # template puts next, and the value prints as written alone or inside markup.
     return escape(core) + "\\" * 2 * (len(shown) - len(core)) + "[dim][/dim]"
+
+
+#: The ``--json`` option of every command that prints a result.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 #: The engines ``--engine`` chooses between.

@@ -6,9 +6,7 @@ from typing import Annotated
 
 import typer
 
-from jingzhun.cli.common import Globals, out, print_json, steps, text
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+from jingzhun.cli.common import Globals, JsonOpt, out, print_json, steps, text
 
 app = typer.Typer(help="The lake of Parquet tables that --engine spark works on.")
 

@@ -7,14 +7,13 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from jingzhun.cli.common import Globals, out, print_frame, print_json, text
+from jingzhun.cli.common import Globals, JsonOpt, out, print_frame, print_json, text
 
 app = typer.Typer(
     help="Trained models of every stage (segment runs, recommenders, predict models).",
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 IdArg = Annotated[str, typer.Argument(help="A model id, as `jingzhun models list` shows it.")]
 
 #: What activating a model changes, by kind: said after `models activate`.

@@ -9,6 +9,7 @@ import typer
 
 from jingzhun.cli.common import (
     Globals,
+    JsonOpt,
     distinct_warnings,
     err,
     frame_records,
@@ -24,7 +25,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 TargetOpt = Annotated[
     str,
     typer.Option(

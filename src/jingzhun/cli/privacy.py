@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from jingzhun.cli.common import Globals, err, out, print_frame, print_json, text
+from jingzhun.cli.common import Globals, JsonOpt, err, out, print_frame, print_json, text
 from jingzhun.contracts.results import json_ready
 from jingzhun.errors import InputError
 from jingzhun.privacy.audit import cli_actor
@@ -27,7 +27,6 @@ audit_app = typer.Typer(
     help="The audit log of admin actions and data requests.", no_args_is_help=True
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 UserArg = Annotated[str, typer.Argument(help="The user's id.", show_default=False)]
 
 

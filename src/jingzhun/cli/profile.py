@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, steps, text
+from jingzhun.cli.common import (
+    Globals,
+    JsonOpt,
+    frame_records,
+    out,
+    print_frame,
+    print_json,
+    steps,
+    text,
+)
 from jingzhun.config import load_settings
 from jingzhun.contracts.time import parse_as_of
 from jingzhun.errors import InputError
@@ -22,7 +31,6 @@ analyze_app = typer.Typer(
     help="Behaviour analysis: trends, funnel, cohorts, baskets, frequency.", no_args_is_help=True
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 SinceOpt = Annotated[
     str | None, typer.Option("--since", help="Only events from this time (ISO 8601).")
 ]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from jingzhun.cli.common import Globals, frame_records, out, print_frame, print_json, text
+from jingzhun.cli.common import Globals, JsonOpt, frame_records, out, print_frame, print_json, text
 from jingzhun.ingest.quarantine import Selection
 from jingzhun.ingest.validate import parse_assignments
 
@@ -20,7 +20,6 @@ IdOpt = Annotated[
 ReasonOpt = Annotated[
     str | None, typer.Option("--reason", "-r", help="Only rows whose reason contains this text.")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 def _selection(

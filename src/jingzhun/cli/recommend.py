@@ -11,6 +11,7 @@ import typer
 
 from jingzhun.cli.common import (
     Globals,
+    JsonOpt,
     err,
     frame_records,
     out,
@@ -25,7 +26,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="A model name or model id (default: the active model)."),

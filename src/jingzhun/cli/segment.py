@@ -10,6 +10,7 @@ import typer
 
 from jingzhun.cli.common import (
     Globals,
+    JsonOpt,
     err,
     frame_records,
     out,
@@ -24,7 +25,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 #: The top-categories cell of a segment whose users viewed and bought nothing with a category.
 NO_CATEGORIES = "(no category activity)"
 
