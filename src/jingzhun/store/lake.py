@@ -20,6 +20,7 @@ import shutil
 import socket
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -178,20 +179,39 @@ class Lake:
     master: str
     session: Any = field(repr=False)
     backend: Backend = field(repr=False)
+    owns_session: bool = True  # False: the caller's session, not stopped by close()
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, master: str | None = None) -> Lake:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        master: str | None = None,
+        session: Any = None,
+        create: bool = False,
+    ) -> Lake:
         """Open the lake at ``path`` on Spark (``master``, default :data:`DEFAULT_MASTER`).
-        Everything that can be checked before Spark starts is checked first."""
-        check_pyspark()
-        check_java()
-        where = check_lake(Path(path).expanduser().absolute(), create=False)
-        chosen = check_master(master or DEFAULT_MASTER)
-        session = _session(chosen, where)
+        Everything that can be checked before Spark starts is checked first.
+
+        ``session``: a Spark session the caller owns (a notebook's, or tests sharing one):
+        used as it is and left running by :meth:`close`. ``create``: a new or empty folder
+        becomes a lake (its marker written now); otherwise it is refused."""
+        where = check_lake(Path(path).expanduser().absolute(), create=create)
+        owns = session is None
+        if owns:
+            check_pyspark()
+            check_java()
+            chosen = check_master(master or DEFAULT_MASTER)
+            session = _session(chosen, where)
+        else:
+            chosen = str(session.sparkContext.master)
+        if not (where / MARKER).exists():
+            where.mkdir(parents=True, exist_ok=True)
+            _write_marker(where, {})
         import ibis
 
         backend = ibis.pyspark.connect(session)
-        lake = cls(where, chosen, session, backend)
+        lake = cls(where, chosen, session, backend, owns)
         for name in lake.tables():
             backend.read_parquet(str(where / name), table_name=name)
         return lake
@@ -213,10 +233,17 @@ class Lake:
         """Write ``expr`` as table ``name``: Spark writes a hidden folder, which then takes
         the table's place in one rename (a reader sees the old table or the new one); the
         new table is registered at once. How many rows."""
+        return self._replace(name, lambda staging: self.backend.to_parquet(expr, staging))
+
+    def write_frame(self, name: str, frame: Any) -> int:
+        """:meth:`write` for a Spark DataFrame (what ``mapInPandas`` returns)."""
+        return self._replace(name, lambda staging: frame.write.parquet(staging))
+
+    def _replace(self, name: str, write: Callable[[str], object]) -> int:
         ident(name)  # a table name is an identifier, as in the store
         final = self.path / name
         staging = self.path / f".{name}.{uuid.uuid4().hex[:8]}"
-        self.backend.to_parquet(expr, str(staging))  # Spark's own writer, on the workers
+        write(str(staging))  # Spark's own writer, on the workers
         old = None
         if final.exists():
             old = self.path / f".{name}.old.{uuid.uuid4().hex[:8]}"
@@ -228,7 +255,8 @@ class Lake:
         return int(registered.count().execute())
 
     def close(self) -> None:
-        self.session.stop()
+        if self.owns_session:
+            self.session.stop()
 
     def __enter__(self) -> Lake:
         return self
@@ -305,10 +333,14 @@ def create_from_store(store: Store, path: str | os.PathLike[str]) -> dict[str, i
                 out.write_batch(batch)
                 rows += batch.num_rows
         counts[name] = rows
+    _write_marker(where, counts)
+    return counts
+
+
+def _write_marker(where: Path, counts: dict[str, int]) -> None:
     (where / MARKER).write_text(
         json.dumps({"format": FORMAT, "tables": counts}, indent=2) + "\n", encoding="utf-8"
     )
-    return counts
 
 
 __all__ = [
