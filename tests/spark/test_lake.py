@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from jingzhun.profile.build import build_on_lake
-from jingzhun.store.lake import MARKER, check_master, check_pyspark
+from jingzhun.store.lake import LAKE_TABLES, MARKER, check_master, check_pyspark
 from jingzhun.workspace import Workspace
 from tests.cli.subprocess_cli import run
 
@@ -111,7 +111,7 @@ def test_the_command_line_builds_on_a_lake(built: Built, cli: Callable) -> None:
     assert built.spark["users"] == built.duck_users > 1_000
     assert len(built.spark["traits"]) > 40
     assert sorted(p.name for p in built.lake.iterdir() if not p.name.startswith(".")) == sorted(
-        ["events", "identities", "items", "users", "profiles", "profile_affinity", MARKER]
+        [*LAKE_TABLES, "profiles", "profile_affinity", MARKER]
     )
     again = cli("--db", str(built.db), "lake", "init", "--out", str(built.lake))
     assert again.code == 2 and "is a jingzhun lake already" in again.stderr

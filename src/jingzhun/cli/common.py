@@ -107,10 +107,11 @@ class Globals:
     engine: str = "duckdb"
     spark_master: str | None = None
 
-    def lake(self) -> Lake:
+    def lake(self, *, create: bool = False) -> Lake:
         """Open the lake ``--db`` names on Spark (``--engine spark``): the master from
         ``--spark-master``, else ``[spark] master``. Refuses, with what to install or fix,
-        when pyspark, Java or the master is missing, or the folder is not a lake."""
+        when pyspark, Java or the master is missing, or the folder is not a lake (with
+        ``create``, a new or empty folder becomes one: a command that writes, as ingest)."""
         from jingzhun.config import load_settings
         from jingzhun.store.lake import Lake
 
@@ -120,7 +121,7 @@ class Globals:
                 hint="make one from a store with: jingzhun --db STORE lake init --out FOLDER",
             )
         master = self.spark_master or load_settings(self.config).spark.master
-        return Lake.open(self.db or os.environ["JINGZHUN_DB"], master=master)
+        return Lake.open(self.db or os.environ["JINGZHUN_DB"], master=master, create=create)
 
     def spark(self) -> bool:
         return self.engine == "spark"

@@ -155,10 +155,28 @@ def _run(
     options["item_columns"] = _pairs(reading.pop("item_columns", None), "--item-columns")
     options["returns"] = reading.pop("returns", None) or []
     options.update(reading)
-    with g.workspace(create=True) as ws, byte_progress() as progress:
-        result = ws.ingest.files(
-            kind, files, format=fmt, ts_format=ts_format, progress=progress, **options
-        )
+    if g.spark():
+        from jingzhun.config import load_settings
+        from jingzhun.ingest.lake import check_ingest, ingest_on_lake
+
+        settings = load_settings(g.config)
+        check_ingest(kind, settings)  # before Spark starts
+        with g.lake(create=True) as lake, byte_progress() as progress:
+            result = ingest_on_lake(
+                lake,
+                settings,
+                kind,
+                files,
+                format=fmt,
+                ts_format=ts_format,
+                progress=progress,
+                **options,
+            )
+    else:
+        with g.workspace(create=True) as ws, byte_progress() as progress:
+            result = ws.ingest.files(
+                kind, files, format=fmt, ts_format=ts_format, progress=progress, **options
+            )
     data = result.to_dict()
     if as_json:
         keys = ["batch_id", "rows_read", "inserted", "duplicates", "quarantined", "seconds"]

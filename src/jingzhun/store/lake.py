@@ -44,7 +44,9 @@ PYSPARK_RANGE = ((3, 5), (4, 1))
 #: The master when neither ``--spark-master`` nor ``[spark] master`` names one.
 DEFAULT_MASTER = "local[2]"
 #: The tables a lake made from a store carries: what the Spark stages read.
-LAKE_TABLES = ("events", "users", "items", "identities")
+#: Not the quarantine: its rows' content keys (and raw rows) are keyed with the store's vault,
+#: so a lake starts its own.
+LAKE_TABLES = ("events", "users", "items", "identities", "consents", "ingest_batches")
 
 _INSTALL = "pip install 'jingzhun[spark]'"
 
@@ -238,6 +240,27 @@ class Lake:
     def write_frame(self, name: str, frame: Any) -> int:
         """:meth:`write` for a Spark DataFrame (what ``mapInPandas`` returns)."""
         return self._replace(name, lambda staging: frame.write.parquet(staging))
+
+    def append(self, name: str, part: Path) -> None:
+        """Add the Parquet file ``part`` to table ``name`` (made if new) in one rename — a
+        reader sees the table with the file or without it — and register the table again so
+        this session's next query sees it. ``part`` must be on the lake's file system (write
+        it in :meth:`staging`)."""
+        ident(name)
+        folder = self.path / name
+        folder.mkdir(exist_ok=True)
+        part.rename(folder / f"part-{part.stem}.parquet")
+        self.backend.read_parquet(str(folder), table_name=name)
+
+    def staging(self, label: str) -> Path:
+        """A new hidden folder inside the lake for files about to be added (hidden folders
+        are no table's; the same file system, so adding one is a rename)."""
+        folder = self.path / f".{label}.{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        return folder
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_dir() and any((self.path / name).glob("*.parquet"))
 
     def _replace(self, name: str, write: Callable[[str], object]) -> int:
         ident(name)  # a table name is an identifier, as in the store

@@ -1,0 +1,181 @@
+"""Ingest on Spark (issue 19): a batch read, validated and quarantined by the same pipeline as
+on a store, settled against the lake by Spark — its counts, events, quarantine, identities and
+consents equal the DuckDB engine's, batch after batch, and what a lake does not take yet is
+refused with nothing written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from jingzhun.config import Settings
+from jingzhun.errors import InputError
+from jingzhun.ingest.lake import ingest_on_lake
+from jingzhun.store.lake import MARKER
+from jingzhun.workspace import Workspace
+from tests.cli.subprocess_cli import run
+from tests.spark.conftest import copy_lake
+from tests.spark.test_lake import _same
+
+#: What a batch reports; equal on both engines.
+COUNTS = (
+    "rows_read",
+    "inserted",
+    "duplicates",
+    "quarantined",
+    "skipped",
+    "identities_linked",
+    "identity_conflicts",
+)
+#: Each table compared, its key and the columns that name the batch or the time it ran
+#: (different on the two engines by nature).
+TABLES = {
+    "events": (["event_id"], ["batch_id", "received_at"]),
+    "quarantine": (["quarantine_id"], ["batch_id", "received_at", "raw_key"]),
+    "identities": (["anonymous_id"], ["batch_id"]),
+    "consents": (["user_id", "purpose", "channel", "ts", "status"], ["source"]),
+}
+
+BAD = """event_id,event,user_id,anonymous_id,item_id,price,ts,purpose,status
+x1,product_viewed,u1,a1,sku1,10,2026-01-01T00:00:00Z,,
+x1,product_viewed,u1,a1,sku1,10,2026-01-01T00:00:00Z,,
+x2,not a real event,u1,,sku1,10,2026-01-01T00:00:00Z,,
+x3,product_viewed,u2,a1,sku2,-5,2026-01-02T00:00:00Z,,
+x4,product_viewed,,,sku2,3,not a time,,
+x5,consent_updated,u1,,,,2026-01-03T00:00:00Z,marketing,REVOKED
+x6,consent_updated,u3,,,,2026-01-03T00:00:00Z,marketing,GRANTED
+x7,order_completed,u3,a3,sku9,20,2026-01-04T00:00:00Z,,
+"""
+
+
+@dataclass
+class Pair:
+    db: Path
+    lake: Path
+    duck: list[dict[str, Any]]
+    spark: list[dict[str, Any]]
+
+
+def _files(shop, folder: Path) -> list[list[str]]:
+    """The batches both engines take, in order: the shop's events; a file of bad rows,
+    duplicates and consents, some of whose event ids the shop has; both again."""
+    bad = folder / "bad.csv"
+    first = pq.read_table(shop.file("events")).slice(0, 3).to_pandas()
+    extra = "".join(
+        f"{r.event_id},{r.event},{r.user_id},a1,{r.item_id or ''},1,2026-01-05T00:00:00Z,,\n"
+        for r in first.itertuples()
+    )
+    bad.write_text(BAD + extra, encoding="utf-8")
+    return [[shop.file("events")], [str(bad)], [shop.file("events"), str(bad)]]
+
+
+@pytest.fixture(scope="module")
+def pair(shop, spark_session, tmp_path_factory: pytest.TempPathFactory) -> Pair:
+    from jingzhun.store.lake import Lake
+
+    folder = tmp_path_factory.mktemp("ingest-pair")
+    db, lake_dir = folder / "s.duckdb", folder / "lake"
+    batches = _files(shop, folder)
+    duck, spark = [], []
+    with Workspace.open(db) as ws:
+        for paths in batches:
+            duck.append(ws.ingest.files("events", paths).to_dict())
+    with Lake.open(lake_dir, session=spark_session, create=True) as lake:
+        for paths in batches:
+            spark.append(ingest_on_lake(lake, Settings(), "events", paths).to_dict())
+    return Pair(db, lake_dir, duck, spark)
+
+
+def test_each_batch_counts_the_same_on_both_engines(pair: Pair) -> None:
+    assert len(pair.duck) == len(pair.spark) == 3
+    for duck, spark in zip(pair.duck, pair.spark, strict=True):
+        assert {k: spark[k] for k in COUNTS} == {k: duck[k] for k in COUNTS}
+    first, bad, again = pair.duck
+    assert first["inserted"] > 60_000 and bad["quarantined"] >= 3 and bad["duplicates"] >= 4
+    assert again["inserted"] == 0 and again["quarantined"] == 0
+
+
+@pytest.mark.parametrize("table", list(TABLES))
+def test_each_table_holds_the_same_rows(pair: Pair, table: str) -> None:
+    key, differ = TABLES[table]
+    with Workspace.open(pair.db, read_only=True) as ws:
+        duck = ws.sql(f"SELECT * FROM {table}")
+    spark = pd.read_parquet(pair.lake / table)
+    columns = [c for c in duck.columns if c not in differ]
+    duck = duck[columns].sort_values(key).reset_index(drop=True)
+    spark = spark[columns].sort_values(key).reset_index(drop=True)
+    assert len(spark) == len(duck) > 0
+    bad = {}
+    for c in columns:
+        if duck[c].equals(spark[c]):  # most columns: equal as they are
+            continue
+        wrong = [
+            (duck.at[i, c], spark.at[i, c])
+            for i in range(len(duck))
+            if not _same(duck.at[i, c], spark.at[i, c])
+        ]
+        if wrong:
+            bad[c] = (len(wrong), wrong[:2])
+    assert bad == {}
+
+
+def test_the_lake_keeps_one_file_a_table_a_batch(pair: Pair) -> None:
+    events = sorted(p.name for p in (pair.lake / "events").iterdir())
+    assert len(events) == 2  # the third batch added no event
+    records = pd.read_parquet(pair.lake / "ingest_batches")
+    assert len(records) == 3 and list(records["inserted"]) == [b["inserted"] for b in pair.spark]
+    assert not [p for p in pair.lake.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_a_lake_made_from_a_store_takes_new_batches(shop_pair, open_lake, shop, tmp_path) -> None:
+    lake = open_lake(copy_lake(shop_pair.lake, tmp_path / "lake"))
+    before = lake.table("events").count().execute()
+    result = ingest_on_lake(lake, Settings(), "events", [shop.file("events")])
+    # Every valid row is the lake's already; the bad rows are quarantined in the lake's own
+    # quarantine (a lake starts its own: the store's is keyed with its vault).
+    assert result.rows_read > 60_000 and result.inserted == 0
+    assert result.duplicates == result.rows_read - result.quarantined
+    assert lake.table("events").count().execute() == before
+
+
+def test_what_a_lake_does_not_take_is_refused_with_nothing_written(
+    shop, open_lake, tmp_path
+) -> None:
+    lake = open_lake(tmp_path / "lake", create=True)
+    with pytest.raises(InputError, match="ingest users does not run on --engine spark"):
+        ingest_on_lake(lake, Settings(), "users", [shop.file("users")])
+    plain = Settings()
+    settings = plain.model_copy(
+        update={"privacy": plain.privacy.model_copy(update={"pseudonymize_ids": True})}
+    )
+    with pytest.raises(InputError, match="pseudonymize_ids"):
+        ingest_on_lake(lake, settings, "events", [shop.file("events")])
+    items = tmp_path / "e.csv"
+    items.write_text(
+        "event,user_id,item_id,ts,cat\nproduct_viewed,u1,sku1,2026-01-01T00:00:00Z,shoes\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(InputError, match="gives items"):
+        ingest_on_lake(lake, Settings(), "events", [str(items)], item_columns={"category": "cat"})
+    assert sorted(p.name for p in lake.path.iterdir()) == [MARKER]
+
+
+def test_the_command_line_ingests_into_a_new_lake(tmp_path: Path) -> None:
+    events = tmp_path / "e.csv"
+    events.write_text(BAD, encoding="utf-8")
+    lake = tmp_path / "lake"
+    done = run(tmp_path, "--engine", "spark", "ingest", "events", str(events), "--json", db=lake)
+    assert done.code == 0, done.stderr
+    with Workspace.open(tmp_path / "s.duckdb") as ws:
+        duck = ws.ingest.files("events", [str(events)]).to_dict()
+    got = done.json()
+    assert {k: got[k] for k in COUNTS if k in got} == {k: duck[k] for k in COUNTS if k in got}
+    assert got["inserted"] > 0 and got["quarantined"] > 0 and got["duplicates"] > 0
+    assert (lake / MARKER).exists() and (lake / "events").is_dir()
+    users = run(tmp_path, "--engine", "spark", "ingest", "users", str(events), db=lake)
+    assert users.code == 2 and "does not run on --engine spark" in users.stderr
