@@ -16,7 +16,8 @@ import pytest
 from jingzhun.config import Settings
 from jingzhun.errors import InputError
 from jingzhun.ingest.lake import ingest_on_lake
-from jingzhun.store.lake import MARKER
+from jingzhun.profile.build import build_on_lake
+from jingzhun.store.lake import LAKE_TABLES, MARKER
 from jingzhun.workspace import Workspace
 from tests.cli.subprocess_cli import run
 from tests.spark.conftest import copy_lake
@@ -126,7 +127,7 @@ def test_each_table_holds_the_same_rows(pair: Pair, table: str) -> None:
 
 def test_the_lake_keeps_one_file_a_table_a_batch(pair: Pair) -> None:
     events = sorted(p.name for p in (pair.lake / "events").iterdir())
-    assert len(events) == 2  # the third batch added no event
+    assert len(events) == 3  # the new lake's empty file, two batches (the third added none)
     records = pd.read_parquet(pair.lake / "ingest_batches")
     assert len(records) == 3 and list(records["inserted"]) == [b["inserted"] for b in pair.spark]
     assert not [p for p in pair.lake.iterdir() if p.name.startswith(".")]  # no staging left
@@ -162,7 +163,20 @@ def test_what_a_lake_does_not_take_is_refused_with_nothing_written(
     )
     with pytest.raises(InputError, match="gives items"):
         ingest_on_lake(lake, Settings(), "events", [str(items)], item_columns={"category": "cat"})
-    assert sorted(p.name for p in lake.path.iterdir()) == [MARKER]
+    assert sorted(p.name for p in lake.path.iterdir()) == sorted([*LAKE_TABLES, MARKER])
+    assert all(lake.table(t).count().execute() == 0 for t in LAKE_TABLES)
+
+
+def test_a_new_lake_takes_events_then_builds_profiles(open_lake, tmp_path) -> None:
+    events = tmp_path / "e.csv"
+    events.write_text(BAD, encoding="utf-8")
+    lake = open_lake(tmp_path / "lake", create=True)
+    ingest_on_lake(lake, Settings(), "events", [str(events)])
+    built = build_on_lake(lake, Settings())
+    with Workspace.open(tmp_path / "s.duckdb") as ws:
+        ws.ingest.files("events", [str(events)])
+        duck = ws.profiles.build()
+    assert (built.users, built.as_of) == (duck.users, duck.as_of) and built.users >= 2
 
 
 def test_the_command_line_ingests_into_a_new_lake(tmp_path: Path) -> None:

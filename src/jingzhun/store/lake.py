@@ -208,8 +208,7 @@ class Lake:
         else:
             chosen = str(session.sparkContext.master)
         if not (where / MARKER).exists():
-            where.mkdir(parents=True, exist_ok=True)
-            _write_marker(where, {})
+            _create_empty(where)
         import ibis
 
         backend = ibis.pyspark.connect(session)
@@ -358,6 +357,26 @@ def create_from_store(store: Store, path: str | os.PathLike[str]) -> dict[str, i
         counts[name] = rows
     _write_marker(where, counts)
     return counts
+
+
+def _create_empty(where: Path) -> None:
+    """A new lake: :data:`LAKE_TABLES` empty, with the store's columns (from its migrations,
+    the one definition of the schema), then the marker."""
+    import pyarrow.parquet as pq
+
+    from jingzhun.store.store import Store
+
+    where.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="jingzhun-lake-") as scratch:
+        store = Store.open(Path(scratch) / "schema.duckdb")
+        try:
+            for name in LAKE_TABLES:
+                empty = store.con.sql(f"SELECT * FROM {ident(name)} LIMIT 0").to_arrow_table()
+                (where / name).mkdir()
+                pq.write_table(empty, where / name / "part-empty.parquet")
+        finally:
+            store.close()
+    _write_marker(where, dict.fromkeys(LAKE_TABLES, 0))
 
 
 def _write_marker(where: Path, counts: dict[str, int]) -> None:
