@@ -97,6 +97,34 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     )
 
 
+#: ``--from-store``: with ``--engine spark``, where the model is (the lake holds no models).
+FromStoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-store",
+        help="With --engine spark: the DuckDB store whose model registry holds the model "
+        "(opened read-only).",
+    ),
+]
+
+
+def from_store_for_spark(g: Globals, from_store: Path | None, command: str) -> Path | None:
+    """``--from-store`` checked against ``--engine``: required on Spark, refused on DuckDB."""
+    from jingzhun.errors import InputError
+
+    if g.spark() and from_store is None:
+        raise InputError(
+            f"{command} on --engine spark needs --from-store STORE",
+            hint="name the DuckDB store whose model registry holds the trained model",
+        )
+    if not g.spark() and from_store is not None:
+        raise InputError(
+            "--from-store goes with --engine spark",
+            hint="on DuckDB, --db names the store that holds the model and the users",
+        )
+    return from_store
+
+
 @app.command()
 def batch(
     ctx: typer.Context,
@@ -104,10 +132,35 @@ def batch(
         int | None, typer.Option("--k", help="Items per user (default: [recommend] k).")
     ] = None,
     model: ModelOpt = None,
+    from_store: FromStoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Top k for every user, after the business rules, into the recommendations table."""
+    """Top k for every user, after the business rules, into the recommendations table (with
+    --engine spark: on the lake --db names, by a model of the store --from-store names)."""
     g: Globals = ctx.obj
+    store = from_store_for_spark(g, from_store, "recommend batch")
+    if store is not None:
+        from jingzhun.config import load_settings
+        from jingzhun.recommend.on_lake import batch_on_lake, prepare
+
+        settings = load_settings(g.config)
+        with steps(not as_json) as say:
+            say("reading the model from the store")
+            job = prepare(store, settings, model, k)
+            say("starting Spark")
+            with g.lake() as lake:
+                say("recommending on Spark")
+                done = batch_on_lake(lake, settings, job)
+        rows, users, model_id = done.rows, done.users, done.model
+    else:
+        rows, users, model_id = _batch(g, k, model, as_json)
+    if as_json:
+        print_json({"rows": rows, "users": int(users or 0), "model": model_id})
+        return
+    out.print(f"Wrote {rows:,} recommendations for {int(users or 0):,} users ({text(model_id)}).")
+
+
+def _batch(g: Globals, k: int | None, model: str | None, as_json: bool) -> tuple[int, Any, Any]:
     with g.workspace(create=True) as ws, steps(not as_json) as say:
         say("recommending for every user")
         rows = ws.recs.batch(
@@ -116,12 +169,9 @@ def batch(
             progress=lambda done, total: say(f"recommending: {done:,}/{total:,} users"),
         )
         latest = ws.recs.latest_batch()
-        users = 0 if latest is None else latest.users
-        model_id = None if latest is None else latest.model
-    if as_json:
-        print_json({"rows": rows, "users": int(users or 0), "model": model_id})
-        return
-    out.print(f"Wrote {rows:,} recommendations for {int(users or 0):,} users ({text(model_id)}).")
+    if latest is None:
+        return rows, 0, None
+    return rows, latest.users, latest.model
 
 
 @app.command()

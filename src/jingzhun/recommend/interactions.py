@@ -19,6 +19,10 @@ from jingzhun.store import Store
 
 if TYPE_CHECKING:
     from jingzhun.config import RecommendSettings, Settings
+    from jingzhun.store.lake import Lake
+
+
+_EPOCH = datetime(1970, 1, 1)
 
 
 def interaction_weights(settings: Settings) -> tuple[dict[str, float], float]:
@@ -43,7 +47,7 @@ def interactions_frame(
 
 
 def interactions_expr(
-    store: Store,
+    store: Store | Lake,
     settings: Settings,
     as_of: datetime,
     user_ids: list[str] | None = None,
@@ -51,9 +55,10 @@ def interactions_expr(
     decay: bool = True,
 ) -> Any:
     """The Ibis expression of :func:`interactions_frame` (``decay=False``: plain sums of the
-    event weights)."""
+    event weights), on a store or on a lake (a batch on Spark reads the same definition)."""
     import ibis
 
+    from jingzhun.profile.expr import seconds_between
     from jingzhun.profile.traits import stitched
 
     backend = store.ibis()
@@ -63,15 +68,16 @@ def interactions_expr(
     e = e.filter(e.user_id.notnull() & e.item_id.notnull() & e.event.isin(list(weights)))
     w = ibis.cases(*((e.event == k, float(v)) for k, v in weights.items()), else_=0.0)
     if decay:
-        age_days = (at.epoch_seconds() - e.ts.epoch_seconds()).cast("float64") / 86400.0
+        # Ages to the microsecond on every engine (Spark's epoch seconds drop the fraction).
+        age_days = seconds_between(at, e.ts) / 86400.0
         w = w * (ibis.literal(0.5).log() * age_days / half_life).exp()
+    t = e.mutate(_w=w)
     agg = (
-        e.mutate(_w=w)
-        .group_by(["user_id", "item_id"])
+        t.group_by(["user_id", "item_id"])
         .aggregate(
-            weight=ibis._._w.sum(),
-            purchased=(ibis._.event == "order_completed").any(),
-            last_seen=ibis._.ts.max().epoch_seconds().cast("float64"),
+            weight=t._w.sum(),
+            purchased=(t.event == "order_completed").any(),
+            last_seen=seconds_between(t.ts.max(), ibis.literal(_EPOCH)),
         )
         .filter(ibis._.weight > 0)
     )
@@ -109,10 +115,24 @@ class HistoryQuery:
         return self.store.con.execute(self._sql, {"user": user_id, "as_of": as_of}).df()
 
 
-def catalog(store: Store) -> pd.DataFrame:
-    return store.sql(
-        "SELECT item_id, title, description, category, brand, price, active, stock FROM items ORDER BY item_id"
-    ).df()
+#: The catalog's columns training and serving read.
+CATALOG_COLUMNS = (
+    "item_id",
+    "title",
+    "description",
+    "category",
+    "brand",
+    "price",
+    "active",
+    "stock",
+)
+
+
+def catalog(source: Store | Lake) -> pd.DataFrame:
+    """The catalog (:data:`CATALOG_COLUMNS`, by item id) of a store, or of a lake for a batch
+    on Spark: one Ibis expression for both."""
+    items = source.ibis().table("items")
+    return items.select(*CATALOG_COLUMNS).order_by("item_id").to_pyarrow().to_pandas()
 
 
 def default_as_of(store: Store) -> datetime:

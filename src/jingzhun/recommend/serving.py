@@ -28,53 +28,46 @@ if TYPE_CHECKING:
 BATCH_USERS = 4096
 
 
-class Recommend:
-    """The active (or a named) model with its catalog, rules and segments, in memory.
+class Ranker:
+    """A trained model with the catalog's rules: ranks and explains blocks of users, and
+    nothing here reads a store. :class:`Recommend` is one on a store; each Spark partition of
+    a distributed batch builds one from the broadcast model and the lake's catalog
+    (:mod:`jingzhun.recommend.on_lake`), so both write rows by the same code.
 
-    Examples
-    --------
-    >>> r = ws.recommender()                                   # doctest: +SKIP
-    >>> r.for_user("u123", k=5)                                # a list of dicts with reasons
-    >>> r.session(["sku-1", "sku-9"], k=5)                     # real-time, < 5 ms
+    Parameters
+    ----------
+    model_id : str
+        The registry's id of ``model`` (written with each row).
+    model : Recommender
+        The fitted model.
+    rules : Rules
+        The business rules (item mask, exclusions, re-rank).
+    items : DataFrame
+        The catalog (:func:`~jingzhun.recommend.interactions.catalog`).
     """
 
     def __init__(
-        self, store: Store, settings: Settings, ref: str | None = None, **rule_overrides: Any
+        self, model_id: str, model: Recommender, rules: Rules, items: pd.DataFrame
     ) -> None:
-        self.store = store
-        self.settings = settings
-        record = resolve_model(store, ref)
-        self.model_id: str = record.model_id
-        self.as_of: datetime = record.as_of or default_as_of(store)
-        self.model: Recommender = load(Registry(store).artefact(record.model_id))
-        self.rules = Rules.from_settings(settings.recommend, **rule_overrides)
-        items = catalog(store)
+        self.model_id = model_id
+        self.model = model
+        self.rules = rules
         self.features = (
             ItemFeatures.from_frame(items, self.model.items_, text=False) if len(items) else None
         )
-        self.titles = dict(zip(items["item_id"], items["title"].fillna(""), strict=True))
         self.mask = self.rules.item_mask(self.features, len(self.model.items_))
-        self._history = HistoryQuery(store, settings)
-        self.groups = None
-        #: Segment -> its portrait's name (English, as stored), for "popular in your segment".
-        self.segment_names: dict[str, str] = {}
-        if record.info.get("segment_run"):
-            from jingzhun.segment.runs import members_of
-
-            members = members_of(store, record.info["segment_run"])
-            self.groups = dict(zip(members["user_id"], members["segment"], strict=True))
-            named = members.dropna(subset=["label"]).drop_duplicates("segment")
-            self.segment_names = dict(zip(named["segment"], named["label"], strict=True))
 
     def _block(
-        self, users: np.ndarray, rows: sp.csr_matrix, purchased: sp.csr_matrix | None, k: int
+        self,
+        users: np.ndarray,
+        rows: sp.csr_matrix,
+        purchased: sp.csr_matrix | None,
+        k: int,
+        groups: np.ndarray | None = None,
     ) -> pd.DataFrame:
+        """Top ``k`` of each user (rank, item, score, reason) from their interaction rows;
+        ``groups``: each user's segment, when the model ranks by segment."""
         m = self.model
-        groups = (
-            None
-            if self.groups is None
-            else np.asarray([self.groups.get(u) for u in users], dtype=object)
-        )
         exclude = self.rules.exclusions(purchased, self.features)
         uidx = np.full(len(users), -1)  # always score from the given (fresh) history
         idx, val = self._ranked(m, rows, uidx, k, None, exclude, groups)
@@ -92,6 +85,20 @@ class Recommend:
                 "reason": reasons.ravel()[keep].astype(str),
             }
         )
+
+    def batch_rows(
+        self,
+        users: np.ndarray,
+        rows: sp.csr_matrix,
+        purchased: sp.csr_matrix | None,
+        k: int,
+        groups: np.ndarray | None,
+        created_at: datetime,
+    ) -> pd.DataFrame:
+        """One block of a batch as ``recommendations`` rows (the table's columns, in order):
+        what :meth:`Recommend.batch` and every Spark partition write."""
+        part = self._block(users, rows, purchased, k, groups)
+        return part.assign(model=self.model_id, created_at=created_at)[list(BATCH_COLUMNS)]
 
     def _ranked(
         self,
@@ -130,15 +137,6 @@ class Recommend:
             short = short[(out_idx[short] < 0).any(axis=1) & (idx >= 0).all(axis=1)]
         return out_idx, out_val
 
-    def history(self, user_ids: list[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """Fresh interaction rows (and purchases) of users from the store, up to now."""
-        at = default_as_of(self.store)
-        if len(user_ids) == 1:
-            frame = self._history(user_ids[0], at)
-        else:
-            frame = interactions_frame(self.store, self.settings, at, user_ids)
-        return self.matrices(frame, user_ids)
-
     def matrices(
         self, frame: pd.DataFrame, user_ids: list[str]
     ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -156,6 +154,61 @@ class Recommend:
             (np.ones(int(bought.sum()), np.float32), (pos[bought], cols[bought])), shape=shape
         )
         return rows, purchased
+
+
+#: The columns of ``recommendations``, in order.
+BATCH_COLUMNS = ("user_id", "rank", "item_id", "score", "model", "reason", "created_at")
+
+
+class Recommend(Ranker):
+    """The active (or a named) model with its catalog, rules and segments, in memory.
+
+    Examples
+    --------
+    >>> r = ws.recommender()                                   # doctest: +SKIP
+    >>> r.for_user("u123", k=5)                                # a list of dicts with reasons
+    >>> r.session(["sku-1", "sku-9"], k=5)                     # real-time, < 5 ms
+    """
+
+    def __init__(
+        self, store: Store, settings: Settings, ref: str | None = None, **rule_overrides: Any
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        record = resolve_model(store, ref)
+        self.as_of: datetime = record.as_of or default_as_of(store)
+        items = catalog(store)
+        super().__init__(
+            record.model_id,
+            load(Registry(store).artefact(record.model_id)),
+            Rules.from_settings(settings.recommend, **rule_overrides),
+            items,
+        )
+        self.titles = dict(zip(items["item_id"], items["title"].fillna(""), strict=True))
+        self._history = HistoryQuery(store, settings)
+        self.groups = None
+        #: Segment -> its portrait's name (English, as stored), for "popular in your segment".
+        self.segment_names: dict[str, str] = {}
+        members = model_segments(store, record)
+        if members is not None:
+            self.groups = dict(zip(members["user_id"], members["segment"], strict=True))
+            named = members.dropna(subset=["label"]).drop_duplicates("segment")
+            self.segment_names = dict(zip(named["segment"], named["label"], strict=True))
+
+    def _groups_of(self, users: np.ndarray) -> np.ndarray | None:
+        """Each user's segment in the model's run (None: the model has no run)."""
+        if self.groups is None:
+            return None
+        return np.asarray([self.groups.get(u) for u in users], dtype=object)
+
+    def history(self, user_ids: list[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Fresh interaction rows (and purchases) of users from the store, up to now."""
+        at = default_as_of(self.store)
+        if len(user_ids) == 1:
+            frame = self._history(user_ids[0], at)
+        else:
+            frame = interactions_frame(self.store, self.settings, at, user_ids)
+        return self.matrices(frame, user_ids)
 
     def _rows(
         self, user_id: str, history: pd.DataFrame | None
@@ -176,7 +229,8 @@ class Recommend:
 
         _check_k(k)
         rows, purchased = self._rows(user_id, history)
-        frame = self._block(np.asarray([user_id], dtype=object), rows, purchased, k)
+        users = np.asarray([user_id], dtype=object)
+        frame = self._block(users, rows, purchased, k, self._groups_of(users))
         known = user_id in self.model.users_
         return {
             "user_id": user_id,
@@ -307,20 +361,16 @@ class Recommend:
         tables = []
         for lo in range(0, len(users), BATCH_USERS):
             hi = min(lo + BATCH_USERS, len(users))
-            part = self._block(
-                data.users.ids[lo:hi].astype(object),
+            block = data.users.ids[lo:hi].astype(object)
+            part = self.batch_rows(
+                block,
                 data.matrix[lo:hi],
                 None if data.purchased is None else data.purchased[lo:hi],
                 k,
+                self._groups_of(block),
+                now,
             )
-            tables.append(
-                pa.Table.from_pandas(
-                    part.assign(model=self.model_id, created_at=now)[
-                        ["user_id", "rank", "item_id", "score", "model", "reason", "created_at"]
-                    ],
-                    preserve_index=False,
-                )
-            )
+            tables.append(pa.Table.from_pandas(part, preserve_index=False))
             if progress:
                 progress(hi, len(users))
         result = pa.concat_tables(tables) if tables else None
@@ -374,6 +424,17 @@ def _row_of(items: Vocabulary, item_ids: list[str], weights: np.ndarray) -> sp.c
 def _check_k(k: int) -> None:
     if not isinstance(k, (int, np.integer)) or k < 1 or k > 1000:
         raise InputError(f"--k {k!r}", hint="use a k between 1 and 1000")
+
+
+def model_segments(store: Store, record: ModelRecord) -> pd.DataFrame | None:
+    """The members (user_id, segment, label) of the segment run ``record`` was trained with,
+    whose segments its popularity ranks by; None for a model trained without one."""
+    run = record.info.get("segment_run")
+    if not run:
+        return None
+    from jingzhun.segment.runs import members_of
+
+    return members_of(store, run)
 
 
 def resolve_model(store: Store, ref: str | None) -> ModelRecord:

@@ -291,6 +291,8 @@ class Registry:
         kinds = (kind,) if isinstance(kind, str) else tuple(kind or ())
         if rows and (not kinds or rows[0][1] in kinds):
             return ModelRecord.from_row(rows[0])
+        if rows:
+            raise self._other_kind(rows[0][1], model_id, what or _wanted(kinds), kinds)
         raise NotFoundError(
             f"no {what or _kinds_word(kinds)} {shown(model_id)}", hint=self._known(kinds)
         )
@@ -303,6 +305,9 @@ class Registry:
             [kind, ref, ref, ref],
         )
         if not rows:
+            other = self.store.rows("SELECT kind FROM models WHERE model_id = ?", [ref])
+            if other:
+                raise self._other_kind(other[0][0], ref, _wanted((kind,)), (kind,))
             raise NotFoundError(
                 f"no {_kinds_word((kind,))} {shown(ref)}", hint=self._known((kind,))
             )
@@ -387,6 +392,16 @@ class Registry:
             return "known: " + ", ".join(shown)
         return "train one first: " + " or ".join(KINDS[k] for k in (kinds or ("recommender",)))
 
+    def _other_kind(
+        self, found: str, model_id: str, wanted: str, kinds: Sequence[str]
+    ) -> NotFoundError:
+        """``model_id`` is a model, of a kind the caller cannot use."""
+        what = "segment run" if found == "segment" else f"{found} model"
+        return NotFoundError(
+            f"{shown(model_id)} is a {what} ({KINDS.get(found, found)}), not a {wanted}",
+            hint=self._known(kinds),
+        )
+
     @staticmethod
     def _missing(record: ModelRecord) -> NotFoundError:
         return NotFoundError(
@@ -409,6 +424,11 @@ def _scope(kind: str, name: str) -> tuple[Sql, list[str]]:
     if kind in _ACTIVE_PER_NAME:
         return "kind = ? AND name = ?", [kind, name]
     return "kind = ?", [kind]
+
+
+def _wanted(kinds: Sequence[str]) -> str:
+    """What the caller asked for, when a model of another kind was named."""
+    return "recommender" if tuple(kinds) == ("recommender",) else _kinds_word(kinds)
 
 
 def _kinds_word(kinds: Sequence[str]) -> str:
