@@ -34,7 +34,7 @@ from jingzhun.recommend import serving
 from jingzhun.recommend.interactions import catalog, interactions_expr
 from jingzhun.recommend.models import load
 from jingzhun.recommend.rules import Rules
-from jingzhun.store import Registry, Store
+from jingzhun.store import Registry
 from jingzhun.store import lake_frames as lf
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def prepare(
     out of range."""
     chosen = settings.recommend.k if k is None else k
     serving._check_k(chosen)
-    with Store.open(store_path, settings, read_only=True) as store:
+    with lf.model_store(store_path, settings) as store:
         record = serving.resolve_model(store, ref)
         blob = Registry(store).artefact(record.model_id)
         members = serving.model_segments(store, record)

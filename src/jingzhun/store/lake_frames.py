@@ -8,7 +8,8 @@ those steps are Spark's own, and live here once for every stage:
 - :func:`frame`: an Ibis expression as a Spark DataFrame;
 - :func:`numbered`: each row's position in a global order, without one partition;
 - :func:`replace_rows`: a table's rows of one kind replaced, the rest kept (one rename);
-- :func:`driver_python`: Spark's local Python workers running the driver's interpreter.
+- :func:`driver_python`: Spark's local Python workers running the driver's interpreter;
+- :func:`model_store`: the store whose registry holds the model a lake is scored with.
 """
 
 from __future__ import annotations
@@ -19,15 +20,32 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from jingzhun.errors import NotFoundError
+from jingzhun.store.store import Store, check_store_path
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import ibis.expr.types as ir
     from pyspark.sql import Column, DataFrame, SparkSession
 
+    from jingzhun.config import Settings
     from jingzhun.store.lake import Lake
 
 #: ``monotonically_increasing_id`` keeps the partition in the bits above these.
 _ROW_BITS = 33
+
+
+def model_store(path: str | Path, settings: Settings) -> Store:
+    """The store at ``path`` (``--from-store``) opened read-only, for the model a lake is
+    scored with: a lake holds data, the store's registry the models. Its path is checked and
+    named as the flag that gave it."""
+    where = check_store_path(path, option="--from-store")
+    if not where.is_file():
+        raise NotFoundError(
+            f"--from-store: no store at {where}",
+            hint="name the DuckDB store the model was trained in",
+        )
+    return Store.open(where, settings, read_only=True)
 
 
 def frame(lake: Lake, expr: ir.Table) -> DataFrame:
@@ -120,6 +138,7 @@ __all__ = [
     "driver_python",
     "frame",
     "latest_as_of",
+    "model_store",
     "numbered",
     "replace_rows",
     "require",

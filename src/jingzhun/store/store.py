@@ -97,19 +97,20 @@ def file_reader(*paths: str | Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def check_store_path(path: str | Path) -> Path:
-    """``path`` if it can name a local store file; an error naming ``--db`` otherwise."""
+def check_store_path(path: str | Path, option: str = "--db") -> Path:
+    """``path`` if it can name a local store file; an error naming ``option`` (the flag that
+    gave it: ``--db``, or ``--from-store`` for a store read for its models) otherwise."""
     text = str(path)
     if _REMOTE.match(text) and not re.match(r"^[A-Za-z]:[\\/]", text):
         raise InputError(
-            f"--db {text[:80]!r} is not a local file path",
+            f"{option} {text[:80]!r} is not a local file path",
             hint="a store is one local DuckDB file; pass its path (remote stores are not supported)",
         )
     # DuckDB reads what follows a '?' in a database path as connection options (its WAL for
     # 'a?b' becomes 'a.wal?b'): a store's name holds none.
     if text in ("", ":memory:") or any(ord(c) < 32 or ord(c) == 127 or c == "?" for c in text):
         raise InputError(
-            f"--db {text[:80]!r} is not a usable file name",
+            f"{option} {text[:80]!r} is not a usable file name",
             hint="pass the path of a store file, without control characters",
         )
     # Undecodable bytes in argv arrive as lone surrogates (PEP 383); the OS takes them back.
@@ -118,7 +119,7 @@ def check_store_path(path: str | Path) -> Path:
         or len(os.fsencode(text)) > 4000
     ):
         raise InputError(
-            f"--db {text[:60]!r}…: file name too long", hint="use a shorter path for the store"
+            f"{option} {text[:60]!r}…: file name too long", hint="use a shorter path for the store"
         )
     return Path(text)
 
