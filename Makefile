@@ -28,7 +28,9 @@ TEST_JOBS ?= 2
 test: install lint
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
+# The benchmarks' baselines (Polars) come with the bench extra.
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[test,spark,bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean:

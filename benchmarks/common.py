@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from datetime import UTC, datetime
@@ -50,6 +51,65 @@ def run(code: str, *, timeout: float = 1800, env: dict[str, str] | None = None) 
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["process_seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def _session_rss_mb(session: int) -> float:
+    """Resident memory of every process in ``session`` now (MB), from /proc; 0 without it."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session:  # after the name: state, ppid, pgrp, session
+                total += int((stat.parent / "statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_command(
+    argv: list[str], *, timeout: float = 1800, cwd: str | Path | None = None
+) -> dict[str, Any]:
+    """Run a command as a whole process (a ``jingzhun`` command line, say): its exit code,
+    output, wall time and peak memory, two ways: ``peak_rss_mb``, the largest process of its
+    tree that it waited for (``wait4``'s ``ru_maxrss``), and ``peak_tree_rss_mb``, the most
+    its whole process tree held at once (sampled every 0.2 s: a JVM that pyspark starts and
+    never waits for counts here). A command still running at ``timeout`` is killed and
+    reported with ``timed_out``, not raised."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [str(a) for a in argv], stdout=out, stderr=err, cwd=cwd, start_new_session=True
+        )
+        timed_out = False
+        tree = 0.0
+        next_sample = started
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            now = time.perf_counter()
+            if now >= next_sample:
+                tree = max(tree, _session_rss_mb(proc.pid))
+                next_sample = now + 0.2
+            if now > started + timeout:
+                timed_out = True
+                os.killpg(proc.pid, 9)
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        return {
+            "returncode": proc.returncode,
+            "timed_out": timed_out,
+            "stdout": out.read().decode("utf-8", "replace"),
+            "stderr": err.read().decode("utf-8", "replace"),
+            "process_seconds": round(seconds, 3),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "peak_tree_rss_mb": round(tree, 1),
+        }
 
 
 def shop_files(rows: int = 10_000_000) -> dict[str, Path]:

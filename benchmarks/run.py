@@ -17,6 +17,7 @@ import bench_privacy
 import bench_profile
 import bench_recommend
 import bench_recommend_public
+import bench_scale
 import bench_segment
 import bench_server
 import bench_synth
@@ -34,6 +35,8 @@ BENCHMARKS = {
     "privacy": bench_privacy.main,
     "campaign": bench_campaign.main,
     "dashboard": bench_dashboard.main,
+    # Sizes S, mid and M (its own defaults; run.py's arguments are benchmark names).
+    "scale": lambda: bench_scale.main([]),
 }
 
 
