@@ -25,7 +25,7 @@ from jingzhun.errors import InputError, NotFoundError
 from jingzhun.profile import activity
 from jingzhun.profile import expr as ex
 from jingzhun.profile import traits as tr
-from jingzhun.profile.tags import TagPlan, plan_tags, refused, write_tags
+from jingzhun.profile.tags import TagPlan, plan_tags, refused, write_tags, write_tags_on_lake
 from jingzhun.store import Store
 from jingzhun.store.sql import ident
 
@@ -369,13 +369,13 @@ def profile_columns(store: Store) -> dict[str, str]:
 
 
 def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None) -> BuildResult:
-    """Build profiles and affinity on Spark (``--engine spark``): the plan :func:`build` runs
-    on DuckDB, the same Ibis expressions, compiled by Ibis' PySpark backend and written to the
-    lake as ``profiles`` and ``profile_affinity`` (each replaced in one rename).
+    """Build profiles, affinity and tags on Spark (``--engine spark``): the plan :func:`build`
+    runs on DuckDB, the same Ibis expressions, compiled by Ibis' PySpark backend and written to
+    the lake as ``profiles``, ``profile_affinity`` and ``tags`` (each replaced in one rename).
 
-    Spark needs no temporary tables to keep shared subqueries from being evaluated twice (its
-    planner reuses exchanges), so the expressions run as they are. Tags are not computed on
-    Spark yet: their writes are DuckDB SQL (issue 19; docs/scaling.md).
+    The pieces most traits share — the stitched events and the affinity — are cached on Spark
+    as :func:`build` materialises them on DuckDB. The tags are computed from the written
+    ``profiles``, as :func:`build` computes them from the stored table.
     """
     started = time.perf_counter()
     for t in settings.profile.traits:
@@ -393,7 +393,22 @@ def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None)
             )
         as_of = latest.to_pydatetime() if hasattr(latest, "to_pydatetime") else latest
         as_of = as_of.replace(tzinfo=None) + timedelta(microseconds=1)
-    p = plan(lake, settings, as_of)
-    users = lake.write("profiles", p.profile)
-    lake.write("profile_affinity", p.affinity)
-    return BuildResult(as_of, users, list(p.columns), {}, time.perf_counter() - started)
+    first = plan(lake, settings, as_of)  # every check, the tags' too, before anything runs
+    now = utcnow()
+    cached: list[Any] = []
+    try:
+        # The stitched events and the affinity, which most traits read, are computed once and
+        # cached (memory, then disk) as build() materialises them on DuckDB: Spark's reuse of
+        # exchanges does not cover them (the test shop's profile: 54 -> 20 s on local[2]).
+        tables = {"base": first.base.cache()}
+        cached.append(tables["base"])
+        tables["affinity"] = plan(lake, settings, as_of, tables=tables).affinity.cache()
+        cached.append(tables["affinity"])
+        p = plan(lake, settings, as_of, tables=tables)
+        users = lake.write("profiles", p.profile)
+        lake.write("profile_affinity", p.affinity)
+        tag_counts = write_tags_on_lake(lake, p.tags, now)
+    finally:
+        for table in cached:
+            table.release()
+    return BuildResult(as_of, users, list(p.columns), tag_counts, time.perf_counter() - started)

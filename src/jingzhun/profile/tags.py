@@ -16,8 +16,10 @@ the rule's name and the position, before anything is written.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import duckdb
 import ibis
@@ -27,18 +29,16 @@ from jingzhun.config import TagBins, TagSettings
 from jingzhun.errors import InputError
 from jingzhun.profile import expr as ex
 from jingzhun.store import Store
+from jingzhun.store.sql import Sql
+
+if TYPE_CHECKING:
+    from jingzhun.store.lake import Lake
 
 BUILT_IN_SOURCES = ("rule", "rfm", "bin")
 #: The tags RFM writes.
 RFM_TAGS = ("rfm_r", "rfm_f", "rfm_m", "rfm_score", "rfm_segment")
-#: Each RFM tag and its value, SQL over the scored customers.
-_RFM_VALUES = (
-    ("rfm_r", "r::VARCHAR"),
-    ("rfm_f", "f::VARCHAR"),
-    ("rfm_m", "m::VARCHAR"),
-    ("rfm_score", "r::VARCHAR || f::VARCHAR || m::VARCHAR"),
-    ("rfm_segment", "segment"),
-)
+#: The ``tags`` table's columns, in order (the store's table and a lake's).
+TAG_COLUMNS = ("user_id", "tag", "value", "source", "computed_at")
 
 #: The standard RFM segments by (R, F) score. Every pair 1-5 × 1-5 has exactly one.
 RFM_SEGMENTS: dict[str, list[tuple[int, int]]] = {
@@ -137,7 +137,9 @@ def condition(text: str, profile: ir.Table, columns: dict[str, object], where: s
     return node
 
 
-def _rfm(profiles: ir.Table) -> ir.Table:
+def rfm_scores(profiles: ir.Table) -> ir.Table:
+    """The customers' R, F and M scores (1-5) and their RFM segment name: ``user_id``, ``r``,
+    ``f``, ``m``, ``segment``."""
     c = profiles.filter(profiles.frequency >= 1)
 
     def score(order: ir.Value) -> ir.Value:
@@ -160,74 +162,158 @@ def _rfm(profiles: ir.Table) -> ir.Table:
     return scored.mutate(segment=seg)
 
 
-def refused(what: str, exc: Exception) -> InputError:
-    """An expression that passed every check but that DuckDB refused when it ran (integer
-    overflow, arithmetic on a condition, ``between`` bounds of another type): an error naming
-    the setting, not a traceback; the build's transaction rolls back."""
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def _rfm_values(scored: ir.Table) -> dict[str, ir.Value]:
+    """Each RFM tag's value over :func:`rfm_scores`' rows, in :data:`RFM_TAGS` order."""
+    r, f, m = (scored[c].cast("string") for c in ("r", "f", "m"))
+    return {
+        "rfm_r": r,
+        "rfm_f": f,
+        "rfm_m": m,
+        "rfm_score": r.concat(f, m),  # "545"
+        "rfm_segment": scored.segment,
+    }
+
+
+def _bin_rows(profiles: ir.Table, bp: BinPlan) -> ir.Table:
+    """``user_id`` and the bin label of every user with a value (and, with ``where``, for
+    whom it holds): cut at the quantiles of those users' values, ``x <= cut_i`` gives
+    ``label_i``, above the last cut the last label.
+
+    The cuts are one aggregate joined to every row (``quantile_cont`` on DuckDB,
+    ``percentile`` on Spark: both exact, interpolating between the two nearest values), so
+    the cut points are never written into the query as decimal text."""
+    b = bp.bins
+    rows = profiles.filter(profiles[b.trait].notnull())
+    if bp.where is not None:
+        rows = rows.filter(ex.compile_ibis(bp.where, profiles, now=profiles.as_of).fill_null(False))
+    rows = rows.select("user_id", x=rows[b.trait])
+    cuts = rows.aggregate(_cuts=rows.x.quantile(list(b.quantiles)))
+    both = rows.cross_join(cuts)
+    labels = b.labels or [f"q{i + 1}" for i in range(len(b.quantiles) + 1)]
+    value = ibis.cases(
+        *((both.x <= both._cuts[i], labels[i]) for i in range(len(b.quantiles))),
+        else_=labels[-1],
+    )
+    return both.select("user_id", value=value)
+
+
+@dataclass(frozen=True)
+class TagRows:
+    """One tag's rows: ``rows`` has ``user_id`` and ``value``."""
+
+    tag: str
+    source: str
+    rows: ir.Table
+    rule: bool = False  # a tag rule: a failure names it as "tag rule NAME"
+
+    def table(self, now: datetime) -> ir.Table:
+        """The rows as the ``tags`` table's columns (:data:`TAG_COLUMNS`)."""
+        return self.rows.select(
+            "user_id",
+            tag=ibis.literal(self.tag, type="string"),
+            value=self.rows.value.cast("string"),
+            source=ibis.literal(self.source, type="string"),
+            computed_at=ibis.literal(now, type="timestamp"),
+        )
+
+    @property
+    def what(self) -> str:
+        return f"tag rule {self.tag!r}" if self.rule else f"tag {self.tag!r}"
+
+
+def tag_rows(
+    profiles: ir.Table, plan: TagPlan, *, rfm: ir.Table | None = None
+) -> Iterator[TagRows]:
+    """Every built-in tag of ``plan`` over ``profiles`` as Ibis expressions — rule tags, the
+    RFM tags, the bins, in that order — the one definition both engines run. ``rfm``: the
+    RFM scores already materialised (:func:`rfm_scores`), read instead of recomputed."""
+    for rule in plan.rules:
+        cond = ex.compile_ibis(rule.node, profiles, now=profiles.as_of)
+        rows = profiles.filter(cond.fill_null(False)).select("user_id", value=ibis.literal("true"))
+        yield TagRows(rule.name, rule.source, rows, rule=True)
+    if plan.rfm:
+        scored = rfm_scores(profiles) if rfm is None else rfm
+        for tag, value in _rfm_values(scored).items():
+            yield TagRows(tag, "rfm", scored.select("user_id", value=value))
+    for bp in plan.bins:
+        yield TagRows(bp.bins.name, "bin", _bin_rows(profiles, bp))
+
+
+def refused(what: str, exc: Exception, engine: str = "DuckDB") -> InputError:
+    """An expression that passed every check but that the engine refused when it ran (integer
+    overflow, arithmetic on a condition, ``between`` bounds of another type; on Spark also a
+    division by zero, which ANSI mode makes an error): an error naming the setting, not a
+    traceback; the build's transaction rolls back (on a lake nothing is replaced)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return InputError(
-        f"{what}: DuckDB refused it when it ran: {first[:300]}",
+        f"{what}: {engine} refused it when it ran: {first[:300]}",
         hint="check the expression's types: no arithmetic on conditions (write "
         "(a > 1) and (b > 1)), numbers within ±9.2e18, between bounds of the value's type",
     )
 
 
 def write_tags(store: Store, plan: TagPlan, now: datetime) -> dict[str, int]:
-    """Replace the built-in tags with fresh ones from the stored ``profiles``; return counts."""
+    """Replace the built-in tags with fresh ones from the stored ``profiles``; return counts.
+
+    Each tag is inserted from its Ibis expression (:func:`tag_rows`) compiled for DuckDB; the
+    RFM scores go to a temporary table first, so their window sorts run once for five tags."""
     backend = store.ibis()
     profiles = backend.table("profiles")
     store.run("DELETE FROM tags WHERE list_contains(?, source)", [list(BUILT_IN_SOURCES)])
-    counts: dict[str, int] = {}
-
-    def insert(table: ir.Table, tag: str, source: str) -> None:
-        sql = ibis.to_sql(table, dialect="duckdb")
-        n = store.scalar(
-            f"INSERT INTO tags SELECT user_id, ?, value, ?, ? FROM ({sql})", [tag, source, now]
-        )
-        counts[tag] = int(n)
-
-    for rule in plan.rules:
-        cond = ex.compile_ibis(rule.node, profiles, now=profiles.as_of)
-        try:
-            insert(
-                profiles.filter(cond.fill_null(False)).select(
-                    "user_id", value=ibis.literal("true")
-                ),
-                rule.name,
-                rule.source,
-            )
-        except duckdb.Error as exc:
-            raise refused(f"tag rule {rule.name!r}", exc) from exc
+    rfm = None
     if plan.rfm:
-        rfm = _rfm(profiles)
-        store.run(f"CREATE OR REPLACE TEMP TABLE _jz_rfm AS {ibis.to_sql(rfm, dialect='duckdb')}")
-        for tag, expr in _RFM_VALUES:
-            n = store.scalar(
-                f"INSERT INTO tags SELECT user_id, ?, {expr}, 'rfm', ? FROM _jz_rfm", [tag, now]
-            )
-            counts[tag] = int(n)
-        store.run("DROP TABLE temp._jz_rfm")
-    for bp in plan.bins:
-        b = bp.bins
-        rows = profiles.filter(profiles[b.trait].notnull())
-        if bp.where is not None:
-            rows = rows.filter(
-                ex.compile_ibis(bp.where, profiles, now=profiles.as_of).fill_null(False)
-            )
-        store.run(
-            f"CREATE OR REPLACE TEMP TABLE _jz_bin AS {ibis.to_sql(rows.select('user_id', x=rows[b.trait]), dialect='duckdb')}"
-        )
-        cuts = store.scalar("SELECT quantile_cont(x, ?) FROM _jz_bin", [b.quantiles])
-        labels = b.labels or [f"q{i + 1}" for i in range(len(b.quantiles) + 1)]
-        n = 0
-        if cuts is not None:
-            # Cut points and labels go in as parameters: x <= cut_i gives label_i.
-            case = " ".join("WHEN x <= ? THEN ?" for _ in cuts)
-            pairs = [v for cut, label in zip(cuts, labels, strict=False) for v in (cut, label)]
-            n = store.scalar(
-                f"INSERT INTO tags SELECT user_id, ?, CASE {case} ELSE ? END, 'bin', ? FROM _jz_bin",
-                [b.name, *pairs, labels[-1], now],
-            )
-        store.run("DROP TABLE temp._jz_bin")
-        counts[b.name] = int(n)
+        scores: Sql = ibis.to_sql(rfm_scores(profiles), dialect="duckdb")
+        store.run(f"CREATE OR REPLACE TEMP TABLE _jz_rfm AS {scores}")
+        rfm = store.ibis().table("_jz_rfm")
+    counts: dict[str, int] = {}
+    try:
+        for t in tag_rows(profiles, plan, rfm=rfm):
+            query: Sql = ibis.to_sql(t.table(now), dialect="duckdb")
+            try:
+                counts[t.tag] = int(store.scalar(f"INSERT INTO tags SELECT * FROM ({query})"))
+            except duckdb.Error as exc:
+                raise refused(t.what, exc) from exc
+    finally:
+        if rfm is not None:
+            store.run("DROP TABLE IF EXISTS temp._jz_rfm")
     return counts
+
+
+def write_tags_on_lake(lake: Lake, plan: TagPlan, now: datetime) -> dict[str, int]:
+    """:func:`write_tags` on a lake (``--engine spark``): the same expressions over the lake's
+    ``profiles``, their union written as the lake's ``tags`` (replaced in one rename) with the
+    tags of other sources (a model's) kept; return counts."""
+    profiles = lake.table("profiles")
+    sets = list(tag_rows(profiles, plan))
+    parts = [t.table(now) for t in sets]
+    if "tags" in lake.tables():
+        kept = lake.table("tags")
+        kept = kept.filter(~kept.source.isin(list(BUILT_IN_SOURCES)))
+        parts.append(kept.select(*TAG_COLUMNS).cast(parts[0].schema() if parts else kept.schema()))
+    if not parts:  # no rules, no RFM, no bins, and no tags before: an empty table
+        parts = [
+            ibis.memtable(
+                {c: [] for c in TAG_COLUMNS},
+                schema={c: "timestamp" if c == "computed_at" else "string" for c in TAG_COLUMNS},
+            )
+        ]
+    union = parts[0].union(*parts[1:], distinct=False) if len(parts) > 1 else parts[0]
+    from pyspark.errors import PySparkException
+
+    try:
+        lake.write("tags", union)
+    except PySparkException as exc:
+        # One job wrote every tag: find the one Spark refuses, to name it.
+        for t in sets:
+            try:
+                t.rows.count().execute()
+            except PySparkException as one:
+                raise refused(t.what, one, "Spark") from one
+        raise refused("tags", exc, "Spark") from exc
+    written = lake.table("tags")
+    names = written.filter(written.source.isin(list(BUILT_IN_SOURCES)))
+    found = {
+        row["tag"]: int(row["n"])
+        for row in names.group_by("tag").aggregate(n=names.count()).to_pyarrow().to_pylist()
+    }
+    return {t.tag: found.get(t.tag, 0) for t in sets}

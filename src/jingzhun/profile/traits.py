@@ -371,12 +371,14 @@ TABLES: tuple[Table, ...] = (
     Table(
         "preferred_weekday",
         "The weekday (0 = Monday) with most events.",
-        lambda c: _mode(c, lambda e: e.ts.day_of_week.index(), "preferred_weekday"),
+        # int64 on both engines: DuckDB's date parts are BIGINT, Spark's INT (the lake's
+        # profiles then had another column type than the store's)
+        lambda c: _mode(c, lambda e: e.ts.day_of_week.index().cast("int64"), "preferred_weekday"),
     ),
     Table(
         "preferred_hour",
         "The hour of day (UTC) with most events.",
-        lambda c: _mode(c, lambda e: e.ts.hour(), "preferred_hour"),
+        lambda c: _mode(c, lambda e: e.ts.hour().cast("int64"), "preferred_hour"),
     ),
     Table(
         "last_items",
