@@ -4,7 +4,8 @@ Steps, fitted once per run and stored with it (so new users are transformed the 
 
 1. **Select** the features: profile traits by name, plus a few derived from them (below).
    Missing values are filled per feature: rates and counts with 0, ``recency_days`` of a user
-   who never ordered with their ``tenure_days`` (as long ago as we have known them).
+   who never ordered with their ``tenure_days`` (as long ago as we have known them). The
+   selection is one Ibis expression (:func:`select`) that DuckDB and Spark both compile.
 2. **log1p** every feature that is non-negative and right-skewed (sample skewness > 1): money and
    counts, typically. Which ones is decided on the fitting data and recorded.
 3. **Robust scaling**: subtract the median, divide by the interquartile range (by the standard
@@ -19,42 +20,62 @@ Steps, fitted once per run and stored with it (so new users are transformed the 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import ibis
+import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
 from jingzhun.errors import InputError
+from jingzhun.store.sql import Sql
 
-#: Features computed from profile columns (name -> SQL over ``profiles``).
-DERIVED: dict[str, tuple[str, str]] = {
+
+def _months(t: ir.Table) -> ir.Value:
+    """Tenure in months of 30 days, at least one (the rates' denominator)."""
+    return ibis.greatest(t.tenure_days.fill_null(0), 30)
+
+
+def _hour_angle(t: ir.Table) -> ir.Value:
+    """The preferred hour (noon when unknown) as an angle: 2π · hour / 24."""
+    return 2 * ibis.pi * t.preferred_hour.fill_null(12) / 24
+
+
+#: Features computed from profile columns: name -> (its Ibis definition over ``profiles``,
+#: what it means). One definition: DuckDB and Spark compile the same expression.
+DERIVED: dict[str, tuple[Callable[[ir.Table], ir.Value], str]] = {
     "affinity_concentration": (
-        "coalesce(list_max(map_values(category_affinity)), 0)",
+        lambda t: t.category_affinity.values().maxs().fill_null(0),
         "the share of the user's top category in their affinity vector A(u) (1: one passion)",
     ),
     "hour_sin": (
-        "sin(2 * pi() * coalesce(preferred_hour, 12) / 24)",
+        lambda t: _hour_angle(t).sin(),
         "the preferred hour of day on a circle (sine)",
     ),
     "hour_cos": (
-        "cos(2 * pi() * coalesce(preferred_hour, 12) / 24)",
+        lambda t: _hour_angle(t).cos(),
         "the preferred hour of day on a circle (cosine)",
     ),
     "orders_per_month": (
-        "frequency * 30.0 / greatest(coalesce(tenure_days, 0), 30)",
+        lambda t: t.frequency * 30.0 / _months(t),
         "orders per 30 days of tenure (at least one month): a purchase rate, not a total",
     ),
     "sessions_per_month": (
-        "coalesce(sessions, 0) * 30.0 / greatest(coalesce(tenure_days, 0), 30)",
+        lambda t: t.sessions.fill_null(0) * 30.0 / _months(t),
         "sessions per 30 days of tenure (at least one month): a visit rate",
     ),
     "recency_share": (
-        "coalesce(recency_days, tenure_days, 0) / greatest(coalesce(tenure_days, 0), 1)",
+        lambda t: (
+            ibis.coalesce(t.recency_days, t.tenure_days, 0)
+            / ibis.greatest(t.tenure_days.fill_null(0), 1)
+        ),
         "days since the last order as a share of tenure (1: never ordered, or long lapsed)",
     ),
     "views_per_session": (
-        "coalesce(n_product_viewed / nullif(sessions, 0), 0)",
+        # nullif: no division by zero (NULL on DuckDB, an error on Spark in ANSI mode)
+        lambda t: (t.n_product_viewed / t.sessions.nullif(0)).fill_null(0),
         "product views per session",
     ),
 }
@@ -70,8 +91,13 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "views_per_session": ("n_product_viewed", "sessions"),
 }
 
-#: Fill for missing values where 0 is wrong (name -> SQL).
-FILL: dict[str, str] = {"recency_days": "coalesce(recency_days, tenure_days, 0)"}
+#: Fill for missing values where 0 is wrong: a user who never ordered was last "active" as
+#: long ago as we have known them (name -> Ibis definition).
+FILL: dict[str, Callable[[ir.Table], ir.Value]] = {
+    "recency_days": lambda t: ibis.coalesce(
+        t.recency_days, *([t.tenure_days] if "tenure_days" in t.columns else []), 0
+    ),
+}
 
 #: The documented default feature set. Rates over tenure rather than totals (a customer of
 #: two years has more orders than one of two months at the same rate), basket value, browsing
@@ -108,9 +134,15 @@ def _derivable(name: str, columns: dict[str, str]) -> bool:
     return all(n in columns for n in NEEDS[name])
 
 
-def select_sql(features: list[str], columns: dict[str, str], table: str = "profiles") -> str:
-    """``SELECT user_id, f1, f2 … FROM profiles`` with derived features and fills applied
-    (``table``: a table with the profiles' columns, such as a point-in-time profile)."""
+def columns_of(table: ir.Table) -> dict[str, str]:
+    """``table``'s columns and their types in DuckDB's spelling (as :meth:`Store.columns`
+    gives them), for a table on any engine: a lake's profiles on Spark too."""
+    from ibis.backends.sql.datatypes import DuckDBType
+
+    return {name: DuckDBType.from_ibis(t).sql("duckdb") for name, t in table.schema().items()}
+
+
+def _check(features: list[str], columns: dict[str, str]) -> None:
     valid = numeric_traits(columns)
     unknown = [f for f in features if f not in valid]
     if unknown:
@@ -125,16 +157,35 @@ def select_sql(features: list[str], columns: dict[str, str], table: str = "profi
     if len(set(features)) != len(features):
         dup = next(f for f in features if features.count(f) > 1)
         raise InputError(f"--features: {dup!r} is named twice")
-    exprs = []
+
+
+def select(profiles: ir.Table, features: list[str]) -> ir.Table:
+    """``user_id`` and the ``features`` as doubles, derived features computed and missing
+    values filled (0, or :data:`FILL`), ordered by user id: the one definition of the feature
+    rows, an Ibis expression over ``profiles`` (a store's, a point-in-time profile, or a
+    lake's on Spark)."""
+    _check(features, columns_of(profiles))
+    exprs = {}
     for f in features:
         if f in DERIVED:
-            sql = DERIVED[f][0]
+            value = DERIVED[f][0](profiles)
         elif f in FILL:
-            sql = FILL[f]
+            value = FILL[f](profiles)
         else:
-            sql = f"coalesce({f}, 0)"
-        exprs.append(f"CAST({sql} AS DOUBLE) AS {f}")
-    return f"SELECT user_id, {', '.join(exprs)} FROM {table} ORDER BY user_id"
+            value = profiles[f].fill_null(0)
+        exprs[f] = value.cast("float64")
+    return profiles.select("user_id", **exprs).order_by("user_id")
+
+
+def select_sql(features: list[str], columns: dict[str, str], table: str = "profiles") -> Sql:
+    """``SELECT user_id, f1, f2 … FROM profiles ORDER BY user_id``: :func:`select` compiled
+    for DuckDB over ``table`` (a table with the profiles' columns, such as a point-in-time
+    profile), whose ``columns`` (name -> DuckDB type) are given."""
+    from ibis.backends.sql.datatypes import DuckDBType
+
+    _check(features, columns)
+    unbound = ibis.table({c: DuckDBType.from_string(t) for c, t in columns.items()}, name=table)
+    return ibis.to_sql(select(unbound, features), dialect="duckdb")
 
 
 @dataclass
