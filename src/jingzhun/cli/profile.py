@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import typer
@@ -22,6 +23,9 @@ from jingzhun.cli.common import (
 from jingzhun.config import load_settings
 from jingzhun.contracts.time import parse_as_of
 from jingzhun.errors import InputError
+
+if TYPE_CHECKING:
+    from jingzhun.store.lake import Lake
 
 app = typer.Typer(
     help="Profiles (用户画像): computed traits per user, point in time.", no_args_is_help=True
@@ -58,8 +62,8 @@ def build(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compute every user's traits, category affinity and tags (with --engine spark: traits
-    and affinity, on the lake --db names)."""
+    """Compute every user's traits, category affinity and tags (with --engine spark: on the
+    lake --db names)."""
     g: Globals = ctx.obj
     if g.spark():
         from jingzhun.profile.build import build_on_lake
@@ -172,10 +176,18 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the profiles to Parquet or CSV (lists and maps as JSON text in CSV);
-    --desensitize (脱敏) for data leaving the team, --k-anonymity K on top of it."""
+    --desensitize (脱敏) for data leaving the team, --k-anonymity K on top of it (with
+    --engine spark: from the lake, without --desensitize)."""
     g: Globals = ctx.obj
     if k is not None and not desensitize:
         raise InputError("--k-anonymity needs --desensitize", hint="add --desensitize")
+    if g.spark():
+        n = _export_on_lake(g, to, desensitize=desensitize)
+        if as_json:
+            print_json({"rows": n, "file": str(to)})
+        else:
+            out.print(f"Wrote {n:,} profiles to {text(to)}")
+        return
     with g.workspace(create=False) as ws:
         done = ws.profiles.export_desensitized(to, k=k) if desensitize else None
         n = done.rows if done is not None else ws.profiles.export(to)
@@ -188,6 +200,37 @@ def export(
             f"k = {done.k:d}: quasi-identifiers masked in {done.masked:,} rows, "
             f"{done.left_out:,} rows left out."
         )
+
+
+def lake_with_profiles(g: Globals) -> Lake:
+    """The lake ``--db`` names, opened on Spark once it is known to hold profiles (checked on
+    its folder first: a lake without them is one line and exit code 2, before Spark starts)."""
+    from jingzhun.profile.read import require_lake_profiles
+
+    db = g.db or os.environ.get("JINGZHUN_DB")
+    if db:  # without one, g.lake() names the missing --db
+        require_lake_profiles(db)
+    return g.lake()
+
+
+def _export_on_lake(g: Globals, to: Path, *, desensitize: bool) -> int:
+    """``profile export`` from a lake: the file checked, then the lake, then Spark."""
+    from jingzhun.profile.read import check_lake_export, export_profiles_on_lake
+
+    if desensitize:
+        raise InputError(
+            "profile export --desensitize does not run on --engine spark: the pseudonyms' key "
+            "is a store's (its vault), and a lake has none",
+            hint="export without --desensitize, or desensitize from the DuckDB store",
+        )
+    db = g.db or os.environ.get("JINGZHUN_DB")
+    if db:
+        check_lake_export(db, to)
+    with steps() as say:
+        say("starting Spark")
+        with lake_with_profiles(g) as lake:
+            say("exporting profiles from Spark")
+            return export_profiles_on_lake(lake, to)
 
 
 @app.command()

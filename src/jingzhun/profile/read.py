@@ -18,33 +18,43 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest import consent
 from jingzhun.profile.build import profile_columns, require_profiles
 from jingzhun.store import Store
-from jingzhun.store.export import copy_out
+from jingzhun.store.export import BATCH_ROWS, copy_out, export_target, write_batches
 from jingzhun.store.sql import Sql, ident
+
+if TYPE_CHECKING:
+    from jingzhun.store.lake import Lake
 
 __all__ = [
     "ProfileOverview",
     "affinity_shares",
+    "check_lake_export",
     "customers",
     "export_profiles",
+    "export_profiles_on_lake",
     "find_users",
     "has_profiles",
     "overview",
     "profile_rows",
     "profile_scores",
     "profiles_frame",
+    "require_lake_profiles",
     "rfm_segment_counts",
     "tag_counts",
     "tag_query",
@@ -377,15 +387,95 @@ def export_profiles(store: Store, out: str | os.PathLike[str]) -> int:
         If ``out`` may not be written or is neither ``.parquet`` nor ``.csv``.
     """
     kinds = profile_columns(store)
-    select: Sql = "*"
-    if Path(out).suffix.lower() == ".csv":
-        select = ", ".join(
-            f"to_json({ident(c)})::VARCHAR AS {ident(c)}"
-            if ("[]" in t or t.startswith("MAP"))
-            else ident(c)
-            for c, t in kinds.items()
-        )
+    select = _export_select(kinds, csv=Path(out).suffix.lower() == ".csv")
     return copy_out(store, f"SELECT {select} FROM profiles ORDER BY user_id", out)
+
+
+def _export_select(kinds: dict[str, str], *, csv: bool) -> Sql:
+    """The export's one select list over the profiles' columns (name -> DuckDB type): each
+    column as it is; in CSV, which has no lists or maps, those as JSON text; a timestamp of
+    another kind than DuckDB's ``TIMESTAMP`` (Spark writes nanosecond INT96 or UTC-adjusted
+    ones to a lake) as ``TIMESTAMP``, so a lake's export has the store's types."""
+    parts: list[Sql] = []
+    for c, t in kinds.items():
+        if csv and ("[]" in t or t.startswith("MAP")):
+            parts.append(f"to_json({ident(c)})::VARCHAR AS {ident(c)}")
+        elif t.startswith("TIMESTAMP") and t != "TIMESTAMP":
+            parts.append(f"CAST({ident(c)} AS TIMESTAMP) AS {ident(c)}")
+        else:
+            parts.append(ident(c))
+    return ", ".join(parts)
+
+
+def check_lake_export(
+    lake_path: str | os.PathLike[str], out: str | os.PathLike[str]
+) -> tuple[Path, str]:
+    """The file ``profile export --out`` writes from a lake, and its format, checked before
+    Spark starts: a path :func:`export_profiles` would take, and not inside the lake (a file
+    there could be read as part of a table)."""
+    target, suffix = export_target(out)
+    root = Path(os.path.realpath(lake_path))
+    if target == root or root in target.parents:
+        raise InputError(
+            f"--out {out} is inside the lake {lake_path}",
+            hint="name a file outside the lake's folder: one inside could be read as a table",
+        )
+    return target, suffix
+
+
+def export_profiles_on_lake(lake: Lake, out: str | os.PathLike[str]) -> int:
+    """:func:`export_profiles` from a lake (``--engine spark``): the same file — the same
+    columns, types and rows, in user id order; lists and maps as JSON text in CSV.
+
+    Spark sorts the lake's ``profiles`` by user id into a hidden folder of the lake (its part
+    files in order); the parts are then streamed, in order, through :func:`_export_select` — the
+    select list the store's export runs, here in an in-memory DuckDB — to the file, so memory
+    stays bounded by one batch however many profiles there are. The hidden folder is removed.
+    """
+    target, suffix = check_lake_export(lake.path, out)
+    if "profiles" not in lake.tables():
+        raise NotFoundError("no profiles in the lake yet", hint=LAKE_BUILD_HINT)
+    staging = lake.path / f".export-{uuid.uuid4().hex[:8]}"
+    try:
+        lake.backend.to_parquet(lake.table("profiles").order_by("user_id"), staging)
+        parts = sorted(str(f) for f in staging.glob("part-*.parquet"))
+        if not parts:  # pragma: no cover - Spark writes an empty part for no rows
+            raise NotFoundError("no profiles in the lake yet", hint=LAKE_BUILD_HINT)
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")  # a UTC-adjusted timestamp read as its UTC time
+        kinds = {
+            str(r[0]): str(r[1])
+            for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [parts[0]]).fetchall()
+        }
+        select = _export_select(kinds, csv=suffix == ".csv")
+        query: Sql = f"SELECT {select} FROM read_parquet(?)"
+        first = con.sql(query, params=[parts[0]]).to_arrow_reader(BATCH_ROWS)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            yield from first
+            for part in parts[1:]:  # one at a time, in the sort's order
+                yield from con.sql(query, params=[part]).to_arrow_reader(BATCH_ROWS)
+
+        schema = first.schema
+        return write_batches(batches(), target, suffix, schema)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+#: How to build a lake's profiles.
+LAKE_BUILD_HINT = "build them with: jingzhun --engine spark --db LAKE profile build"
+
+
+def require_lake_profiles(path: str | os.PathLike[str]) -> Path:
+    """The lake at ``path`` if it has profiles: checked on its folder, before Spark starts;
+    a :class:`NotFoundError` naming the lake otherwise (an :class:`InputError` when it is not
+    a lake)."""
+    from jingzhun.store.lake import check_lake
+
+    where = check_lake(Path(path).expanduser().absolute(), create=False)
+    if not (where / "profiles").is_dir():
+        raise NotFoundError(f"no profiles in the lake {path} yet", hint=LAKE_BUILD_HINT)
+    return where
 
 
 def tag_query(

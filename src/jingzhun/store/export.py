@@ -18,10 +18,11 @@ Examples
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -32,7 +33,7 @@ from jingzhun.store.sql import Sql
 if TYPE_CHECKING:
     from jingzhun.store.store import Store
 
-__all__ = ["BATCH_ROWS", "FORMATS", "copy_out"]
+__all__ = ["BATCH_ROWS", "FORMATS", "copy_out", "export_target", "write_batches"]
 
 #: The file formats :func:`copy_out` writes, by the output file's extension.
 FORMATS: tuple[str, ...] = (".parquet", ".csv")
@@ -74,25 +75,53 @@ def copy_out(
         If ``path`` may not be written (one line naming ``--out``) or its extension is neither
         ``.parquet`` nor ``.csv``.
     """
-    target = check_output_path(path, store_path=store.path, create_parents=True)
+    target, suffix = export_target(path, store_path=store.path)
+    store.sql("SELECT 1").fetchall()  # finish any half-read result first
+    relation = store.con.sql(query, params=None if params is None else list(params))
+    return write_batches(relation.to_arrow_reader(BATCH_ROWS), target, suffix)
+
+
+def export_target(
+    path: str | os.PathLike[str], *, store_path: str | os.PathLike[str] | None = None
+) -> tuple[Path, str]:
+    """The checked file to write for ``--out`` (:func:`jingzhun.outputs.check_output_path`)
+    and its format (``.parquet`` or ``.csv``): check before the work that fills it.
+
+    Raises
+    ------
+    InputError
+        If ``path`` may not be written or its extension is neither ``.parquet`` nor ``.csv``.
+    """
+    target = check_output_path(path, store_path=store_path, create_parents=True)
     shown = Path(path)
     suffix = shown.suffix.lower()
     if suffix not in FORMATS:
         raise InputError(
             f"--out {shown}: unknown extension {suffix or '(none)'}", hint="use .parquet or .csv"
         )
-    store.sql("SELECT 1").fetchall()  # finish any half-read result first
-    relation = store.con.sql(query, params=None if params is None else list(params))
-    reader = relation.to_arrow_reader(BATCH_ROWS)
+    return target, suffix
+
+
+def write_batches(
+    batches: Iterable[pa.RecordBatch] | pa.RecordBatchReader,
+    target: Path,
+    suffix: str,
+    schema: pa.Schema | None = None,
+) -> int:
+    """Write record ``batches`` (a reader, or batches of ``schema``) to ``target`` in the
+    format ``suffix`` (from :func:`export_target`), replaced in one rename when complete; the
+    rows written."""
+    if schema is None:
+        schema = batches.schema  # type: ignore[union-attr]
     rows = 0
     with atomic_write(target) as fh:
         writer: pq.ParquetWriter | pacsv.CSVWriter
         if suffix == ".parquet":
-            writer = pq.ParquetWriter(fh, reader.schema)
+            writer = pq.ParquetWriter(fh, schema)
         else:
-            writer = pacsv.CSVWriter(fh, reader.schema)
+            writer = pacsv.CSVWriter(fh, schema)
         with writer:
-            for batch in reader:
+            for batch in batches:
                 writer.write_batch(batch)
                 rows += batch.num_rows
     return rows
