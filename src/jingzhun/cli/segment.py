@@ -114,7 +114,8 @@ def run(
     ] = 5,
     as_json: JsonOpt = False,
 ) -> None:
-    """Segment the profiles; the run becomes its name's active run."""
+    """Segment the profiles; the run becomes its name's active run (with --engine spark:
+    the lake's profiles, computed on Spark; the run kept in the lake)."""
     options: dict[str, Any] = {
         key: value
         for key, value in {
@@ -126,9 +127,9 @@ def run(
         if value is not None
     }
     g: Globals = ctx.obj
-    with g.workspace(create=True) as ws, steps(not as_json) as say:
-        say(f"segmenting with {method}")
-        result = ws.segments.run(
+    if g.spark():
+        result = _run_on_lake(
+            g,
             method,
             k=k,
             features=_features(features),
@@ -137,8 +138,23 @@ def run(
             k_range=_k_range(k_range),
             random_state=seed,
             stability_resamples=stability,
-            **options,
+            options=options,
+            progress=not as_json,
         )
+    else:
+        with g.workspace(create=True) as ws, steps(not as_json) as say:
+            say(f"segmenting with {method}")
+            result = ws.segments.run(
+                method,
+                k=k,
+                features=_features(features),
+                name=name,
+                pca=_pca(pca),
+                k_range=_k_range(k_range),
+                random_state=seed,
+                stability_resamples=stability,
+                **options,
+            )
     if result.dropped_features:
         err.print(
             "warning: left out default features that are the same for every user: "
@@ -166,6 +182,21 @@ def run(
     if quality:
         out.print("Quality: " + text(", ".join(quality)))
     _print_portraits(result.portraits)
+
+
+def _run_on_lake(g: Globals, method: str, *, progress: bool, **run: Any) -> Any:
+    """``segment run`` on the lake ``--db`` names (``--engine spark``): the options and the
+    lake's profiles checked before Spark starts, the run kept in the lake."""
+    from jingzhun.cli.profile import lake_with_profiles
+    from jingzhun.segment.runs import check_run, run_on_lake
+
+    checked = {key: v for key, v in run.items() if key != "pca"}
+    check_run(method, **checked)
+    with steps(progress) as say:
+        say("starting Spark")
+        with lake_with_profiles(g) as lake:
+            say(f"segmenting with {method} on Spark")
+            return run_on_lake(lake, method=method, **run)
 
 
 def _print_portraits(portraits: list[dict[str, Any]]) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,11 +24,15 @@ from jingzhun.errors import InputError, NotFoundError
 from jingzhun.segment import features as F
 from jingzhun.segment import methods as M
 from jingzhun.segment import portraits
+from jingzhun.segment.inputs import NO_ORDERS as NO_ORDERS  # the name readers import here
+from jingzhun.segment.inputs import Inputs
 from jingzhun.store import ModelRecord, Registry, Store
 from jingzhun.store.sql import Sql
 
+if TYPE_CHECKING:
+    from jingzhun.store.lake import Lake
+
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-."
-NO_ORDERS = "No orders yet"
 
 
 @dataclass
@@ -92,32 +97,98 @@ def run(
     options: dict[str, Any] | None = None,
 ) -> RunResult:
     """Fit ``method`` on the profiles and store the run as the active run of ``name``."""
+    return _run(
+        Inputs.of_store(store),
+        lambda fitted: _write(store, *fitted),
+        method=method,
+        k=k,
+        features=features,
+        name=name,
+        pca=pca,
+        k_range=k_range,
+        random_state=random_state,
+        stability_resamples=stability_resamples,
+        options=options,
+    )
+
+
+def run_on_lake(
+    lake: Lake,
+    *,
+    method: str = "kmeans",
+    k: int | str | None = "auto",
+    features: list[str] | None = None,
+    name: str | None = None,
+    pca: float | int | None = None,
+    k_range: tuple[int, int] = (2, 10),
+    random_state: int = 0,
+    stability_resamples: int = 5,
+    options: dict[str, Any] | None = None,
+) -> RunResult:
+    """:func:`run` on a lake (``--engine spark``): the same inputs, computed by Spark from the
+    lake's ``profiles``, ``tags`` and ``profile_affinity``; the same fit and portraits; the
+    run kept in the lake's ``segment_runs``, ``segment_members``, ``segment_portraits`` and
+    ``segment_projection`` (:mod:`jingzhun.segment.lake_runs`)."""
+    from jingzhun.segment.lake_runs import write_run
+
+    return _run(
+        Inputs.of_lake(lake),
+        lambda fitted: write_run(lake, *fitted),
+        method=method,
+        k=k,
+        features=features,
+        name=name,
+        pca=pca,
+        k_range=k_range,
+        random_state=random_state,
+        stability_resamples=stability_resamples,
+        options=options,
+    )
+
+
+def _run(
+    inputs: Inputs,
+    save: Callable[[tuple[Any, ...]], str],
+    *,
+    method: str,
+    k: int | str | None,
+    features: list[str] | None,
+    name: str | None,
+    pca: float | int | None,
+    k_range: tuple[int, int],
+    random_state: int,
+    stability_resamples: int,
+    options: dict[str, Any] | None,
+) -> RunResult:
+    """Check, read the inputs, fit and describe the run on either engine, and ``save`` it."""
     t0 = time.perf_counter()
-    if method not in M.METHODS:
-        raise InputError(
-            f"--method {method!r} is not a segmentation method",
-            hint="choose one of: " + ", ".join(M.METHODS),
-        )
-    name = check_name(name or method)
-    kk = _parse_k(k, method)
-    _check_numbers(k_range, random_state, stability_resamples, options or {})
-    columns = _columns(store)
-    as_of = store.scalar("SELECT max(as_of) FROM profiles")
+    name, kk = check_run(
+        method,
+        k=k,
+        features=features,
+        name=name,
+        k_range=k_range,
+        random_state=random_state,
+        stability_resamples=stability_resamples,
+        options=options,
+    )
+    columns = inputs.columns()
+    as_of = inputs.as_of()
     dropped: list[str] = []
     if method == "rfm":
-        if features:
-            raise InputError("--features: rfm segments come from the RFM tags, not from features")
-        members, params, metrics, model, feats = _rfm(store), {}, {}, None, []
+        members, params, metrics, model, feats = inputs.rfm(), {}, {}, None, []
         projection = None
         traits_cols = [c for c in ("recency_days", "frequency", "monetary", "aov") if c in columns]
-        traits = store.sql(
-            F.select_sql(traits_cols, columns) if traits_cols else "SELECT user_id FROM profiles"
-        ).df()
+        traits = (
+            inputs.features(traits_cols)
+            if traits_cols
+            else inputs.frame(inputs.table("profiles").select("user_id"))
+        )
     else:
         feats = list(features or [f for f in F.DEFAULT_FEATURES if f in F.numeric_traits(columns)])
         if not feats:
             raise InputError("--features: name at least one trait")
-        traits = store.sql(F.select_sql(feats, columns)).df()
+        traits = inputs.features(feats)
         if not features:  # a default no user differs in is left out; one asked for is an error
             traits, feats, dropped = F.drop_constant_defaults(traits, feats)
         X = traits[feats].to_numpy(np.float64)
@@ -155,11 +226,11 @@ def run(
         members = pd.DataFrame({"user_id": traits.user_id.to_numpy(), "segment": segs})
         model = _pack(pipe, fitted.model, order, fitted.extra)
         projection = _projection(Z, members)
-    portrait = portraits.compute(members, traits, _affinity(store), _revenue(store))
+    portrait = portraits.compute(members, traits, inputs.affinity(), inputs.revenue())
     if method == "rfm":  # the standard RFM names are the portrait's name
         portrait["label"] = portrait.segment
-    run_id = _write(
-        store, name, method, params, feats, metrics, members, portrait, model, as_of, projection
+    run_id = save(
+        (name, method, params, feats, metrics, members, portrait, model, as_of, projection)
     )
     return RunResult(
         run_id=run_id,
@@ -174,6 +245,32 @@ def run(
         seconds=time.perf_counter() - t0,
         dropped_features=dropped,
     )
+
+
+def check_run(
+    method: str,
+    *,
+    k: int | str | None = "auto",
+    features: list[str] | None = None,
+    name: str | None = None,
+    k_range: tuple[int, int] = (2, 10),
+    random_state: int = 0,
+    stability_resamples: int = 5,
+    options: dict[str, Any] | None = None,
+) -> tuple[str, int | None]:
+    """Every check of a run's options that needs no data (the run's name and its k, or
+    None for auto): done before anything is read, and before Spark starts on a lake."""
+    if method not in M.METHODS:
+        raise InputError(
+            f"--method {method!r} is not a segmentation method",
+            hint="choose one of: " + ", ".join(M.METHODS),
+        )
+    name = check_name(name or method)
+    kk = _parse_k(k, method)
+    _check_numbers(k_range, random_state, stability_resamples, options or {})
+    if method == "rfm" and features:
+        raise InputError("--features: rfm segments come from the RFM tags, not from features")
+    return name, kk
 
 
 #: Most segments a run may ask for: beyond this no portrait reads well, and the k scan (one
@@ -260,33 +357,7 @@ def _pack(pipe, model, new_of_old, extra) -> bytes:
 
 
 def _rfm(store: Store) -> pd.DataFrame:
-    has = store.scalar("SELECT count(*) FROM tags WHERE tag = 'rfm_segment'")
-    if not has:
-        raise InputError(
-            "--method rfm: no RFM tags in the store",
-            hint="run jingzhun profile build (with an [tags.rfm] section, on by default)",
-        )
-    return store.sql(
-        f"""
-        SELECT p.user_id, coalesce(t.value, '{NO_ORDERS}') AS segment
-        FROM profiles p LEFT JOIN tags t ON t.user_id = p.user_id AND t.tag = 'rfm_segment'
-        ORDER BY p.user_id
-        """
-    ).df()
-
-
-def _affinity(store: Store) -> pd.DataFrame | None:
-    exists = store.scalar(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'profile_affinity'"
-    )
-    if not exists:
-        return None
-    return store.sql("SELECT user_id, category, score FROM profile_affinity").df()
-
-
-def _revenue(store: Store) -> pd.Series | None:
-    df = store.sql("SELECT user_id, coalesce(monetary, 0) AS m FROM profiles").df()
-    return df.set_index("user_id").m
+    return Inputs.of_store(store).rfm()
 
 
 #: Members drawn for a run's picture on two principal components.
