@@ -1,0 +1,306 @@
+"""Tags, segment runs and the profile export on Spark (issue 19) equal DuckDB's on the test
+shop: the tags table row for row, segment memberships user for user, the export file column
+for column (counts and text exactly, floats to 1e-9 relative); each command once through the
+real command line; and what cannot run refused in one line with exit code 2.
+
+Spark's start is the slow part: the lake's profiles and tags are built once for the module on
+the shared session (test_lake builds them through the command line), then segmented and
+exported through the command line (two Spark starts); the rest runs in-process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from jingzhun.errors import InputError
+from jingzhun.profile.read import export_profiles_on_lake
+from jingzhun.segment.runs import run_on_lake
+from jingzhun.workspace import Workspace
+from tests.cli.subprocess_cli import copy_store, error_line, one_json, run
+from tests.spark.conftest import copy_lake
+
+#: Floats from sums in another order (Spark's partitions, DuckDB's threads): equal to this.
+REL = 1e-9
+TAG_KEY = ["user_id", "tag", "value", "source"]
+
+
+@dataclass
+class Stages:
+    db: Path  # a copy of the shop's store: profiles and tags built by DuckDB, segment runs
+    lake: Path  # the shop's lake: profiles and tags, one RFM run by the command line
+    build: dict[str, Any]  # the build on Spark (as profile build --json prints it)
+    rfm: dict[str, Any]  # segment run --method rfm --json on Spark
+    duck_rfm: str  # the store's RFM run id
+    csv_out: Path  # profile export --out X.csv on Spark
+    duck_csv: Path  # the same from the store
+
+
+@pytest.fixture(scope="module")
+def stages(shop_pair, spark_session, tmp_path_factory: pytest.TempPathFactory) -> Stages:
+    """The shop's lake with profiles and tags built on the shared session (the command line's
+    build is test_lake's), then an RFM run and a CSV export by the command line."""
+    from jingzhun.config import Settings
+    from jingzhun.profile.build import build_on_lake
+    from jingzhun.store.lake import Lake
+
+    folder = tmp_path_factory.mktemp("stages")
+    lake = copy_lake(shop_pair.lake, folder / "lake")
+    db = copy_store(shop_pair.db, folder / "store")
+    with Lake.open(lake, session=spark_session) as opened:
+        build = build_on_lake(opened, Settings(), shop_pair.as_of).to_dict()
+    rfm = run(folder, "--engine", "spark", "segment", "run", "--method", "rfm", "--json", db=lake)
+    spark_csv = folder / "spark.csv"
+    exported = run(
+        folder, "--engine", "spark", "profile", "export", "--out", str(spark_csv), db=lake
+    )
+    assert exported.code == 0, exported.stderr
+    assert exported.stdout.startswith(f"Wrote {build['users']:,} profiles")
+    duck_csv = folder / "duck.csv"
+    with Workspace.open(db) as ws:
+        duck_rfm = ws.segments.run("rfm").run_id
+        ws.profiles.export(duck_csv)
+    return Stages(db, lake, build, one_json(rfm), duck_rfm, spark_csv, duck_csv)
+
+
+def _store(db: Path, query: str) -> pd.DataFrame:
+    with Workspace.open(db, read_only=True) as ws:
+        return ws.sql(query)
+
+
+def _null(x: object) -> bool:
+    return x is None or x is pd.NA or x is pd.NaT or (isinstance(x, float) and math.isnan(x))
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal as values: floats to REL, lists and maps element by element, NULL as NULL."""
+    if hasattr(a, "tolist"):
+        a = a.tolist()
+    if hasattr(b, "tolist"):
+        b = b.tolist()
+    if _null(a) or _null(b):
+        return _null(a) and _null(b)
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=REL, abs_tol=1e-12)  # type: ignore[arg-type]
+    if isinstance(a, dict) or isinstance(b, dict):
+        a, b = list(dict(a).items()), list(dict(b).items())  # type: ignore[call-overload]
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _differs(duck: pd.DataFrame, spark: pd.DataFrame) -> dict[str, Any]:
+    """Columns whose values differ (count and the first two), row by row."""
+    assert list(duck.columns) == list(spark.columns) and len(duck) == len(spark)
+    out = {}
+    for column in duck.columns:
+        bad = [
+            (i, duck.at[i, column], spark.at[i, column])
+            for i in range(len(duck))
+            if not _same(duck.at[i, column], spark.at[i, column])
+        ]
+        if bad:
+            out[column] = (len(bad), bad[:2])
+    return out
+
+
+# -- tags ----------------------------------------------------------------------------------------
+
+
+def test_profile_build_on_spark_writes_the_tags_duckdb_writes(stages: Stages) -> None:
+    duck = _store(stages.db, "SELECT * FROM tags")
+    spark = pd.read_parquet(stages.lake / "tags")
+    assert list(spark.columns) == list(duck.columns)  # user_id, tag, value, source, computed_at
+    duck_rows = duck[TAG_KEY].sort_values(TAG_KEY).reset_index(drop=True)
+    spark_rows = spark[TAG_KEY].sort_values(TAG_KEY).reset_index(drop=True)
+    assert len(spark_rows) == len(duck_rows) > 5_000
+    assert spark_rows.equals(duck_rows)  # text: exactly, every row
+    # rule tags, the five RFM tags and the bins, each counted as the store counts them
+    counts = duck.groupby("tag").size().to_dict()
+    assert stages.build["tags"] == counts
+    assert {"high_value", "churn_risk", "rfm_segment", "rfm_score", "spend_band"} <= set(counts)
+    assert spark.computed_at.nunique() == 1 and spark.computed_at.notna().all()
+    assert pd.api.types.is_datetime64_dtype(spark.computed_at)
+
+
+def test_a_rule_spark_refuses_is_named(stages: Stages, open_lake, tmp_path: Path) -> None:
+    from jingzhun.config import Settings, TagRule, TagSettings
+    from jingzhun.contracts.time import utcnow
+    from jingzhun.profile.build import plan
+    from jingzhun.profile.tags import write_tags_on_lake
+
+    lake = open_lake(copy_lake(stages.lake, tmp_path / "lake"))
+    rules = [
+        TagRule(name="buyer", when="frequency >= 1"),
+        TagRule(name="spend_rate", when="monetary / frequency > 100"),  # 0 / 0 for non-buyers
+    ]
+    settings = Settings(tags=TagSettings(rules=rules, rfm=False, bins=[]))
+    before = sorted(p.name for p in (tmp_path / "lake" / "tags").iterdir())
+    the_plan = plan(lake, settings, pd.Timestamp(stages.build["as_of"]).to_pydatetime()).tags
+    with pytest.raises(InputError, match=r"tag rule 'spend_rate': Spark refused it when it ran"):
+        write_tags_on_lake(lake, the_plan, utcnow())
+    assert sorted(p.name for p in (tmp_path / "lake" / "tags").iterdir()) == before  # kept
+
+
+# -- segments ------------------------------------------------------------------------------------
+
+
+def _members(db: Path, run_id: str, lake: Path, lake_run: str) -> tuple[pd.DataFrame, ...]:
+    duck = _store(
+        db,
+        f"SELECT user_id, segment, fitted FROM segment_members WHERE run_id = '{run_id}' "
+        "ORDER BY user_id",
+    )
+    spark = pd.read_parquet(lake / "segment_members")
+    spark = spark[spark.run_id == lake_run][["user_id", "segment", "fitted"]]
+    return duck, spark.sort_values("user_id").reset_index(drop=True)
+
+
+def _portraits(db: Path, run_id: str, lake: Path, lake_run: str) -> tuple[pd.DataFrame, ...]:
+    cols = ["segment", "label", "users", "share", "revenue_share", "traits", "top_categories"]
+    duck = _store(
+        db,
+        f"SELECT {', '.join(cols)} FROM segment_portraits WHERE run_id = '{run_id}' ORDER BY segment",
+    )
+    spark = pd.read_parquet(lake / "segment_portraits")
+    spark = spark[spark.run_id == lake_run].sort_values("segment").reset_index(drop=True)[cols]
+    for frame in (duck, spark):  # JSON text: compared as values (floats to REL)
+        for c in ("traits", "top_categories"):
+            frame[c] = [json.loads(v) for v in frame[c]]
+    return duck, spark
+
+
+def test_an_rfm_run_on_spark_has_duckdbs_members(stages: Stages) -> None:
+    assert stages.rfm["run_id"] == "rfm-1" and stages.rfm["method"] == "rfm"
+    duck, spark = _members(stages.db, stages.duck_rfm, stages.lake, "rfm-1")
+    assert len(spark) == len(duck) == stages.build["users"] > 1_000
+    assert spark.equals(duck)  # every user in the same segment
+    assert stages.rfm["segments"] == duck.segment.nunique() > 5
+    assert _differs(*_portraits(stages.db, stages.duck_rfm, stages.lake, "rfm-1")) == {}
+    runs = pd.read_parquet(stages.lake / "segment_runs")
+    record = runs.set_index("run_id").loc["rfm-1"]
+    assert (record["name"], record["method"], record["users"], bool(record["active"])) == (
+        "rfm",
+        "rfm",
+        len(duck),
+        True,
+    )
+    assert json.loads(record["params"]) == {} and record["model"] is None
+
+
+def test_kmeans_on_spark_fits_the_same_segments(stages: Stages, open_lake, tmp_path: Path) -> None:
+    """A method that fits in NumPy runs on the features Spark computed: the same members.
+    Named like the RFM run, it becomes that name's active run and the RFM run history."""
+    options = {"method": "kmeans", "k": 4, "stability_resamples": 0, "name": "rfm"}
+    db = copy_store(stages.db, tmp_path / "store")
+    with Workspace.open(db) as ws:
+        duck_run = ws.segments.run(**options).run_id
+    lake_dir = copy_lake(stages.lake, tmp_path / "lake")
+    spark_run = run_on_lake(open_lake(lake_dir), **options)
+    assert spark_run.run_id == "rfm-2" and spark_run.segments == 4
+    duck, spark = _members(db, duck_run, lake_dir, "rfm-2")
+    assert spark.equals(duck)
+    assert _differs(*_portraits(db, duck_run, lake_dir, "rfm-2")) == {}
+    runs = pd.read_parquet(lake_dir / "segment_runs").set_index("run_id")
+    assert dict(runs.active) == {"rfm-1": False, "rfm-2": True}
+    assert runs.method.to_dict() == {"rfm-1": "rfm", "rfm-2": "kmeans"}
+    assert runs.loc["rfm-2", "model"] is not None  # the fitted model, for assignment later
+    members = pd.read_parquet(lake_dir / "segment_members")
+    assert members.groupby("run_id").size().to_dict() == dict.fromkeys(
+        ("rfm-1", "rfm-2"), len(duck)
+    )
+
+
+def test_rfm_without_tags_is_refused(stages: Stages, open_lake, tmp_path: Path) -> None:
+    lake_dir = copy_lake(stages.lake, tmp_path / "lake")
+    shutil.rmtree(lake_dir / "tags")  # a lake built before tags ran on Spark
+    with pytest.raises(InputError, match="--method rfm: no RFM tags in the lake") as err:
+        run_on_lake(open_lake(lake_dir), method="rfm")
+    assert "--engine spark" in str(err.value.hint)
+
+
+# -- export --------------------------------------------------------------------------------------
+
+
+def test_export_to_parquet_from_a_lake_is_the_stores_file(
+    stages: Stages, open_lake, tmp_path: Path
+) -> None:
+    with Workspace.open(stages.db, read_only=True) as ws:
+        n = ws.profiles.export(tmp_path / "duck.parquet")
+    m = export_profiles_on_lake(open_lake(stages.lake), tmp_path / "spark.parquet")
+    assert n == m == stages.build["users"]
+    duck, spark = (
+        pq.read_table(tmp_path / "duck.parquet"),
+        pq.read_table(tmp_path / "spark.parquet"),
+    )
+    assert spark.schema.equals(duck.schema)  # the same columns, of the same types
+    assert spark.column("user_id").equals(duck.column("user_id"))  # the same order
+    assert _differs(duck.to_pandas(), spark.to_pandas()) == {}
+    assert not [p for p in stages.lake.iterdir() if p.name.startswith(".export")]  # cleaned
+
+
+def _csv_cell(text: str) -> Any:
+    if text.startswith(("{", "[")):
+        return json.loads(text)
+    try:
+        return float(text) if any(c in text for c in ".eE") or text == "nan" else int(text)
+    except ValueError:
+        return text
+
+
+def test_export_to_csv_from_a_lake_is_the_stores_file(stages: Stages) -> None:
+    with stages.duck_csv.open(newline="") as a, stages.csv_out.open(newline="") as b:
+        duck, spark = list(csv.reader(a)), list(csv.reader(b))
+    assert spark[0] == duck[0] and len(spark) == len(duck) == stages.build["users"] + 1
+    differs = [
+        (row[0], duck[0][j], x, y)
+        for row, other in zip(duck[1:], spark[1:], strict=True)
+        for j, (x, y) in enumerate(zip(row, other, strict=True))
+        if not _same(_csv_cell(x), _csv_cell(y))
+    ]
+    assert differs == []
+
+
+# -- refusals ------------------------------------------------------------------------------------
+
+
+def test_what_cannot_run_is_refused_before_spark_starts(
+    stages: Stages, shop_pair, cli: Callable, tmp_path: Path
+) -> None:
+    from jingzhun.profile.read import check_lake_export
+    from jingzhun.segment.runs import check_run
+
+    bare = str(shop_pair.lake)  # a lake without profiles
+    spark = ("--engine", "spark", "--db")
+    error_line(cli(*spark, bare, "segment", "run", "--method", "rfm"), "no profiles in the lake")
+    error_line(
+        cli(*spark, bare, "profile", "export", "--out", str(tmp_path / "p.csv")),
+        "no profiles in the lake",
+    )
+    lake = str(stages.lake)
+    error_line(
+        cli(*spark, lake, "profile", "export", "--out", str(stages.lake / "p.csv")),
+        "is inside the lake",
+    )
+    error_line(
+        cli(*spark, lake, "profile", "export", "--desensitize", "--out", str(tmp_path / "p.csv")),
+        "--desensitize does not run on --engine spark",
+    )
+    assert not (tmp_path / "p.csv").exists()
+    # what the command line checks before it starts Spark, in-process
+    with pytest.raises(InputError, match=r"unknown extension \.txt"):
+        check_lake_export(lake, tmp_path / "p.txt")
+    with pytest.raises(InputError, match="--method 'nope' is not a segmentation method"):
+        check_run("nope")
+    with pytest.raises(InputError, match="rfm segments come from the RFM tags"):
+        check_run("rfm", features=["aov"])
