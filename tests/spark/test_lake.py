@@ -110,8 +110,9 @@ def test_the_command_line_builds_on_a_lake(built: Built, cli: Callable) -> None:
     assert json.loads((built.lake / MARKER).read_text())["format"] == 1
     assert built.spark["users"] == built.duck_users > 1_000
     assert len(built.spark["traits"]) > 40
+    assert built.spark["tags"]["rfm_segment"] > 0
     assert sorted(p.name for p in built.lake.iterdir() if not p.name.startswith(".")) == sorted(
-        [*LAKE_TABLES, "profiles", "profile_affinity", MARKER]
+        [*LAKE_TABLES, "profiles", "profile_affinity", "tags", MARKER]
     )
     again = cli("--db", str(built.db), "lake", "init", "--out", str(built.lake))
     assert again.code == 2 and "is a jingzhun lake already" in again.stderr
@@ -167,8 +168,8 @@ def test_a_missing_java_or_master_is_named(built: Built, tmp_path: Path, cli: Ca
     _one_error(cli("--spark-master", "mesos://x", *args), "not a Spark master URL")
     _one_error(cli("--engine", "flink", "status"), "--engine", "duckdb, spark")
     _one_error(
-        cli("--engine", "spark", "--db", str(lake), "segment", "run", "--method", "rfm"),
-        "segment run does not run on --engine spark",
+        cli("--engine", "spark", "--db", str(lake), "segment", "list"),
+        "segment list does not run on --engine spark",
     )
 
 

@@ -311,6 +311,10 @@ def _session(master: str, lake: Path) -> Any:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "8")
+        # pandas frames in and out of Spark through Arrow, not row by row.
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # A table's partition folders (batch ids, dates) stay text.
+        .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
         .config("spark.local.dir", scratch)
         .config("spark.sql.warehouse.dir", str(Path(scratch) / "warehouse"))
         .config(
