@@ -16,6 +16,7 @@ the rule's name and the position, before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -275,7 +276,10 @@ def write_tags(store: Store, plan: TagPlan, now: datetime) -> dict[str, int]:
                 raise refused(t.what, exc) from exc
     finally:
         if rfm is not None:
-            store.run("DROP TABLE IF EXISTS temp._jz_rfm")
+            # After a refused rule the transaction is aborted (its rollback discards the
+            # table): the drop must not hide the refusal.
+            with contextlib.suppress(duckdb.Error):
+                store.run("DROP TABLE IF EXISTS temp._jz_rfm")
     return counts
 
 
