@@ -19,6 +19,7 @@ from jingzhun.cli.common import (
     steps,
     text,
 )
+from jingzhun.cli.recommend import FromStoreOpt, from_store_for_spark
 
 app = typer.Typer(
     help="Predictions: purchase propensity, churn, customer lifetime value, uplift.",
@@ -108,13 +109,32 @@ def score(
         str | None, typer.Option("--model", "-m", help="A model id (default: the active one).")
     ] = None,
     as_of: AsOfOpt = None,
+    from_store: FromStoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score every user (churn: every active customer); write scores and tags."""
+    """Score every user (churn: every active customer); write scores and tags (with --engine
+    spark: on the lake --db names, from its profiles, by a model of the store --from-store
+    names)."""
     g: Globals = ctx.obj
-    with g.workspace(create=True) as ws, steps(not as_json) as say:
-        say(f"scoring {target}")
-        result = ws.predict.score(target, model=model, as_of=as_of)
+    store = from_store_for_spark(g, from_store, "predict score")
+    if store is not None:
+        from jingzhun.config import load_settings
+        from jingzhun.contracts.time import parse_as_of
+        from jingzhun.predict.on_lake import prepare, score_on_lake
+
+        settings = load_settings(g.config)
+        at = None if as_of is None else parse_as_of(as_of, param="as_of")
+        with steps(not as_json) as say:
+            say("reading the model from the store")
+            job = prepare(store, settings, target, model)
+            say("starting Spark")
+            with g.lake() as lake:
+                say(f"scoring {job.record.kind} on Spark")
+                result = score_on_lake(lake, settings, job, at)
+    else:
+        with g.workspace(create=True) as ws, steps(not as_json) as say:
+            say(f"scoring {target}")
+            result = ws.predict.score(target, model=model, as_of=as_of)
     if as_json:
         print_json(result.to_dict())
         return

@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,8 @@ from jingzhun.config import Settings
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.predict import labels as lb
 from jingzhun.predict.propensity import (
+    Calibrator,
+    Classifier,
     Split,
     check_classes,
     compare,
@@ -31,11 +33,8 @@ from jingzhun.predict.propensity import (
 )
 from jingzhun.predict.scores import TAGS, Progress, Scored, find_model, record, write_scores
 from jingzhun.profile.build import default_as_of
-from jingzhun.store import Registry, Store
+from jingzhun.store import ModelRecord, Registry, Store
 from jingzhun.store.registry import npz_bytes
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass
@@ -200,6 +199,35 @@ def train(
     )
 
 
+#: How many reasons a scored user in the explained top share gets.
+REASONS = 3
+
+
+def feature_matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
+    """The model's features of a feature frame (``select_sql``'s columns), as it reads them."""
+    return frame[features].to_numpy(np.float64)
+
+
+def probabilities(model: Classifier, calibrator: Calibrator, X: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities of the users whose features are ``X``: what ``scores`` holds
+    (here, and in each Spark partition of :mod:`jingzhun.predict.on_lake`)."""
+    return calibrator(model.predict_proba(X))
+
+
+def explained_count(share: float, users: int) -> int:
+    """How many of ``users`` scored users (the highest) are given reasons."""
+    return max(1, int(np.ceil(share * users)))
+
+
+def reasons_of(
+    explainer: Classifier, X: np.ndarray, features: list[str], reasons: int
+) -> list[list[dict[str, Any]]] | None:
+    """Each user's top ``reasons`` (exact TreeSHAP: ~0.25 ms a row), or None for a model
+    without contributions."""
+    contrib = explainer.contributions(X)
+    return None if contrib is None else top_reasons(contrib, X, features, reasons)
+
+
 def score(
     store: Store,
     settings: Settings,
@@ -207,16 +235,12 @@ def score(
     *,
     model_id: str | None = None,
     as_of: datetime | None = None,
-    reasons: int = 3,
+    reasons: int = REASONS,
 ) -> Scored:
     """Score every user (churn: every active customer) as of ``as_of`` with the active model."""
     started = time.perf_counter()
-    row = find_model(store, target, model_id)
+    row = scoring_model(store, target, model_id)
     target = row.kind
-    if target not in TAGS:
-        raise InputError(
-            f"{row.model_id} is a {target} model, fitted and scored by predict {target}"
-        )
     model, calibrator, explainer = from_arrays(Registry(store).arrays(row.model_id))
     at = as_of or default_as_of(store)
     frame = lb.features_at(store, settings, at, row.features)
@@ -225,17 +249,17 @@ def score(
         frame = frame.loc[frame["user_id"].isin(active)].reset_index(drop=True)
     if frame.empty:
         raise NotFoundError(f"no users to score as of {at:%Y-%m-%d}", hint="ingest events first")
-    X = frame[row.features].to_numpy(np.float64)
-    p = calibrator(model.predict_proba(X))
+    X = feature_matrix(frame, row.features)
+    p = probabilities(model, calibrator, X)
     out = pd.DataFrame({"user_id": frame["user_id"], "value": p})
-    # Reasons (exact TreeSHAP: ~0.25 ms a row) for the top share the campaigns act on.
+    # Reasons for the top share the campaigns act on (ties in the order of the user ids).
     share = settings.predict.reasons_share
     if reasons > 0 and share > 0:
-        top = np.argsort(-p, kind="stable")[: max(1, int(np.ceil(share * len(p))))]
-        contrib = explainer.contributions(X[top])
-        if contrib is not None:
+        top = np.argsort(-p, kind="stable")[: explained_count(share, len(p))]
+        found = reasons_of(explainer, X[top], row.features, reasons)
+        if found is not None:
             explained: list[Any] = [None] * len(p)
-            for i, r in zip(top, top_reasons(contrib, X[top], row.features, reasons), strict=True):
+            for i, r in zip(top, found, strict=True):
                 explained[i] = r
             out["reasons"] = explained
     tag = TAGS[target]
@@ -255,3 +279,14 @@ def score(
     return Scored(
         target, row.model_id, n, at, float(p.mean()), counts, time.perf_counter() - started
     )
+
+
+def scoring_model(store: Store, target: str, model_id: str | None) -> ModelRecord:
+    """The model :func:`score` applies: by id, or the active one of ``target``; refused when it
+    is not a propensity or churn model (CLV and uplift are scored by their own commands)."""
+    row = find_model(store, target, model_id)
+    if row.kind not in TAGS:
+        raise InputError(
+            f"{row.model_id} is a {row.kind} model, fitted and scored by predict {row.kind}"
+        )
+    return row

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import ibis
+import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
@@ -31,7 +33,7 @@ from jingzhun.config import Settings
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.profile import traits as tr
 from jingzhun.profile.build import compute, default_as_of
-from jingzhun.segment.features import numeric_traits, select_sql
+from jingzhun.segment.features import numeric_traits, select, select_sql
 from jingzhun.store import Store
 
 #: What a model can predict, and what its label means.
@@ -155,13 +157,30 @@ def features_at(
     return frame
 
 
-def buyers(store: Store, start: datetime, end: datetime) -> set[str]:
-    """Users (stitched: an anonymous order counts for the user its device is linked to by
-    ``end``) with an order in ``[start, end)``."""
-    backend = store.ibis()
+def feature_rows(profiles: ir.Table, features: list[str]) -> ir.Table:
+    """``user_id`` and ``features`` of the users of a profile table — a lake's ``profiles``
+    on Spark — by the selection :func:`features_at` runs on a point-in-time profile (the
+    segment stage's one definition: derived features, fills, doubles), in no order: a
+    distributed scorer takes the rows where they are, and a global sort would cost a shuffle."""
+    import ibis.expr.operations as ops
+
+    rows = select(profiles, features)
+    op = rows.op()
+    return op.parent.to_expr() if isinstance(op, ops.Sort) else rows
+
+
+def buyers_expr(backend: Any, start: datetime, end: datetime) -> ir.Table:
+    """The users (one column, ``user_id``, distinct) with an order in ``[start, end)``,
+    stitched: an anonymous order counts for the user its device is linked to by ``end``. An
+    Ibis expression, on a store's DuckDB or a lake's Spark."""
     e = tr.stitched(backend, ibis.literal(end, type="timestamp"))
     orders = e.filter((e.event == "order_completed") & (e.ts >= start) & e.user_id.notnull())
-    ids = orders.select("user_id").distinct().to_pyarrow().column(0).to_pylist()
+    return orders.select("user_id").distinct()
+
+
+def buyers(store: Store, start: datetime, end: datetime) -> set[str]:
+    """Users with an order in ``[start, end)`` (:func:`buyers_expr`)."""
+    ids = buyers_expr(store.ibis(), start, end).to_pyarrow().column(0).to_pylist()
     return set(ids)
 
 
@@ -194,6 +213,11 @@ def label_frame(
     return frame
 
 
+def active_window(cutoff: datetime, active_days: float) -> tuple[datetime, datetime]:
+    """The window whose buyers are churn's population at ``cutoff``."""
+    return cutoff - timedelta(days=active_days), cutoff
+
+
 def active_customers(store: Store, cutoff: datetime, active_days: float) -> set[str]:
     """Customers with an order in the ``active_days`` before ``cutoff``: churn's population."""
-    return buyers(store, cutoff - timedelta(days=active_days), cutoff)
+    return buyers(store, *active_window(cutoff, active_days))

@@ -137,6 +137,23 @@ def _percentile(values: np.ndarray) -> np.ndarray:
     return (rankdata(values, method="max") - 1) / (len(values) - 1)
 
 
+def nan_scores(kind: str) -> InputError:
+    """The error of a model that produced NaN scores."""
+    return InputError(f"{kind}: a model produced NaN scores", hint="check the features")
+
+
+def reasons_json(reasons: Any) -> str | None:
+    """A user's reasons as ``scores.reasons`` holds them (JSON text; None: not explained)."""
+    return None if reasons is None else json.dumps(reasons)
+
+
+def tag_cuts(settings: Settings) -> tuple[float, float]:
+    """The percentiles from which a score's tag is 'high' and 'medium' (below them 'low'):
+    the top ``tag_high`` share, then the next ``tag_medium``."""
+    cfg = settings.predict
+    return 1 - cfg.tag_high, 1 - cfg.tag_high - cfg.tag_medium
+
+
 def write_scores(
     store: Store,
     frames: dict[str, pd.DataFrame],
@@ -170,7 +187,7 @@ def insert_scores(
     for kind, frame in frames.items():
         values = frame["value"].to_numpy(np.float64)
         if np.isnan(values).any():
-            raise InputError(f"{kind}: a model produced NaN scores", hint="check the features")
+            raise nan_scores(kind)
         reasons = frame["reasons"] if "reasons" in frame else [None] * len(frame)
         tables.append(
             pa.table(
@@ -180,9 +197,7 @@ def insert_scores(
                     "value": pa.array(values),
                     "percentile": pa.array(_percentile(values)),
                     "model_id": pa.array([model_id] * len(frame), pa.string()),
-                    "reasons": pa.array(
-                        [None if r is None else json.dumps(r) for r in reasons], pa.string()
-                    ),
+                    "reasons": pa.array([reasons_json(r) for r in reasons], pa.string()),
                     "as_of": pa.array([as_of] * len(frame), pa.timestamp("us")),
                     "computed_at": pa.array([now] * len(frame), pa.timestamp("us")),
                 }
@@ -198,7 +213,7 @@ def insert_scores(
         )
     finally:
         con.unregister("_jz_scores")
-    cfg = (settings or Settings()).predict
+    high, medium = tag_cuts(settings or Settings())
     for kind, tag in (tags or {}).items():
         con.execute("DELETE FROM tags WHERE tag = ? AND source = 'model'", [tag])
         con.execute(
@@ -207,7 +222,7 @@ def insert_scores(
                                     WHEN percentile >= ? THEN 'medium'
                                     ELSE 'low' END, 'model', ?
             FROM scores WHERE score = ?""",
-            [tag, 1 - cfg.tag_high, 1 - cfg.tag_high - cfg.tag_medium, now, kind],
+            [tag, high, medium, now, kind],
         )
     return len(table)
 
