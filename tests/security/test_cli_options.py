@@ -216,6 +216,7 @@ INPUT_OPTIONS = {
     "--transactions",
     "--assignments",
     "--truth",
+    "--from-store",
 }
 INPUT_ARGUMENTS = {"files", "spec"}
 DB_OPTION = "--db"

@@ -151,8 +151,9 @@ class Globals:
             raise InputError(
                 f"{name} does not run on --engine {self.engine} yet",
                 hint="on Spark so far: ingest events, profile build (profiles, affinity, tags), "
-                "profile export, segment run (make the lake with lake init, or ingest into a new "
-                "folder); run the rest on the DuckDB store (docs/scaling.md)",
+                "profile export, segment run, recommend batch and predict score (with "
+                "--from-store STORE); make the lake with lake init, or ingest into a new folder; "
+                "run the rest on the DuckDB store (docs/scaling.md)",
             )
         if not create:
             path = check_store_path(resolve_db_path(self.db))

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -294,6 +295,9 @@ def _session(master: str, lake: Path) -> Any:
 
     if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Local Python workers run this interpreter (PySpark's default is python3 on PATH:
+        # under a virtualenv, one without jingzhun or pyarrow).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     scratch = tempfile.mkdtemp(prefix="jingzhun-spark-")
     # Spark's own log lines and progress bars are not the command's output: errors only.
     quiet = Path(scratch) / "log4j2.properties"
