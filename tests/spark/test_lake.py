@@ -35,22 +35,20 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(shop, tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """A store of the test shop with profiles built by DuckDB, and a lake made from it by the
-    command line with profiles built on Spark by the command line, at the same as_of (one
-    Spark start for the module: it is the slow part)."""
+def built(shop_pair, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The test shop's store with profiles built by DuckDB (shared with tests/spark), and a
+    lake made from it by the command line with profiles built on Spark by the command line,
+    at the same as_of (one Spark start for the module: it is the slow part)."""
     folder = tmp_path_factory.mktemp("spark")
-    db, lake_dir = folder / "s.duckdb", folder / "lake"
-    with Workspace.open(db) as ws:
-        for kind in ("users", "items", "events"):
-            ws.ingest(kind, [shop.file(kind)])
-        result = ws.profiles.build()
+    db, lake_dir = shop_pair.db, folder / "lake"
     made = run(folder, "lake", "init", "--out", str(lake_dir), "--json", db=db)
     assert made.code == 0, made.stderr
-    args = ("--engine", "spark", "profile", "build", "--as-of", result.as_of.isoformat())
+    args = ("--engine", "spark", "profile", "build", "--as-of", shop_pair.as_of.isoformat())
     spark = run(folder, *args, "--json", db=lake_dir)
     assert spark.code == 0, spark.stderr
-    return Built(db, lake_dir, made.json(), spark.json(), result.users)
+    with Workspace.open(db, read_only=True) as ws:
+        users = ws.store.count("profiles")
+    return Built(db, lake_dir, made.json(), spark.json(), users)
 
 
 def _frames(built: Built, table: str, key: list[str]) -> tuple[pd.DataFrame, ...]:
