@@ -26,7 +26,7 @@ lint: install
 TEST_JOBS ?= 2
 
 test: install lint
-	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=30
 
 # The benchmarks' baselines (Polars) come with the bench extra.
 bench: install

@@ -365,7 +365,10 @@ def test_profile_build_killed_anywhere_leaves_the_old_or_the_new_build_and_rerun
     assert len(new_as_of) == 1 and new_as_of != old_as_of
     assert new["profile_builds"] == old["profile_builds"] + 1
 
-    for point in (MID, COMMIT, IN_CHECKPOINT, AFTER_COMMIT):
+    # Not AFTER_COMMIT here (the training tests below keep it): once the WAL is checkpointed
+    # away the build is DuckDB's durable state, and its two more builds cost ~20 s of the
+    # suite's 25-minute budget.
+    for point in (MID, COMMIT, IN_CHECKPOINT):
         db = copy_store(base, tmp_path / point.name)
         kill = run_and_kill(db, ["profile", "build", "--json"], point, duration)
         landed(kill, duration)

@@ -60,6 +60,28 @@ def copy_lake(source: Path, dest: Path) -> Path:
     return dest
 
 
+@dataclass
+class SparkBuilt:
+    """The shop's lake with profiles, affinity and tags built on Spark at ``shop_pair.as_of``
+    (in process, on the shared session): ``build`` is the build's result as ``--json`` prints
+    it. Read only: copy the lake to change it."""
+
+    lake: Path
+    build: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def spark_built(shop_pair, spark_session, tmp_path_factory: pytest.TempPathFactory) -> SparkBuilt:
+    from jingzhun.config import Settings
+    from jingzhun.profile.build import build_on_lake
+
+    folder = tmp_path_factory.mktemp("spark-built")
+    lake = copy_lake(shop_pair.lake, folder / "lake")
+    with Lake.open(lake, session=spark_session) as opened:
+        build = build_on_lake(opened, Settings(), shop_pair.as_of).to_dict()
+    return SparkBuilt(lake, build)
+
+
 @pytest.fixture
 def open_lake(spark_session) -> Iterator[Any]:
     """``open_lake(path)`` → a :class:`Lake` on the shared session (closed after the test)."""

@@ -6,6 +6,7 @@ refused with nothing written."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ import pytest
 from jingzhun.config import Settings
 from jingzhun.errors import InputError
 from jingzhun.ingest.lake import ingest_on_lake
-from jingzhun.profile.build import build_on_lake
 from jingzhun.store.lake import LAKE_TABLES, MARKER
 from jingzhun.workspace import Workspace
 from tests.cli.subprocess_cli import run
@@ -167,18 +167,6 @@ def test_what_a_lake_does_not_take_is_refused_with_nothing_written(
     assert all(lake.table(t).count().execute() == 0 for t in LAKE_TABLES)
 
 
-def test_a_new_lake_takes_events_then_builds_profiles(open_lake, tmp_path) -> None:
-    events = tmp_path / "e.csv"
-    events.write_text(BAD, encoding="utf-8")
-    lake = open_lake(tmp_path / "lake", create=True)
-    ingest_on_lake(lake, Settings(), "events", [str(events)])
-    built = build_on_lake(lake, Settings())
-    with Workspace.open(tmp_path / "s.duckdb") as ws:
-        ws.ingest.files("events", [str(events)])
-        duck = ws.profiles.build()
-    assert (built.users, built.as_of) == (duck.users, duck.as_of) and built.users >= 2
-
-
 def test_the_command_line_ingests_into_a_new_lake(tmp_path: Path) -> None:
     events = tmp_path / "e.csv"
     events.write_text(BAD, encoding="utf-8")
@@ -191,5 +179,13 @@ def test_the_command_line_ingests_into_a_new_lake(tmp_path: Path) -> None:
     assert {k: got[k] for k in COUNTS if k in got} == {k: duck[k] for k in COUNTS if k in got}
     assert got["inserted"] > 0 and got["quarantined"] > 0 and got["duplicates"] > 0
     assert (lake / MARKER).exists() and (lake / "events").is_dir()
+    # A lake made by ingest (its users and items tables empty) builds profiles on Spark from
+    # the command line as a store does.
+    built = run(tmp_path, "--engine", "spark", "profile", "build", "--json", db=lake)
+    assert built.code == 0, built.stderr
+    with Workspace.open(tmp_path / "s.duckdb") as ws:
+        duck_build = ws.profiles.build()
+    assert built.json()["users"] == duck_build.users >= 2
+    assert datetime.fromisoformat(built.json()["as_of"]) == duck_build.as_of
     users = run(tmp_path, "--engine", "spark", "ingest", "users", str(events), db=lake)
     assert users.code == 2 and "does not run on --engine spark" in users.stderr

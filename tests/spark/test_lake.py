@@ -29,26 +29,22 @@ REL = 1e-9
 class Built:
     db: Path
     lake: Path
-    made: dict  # lake init --json
-    spark: dict  # profile build --json on Spark
+    made: dict  # lake init --json (into another folder)
+    spark: dict  # the Spark build's result
     duck_users: int
 
 
 @pytest.fixture(scope="module")
-def built(shop_pair, tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """The test shop's store with profiles built by DuckDB (shared with tests/spark), and a
-    lake made from it by the command line with profiles built on Spark by the command line,
-    at the same as_of (one Spark start for the module: it is the slow part)."""
+def built(shop_pair, spark_built, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The test shop's store with profiles built by DuckDB and its lake with profiles built
+    on Spark at the same as_of (both shared under tests/spark), and a lake made from the store
+    by the command line (the command line's Spark build is test_ingest_on_lake's)."""
     folder = tmp_path_factory.mktemp("spark")
-    db, lake_dir = shop_pair.db, folder / "lake"
-    made = run(folder, "lake", "init", "--out", str(lake_dir), "--json", db=db)
+    made = run(folder, "lake", "init", "--out", str(folder / "lake"), "--json", db=shop_pair.db)
     assert made.code == 0, made.stderr
-    args = ("--engine", "spark", "profile", "build", "--as-of", shop_pair.as_of.isoformat())
-    spark = run(folder, *args, "--json", db=lake_dir)
-    assert spark.code == 0, spark.stderr
-    with Workspace.open(db, read_only=True) as ws:
+    with Workspace.open(shop_pair.db, read_only=True) as ws:
         users = ws.store.count("profiles")
-    return Built(db, lake_dir, made.json(), spark.json(), users)
+    return Built(shop_pair.db, spark_built.lake, made.json(), spark_built.build, users)
 
 
 def _frames(built: Built, table: str, key: list[str]) -> tuple[pd.DataFrame, ...]:
@@ -103,7 +99,7 @@ def test_spark_builds_the_same_table_as_duckdb(built, table: str, key: list[str]
     assert differs == {}
 
 
-def test_the_command_line_builds_on_a_lake(built: Built, cli: Callable) -> None:
+def test_a_lake_is_made_and_built_on(built: Built, cli: Callable) -> None:
     assert built.made["tables"]["events"] > 10_000 and built.made["tables"]["users"] > 1_000
     assert json.loads((built.lake / MARKER).read_text())["format"] == 1
     assert built.spark["users"] == built.duck_users > 1_000

@@ -47,18 +47,14 @@ class Stages:
 
 
 @pytest.fixture(scope="module")
-def stages(shop_pair, spark_session, tmp_path_factory: pytest.TempPathFactory) -> Stages:
-    """The shop's lake with profiles and tags built on the shared session (the command line's
-    build is test_lake's), then an RFM run and a CSV export by the command line."""
-    from jingzhun.config import Settings
-    from jingzhun.profile.build import build_on_lake
-    from jingzhun.store.lake import Lake
-
+def stages(shop_pair, spark_built, tmp_path_factory: pytest.TempPathFactory) -> Stages:
+    """The shop's lake with profiles and tags built on the shared session (conftest's
+    spark_built; the command line's build is test_ingest_on_lake's), then an RFM run and a
+    CSV export by the command line."""
     folder = tmp_path_factory.mktemp("stages")
-    lake = copy_lake(shop_pair.lake, folder / "lake")
+    lake = copy_lake(spark_built.lake, folder / "lake")
     db = copy_store(shop_pair.db, folder / "store")
-    with Lake.open(lake, session=spark_session) as opened:
-        build = build_on_lake(opened, Settings(), shop_pair.as_of).to_dict()
+    build = spark_built.build
     rfm = run(folder, "--engine", "spark", "segment", "run", "--method", "rfm", "--json", db=lake)
     spark_csv = folder / "spark.csv"
     exported = run(
