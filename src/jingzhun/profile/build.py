@@ -27,6 +27,7 @@ from jingzhun.profile import expr as ex
 from jingzhun.profile import traits as tr
 from jingzhun.profile.tags import TagPlan, plan_tags, refused, write_tags, write_tags_on_lake
 from jingzhun.store import Store
+from jingzhun.store.lake_frames import latest_as_of
 from jingzhun.store.sql import ident
 
 if TYPE_CHECKING:
@@ -386,13 +387,7 @@ def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None)
                 hint="build it on the DuckDB store, or use another agg on Spark",
             )
     if as_of is None:
-        latest = lake.table("events").ts.max().execute()
-        if latest is None or latest != latest:  # NULL or NaT: no events
-            raise NotFoundError(
-                "the lake has no events to build profiles from", hint="ingest events first"
-            )
-        as_of = latest.to_pydatetime() if hasattr(latest, "to_pydatetime") else latest
-        as_of = as_of.replace(tzinfo=None) + timedelta(microseconds=1)
+        as_of = latest_as_of(lake)  # just after the lake's latest event, as on a store
     first = plan(lake, settings, as_of)  # every check, the tags' too, before anything runs
     now = utcnow()
     cached: list[Any] = []
