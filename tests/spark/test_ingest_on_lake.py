@@ -20,8 +20,8 @@ from jingzhun.ingest.lake import ingest_on_lake
 from jingzhun.store.lake import LAKE_TABLES, MARKER
 from jingzhun.workspace import Workspace
 from tests.cli.subprocess_cli import run
+from tests.spark.compare import same
 from tests.spark.conftest import copy_lake
-from tests.spark.test_lake import _same
 
 #: What a batch reports; equal on both engines.
 COUNTS = (
@@ -118,7 +118,7 @@ def test_each_table_holds_the_same_rows(pair: Pair, table: str) -> None:
         wrong = [
             (duck.at[i, c], spark.at[i, c])
             for i in range(len(duck))
-            if not _same(duck.at[i, c], spark.at[i, c])
+            if not same(duck.at[i, c], spark.at[i, c])
         ]
         if wrong:
             bad[c] = (len(wrong), wrong[:2])

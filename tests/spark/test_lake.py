@@ -6,7 +6,6 @@ starts where it can be told."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 from collections.abc import Callable
@@ -20,9 +19,7 @@ from jingzhun.profile.build import build_on_lake
 from jingzhun.store.lake import LAKE_TABLES, MARKER, check_master, check_pyspark
 from jingzhun.workspace import Workspace
 from tests.cli.subprocess_cli import run
-
-#: Floats from sums in another order (Spark's partitions, DuckDB's threads): equal to this.
-REL = 1e-9
+from tests.spark.compare import same
 
 
 @dataclass
@@ -58,27 +55,6 @@ def _frames(built: Built, table: str, key: list[str]) -> tuple[pd.DataFrame, ...
     )
 
 
-def _null(x: object) -> bool:
-    return x is None or x is pd.NA or x is pd.NaT or (isinstance(x, float) and math.isnan(x))
-
-
-def _same(a: object, b: object) -> bool:
-    """Equal as values: floats to REL, lists and maps element by element, NULL as NULL."""
-    if hasattr(a, "tolist"):
-        a = a.tolist()
-    if hasattr(b, "tolist"):
-        b = b.tolist()
-    if _null(a) or _null(b):
-        return _null(a) and _null(b)
-    if isinstance(a, float) or isinstance(b, float):
-        return math.isclose(float(a), float(b), rel_tol=REL, abs_tol=1e-12)  # type: ignore[arg-type]
-    if isinstance(a, dict) or isinstance(b, dict):  # maps: the same entries in the same order
-        a, b = list(dict(a).items()), list(dict(b).items())  # type: ignore[call-overload]
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
 @pytest.mark.parametrize(
     ("table", "key"),
     [("profiles", ["user_id"]), ("profile_affinity", ["user_id", "category"])],
@@ -92,7 +68,7 @@ def test_spark_builds_the_same_table_as_duckdb(built, table: str, key: list[str]
         bad = [
             (duck.at[i, key[0]], duck.at[i, column], spark.at[i, column])
             for i in range(len(duck))
-            if not _same(duck.at[i, column], spark.at[i, column])
+            if not same(duck.at[i, column], spark.at[i, column])
         ]
         if bad:
             differs[column] = (len(bad), bad[:2])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +27,9 @@ from jingzhun.profile.read import export_profiles_on_lake
 from jingzhun.segment.runs import run_on_lake
 from jingzhun.workspace import Workspace
 from tests.cli.subprocess_cli import copy_store, error_line, one_json, run
+from tests.spark.compare import same
 from tests.spark.conftest import copy_lake
 
-#: Floats from sums in another order (Spark's partitions, DuckDB's threads): equal to this.
-REL = 1e-9
 TAG_KEY = ["user_id", "tag", "value", "source"]
 
 
@@ -74,27 +72,6 @@ def _store(db: Path, query: str) -> pd.DataFrame:
         return ws.sql(query)
 
 
-def _null(x: object) -> bool:
-    return x is None or x is pd.NA or x is pd.NaT or (isinstance(x, float) and math.isnan(x))
-
-
-def _same(a: object, b: object) -> bool:
-    """Equal as values: floats to REL, lists and maps element by element, NULL as NULL."""
-    if hasattr(a, "tolist"):
-        a = a.tolist()
-    if hasattr(b, "tolist"):
-        b = b.tolist()
-    if _null(a) or _null(b):
-        return _null(a) and _null(b)
-    if isinstance(a, float) or isinstance(b, float):
-        return math.isclose(float(a), float(b), rel_tol=REL, abs_tol=1e-12)  # type: ignore[arg-type]
-    if isinstance(a, dict) or isinstance(b, dict):
-        a, b = list(dict(a).items()), list(dict(b).items())  # type: ignore[call-overload]
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
 def _differs(duck: pd.DataFrame, spark: pd.DataFrame) -> dict[str, Any]:
     """Columns whose values differ (count and the first two), row by row."""
     assert list(duck.columns) == list(spark.columns) and len(duck) == len(spark)
@@ -103,7 +80,7 @@ def _differs(duck: pd.DataFrame, spark: pd.DataFrame) -> dict[str, Any]:
         bad = [
             (i, duck.at[i, column], spark.at[i, column])
             for i in range(len(duck))
-            if not _same(duck.at[i, column], spark.at[i, column])
+            if not same(duck.at[i, column], spark.at[i, column])
         ]
         if bad:
             out[column] = (len(bad), bad[:2])
@@ -262,7 +239,7 @@ def test_export_to_csv_from_a_lake_is_the_stores_file(stages: Stages) -> None:
         (row[0], duck[0][j], x, y)
         for row, other in zip(duck[1:], spark[1:], strict=True)
         for j, (x, y) in enumerate(zip(row, other, strict=True))
-        if not _same(_csv_cell(x), _csv_cell(y))
+        if not same(_csv_cell(x), _csv_cell(y))
     ]
     assert differs == []
 
