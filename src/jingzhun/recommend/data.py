@@ -25,6 +25,18 @@ import scipy.sparse as sp
 
 from jingzhun.errors import InputError
 
+#: The catalog's columns training and serving read.
+CATALOG_COLUMNS = (
+    "item_id",
+    "title",
+    "description",
+    "category",
+    "brand",
+    "price",
+    "active",
+    "stock",
+)
+
 
 class Vocabulary:
     """A fixed, ordered set of ids and their matrix indices (0 … n-1).
@@ -234,18 +246,7 @@ class ItemFeatures:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         n = len(items)
-        cat = frame.reindex(
-            columns=[
-                "item_id",
-                "title",
-                "description",
-                "category",
-                "brand",
-                "price",
-                "active",
-                "stock",
-            ]
-        )
+        cat = frame.reindex(columns=list(CATALOG_COLUMNS))
         pos = items.index(cat["item_id"].astype(str).to_numpy(dtype=object))
         keep = pos >= 0
         cat, pos = cat[keep], pos[keep]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from jingzhun.errors import NotFoundError
-from jingzhun.recommend.data import Vocabulary
+from jingzhun.recommend.data import CATALOG_COLUMNS, Vocabulary
 from jingzhun.store import Store
 
 if TYPE_CHECKING:
@@ -113,19 +113,6 @@ class HistoryQuery:
             sql = sql.replace(quoted, "$user").replace(self._AS_OF_SQL, "CAST($as_of AS TIMESTAMP)")
             self._sql = sql
         return self.store.con.execute(self._sql, {"user": user_id, "as_of": as_of}).df()
-
-
-#: The catalog's columns training and serving read.
-CATALOG_COLUMNS = (
-    "item_id",
-    "title",
-    "description",
-    "category",
-    "brand",
-    "price",
-    "active",
-    "stock",
-)
 
 
 def catalog(source: Store | Lake) -> pd.DataFrame:
