@@ -127,34 +127,21 @@ def run(
         if value is not None
     }
     g: Globals = ctx.obj
+    chosen: dict[str, Any] = {
+        "k": k,
+        "features": _features(features),
+        "name": name,
+        "pca": _pca(pca),
+        "k_range": _k_range(k_range),
+        "random_state": seed,
+        "stability_resamples": stability,
+    }
     if g.spark():
-        result = _run_on_lake(
-            g,
-            method,
-            k=k,
-            features=_features(features),
-            name=name,
-            pca=_pca(pca),
-            k_range=_k_range(k_range),
-            random_state=seed,
-            stability_resamples=stability,
-            options=options,
-            progress=not as_json,
-        )
+        result = _run_on_lake(g, method, options=options, progress=not as_json, **chosen)
     else:
         with g.workspace(create=True) as ws, steps(not as_json) as say:
             say(f"segmenting with {method}")
-            result = ws.segments.run(
-                method,
-                k=k,
-                features=_features(features),
-                name=name,
-                pca=_pca(pca),
-                k_range=_k_range(k_range),
-                random_state=seed,
-                stability_resamples=stability,
-                **options,
-            )
+            result = ws.segments.run(method, **chosen, **options)
     if result.dropped_features:
         err.print(
             "warning: left out default features that are the same for every user: "
