@@ -137,36 +137,34 @@ def _settle(lake: Lake, store: Store, result: BatchResult, staging: Path) -> Non
     con, batch = store.con, result.batch_id
     # Identities first: a conflict is judged on every row of the batch, duplicates included.
     if lake.has("identities") and store.count("identities"):
-        ids = _upload(
-            store, staging, "links", Sql("SELECT anonymous_id, user_id AS mine FROM identities")
-        )
+        ids = _upload(store, staging, "links", Sql("SELECT anonymous_id FROM identities"))
         held = _held(lake, "identities", ids, ["anonymous_id"], ["anonymous_id", "user_id"])
         if held.num_rows:
-            rel = con.from_arrow(held)
             # A conflict: an anonymous id this batch saw with several users (counted by the
             # pipeline already), or one the lake links to another user than the batch's.
-            result.identity_conflicts += _count_rel(
-                rel,
+            result.identity_conflicts += _with_held(
+                con,
+                held,
                 """SELECT count(*) FROM _jz_held h JOIN identities i USING (anonymous_id)
                    WHERE h.user_id <> i.user_id AND anonymous_id NOT IN (
                        SELECT anonymous_id FROM events
                        WHERE anonymous_id IS NOT NULL AND user_id IS NOT NULL
                        GROUP BY anonymous_id HAVING count(DISTINCT user_id) > 1)""",
             )
-            con.from_arrow(held).query(
-                "_jz_held",
+            result.identities_linked -= _with_held(
+                con,
+                held,
                 "DELETE FROM identities WHERE anonymous_id IN (SELECT anonymous_id FROM _jz_held)",
-            ).fetchall()
-            result.identities_linked -= held.num_rows
+            )
     if lake.has("events") and store.count("events"):
         ids = _upload(store, staging, "event_ids", Sql("SELECT event_id FROM events"))
         held = _held(lake, "events", ids, ["event_id"], ["event_id"])
         if held.num_rows:
-            con.from_arrow(held).query(
-                "_jz_held", "DELETE FROM events WHERE event_id IN (SELECT event_id FROM _jz_held)"
-            ).fetchall()
-            result.inserted -= held.num_rows
-            result.duplicates += held.num_rows
+            gone = _with_held(
+                con, held, "DELETE FROM events WHERE event_id IN (SELECT event_id FROM _jz_held)"
+            )
+            result.inserted -= gone
+            result.duplicates += gone
             # The consents the batch's events state: of the events that stay (as on a store).
             source = f"events:{batch}"
             con.execute("DELETE FROM consents WHERE source = ?", [source])
@@ -180,14 +178,9 @@ def _settle(lake: Lake, store: Store, result: BatchResult, staging: Path) -> Non
         )
         held = _held(lake, "quarantine", keys, ["raw_key"], ["raw_key"])
         if held.num_rows:
-            gone = _count_rel(
-                con.from_arrow(held),
-                "SELECT count(*) FROM quarantine WHERE raw_key IN (SELECT raw_key FROM _jz_held)",
+            gone = _with_held(
+                con, held, "DELETE FROM quarantine WHERE raw_key IN (SELECT raw_key FROM _jz_held)"
             )
-            con.from_arrow(held).query(
-                "_jz_held",
-                "DELETE FROM quarantine WHERE raw_key IN (SELECT raw_key FROM _jz_held)",
-            ).fetchall()
             result.quarantined -= gone
             result.duplicates += gone
         # Ids continue the lake's: in file order within a batch, increasing across batches.
@@ -208,8 +201,10 @@ def _settle(lake: Lake, store: Store, result: BatchResult, staging: Path) -> Non
     )
 
 
-def _count_rel(rel: Any, sql: str) -> int:
-    return int(rel.query("_jz_held", sql).fetchall()[0][0])
+def _with_held(con: Any, held: pa.Table, sql: str) -> int:
+    """Run ``sql`` on the scratch store with the lake's answer ``held`` as ``_jz_held``: a
+    count, or a DELETE (which answers how many rows it removed)."""
+    return int(con.from_arrow(held).query("_jz_held", sql).fetchall()[0][0])
 
 
 def _append(lake: Lake, store: Store, staging: Path, batch_id: str) -> None:
