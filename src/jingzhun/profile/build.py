@@ -9,9 +9,13 @@ expression, compiled to SQL and written with the tags and the build record in on
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -32,6 +36,8 @@ from jingzhun.store.sql import ident
 
 if TYPE_CHECKING:
     from jingzhun.store.lake import Lake
+
+log = logging.getLogger(__name__)
 
 #: Columns a custom trait's ``of`` and ``where`` may name: the event's own columns, then the
 #: item attributes :func:`~jingzhun.profile.traits.base_events` joins to each event.
@@ -270,7 +276,7 @@ def build(store: Store, settings: Settings, as_of: datetime | None = None) -> Bu
     temps: list[str] = []
     try:
         with store.transaction():
-            the_plan = _materialise(store, settings, as_of, temps, keep_affinity=True)
+            the_plan = _duckdb_plan(store, settings, as_of, temps, keep_affinity=True)
             # Stored in user id order: a lookup of some users (a campaign's batch of members,
             # the server's user view) reads the few row groups the zone maps point to, not
             # the whole table (82 ms -> a few ms for 512 users of a million).
@@ -294,14 +300,49 @@ def build(store: Store, settings: Settings, as_of: datetime | None = None) -> Bu
     )
 
 
-def _materialise(
-    store: Store, settings: Settings, as_of: datetime, temps: list[str], *, keep_affinity: bool
-) -> Plan:
-    """Compute every piece of the plan once into a table (temporary ones named in ``temps``)
-    and return the plan that reads them. ``keep_affinity`` writes ``profile_affinity``; else
-    the affinity is temporary too."""
+#: ``materialise(name, expr, keep)``: compute ``expr`` once into a table the engine reads back
+#: (``keep``: the table the build keeps, ``profile_affinity``; else a temporary one).
+Materialise = Callable[[str, ir.Table, bool], ir.Table]
 
-    def materialise(name: str, expr: ir.Table, *, temp: bool = True) -> ir.Table:
+
+def _materialise(
+    store: Store | Lake,
+    settings: Settings,
+    as_of: datetime,
+    materialise: Materialise,
+    *,
+    refuses: tuple[type[Exception], ...],
+    engine: str,
+) -> Plan:
+    """Compute every piece of the plan once — the base events, the affinity, the per-user
+    aggregates and each table trait, then the wide profile — with ``materialise``, and return
+    the plan that reads them: the same steps on DuckDB (tables) and on Spark (Parquet).
+    An error of ``refuses`` while a configured trait is in the plan is named as that trait's."""
+    tables = {"base": materialise("base", plan(store, settings, as_of).base, False)}
+    step = plan(store, settings, as_of, tables=tables)
+    tables["affinity"] = materialise("profile_affinity", step.affinity, True)
+    step = plan(store, settings, as_of, tables=tables)
+    custom = [t.name for t in settings.profile.traits]
+    try:
+        for name, expr in step.pieces.items():
+            if name != "wide":
+                tables[name] = materialise(name, expr, False)
+        step = plan(store, settings, as_of, tables=tables)
+        tables["wide"] = materialise("wide", step.pieces["wide"], False)
+    except refuses as exc:
+        if not custom:
+            raise
+        # The built-in traits run on every store; a configured one is what the engine refused.
+        raise refused(f"computed traits ({', '.join(custom)})", exc, engine) from exc
+    return plan(store, settings, as_of, tables=tables)
+
+
+def _on_duckdb(store: Store, temps: list[str], *, keep_affinity: bool) -> Materialise:
+    """:data:`Materialise` on the store: a table each (temporary ones named in ``temps``);
+    ``keep_affinity`` writes ``profile_affinity``, else the affinity is temporary too."""
+
+    def materialise(name: str, expr: ir.Table, keep: bool) -> ir.Table:
+        temp = not (keep and keep_affinity)
         table = f"_jz_profile_{name}" if temp else name
         kind = "TEMP TABLE" if temp else "TABLE"
         query = ibis.to_sql(expr, dialect="duckdb")
@@ -310,23 +351,16 @@ def _materialise(
             temps.append(table)
         return store.ibis().table(table)
 
-    tables = {"base": materialise("base", plan(store, settings, as_of).base)}
-    step = plan(store, settings, as_of, tables=tables)
-    tables["affinity"] = materialise("profile_affinity", step.affinity, temp=not keep_affinity)
-    step = plan(store, settings, as_of, tables=tables)
-    custom = [t.name for t in settings.profile.traits]
-    try:
-        for name, expr in step.pieces.items():
-            if name != "wide":
-                tables[name] = materialise(name, expr)
-        step = plan(store, settings, as_of, tables=tables)
-        tables["wide"] = materialise("wide", step.pieces["wide"])
-    except duckdb.Error as exc:
-        if not custom:
-            raise
-        # The built-in traits run on every store; a configured one is what DuckDB refused.
-        raise refused(f"computed traits ({', '.join(custom)})", exc) from exc
-    return plan(store, settings, as_of, tables=tables)
+    return materialise
+
+
+def _duckdb_plan(
+    store: Store, settings: Settings, as_of: datetime, temps: list[str], *, keep_affinity: bool
+) -> Plan:
+    materialise = _on_duckdb(store, temps, keep_affinity=keep_affinity)
+    return _materialise(
+        store, settings, as_of, materialise, refuses=(duckdb.Error,), engine="DuckDB"
+    )
 
 
 def _drop(store: Store, temps: list[str]) -> None:
@@ -347,7 +381,7 @@ def compute(store: Store, settings: Settings, as_of: datetime, into: str) -> lis
     plan(store, settings, as_of)  # every check before any table is made
     temps: list[str] = []
     try:
-        the_plan = _materialise(store, settings, as_of, temps, keep_affinity=False)
+        the_plan = _duckdb_plan(store, settings, as_of, temps, keep_affinity=False)
         query = ibis.to_sql(the_plan.profile, dialect="duckdb")
         store.run(f"CREATE OR REPLACE TEMP TABLE {ident(into)} AS {query}")
     finally:
@@ -374,9 +408,12 @@ def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None)
     runs on DuckDB, the same Ibis expressions, compiled by Ibis' PySpark backend and written to
     the lake as ``profiles``, ``profile_affinity`` and ``tags`` (each replaced in one rename).
 
-    The pieces most traits share — the stitched events and the affinity — are cached on Spark
-    as :func:`build` materialises them on DuckDB. The tags are computed from the written
-    ``profiles``, as :func:`build` computes them from the stored table.
+    Every piece is computed once, as :func:`build` materialises them on DuckDB
+    (:func:`_materialise`, the same steps): written as Parquet to a hidden staging folder in
+    the lake and read back, so each later query is a small plan over files — not the whole
+    profile's lineage, which Catalyst took seconds to analyse and Spark recomputed per use.
+    The staged affinity becomes ``profile_affinity`` in one rename. The tags are computed from
+    the written ``profiles``, as :func:`build` computes them from the stored table.
     """
     started = time.perf_counter()
     for t in settings.profile.traits:
@@ -388,22 +425,39 @@ def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None)
             )
     if as_of is None:
         as_of = latest_as_of(lake)  # just after the lake's latest event, as on a store
-    first = plan(lake, settings, as_of)  # every check, the tags' too, before anything runs
+    plan(lake, settings, as_of)  # every check, the tags' too, before anything runs
+    from pyspark.errors import PySparkException
+
     now = utcnow()
-    cached: list[Any] = []
+    staging = lake.staging("profile-build")
+    views: list[str] = []
     try:
-        # The stitched events and the affinity, which most traits read, are computed once and
-        # cached (memory, then disk) as build() materialises them on DuckDB: Spark's reuse of
-        # exchanges does not cover them (the test shop's profile: 54 -> 20 s on local[2]).
-        tables = {"base": first.base.cache()}
-        cached.append(tables["base"])
-        tables["affinity"] = plan(lake, settings, as_of, tables=tables).affinity.cache()
-        cached.append(tables["affinity"])
-        p = plan(lake, settings, as_of, tables=tables)
+        materialise = _on_spark(lake, staging, views)
+        p = _materialise(
+            lake, settings, as_of, materialise, refuses=(PySparkException,), engine="Spark"
+        )
         users = lake.write("profiles", p.profile)
-        lake.write("profile_affinity", p.affinity)
+        lake.adopt("profile_affinity", staging / "profile_affinity")
         tag_counts = write_tags_on_lake(lake, p.tags, now)
     finally:
-        for table in cached:
-            table.release()
+        for view in views:
+            lake.session.catalog.dropTempView(view)
+        shutil.rmtree(staging, ignore_errors=True)
     return BuildResult(as_of, users, list(p.columns), tag_counts, time.perf_counter() - started)
+
+
+def _on_spark(lake: Lake, staging: Path, views: list[str]) -> Materialise:
+    """:data:`Materialise` on a lake: each piece written as Parquet into ``staging`` (a
+    folder per piece) and read back as a temporary view (named in ``views``)."""
+
+    def materialise(name: str, expr: ir.Table, keep: bool) -> ir.Table:
+        t = time.perf_counter()
+        folder = staging / name
+        lake.backend.to_parquet(expr, folder)
+        view = f"_jz_profile_{name}"
+        views.append(view)
+        table = lake.backend.read_parquet(folder, table_name=view)
+        log.debug("profile piece %s on Spark: %.1f s", name, time.perf_counter() - t)
+        return table
+
+    return materialise

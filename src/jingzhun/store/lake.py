@@ -241,6 +241,12 @@ class Lake:
         """:meth:`write` for a Spark DataFrame (what ``mapInPandas`` returns)."""
         return self._replace(name, lambda staging: frame.write.parquet(staging))
 
+    def adopt(self, name: str, folder: Path) -> int:
+        """:meth:`write` for a table Spark has already written as Parquet into ``folder`` (in
+        :meth:`staging`, so on the lake's file system): ``folder`` takes the table's place in
+        one rename. How many rows."""
+        return self._replace(name, lambda staging: Path(folder).rename(staging))
+
     def append(self, name: str, part: Path) -> None:
         """Add the Parquet file ``part`` to table ``name`` (made if new) in one rename — a
         reader sees the table with the file or without it — and register the table again so
