@@ -101,7 +101,7 @@ def _custom_agg(t: CustomTrait, e: ir.Table, as_of: ir.Value) -> ir.Value:
             )
         return getattr(col, t.agg)(where=cond)
     if t.agg == "distinct":
-        return col.nunique(where=cond)
+        return tr.distinct(e, col, cond)
     if t.agg == "mode":
         return col.mode(where=cond)
     if t.agg == "first":
