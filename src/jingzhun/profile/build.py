@@ -137,6 +137,7 @@ class Plan:
     tags: TagPlan
     base: ir.Table  # the events traits read (stitched, before as_of, item attributes joined)
     pieces: dict[str, ir.Table]  # "agg" and each table trait: what the profile joins
+    items: ir.Table  # the item attributes base joins (traits.item_ranks)
 
 
 #: Profile columns that are not traits; custom traits may not take these names.
@@ -153,14 +154,15 @@ def plan(
     """The profile as Ibis expressions, every name and type checked; nothing runs. The same
     expressions run on the store's DuckDB or on a lake's Spark (:func:`build_on_lake`).
 
-    ``tables`` holds pieces already materialised — "base" (the events), "affinity", "agg"
-    and the table traits by name — which the expressions then read instead of recomputing.
+    ``tables`` holds pieces already materialised — "items" (the item attributes the events
+    are joined to), "base" (the events), "affinity", "agg" and the table traits by name —
+    which the expressions then read instead of recomputing.
     """
     tables = tables or {}
     backend = store.ibis()
     cfg = settings.profile
     at = ibis.literal(as_of, type="timestamp")
-    base, items = tr.base_events(backend, at)
+    base, items = tr.base_events(backend, at, tables.get("items"))
     base = base.select(*EVENT_COLUMNS)
     events = tables.get("base", base)
     users = backend.table("users")
@@ -253,7 +255,8 @@ def plan(
     ]
     p = p.select(*ordered)
     tags = plan_tags(p, settings.tags)
-    return Plan(p, tr.affinity(ctx).mutate(as_of=at), ordered, tags, base, pieces)
+    affinity = tr.affinity(ctx).mutate(as_of=at)
+    return Plan(p, affinity, ordered, tags, base, pieces, tr.item_ranks(items))
 
 
 def build(store: Store, settings: Settings, as_of: datetime | None = None) -> BuildResult:
@@ -313,12 +316,19 @@ def _materialise(
     *,
     refuses: tuple[type[Exception], ...],
     engine: str,
+    items: bool = False,
 ) -> Plan:
     """Compute every piece of the plan once — the base events, the affinity, the per-user
     aggregates and each table trait, then the wide profile — with ``materialise``, and return
     the plan that reads them: the same steps on DuckDB (tables) and on Spark (Parquet).
-    An error of ``refuses`` while a configured trait is in the plan is named as that trait's."""
-    tables = {"base": materialise("base", plan(store, settings, as_of).base, False)}
+    ``items``: the item attributes first too (Spark: a table read from a small file is one it
+    broadcasts to the events; the same join in the base's plan is a sort-merge join, which
+    shuffles and sorts every event by item). An error of ``refuses`` while a configured trait
+    is in the plan is named as that trait's."""
+    tables: dict[str, ir.Table] = {}
+    if items:
+        tables["items"] = materialise("items", plan(store, settings, as_of).items, False)
+    tables["base"] = materialise("base", plan(store, settings, as_of, tables=tables).base, False)
     step = plan(store, settings, as_of, tables=tables)
     tables["affinity"] = materialise("profile_affinity", step.affinity, True)
     step = plan(store, settings, as_of, tables=tables)
@@ -434,7 +444,13 @@ def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None)
     try:
         materialise = _on_spark(lake, staging, views)
         p = _materialise(
-            lake, settings, as_of, materialise, refuses=(PySparkException,), engine="Spark"
+            lake,
+            settings,
+            as_of,
+            materialise,
+            refuses=(PySparkException,),
+            engine="Spark",
+            items=True,
         )
         users = lake.write("profiles", p.profile)
         lake.adopt("profile_affinity", staging / "profile_affinity")

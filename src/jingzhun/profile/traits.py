@@ -464,10 +464,8 @@ def stitched(backend: Any, as_of: ir.Value, users: Sequence[str] | None = None) 
     )
 
 
-def base_events(backend: Any, as_of: ir.Value) -> tuple[ir.Table, ir.Table]:
-    """Stitched events of known users before ``as_of``, with item attributes; and the items."""
-    events = stitched(backend, as_of)
-    items = backend.table("items")
+def item_ranks(items: ir.Table) -> ir.Table:
+    """Each item's category, brand and price percentile: what :func:`base_events` joins."""
     # Percentiles among the category's priced items only: an item without a price neither
     # gets one nor moves the others'.
     priced = items.filter(items.price.notnull())
@@ -475,8 +473,19 @@ def base_events(backend: Any, as_of: ir.Value) -> tuple[ir.Table, ir.Table]:
         "item_id",
         price_percentile=ibis.percent_rank().over(group_by=priced.category, order_by=priced.price),
     )
-    ranked = (
+    return (
         items.select("item_id", "category", "brand").left_join(pct, "item_id").drop("item_id_right")
     )
+
+
+def base_events(
+    backend: Any, as_of: ir.Value, ranked: ir.Table | None = None
+) -> tuple[ir.Table, ir.Table]:
+    """Stitched events of known users before ``as_of``, with item attributes; and the items.
+    ``ranked``: :func:`item_ranks` already computed (a small table Spark then broadcasts)."""
+    events = stitched(backend, as_of)
+    items = backend.table("items")
+    if ranked is None:
+        ranked = item_ranks(items)
     e = events.filter(events.user_id.notnull())
     return e.left_join(ranked, "item_id").drop("item_id_right"), items
