@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import ibis
 import ibis.expr.types as ir
 import pandas as pd
 
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.segment import features as F
-from jingzhun.store.sql import Sql
+from jingzhun.store import engines
 
 if TYPE_CHECKING:
     from jingzhun.store import Store
@@ -80,6 +79,14 @@ class Inputs:
         assert self.store is not None
         return bool(self.store.columns(name))
 
+    @property
+    def backend(self) -> Any:
+        """The Ibis backend the expressions run on: the lake's Spark or the store's DuckDB."""
+        if self.lake is not None:
+            return self.lake.ibis()
+        assert self.store is not None
+        return self.store.ibis()
+
     def table(self, name: str) -> ir.Table:
         if self.lake is not None:
             return self.lake.table(name)
@@ -89,11 +96,7 @@ class Inputs:
     def frame(self, expr: ir.Table) -> pd.DataFrame:
         """``expr``'s rows as a DataFrame: on DuckDB through the store's connection (as
         ``store.sql(…).df()`` always read them), on Spark as Arrow from Spark."""
-        if self.store is not None:
-            query: Sql = ibis.to_sql(expr, dialect="duckdb")
-            return self.store.sql(query).df()
-        assert self.lake is not None
-        return _spark_frame(self.lake, expr)
+        return engines.frame(self.backend, expr)
 
     def columns(self) -> dict[str, str]:
         """The profiles' columns and their types (DuckDB's spelling); a
@@ -146,15 +149,6 @@ class Inputs:
         """``user_id`` and the features ``names`` (:func:`jingzhun.segment.features.select`),
         one row per profiled user, by user id."""
         return self.frame(F.select(self.table("profiles"), names))
-
-
-def _spark_frame(lake: Lake, expr: ir.Table) -> pd.DataFrame:
-    """``expr`` run on Spark and collected as Arrow (Ibis' PySpark backend collects through
-    pandas row by row; ``toArrow`` is columnar), then as the DataFrame DuckDB would give."""
-    frame: Any = lake.backend.raw_sql(lake.backend.compile(expr))
-    if hasattr(frame, "toArrow"):  # pyspark >= 4.0
-        return frame.toArrow().to_pandas()
-    return frame.toPandas()  # pragma: no cover - pyspark 3.5
 
 
 __all__ = ["NO_ORDERS", "Inputs", "affinity", "revenue", "rfm_members"]

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from jingzhun.errors import NotFoundError
+from jingzhun.store.engines import spark_frame
 from jingzhun.store.store import Store, check_store_path
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def model_store(path: str | Path, settings: Settings) -> Store:
 def frame(lake: Lake, expr: ir.Table) -> DataFrame:
     """``expr`` (an Ibis expression over the lake's tables) as a Spark DataFrame: compiled by
     Ibis' PySpark backend, as :meth:`Lake.write` writes one."""
-    return lake.backend.raw_sql(lake.backend.compile(expr))
+    return spark_frame(lake.backend, expr)
 
 
 def require(lake: Lake, table: str, *, hint: str) -> None:
