@@ -234,11 +234,10 @@ def test_consent_default_applies_only_to_users_who_stated_none(
     """Users files' marketing_opt_in became consent rows (GRANTED or DENIED on any channel):
     the simulator's opted-in users are exactly those allowed, whatever the default; users
     who stated nothing follow the default."""
-    from jingzhun.ingest.consent import allowed_query
+    from jingzhun.ingest.consent import allowed_expr
 
     ws = open_ws()
-    sql, params = allowed_query("marketing", "email", "DENIED")
-    allowed = {u for (u,) in ws.store.rows(sql, params)}
+    allowed = set(allowed_expr(ws.store.ibis(), "marketing", "email", "DENIED").to_pandas().user_id)
     assert allowed == opted_in(ws)
     # Seven users as if they had stated nothing.
     ws.store.run(
@@ -252,8 +251,9 @@ def test_consent_default_applies_only_to_users_who_stated_none(
         )
     }
     assert len(silent) == 7
-    sql, params = allowed_query("marketing", "email", "GRANTED")
-    granted = {u for (u,) in ws.store.rows(sql, params)}
+    granted = set(
+        allowed_expr(ws.store.ibis(), "marketing", "email", "GRANTED").to_pandas().user_id
+    )
     assert granted == (opted_in(ws) - silent) | silent
     spec = load_spec(spec_file())
     drawn_denied = draw(ws.store, spec, consent_default="DENIED")

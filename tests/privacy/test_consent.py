@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jingzhun.errors import InputError, NotFoundError
-from jingzhun.ingest.consent import allowed, allowed_query, record
+from jingzhun.ingest.consent import allowed, allowed_expr, record
 from jingzhun.workspace import Workspace
 from tests.api.conftest import start
 from tests.cli import subprocess_cli as sp
@@ -147,10 +147,12 @@ def test_allowed_query_follows_the_default_for_the_silent(
     ws: Workspace, write: Callable[..., Path]
 ) -> None:
     ws.ingest.files("users", [str(write("users.csv", USERS))])
-    sql, params = allowed_query("marketing", "email", "DENIED")
-    assert {u for (u,) in ws.store.rows(sql, params)} == {"u1", "u2"}
-    sql, params = allowed_query("marketing", "email", "GRANTED")
-    assert {u for (u,) in ws.store.rows(sql, params)} == {"u1", "u2", "u3"}
+    assert set(
+        allowed_expr(ws.store.ibis(), "marketing", "email", "DENIED").to_pandas().user_id
+    ) == {"u1", "u2"}
+    assert set(
+        allowed_expr(ws.store.ibis(), "marketing", "email", "GRANTED").to_pandas().user_id
+    ) == {"u1", "u2", "u3"}
 
 
 def test_cli_shows_and_sets_consent(tmp_path: Path, write: Callable[..., Path]) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from jingzhun.campaign.audience import AUDIENCE, Draw, campaign_now, draw
+from jingzhun.campaign.audience import AUDIENCE, STORE_SOURCES, Draw, Sources, campaign_now, draw
 from jingzhun.campaign.channels.email import Outgoing, SmtpSender, sender_domain
 from jingzhun.campaign.channels.outcome import Outcome
 from jingzhun.campaign.channels.pool import Batch
@@ -150,20 +150,27 @@ def contexts(
     *,
     lang: str = "en",
     links: Links | None = None,
+    sources: Sources = STORE_SOURCES,
 ) -> list[dict[str, Any]]:
     """The template context of each member (``members``: ``user_id`` and ``recommendations``,
     a JSON list of item ids or None), in ``members``' order."""
     ids = members["user_id"].tolist()
-    prof_by = {r["user_id"]: r for r in profile_rows(store, ids)}
+    prof_by = {r["user_id"]: r for r in profile_rows(store, ids, table=sources.profiles)}
     people = contacts(store, ids, ["name"])
     names = dict(zip(people["user_id"], people["name"].fillna(""), strict=True))
-    recs = recommend_read.list_rows(store, ids, max_rank=max(spec.recommendations, 1))
+    recs = recommend_read.list_rows(
+        store,
+        ids,
+        max_rank=max(spec.recommendations, 1),
+        table=sources.recommendations,
+        items=sources.items,
+    )
     because = {
         r["reason"].partition(":")[2]
         for r in recs
         if r["reason"].startswith(("bought:", "viewed:"))
     }
-    titles = recommend_read.titles(store, because) if because else {}
+    titles = recommend_read.titles(store, because, items=sources.items) if because else {}
     by_user: dict[str, list[dict[str, Any]]] = {}
     for r in recs:
         by_user.setdefault(r["user_id"], []).append(
@@ -176,7 +183,7 @@ def contexts(
                 "reason_text": reason_text(r["reason"], lang, titles),
             }
         )
-    carts = _trigger_items(store, spec, ids)
+    carts = _trigger_items(store, spec, ids, sources)
     out = []
     for user_id, stored in zip(ids, members.get("recommendations", [None] * len(ids)), strict=True):
         items = by_user.get(user_id, [])
@@ -206,21 +213,22 @@ def contexts(
 
 
 def _trigger_items(
-    store: Store, spec: CampaignSpec, ids: list[str]
+    store: Store, spec: CampaignSpec, ids: list[str], sources: Sources
 ) -> dict[str, list[dict[str, Any]]]:
     """For a triggered campaign, each user's items of the trigger event in its look-back
     window (a cart's items), newest first, with title, category and price."""
     if spec.trigger is None or not ids:
         return {}
-    now = campaign_now(store, None)
+    now = campaign_now(store, sources.now)
     start = now - timedelta(hours=spec.trigger.lookback_hours)
-    rows = store.rows(event_items_query(), [spec.trigger.event, start, now, ids])
+    rows = store.rows(event_items_query(sources.events), [spec.trigger.event, start, now, ids])
     wanted = sorted({i for _, items in rows for i in items})
     catalog = {
         r["item_id"]: r
         for r in _records(
             store.sql(
-                f"SELECT * FROM ({items_query()}) WHERE item_id IN (SELECT unnest(?::VARCHAR[]))",
+                f"SELECT * FROM ({items_query(sources.items)}) "
+                "WHERE item_id IN (SELECT unnest(?::VARCHAR[]))",
                 [wanted],
             ).df()
         )
@@ -577,13 +585,20 @@ def _render_all(
     return len(pending)
 
 
-def _render_drawn(store: Store, spec: CampaignSpec, renderer: Renderer, *, lang: str) -> None:
+def _render_drawn(
+    store: Store,
+    spec: CampaignSpec,
+    renderer: Renderer,
+    *,
+    lang: str,
+    sources: Sources = STORE_SOURCES,
+) -> None:
     """Render the message of every treatment member of the draw in ``_jz_audience``."""
     members = store.sql(
         f"SELECT user_id, variant, NULL AS recommendations FROM {AUDIENCE} "
         "WHERE excluded IS NULL AND arm = 'treatment' ORDER BY user_id"
     ).df()
-    _check_templates(store, spec, renderer, members, lang=lang, links=None)
+    _check_templates(store, spec, renderer, members, lang=lang, links=None, sources=sources)
 
 
 def _check_templates(
@@ -594,12 +609,15 @@ def _check_templates(
     *,
     lang: str,
     links: Links | None,
+    sources: Sources = STORE_SOURCES,
 ) -> None:
     """Run each member's templates, 1,000 members' contexts at a time."""
     for start in range(0, len(members), 1000):
         chunk = members.iloc[start : start + 1000]
         for c, variant in zip(
-            contexts(store, spec, chunk, lang=lang, links=links), chunk["variant"], strict=True
+            contexts(store, spec, chunk, lang=lang, links=links, sources=sources),
+            chunk["variant"],
+            strict=True,
         ):
             renderer.check(variant, c)
 

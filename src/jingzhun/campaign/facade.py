@@ -15,12 +15,12 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from jingzhun.campaign import delivery
-from jingzhun.campaign.audience import AUDIENCE, Draw, draw
+from jingzhun.campaign.audience import AUDIENCE, Conditions, Draw, draw
 from jingzhun.campaign.channels.ads import ExportResult, export_audience
 from jingzhun.campaign.channels.email import SmtpSender
 from jingzhun.campaign.content import Renderer
@@ -32,9 +32,12 @@ from jingzhun.errors import ConflictError, InputError, NotFoundError
 from jingzhun.ingest import consent
 from jingzhun.ingest.read import contacts, order_totals
 from jingzhun.outputs import check_output_path
-from jingzhun.predict.read import score_query
+from jingzhun.predict.read import scored
 from jingzhun.profile.build import profile_columns
 from jingzhun.store import Registry, Store
+
+if TYPE_CHECKING:
+    from jingzhun.store.lake import Lake
 
 
 @dataclasses.dataclass
@@ -105,12 +108,17 @@ class Campaigns:
     # -- definitions --------------------------------------------------------------------------
 
     def create(
-        self, spec: str | os.PathLike[str] | CampaignSpec | dict[str, Any], *, replace: bool = False
+        self,
+        spec: str | os.PathLike[str] | CampaignSpec | dict[str, Any],
+        *,
+        replace: bool = False,
+        lake: Lake | None = None,
     ) -> CampaignInfo:
         """Store a campaign from a TOML file, a parsed JSON object or a spec.
 
         Its audience conditions are checked against the store now (an unknown segment, tag,
-        trait or score fails here, naming the field) and its templates compiled.
+        trait or score fails here, naming the field) — against ``lake`` when its audience is
+        drawn from one on Spark — and its templates compiled.
 
         Raises
         ------
@@ -124,9 +132,7 @@ class Campaigns:
         else:
             parsed = load_spec(Path(spec))
         Renderer(parsed)
-        draw(
-            self.store, parsed, consent_default=self._consent
-        )  # the references resolve (the draw itself is thrown away)
+        self.audience(parsed, lake=lake)  # the references resolve (the draw is thrown away)
         state = self.store.scalar("SELECT state FROM campaigns WHERE name = ?", [parsed.name])
         if state is not None and not (replace and state == "draft"):
             raise ConflictError(
@@ -192,11 +198,19 @@ class Campaigns:
 
     # -- before sending ------------------------------------------------------------------------
 
-    def audience(self, spec: CampaignSpec | dict[str, Any], *, now: datetime | None = None) -> Draw:
+    def audience(
+        self,
+        spec: CampaignSpec | dict[str, Any],
+        *,
+        now: datetime | None = None,
+        lake: Lake | None = None,
+    ) -> Draw:
         """Draw a spec's audience without storing anything: its size after each step and its
-        arms (what a campaign builder shows as conditions change)."""
+        arms (what a campaign builder shows as conditions change). ``lake``: draw it from a
+        lake's profiles, segments, tags, consents and orders on Spark (docs/scaling.md)."""
         parsed = spec if isinstance(spec, CampaignSpec) else spec_from_json(spec)
-        return draw(self.store, parsed, now=now, consent_default=self._consent)
+        with Conditions(self.store, lake) as where:
+            return draw(self.store, parsed, now=now, consent_default=self._consent, where=where)
 
     def estimate(
         self, spec: CampaignSpec | dict[str, Any], *, now: datetime | None = None
@@ -252,12 +266,16 @@ class Campaigns:
         lang: str = "en",
         now: datetime | None = None,
         check: bool = True,
+        lake: Lake | None = None,
     ) -> Preview:
         """Audience size after each step, composition, expected incremental conversions and
         profit from the uplift scores (when there are any), and ``sample`` rendered messages
         (one of each variant in turn). ``check``: first run the templates for every treatment
         member (the CLI's pre-flight; a second for 2,000 members); without it only the samples
         are rendered (the dashboard's page, which a million-member draft must not stall).
+        ``lake``: the audience is drawn from a lake on Spark and the messages personalised
+        from its profiles and lists (the campaign, addresses, suppressions and deliveries are
+        the store's).
 
         Raises
         ------
@@ -268,12 +286,30 @@ class Campaigns:
         _check_lang(lang)
         sample = bounded_int(sample, "sample", lo=0, hi=1000)
         spec = self.spec(name)
-        d = draw(self.store, spec, now=now, consent_default=self._consent)
+        with Conditions(self.store, lake) as where:
+            d = draw(self.store, spec, now=now, consent_default=self._consent, where=where)
+            samples = self._samples(spec, d, where, sample=sample, lang=lang, check=check)
+            expected = self._expected(spec, d, where)
+        return Preview(spec.name, d.to_dict(), expected, samples)
+
+    def _samples(
+        self, spec: CampaignSpec, d: Draw, where: Conditions, *, sample: int, lang: str, check: bool
+    ) -> list[dict[str, Any]]:
+        """``sample`` rendered messages of the draw in ``_jz_audience`` (one of each variant in
+        turn); with ``check``, every treatment member's templates run first."""
         renderer = Renderer(spec) if spec.variants else None
         samples: list[dict[str, Any]] = []
         if renderer is not None:
             if check:
-                delivery._render_drawn(self.store, spec, renderer, lang=lang)
+                treated = [
+                    u
+                    for (u,) in self.store.rows(
+                        f"SELECT user_id FROM {AUDIENCE} "
+                        "WHERE excluded IS NULL AND arm = 'treatment'"
+                    )
+                ]
+                sources = where.sources(treated, spec, d.now)
+                delivery._render_drawn(self.store, spec, renderer, lang=lang, sources=sources)
             # One of each variant in turn (A/B/n shows every version), then the next of each.
             members = self.store.sql(
                 f"""SELECT user_id, variant, NULL AS recommendations FROM (
@@ -283,8 +319,10 @@ class Campaigns:
                     ORDER BY turn, variant LIMIT ?""",
                 [sample],
             ).df()
+            if not check:
+                sources = where.sources(members["user_id"].tolist(), spec, d.now)
             for c, variant in zip(
-                delivery.contexts(self.store, spec, members, lang=lang),
+                delivery.contexts(self.store, spec, members, lang=lang, sources=sources),
                 members["variant"],
                 strict=True,
             ):
@@ -298,9 +336,11 @@ class Campaigns:
                         "html": r.html,
                     }
                 )
-        return Preview(spec.name, d.to_dict(), self._expected(spec, d), samples)
+        return samples
 
-    def _expected(self, spec: CampaignSpec, d: Draw) -> dict[str, Any] | None:
+    def _expected(
+        self, spec: CampaignSpec, d: Draw, where: Conditions | None = None
+    ) -> dict[str, Any] | None:
         """Incremental conversions and profit if the treatment arm of the draw ``d`` left in
         ``_jz_audience`` is messaged (None when nothing was uplift-scored).
 
@@ -315,16 +355,16 @@ class Campaigns:
         Members without a score count as zero uplift (``scored`` says how many had one). The
         model named is the active uplift model of the registry (``predict score uplift``
         scores with it)."""
+        where = where or Conditions(self.store)
         try:
-            sql, params = score_query(self.store, "uplift")
+            sql = where.sql(scored(where.backend, "uplift"))
         except NotFoundError:
             return None
-        uplift, scored = self.store.rows(
+        uplift, n_scored = self.store.rows(
             f"SELECT sum(s.value), count(s.value) FROM {AUDIENCE} a JOIN ({sql}) s USING (user_id) "
-            "WHERE a.excluded IS NULL AND a.arm = 'treatment'",
-            params,
+            "WHERE a.excluded IS NULL AND a.arm = 'treatment'"
         )[0]
-        totals = order_totals(self.store)
+        totals = order_totals(self.store, where.backend)
         aov = totals.net / totals.orders if totals.orders else 0.0
         conversions = float(uplift or 0.0)
         cost = spec.offer.cost_per_message * d.treatment
@@ -332,7 +372,7 @@ class Campaigns:
         model = Registry(self.store).active("uplift")
         return {
             "treated": d.treatment,
-            "scored": int(scored),
+            "scored": int(n_scored),
             "incremental_conversions": round(conversions, 2),
             "average_order_value": round(aov, 2),
             "margin": spec.offer.margin,

@@ -22,13 +22,17 @@ Where rows come from (each with its source):
   channel — re-ingesting a file adds nothing, and does not undo a later unsubscribe.
 * the API (``POST /v1/consents``) and the unsubscribe link (:func:`record`).
 
-Audiences (:func:`allowed_query`) and delivery (:func:`allowed`) ask here.
+Audiences (:func:`allowed_expr`) and delivery (:func:`allowed`) ask here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
 
 from jingzhun.checks import shown
 from jingzhun.errors import InputError
@@ -200,21 +204,25 @@ def current_query() -> Sql:
     )
 
 
-def allowed_query(purpose: str, channel: str, default: str) -> tuple[Sql, list[object]]:
-    """A query of the ``user_id`` of every user whose consent in force allows ``purpose`` on
-    ``channel`` (``default`` for users with none), and its parameters."""
+def allowed_expr(backend: Any, purpose: str, channel: str, default: str) -> ir.Table:
+    """The ``user_id`` of every user whose consent in force allows ``purpose`` on ``channel``
+    (``default`` for users with none): an Ibis expression over ``backend``'s ``users`` and
+    ``consents`` — a store's DuckDB or a lake's Spark (``--engine spark``) runs the same one.
+
+    The statement in force is first in :data:`NEWEST`'s order, written here as Ibis keys (a
+    boolean sorts false first on both engines, as in the SQL)."""
     _check(purpose, channel, default)
-    granted_by_default = "TRUE" if default == "GRANTED" else "FALSE"
-    sql = Sql(
-        f"""WITH latest AS (
-            SELECT user_id, status
-            FROM consents WHERE purpose = ? AND channel IN (?, 'any')
-            {_newest("user_id")}
-        )
-        SELECT u.user_id FROM users u LEFT JOIN latest l USING (user_id)
-        WHERE coalesce(l.status = 'GRANTED', {granted_by_default})"""
+    c = backend.table("consents")
+    c = c.filter((c.purpose == purpose) & c.channel.isin([channel, "any"]))
+    rank = ibis.row_number().over(
+        group_by=c.user_id,
+        order_by=[c.ts.desc(), c.channel == "any", c.status == "GRANTED", c.source],
     )
-    return sql, [purpose, channel]
+    latest = c.select("user_id", "status", rank=rank).filter(ibis._.rank == 0)
+    users = backend.table("users").select("user_id")
+    joined = users.left_join(latest, "user_id")
+    ok = (joined.status == "GRANTED").fill_null(default == "GRANTED")
+    return joined.filter(ok).select("user_id")
 
 
 def allowed(
@@ -286,7 +294,7 @@ __all__ = [
     "PURPOSES",
     "STATUSES",
     "allowed",
-    "allowed_query",
+    "allowed_expr",
     "current_query",
     "event_checks",
     "from_events_sql",

@@ -22,20 +22,21 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
 from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.ingest.quarantine import Selection, _check_batch, opened_raw
-from jingzhun.store import TABLES, Store
-from jingzhun.store.sql import Sql
+from jingzhun.store import TABLES, Store, engines
+from jingzhun.store.sql import Sql, ident
 from jingzhun.store.vault import SEALED_FIELDS, opened_people, vault_for
 
 __all__ = [
     "ACTIVITY_EVENTS",
     "OrderTotals",
     "active_in_windows_query",
-    "buyers_query",
+    "buyers",
     "campaign_events_query",
     "channel_mix",
     "clicks_query",
@@ -55,7 +56,7 @@ __all__ = [
     "quarantine_page",
     "recent_batches",
     "summary",
-    "triggered_query",
+    "triggered",
     "user_events",
     "user_known",
 ]
@@ -153,21 +154,28 @@ def health(store: Store) -> dict[str, Any]:
     }
 
 
-def order_totals(store: Store) -> OrderTotals:
-    """How many orders were completed and their total revenue.
+def order_totals(store: Store, backend: Any = None) -> OrderTotals:
+    """How many orders were completed and their total revenue: of the store's events, or of
+    ``backend``'s (a lake's on Spark) — one Ibis expression either way.
 
     Returns
     -------
     OrderTotals
         Zero orders and zero revenue on a store without orders.
     """
-    orders, revenue, refunded = store.rows(
-        "SELECT count(DISTINCT order_id) FILTER (WHERE event = 'order_completed'), "
-        "coalesce(sum(revenue) FILTER (WHERE event = 'order_completed'), 0), "
-        "coalesce(sum(revenue) FILTER (WHERE event = 'order_refunded'), 0) FROM events "
-        "WHERE event IN ('order_completed', 'order_refunded')"
-    )[0]
-    return OrderTotals(orders=int(orders), revenue=float(revenue), refunded=float(refunded))
+    b = store.ibis() if backend is None else backend
+    e = b.table("events")
+    e = e.filter(e.event.isin(["order_completed", "order_refunded"]))
+    done, back = e.event == "order_completed", e.event == "order_refunded"
+    totals = e.aggregate(
+        orders=e.order_id.nunique(where=done),
+        revenue=e.revenue.sum(where=done).fill_null(0),
+        refunded=e.revenue.sum(where=back).fill_null(0),
+    )
+    row = engines.frame(b, totals).iloc[0]
+    return OrderTotals(
+        orders=int(row.orders), revenue=float(row.revenue), refunded=float(row.refunded)
+    )
 
 
 def daily_events(store: Store, events: Sequence[str] = ACTIVITY_EVENTS) -> pd.DataFrame:
@@ -432,14 +440,17 @@ def latest_event_time(store: Store) -> datetime | None:
     return store.scalar("SELECT max(ts) FROM events")
 
 
-def buyers_query() -> tuple[Sql, int]:
-    """A query of the ``user_id`` of every user (anonymous history stitched) with an order in
-    ``[since, until)``; it takes two ``?`` parameters, returned as the count."""
-    return (
-        "SELECT DISTINCT user_id FROM stitched_events "
-        "WHERE event = 'order_completed' AND user_id IS NOT NULL AND ts >= ? AND ts < ?",
-        2,
+def buyers(events: ir.Table, since: datetime, until: datetime) -> ir.Table:
+    """The ``user_id`` of every user with an order in ``[since, until)``, from ``events``: the
+    stitched events (anonymous history under the known user) as an Ibis table, on either
+    engine."""
+    e = events.filter(
+        (events.event == "order_completed")
+        & events.user_id.notnull()
+        & (events.ts >= since)
+        & (events.ts < until)
     )
+    return e.select("user_id").distinct()
 
 
 def contacts(
@@ -539,37 +550,49 @@ def active_in_windows_query(starts: Sql) -> tuple[Sql, list[str]]:
     )
 
 
-def triggered_query(without: bool) -> Sql:
-    """Users whose latest ``?`` event (the trigger) falls in ``[?, ?)`` and, when
-    ``without``, with no ``?`` event (say, an order) from it up to ``?``: ``user_id`` and
-    ``at`` (the trigger's time). Parameters: event, from, to[, without event, until]."""
+def triggered(
+    events: ir.Table,
+    event: str,
+    start: datetime,
+    end: datetime,
+    without: str | None = None,
+    until: datetime | None = None,
+) -> ir.Table:
+    """Users whose latest ``event`` (the trigger) falls in ``[start, end)`` and, with
+    ``without``, with no ``without`` event (say, an order) from it up to ``until``:
+    ``user_id`` and ``at`` (the trigger's time). ``events``: the stitched events as an Ibis
+    table, on either engine."""
+    known = events.filter(events.user_id.notnull())
     last = (
-        "SELECT user_id, max(ts) AS at FROM stitched_events "
-        "WHERE event = ? AND user_id IS NOT NULL AND ts >= ? AND ts < ? GROUP BY user_id"
+        known.filter((known.event == event) & (known.ts >= start) & (known.ts < end))
+        .group_by("user_id")
+        .aggregate(at=known.ts.max())
     )
-    if not without:
+    if without is None:
         return last
-    return (
-        f"SELECT l.user_id, l.at FROM ({last}) l WHERE NOT EXISTS ("
-        "SELECT 1 FROM stitched_events e WHERE e.user_id = l.user_id AND e.event = ? "
-        "AND e.ts >= l.at AND e.ts < ?)"
-    )
+    later = known.filter(known.event == without)
+    if until is not None:
+        later = later.filter(later.ts < until)
+    later = later.select(w_user="user_id", w_ts="ts")
+    return last.anti_join(later, [last.user_id == later.w_user, later.w_ts >= last.at])
 
 
-def event_items_query() -> Sql:
+def event_items_query(events: str = "stitched_events") -> Sql:
     """The items of one event per user in ``[?, ?)``, newest first (``user_id``, ``items``),
-    for some users: parameters event, from, to, user ids."""
+    for some users: parameters event, from, to, user ids. ``events``: the stitched events'
+    relation (default the store's view)."""
     return (
         "SELECT user_id, list(item_id ORDER BY ts DESC) AS items FROM ("
-        "SELECT user_id, item_id, max(ts) AS ts FROM stitched_events "
+        f"SELECT user_id, item_id, max(ts) AS ts FROM {ident(events)} "
         "WHERE event = ? AND item_id IS NOT NULL AND ts >= ? AND ts < ? "
         "AND user_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY ALL) GROUP BY user_id"
     )
 
 
-def items_query() -> Sql:
-    """A query of the catalog's ``item_id``, ``title``, ``category`` and ``price``."""
-    return "SELECT item_id, title, category, price FROM items"
+def items_query(items: str = "items") -> Sql:
+    """A query of the catalog's ``item_id``, ``title``, ``category`` and ``price``
+    (``items``: the catalog's relation, default the store's)."""
+    return f"SELECT item_id, title, category, price FROM {ident(items)}"
 
 
 def campaign_events_query() -> Sql:

@@ -16,14 +16,17 @@ Examples
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import ibis
+import ibis.expr.types as ir
 import pandas as pd
 
 from jingzhun.errors import NotFoundError
-from jingzhun.store import Store
+from jingzhun.store import Store, engines
 from jingzhun.store.sql import Sql
 
-__all__ = ["score_query", "score_values", "scores", "user_scores"]
+__all__ = ["score_query", "score_values", "scored", "scores", "user_scores"]
 
 
 def scores(store: Store, kind: str | None = None) -> pd.DataFrame:
@@ -94,15 +97,23 @@ def score_values(store: Store, kind: str) -> pd.Series:
     return store.sql("SELECT value FROM scores WHERE score = ?", [kind]).df()["value"]
 
 
-def score_query(store: Store, kind: str, *, param: str = "score") -> tuple[Sql, list[object]]:
-    """A query of ``user_id`` and ``value`` of one kind of score, one row per user scored.
+def scored(backend: Any, kind: str, *, param: str = "score") -> ir.Table:
+    """``user_id`` and ``value`` of one kind of score, one row per user scored, as an Ibis
+    expression over ``backend`` (a store's DuckDB or a lake's Spark).
 
     Raises
     ------
     NotFoundError
         If no user has that score yet (the hint says which command writes it).
     """
-    if not store.scalar("SELECT count(*) FROM scores WHERE score = ?", [kind]):
+    s = backend.table("scores") if "scores" in engines.tables(backend) else None
+    rows = None if s is None else s.filter(s.score == kind).select("user_id", "value")
+    if rows is None or not engines.scalar(backend, rows.limit(1).count()):
         command = "jingzhun predict clv" if kind == "clv" else f"jingzhun predict score {kind}"
         raise NotFoundError(f"{param}: no user has a {kind!r} score yet", hint=f"run {command}")
-    return "SELECT user_id, value FROM scores WHERE score = ?", [kind]
+    return rows
+
+
+def score_query(store: Store, kind: str, *, param: str = "score") -> tuple[Sql, list[object]]:
+    """:func:`scored` on the store, as SQL and its parameters (none)."""
+    return Sql(ibis.to_sql(scored(store.ibis(), kind, param=param), dialect="duckdb")), []

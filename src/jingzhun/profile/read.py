@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 
@@ -34,7 +35,7 @@ from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.ingest import consent
 from jingzhun.profile.build import profile_columns, require_profiles
-from jingzhun.store import Store
+from jingzhun.store import Store, engines
 from jingzhun.store.export import BATCH_ROWS, copy_out, export_target, write_batches
 from jingzhun.store.sql import Sql, ident
 
@@ -57,7 +58,7 @@ __all__ = [
     "require_lake_profiles",
     "rfm_segment_counts",
     "tag_counts",
-    "tag_query",
+    "tagged",
     "user_activity",
     "user_profile",
 ]
@@ -337,12 +338,17 @@ def profiles_frame(
     ).df()
 
 
-def profile_rows(store: Store, user_ids: Sequence[str]) -> list[dict[str, Any]]:
+def profile_rows(
+    store: Store, user_ids: Sequence[str], *, table: str = "profiles"
+) -> list[dict[str, Any]]:
     """Some users' profiles as plain dicts (None for missing values), for loops over members
-    that pandas' per-row cost would slow."""
-    require_profiles(store)
+    that pandas' per-row cost would slow. ``table``: the relation on the store's connection
+    that holds them (a lake's rows handed over as Arrow; default the store's)."""
+    if table == "profiles":
+        require_profiles(store)
     cursor = store.sql(
-        "SELECT * FROM profiles WHERE user_id IN (SELECT unnest(?::VARCHAR[]))", [list(user_ids)]
+        f"SELECT * FROM {ident(table)} WHERE user_id IN (SELECT unnest(?::VARCHAR[]))",
+        [list(user_ids)],
     )
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -478,10 +484,9 @@ def require_lake_profiles(path: str | os.PathLike[str]) -> Path:
     return where
 
 
-def tag_query(
-    store: Store, tag: str, value: str | None = None, *, param: str = "tags"
-) -> tuple[Sql, list[object]]:
-    """A query of the ``user_id`` of every user with ``tag`` (and that ``value``, if given).
+def tagged(backend: Any, tag: str, value: str | None = None, *, param: str = "tags") -> ir.Table:
+    """The ``user_id`` of every user with ``tag`` (and that ``value``, if given), as an Ibis
+    expression over ``backend`` (a store's DuckDB or a lake's Spark).
 
     Raises
     ------
@@ -489,7 +494,8 @@ def tag_query(
         If no user has the tag (the message lists the tags there are), or none has it with
         ``value``.
     """
-    known = [r[0] for r in store.rows("SELECT DISTINCT tag FROM tags ORDER BY 1")]
+    tags = backend.table("tags")
+    known = sorted(engines.column(backend, tags.select("tag").distinct(), "tag"))
     if tag not in known:
         listed = ", ".join(known[:40]) + (" …" if len(known) > 40 else "")
         raise NotFoundError(
@@ -498,21 +504,18 @@ def tag_query(
             if known
             else "build profiles first (jingzhun profile build)",
         )
-    sql: Sql = "SELECT DISTINCT user_id FROM tags WHERE tag = ?"
-    if value is None:
-        return sql, [tag]
-    values = [
-        r[0]
-        for r in store.rows(
-            "SELECT DISTINCT value FROM tags WHERE tag = ? ORDER BY 1 LIMIT 41", [tag]
-        )
-    ]
-    if value not in values:
-        listed = ", ".join(values[:40]) + (" …" if len(values) > 40 else "")
-        raise NotFoundError(
-            f"{param}: no user has {tag}={value[:60]!r}", hint=f"its values are {listed}"
-        )
-    return sql + " AND value = ?", [tag, value]
+    rows = tags.filter(tags.tag == tag)
+    if value is not None:
+        if not engines.scalar(backend, rows.filter(rows.value == value).count()):
+            values = engines.column(
+                backend, rows.select("value").distinct().order_by("value").limit(41), "value"
+            )
+            listed = ", ".join(values[:40]) + (" …" if len(values) > 40 else "")
+            raise NotFoundError(
+                f"{param}: no user has {tag}={value[:60]!r}", hint=f"its values are {listed}"
+            )
+        rows = rows.filter(rows.value == value)
+    return rows.select("user_id").distinct()
 
 
 def find_users(

@@ -25,7 +25,7 @@ import pandas as pd
 
 from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.store import Store
-from jingzhun.store.sql import Sql
+from jingzhun.store.sql import Sql, ident
 
 __all__ = [
     "BatchOverview",
@@ -236,24 +236,36 @@ def lists(store: Store, user_ids: Sequence[str], *, max_rank: int | None = None)
 
 
 def list_rows(
-    store: Store, user_ids: Sequence[str], *, max_rank: int | None = None
+    store: Store,
+    user_ids: Sequence[str],
+    *,
+    max_rank: int | None = None,
+    table: str = "recommendations",
+    items: str = "items",
 ) -> list[dict[str, Any]]:
     """:func:`lists` as plain dicts (None for missing values): what a loop over members reads
-    without pandas' per-row cost."""
-    cursor = _lists(store, user_ids, max_rank)
+    without pandas' per-row cost. ``table`` and ``items``: the relations on the store's
+    connection holding the lists and the catalog (a lake's rows handed over as Arrow)."""
+    cursor = _lists(store, user_ids, max_rank, table, items)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _lists(store: Store, user_ids: Sequence[str], max_rank: int | None) -> Any:
+def _lists(
+    store: Store,
+    user_ids: Sequence[str],
+    max_rank: int | None,
+    table: str = "recommendations",
+    items: str = "items",
+) -> Any:
     if max_rank is not None:
         max_rank = bounded_int(max_rank, "max_rank", lo=1, hi=MAX_ROWS)
     # A semi-join on the ids (list_contains would test every row against the whole list).
     return store.sql(
-        """
+        f"""
         SELECT r.user_id, r.rank, r.item_id, i.title, i.category, i.price, r.score, r.reason,
                r.model, r.created_at
-        FROM recommendations r LEFT JOIN items i USING (item_id)
+        FROM {ident(table)} r LEFT JOIN {ident(items)} i USING (item_id)
         WHERE r.user_id IN (SELECT unnest(?::VARCHAR[])) AND (?::INTEGER IS NULL OR r.rank <= ?)
         ORDER BY r.user_id, r.rank
         """,
@@ -279,13 +291,17 @@ def user_recommendations(store: Store, user_id: str) -> pd.DataFrame:
     return lists(store, [user_id]).drop(columns="user_id")
 
 
-def titles(store: Store, item_ids: Iterable[str] | None = None) -> dict[str, str]:
+def titles(
+    store: Store, item_ids: Iterable[str] | None = None, *, items: str = "items"
+) -> dict[str, str]:
     """Catalog titles by item id, for turning reason codes into sentences.
 
     Parameters
     ----------
     item_ids : iterable of str, optional
         Only these items (unknown ids are left out); default the whole catalog.
+    items : str
+        The catalog's relation on the store's connection (default the store's).
 
     Returns
     -------
@@ -293,10 +309,10 @@ def titles(store: Store, item_ids: Iterable[str] | None = None) -> dict[str, str
         item id -> title (``""`` for an item without one).
     """
     if item_ids is None:
-        rows = store.rows("SELECT item_id, coalesce(title, '') FROM items")
+        rows = store.rows(f"SELECT item_id, coalesce(title, '') FROM {ident(items)}")
     else:
         rows = store.rows(
-            "SELECT item_id, coalesce(title, '') FROM items "
+            f"SELECT item_id, coalesce(title, '') FROM {ident(items)} "
             "WHERE list_contains(?::VARCHAR[], item_id)",
             [sorted(set(item_ids))],
         )

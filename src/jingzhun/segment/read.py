@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
+import ibis.expr.types as ir
 import pandas as pd
 
 from jingzhun.checks import MAX_ROWS, bounded_int
 from jingzhun.errors import InputError, NotFoundError
 from jingzhun.profile.build import profile_columns
 from jingzhun.segment.features import select_sql
-from jingzhun.segment.runs import resolve
-from jingzhun.store import Registry, Store
+from jingzhun.segment.runs import resolve, run_id_of
+from jingzhun.store import Registry, Store, engines
 from jingzhun.store import desensitize as ds
 from jingzhun.store.export import copy_out
 from jingzhun.store.sql import Sql
@@ -37,7 +39,7 @@ __all__ = [
     "export_members",
     "label_text",
     "member_features",
-    "members_query",
+    "members",
 ]
 
 #: The languages a portrait's name is given in.
@@ -213,10 +215,11 @@ def member_features(
     ).df()
 
 
-def members_query(
-    store: Store, ref: str, segment: str | None = None, *, param: str = "segment"
-) -> tuple[Sql, list[object], str]:
-    """A query of a run's members (``user_id``, ``segment``), optionally of one segment.
+def members(
+    backend: Any, ref: str, segment: str | None = None, *, param: str = "segment"
+) -> tuple[ir.Table, str]:
+    """A run's members (``user_id``, ``segment``), optionally of one segment, as an Ibis
+    expression over ``backend`` (a store's DuckDB or a lake's Spark), and the run it reads.
 
     Parameters
     ----------
@@ -227,26 +230,19 @@ def members_query(
     param : str
         The parameter the caller's user named, for errors.
 
-    Returns
-    -------
-    (sql, params, run_id)
-        The query, its ``?`` parameters, and the run it reads.
-
     Raises
     ------
     NotFoundError
         If there is no such run, or the run has no such segment (the message lists them).
     """
-    run_id = resolve(store, ref)["run_id"]
-    sql: Sql = "SELECT user_id, segment FROM segment_members WHERE run_id = ?"
+    run_id = run_id_of(backend, ref)
+    m = backend.table("segment_members")
+    rows = m.filter(m.run_id == run_id).select("user_id", "segment")
     if segment is None:
-        return sql, [run_id], run_id
-    codes = [
-        r[0]
-        for r in store.rows(
-            "SELECT DISTINCT segment FROM segment_members WHERE run_id = ? ORDER BY 1", [run_id]
-        )
-    ]
+        return rows, run_id
+    codes = sorted(
+        str(c) for c in engines.column(backend, rows.select("segment").distinct(), "segment")
+    )
     if segment not in codes:
         shown_codes = ", ".join(codes[:30]) + (" …" if len(codes) > 30 else "")
         raise NotFoundError(
@@ -254,7 +250,7 @@ def members_query(
             hint=f"its segments are {shown_codes}" if codes else "the run has no members",
             param=param if param.isidentifier() else None,
         )
-    return sql + " AND segment = ?", [run_id, segment], run_id
+    return rows.filter(rows.segment == segment), run_id
 
 
 def export_members(

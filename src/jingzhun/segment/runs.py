@@ -26,7 +26,7 @@ from jingzhun.segment import methods as M
 from jingzhun.segment import portraits
 from jingzhun.segment.inputs import NO_ORDERS as NO_ORDERS  # the name readers import here
 from jingzhun.segment.inputs import Inputs
-from jingzhun.store import ModelRecord, Registry, Store
+from jingzhun.store import ModelRecord, Registry, Store, engines
 from jingzhun.store.sql import Sql
 
 if TYPE_CHECKING:
@@ -488,16 +488,32 @@ def resolve(store: Store, ref: str | None) -> dict[str, Any]:
         if latest is None:
             raise NotFoundError("no segment runs yet", hint="run jingzhun segment run")
         return _run_dict(latest)
-    # A run id wins over a name (a run named "value-1" and the first run of "value").
-    found = [r for r in registry.list("segment") if r.model_id == ref]
-    record = found[0] if found else registry.active("segment", ref)
-    if record is None:
-        known = sorted({r.name for r in registry.list("segment")})
-        raise NotFoundError(
-            f"no segment run or name {ref!r}",
-            hint=("known names: " + ", ".join(known)) if known else "run jingzhun segment run",
-        )
-    return _run_dict(record)
+    return _run_dict(registry.get(run_id_of(store.ibis(), ref), kind="segment"))
+
+
+def run_id_of(backend: Any, ref: str) -> str:
+    """The run ``ref`` names in ``backend``'s ``segment_runs`` (a store's view of its
+    registry, or a lake's table: either engine): a run id wins over a name (a run named
+    "value-1" and the first run of "value"), else the newest active run of the name."""
+    if "segment_runs" not in engines.tables(backend):
+        raise NotFoundError("no segment runs yet", hint="run jingzhun segment run")
+    t = backend.table("segment_runs")
+    rows = engines.frame(
+        backend,
+        t.filter((t.run_id == ref) | (t.name == ref)).select(
+            "run_id", "name", "active", "created_at"
+        ),
+    )
+    if (rows.run_id == ref).any():
+        return ref
+    active = rows[(rows.name == ref) & rows.active.astype(bool)]
+    if len(active):
+        return str(active.sort_values(["created_at", "run_id"]).run_id.iloc[-1])
+    known = sorted(engines.column(backend, t.select("name").distinct(), "name"))
+    raise NotFoundError(
+        f"no segment run or name {ref!r}",
+        hint=("known names: " + ", ".join(known)) if known else "run jingzhun segment run",
+    )
 
 
 #: The columns ``segment list`` shows, in order.
