@@ -10,29 +10,65 @@ what the campaign caused.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import typer
 
 from jingzhun.cli.common import (
+    FromStoreOpt,
     Globals,
     JsonOpt,
     err,
     frame_records,
+    from_store_for_spark,
     out,
     print_frame,
     print_json,
     text,
 )
+from jingzhun.errors import NotFoundError
 from jingzhun.evaluate.stats import sample_size
+from jingzhun.store.store import check_store_path
+from jingzhun.workspace import Workspace
+
+if TYPE_CHECKING:
+    from jingzhun.store.lake import Lake
 
 app = typer.Typer(
     help="Campaigns: audiences with a control group, personalized email, exactly-once sends, "
     "lift with confidence intervals.",
     no_args_is_help=True,
 )
+
+#: What a lake does not hold and a campaign on Spark reads from ``--from-store``.
+_STORE_HOLDS = "the campaigns, personal data, suppressions and deliveries"
+
+
+@contextmanager
+def _campaigns(
+    g: Globals, from_store: Path | None, command: str, *, write: bool = True
+) -> Iterator[tuple[Workspace, Lake | None]]:
+    """The workspace whose campaigns a command reads, and the lake its audience is drawn
+    from: on DuckDB the store ``--db`` names (no lake); on ``--engine spark`` the store
+    ``--from-store`` names (read-only unless the command writes) and the lake ``--db``
+    names — the store is checked before Spark starts."""
+    store = from_store_for_spark(g, from_store, command, holds=_STORE_HOLDS)
+    if store is None:
+        with g.workspace(create=False) as ws:
+            yield ws, None
+        return
+    where = check_store_path(store, option="--from-store")
+    if not where.is_file():
+        raise NotFoundError(
+            f"--from-store: no store at {where}", hint=f"name the store that holds {_STORE_HOLDS}"
+        )
+    with Workspace.open(where, config=g.config, read_only=not write) as ws, g.lake() as lake:
+        yield ws, lake
+
 
 NameArg = Annotated[str, typer.Argument(help="The campaign's name.", show_default=False)]
 LangOpt = Annotated[
@@ -49,13 +85,15 @@ def create(
     replace: Annotated[
         bool, typer.Option("--replace", help="Replace a draft of the same name.")
     ] = False,
+    from_store: FromStoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Store a campaign: its spec checked against the store (segments, tags, traits, scores)
-    and its templates compiled."""
+    and its templates compiled (with --engine spark: checked against the lake --db names,
+    stored in the store --from-store names)."""
     g: Globals = ctx.obj
-    with g.workspace(create=False) as ws:
-        info = ws.campaigns.create(spec, replace=replace)
+    with _campaigns(g, from_store, "campaign create") as (ws, lake):
+        info = ws.campaigns.create(spec, replace=replace, lake=lake)
     if as_json:
         print_json(info.to_dict())
         return
@@ -104,13 +142,16 @@ def preview(
         int, typer.Option("--sample", min=0, max=100, help="Rendered messages to show.")
     ] = 5,
     lang: LangOpt = "en",
+    from_store: FromStoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What a send would do, writing nothing: audience size after each exclusion, arms,
-    segments, expected incremental conversions and profit, rendered samples."""
+    segments, expected incremental conversions and profit, rendered samples (with --engine
+    spark: the audience drawn on Spark from the lake --db names, the campaign read from the
+    store --from-store names)."""
     g: Globals = ctx.obj
-    with g.workspace(create=False) as ws:
-        p = ws.campaigns.preview(name, sample=sample, lang=lang)
+    with _campaigns(g, from_store, "campaign preview", write=False) as (ws, lake):
+        p = ws.campaigns.preview(name, sample=sample, lang=lang, lake=lake)
     if as_json:
         print_json(p.to_dict())
         return

@@ -151,15 +151,44 @@ class Globals:
             raise InputError(
                 f"{name} does not run on --engine {self.engine} yet",
                 hint="on Spark so far: ingest events, profile build (profiles, affinity, tags), "
-                "profile export, segment run, recommend batch and predict score (with "
-                "--from-store STORE); make the lake with lake init, or ingest into a new folder; "
-                "run the rest on the DuckDB store (docs/scaling.md)",
+                "profile export, segment run; with --from-store STORE: recommend batch, predict "
+                "score, campaign create and preview; make the lake with lake init, or ingest "
+                "into a new folder; run the rest on the DuckDB store (docs/scaling.md)",
             )
         if not create:
             path = check_store_path(resolve_db_path(self.db))
             if not path.exists():
                 raise NotFoundError(f"no store at {path}", hint=NO_STORE_HINT)
         return Workspace.open(self.db, config=self.config, read_only=read_only)
+
+
+#: ``--from-store``: with ``--engine spark``, the store that holds what a lake does not.
+FromStoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-store",
+        help="With --engine spark: the DuckDB store that holds what a lake does not — the "
+        "trained models, the campaigns, personal data and deliveries.",
+    ),
+]
+
+
+def from_store_for_spark(
+    g: Globals, from_store: Path | None, command: str, *, holds: str = "the trained model"
+) -> Path | None:
+    """``--from-store`` checked against ``--engine``: required on Spark, refused on DuckDB;
+    ``holds`` says what the command reads from it."""
+    if g.spark() and from_store is None:
+        raise InputError(
+            f"{command} on --engine spark needs --from-store STORE",
+            hint=f"name the DuckDB store that holds {holds}",
+        )
+    if not g.spark() and from_store is not None:
+        raise InputError(
+            "--from-store goes with --engine spark",
+            hint="on DuckDB, --db names the store that holds everything",
+        )
+    return from_store
 
 
 #: How to answer "no store at PATH" (the words ``Store.open`` uses for a read-only open).

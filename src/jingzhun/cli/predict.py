@@ -8,18 +8,19 @@ from typing import Annotated
 import typer
 
 from jingzhun.cli.common import (
+    FromStoreOpt,
     Globals,
     JsonOpt,
     distinct_warnings,
     err,
     frame_records,
+    from_store_for_spark,
     out,
     print_frame,
     print_json,
     steps,
     text,
 )
-from jingzhun.cli.recommend import FromStoreOpt, from_store_for_spark
 
 app = typer.Typer(
     help="Predictions: purchase propensity, churn, customer lifetime value, uplift.",

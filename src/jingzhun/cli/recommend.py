@@ -10,10 +10,12 @@ import pandas as pd
 import typer
 
 from jingzhun.cli.common import (
+    FromStoreOpt,
     Globals,
     JsonOpt,
     err,
     frame_records,
+    from_store_for_spark,
     out,
     print_frame,
     print_json,
@@ -95,34 +97,6 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         ],
         "Recommendation models",
     )
-
-
-#: ``--from-store``: with ``--engine spark``, where the model is (the lake holds no models).
-FromStoreOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--from-store",
-        help="With --engine spark: the DuckDB store whose model registry holds the model "
-        "(opened read-only).",
-    ),
-]
-
-
-def from_store_for_spark(g: Globals, from_store: Path | None, command: str) -> Path | None:
-    """``--from-store`` checked against ``--engine``: required on Spark, refused on DuckDB."""
-    from jingzhun.errors import InputError
-
-    if g.spark() and from_store is None:
-        raise InputError(
-            f"{command} on --engine spark needs --from-store STORE",
-            hint="name the DuckDB store whose model registry holds the trained model",
-        )
-    if not g.spark() and from_store is not None:
-        raise InputError(
-            "--from-store goes with --engine spark",
-            hint="on DuckDB, --db names the store that holds the model and the users",
-        )
-    return from_store
 
 
 @app.command()
