@@ -20,9 +20,10 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 
-# Test files run in parallel, one file per worker at a time (a file's fixtures are built once),
-# in the order tests/conftest.py collects them (slow files first; xdist's own order, most tests
-# first, left the browser files for last).
+# Test files run in parallel, one file per worker at a time (a file's fixtures are built once;
+# the Spark files together on one worker: tests/conftest.py's scheduler), in the order
+# tests/conftest.py collects them (slow files first; xdist's own order, most tests first, left
+# the browser files for last).
 TEST_JOBS ?= 2
 
 test: install lint
