@@ -177,3 +177,13 @@ def test_a_mode_trait_is_refused_on_spark_by_name() -> None:
     settings = Settings(profile={"traits": [trait]})
     with pytest.raises(InputError, match=r"'fav_channel' \(agg = \"mode\"\) does not run on Spark"):
         build_on_lake(None, settings)  # type: ignore[arg-type]  # refused before Spark is used
+
+
+def test_the_build_leaves_no_staged_piece(built: Built, spark_session) -> None:
+    """build_on_lake materialises each piece as Parquet in a hidden folder of the lake, read
+    back as a temporary view: both are gone once the build is done (the affinity's folder
+    became profile_affinity)."""
+    assert [p.name for p in built.lake.iterdir() if p.name.startswith(".")] == []
+    views = [t.name for t in spark_session.catalog.listTables() if t.name.startswith("_jz_")]
+    assert views == []
+    assert (built.lake / "profile_affinity").is_dir()
