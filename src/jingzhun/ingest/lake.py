@@ -124,10 +124,14 @@ def _upload(store: Store, staging: Path, name: str, sql: Sql) -> Path:
 def _held(lake: Lake, table: str, path: Path, keys: list[str], take: list[str]) -> pa.Table:
     """Rows of the lake's ``table`` (columns ``take``) whose ``keys`` match a row of the
     Parquet file at ``path``: Spark's join, the answer back as Arrow."""
-    mine = lake.backend.read_parquet(str(path), table_name=f"_jz_{path.stem}")
-    theirs = lake.table(table).select(*{*keys, *take})
-    held = theirs.semi_join(mine, keys).select(*take).distinct()
-    return held.to_pyarrow()
+    view = f"_jz_{path.stem}"
+    mine = lake.backend.read_parquet(str(path), table_name=view)
+    try:
+        theirs = lake.table(table).select(*{*keys, *take})
+        held = theirs.semi_join(mine, keys).select(*take).distinct()
+        return held.to_pyarrow()
+    finally:  # the session may be the caller's (a notebook's): leave it as it was
+        lake.session.catalog.dropTempView(view)
 
 
 def _settle(lake: Lake, store: Store, result: BatchResult, staging: Path) -> None:
