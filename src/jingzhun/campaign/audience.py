@@ -35,6 +35,7 @@ from jingzhun.profile.traits import stitched
 from jingzhun.segment.inputs import Inputs
 from jingzhun.segment.read import members
 from jingzhun.store import Store, engines
+from jingzhun.store.lake_frames import latest_as_of
 from jingzhun.store.sql import Sql
 
 if TYPE_CHECKING:
@@ -81,8 +82,6 @@ def campaign_now(store: Store, now: datetime | None, lake: Lake | None = None) -
     if now is not None:
         return now
     if lake is not None:
-        from jingzhun.store.lake_frames import latest_as_of
-
         return latest_as_of(lake)
     latest = latest_event_time(store)
     if latest is None:
