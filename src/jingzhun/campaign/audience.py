@@ -15,6 +15,7 @@ the present, on a simulated or historical one it is that data's present.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -138,8 +139,11 @@ class Conditions:
             self._matched = expr.cache()
         return self.sql(expr)
 
-    def sources(self, user_ids: list[str], spec: CampaignSpec, now: datetime) -> Sources:
-        """Where the contexts of ``user_ids`` are read (:class:`Sources`): the store's tables;
+    def sources(
+        self, user_ids: Callable[[], list[str]], spec: CampaignSpec, now: datetime
+    ) -> Sources:
+        """Where the contexts of the users ``user_ids()`` gives are read (:class:`Sources`):
+        the store's tables (the ids are not read: a million-member draft's are not needed);
         on a lake, the lake's profiles, lists, catalog and (for a triggered campaign) trigger
         events of those users, computed by Spark once for all of them and handed to the
         store's connection."""
@@ -147,7 +151,7 @@ class Conditions:
             return Sources(now=now)
         b = self.backend
         have = engines.tables(b)
-        ids = ibis.memtable(pd.DataFrame({"user_id": pd.Series(user_ids, dtype=object)}))
+        ids = ibis.memtable(pd.DataFrame({"user_id": pd.Series(user_ids(), dtype=object)}))
 
         def mine(table: ir.Table) -> ir.Table:
             return table.semi_join(ids, table.user_id == ids.user_id)

@@ -301,14 +301,17 @@ class Campaigns:
         samples: list[dict[str, Any]] = []
         if renderer is not None:
             if check:
-                treated = [
-                    u
-                    for (u,) in self.store.rows(
-                        f"SELECT user_id FROM {AUDIENCE} "
-                        "WHERE excluded IS NULL AND arm = 'treatment'"
-                    )
-                ]
-                sources = where.sources(treated, spec, d.now)
+                sources = where.sources(
+                    lambda: [
+                        u
+                        for (u,) in self.store.rows(
+                            f"SELECT user_id FROM {AUDIENCE} "
+                            "WHERE excluded IS NULL AND arm = 'treatment'"
+                        )
+                    ],
+                    spec,
+                    d.now,
+                )
                 delivery._render_drawn(self.store, spec, renderer, lang=lang, sources=sources)
             # One of each variant in turn (A/B/n shows every version), then the next of each.
             members = self.store.sql(
@@ -320,7 +323,7 @@ class Campaigns:
                 [sample],
             ).df()
             if not check:
-                sources = where.sources(members["user_id"].tolist(), spec, d.now)
+                sources = where.sources(lambda: members["user_id"].tolist(), spec, d.now)
             for c, variant in zip(
                 delivery.contexts(self.store, spec, members, lang=lang, sources=sources),
                 members["variant"],
