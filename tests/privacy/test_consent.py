@@ -266,3 +266,24 @@ def test_api_reads_and_records_consent_and_tracking_states_it(
         assert ws.store.rows("SELECT reason FROM quarantine WHERE kind = 'events'") == [
             ("purpose: 'ads' is not one of marketing, analytics, personalization",)
         ]
+
+
+def test_attribute_keys_that_are_no_json_path_sit_beside_consents(
+    ws: Workspace, write: Callable[..., Path]
+) -> None:
+    """An empty key, a dot or a quote in a key is no JSON path: the consent columns are still
+    read, the other keys kept, and a bad consent beside them is quarantined (the check used
+    to build a path from every key, and the batch failed)."""
+    users = write(
+        "users.jsonl",
+        '{"user_id": "u5", "attributes": '
+        '{"": 1, "a.b": 2, "q\\"x": 3, "consent_analytics": "granted"}}\n'
+        '{"user_id": "u6", "attributes": {"": 1, "consent_marketing": "maybe"}}\n',
+    )
+    batch = ws.ingest.files("users", [str(users)])
+    assert (batch.inserted, batch.quarantined) == (1, 1)
+    assert in_force(ws, "u5") == {("analytics", "any"): "GRANTED"}
+    (reason,) = ws.store.rows("SELECT reason FROM quarantine")[0]
+    assert reason == "consent_marketing: not GRANTED, DENIED or REVOKED (or true/false)"
+    (attributes,) = ws.store.rows("SELECT attributes FROM users WHERE user_id = 'u5'")[0]
+    assert {"a.b": 2, 'q"x': 3}.items() <= json.loads(attributes).items()

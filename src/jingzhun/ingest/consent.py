@@ -130,10 +130,10 @@ def users_checks(columns: dict[str, str], attributes: str) -> list[tuple[str, st
         )
         for c, v in columns.items()
     ]
-    value = f"json_extract_string({attributes}, '$.' || k)"
+    value = _consent_value(attributes, "k")
     keys = (
-        f"list_filter(json_keys({attributes}), lambda k: regexp_full_match(k, "
-        f"{lit(ATTRIBUTE_PATTERN)}) AND {value} IS NOT NULL AND {status_sql(value)} IS NULL)"
+        f"list_filter(json_keys({attributes}), lambda k: {value} IS NOT NULL "
+        f"AND {status_sql(value)} IS NULL)"
     )
     checks.append(
         (
@@ -143,6 +143,17 @@ def users_checks(columns: dict[str, str], attributes: str) -> list[tuple[str, st
         )
     )
     return checks
+
+
+def _consent_value(attributes: str, key: str) -> str:
+    """The text of ``attributes``' value at ``key`` (SQL of a top-level key), null unless the
+    key names a consent (:data:`ATTRIBUTE_PATTERN`). The path is built only from such a key:
+    any other key — empty, or with a dot or quote — is no JSON path (DuckDB refuses ``$.``),
+    and AND does not keep DuckDB from evaluating it, CASE does."""
+    return (
+        f"CASE WHEN regexp_full_match({key}, {lit(ATTRIBUTE_PATTERN)}) "
+        f"THEN json_extract_string({attributes}, '$.' || {key}) END"
+    )
 
 
 def from_events_sql(rows: Sql) -> Sql:
@@ -169,7 +180,7 @@ def from_users_sql(stage: Sql) -> Sql:
         SELECT user_id, regexp_extract(k, {lit(ATTRIBUTE_PATTERN)}, 1) AS purpose,
                coalesce(NULLIF(regexp_extract(k, {lit(ATTRIBUTE_PATTERN)}, 3), ''), 'any')
                    AS channel,
-               {status_sql("json_extract_string(attributes, '$.' || k)")} AS status
+               {status_sql(_consent_value("attributes", "k"))} AS status
         FROM (SELECT user_id, attributes,
                      unnest(list_filter(json_keys(attributes),
                             lambda k: regexp_full_match(k, {lit(ATTRIBUTE_PATTERN)}))) AS k
