@@ -33,6 +33,7 @@ from jingzhun.store.sql import ident
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
+    import pyarrow as pa
     from ibis.backends.pyspark import Backend
 
     from jingzhun.store.store import Store
@@ -373,23 +374,31 @@ def create_from_store(store: Store, path: str | os.PathLike[str]) -> dict[str, i
     return counts
 
 
+def store_tables(*names: str) -> dict[str, pa.Table]:
+    """The store's tables ``names``, empty: their columns and types from the store's
+    migrations (the one definition of the schema), for a lake table a stage makes."""
+    from jingzhun.store.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="jingzhun-lake-") as scratch:
+        store = Store.open(Path(scratch) / "schema.duckdb")
+        try:
+            return {
+                name: store.con.sql(f"SELECT * FROM {ident(name)} LIMIT 0").to_arrow_table()
+                for name in names
+            }
+        finally:
+            store.close()
+
+
 def _create_empty(where: Path) -> None:
     """A new lake: :data:`LAKE_TABLES` empty, with the store's columns (from its migrations,
     the one definition of the schema), then the marker."""
     import pyarrow.parquet as pq
 
-    from jingzhun.store.store import Store
-
     where.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="jingzhun-lake-") as scratch:
-        store = Store.open(Path(scratch) / "schema.duckdb")
-        try:
-            for name in LAKE_TABLES:
-                empty = store.con.sql(f"SELECT * FROM {ident(name)} LIMIT 0").to_arrow_table()
-                (where / name).mkdir()
-                pq.write_table(empty, where / name / "part-empty.parquet")
-        finally:
-            store.close()
+    for name, empty in store_tables(*LAKE_TABLES).items():
+        (where / name).mkdir()
+        pq.write_table(empty, where / name / "part-empty.parquet")
     _write_marker(where, dict.fromkeys(LAKE_TABLES, 0))
 
 
@@ -410,4 +419,5 @@ __all__ = [
     "check_master",
     "check_pyspark",
     "create_from_store",
+    "store_tables",
 ]
