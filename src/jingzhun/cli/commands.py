@@ -48,22 +48,33 @@ def clean(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Cleaning report: outlier orders, bot-like bursts, duplicates, missing values. Flags; deletes nothing unless --remove."""
+    """Cleaning report: outlier orders, bot-like bursts, duplicates, missing values. Flags; deletes nothing unless --remove (with --engine spark: on the lake --db names, without --remove)."""
     g: Globals = ctx.obj
     if method is not None and method not in ("mad", "iqr"):
         from jingzhun.errors import InputError
 
         raise InputError(f"--method {method!r} is unknown", hint="use mad or iqr")
     kinds = tuple(k.strip() for k in remove.split(",") if k.strip()) if remove else ()
-    with g.workspace(create=not no_flag) as ws, steps() as say:
-        say("cleaning report")
-        report = ws.ingest.clean(
-            flag=not no_flag,
-            remove=kinds,
-            outlier_method=method,
-            outlier_threshold=threshold,
-            burst_events_per_minute=burst,
-        )
+    options = {
+        "outlier_method": method,
+        "outlier_threshold": threshold,
+        "burst_events_per_minute": burst,
+    }
+    if g.spark():
+        from jingzhun.config import load_settings
+        from jingzhun.ingest.clean import check_clean, clean_on_lake, run_settings
+
+        settings = run_settings(load_settings(g.config).clean, **options)
+        check_clean(settings, kinds, engine=g.engine)  # before Spark starts
+        with steps() as say:
+            say("starting Spark")
+            with g.lake() as lake:
+                say("cleaning report on Spark")
+                report = clean_on_lake(lake, settings, flag=not no_flag)
+    else:
+        with g.workspace(create=not no_flag) as ws, steps() as say:
+            say("cleaning report")
+            report = ws.ingest.clean(flag=not no_flag, remove=kinds, **options)
     data = report.to_dict()
     if as_json:
         print_json(data)

@@ -19,7 +19,7 @@ from jingzhun.contracts.events import KINDS
 from jingzhun.contracts.results import Result
 from jingzhun.errors import InputError
 from jingzhun.ingest import quarantine as q
-from jingzhun.ingest.clean import CleaningReport, clean
+from jingzhun.ingest.clean import CleaningReport, clean, run_settings
 from jingzhun.ingest.pipeline import BatchResult, Ingestor, Progress
 from jingzhun.ingest.validate import IngestOptions
 
@@ -278,13 +278,11 @@ class Ingest:
     ) -> CleaningReport:
         """The cleaning report (bots, bursts, outlier orders …); the given options replace
         ``[clean]`` settings for this run."""
-        overrides = {
-            "outlier_method": outlier_method,
-            "outlier_threshold": outlier_threshold,
-            "burst_events_per_minute": burst_events_per_minute,
-        }
-        settings = self._settings.clean.model_copy(
-            update={k: v for k, v in overrides.items() if v is not None}
+        settings = run_settings(
+            self._settings.clean,
+            outlier_method=outlier_method,
+            outlier_threshold=outlier_threshold,
+            burst_events_per_minute=burst_events_per_minute,
         )
         return clean(self._store, settings, flag=flag, remove=tuple(remove))
 
