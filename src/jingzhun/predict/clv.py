@@ -348,7 +348,14 @@ class PurchaseModel(CLVModel):
             (:func:`summarise` computes them).
         """
         x, t_x, T = _check(x, t_x, T, f"{self.name}.fit")
-        self._optimise(lambda p: -self._log_likelihood(p, x, t_x, T).sum(), self._start(T))
+        # Customers with the same (x, t_x, T) have the same likelihood: each distinct row is
+        # evaluated once and weighted by its customers (a third of the rows on CDNOW; where
+        # Pareto/NBD's 2F1 is slow to converge, a fit took 30 s on 2,357 customers).
+        rows, weight = np.unique(np.column_stack([x, t_x, T]), axis=0, return_counts=True)
+        ux, ut_x, uT = rows.T.copy()
+        self._optimise(
+            lambda p: -(weight * self._log_likelihood(p, ux, ut_x, uT)).sum(), self._start(T)
+        )
         return self
 
     def predict(self, t: float, x: Any, t_x: Any, T: Any) -> np.ndarray:
