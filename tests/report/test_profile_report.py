@@ -274,12 +274,15 @@ def test_report_renders_every_chart_in_headless_chromium(
 
 @pytest.mark.slow
 def test_cli_demo_builds_profiles_and_reports_them(tmp_path: Path) -> None:
+    """The demo command (the one CLI run of the demo in the suite: tests/test_demo.py runs it
+    in process): one JSON object on stdout, its files in --out (relative to the working
+    folder), and the report's profile, segment and recommendation sections."""
     out = tmp_path / "D"
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("JINGZHUN_DB", None)
     env.pop("JINGZHUN_CONFIG", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "jingzhun", "demo", "--users", "1500", "--out", str(out), "--json"],
+        [sys.executable, "-m", "jingzhun", "demo", "--users", "1500", "--out", "D", "--json"],
         capture_output=True,
         cwd=tmp_path,
         env=env,
@@ -289,6 +292,15 @@ def test_cli_demo_builds_profiles_and_reports_them(tmp_path: Path) -> None:
     text = proc.stdout.decode("utf-8")
     result, end = json.JSONDecoder().raw_decode(text)
     assert text[end:].strip() == ""
+    assert isinstance(result, dict) and result["simulated"]["users"] == 1500
+    for key in ("report", "store"):
+        path = Path(result[key])
+        result[key] = str(path if path.is_absolute() else tmp_path / path)
+    assert Path(result["report"]).resolve() == (out / "report.html").resolve()
+    assert Path(result["store"]).resolve() == (out / "jingzhun.duckdb").resolve()
+    assert not (tmp_path / "jingzhun.duckdb").exists()  # the demo keeps its store in --out
+    ev = result["ingest"]["events"]
+    assert ev["rows_read"] == ev["inserted"] + ev["duplicates"] + ev["quarantined"]
     profiles = result["profiles"]
     assert profiles["users"] > 0
     assert profiles["tags"]["rfm_segment"] > 0
