@@ -156,15 +156,98 @@ def test_what_a_lake_does_not_take_is_refused_with_nothing_written(
     )
     with pytest.raises(InputError, match="pseudonymize_ids"):
         ingest_on_lake(lake, settings, "events", [shop.file("events")])
-    items = tmp_path / "e.csv"
-    items.write_text(
-        "event,user_id,item_id,ts,cat\nproduct_viewed,u1,sku1,2026-01-01T00:00:00Z,shoes\n",
+    identify = tmp_path / "identify.jsonl"
+    identify.write_text(
+        '{"type": "identify", "userId": "u1", "messageId": "m1", '
+        '"timestamp": "2026-01-01T00:00:00Z", "traits": {"city": "Hangzhou"}}\n',
         encoding="utf-8",
     )
-    with pytest.raises(InputError, match="gives items"):
-        ingest_on_lake(lake, Settings(), "events", [str(items)], item_columns={"category": "cat"})
+    with pytest.raises(InputError, match="gives users"):
+        ingest_on_lake(lake, Settings(), "events", [str(identify)])
     assert sorted(p.name for p in lake.path.iterdir()) == sorted([*LAKE_TABLES, MARKER])
     assert all(lake.table(t).count().execute() == 0 for t in LAKE_TABLES)
+
+
+#: An items file after the shop's catalogue: a changed price, a new item, an item given twice
+#: (the last row wins), a row given as the lake holds it (no update), bad rows.
+ITEMS = """item_id,title,category,price
+{same},{same_title},{same_category},{same_price}
+{changed},{changed_title},{changed_category},123.45
+new1,A new thing,shoes,10
+new1,A new thing,shoes,12.5
+,no id,shoes,3
+bad1,bad price,shoes,not a number
+"""
+#: An events batch whose rows name items (--item-columns): one new, one the lake holds.
+ITEM_EVENTS = """event_id,event,user_id,item_id,ts,cat
+ie1,product_viewed,u1,new2,2026-01-01T00:00:00Z,bags
+ie2,product_viewed,u1,{changed},2026-01-01T00:00:00Z,bags
+"""
+
+
+@pytest.fixture(scope="module")
+def items_pair(shop, spark_session, tmp_path_factory: pytest.TempPathFactory) -> Pair:
+    """The shop's items, then an items file that changes, adds and repeats items, then an
+    events batch with --item-columns: into a store and into a new lake."""
+    from jingzhun.store.lake import Lake
+
+    folder = tmp_path_factory.mktemp("items-pair")
+    catalogue = pq.read_table(shop.file("items")).to_pandas()
+    same, changed = catalogue.iloc[0], catalogue.iloc[1]
+    values = {
+        "same": same.item_id,
+        "same_title": same.title,
+        "same_category": same.category,
+        "same_price": same.price,
+        "changed": changed.item_id,
+        "changed_title": changed.title,
+        "changed_category": changed.category,
+    }
+    (folder / "items.csv").write_text(ITEMS.format(**values), encoding="utf-8")
+    (folder / "events.csv").write_text(ITEM_EVENTS.format(**values), encoding="utf-8")
+    batches: list[tuple[str, list[str], dict[str, Any]]] = [
+        ("items", [shop.file("items")], {}),
+        ("items", [str(folder / "items.csv")], {}),
+        ("events", [str(folder / "events.csv")], {"item_columns": {"category": "cat"}}),
+    ]
+    db, lake_dir = folder / "s.duckdb", folder / "lake"
+    duck, spark = [], []
+    with Workspace.open(db) as ws:
+        for kind, paths, options in batches:
+            duck.append(ws.ingest.files(kind, paths, **options).to_dict())
+    with Lake.open(lake_dir, session=spark_session, create=True) as lake:
+        for kind, paths, options in batches:
+            spark.append(ingest_on_lake(lake, Settings(), kind, paths, **options).to_dict())
+    return Pair(db, lake_dir, duck, spark)
+
+
+def test_items_merge_on_a_lake_as_on_a_store(items_pair: Pair) -> None:
+    """Each batch's counts (updated, and the items an events batch gives, too), then the items
+    and quarantine tables column by column."""
+    for duck, spark in zip(items_pair.duck, items_pair.spark, strict=True):
+        wanted = (*COUNTS, "updated", "related")
+        assert {k: spark.get(k) for k in wanted} == {k: duck.get(k) for k in wanted}
+    catalogue, changes, events = items_pair.duck
+    assert catalogue["inserted"] > 100
+    # the changed item and new1 (once); the item as the lake holds it is no update
+    assert (changes["inserted"], changes["updated"], changes["quarantined"]) == (2, 1, 2)
+    assert events.get("related", {}).get("items", {}).get("inserted", 0) >= 1, events
+    for table, key in (("items", ["item_id"]), ("quarantine", ["quarantine_id"])):
+        with Workspace.open(items_pair.db, read_only=True) as ws:
+            duck = ws.sql(f"SELECT * FROM {table}")
+        spark = pd.read_parquet(items_pair.lake / table)
+        columns = [
+            c for c in duck.columns if c not in ("batch_id", "updated_at", "received_at", "raw_key")
+        ]
+        duck = duck[columns].sort_values(key).reset_index(drop=True)
+        spark = spark[columns].sort_values(key).reset_index(drop=True)
+        assert len(spark) == len(duck) > 0, table
+        for c in columns:
+            pairs = zip(duck[c], spark[c], strict=True)
+            assert all(same(a, b) for a, b in pairs), (table, c)
+    # one file: the merged table took the old one's place
+    assert len(list((items_pair.lake / "items").glob("*.parquet"))) == 1
+    assert not [p for p in items_pair.lake.iterdir() if p.name.startswith(".")]
 
 
 def test_the_command_line_ingests_into_a_new_lake(tmp_path: Path) -> None:

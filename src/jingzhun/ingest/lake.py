@@ -21,10 +21,18 @@ against the lake:
    ``consents`` and ``quarantine`` are each one Parquet file renamed into the table's folder,
    ``ingest_batches``' record last.
 
-What a lake does not take yet, refused before anything is written: users and items files,
-batches that give users or items (Segment identify messages, ``--item-columns``) — the
-users table's merge and the vault of personal data live in the DuckDB store — and
-``[privacy] pseudonymize_ids`` (its keys are the store's vault's).
+**Items** (an items file, or an events batch's ``--item-columns``) merge as on a store: the
+lake's items table is read into the scratch store before the batch runs, so the same merge
+(the batch's last row per item wins, absent columns keep their values, an unchanged row is
+no update) counts and writes exactly what the DuckDB engine would; the merged table then
+takes the lake's table's place in one rename, before the batch's record is added. A catalogue
+is what one machine holds (millions of items are a few hundred MB); a users table is not
+(100M users), so users do not take this route.
+
+What a lake does not take yet, refused before anything is written: users files and batches
+that give users (Segment identify messages) — the users table's merge by id and the vault of
+personal data live in the DuckDB store — and ``[privacy] pseudonymize_ids`` (its keys are the
+store's vault's).
 """
 
 from __future__ import annotations
@@ -57,9 +65,9 @@ _HINT = "ingest it into the DuckDB store, then make the lake again with lake ini
 
 def check_ingest(kind: str, settings: Settings) -> None:
     """Refuse, before Spark starts, what a lake does not take yet (see the module's text)."""
-    if kind != "events":
+    if kind not in ("events", "items"):
         raise InputError(
-            f"ingest {kind} does not run on --engine spark yet: a lake takes events only",
+            f"ingest {kind} does not run on --engine spark yet: a lake takes events and items",
             hint=_HINT,
         )
     if settings.privacy.pseudonymize_ids:
@@ -80,11 +88,16 @@ def ingest_on_lake(
     scratch = Path(tempfile.mkdtemp(prefix="jingzhun-ingest-"))
     store = Store.open(scratch / "batch.duckdb", settings)
     try:
+        items = kind == "items" or bool(options.get("item_columns"))
+        if items:
+            _load_items(lake, store)
         result = Ingest(store, settings).files(kind, paths, **options)
         _refuse_related(store)
         staging = lake.staging(f"ingest-{result.batch_id}")
         try:
             _settle(lake, store, result, staging)
+            if items and _items_changed(result):
+                _replace_items(lake, store, staging, result.batch_id)
             _append(lake, store, staging, result.batch_id)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -96,15 +109,43 @@ def ingest_on_lake(
 
 
 def _refuse_related(store: Store) -> None:
-    """A batch that gave users or items (identify messages, --item-columns): refused, with
-    nothing written to the lake."""
-    for table in ("users", "items"):
-        if store.count(table):
-            raise InputError(
-                f"this batch gives {table} (Segment identify messages or --item-columns), "
-                "which a lake does not take yet",
-                hint=_HINT,
-            )
+    """A batch that gave users (Segment identify messages): refused, with nothing written to
+    the lake."""
+    if store.count("users"):
+        raise InputError(
+            "this batch gives users (Segment identify messages), which a lake does not take yet",
+            hint=_HINT,
+        )
+
+
+def _load_items(lake: Lake, store: Store) -> None:
+    """The lake's items table into the scratch store, as the store's own rows: the batch then
+    merges into it with the DuckDB engine's code (see the module's text)."""
+    if not lake.has("items"):
+        return
+    held = lake.table("items").to_pyarrow()
+    names: Sql = ", ".join(ident(c) for c in held.column_names)
+    store.con.from_arrow(held).query(
+        "_jz_lake_items", f"INSERT INTO items ({names}) SELECT {names} FROM _jz_lake_items"
+    ).fetchall()
+
+
+def _items_changed(result: BatchResult) -> bool:
+    """Whether the batch added or changed an item (an items batch, or an events batch's
+    --item-columns)."""
+    if result.kind == "items":
+        return result.inserted > 0
+    related = result.related.get("items", {})
+    return bool(related.get("inserted", 0))
+
+
+def _replace_items(lake: Lake, store: Store, staging: Path, batch_id: str) -> None:
+    """The merged items table (the lake's, with the batch's merged in) in the lake's table's
+    place, in one rename."""
+    folder = staging / "items"
+    folder.mkdir()
+    _upload(store, folder, f"{batch_id}-items", Sql("SELECT * FROM items"))
+    lake.adopt("items", folder)
 
 
 def _count(store: Store, sql: Sql, params: list[Any] | None = None) -> int:
