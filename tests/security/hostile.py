@@ -328,17 +328,21 @@ def _limits(seconds: float, extra_memory: int) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-_COMMANDS: dict[str, Any] = {}
+_COMMANDS: dict[tuple[str | None, ...], Any] = {}
 
 
 def _command_once(get_command: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Typer's get_command, building the command tree once: it takes 0.1 s and gives the same
-    tree each time (Click commands keep no state between invocations)."""
+    """Typer's get_command, building each command tree once: it takes 0.1 s and gives the
+    same tree each time (Click commands keep no state between invocations). The command line
+    builds the tree of the command it runs (``build_app(only=…)``): one tree per command."""
 
     def cached(app: Any) -> Any:
-        if "root" not in _COMMANDS:
-            _COMMANDS["root"] = get_command(app)
-        return _COMMANDS["root"]
+        key = tuple(g.name for g in app.registered_groups) + tuple(
+            c.name or c.callback.__name__ for c in app.registered_commands
+        )
+        if key not in _COMMANDS:
+            _COMMANDS[key] = get_command(app)
+        return _COMMANDS[key]
 
     return cached
 

@@ -20,7 +20,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -45,6 +44,8 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
     from click import get_current_context
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from jingzhun.store.lake import Lake
 
 # No emoji codes: a value such as ":fire:" from the data is printed as written.
@@ -196,7 +197,7 @@ NO_STORE_HINT = "check --db or $JINGZHUN_DB, or ingest data first (jingzhun inge
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, datetime | date | pd.Timestamp):
+    if isinstance(value, datetime | date):  # pandas' Timestamp is a datetime
         return value.isoformat()
     if isinstance(value, Path):
         return str(value)
@@ -240,8 +241,10 @@ def print_frame(
     table = Table(
         title=None if title is None else text(title), show_lines=False, header_style="bold"
     )
+    from pandas.api.types import is_numeric_dtype  # a frame given: pandas is loaded
+
     for col in frame.columns:
-        numeric = pd.api.types.is_numeric_dtype(frame[col])
+        numeric = is_numeric_dtype(frame[col])
         table.add_column(
             text(col), justify="right" if numeric else "left", overflow="fold", max_width=max_width
         )
@@ -250,9 +253,15 @@ def print_frame(
     out.print(table)
 
 
+def _nat() -> Any:
+    """pandas' NaT when pandas is loaded (a cell can only be NaT then)."""
+    pandas = sys.modules.get("pandas")
+    return getattr(pandas, "NaT", None) if pandas is not None else None
+
+
 def _cell(v: Any) -> str:
     """A table cell as markup: numbers formatted, data escaped (:func:`text`)."""
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is _nat():
         return "–"
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1 else f"{v:,.2f}"

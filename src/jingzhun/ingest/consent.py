@@ -29,15 +29,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
-
-import ibis
-import ibis.expr.types as ir
+from typing import TYPE_CHECKING, Any
 
 from jingzhun.checks import shown
 from jingzhun.errors import InputError
 from jingzhun.store import Store
 from jingzhun.store.sql import Sql, lit
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
 
 #: Why a user's data may be used.
 PURPOSES: tuple[str, ...] = ("marketing", "analytics", "personalization")
@@ -222,6 +222,8 @@ def allowed_expr(backend: Any, purpose: str, channel: str, default: str) -> ir.T
 
     The statement in force is first in :data:`NEWEST`'s order, written here as Ibis keys (a
     boolean sorts false first on both engines, as in the SQL)."""
+    import ibis  # here: ingest, which imports this module, runs without Ibis (0.3 s)
+
     _check(purpose, channel, default)
     c = backend.table("consents")
     c = c.filter((c.purpose == purpose) & c.channel.isin([channel, "any"]))

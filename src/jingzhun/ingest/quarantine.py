@@ -22,8 +22,8 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 
 from jingzhun.checks import MAX_ROWS, bounded_int
@@ -35,6 +35,9 @@ from jingzhun.ingest.validate import IngestOptions
 from jingzhun.outputs import atomic_write, check_output_path
 from jingzhun.store import Store
 from jingzhun.store.sql import Sql
+
+if TYPE_CHECKING:
+    import pandas as pd
 from jingzhun.store.vault import PREFIX, VaultKeyError, raw_contexts, vault_for
 
 DISCARDED = "discarded"
@@ -187,7 +190,9 @@ def export(store: Store, out: str | Path, selection: Selection = OPEN) -> int:
                 "batch_id": rec.batch_id,
                 "kind": rec.kind,
                 "source": rec.source,
-                "line_no": None if pd.isna(rec.line_no) else int(rec.line_no),
+                "line_no": None
+                if rec.line_no != rec.line_no or rec.line_no is None
+                else int(rec.line_no),
                 "reason": rec.reason,
                 "row": row,
             }

@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -673,7 +672,7 @@ def seal_legacy(store: Store, vault: Vault, *, chunk: int = CHUNK) -> int:
         if frame.empty:
             return done
         users = frame["user_id"].tolist()
-        plain = pd.DataFrame(
+        plain = type(frame)(
             {"user_id": users}
             | {f: _opened_or_plain(vault, texts(frame[f]), users, f) for f in SEALED_FIELDS}
         )
