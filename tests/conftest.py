@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -57,6 +58,37 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
     data = simulate(SynthConfig(users=SHOP_USERS, seed=3))
     data.write(out)
     return Shop(out, data)
+
+
+@dataclass
+class DemoRun:
+    """The demo's folder (read-only for tests: copy what you change) and what it returned."""
+
+    out: Path
+    result: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> DemoRun:
+    """The demo at 1,500 users (seed 1), run once for the whole test session: the web
+    tests' store and tests/test_demo.py read it (~35 s a run; each xdist worker ran its own).
+    The first worker to need it runs it while holding a lock beside it; the others wait for
+    it, then read it."""
+    from jingzhun.demo import run_demo
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # the session's, not a worker's
+    out, done = shared / "demo-1500" / "demo", shared / "demo-1500" / "result.json"
+    out.parent.mkdir(exist_ok=True)
+    with open(shared / "demo-1500.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists():
+                result = run_demo(out, users=1500, seed=1)
+                done.write_text(json.dumps(result), encoding="utf-8")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return DemoRun(out, json.loads(done.read_text(encoding="utf-8")))
 
 
 @pytest.fixture

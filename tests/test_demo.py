@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
 from jingzhun.demo import run_demo
 from jingzhun.workspace import Workspace
+from tests.conftest import DemoRun
 
 pytestmark = pytest.mark.slow
 
@@ -27,21 +25,13 @@ def _expected(out: Path) -> dict[str, int]:
     return {k: values.count(k) for k in ("quarantined", "duplicate")}
 
 
-@dataclass
-class Demo:
-    out: Path
-    result: dict[str, Any]
+@pytest.fixture
+def demo(demo_run: DemoRun) -> DemoRun:
+    """The demo run once for the session (tests/conftest.py; the web tests read it too)."""
+    return demo_run
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    """One in-process demo run (the slowest thing here, ~40 s), read by the tests below; the
-    test that runs the demo again does so on a copy of its folder."""
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    yield Demo(out, run_demo(out, users=1500, seed=1))
-
-
-def test_run_demo_ingests_cleans_and_reports(demo: Demo) -> None:
+def test_run_demo_ingests_cleans_and_reports(demo: DemoRun) -> None:
     out, result = demo.out, demo.result
 
     report, store = Path(result["report"]), Path(result["store"])
@@ -151,7 +141,9 @@ def test_run_demo_ingests_cleans_and_reports(demo: Demo) -> None:
     json.dumps(result)  # plain data, ready for --json
 
 
-def test_run_demo_twice_into_the_same_folder_replaces_the_store(demo: Demo, tmp_path: Path) -> None:
+def test_run_demo_twice_into_the_same_folder_replaces_the_store(
+    demo: DemoRun, tmp_path: Path
+) -> None:
     out = tmp_path / "demo"
     shutil.copytree(demo.out, out)  # the first run's folder, as it left it
     first = demo.result

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from jingzhun.demo import run_demo
 from jingzhun.workspace import Workspace
 from tests.api.conftest import Served, start
+from tests.conftest import DemoRun
 
 CHROMIUM = "/usr/bin/chromium"
 #: Where screenshots go (CI keeps $JINGZHUN_ARTIFACTS).
@@ -21,13 +21,12 @@ ARTIFACTS = Path(os.environ.get("JINGZHUN_ARTIFACTS", "test-artifacts")) / "dash
 
 
 @pytest.fixture(scope="session")
-def dashboard_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dashboard_store(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's store at 1,500 users: profiles, RFM and k-means segments, a hybrid
     recommender, propensity/churn/CLV/uplift models, two campaigns sent and measured; plus a
     popularity recommender trained beside the hybrid (which stays the active one)."""
-    out = tmp_path_factory.mktemp("dashboard")
-    run_demo(out, users=1500, seed=1)
-    db = out / "jingzhun.duckdb"
+    db = tmp_path_factory.mktemp("dashboard") / "jingzhun.duckdb"
+    shutil.copyfile(demo_run.out / "jingzhun.duckdb", db)
     with Workspace.open(db, config=None) as ws:
         active = ws.models.active("recommender")
         ws.recs.train("popularity")
