@@ -24,9 +24,7 @@ lint: install
 # the Spark files together on one worker: tests/conftest.py's scheduler), in the order
 # tests/conftest.py collects them (slow files first; xdist's own order, most tests first, left
 # the browser files for last).
-# Three workers on two cores: with two, the workers were busy 97% of the run but the CPU only
-# 1.5 cores of 2 (tests wait on servers, browsers and subprocesses); a third fills that.
-TEST_JOBS ?= 3
+TEST_JOBS ?= 2
 
 test: install lint
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=30
