@@ -161,14 +161,7 @@ def plan(
     tables = tables or {}
     cfg = settings.profile
     front = _front(store, settings, as_of, tables)
-    at, base, items, events, users, ctx = (
-        front.at,
-        front.base,
-        front.items,
-        front.events,
-        front.ctx.users,
-        front.ctx,
-    )
+    at, users, ctx = front.at, front.ctx.users, front.ctx
 
     builtin = {name for name, _ in tr.catalogue()}
     seen_names: set[str] = set()
@@ -189,7 +182,7 @@ def plan(
                 hint="give each custom trait its own name",
             )
         seen_names.add(t.name)
-    custom = {t.name: _custom_agg(t, events, at) for t in cfg.traits}
+    custom = front.custom(cfg.traits)
     pieces = _pieces(front, custom)
     use = {name: tables.get(name, expr) for name, expr in pieces.items()}
     agg = use["agg"]
@@ -242,8 +235,7 @@ def plan(
     ]
     p = p.select(*ordered)
     tags = plan_tags(p, settings.tags)
-    affinity = tr.affinity(ctx).mutate(as_of=at)
-    return Plan(p, affinity, ordered, tags, base, pieces, tr.item_ranks(items))
+    return Plan(p, front.affinity(), ordered, tags, front.base, pieces, front.item_ranks())
 
 
 @dataclass
@@ -256,6 +248,17 @@ class _Front:
     items: ir.Table
     events: ir.Table
     ctx: tr.Ctx
+
+    def custom(self, traits: list[CustomTrait]) -> dict[str, ir.Value]:
+        """The configured traits' aggregates over the events."""
+        return {t.name: _custom_agg(t, self.events, self.at) for t in traits}
+
+    def affinity(self) -> ir.Table:
+        return tr.affinity(self.ctx).mutate(as_of=self.at)
+
+    def item_ranks(self) -> ir.Table:
+        """The item attributes the base joins (what the "items" piece holds)."""
+        return tr.item_ranks(self.items)
 
 
 def _front(
@@ -364,15 +367,13 @@ def _materialise(
     tables: dict[str, ir.Table] = {}
     if items:
         tables["items"] = materialise(
-            "items", tr.item_ranks(_front(store, settings, as_of, tables).items), False
+            "items", _front(store, settings, as_of, tables).item_ranks(), False
         )
     tables["base"] = materialise("base", _front(store, settings, as_of, tables).base, False)
     front = _front(store, settings, as_of, tables)
-    tables["affinity"] = materialise(
-        "profile_affinity", tr.affinity(front.ctx).mutate(as_of=front.at), True
-    )
+    tables["affinity"] = materialise("profile_affinity", front.affinity(), True)
     front = _front(store, settings, as_of, tables)
-    custom_aggs = {t.name: _custom_agg(t, front.events, front.at) for t in settings.profile.traits}
+    custom_aggs = front.custom(settings.profile.traits)
     custom = list(custom_aggs)
     try:
         for name, expr in _pieces(front, custom_aggs).items():
