@@ -180,6 +180,8 @@ def export(store: Store, out: str | Path, selection: Selection = OPEN) -> int:
     edited file back.
     """
     target = check_output_path(out, store_path=store.path)
+    from pandas import isna  # the rows are a frame: pandas is loaded (NaN, None or NA)
+
     frame = rows(store, selection, limit=None)
     with atomic_write(target, "w", encoding="utf-8") as fh:
         for rec in frame.itertuples(index=False):
@@ -190,9 +192,7 @@ def export(store: Store, out: str | Path, selection: Selection = OPEN) -> int:
                 "batch_id": rec.batch_id,
                 "kind": rec.kind,
                 "source": rec.source,
-                "line_no": None
-                if rec.line_no != rec.line_no or rec.line_no is None
-                else int(rec.line_no),
+                "line_no": None if isna(rec.line_no) else int(rec.line_no),
                 "reason": rec.reason,
                 "row": row,
             }
