@@ -17,7 +17,9 @@ import pytest
 from jingzhun.config import Settings
 from jingzhun.errors import InputError
 from jingzhun.ingest.lake import ingest_on_lake
-from jingzhun.store.lake import LAKE_TABLES, MARKER
+from jingzhun.store.lake import LAKE_TABLES, MARKER, PERSONAL
+from jingzhun.store.store import Store
+from jingzhun.store.vault import open_vault, opened_people
 from jingzhun.workspace import Workspace
 from tests.cli.subprocess_cli import run
 from tests.spark.compare import same
@@ -148,8 +150,6 @@ def test_what_a_lake_does_not_take_is_refused_with_nothing_written(
     shop, open_lake, tmp_path
 ) -> None:
     lake = open_lake(tmp_path / "lake", create=True)
-    with pytest.raises(InputError, match="ingest users does not run on --engine spark"):
-        ingest_on_lake(lake, Settings(), "users", [shop.file("users")])
     plain = Settings()
     settings = plain.model_copy(
         update={"privacy": plain.privacy.model_copy(update={"pseudonymize_ids": True})}
@@ -165,6 +165,7 @@ def test_what_a_lake_does_not_take_is_refused_with_nothing_written(
     with pytest.raises(InputError, match="gives users"):
         ingest_on_lake(lake, Settings(), "events", [str(identify)])
     assert sorted(p.name for p in lake.path.iterdir()) == sorted([*LAKE_TABLES, MARKER])
+    assert not (lake.path / PERSONAL).exists()
     assert all(lake.table(t).count().execute() == 0 for t in LAKE_TABLES)
 
 
@@ -270,5 +271,141 @@ def test_the_command_line_ingests_into_a_new_lake(tmp_path: Path) -> None:
         duck_build = ws.profiles.build()
     assert built.json()["users"] == duck_build.users >= 2
     assert datetime.fromisoformat(built.json()["as_of"]) == duck_build.as_of
-    users = run(tmp_path, "--engine", "spark", "ingest", "users", str(events), db=lake)
-    assert users.code == 2 and "does not run on --engine spark" in users.stderr
+    users = tmp_path / "users.csv"
+    users.write_text(USERS.format(known="u1", email="u1@example.com"), encoding="utf-8")
+    given = run(tmp_path, "--engine", "spark", "ingest", "users", str(users), "--json", db=lake)
+    assert given.code == 0, given.stderr
+    with Workspace.open(tmp_path / "s.duckdb") as ws:
+        duck_users = ws.ingest.files("users", [str(users)]).to_dict()
+    assert {k: given.json()[k] for k in (*COUNTS, "updated")} == {
+        k: duck_users[k] for k in (*COUNTS, "updated")
+    }
+    assert "u1@example.com" not in _lake_text(lake)
+
+
+#: A users file after the shop's users: a user changed (city, email, consent), a user as the
+#: lake holds them but for a field the file leaves out, a new user given twice (the last row
+#: wins), bad rows.
+USERS = """user_id,city,email,marketing_opt_in,birth_year
+{known},Lhasa,{email},true,1990
+new1,Hangzhou,first@example.com,false,2001
+new1,Suzhou,new1@example.com,true,2001
+,Nowhere,nobody@example.com,false,1990
+bad1,Beijing,bad1@example.com,false,not a year
+"""
+
+
+@pytest.fixture(scope="module")
+def users_pair(shop, spark_session, tmp_path_factory: pytest.TempPathFactory) -> Pair:
+    """The shop's users, then a users file that changes, adds, repeats and misspells users,
+    then the same file again: into a store and into a new lake."""
+    from jingzhun.store.lake import Lake
+
+    folder = tmp_path_factory.mktemp("users-pair")
+    known = pq.read_table(shop.file("users")).slice(5, 1).to_pylist()[0]["user_id"]
+    changes = folder / "users.csv"
+    changes.write_text(USERS.format(known=known, email="lhasa@example.com"), encoding="utf-8")
+    batches = [[shop.file("users")], [str(changes)], [str(changes)]]
+    db, lake_dir = folder / "s.duckdb", folder / "lake"
+    duck, spark = [], []
+    with Workspace.open(db) as ws:
+        for paths in batches:
+            duck.append(ws.ingest.files("users", paths).to_dict())
+    with Lake.open(lake_dir, session=spark_session, create=True) as lake:
+        for paths in batches:
+            spark.append(ingest_on_lake(lake, Settings(), "users", paths).to_dict())
+    return Pair(db, lake_dir, duck, spark)
+
+
+def _lake_text(lake: Path) -> str:
+    """Every value of every table of the lake, as text (Parquet's pages are compressed: its
+    bytes do not show a value)."""
+    return "".join(
+        pd.read_parquet(folder).astype(str).to_csv()
+        for folder in lake.iterdir()
+        if folder.is_dir() and any(folder.glob("*.parquet"))
+    )
+
+
+def _people(path: Path) -> pd.DataFrame:
+    """A store's personal data, opened with its vault, by user."""
+    store = Store.open(path, read_only=True)
+    try:
+        vault = open_vault(store)
+        assert vault is not None
+        opened_people(store.con, vault, "SELECT user_id, sealed FROM pii", "_t_people")
+        people = store.con.sql("SELECT * FROM _t_people").df()
+    finally:
+        store.close()
+    return people.sort_values("user_id").reset_index(drop=True)
+
+
+def test_users_merge_on_a_lake_as_on_a_store(users_pair: Pair) -> None:
+    """Each batch's counts, then users, consents and the quarantine column by column, and the
+    personal data the personal store holds opened equal to the store's."""
+    for duck, spark in zip(users_pair.duck, users_pair.spark, strict=True):
+        wanted = (*COUNTS, "updated")
+        assert {k: spark.get(k) for k in wanted} == {k: duck.get(k) for k in wanted}
+    shop_users, changes, again = users_pair.duck
+    assert shop_users["inserted"] > 2900  # the simulator makes some rows dirty on purpose
+    # the known user and new1 (once); bad rows: no id, a bad year
+    assert (changes["inserted"], changes["updated"], changes["quarantined"]) == (2, 1, 2)
+    assert (again["inserted"], again["quarantined"], again["duplicates"]) == (0, 0, 5)
+    for table, key, differ in (
+        ("users", ["user_id"], ("batch_id", "updated_at")),
+        ("consents", ["user_id", "purpose", "channel", "ts", "status"], ("source", "ts")),
+        # raw is sealed (fresh nonces), raw_key and subjects keyed with each vault's own key
+        (
+            "quarantine",
+            ["quarantine_id"],
+            ("batch_id", "received_at", "raw_key", "raw", "subjects"),
+        ),
+    ):
+        with Workspace.open(users_pair.db, read_only=True) as ws:
+            duck = ws.sql(f"SELECT * FROM {table}")
+        spark = pd.read_parquet(users_pair.lake / table)
+        columns = [c for c in duck.columns if c not in differ]
+        order = [k for k in key if k in columns]
+        duck = duck[columns].sort_values(order).reset_index(drop=True)
+        spark = spark[columns].sort_values(order).reset_index(drop=True)
+        assert len(spark) == len(duck) > 0, table
+        for c in columns:
+            pairs = zip(duck[c], spark[c], strict=True)
+            assert all(same(a, b) for a, b in pairs), (table, c)
+    # Personal data: sealed in the personal store, opened equal to the store's; none of it in
+    # the lake's Parquet (the quarantined rows are sealed too).
+    duck_people = _people(users_pair.db)
+    lake_people = _people(users_pair.lake / PERSONAL)
+    assert len(lake_people) == len(duck_people) > 2900
+    assert duck_people.equals(lake_people)
+    text = _lake_text(users_pair.lake)
+    for email in ("lhasa@example.com", "new1@example.com", "bad1@example.com"):
+        assert email not in text
+    assert set(pd.read_parquet(users_pair.lake / "quarantine")["raw"].str[:5]) == {"jzv1:"}
+    # The personal store keeps personal data and keys only, between batches.
+    store = Store.open(users_pair.lake / PERSONAL, read_only=True)
+    try:
+        assert [store.count(t) for t in ("users", "consents", "quarantine")] == [0, 0, 0]
+    finally:
+        store.close()
+    assert not [p for p in users_pair.lake.iterdir() if p.name.startswith(".")]
+
+
+def test_a_lake_made_from_a_store_keeps_its_personal_data(
+    shop_pair, open_lake, shop, tmp_path
+) -> None:
+    """lake init carries the store's sealed personal data and its key: a users batch that
+    leaves a field out keeps the stored value, opened with the same key."""
+    lake = open_lake(copy_lake(shop_pair.lake, tmp_path / "lake"))
+    before = lake.table("users").count().execute()
+    known = pq.read_table(shop.file("users")).slice(7, 1).to_pylist()[0]
+    users = tmp_path / "users.csv"
+    users.write_text(f"user_id,city\n{known['user_id']},Lhasa\n", encoding="utf-8")
+    result = ingest_on_lake(lake, Settings(), "users", [str(users)])
+    assert (result.inserted, result.updated) == (1, 1)
+    row = lake.table("users").filter(lambda t: t.user_id == known["user_id"]).to_pandas()
+    assert list(row["city"]) == ["Lhasa"] and list(row["gender"]) == [known["gender"]]
+    assert lake.table("users").count().execute() == before > 2900
+    people = _people(lake.path / PERSONAL)
+    mine = people[people.user_id == known["user_id"]].iloc[0]
+    assert (mine.email, mine.phone) == (known["email"], known["phone"])

@@ -16,7 +16,16 @@ import pandas as pd
 import pytest
 
 from jingzhun.profile.build import build_on_lake
-from jingzhun.store.lake import LAKE_TABLES, MARKER, check_master, check_pyspark
+from jingzhun.store.lake import (
+    LAKE_TABLES,
+    MARKER,
+    PERSONAL,
+    check_master,
+    check_pyspark,
+    create_from_store,
+)
+from jingzhun.store.store import Store
+from jingzhun.store.vault import open_vault, opened_people
 from jingzhun.workspace import Workspace
 from tests.cli.subprocess_cli import run
 from tests.spark.compare import same
@@ -82,10 +91,36 @@ def test_a_lake_is_made_and_built_on(built: Built, cli: Callable) -> None:
     assert len(built.spark["traits"]) > 40
     assert built.spark["tags"]["rfm_segment"] > 0
     assert sorted(p.name for p in built.lake.iterdir() if not p.name.startswith(".")) == sorted(
-        [*LAKE_TABLES, "profiles", "profile_affinity", "tags", MARKER]
-    )
+        [*LAKE_TABLES, "profiles", "profile_affinity", "tags", MARKER, PERSONAL]
+    )  # the tests' master key is in the environment: no key file
     again = cli("--db", str(built.db), "lake", "init", "--out", str(built.lake))
     assert again.code == 2 and "is a jingzhun lake already" in again.stderr
+
+
+def test_lake_init_carries_the_personal_data_and_the_key_file(monkeypatch, tmp_path) -> None:
+    """A store whose master key is its key file: the lake's personal store gets its sealed
+    records, its vault's keys and a copy of the key file (0600) — the same records open."""
+    monkeypatch.delenv("JINGZHUN_MASTER_KEY")
+    users = tmp_path / "users.csv"
+    users.write_text("user_id,email,city\nu1,u1@example.com,Lhasa\n", encoding="utf-8")
+    db, lake = tmp_path / "s.duckdb", tmp_path / "lake"
+    with Workspace.open(db) as ws:
+        ws.ingest.files("users", [str(users)])
+        create_from_store(ws.store, lake)
+    key = lake / f"{PERSONAL}.key"
+    assert key.read_bytes() == Path(f"{db}.key").read_bytes()
+    assert key.stat().st_mode & 0o777 == 0o600
+    personal = Store.open(lake / PERSONAL, read_only=True)
+    try:
+        vault = open_vault(personal)
+        assert vault is not None
+        opened_people(personal.con, vault, "SELECT user_id, sealed FROM pii", "_t_people")
+        assert personal.rows("SELECT user_id, email FROM _t_people") == [("u1", "u1@example.com")]
+    finally:
+        personal.close()
+    assert "u1@example.com" not in "".join(
+        pd.read_parquet(folder).astype(str).to_csv() for folder in lake.iterdir() if folder.is_dir()
+    )
 
 
 # -- refusals: one line, exit code 2 -------------------------------------------------------

@@ -26,22 +26,42 @@ lake's items table is read into the scratch store before the batch runs, so the 
 (the batch's last row per item wins, absent columns keep their values, an unchanged row is
 no update) counts and writes exactly what the DuckDB engine would; the merged table then
 takes the lake's table's place in one rename, before the batch's record is added. A catalogue
-is what one machine holds (millions of items are a few hundred MB); a users table is not
-(100M users), so users do not take this route.
+is what one machine holds (millions of items are a few hundred MB).
 
-What a lake does not take yet, refused before anything is written: users files and batches
-that give users (Segment identify messages) — the users table's merge by id and the vault of
-personal data live in the DuckDB store — and ``[privacy] pseudonymize_ids`` (its keys are the
-store's vault's).
+**Users** (a users file) merge as on a store too, but a users table is not what one machine
+holds (100M users), and their personal data must not reach the lake's Parquet. So the batch
+runs twice:
+
+1. on the batch alone, in a throwaway store: which users it gives (after mapping and
+   validation — the same code decides);
+2. in the lake's **personal store** (``LAKE/personal.duckdb``, :data:`~jingzhun.store.lake.PERSONAL`:
+   the vault's keys and sealed personal records, on the driver's disk), with the lake's
+   rows of those users — ``users`` and their ``consents`` history, a Spark semi-join — loaded
+   beside their personal data: the same merge then counts new and changed users, keeps absent
+   columns' values, seals the personal fields and states the consents that changed, exactly
+   as the DuckDB engine does.
+
+Then the lake's ``users`` table is rewritten by Spark with those users' rows replaced (one
+rename), and the batch's consents, quarantined rows and record are appended as an events
+batch's are. The personal store keeps only ``pii`` and the vault's keys between batches.
+Order of writes: personal data first, the lake's users, then the batch's record — a batch
+stopped between them is taken again by running it again (the merge is idempotent).
+
+What a lake does not take yet, refused before anything is written: batches that give users
+beside events (Segment identify messages) and ``[privacy] pseudonymize_ids`` (its keys are
+the store's vault's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -51,6 +71,7 @@ from jingzhun.ingest import consent
 from jingzhun.ingest.facade import Ingest
 from jingzhun.ingest.pipeline import BatchResult
 from jingzhun.store import Store
+from jingzhun.store.lake import PERSONAL
 from jingzhun.store.sql import Sql, ident
 
 if TYPE_CHECKING:
@@ -65,11 +86,8 @@ _HINT = "ingest it into the DuckDB store, then make the lake again with lake ini
 
 def check_ingest(kind: str, settings: Settings) -> None:
     """Refuse, before Spark starts, what a lake does not take yet (see the module's text)."""
-    if kind not in ("events", "items"):
-        raise InputError(
-            f"ingest {kind} does not run on --engine spark yet: a lake takes events and items",
-            hint=_HINT,
-        )
+    if kind not in ("events", "items", "users"):  # pragma: no cover - the CLI's choices
+        raise InputError(f"unknown kind {kind!r}", hint="use one of: events, users, items")
     if settings.privacy.pseudonymize_ids:
         raise InputError(
             "[privacy] pseudonymize_ids does not run on --engine spark yet (its keys are the "
@@ -86,6 +104,21 @@ def ingest_on_lake(
     check_ingest(kind, settings)
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="jingzhun-ingest-"))
+    try:
+        if kind == "users":
+            result = _ingest_users(lake, settings, paths, scratch, options)
+        else:
+            result = _ingest_batch(lake, settings, kind, paths, scratch, options)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result.seconds = time.perf_counter() - started  # the pipeline's and Spark's: the batch's
+    return result
+
+
+def _ingest_batch(
+    lake: Lake, settings: Settings, kind: str, paths: list[str], scratch: Path, options: Any
+) -> BatchResult:
+    """An events or items batch: run in a scratch store, settled against the lake, appended."""
     store = Store.open(scratch / "batch.duckdb", settings)
     try:
         items = kind == "items" or bool(options.get("item_columns"))
@@ -103,9 +136,103 @@ def ingest_on_lake(
             shutil.rmtree(staging, ignore_errors=True)
     finally:
         store.close()
-        shutil.rmtree(scratch, ignore_errors=True)
-    result.seconds = time.perf_counter() - started  # the pipeline's and Spark's: the batch's
     return result
+
+
+#: The personal store's tables that hold a users batch's work only: emptied before and after
+#: each batch (the store keeps ``pii`` and the vault's keys in ``store_meta``).
+_PERSONAL_WORK = ("users", "consents", "quarantine", "ingest_batches", "identities", "events")
+
+
+def _ingest_users(
+    lake: Lake, settings: Settings, paths: list[str], scratch: Path, options: Any
+) -> BatchResult:
+    """A users batch (see the module's text): its users, the lake's rows of them loaded into
+    the personal store, the store's merge there, then the lake's users rewritten."""
+    options = dict(options)
+    progress = options.pop("progress", None)
+    stdin = options.pop("stdin", None)
+    if "-" in paths:  # read twice: kept in the scratch folder (it is deleted after)
+        spooled = scratch / "stdin"
+        with open(spooled, "wb") as fh:
+            shutil.copyfileobj(stdin if stdin is not None else sys.stdin.buffer, fh)
+    staging = lake.staging("ingest-users")
+    try:
+        # 1. Which users the batch gives: the batch alone, in a throwaway store.
+        alone = Store.open(scratch / "ids.duckdb", settings)
+        try:
+            with _reading(spooled if "-" in paths else None) as source:
+                Ingest(alone, settings).files("users", paths, stdin=source, **options)
+            ids = _upload(alone, staging, "user_ids", Sql("SELECT user_id FROM users"))
+        finally:
+            alone.close()
+        # 2. The lake's rows of those users beside their personal data; the store's merge.
+        personal = Store.open(lake.path / PERSONAL, settings)
+        try:
+            _empty(personal)
+            for table in ("users", "consents"):
+                if lake.has(table):
+                    _insert(personal, table, _held(lake, table, ids, ["user_id"], None))
+            with _reading(spooled if "-" in paths else None) as source:
+                result = Ingest(personal, settings).files(
+                    "users", paths, stdin=source, progress=progress, **options
+                )
+            # The consents loaded are the lake's already: the batch adds the ones it states.
+            personal.con.execute(
+                "DELETE FROM consents WHERE source IS DISTINCT FROM ?",
+                [f"users:{result.batch_id}"],
+            )
+            _settle(lake, personal, result, staging)
+            if result.inserted:
+                _replace_users(lake, personal, staging, result.batch_id)
+            _append(lake, personal, staging, result.batch_id)
+        finally:
+            with contextlib.suppress(Exception):  # the error in flight is the one to show
+                _empty(personal)
+            personal.close()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+@contextlib.contextmanager
+def _reading(spooled: Path | None) -> Iterator[BinaryIO | None]:
+    """The spooled stdin opened for one run of the batch (None: the batch reads no stdin)."""
+    if spooled is None:
+        yield None
+        return
+    with open(spooled, "rb") as fh:
+        yield fh
+
+
+def _empty(store: Store) -> None:
+    with store.transaction() as con:
+        for table in _PERSONAL_WORK:  # names from the tuple above
+            con.execute(f"DELETE FROM {ident(table)}")
+
+
+def _insert(store: Store, table: str, rows: pa.Table) -> None:
+    """The lake's ``rows`` of ``table`` into the same table of ``store``."""
+    if not rows.num_rows:
+        return
+    names: Sql = ", ".join(ident(c) for c in rows.column_names)
+    store.con.from_arrow(rows).query(
+        "_jz_lake_rows", f"INSERT INTO {ident(table)} ({names}) SELECT {names} FROM _jz_lake_rows"
+    ).fetchall()
+
+
+def _replace_users(lake: Lake, store: Store, staging: Path, batch_id: str) -> None:
+    """The lake's users table with the batch's users' rows (the merged ones, changed or not)
+    in place of the lake's: Spark's anti-join and union, written in one rename."""
+    path = _upload(store, staging, f"{batch_id}-users", Sql("SELECT * FROM users"))
+    view = f"_jz_{path.stem.replace('-', '_')}"
+    theirs = lake.table("users")
+    mine = lake.backend.read_parquet(str(path), table_name=view).cast(theirs.schema())
+    try:
+        kept = theirs.anti_join(mine, "user_id")
+        lake.write("users", kept.union(mine.select(*theirs.columns)))
+    finally:
+        lake.session.catalog.dropTempView(view)
 
 
 def _refuse_related(store: Store) -> None:
@@ -113,7 +240,8 @@ def _refuse_related(store: Store) -> None:
     the lake."""
     if store.count("users"):
         raise InputError(
-            "this batch gives users (Segment identify messages), which a lake does not take yet",
+            "this batch gives users (Segment identify messages), which a lake does not take "
+            "beside events yet: ingest the users as a users file",
             hint=_HINT,
         )
 
@@ -162,12 +290,15 @@ def _upload(store: Store, staging: Path, name: str, sql: Sql) -> Path:
     return path
 
 
-def _held(lake: Lake, table: str, path: Path, keys: list[str], take: list[str]) -> pa.Table:
-    """Rows of the lake's ``table`` (columns ``take``) whose ``keys`` match a row of the
-    Parquet file at ``path``: Spark's join, the answer back as Arrow."""
+def _held(lake: Lake, table: str, path: Path, keys: list[str], take: list[str] | None) -> pa.Table:
+    """Rows of the lake's ``table`` (columns ``take``, distinct; None: whole rows, as they
+    are) whose ``keys`` match a row of the Parquet file at ``path``: Spark's join, the answer
+    back as Arrow."""
     view = f"_jz_{path.stem}"
     mine = lake.backend.read_parquet(str(path), table_name=view)
     try:
+        if take is None:
+            return lake.table(table).semi_join(mine, keys).to_pyarrow()
         theirs = lake.table(table).select(*{*keys, *take})
         held = theirs.semi_join(mine, keys).select(*take).distinct()
         return held.to_pyarrow()

@@ -49,6 +49,11 @@ DEFAULT_MASTER = "local[2]"
 #: Not the quarantine: its rows' content keys (and raw rows) are keyed with the store's vault,
 #: so a lake starts its own.
 LAKE_TABLES = ("events", "users", "items", "identities", "consents", "ingest_batches")
+#: The lake's personal store: a DuckDB file in the lake's folder holding the users' personal
+#: data (the vault's sealed records, ``pii``) and the vault's wrapped keys — never in the
+#: lake's Parquet, which any Spark worker reads (personal data kept apart, issue 18). Its key
+#: file is beside it (``personal.duckdb.key``) unless ``$JINGZHUN_MASTER_KEY`` is set.
+PERSONAL = "personal.duckdb"
 
 _INSTALL = "pip install 'jingzhun[spark]'"
 
@@ -370,8 +375,40 @@ def create_from_store(store: Store, path: str | os.PathLike[str]) -> dict[str, i
                 out.write_batch(batch)
                 rows += batch.num_rows
         counts[name] = rows
+    _personal_from_store(store, where / PERSONAL)
     _write_marker(where, counts)
     return counts
+
+
+def _personal_from_store(store: Store, path: Path) -> None:
+    """The store's personal data (sealed records) and its vault's wrapped keys into the lake's
+    personal store, with the store's key file beside it: the same keys open the same records,
+    so a users batch on the lake merges into the personal data the store held."""
+    from jingzhun.store.store import Store
+    from jingzhun.store.vault import key_file, vault_meta
+
+    meta = vault_meta(store)
+    pii = store.con.sql("SELECT * FROM pii").to_arrow_table()
+    if not meta and not pii.num_rows:
+        return  # the store has no vault: the lake's is made by its first users batch
+    source_key = key_file(store.path)
+    if source_key.exists():
+        target_key = key_file(path)
+        fd = os.open(target_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(source_key.read_bytes())
+    personal = Store.open(path)
+    try:
+        with personal.transaction() as con:
+            con.executemany(
+                "INSERT INTO store_meta VALUES (?, ?)", [[k, v] for k, v in meta.items()]
+            )
+            names = ", ".join(ident(c) for c in pii.column_names)
+            con.from_arrow(pii).query(
+                "_jz_pii", f"INSERT INTO pii ({names}) SELECT {names} FROM _jz_pii"
+            ).fetchall()
+    finally:
+        personal.close()
 
 
 def store_tables(*names: str) -> dict[str, pa.Table]:
@@ -412,6 +449,7 @@ __all__ = [
     "DEFAULT_MASTER",
     "LAKE_TABLES",
     "MARKER",
+    "PERSONAL",
     "Lake",
     "SparkUnavailable",
     "check_java",

@@ -353,7 +353,8 @@ class Vault:
         return cls(secrets.token_bytes(32), "k" + secrets.token_hex(4), secrets.token_bytes(32))
 
 
-_META_KEYS = (
+#: The ``store_meta`` rows that are the vault: its wrapped keys and the state of a rotation.
+META_KEYS = (
     META_WRAPPED,
     META_KEY_ID,
     META_INDEX,
@@ -364,10 +365,11 @@ _META_KEYS = (
 )
 
 
-def _meta(store: Store) -> dict[str, str]:
-    marks = ", ".join("?" * len(_META_KEYS))
+def vault_meta(store: Store) -> dict[str, str]:
+    """The store's vault rows of ``store_meta`` (none when it has no vault)."""
+    marks = ", ".join("?" * len(META_KEYS))
     return dict(
-        store.rows(f"SELECT key, value FROM store_meta WHERE key IN ({marks})", list(_META_KEYS))
+        store.rows(f"SELECT key, value FROM store_meta WHERE key IN ({marks})", list(META_KEYS))
     )
 
 
@@ -375,7 +377,7 @@ def open_vault(store: Store) -> Vault | None:
     """The store's vault (None when it has none yet), its keys unwrapped with the master key —
     a missing or wrong master key is a :class:`VaultKeyError`. While a re-encryption is under
     way the vault encrypts with the new data key and still opens values of the old one."""
-    meta = _meta(store)
+    meta = vault_meta(store)
     if META_WRAPPED not in meta:
         return None
     master = master_key(store.path)
@@ -439,7 +441,7 @@ def vault_for(store: Store, *, create: bool = False) -> Vault | None:
         vault = init_vault(store)
         with store.transaction():
             seal_quarantine(store, vault)
-    if _meta(store).get(META_RECORDS) != "1":
+    if vault_meta(store).get(META_RECORDS) != "1":
         seal_legacy(store, vault)
         with store.transaction() as con:
             con.execute("DELETE FROM store_meta WHERE key = ?", [META_RECORDS])
@@ -775,7 +777,7 @@ def rewrap(store: Store, new_master: bytes) -> Vault:
     vault = open_vault(store)
     if vault is None:
         raise _no_vault(store)
-    meta = _meta(store)
+    meta = vault_meta(store)
     master = master_key(store.path)
     with store.transaction() as con:
         for key in (META_WRAPPED, META_INDEX, META_NEXT):
@@ -831,7 +833,7 @@ def reencrypt(store: Store, *, chunk: int = CHUNK) -> int:
     tokens keep their meaning."""
     if vault_for(store) is None:  # and rows from before the one-record format sealed first
         raise _no_vault(store)
-    meta = _meta(store)
+    meta = vault_meta(store)
     master = master_key(store.path)
     if META_NEXT not in meta:
         fresh = Vault.new()
@@ -849,7 +851,7 @@ def reencrypt(store: Store, *, chunk: int = CHUNK) -> int:
     vault = open_vault(store)
     assert vault is not None
     done = 0
-    after = _meta(store).get(META_PROGRESS, "")
+    after = vault_meta(store).get(META_PROGRESS, "")
     while True:
         last = store.scalar(
             "SELECT max(user_id) FROM (SELECT user_id FROM pii WHERE user_id > ? "
@@ -885,7 +887,7 @@ def reencrypt(store: Store, *, chunk: int = CHUNK) -> int:
                 )
             finally:
                 con.unregister("_jz_reenc")
-        latest = _meta(store)
+        latest = vault_meta(store)
         con.execute(
             "UPDATE store_meta SET value = ? WHERE key = ?", [latest[META_NEXT], META_WRAPPED]
         )
