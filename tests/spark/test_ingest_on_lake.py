@@ -156,14 +156,6 @@ def test_what_a_lake_does_not_take_is_refused_with_nothing_written(
     )
     with pytest.raises(InputError, match="pseudonymize_ids"):
         ingest_on_lake(lake, settings, "events", [shop.file("events")])
-    identify = tmp_path / "identify.jsonl"
-    identify.write_text(
-        '{"type": "identify", "userId": "u1", "messageId": "m1", '
-        '"timestamp": "2026-01-01T00:00:00Z", "traits": {"city": "Hangzhou"}}\n',
-        encoding="utf-8",
-    )
-    with pytest.raises(InputError, match="gives users"):
-        ingest_on_lake(lake, Settings(), "events", [str(identify)])
     assert sorted(p.name for p in lake.path.iterdir()) == sorted([*LAKE_TABLES, MARKER])
     assert not (lake.path / PERSONAL).exists()
     assert all(lake.table(t).count().execute() == 0 for t in LAKE_TABLES)
@@ -409,3 +401,63 @@ def test_a_lake_made_from_a_store_keeps_its_personal_data(
     people = _people(lake.path / PERSONAL)
     mine = people[people.user_id == known["user_id"]].iloc[0]
     assert (mine.email, mine.phone) == (known["email"], known["phone"])
+
+
+#: Segment messages: identify calls (personal data, a consent, a bad one), and tracks of the
+#: same people, one anonymous before it is identified.
+SEGMENT = "\n".join(
+    [
+        '{"type":"identify","userId":"s1","anonymousId":"anon1","messageId":"i1",'
+        '"timestamp":"2026-01-01T00:00:00Z","traits":{"email":"s1@example.com",'
+        '"city":"Lhasa","marketing_opt_in":true}}',
+        '{"type":"identify","userId":"s2","messageId":"i2","timestamp":"2026-01-01T00:00:00Z",'
+        '"traits":{"email":"s2@example.com","birth_year":"not a year"}}',
+        '{"type":"identify","userId":"s3","messageId":"i3","timestamp":"2026-01-02T00:00:00Z",'
+        '"traits":{"name":"Three","city":"Xi\'an"}}',
+        '{"type":"track","event":"Product Viewed","anonymousId":"anon1","messageId":"t1",'
+        '"timestamp":"2025-12-31T00:00:00Z","properties":{"product_id":"sku1","price":3}}',
+        '{"type":"track","event":"Order Completed","userId":"s1","messageId":"t2",'
+        '"timestamp":"2026-01-03T00:00:00Z","properties":{"order_id":"o1","revenue":9,'
+        '"products":[{"product_id":"sku1","price":9,"quantity":1}]}}',
+    ]
+)
+
+
+def test_segment_identify_messages_on_a_lake_as_on_a_store(spark_session, tmp_path) -> None:
+    """An events batch of Segment messages that give users, twice, into a store and a new
+    lake: counts (the users given too), events, users, consents and identities equal; the
+    personal records opened equal; no personal value in the lake's tables."""
+    from jingzhun.store.lake import Lake
+
+    messages = tmp_path / "segment.jsonl"
+    messages.write_text(SEGMENT + "\n", encoding="utf-8")
+    db, lake_dir = tmp_path / "s.duckdb", tmp_path / "lake"
+    with Workspace.open(db) as ws:
+        duck = [ws.ingest.files("events", [str(messages)]).to_dict() for _ in range(2)]
+    with Lake.open(lake_dir, session=spark_session, create=True) as lake:
+        spark = [
+            ingest_on_lake(lake, Settings(), "events", [str(messages)]).to_dict() for _ in range(2)
+        ]
+    for d, s in zip(duck, spark, strict=True):
+        wanted = (*COUNTS, "related")
+        assert {k: s.get(k) for k in wanted} == {k: d.get(k) for k in wanted}
+    assert duck[0]["related"]["users"]["inserted"] == 2  # s1, s3 (s2's year is bad)
+    assert duck[0]["identities_linked"] == 1 and duck[1]["inserted"] == 0
+    for table, key, differ in (
+        ("users", ["user_id"], ("batch_id", "updated_at")),
+        ("events", ["event_id"], ("batch_id", "received_at")),
+        ("identities", ["anonymous_id"], ("batch_id",)),
+        ("consents", ["user_id", "purpose", "channel", "status"], ("source", "ts")),
+    ):
+        with Workspace.open(db, read_only=True) as ws:
+            want = ws.sql(f"SELECT * FROM {table}")
+        got = pd.read_parquet(lake_dir / table)
+        columns = [c for c in want.columns if c not in differ]
+        want = want[columns].sort_values(key).reset_index(drop=True)
+        got = got[columns].sort_values(key).reset_index(drop=True)
+        assert len(got) == len(want) > 0, table
+        for c in columns:
+            assert all(same(a, b) for a, b in zip(want[c], got[c], strict=True)), (table, c)
+    assert _people(db).equals(_people(lake_dir / PERSONAL))
+    text = _lake_text(lake_dir)
+    assert "s1@example.com" not in text and "s2@example.com" not in text and "Three" not in text

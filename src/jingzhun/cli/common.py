@@ -151,7 +151,7 @@ class Globals:
             name = command.command_path.removeprefix("jingzhun ") if command else "this command"
             raise InputError(
                 f"{name} does not run on --engine {self.engine} yet",
-                hint="on Spark so far: ingest events and items, clean (without --remove), "
+                hint="on Spark so far: ingest events, users and items, clean (without --remove), "
                 "profile build (profiles, affinity, tags), profile export, segment run; with --from-store STORE: recommend batch, predict "
                 "score, campaign create and preview; make the lake with lake init, or ingest "
                 "into a new folder; run the rest on the DuckDB store (docs/scaling.md)",

@@ -28,28 +28,25 @@ no update) counts and writes exactly what the DuckDB engine would; the merged ta
 takes the lake's table's place in one rename, before the batch's record is added. A catalogue
 is what one machine holds (millions of items are a few hundred MB).
 
-**Users** (a users file) merge as on a store too, but a users table is not what one machine
-holds (100M users), and their personal data must not reach the lake's Parquet. So the batch
-runs twice:
+**Users** (a users file, or an events batch's Segment identify messages) merge as on a store
+too, but a users table is not what one machine holds (100M users), and their personal data
+must not reach the lake's Parquet. The batch runs first alone, in the scratch store — which
+also tells whether it gives users at all (a batch that carries no personal data — no users file, no
+Segment messages — is done then: nothing runs twice). If it does, it runs again in the lake's **personal store**
+(``LAKE/personal.duckdb``, :data:`~jingzhun.store.lake.PERSONAL`: the vault's keys and sealed
+personal records, on the driver's disk), with the lake's rows of the users the first run found
+— ``users`` and their ``consents`` history, a Spark semi-join — loaded beside their personal
+data: the same merge then counts new and changed users, keeps absent columns' values, seals
+the personal fields (and the raw rows it quarantines) and states the consents that changed,
+exactly as the DuckDB engine does. Then it is settled against the lake like any batch, the
+lake's ``users`` table is rewritten by Spark with those users' rows replaced (anti-join and
+union, one rename), and the batch's rows are appended. The personal store keeps only ``pii``
+and the vault's keys between batches. Order of writes: personal data first, then the lake's
+tables, the batch's record last — a batch stopped between them is taken again by running it
+again (the merge is idempotent).
 
-1. on the batch alone, in a throwaway store: which users it gives (after mapping and
-   validation — the same code decides);
-2. in the lake's **personal store** (``LAKE/personal.duckdb``, :data:`~jingzhun.store.lake.PERSONAL`:
-   the vault's keys and sealed personal records, on the driver's disk), with the lake's
-   rows of those users — ``users`` and their ``consents`` history, a Spark semi-join — loaded
-   beside their personal data: the same merge then counts new and changed users, keeps absent
-   columns' values, seals the personal fields and states the consents that changed, exactly
-   as the DuckDB engine does.
-
-Then the lake's ``users`` table is rewritten by Spark with those users' rows replaced (one
-rename), and the batch's consents, quarantined rows and record are appended as an events
-batch's are. The personal store keeps only ``pii`` and the vault's keys between batches.
-Order of writes: personal data first, the lake's users, then the batch's record — a batch
-stopped between them is taken again by running it again (the merge is idempotent).
-
-What a lake does not take yet, refused before anything is written: batches that give users
-beside events (Segment identify messages) and ``[privacy] pseudonymize_ids`` (its keys are
-the store's vault's).
+What a lake does not take yet, refused before anything is written: ``[privacy]
+pseudonymize_ids`` (its keys are the store's vault's).
 """
 
 from __future__ import annotations
@@ -73,6 +70,7 @@ from jingzhun.ingest.pipeline import BatchResult
 from jingzhun.store import Store
 from jingzhun.store.lake import PERSONAL
 from jingzhun.store.sql import Sql, ident
+from jingzhun.store.vault import vault_meta
 
 if TYPE_CHECKING:
     from jingzhun.config import Settings
@@ -104,95 +102,106 @@ def ingest_on_lake(
     check_ingest(kind, settings)
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="jingzhun-ingest-"))
-    try:
-        if kind == "users":
-            result = _ingest_users(lake, settings, paths, scratch, options)
-        else:
-            result = _ingest_batch(lake, settings, kind, paths, scratch, options)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    result.seconds = time.perf_counter() - started  # the pipeline's and Spark's: the batch's
-    return result
-
-
-def _ingest_batch(
-    lake: Lake, settings: Settings, kind: str, paths: list[str], scratch: Path, options: Any
-) -> BatchResult:
-    """An events or items batch: run in a scratch store, settled against the lake, appended."""
-    store = Store.open(scratch / "batch.duckdb", settings)
-    try:
-        items = kind == "items" or bool(options.get("item_columns"))
-        if items:
-            _load_items(lake, store)
-        result = Ingest(store, settings).files(kind, paths, **options)
-        _refuse_related(store)
-        staging = lake.staging(f"ingest-{result.batch_id}")
-        try:
-            _settle(lake, store, result, staging)
-            if items and _items_changed(result):
-                _replace_items(lake, store, staging, result.batch_id)
-            _append(lake, store, staging, result.batch_id)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    finally:
-        store.close()
-    return result
-
-
-#: The personal store's tables that hold a users batch's work only: emptied before and after
-#: each batch (the store keeps ``pii`` and the vault's keys in ``store_meta``).
-_PERSONAL_WORK = ("users", "consents", "quarantine", "ingest_batches", "identities", "events")
-
-
-def _ingest_users(
-    lake: Lake, settings: Settings, paths: list[str], scratch: Path, options: Any
-) -> BatchResult:
-    """A users batch (see the module's text): its users, the lake's rows of them loaded into
-    the personal store, the store's merge there, then the lake's users rewritten."""
     options = dict(options)
     progress = options.pop("progress", None)
     stdin = options.pop("stdin", None)
-    if "-" in paths:  # read twice: kept in the scratch folder (it is deleted after)
+    spooled = None
+    if "-" in paths:  # a batch that gives users is read twice: stdin kept in the scratch folder
         spooled = scratch / "stdin"
         with open(spooled, "wb") as fh:
             shutil.copyfileobj(stdin if stdin is not None else sys.stdin.buffer, fh)
-    staging = lake.staging("ingest-users")
+    items = kind == "items" or bool(options.get("item_columns"))
+    staging = lake.staging("ingest")
     try:
-        # 1. Which users the batch gives: the batch alone, in a throwaway store.
-        alone = Store.open(scratch / "ids.duckdb", settings)
+        # The batch alone, in a scratch store: all of it when it gives no users.
+        alone = Store.open(scratch / "batch.duckdb", settings)
         try:
-            with _reading(spooled if "-" in paths else None) as source:
-                Ingest(alone, settings).files("users", paths, stdin=source, **options)
+            if items:
+                _load_items(lake, alone)
+            with _reading(spooled) as source:
+                result = Ingest(alone, settings).files(
+                    kind,
+                    paths,
+                    stdin=source,
+                    progress=None if kind == "users" else progress,
+                    **options,
+                )
+            # A batch that may carry personal data (users, Segment messages) made the scratch
+            # store a vault: its users and sealed rows belong with the lake's personal store.
+            if not vault_meta(alone):
+                _settle_and_append(lake, alone, result, staging, items=items)
+                return _timed(result, started)
             ids = _upload(alone, staging, "user_ids", Sql("SELECT user_id FROM users"))
         finally:
             alone.close()
-        # 2. The lake's rows of those users beside their personal data; the store's merge.
+        # Again, in the personal store, beside the lake's rows of the users it gives.
         personal = Store.open(lake.path / PERSONAL, settings)
         try:
             _empty(personal)
+            if items:
+                _load_items(lake, personal)
             for table in ("users", "consents"):
                 if lake.has(table):
                     _insert(personal, table, _held(lake, table, ids, ["user_id"], None))
-            with _reading(spooled if "-" in paths else None) as source:
+            with _reading(spooled) as source:
                 result = Ingest(personal, settings).files(
-                    "users", paths, stdin=source, progress=progress, **options
+                    kind,
+                    paths,
+                    stdin=source,
+                    progress=progress if kind == "users" else None,
+                    **options,
                 )
             # The consents loaded are the lake's already: the batch adds the ones it states.
             personal.con.execute(
-                "DELETE FROM consents WHERE source IS DISTINCT FROM ?",
-                [f"users:{result.batch_id}"],
+                "DELETE FROM consents WHERE source NOT IN (?, ?)",
+                [f"users:{result.batch_id}", f"events:{result.batch_id}"],
             )
-            _settle(lake, personal, result, staging)
-            if result.inserted:
-                _replace_users(lake, personal, staging, result.batch_id)
-            _append(lake, personal, staging, result.batch_id)
+            _settle_and_append(lake, personal, result, staging, items=items, users=True)
         finally:
             with contextlib.suppress(Exception):  # the error in flight is the one to show
                 _empty(personal)
             personal.close()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return _timed(result, started)
+
+
+def _timed(result: BatchResult, started: float) -> BatchResult:
+    result.seconds = time.perf_counter() - started  # the pipeline's and Spark's: the batch's
     return result
+
+
+def _settle_and_append(
+    lake: Lake,
+    store: Store,
+    result: BatchResult,
+    staging: Path,
+    *,
+    items: bool,
+    users: bool = False,
+) -> None:
+    """Settle the batch in ``store`` against the lake, replace the tables it merged into (items,
+    users), then append its rows, the batch's record last."""
+    _settle(lake, store, result, staging)
+    if items and _changed(result, "items"):
+        _adopt_items(lake, store, staging, result.batch_id)
+    if users and _changed(result, "users"):
+        _replace_users(lake, store, staging, result.batch_id)
+    _append(lake, store, staging, result.batch_id)
+
+
+#: The personal store's tables that hold a batch's work only: emptied before and after each
+#: batch that gives users (the store keeps ``pii`` and the vault's keys in ``store_meta``).
+_PERSONAL_WORK = (
+    "users",
+    "consents",
+    "quarantine",
+    "ingest_batches",
+    "identities",
+    "events",
+    "items",
+)
 
 
 @contextlib.contextmanager
@@ -203,6 +212,37 @@ def _reading(spooled: Path | None) -> Iterator[BinaryIO | None]:
         return
     with open(spooled, "rb") as fh:
         yield fh
+
+
+def _changed(result: BatchResult, kind: str) -> bool:
+    """Whether the batch added or changed a row of ``kind`` (its own kind, or the users or
+    items an events batch gives)."""
+    if result.kind == kind:
+        return result.inserted > 0
+    return bool(result.related.get(kind, {}).get("inserted", 0))
+
+
+def _adopt_items(lake: Lake, store: Store, staging: Path, batch_id: str) -> None:
+    """The merged items table (the lake's, loaded whole, with the batch's merged in) in the
+    lake's table's place, in one rename."""
+    folder = staging / "items"
+    folder.mkdir()
+    _upload(store, folder, f"{batch_id}-items", Sql("SELECT * FROM items"))
+    lake.adopt("items", folder)
+
+
+def _replace_users(lake: Lake, store: Store, staging: Path, batch_id: str) -> None:
+    """The lake's users table with the batch's users' rows (the merged ones, changed or not)
+    in place of the lake's: Spark's anti-join and union, written in one rename."""
+    path = _upload(store, staging, f"{batch_id}-users", Sql("SELECT * FROM users"))
+    view = f"_jz_{path.stem.replace('-', '_')}"
+    theirs = lake.table("users")
+    mine = lake.backend.read_parquet(str(path), table_name=view).cast(theirs.schema())
+    try:
+        kept = theirs.anti_join(mine, "user_id")
+        lake.write("users", kept.union(mine.select(*theirs.columns)))
+    finally:
+        lake.session.catalog.dropTempView(view)
 
 
 def _empty(store: Store) -> None:
@@ -221,31 +261,6 @@ def _insert(store: Store, table: str, rows: pa.Table) -> None:
     ).fetchall()
 
 
-def _replace_users(lake: Lake, store: Store, staging: Path, batch_id: str) -> None:
-    """The lake's users table with the batch's users' rows (the merged ones, changed or not)
-    in place of the lake's: Spark's anti-join and union, written in one rename."""
-    path = _upload(store, staging, f"{batch_id}-users", Sql("SELECT * FROM users"))
-    view = f"_jz_{path.stem.replace('-', '_')}"
-    theirs = lake.table("users")
-    mine = lake.backend.read_parquet(str(path), table_name=view).cast(theirs.schema())
-    try:
-        kept = theirs.anti_join(mine, "user_id")
-        lake.write("users", kept.union(mine.select(*theirs.columns)))
-    finally:
-        lake.session.catalog.dropTempView(view)
-
-
-def _refuse_related(store: Store) -> None:
-    """A batch that gave users (Segment identify messages): refused, with nothing written to
-    the lake."""
-    if store.count("users"):
-        raise InputError(
-            "this batch gives users (Segment identify messages), which a lake does not take "
-            "beside events yet: ingest the users as a users file",
-            hint=_HINT,
-        )
-
-
 def _load_items(lake: Lake, store: Store) -> None:
     """The lake's items table into the scratch store, as the store's own rows: the batch then
     merges into it with the DuckDB engine's code (see the module's text)."""
@@ -256,24 +271,6 @@ def _load_items(lake: Lake, store: Store) -> None:
     store.con.from_arrow(held).query(
         "_jz_lake_items", f"INSERT INTO items ({names}) SELECT {names} FROM _jz_lake_items"
     ).fetchall()
-
-
-def _items_changed(result: BatchResult) -> bool:
-    """Whether the batch added or changed an item (an items batch, or an events batch's
-    --item-columns)."""
-    if result.kind == "items":
-        return result.inserted > 0
-    related = result.related.get("items", {})
-    return bool(related.get("inserted", 0))
-
-
-def _replace_items(lake: Lake, store: Store, staging: Path, batch_id: str) -> None:
-    """The merged items table (the lake's, with the batch's merged in) in the lake's table's
-    place, in one rename."""
-    folder = staging / "items"
-    folder.mkdir()
-    _upload(store, folder, f"{batch_id}-items", Sql("SELECT * FROM items"))
-    lake.adopt("items", folder)
 
 
 def _count(store: Store, sql: Sql, params: list[Any] | None = None) -> int:
@@ -354,11 +351,24 @@ def _settle(lake: Lake, store: Store, result: BatchResult, staging: Path) -> Non
         )
         held = _held(lake, "quarantine", keys, ["raw_key"], ["raw_key"])
         if held.num_rows:
-            gone = _with_held(
-                con, held, "DELETE FROM quarantine WHERE raw_key IN (SELECT raw_key FROM _jz_held)"
+            # By kind: an events batch's identify messages quarantine users rows, which the
+            # batch counts among the users it gives (as the pipeline counts them on a store:
+            # the batch's own rows become duplicates, the related ones are just not new).
+            gone = (
+                con.from_arrow(held)
+                .query(
+                    "_jz_held",
+                    """DELETE FROM quarantine WHERE raw_key IN (SELECT raw_key FROM _jz_held)
+                   RETURNING kind""",
+                )
+                .fetchall()
             )
-            result.quarantined -= gone
-            result.duplicates += gone
+            for (kind,) in gone:
+                if kind == result.kind:
+                    result.quarantined -= 1
+                    result.duplicates += 1
+                else:
+                    result.related[kind]["quarantined"] -= 1
         # Ids continue the lake's: in file order within a batch, increasing across batches.
         top = lake.table("quarantine").quarantine_id.max().execute()
         if top is not None and top == top:
