@@ -113,7 +113,7 @@ def ingest_on_lake(
     items = kind == "items" or bool(options.get("item_columns"))
     staging = lake.staging("ingest")
     try:
-        # The batch alone, in a scratch store: all of it when it gives no users.
+        # The batch alone, in a scratch store: all of it when it carries no personal data.
         alone = Store.open(scratch / "batch.duckdb", settings)
         try:
             if items:
