@@ -277,3 +277,47 @@ def test_what_cannot_run_is_refused_before_spark_starts(
         check_run("nope")
     with pytest.raises(InputError, match="rfm segments come from the RFM tags"):
         check_run("rfm", features=["aov"])
+
+
+def test_segment_list_show_and_export_read_a_lakes_runs_as_a_stores(
+    stages: Stages, tmp_path: Path
+) -> None:
+    """segment list, show and export on a lake (its Parquet read on this machine, no Spark
+    started) print what they print for the store's equal run; --desensitize is refused."""
+    lake, db = stages.lake, stages.db
+    spark = ("--engine", "spark")
+    listed = [one_json(run(tmp_path, *spark, "segment", "list", "--json", db=lake))]
+    listed.append(one_json(run(tmp_path, "segment", "list", "--json", db=db)))
+    for runs in listed:
+        for r in runs["runs"]:
+            r.pop("created_at")
+    assert listed[0] == listed[1] and listed[0]["runs"][0]["run_id"] == "rfm-1"
+    shown = [one_json(run(tmp_path, *spark, "segment", "show", "rfm", "--json", db=lake))]
+    shown.append(one_json(run(tmp_path, "segment", "show", "rfm", "--json", db=db)))
+    for info in shown:
+        info.pop("created_at")
+        for p in info["portraits"]:  # the engines sum revenue in another order: 1e-16 apart
+            if p["revenue_share"] is not None:
+                p["revenue_share"] = round(p["revenue_share"], 12)
+    assert shown[0] == shown[1] and len(shown[0]["portraits"]) > 5
+    human = run(tmp_path, *spark, "segment", "show", db=lake)
+    assert human.code == 0 and human.stdout.startswith("rfm-1 (rfm, active)"), human.stderr
+    for where, out in ((lake, "lake.csv"), (db, "store.csv")):
+        args = ("segment", "export", "--out", str(tmp_path / out))
+        done = run(tmp_path, *(spark if where == lake else ()), *args, db=where)
+        assert done.code == 0 and done.stdout.startswith("Wrote "), done.stderr
+    assert (tmp_path / "lake.csv").read_bytes() == (tmp_path / "store.csv").read_bytes()
+    refused = run(
+        tmp_path,
+        *spark,
+        "segment",
+        "export",
+        "--desensitize",
+        "--out",
+        str(tmp_path / "d.csv"),
+        db=lake,
+    )
+    error_line(refused, "--desensitize does not run on --engine spark")
+    assert not (tmp_path / "d.csv").exists()
+    missing = run(tmp_path, *spark, "segment", "show", "nope", db=lake)
+    error_line(missing, "no segment run or name 'nope'")

@@ -152,7 +152,8 @@ class Globals:
             raise InputError(
                 f"{name} does not run on --engine {self.engine} yet",
                 hint="on Spark so far: ingest events, users and items, clean (without --remove), "
-                "profile build (profiles, affinity, tags), profile export, segment run; with --from-store STORE: recommend batch, predict "
+                "profile build (profiles, affinity, tags), profile export, segment run, list, show and "
+                "export; with --from-store STORE: recommend batch, predict "
                 "score, campaign create and preview; make the lake with lake init, or ingest "
                 "into a new folder; run the rest on the DuckDB store (docs/scaling.md)",
             )

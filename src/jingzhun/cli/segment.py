@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import typer
@@ -19,6 +23,9 @@ from jingzhun.cli.common import (
     steps,
     text,
 )
+
+if TYPE_CHECKING:
+    from jingzhun.workspace import Workspace
 
 app = typer.Typer(
     help="Segments: RFM, k-means, hierarchical, DBSCAN/HDBSCAN, GMM, SOM, with portraits.",
@@ -207,7 +214,7 @@ def _print_portraits(portraits: list[dict[str, Any]]) -> None:
 def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Every run, newest first; the active run of each name is marked."""
     g: Globals = ctx.obj
-    with g.workspace(create=False, read_only=True) as ws:
+    with _runs(g) as ws:
         runs = ws.segments.list()
     if as_json:
         print_json({"runs": frame_records(runs)})
@@ -219,7 +226,7 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def show(ctx: typer.Context, run: RunArg = None, as_json: JsonOpt = False) -> None:
     """A run's parameters, metrics and segment portraits."""
     g: Globals = ctx.obj
-    with g.workspace(create=False, read_only=True) as ws:
+    with _runs(g) as ws:
         info = ws.segment(run)
     if as_json:
         print_json(info)
@@ -257,13 +264,52 @@ def export(
 ) -> None:
     """Write a run's members (user_id, segment, label) to Parquet or CSV."""
     g: Globals = ctx.obj
+    if g.spark() and desensitize:
+        from jingzhun.errors import InputError
+
+        raise InputError(
+            "segment export --desensitize does not run on --engine spark: the pseudonyms' key "
+            "is a store's vault's",
+            hint="export without --desensitize, or from the DuckDB store",
+        )
     # A pseudonym's key is the vault's: made on first use, so the store opens for writing.
-    with g.workspace(create=False, read_only=not desensitize) as ws:
+    with (
+        _runs(g, members=True, ref=run)
+        if g.spark()
+        else g.workspace(create=False, read_only=not desensitize)
+    ) as ws:
         rows = ws.segments.export(out_path, run, desensitize=desensitize)
     if as_json:
         print_json({"out": str(out_path), "rows": rows})
         return
     out.print(f"Wrote {rows:,} members to {text(out_path)}.")
+
+
+@contextlib.contextmanager
+def _runs(g: Globals, *, members: bool = False, ref: str | None = None) -> Iterator[Workspace]:
+    """The workspace whose runs ``list``, ``show`` and ``export`` read: the store's; with
+    ``--engine spark`` a scratch store holding the lake's runs (``load_runs``: read from the
+    lake's Parquet, no Spark started; with ``members``, those of the run ``ref`` names)."""
+    if not g.spark():
+        with g.workspace(create=False, read_only=True) as ws:
+            yield ws
+        return
+    from jingzhun.config import load_settings
+    from jingzhun.segment.lake_runs import load_runs
+    from jingzhun.store.lake import check_lake
+    from jingzhun.store.store import Store
+    from jingzhun.workspace import Workspace
+
+    if g.db is None and not os.environ.get("JINGZHUN_DB"):
+        g.lake()  # its one-line refusal: --engine spark needs --db naming the lake
+    lake = check_lake(Path(g.db or os.environ["JINGZHUN_DB"]).expanduser().absolute(), create=False)
+    settings = load_settings(g.config)
+    with (
+        tempfile.TemporaryDirectory(prefix="jingzhun-lake-runs-") as scratch,
+        Workspace(Store.open(Path(scratch) / "runs.duckdb", settings), settings) as ws,
+    ):
+        load_runs(lake, ws.store, members=members, ref=ref)
+        yield ws
 
 
 @app.command()

@@ -38,7 +38,10 @@ from jingzhun.contracts.time import utcnow
 from jingzhun.store.registry import _json
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from jingzhun.store.lake import Lake
+    from jingzhun.store.store import Store
 
 #: Each lake table of a run and its columns (Ibis types), in the store's column order.
 SCHEMAS: dict[str, dict[str, str]] = {
@@ -99,6 +102,56 @@ def runs(lake: Lake) -> pd.DataFrame:
         return pd.DataFrame({c: [] for c in SCHEMAS["segment_runs"]})
     table = lake.table("segment_runs")
     return table.order_by("created_at").to_pandas()
+
+
+def load_runs(lake: Path, store: Store, *, members: bool = False, ref: str | None = None) -> None:
+    """The lake's segment runs in ``store`` (a new scratch store) as a store keeps them, so
+    the store's own readers — ``segment list``, ``show``, ``export`` — read a lake's runs with
+    the same code: each run's registry row (the inverse of the store's ``segment_runs`` view,
+    as migration 006 moved the old table into the registry), its portraits and projection,
+    and with ``members`` the members of the run ``ref`` names (a run id or name; None: the
+    latest active run).
+
+    Read from the lake's Parquet on this machine by pyarrow, without Spark: runs, portraits
+    and projections are small (a few rows a segment, at most 4,000 points a run); members
+    are filtered to the one run while the files are read (Parquet's row-group statistics)."""
+    import pyarrow.dataset as pads
+
+    from jingzhun.store.sql import Sql, ident
+
+    def read(name: str, where: Any = None) -> Any:
+        folder = lake / name
+        if not folder.is_dir() or not any(folder.glob("*.parquet")):
+            return None
+        return pads.dataset(folder, format="parquet").to_table(filter=where)
+
+    runs = read("segment_runs")
+    if runs is None or not runs.num_rows:
+        return
+    store.con.from_arrow(runs).query(
+        "_jz_lake_runs",
+        """INSERT INTO models (model_id, kind, name, method, params, features, metrics, info,
+                              as_of, fit_seconds, artefact, path, active, created_at)
+           SELECT run_id, 'segment', name, method, params, features, metrics,
+                  json_object('users', users, 'segments', segments),
+                  as_of, NULL, model, NULL, active, created_at
+           FROM _jz_lake_runs""",
+    ).fetchall()
+    tables: list[tuple[str, Any]] = [("segment_portraits", None), ("segment_projection", None)]
+    if members:
+        from jingzhun.segment.runs import resolve
+
+        run_id = resolve(store, ref)["run_id"]
+        tables.append(("segment_members", pads.field("run_id") == run_id))
+    for name, where in tables:
+        rows = read(name, where)
+        if rows is None or not rows.num_rows:
+            continue
+        names: Sql = ", ".join(ident(c) for c in SCHEMAS[name])
+        store.con.from_arrow(rows).query(
+            "_jz_lake_rows",
+            f"INSERT INTO {ident(name)} ({names}) SELECT {names} FROM _jz_lake_rows",
+        ).fetchall()
 
 
 def _rows(name: str, frame: pd.DataFrame) -> ir.Table:

@@ -356,13 +356,43 @@ def create_from_store(store: Store, path: str | os.PathLike[str]) -> dict[str, i
     """Make a lake at ``path`` (a new or empty folder) from ``store``'s tables
     (:data:`LAKE_TABLES`): each written as Parquet by DuckDB, then the marker, last — a lake
     half made has no marker and is refused. How many rows a table."""
+    from jingzhun.store.store import check_store_path
+
     where = check_lake(Path(path).expanduser().absolute(), create=True)
     if (where / MARKER).exists():
         raise InputError(f"{where} is a jingzhun lake already", hint="name a new folder")
+    try:  # the personal store is a DuckDB file in the folder: its name must be one
+        check_store_path(where / PERSONAL)
+    except InputError:
+        raise InputError(
+            f"{str(where)[:80]!r} cannot hold a lake: its personal store's file name would "
+            "not be usable",
+            hint="name a folder without control characters or '?'",
+        ) from None
+    made = not where.exists()
     where.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, int] = {}
+    try:
+        counts = _write_tables(store, where)
+        _personal_from_store(store, where / PERSONAL)
+        _write_marker(where, counts)
+    except BaseException:  # nothing half made is left: the folder as it was (new, or empty)
+        if made:
+            shutil.rmtree(where, ignore_errors=True)
+        else:
+            for child in where.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
+    return counts
+
+
+def _write_tables(store: Store, where: Path) -> dict[str, int]:
+    """Each of :data:`LAKE_TABLES` as one Parquet file in its folder; rows a table."""
     import pyarrow.parquet as pq
 
+    counts: dict[str, int] = {}
     for name in LAKE_TABLES:
         folder = where / name
         folder.mkdir()
@@ -375,8 +405,6 @@ def create_from_store(store: Store, path: str | os.PathLike[str]) -> dict[str, i
                 out.write_batch(batch)
                 rows += batch.num_rows
         counts[name] = rows
-    _personal_from_store(store, where / PERSONAL)
-    _write_marker(where, counts)
     return counts
 
 
