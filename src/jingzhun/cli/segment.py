@@ -295,7 +295,7 @@ def _runs(g: Globals, *, members: bool = False, ref: str | None = None) -> Itera
             yield ws
         return
     from jingzhun.config import load_settings
-    from jingzhun.segment.lake_runs import load_runs
+    from jingzhun.segment.lake_runs import load_members, load_runs
     from jingzhun.store.lake import check_lake
     from jingzhun.store.store import Store
     from jingzhun.workspace import Workspace
@@ -308,7 +308,11 @@ def _runs(g: Globals, *, members: bool = False, ref: str | None = None) -> Itera
         tempfile.TemporaryDirectory(prefix="jingzhun-lake-runs-") as scratch,
         Workspace(Store.open(Path(scratch) / "runs.duckdb", settings), settings) as ws,
     ):
-        load_runs(lake, ws.store, members=members, ref=ref)
+        load_runs(lake, ws.store)
+        if members:  # the one run's, once the runs say which run ``ref`` names
+            from jingzhun.segment.runs import resolve
+
+            load_members(lake, ws.store, resolve(ws.store, ref)["run_id"])
         yield ws
 
 

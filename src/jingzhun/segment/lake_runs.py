@@ -104,28 +104,14 @@ def runs(lake: Lake) -> pd.DataFrame:
     return table.order_by("created_at").to_pandas()
 
 
-def load_runs(lake: Path, store: Store, *, members: bool = False, ref: str | None = None) -> None:
+def load_runs(lake: Path, store: Store) -> None:
     """The lake's segment runs in ``store`` (a new scratch store) as a store keeps them, so
     the store's own readers — ``segment list``, ``show``, ``export`` — read a lake's runs with
     the same code: each run's registry row (the inverse of the store's ``segment_runs`` view,
-    as migration 006 moved the old table into the registry), its portraits and projection,
-    and with ``members`` the members of the run ``ref`` names (a run id or name; None: the
-    latest active run).
-
+    as migration 006 moved the old table into the registry), its portraits and projection.
     Read from the lake's Parquet on this machine by pyarrow, without Spark: runs, portraits
-    and projections are small (a few rows a segment, at most 4,000 points a run); members
-    are filtered to the one run while the files are read (Parquet's row-group statistics)."""
-    import pyarrow.dataset as pads
-
-    from jingzhun.store.sql import Sql, ident
-
-    def read(name: str, where: Any = None) -> Any:
-        folder = lake / name
-        if not folder.is_dir() or not any(folder.glob("*.parquet")):
-            return None
-        return pads.dataset(folder, format="parquet").to_table(filter=where)
-
-    runs = read("segment_runs")
+    and projections are small (a few rows a segment, at most 4,000 points a run)."""
+    runs = _read(lake, "segment_runs")
     if runs is None or not runs.num_rows:
         return
     store.con.from_arrow(runs).query(
@@ -137,21 +123,37 @@ def load_runs(lake: Path, store: Store, *, members: bool = False, ref: str | Non
                   as_of, NULL, model, NULL, active, created_at
            FROM _jz_lake_runs""",
     ).fetchall()
-    tables: list[tuple[str, Any]] = [("segment_portraits", None), ("segment_projection", None)]
-    if members:
-        from jingzhun.segment.runs import resolve
+    for name in ("segment_portraits", "segment_projection"):
+        _load(store, name, _read(lake, name))
 
-        run_id = resolve(store, ref)["run_id"]
-        tables.append(("segment_members", pads.field("run_id") == run_id))
-    for name, where in tables:
-        rows = read(name, where)
-        if rows is None or not rows.num_rows:
-            continue
-        names: Sql = ", ".join(ident(c) for c in SCHEMAS[name])
-        store.con.from_arrow(rows).query(
-            "_jz_lake_rows",
-            f"INSERT INTO {ident(name)} ({names}) SELECT {names} FROM _jz_lake_rows",
-        ).fetchall()
+
+def load_members(lake: Path, store: Store, run_id: str) -> None:
+    """The members of the lake's run ``run_id`` in ``store`` (after :func:`load_runs`), read
+    for that run only (Parquet's row-group statistics skip the other runs' rows)."""
+    import pyarrow.dataset as pads
+
+    _load(store, "segment_members", _read(lake, "segment_members", pads.field("run_id") == run_id))
+
+
+def _read(lake: Path, name: str, where: Any = None) -> Any:
+    """The lake's table ``name`` as Arrow (rows matching ``where``); None when it has none."""
+    import pyarrow.dataset as pads
+
+    folder = lake / name
+    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+        return None
+    return pads.dataset(folder, format="parquet").to_table(filter=where)
+
+
+def _load(store: Store, name: str, rows: Any) -> None:
+    from jingzhun.store.sql import Sql, ident
+
+    if rows is None or not rows.num_rows:
+        return
+    names: Sql = ", ".join(ident(c) for c in SCHEMAS[name])
+    store.con.from_arrow(rows).query(
+        "_jz_lake_rows", f"INSERT INTO {ident(name)} ({names}) SELECT {names} FROM _jz_lake_rows"
+    ).fetchall()
 
 
 def _rows(name: str, frame: pd.DataFrame) -> ir.Table:
