@@ -45,7 +45,7 @@ from jingzhun.recommend.models import load as load_recommender
 from jingzhun.store import Registry, Store
 from jingzhun.synth import SynthConfig, simulate
 from jingzhun.workspace import Workspace
-from tests.cli.subprocess_cli import _env, copy_store, one_json, run, snapshot
+from tests.cli.subprocess_cli import Ran, _env, copy_store, one_json, run, snapshot
 from tests.cli.test_cli import _as_from_a_terminal
 
 pytestmark = pytest.mark.slow
@@ -118,11 +118,13 @@ class Kill:
     stderr: str
 
 
-def start(db: Path, args: Sequence[str]) -> subprocess.Popen[bytes]:
+def start(
+    db: Path, args: Sequence[str], *, stdout: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
     """``jingzhun --db DB ARGS`` as a terminal would start it (SIGINT at its default)."""
     return subprocess.Popen(
         [sys.executable, "-m", "jingzhun", "--db", str(db), *args],
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         cwd=db.parent,
         env=_env(),
@@ -170,10 +172,14 @@ def run_and_kill(db: Path, args: Sequence[str], point: KillPoint, duration: floa
 
 
 def timed(db: Path, *args: str) -> tuple[dict[str, Any], float]:
-    """The command's JSON result and its wall time (uninterrupted)."""
+    """The command's JSON result and its wall time (uninterrupted), started as the killed
+    commands are — a new interpreter (:func:`start`), not the CLI tests' forked runner, whose
+    commands skip the imports and so end sooner: the kill points are fractions of this time."""
     t = time.monotonic()
-    result = one_json(run(db.parent, *args, db=db))
-    return result, time.monotonic() - t
+    proc = start(db, args, stdout=subprocess.PIPE)
+    out, err = proc.communicate(timeout=600)
+    elapsed = time.monotonic() - t
+    return one_json(Ran(proc.returncode, out.decode(), err.decode(), db.parent)), elapsed
 
 
 # -- what the store holds after a kill -------------------------------------------------------------
