@@ -116,13 +116,17 @@ class Globals:
         from jingzhun.config import load_settings
         from jingzhun.store.lake import Lake
 
+        master = self.spark_master or load_settings(self.config).spark.master
+        return Lake.open(self.lake_path(), master=master, create=create)
+
+    def lake_path(self) -> str:
+        """The lake folder ``--db`` (or ``$JINGZHUN_DB``) names with ``--engine spark``."""
         if self.db is None and not os.environ.get("JINGZHUN_DB"):
             raise InputError(
                 "--engine spark needs --db naming the lake folder",
                 hint="make one from a store with: jingzhun --db STORE lake init --out FOLDER",
             )
-        master = self.spark_master or load_settings(self.config).spark.master
-        return Lake.open(self.db or os.environ["JINGZHUN_DB"], master=master, create=create)
+        return self.db or os.environ["JINGZHUN_DB"]
 
     def spark(self) -> bool:
         return self.engine == "spark"

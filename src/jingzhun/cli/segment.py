@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,9 +299,7 @@ def _runs(g: Globals, *, members: bool = False, ref: str | None = None) -> Itera
     from jingzhun.store.store import Store
     from jingzhun.workspace import Workspace
 
-    if g.db is None and not os.environ.get("JINGZHUN_DB"):
-        g.lake()  # its one-line refusal: --engine spark needs --db naming the lake
-    lake = check_lake(Path(g.db or os.environ["JINGZHUN_DB"]).expanduser().absolute(), create=False)
+    lake = check_lake(Path(g.lake_path()).expanduser().absolute(), create=False)
     settings = load_settings(g.config)
     with (
         tempfile.TemporaryDirectory(prefix="jingzhun-lake-runs-") as scratch,

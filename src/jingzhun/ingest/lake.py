@@ -56,9 +56,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -111,6 +110,15 @@ def ingest_on_lake(
         with open(spooled, "wb") as fh:
             shutil.copyfileobj(stdin if stdin is not None else sys.stdin.buffer, fh)
     items = kind == "items" or bool(options.get("item_columns"))
+
+    def batch(store: Store, *, shown: bool) -> BatchResult:
+        """One run of the batch into ``store`` (its progress shown by the run that counts:
+        a users file's second, any other batch's first)."""
+        with open(spooled, "rb") if spooled is not None else contextlib.nullcontext() as source:
+            return Ingest(store, settings).files(
+                kind, paths, stdin=source, progress=progress if shown else None, **options
+            )
+
     staging = lake.staging("ingest")
     try:
         # The batch alone, in a scratch store: all of it when it carries no personal data.
@@ -118,14 +126,7 @@ def ingest_on_lake(
         try:
             if items:
                 _load_items(lake, alone)
-            with _reading(spooled) as source:
-                result = Ingest(alone, settings).files(
-                    kind,
-                    paths,
-                    stdin=source,
-                    progress=None if kind == "users" else progress,
-                    **options,
-                )
+            result = batch(alone, shown=kind != "users")
             # A batch that may carry personal data (users, Segment messages) made the scratch
             # store a vault: its users and sealed rows belong with the lake's personal store.
             if not vault_meta(alone):
@@ -142,15 +143,8 @@ def ingest_on_lake(
                 _load_items(lake, personal)
             for table in ("users", "consents"):
                 if lake.has(table):
-                    _insert(personal, table, _held(lake, table, ids, ["user_id"], None))
-            with _reading(spooled) as source:
-                result = Ingest(personal, settings).files(
-                    kind,
-                    paths,
-                    stdin=source,
-                    progress=progress if kind == "users" else None,
-                    **options,
-                )
+                    personal.insert_arrow(table, _held(lake, table, ids, ["user_id"], None))
+            result = batch(personal, shown=kind == "users")
             # The consents loaded are the lake's already: the batch adds the ones it states.
             personal.con.execute(
                 "DELETE FROM consents WHERE source NOT IN (?, ?)",
@@ -204,16 +198,6 @@ _PERSONAL_WORK = (
 )
 
 
-@contextlib.contextmanager
-def _reading(spooled: Path | None) -> Iterator[BinaryIO | None]:
-    """The spooled stdin opened for one run of the batch (None: the batch reads no stdin)."""
-    if spooled is None:
-        yield None
-        return
-    with open(spooled, "rb") as fh:
-        yield fh
-
-
 def _changed(result: BatchResult, kind: str) -> bool:
     """Whether the batch added or changed a row of ``kind`` (its own kind, or the users or
     items an events batch gives)."""
@@ -251,26 +235,12 @@ def _empty(store: Store) -> None:
             con.execute(f"DELETE FROM {ident(table)}")
 
 
-def _insert(store: Store, table: str, rows: pa.Table) -> None:
-    """The lake's ``rows`` of ``table`` into the same table of ``store``."""
-    if not rows.num_rows:
-        return
-    names: Sql = ", ".join(ident(c) for c in rows.column_names)
-    store.con.from_arrow(rows).query(
-        "_jz_lake_rows", f"INSERT INTO {ident(table)} ({names}) SELECT {names} FROM _jz_lake_rows"
-    ).fetchall()
-
-
 def _load_items(lake: Lake, store: Store) -> None:
     """The lake's items table into the scratch store, as the store's own rows: the batch then
     merges into it with the DuckDB engine's code (see the module's text)."""
     if not lake.has("items"):
         return
-    held = lake.table("items").to_pyarrow()
-    names: Sql = ", ".join(ident(c) for c in held.column_names)
-    store.con.from_arrow(held).query(
-        "_jz_lake_items", f"INSERT INTO items ({names}) SELECT {names} FROM _jz_lake_items"
-    ).fetchall()
+    store.insert_arrow("items", lake.table("items").to_pyarrow())
 
 
 def _count(store: Store, sql: Sql, params: list[Any] | None = None) -> int:

@@ -146,14 +146,8 @@ def _read(lake: Path, name: str, where: Any = None) -> Any:
 
 
 def _load(store: Store, name: str, rows: Any) -> None:
-    from jingzhun.store.sql import Sql, ident
-
-    if rows is None or not rows.num_rows:
-        return
-    names: Sql = ", ".join(ident(c) for c in SCHEMAS[name])
-    store.con.from_arrow(rows).query(
-        "_jz_lake_rows", f"INSERT INTO {ident(name)} ({names}) SELECT {names} FROM _jz_lake_rows"
-    ).fetchall()
+    if rows is not None:
+        store.insert_arrow(name, rows.select(list(SCHEMAS[name])))
 
 
 def _rows(name: str, frame: pd.DataFrame) -> ir.Table:

@@ -431,10 +431,7 @@ def _personal_from_store(store: Store, path: Path) -> None:
             con.executemany(
                 "INSERT INTO store_meta VALUES (?, ?)", [[k, v] for k, v in meta.items()]
             )
-            names = ", ".join(ident(c) for c in pii.column_names)
-            con.from_arrow(pii).query(
-                "_jz_pii", f"INSERT INTO pii ({names}) SELECT {names} FROM _jz_pii"
-            ).fetchall()
+            personal.insert_arrow("pii", pii)
     finally:
         personal.close()
 

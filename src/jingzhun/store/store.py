@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -23,8 +23,11 @@ from jingzhun import interrupt
 from jingzhun.config import Settings
 from jingzhun.errors import ConflictError, InputError, NotFoundError, StoreVersionError
 from jingzhun.store.registry import Registry
-from jingzhun.store.sql import ident
+from jingzhun.store.sql import Sql, ident
 from jingzhun.store.tables import SCHEMA_VERSION, STORE_META
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
@@ -380,6 +383,18 @@ class Store:
 
     def count(self, table: str) -> int:
         return int(self.scalar(f"SELECT count(*) FROM {ident(table)}"))
+
+    def insert_arrow(self, table: str, rows: pa.Table) -> int:
+        """Insert the Arrow ``rows`` (columns named as ``table``'s; any it lacks take their
+        defaults) into ``table``; how many. Rows read elsewhere, from a lake's Parquet."""
+        if not rows.num_rows:
+            return 0
+        names: Sql = ", ".join(ident(c) for c in rows.column_names)
+        self.con.from_arrow(rows).query(
+            "_jz_arrow_rows",
+            f"INSERT INTO {ident(table)} ({names}) SELECT {names} FROM _jz_arrow_rows",
+        ).fetchall()
+        return rows.num_rows
 
     def cursor(self) -> Store:
         """The same store over a connection of its own, for another thread (DuckDB's
