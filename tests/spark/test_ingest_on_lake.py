@@ -64,6 +64,51 @@ class Pair:
     spark: list[dict[str, Any]]
 
 
+#: A batch both engines take: kind, files, and Ingest.files' options.
+Batch = tuple[str, list[str], dict[str, Any]]
+
+
+def _both(spark_session, folder: Path, batches: list[Batch]) -> Pair:
+    """The ``batches``, in order, into a new store and a new lake in ``folder``."""
+    from jingzhun.store.lake import Lake
+
+    db, lake_dir = folder / "s.duckdb", folder / "lake"
+    with Workspace.open(db) as ws:
+        duck = [ws.ingest.files(kind, paths, **opts).to_dict() for kind, paths, opts in batches]
+    with Lake.open(lake_dir, session=spark_session, create=True) as lake:
+        spark = [
+            ingest_on_lake(lake, Settings(), kind, paths, **opts).to_dict()
+            for kind, paths, opts in batches
+        ]
+    return Pair(db, lake_dir, duck, spark)
+
+
+def _same_table(pair: Pair, table: str, key: list[str], differ: tuple[str, ...]) -> None:
+    """``table`` holds the same rows in the store and the lake, column by column (floats to
+    1e-9), but for the columns ``differ`` names (the batch, the time it ran, keyed or sealed
+    values); rows ordered by ``key``'s columns that are compared."""
+    with Workspace.open(pair.db, read_only=True) as ws:
+        duck = ws.sql(f"SELECT * FROM {table}")
+    spark = pd.read_parquet(pair.lake / table)
+    columns = [c for c in duck.columns if c not in differ]
+    order = [k for k in key if k in columns]
+    duck = duck[columns].sort_values(order).reset_index(drop=True)
+    spark = spark[columns].sort_values(order).reset_index(drop=True)
+    assert len(spark) == len(duck) > 0, table
+    bad = {}
+    for c in columns:
+        if duck[c].equals(spark[c]):  # most columns: equal as they are
+            continue
+        wrong = [
+            (duck.at[i, c], spark.at[i, c])
+            for i in range(len(duck))
+            if not same(duck.at[i, c], spark.at[i, c])
+        ]
+        if wrong:
+            bad[c] = (len(wrong), wrong[:2])
+    assert bad == {}, table
+
+
 def _files(shop, folder: Path) -> list[list[str]]:
     """The batches both engines take, in order: the shop's events; a file of bad rows,
     duplicates and consents, some of whose event ids the shop has; both again."""
@@ -79,19 +124,8 @@ def _files(shop, folder: Path) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def pair(shop, spark_session, tmp_path_factory: pytest.TempPathFactory) -> Pair:
-    from jingzhun.store.lake import Lake
-
     folder = tmp_path_factory.mktemp("ingest-pair")
-    db, lake_dir = folder / "s.duckdb", folder / "lake"
-    batches = _files(shop, folder)
-    duck, spark = [], []
-    with Workspace.open(db) as ws:
-        for paths in batches:
-            duck.append(ws.ingest.files("events", paths).to_dict())
-    with Lake.open(lake_dir, session=spark_session, create=True) as lake:
-        for paths in batches:
-            spark.append(ingest_on_lake(lake, Settings(), "events", paths).to_dict())
-    return Pair(db, lake_dir, duck, spark)
+    return _both(spark_session, folder, [("events", paths, {}) for paths in _files(shop, folder)])
 
 
 def test_each_batch_counts_the_same_on_both_engines(pair: Pair) -> None:
@@ -105,26 +139,7 @@ def test_each_batch_counts_the_same_on_both_engines(pair: Pair) -> None:
 
 @pytest.mark.parametrize("table", list(TABLES))
 def test_each_table_holds_the_same_rows(pair: Pair, table: str) -> None:
-    key, differ = TABLES[table]
-    with Workspace.open(pair.db, read_only=True) as ws:
-        duck = ws.sql(f"SELECT * FROM {table}")
-    spark = pd.read_parquet(pair.lake / table)
-    columns = [c for c in duck.columns if c not in differ]
-    duck = duck[columns].sort_values(key).reset_index(drop=True)
-    spark = spark[columns].sort_values(key).reset_index(drop=True)
-    assert len(spark) == len(duck) > 0
-    bad = {}
-    for c in columns:
-        if duck[c].equals(spark[c]):  # most columns: equal as they are
-            continue
-        wrong = [
-            (duck.at[i, c], spark.at[i, c])
-            for i in range(len(duck))
-            if not same(duck.at[i, c], spark.at[i, c])
-        ]
-        if wrong:
-            bad[c] = (len(wrong), wrong[:2])
-    assert bad == {}
+    _same_table(pair, table, *TABLES[table])
 
 
 def test_the_lake_keeps_one_file_a_table_a_batch(pair: Pair) -> None:
@@ -182,7 +197,6 @@ ie2,product_viewed,u1,{changed},2026-01-01T00:00:00Z,bags
 def items_pair(shop, spark_session, tmp_path_factory: pytest.TempPathFactory) -> Pair:
     """The shop's items, then an items file that changes, adds and repeats items, then an
     events batch with --item-columns: into a store and into a new lake."""
-    from jingzhun.store.lake import Lake
 
     folder = tmp_path_factory.mktemp("items-pair")
     catalogue = pq.read_table(shop.file("items")).to_pandas()
@@ -198,20 +212,12 @@ def items_pair(shop, spark_session, tmp_path_factory: pytest.TempPathFactory) ->
     }
     (folder / "items.csv").write_text(ITEMS.format(**values), encoding="utf-8")
     (folder / "events.csv").write_text(ITEM_EVENTS.format(**values), encoding="utf-8")
-    batches: list[tuple[str, list[str], dict[str, Any]]] = [
+    batches: list[Batch] = [
         ("items", [shop.file("items")], {}),
         ("items", [str(folder / "items.csv")], {}),
         ("events", [str(folder / "events.csv")], {"item_columns": {"category": "cat"}}),
     ]
-    db, lake_dir = folder / "s.duckdb", folder / "lake"
-    duck, spark = [], []
-    with Workspace.open(db) as ws:
-        for kind, paths, options in batches:
-            duck.append(ws.ingest.files(kind, paths, **options).to_dict())
-    with Lake.open(lake_dir, session=spark_session, create=True) as lake:
-        for kind, paths, options in batches:
-            spark.append(ingest_on_lake(lake, Settings(), kind, paths, **options).to_dict())
-    return Pair(db, lake_dir, duck, spark)
+    return _both(spark_session, folder, batches)
 
 
 def test_items_merge_on_a_lake_as_on_a_store(items_pair: Pair) -> None:
@@ -226,18 +232,7 @@ def test_items_merge_on_a_lake_as_on_a_store(items_pair: Pair) -> None:
     assert (changes["inserted"], changes["updated"], changes["quarantined"]) == (2, 1, 2)
     assert events.get("related", {}).get("items", {}).get("inserted", 0) >= 1, events
     for table, key in (("items", ["item_id"]), ("quarantine", ["quarantine_id"])):
-        with Workspace.open(items_pair.db, read_only=True) as ws:
-            duck = ws.sql(f"SELECT * FROM {table}")
-        spark = pd.read_parquet(items_pair.lake / table)
-        columns = [
-            c for c in duck.columns if c not in ("batch_id", "updated_at", "received_at", "raw_key")
-        ]
-        duck = duck[columns].sort_values(key).reset_index(drop=True)
-        spark = spark[columns].sort_values(key).reset_index(drop=True)
-        assert len(spark) == len(duck) > 0, table
-        for c in columns:
-            pairs = zip(duck[c], spark[c], strict=True)
-            assert all(same(a, b) for a, b in pairs), (table, c)
+        _same_table(items_pair, table, key, ("batch_id", "updated_at", "received_at", "raw_key"))
     # one file: the merged table took the old one's place
     assert len(list((items_pair.lake / "items").glob("*.parquet"))) == 1
     assert not [p for p in items_pair.lake.iterdir() if p.name.startswith(".")]
@@ -291,22 +286,13 @@ bad1,Beijing,bad1@example.com,false,not a year
 def users_pair(shop, spark_session, tmp_path_factory: pytest.TempPathFactory) -> Pair:
     """The shop's users, then a users file that changes, adds, repeats and misspells users,
     then the same file again: into a store and into a new lake."""
-    from jingzhun.store.lake import Lake
 
     folder = tmp_path_factory.mktemp("users-pair")
     known = pq.read_table(shop.file("users")).slice(5, 1).to_pylist()[0]["user_id"]
     changes = folder / "users.csv"
     changes.write_text(USERS.format(known=known, email="lhasa@example.com"), encoding="utf-8")
     batches = [[shop.file("users")], [str(changes)], [str(changes)]]
-    db, lake_dir = folder / "s.duckdb", folder / "lake"
-    duck, spark = [], []
-    with Workspace.open(db) as ws:
-        for paths in batches:
-            duck.append(ws.ingest.files("users", paths).to_dict())
-    with Lake.open(lake_dir, session=spark_session, create=True) as lake:
-        for paths in batches:
-            spark.append(ingest_on_lake(lake, Settings(), "users", paths).to_dict())
-    return Pair(db, lake_dir, duck, spark)
+    return _both(spark_session, folder, [("users", paths, {}) for paths in batches])
 
 
 def _lake_text(lake: Path) -> str:
@@ -353,17 +339,7 @@ def test_users_merge_on_a_lake_as_on_a_store(users_pair: Pair) -> None:
             ("batch_id", "received_at", "raw_key", "raw", "subjects"),
         ),
     ):
-        with Workspace.open(users_pair.db, read_only=True) as ws:
-            duck = ws.sql(f"SELECT * FROM {table}")
-        spark = pd.read_parquet(users_pair.lake / table)
-        columns = [c for c in duck.columns if c not in differ]
-        order = [k for k in key if k in columns]
-        duck = duck[columns].sort_values(order).reset_index(drop=True)
-        spark = spark[columns].sort_values(order).reset_index(drop=True)
-        assert len(spark) == len(duck) > 0, table
-        for c in columns:
-            pairs = zip(duck[c], spark[c], strict=True)
-            assert all(same(a, b) for a, b in pairs), (table, c)
+        _same_table(users_pair, table, key, differ)
     # Personal data: sealed in the personal store, opened equal to the store's; none of it in
     # the lake's Parquet (the quarantined rows are sealed too).
     duck_people = _people(users_pair.db)
@@ -427,17 +403,10 @@ def test_segment_identify_messages_on_a_lake_as_on_a_store(spark_session, tmp_pa
     """An events batch of Segment messages that give users, twice, into a store and a new
     lake: counts (the users given too), events, users, consents and identities equal; the
     personal records opened equal; no personal value in the lake's tables."""
-    from jingzhun.store.lake import Lake
-
     messages = tmp_path / "segment.jsonl"
     messages.write_text(SEGMENT + "\n", encoding="utf-8")
-    db, lake_dir = tmp_path / "s.duckdb", tmp_path / "lake"
-    with Workspace.open(db) as ws:
-        duck = [ws.ingest.files("events", [str(messages)]).to_dict() for _ in range(2)]
-    with Lake.open(lake_dir, session=spark_session, create=True) as lake:
-        spark = [
-            ingest_on_lake(lake, Settings(), "events", [str(messages)]).to_dict() for _ in range(2)
-        ]
+    pair = _both(spark_session, tmp_path, [("events", [str(messages)], {})] * 2)
+    duck, spark = pair.duck, pair.spark
     for d, s in zip(duck, spark, strict=True):
         wanted = (*COUNTS, "related")
         assert {k: s.get(k) for k in wanted} == {k: d.get(k) for k in wanted}
@@ -449,15 +418,7 @@ def test_segment_identify_messages_on_a_lake_as_on_a_store(spark_session, tmp_pa
         ("identities", ["anonymous_id"], ("batch_id",)),
         ("consents", ["user_id", "purpose", "channel", "status"], ("source", "ts")),
     ):
-        with Workspace.open(db, read_only=True) as ws:
-            want = ws.sql(f"SELECT * FROM {table}")
-        got = pd.read_parquet(lake_dir / table)
-        columns = [c for c in want.columns if c not in differ]
-        want = want[columns].sort_values(key).reset_index(drop=True)
-        got = got[columns].sort_values(key).reset_index(drop=True)
-        assert len(got) == len(want) > 0, table
-        for c in columns:
-            assert all(same(a, b) for a, b in zip(want[c], got[c], strict=True)), (table, c)
-    assert _people(db).equals(_people(lake_dir / PERSONAL))
-    text = _lake_text(lake_dir)
+        _same_table(pair, table, key, differ)
+    assert _people(pair.db).equals(_people(pair.lake / PERSONAL))
+    text = _lake_text(pair.lake)
     assert "s1@example.com" not in text and "s2@example.com" not in text and "Three" not in text
