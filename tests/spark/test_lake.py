@@ -173,8 +173,8 @@ def test_a_missing_java_or_master_is_named(built: Built, tmp_path: Path, cli: Ca
     _one_error(cli("--spark-master", "mesos://x", *args), "not a Spark master URL")
     _one_error(cli("--engine", "flink", "status"), "--engine", "duckdb, spark")
     _one_error(
-        cli("--engine", "spark", "--db", str(lake), "segment", "assign"),
-        "segment assign does not run on --engine spark",
+        cli("--engine", "spark", "--db", str(lake), "analyze", "trends"),
+        "analyze trends does not run on --engine spark",
     )
 
 

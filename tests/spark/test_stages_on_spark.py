@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -193,6 +194,55 @@ def test_kmeans_on_spark_fits_the_same_segments(stages: Stages, open_lake, tmp_p
         ("rfm-1", "rfm-2"), len(duck)
     )
 
+    # segment assign: users profiled since a run (here: every fifth member, removed from
+    # both runs on both engines) are placed by the kmeans model (through the command line)
+    # and by their RFM tags (in process), as on the store; the members kept are untouched.
+    gone = sorted(duck.user_id[::5])
+    _forget(lake_dir, gone)
+    with Workspace.open(db) as ws:
+        ws.store.run(
+            "DELETE FROM segment_members WHERE user_id IN (SELECT unnest(?::VARCHAR[]))", [gone]
+        )
+        duck_assigned = [ws.segment_assign("rfm"), ws.segment_assign(stages.duck_rfm)]
+    placed = run(tmp_path, "--engine", "spark", "segment", "assign", "rfm", "--json", db=lake_dir)
+    spark_assigned = [one_json(placed)]
+    spark_assigned.append(_assign_in_process(open_lake(lake_dir), lake_dir, "rfm-1"))
+    for d, s in zip(duck_assigned, spark_assigned, strict=True):
+        assert d["assigned"] == s["assigned"] == len(gone) > 100
+        assert d["segments"] == s["segments"]
+    assert spark_assigned[0]["run_id"] == "rfm-2" and spark_assigned[1]["run_id"] == "rfm-1"
+    for duck_run_id, lake_run in ((duck_run, "rfm-2"), (stages.duck_rfm, "rfm-1")):
+        duck, spark = _members(db, duck_run_id, lake_dir, lake_run)
+        assert spark.equals(duck) and len(duck) == stages.build["users"]
+        assert set(duck.user_id[~duck.fitted]) == set(gone)
+    again = run(tmp_path, "--engine", "spark", "segment", "assign", "--json", db=lake_dir)
+    assert one_json(again) == {"run_id": "rfm-2", "assigned": 0, "segments": {}}
+
+
+def _forget(lake: Path, users: list[str]) -> None:
+    """Remove ``users`` from every run's members in the lake (as if profiled since)."""
+    import pyarrow.compute as pc
+
+    folder = lake / "segment_members"
+    rows = pq.read_table(folder)
+    rows = rows.filter(pc.invert(pc.is_in(rows["user_id"], pa.array(users))))
+    at = rows.schema.get_field_index("assigned_at")  # Spark's INT96, read back as UTC
+    rows = rows.set_column(at, "assigned_at", rows["assigned_at"].cast(pa.timestamp("us", "UTC")))
+    shutil.rmtree(folder)
+    folder.mkdir()
+    pq.write_table(rows, folder / "part-0.parquet")
+
+
+def _assign_in_process(lake: Any, lake_dir: Path, ref: str) -> dict[str, Any]:
+    """``segment assign REF`` on an open lake, as the command line runs it."""
+    from jingzhun.segment.lake_runs import load_members, load_runs
+    from jingzhun.segment.runs import assign_new_on_lake
+
+    with Workspace.open(lake_dir.parent / f"runs-{ref}.duckdb") as ws:
+        load_runs(lake_dir, ws.store)
+        load_members(lake_dir, ws.store, ref)
+        return assign_new_on_lake(lake, ws.store, ref)
+
 
 def test_rfm_without_tags_is_refused(stages: Stages, open_lake, tmp_path: Path) -> None:
     lake_dir = copy_lake(stages.lake, tmp_path / "lake")
@@ -321,3 +371,60 @@ def test_segment_list_show_and_export_read_a_lakes_runs_as_a_stores(
     assert not (tmp_path / "d.csv").exists()
     missing = run(tmp_path, *spark, "segment", "show", "nope", db=lake)
     error_line(missing, "no segment run or name 'nope'")
+
+
+def _linked_user(db: Path) -> tuple[str, str]:
+    """A profiled user with a linked device, events on both and a consent: (user, device)."""
+    found = _store(
+        db,
+        """SELECT i.user_id, i.anonymous_id FROM identities i
+           JOIN profiles p USING (user_id) JOIN consents c USING (user_id)
+           WHERE EXISTS (SELECT 1 FROM events e WHERE e.anonymous_id = i.anonymous_id
+                         AND e.user_id IS NULL)
+           ORDER BY p.events DESC, i.user_id LIMIT 1""",
+    )
+    assert len(found) == 1
+    return str(found.user_id[0]), str(found.anonymous_id[0])
+
+
+def test_profile_show_and_tags_list_read_a_lakes_rows_as_a_stores(
+    stages: Stages, shop_pair, tmp_path: Path
+) -> None:
+    """profile show (by the user's id and by a linked device's) and tags list on a lake (the
+    rows they need read on this machine, no Spark started) print what they print for the
+    store: traits to 1e-9 relative, the rest exactly; a missing user and a lake without
+    profiles are refused in one line."""
+    lake, db = stages.lake, stages.db
+    spark = ("--engine", "spark")
+    user, device = _linked_user(db)
+    for who in (user, device):
+        args = ("profile", "show", who, "--events", "25", "--json")
+        on_lake = one_json(run(tmp_path, *spark, *args, db=lake))
+        on_store = one_json(run(tmp_path, *args, db=db))
+        traits = (on_lake.pop("traits"), on_store.pop("traits"))
+        assert on_lake == on_store and on_lake["user_id"] == user
+        assert device in on_lake["anonymous_ids"] and len(on_lake["last_events"]) == 25
+        assert on_lake["tags"] and on_lake["consents"]
+        assert list(traits[0]) == list(traits[1])
+        assert [k for k in traits[1] if not same(traits[0][k], traits[1][k])] == []
+    human = run(tmp_path, *spark, "profile", "show", user, db=lake)
+    assert human.code == 0 and human.stdout.startswith(user), human.stderr
+    assert "Latest events" in human.stdout and "Consents: " in human.stdout
+
+    listed = [one_json(run(tmp_path, *spark, "tags", "list", "--json", db=lake))]
+    listed.append(one_json(run(tmp_path, "tags", "list", "--json", db=db)))
+    for tags in listed:
+        assert len({t.pop("computed_at") for t in tags["tags"]}) == 1
+    for tags in listed:  # equal counts are listed in no set order
+        tags["tags"].sort(key=lambda t: (t["source"], t["tag"], -t["users"], t["value"]))
+    assert listed[0] == listed[1] and len(listed[0]["tags"]) > 10
+    human = run(tmp_path, *spark, "tags", "list", db=lake)
+    assert human.code == 0 and "rfm_segment" in human.stdout, human.stderr
+
+    error_line(
+        run(tmp_path, *spark, "profile", "show", "nobody-here", db=lake),
+        "no profile for user 'nobody-here'",
+    )
+    bare = shop_pair.lake  # a lake without profiles
+    for args in (("profile", "show", user), ("tags", "list")):
+        error_line(run(tmp_path, *spark, *args, db=bare), "no profiles in the lake")

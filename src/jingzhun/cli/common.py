@@ -128,6 +128,26 @@ class Globals:
             )
         return self.db or os.environ["JINGZHUN_DB"]
 
+    @contextmanager
+    def lake_scratch(self) -> Iterator[tuple[Path, Workspace]]:
+        """With ``--engine spark``, for a command that reads a few of a lake's rows: the lake
+        folder (checked, no Spark started) and a workspace over a new scratch store, removed
+        after. The command reads into it the rows it needs (``store.lake.read_rows``) and
+        answers with the store's own code, as on a store."""
+        import tempfile
+
+        from jingzhun.config import load_settings
+        from jingzhun.store.lake import check_lake
+        from jingzhun.store.store import Store
+
+        lake = check_lake(Path(self.lake_path()).expanduser().absolute(), create=False)
+        settings = load_settings(self.config)
+        with (
+            tempfile.TemporaryDirectory(prefix="jingzhun-lake-read-") as scratch,
+            Workspace(Store.open(Path(scratch) / "scratch.duckdb", settings), settings) as ws,
+        ):
+            yield lake, ws
+
     def spark(self) -> bool:
         return self.engine == "spark"
 
@@ -156,8 +176,8 @@ class Globals:
             raise InputError(
                 f"{name} does not run on --engine {self.engine} yet",
                 hint="on Spark so far: ingest events, users and items, clean (without --remove), "
-                "profile build (profiles, affinity, tags), profile export, segment run, list, show and "
-                "export; with --from-store STORE: recommend batch, predict "
+                "profile build (profiles, affinity, tags), profile show and export, tags list, "
+                "segment run, assign, list, show and export; with --from-store STORE: recommend batch, predict "
                 "score, campaign create and preview; make the lake with lake init, or ingest "
                 "into a new folder; run the rest on the DuckDB store (docs/scaling.md)",
             )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -26,6 +28,7 @@ from jingzhun.errors import InputError
 
 if TYPE_CHECKING:
     from jingzhun.store.lake import Lake
+    from jingzhun.workspace import Workspace
 
 app = typer.Typer(
     help="Profiles (用户画像): computed traits per user, point in time.", no_args_is_help=True
@@ -105,9 +108,10 @@ def show(
     ] = 10,
     as_json: JsonOpt = False,
 ) -> None:
-    """One user's traits, tags, linked devices, latest events and consents in force."""
+    """One user's traits, tags, linked devices, latest events and consents in force
+    (--engine spark: from the lake, the user's rows read without starting Spark)."""
     g: Globals = ctx.obj
-    with g.workspace(create=False) as ws:
+    with _reading(g, "user", user_id) as ws:
         p = ws.profile(user_id, events=events)
     if as_json:
         print_json(p)
@@ -200,6 +204,25 @@ def export(
             f"k = {done.k:d}: quasi-identifiers masked in {done.masked:,} rows, "
             f"{done.left_out:,} rows left out."
         )
+
+
+@contextlib.contextmanager
+def _reading(g: Globals, what: str, user_id: str | None = None) -> Iterator[Workspace]:
+    """The workspace ``show`` and ``tags list`` read: the store's; with ``--engine spark`` a
+    scratch store holding what they read of the lake (``what``: one user's rows, or the
+    tags), read without Spark."""
+    if not g.spark():
+        with g.workspace(create=False) as ws:
+            yield ws
+        return
+    from jingzhun.profile.read import load_tags_from_lake, load_user_from_lake
+
+    with g.lake_scratch() as (lake, ws):
+        if what == "user":
+            load_user_from_lake(lake, ws.store, str(user_id))
+        else:
+            load_tags_from_lake(lake, ws.store)
+        yield ws
 
 
 def lake_with_profiles(g: Globals) -> Lake:
@@ -297,9 +320,9 @@ def traits(as_json: JsonOpt = False) -> None:
 
 @tags_app.command("list")
 def tags_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Every tag value and how many users carry it."""
+    """Every tag value and how many users carry it (--engine spark: the lake's tags)."""
     g: Globals = ctx.obj
-    with g.workspace(create=False) as ws:
+    with _reading(g, "tags") as ws:
         frame = ws.profiles.tags()
     if as_json:
         print_json({"tags": frame_records(frame)})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -293,18 +292,9 @@ def _runs(g: Globals, *, members: bool = False, ref: str | None = None) -> Itera
         with g.workspace(create=False, read_only=True) as ws:
             yield ws
         return
-    from jingzhun.config import load_settings
     from jingzhun.segment.lake_runs import load_members, load_runs
-    from jingzhun.store.lake import check_lake
-    from jingzhun.store.store import Store
-    from jingzhun.workspace import Workspace
 
-    lake = check_lake(Path(g.lake_path()).expanduser().absolute(), create=False)
-    settings = load_settings(g.config)
-    with (
-        tempfile.TemporaryDirectory(prefix="jingzhun-lake-runs-") as scratch,
-        Workspace(Store.open(Path(scratch) / "runs.duckdb", settings), settings) as ws,
-    ):
+    with g.lake_scratch() as (lake, ws):
         load_runs(lake, ws.store)
         if members:  # the one run's, once the runs say which run ``ref`` names
             from jingzhun.segment.runs import resolve
@@ -317,8 +307,11 @@ def _runs(g: Globals, *, members: bool = False, ref: str | None = None) -> Itera
 def assign(ctx: typer.Context, run: RunArg = None, as_json: JsonOpt = False) -> None:
     """Place users profiled since the run into its segments, without refitting."""
     g: Globals = ctx.obj
-    with g.workspace(create=True) as ws:
-        result = ws.segment_assign(run)
+    if g.spark():
+        result = _assign_on_lake(g, run, progress=not as_json)
+    else:
+        with g.workspace(create=True) as ws:
+            result = ws.segment_assign(run)
     if as_json:
         print_json(result)
         return
@@ -327,3 +320,17 @@ def assign(ctx: typer.Context, run: RunArg = None, as_json: JsonOpt = False) -> 
         f"Assigned {result['assigned']:,} new users to {text(result['run_id'])}"
         + (f": {text(counts)}" if counts else ".")
     )
+
+
+def _assign_on_lake(g: Globals, ref: str | None, *, progress: bool) -> dict[str, Any]:
+    """``segment assign`` on the lake ``--db`` names: the run and its members read from the
+    lake's Parquet and its profiles checked before Spark starts; the new members kept in the
+    lake."""
+    from jingzhun.cli.profile import lake_with_profiles
+    from jingzhun.segment.runs import assign_new_on_lake
+
+    with _runs(g, members=True, ref=ref) as ws, steps(progress) as say:
+        say("starting Spark")
+        with lake_with_profiles(g) as lake:
+            say("assigning new users on Spark")
+            return assign_new_on_lake(lake, ws.store, ref)

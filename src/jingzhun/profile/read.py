@@ -51,6 +51,8 @@ __all__ = [
     "export_profiles_on_lake",
     "find_users",
     "has_profiles",
+    "load_tags_from_lake",
+    "load_user_from_lake",
     "overview",
     "profile_rows",
     "profile_scores",
@@ -482,6 +484,49 @@ def require_lake_profiles(path: str | os.PathLike[str]) -> Path:
     if not (where / "profiles").is_dir():
         raise NotFoundError(f"no profiles in the lake {path} yet", hint=LAKE_BUILD_HINT)
     return where
+
+
+def load_user_from_lake(lake: Path, store: Store, user_id: str) -> None:
+    """What :func:`user_profile` reads of ``user_id`` (a user's id or a linked device's), read
+    from the lake into ``store`` (a new scratch store): the profiles of the user and of the
+    device's owner, their tags, links, consents and every event of theirs and of their
+    devices. ``profile show --engine spark`` then answers with :func:`user_profile` itself.
+    Read by pyarrow, without Spark (:func:`~jingzhun.store.lake.read_rows`)."""
+    import pyarrow.dataset as pads
+
+    from jingzhun.store.lake import read_rows
+
+    require_lake_profiles(lake)
+    f = pads.field
+    owned = read_rows(lake, "identities", f("anonymous_id") == user_id)
+    ids = {user_id, *(owned.column("user_id").to_pylist() if owned else [])}
+    owners = pa.array(sorted(ids), pa.string())
+    links = read_rows(
+        lake, "identities", f("user_id").isin(owners) | (f("anonymous_id") == user_id)
+    )
+    devices = links.column("anonymous_id").unique() if links else pa.array([], pa.string())
+    profiles = read_rows(lake, "profiles", f("user_id").isin(owners))
+    store.create_arrow("profiles", profiles)
+    for name, where in (
+        ("identities", None),
+        ("tags", f("user_id").isin(owners)),
+        ("consents", f("user_id").isin(owners)),
+        ("events", f("user_id").isin(owners) | f("anonymous_id").isin(devices)),
+    ):
+        rows = links if where is None else read_rows(lake, name, where)
+        if rows is not None:
+            store.insert_arrow(name, rows)
+
+
+def load_tags_from_lake(lake: Path, store: Store) -> None:
+    """The lake's ``tags`` in ``store`` (a new scratch store), for :func:`tag_counts`:
+    ``tags list --engine spark``. Read by pyarrow, without Spark."""
+    from jingzhun.store.lake import read_rows
+
+    require_lake_profiles(lake)
+    rows = read_rows(lake, "tags")
+    if rows is not None:
+        store.insert_arrow("tags", rows)
 
 
 def tagged(backend: Any, tag: str, value: str | None = None, *, param: str = "tags") -> ir.Table:

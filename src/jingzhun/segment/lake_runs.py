@@ -35,6 +35,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from jingzhun.contracts.time import utcnow
+from jingzhun.store.lake import read_rows
 from jingzhun.store.registry import _json
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def load_runs(lake: Path, store: Store) -> None:
     as migration 006 moved the old table into the registry), its portraits and projection.
     Read from the lake's Parquet on this machine by pyarrow, without Spark: runs, portraits
     and projections are small (a few rows a segment, at most 4,000 points a run)."""
-    runs = _read(lake, "segment_runs")
+    runs = read_rows(lake, "segment_runs")
     if runs is None or not runs.num_rows:
         return
     store.con.from_arrow(runs).query(
@@ -124,7 +125,7 @@ def load_runs(lake: Path, store: Store) -> None:
            FROM _jz_lake_runs""",
     ).fetchall()
     for name in ("segment_portraits", "segment_projection"):
-        _load(store, name, _read(lake, name))
+        _load(store, name, read_rows(lake, name))
 
 
 def load_members(lake: Path, store: Store, run_id: str) -> None:
@@ -132,17 +133,9 @@ def load_members(lake: Path, store: Store, run_id: str) -> None:
     for that run only (Parquet's row-group statistics skip the other runs' rows)."""
     import pyarrow.dataset as pads
 
-    _load(store, "segment_members", _read(lake, "segment_members", pads.field("run_id") == run_id))
-
-
-def _read(lake: Path, name: str, where: Any = None) -> Any:
-    """The lake's table ``name`` as Arrow (rows matching ``where``); None when it has none."""
-    import pyarrow.dataset as pads
-
-    folder = lake / name
-    if not folder.is_dir() or not any(folder.glob("*.parquet")):
-        return None
-    return pads.dataset(folder, format="parquet").to_table(filter=where)
+    _load(
+        store, "segment_members", read_rows(lake, "segment_members", pads.field("run_id") == run_id)
+    )
 
 
 def _load(store: Store, name: str, rows: Any) -> None:
@@ -155,18 +148,30 @@ def _rows(name: str, frame: pd.DataFrame) -> ir.Table:
     return ibis.memtable(frame[list(schema)], schema=schema)
 
 
-def _append(lake: Lake, name: str, new: ir.Table, run_id: str, *, update: Any = None) -> None:
+def _append(
+    lake: Lake, name: str, new: ir.Table, run_id: str, *, update: Any = None, replace: bool = True
+) -> None:
     """Replace the lake table ``name`` with its rows but those of ``run_id`` (a failed
-    attempt's orphans) and ``new``'s; ``update`` maps the kept rows first (Ibis)."""
+    attempt's orphans; all its rows kept when not ``replace``) and ``new``'s; ``update`` maps
+    the kept rows first (Ibis)."""
     schema = ibis.schema(SCHEMAS[name])
     parts = [new]
     if name in lake.tables():
         kept = lake.table(name)
-        kept = kept.filter(kept.run_id != run_id)
+        if replace:
+            kept = kept.filter(kept.run_id != run_id)
         if update is not None:
             kept = update(kept)
         parts.insert(0, kept.select(*schema.names).cast(schema))
     lake.write(name, parts[0].union(*parts[1:], distinct=False) if len(parts) > 1 else new)
+
+
+def add_members(lake: Lake, run_id: str, new: pd.DataFrame, *, at: datetime) -> None:
+    """Add ``new`` (user_id, segment) to the run ``run_id``'s members in the lake, assigned
+    at ``at`` and not fitted (``segment assign``: the store's ``_insert_members``); the rows
+    there are kept."""
+    rows = new[["user_id", "segment"]].assign(run_id=run_id, fitted=False, assigned_at=at)
+    _append(lake, "segment_members", _rows("segment_members", rows), run_id, replace=False)
 
 
 def write_run(
@@ -229,4 +234,12 @@ def write_run(
     return run_id
 
 
-__all__ = ["SCHEMAS", "next_run_id", "runs", "write_run"]
+__all__ = [
+    "SCHEMAS",
+    "add_members",
+    "load_members",
+    "load_runs",
+    "next_run_id",
+    "runs",
+    "write_run",
+]

@@ -685,19 +685,45 @@ class Segmenter:
 def assign_new(store: Store, ref: str | None = None) -> dict[str, Any]:
     """Assign profiled users who are not yet members of the run; return counts per segment."""
     seg = Segmenter(store, ref)
-    columns = _columns(store)
+    new = _unplaced(Inputs.of_store(store), seg, _member_ids(store, seg.run_id))
+    if len(new):
+        with store.transaction() as con:
+            _insert_members(con, seg.run_id, new, fitted=False, at=utcnow())
+    return _assigned(seg.run_id, new)
+
+
+def assign_new_on_lake(lake: Lake, runs: Store, ref: str | None = None) -> dict[str, Any]:
+    """:func:`assign_new` on a lake (``--engine spark``): the run read from ``runs``, a scratch
+    store holding the lake's runs and the run's members (``lake_runs.load_runs`` and
+    ``load_members``); the profiles (or RFM tags) read by Spark through the same
+    definitions; the new members added to the lake's ``segment_members`` in one rename."""
+    from jingzhun.segment.lake_runs import add_members
+
+    seg = Segmenter(runs, ref)
+    new = _unplaced(Inputs.of_lake(lake), seg, _member_ids(runs, seg.run_id))
+    if len(new):
+        add_members(lake, seg.run_id, new, at=utcnow())
+    return _assigned(seg.run_id, new)
+
+
+def _member_ids(store: Store, run_id: str) -> pd.Series:
+    return store.sql("SELECT user_id FROM segment_members WHERE run_id = ?", [run_id]).df().user_id
+
+
+def _unplaced(inputs: Inputs, seg: Segmenter, known: pd.Series) -> pd.DataFrame:
+    """``user_id`` and ``segment`` of each profiled user not among ``known``, placed by the run's
+    model (an RFM run: by the user's RFM tag)."""
     if seg.method == "rfm":
-        new = _rfm(store)
+        new = inputs.rfm()
     else:
-        missing = [f for f in seg.features if f not in F.numeric_traits(columns)]
+        missing = [f for f in seg.features if f not in F.numeric_traits(inputs.columns())]
         if missing:
             raise InputError(
                 f"run {seg.run_id} uses trait {missing[0]!r}, which the profiles no longer have",
                 hint="rebuild profiles with the same traits, or run a new segmentation",
             )
-        new = store.sql(F.select_sql(seg.features, columns)).df()
-    known = store.sql("SELECT user_id FROM segment_members WHERE run_id = ?", [seg.run_id]).df()
-    new = new[~new.user_id.isin(known.user_id)]
+        new = inputs.features(seg.features)
+    new = new[~new.user_id.isin(known)]
     if seg.method != "rfm" and len(new):
         new = pd.DataFrame(
             {
@@ -705,12 +731,13 @@ def assign_new(store: Store, ref: str | None = None) -> dict[str, Any]:
                 "segment": seg.assign_matrix(new[seg.features].to_numpy(np.float64)),
             }
         )
-    if len(new):
-        with store.transaction() as con:
-            _insert_members(con, seg.run_id, new, fitted=False, at=utcnow())
+    return new
+
+
+def _assigned(run_id: str, new: pd.DataFrame) -> dict[str, Any]:
     counts = new.segment.value_counts().to_dict() if len(new) else {}
     return {
-        "run_id": seg.run_id,
+        "run_id": run_id,
         "assigned": len(new),
         "segments": {str(k): int(v) for k, v in counts.items()},
     }

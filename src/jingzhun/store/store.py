@@ -396,6 +396,14 @@ class Store:
         ).fetchall()
         return rows.num_rows
 
+    def create_arrow(self, table: str, rows: pa.Table) -> int:
+        """Create ``table`` holding the Arrow ``rows``, with their columns and types: a table a
+        build makes rather than the migrations (``profiles``), read from a lake's Parquet."""
+        self.con.from_arrow(rows).query(
+            "_jz_arrow_rows", f"CREATE TABLE {ident(table)} AS SELECT * FROM _jz_arrow_rows"
+        ).fetchall()
+        return rows.num_rows
+
     def cursor(self) -> Store:
         """The same store over a connection of its own, for another thread (DuckDB's
         connections are not shared between threads; temporary tables are not seen)."""
