@@ -586,6 +586,12 @@ class SparkSettings(_Section):
         description="Where Spark runs: local[N], local[*], spark://HOST:PORT, yarn or "
         "k8s://URL (--spark-master overrides it).",
     )
+    driver_memory: str = Field(
+        "3g",
+        pattern=r"^[1-9][0-9]{0,5}[kmgt]$",
+        description="The Spark driver's heap, as Spark writes it (512m, 3g): on local[N] the "
+        "driver does all the work, and Spark's own 1g runs out building 1M users' profiles.",
+    )
 
 
 class Settings(_Section):

@@ -116,8 +116,13 @@ class Globals:
         from jingzhun.config import load_settings
         from jingzhun.store.lake import Lake
 
-        master = self.spark_master or load_settings(self.config).spark.master
-        return Lake.open(self.lake_path(), master=master, create=create)
+        spark = load_settings(self.config).spark
+        return Lake.open(
+            self.lake_path(),
+            master=self.spark_master or spark.master,
+            create=create,
+            driver_memory=spark.driver_memory,
+        )
 
     def lake_path(self) -> str:
         """The lake folder ``--db`` (or ``$JINGZHUN_DB``) names with ``--engine spark``."""
