@@ -182,8 +182,8 @@ class Globals:
                 f"{name} does not run on --engine {self.engine} yet",
                 hint="on Spark so far: ingest events, users and items, clean (without --remove), "
                 "profile build (profiles, affinity, tags), profile show and export, tags list, "
-                "segment run, assign, list, show and export; with --from-store STORE: recommend batch, predict "
-                "score, campaign create and preview; make the lake with lake init, or ingest "
+                "segment run, assign, list, show and export, privacy export and erase; with --from-store "
+                "STORE: recommend batch, predict score, campaign create and preview; make the lake with lake init, or ingest "
                 "into a new folder; run the rest on the DuckDB store (docs/scaling.md)",
             )
         if not create:

@@ -9,7 +9,8 @@ text — on purpose, it is the person's copy — so it is audited like the other
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -114,19 +115,44 @@ def export(
     ] = None,
 ) -> None:
     """All of a user's data as one JSON object: identity, personal data decrypted, consents,
-    events, profile, tags, segments, scores, recommendations, campaigns, quarantined rows."""
+    events, profile, tags, segments, scores, recommendations, campaigns, quarantined rows
+    (--engine spark: the lake's, and its personal store's, read without starting Spark)."""
     from jingzhun.outputs import atomic_write, check_output_path
 
     g: Globals = ctx.obj
-    with g.workspace(create=False) as ws:
-        target = check_output_path(to, store_path=ws.path) if to is not None else None
-        data = ws.privacy.export(user_id, actor=cli_actor())
+    if g.spark():
+        data, target = _export_from_lake(g, user_id, to)
+    else:
+        with g.workspace(create=False) as ws:
+            target = check_output_path(to, store_path=ws.path) if to is not None else None
+            data = ws.privacy.export(user_id, actor=cli_actor())
     if target is None:
         print_json(data)
         return
     with atomic_write(target, "w", encoding="utf-8") as fh:
         json.dump(data, fh, ensure_ascii=False, indent=1, default=str)
     err.print(f"Wrote {text(str(target))}")
+
+
+def _export_from_lake(g: Globals, user_id: str, to: str | None) -> tuple[dict[str, Any], Any]:
+    """``privacy export`` on the lake ``--db`` names: the output file checked first (not in
+    the lake, nor its personal store), then the lake's rows read."""
+    from jingzhun.config import load_settings
+    from jingzhun.outputs import check_output_path
+    from jingzhun.privacy.lake import export_from_lake
+    from jingzhun.store.lake import PERSONAL, check_lake
+
+    lake = check_lake(Path(g.lake_path()).expanduser().absolute(), create=False)
+    target = None
+    if to is not None:
+        target = check_output_path(to, store_path=lake / PERSONAL)
+        if lake.resolve() in target.parents:
+            raise InputError(
+                f"--out {to} is inside the lake {lake}",
+                hint="name a file outside the lake's folder: one inside could be read as a table",
+            )
+    data = export_from_lake(lake, load_settings(g.config), user_id, actor=cli_actor())
+    return data, target
 
 
 @app.command()
@@ -188,10 +214,22 @@ def consent(
 def erase(ctx: typer.Context, user_id: UserArg, as_json: JsonOpt = False) -> None:
     """Remove a user from every table — events (their anonymous ids' too), identities,
     users, personal data, profiles, tags, segments, recommendations, scores, campaigns,
-    quarantined rows — and record the erasure (by keyed token) in the audit log."""
+    quarantined rows — and record the erasure (by keyed token) in the audit log (--engine
+    spark: from every table of the lake, and its personal store)."""
     g: Globals = ctx.obj
-    with g.workspace(create=False) as ws:
-        done = ws.privacy.erase(user_id, actor=cli_actor())
+    if g.spark():
+        from jingzhun.config import load_settings
+        from jingzhun.privacy.lake import erase_on_lake, find_person
+        from jingzhun.store.lake import check_lake
+
+        settings = load_settings(g.config)
+        lake_path = check_lake(Path(g.lake_path()).expanduser().absolute(), create=False)
+        person = find_person(lake_path, settings, user_id)  # before Spark starts
+        with g.lake() as lake:
+            done = erase_on_lake(lake, settings, person, actor=cli_actor())
+    else:
+        with g.workspace(create=False) as ws:
+            done = ws.privacy.erase(user_id, actor=cli_actor())
     if as_json:
         print_json(done.to_dict())
         return

@@ -25,11 +25,11 @@ from jingzhun.store.vault import SEALED_FIELDS, Vault, vault_for
 
 #: Tables keyed by a user that erasure keeps, with the user's id removed: the suppression
 #: list must go on refusing the address (its keyed index and hash; no name, no id).
-_KEEP_WITHOUT_ID = ("suppressions",)
+KEEP_WITHOUT_ID = ("suppressions",)
 #: The longest retention window ``purge`` takes: a century of days.
 MAX_RETENTION_DAYS = 36_525
 #: Tables of the audit trail: they hold keyed tokens, never ids.
-_TRAIL = ("audit_log", "erasures")
+TRAIL = ("audit_log", "erasures")
 
 
 def user_tables(store: Store) -> list[str]:
@@ -95,7 +95,7 @@ def _where(table: str, anon: list[str]) -> tuple[Sql, list[Any]]:
     return "user_id = ?", []
 
 
-def _quarantined(store: Store, ids: set[str]) -> list[dict[str, Any]]:
+def quarantined_rows(store: Store, ids: set[str]) -> list[dict[str, Any]]:
     """The quarantined rows with a value equal to one of ``ids`` (their raw form decrypted).
 
     An encrypted row carries the keyed tokens of the ids it names: only the rows whose tokens
@@ -163,7 +163,7 @@ def export(store: Store, user_id: str) -> dict[str, Any]:
         if not rows.empty:
             data[table] = plain(rows)
     personal = contacts(store, [user_id], SEALED_FIELDS)
-    quarantined = _quarantined(store, {user_id, *anon})
+    quarantined = quarantined_rows(store, {user_id, *anon})
     return json_ready(
         {
             "user_id": user_id,
@@ -196,7 +196,7 @@ def erase(store: Store, user_id: str, *, actor: str) -> Erasure:
     anon = anonymous_ids(store, user_id)
     now = utcnow()
     counts: dict[str, int] = {}
-    quarantined = _quarantined(store, {user_id, *anon})
+    quarantined = quarantined_rows(store, {user_id, *anon})
     with store.transaction() as con:
         query, params = _select("events", user_id, anon, "event_id")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _jz_erased_events AS {query}", params)
@@ -209,11 +209,11 @@ def erase(store: Store, user_id: str, *, actor: str) -> Erasure:
                     )
                 )
         for table in user_tables(store):
-            if table in _TRAIL:
+            if table in TRAIL:
                 continue
             where, extra = _where(table, anon)
             sql: Sql
-            if table in _KEEP_WITHOUT_ID:
+            if table in KEEP_WITHOUT_ID:
                 sql = f"UPDATE {ident(table)} SET user_id = NULL WHERE {where}"
             else:
                 sql = f"DELETE FROM {ident(table)} WHERE {where}"

@@ -229,9 +229,7 @@ class Lake:
 
     def tables(self) -> list[str]:
         """The lake's tables (folders of Parquet, hidden ones being written left out)."""
-        return sorted(
-            p.name for p in self.path.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
-        )
+        return table_names(self.path)
 
     def ibis(self) -> Backend:
         """The Ibis backend the stages' expressions run on (as :meth:`Store.ibis`)."""
@@ -464,6 +462,24 @@ def store_tables(*names: str) -> dict[str, pa.Table]:
             store.close()
 
 
+def table_names(lake: Path) -> list[str]:
+    """The tables of the lake at ``lake``: its folders of Parquet, hidden ones (being written,
+    staging) left out."""
+    return sorted(
+        p.name for p in lake.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    )
+
+
+def column_names(lake: Path, name: str) -> list[str]:
+    """The columns of the lake table ``name`` (from its Parquet footers); none without it."""
+    import pyarrow.dataset as pads
+
+    folder = lake / name
+    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+        return []
+    return list(pads.dataset(folder, format="parquet").schema.names)
+
+
 def read_rows(lake: Path, name: str, where: Any = None) -> pa.Table | None:
     """The lake table ``name``'s rows matching ``where`` (a ``pyarrow.dataset`` expression) as
     Arrow, read on this machine by pyarrow without Spark, times as the store holds them (UTC,
@@ -522,7 +538,9 @@ __all__ = [
     "check_lake",
     "check_master",
     "check_pyspark",
+    "column_names",
     "create_from_store",
     "read_rows",
     "store_tables",
+    "table_names",
 ]
