@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from jingzhun.config import Settings
 from jingzhun.errors import InputError, NotFoundError
+from jingzhun.profile.build import profile_columns
 from jingzhun.profile.tags import RFM_SEGMENTS
 from jingzhun.segment import features as F
 from jingzhun.segment import runs as R
@@ -59,7 +60,7 @@ def counts(ws: Workspace) -> dict[str, int]:
 
 
 def feature_frame(ws: Workspace, features: list[str]) -> pd.DataFrame:
-    return ws.store.sql(F.select_sql(features, R._columns(ws.store))).df()
+    return ws.store.sql(F.select_sql(features, profile_columns(ws.store))).df()
 
 
 @pytest.fixture(scope="module")

@@ -133,6 +133,12 @@ class Globals:
             )
         return self.db or os.environ["JINGZHUN_DB"]
 
+    def lake_folder(self) -> Path:
+        """The lake folder ``--db`` names, checked to be a lake (before Spark starts)."""
+        from jingzhun.store.lake import check_lake
+
+        return check_lake(Path(self.lake_path()).expanduser().absolute(), create=False)
+
     @contextmanager
     def lake_scratch(self) -> Iterator[tuple[Path, Workspace]]:
         """With ``--engine spark``, for a command that reads a few of a lake's rows: the lake
@@ -142,10 +148,9 @@ class Globals:
         import tempfile
 
         from jingzhun.config import load_settings
-        from jingzhun.store.lake import check_lake
         from jingzhun.store.store import Store
 
-        lake = check_lake(Path(self.lake_path()).expanduser().absolute(), create=False)
+        lake = self.lake_folder()
         settings = load_settings(self.config)
         with (
             tempfile.TemporaryDirectory(prefix="jingzhun-lake-read-") as scratch,
@@ -182,9 +187,10 @@ class Globals:
                 f"{name} does not run on --engine {self.engine} yet",
                 hint="on Spark so far: ingest events, users and items, clean (without --remove), "
                 "profile build (profiles, affinity, tags), profile show and export, tags list, "
-                "segment run, assign, list, show and export, privacy export and erase; with --from-store "
-                "STORE: recommend batch, predict score, campaign create and preview; make the lake with lake init, or ingest "
-                "into a new folder; run the rest on the DuckDB store (docs/scaling.md)",
+                "segment run, assign, list, show and export, privacy export and erase; with "
+                "--from-store STORE: recommend batch, predict score, campaign create and "
+                "preview; make the lake with lake init, or ingest into a new folder; run the "
+                "rest on the DuckDB store (docs/scaling.md)",
             )
         if not create:
             path = check_store_path(resolve_db_path(self.db))

@@ -9,7 +9,6 @@ text — on purpose, it is the person's copy — so it is audited like the other
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -140,17 +139,13 @@ def _export_from_lake(g: Globals, user_id: str, to: str | None) -> tuple[dict[st
     from jingzhun.config import load_settings
     from jingzhun.outputs import check_output_path
     from jingzhun.privacy.lake import export_from_lake
-    from jingzhun.store.lake import PERSONAL, check_lake
+    from jingzhun.store.lake import PERSONAL, check_outside
 
-    lake = check_lake(Path(g.lake_path()).expanduser().absolute(), create=False)
+    lake = g.lake_folder()
     target = None
     if to is not None:
         target = check_output_path(to, store_path=lake / PERSONAL)
-        if lake.resolve() in target.parents:
-            raise InputError(
-                f"--out {to} is inside the lake {lake}",
-                hint="name a file outside the lake's folder: one inside could be read as a table",
-            )
+        check_outside(lake, target, to)
     data = export_from_lake(lake, load_settings(g.config), user_id, actor=cli_actor())
     return data, target
 
@@ -220,11 +215,9 @@ def erase(ctx: typer.Context, user_id: UserArg, as_json: JsonOpt = False) -> Non
     if g.spark():
         from jingzhun.config import load_settings
         from jingzhun.privacy.lake import erase_on_lake, find_person
-        from jingzhun.store.lake import check_lake
 
         settings = load_settings(g.config)
-        lake_path = check_lake(Path(g.lake_path()).expanduser().absolute(), create=False)
-        person = find_person(lake_path, settings, user_id)  # before Spark starts
+        person = find_person(g.lake_folder(), settings, user_id)  # before Spark starts
         with g.lake() as lake:
             done = erase_on_lake(lake, settings, person, actor=cli_actor())
     else:

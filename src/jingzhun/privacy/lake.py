@@ -151,7 +151,7 @@ def erase_on_lake(lake: Lake, settings: Settings, person: Person, *, actor: str)
     import ibis
     import pyarrow.dataset as pads
 
-    user_id = person.user_id
+    user_id, devices = person.user_id, person.devices.to_pylist()
     personal = Store.open(lake.path / PERSONAL, settings)
     try:
         vault = vault_for(personal, create=True)
@@ -159,11 +159,10 @@ def erase_on_lake(lake: Lake, settings: Settings, person: Person, *, actor: str)
         personal.con.execute("BEGIN TRANSACTION")
         try:
             _in_personal(personal, lake.path, {})
-            mentions = subj.quarantined_rows(personal, {user_id, *person.devices.to_pylist()})
+            mentions = subj.quarantined_rows(personal, {user_id, *devices})
         finally:
             personal.con.execute("ROLLBACK")
         counts = {name: rows.num_rows for name, rows in person.rows.items()}
-        devices = person.devices.to_pylist()
         if "events" in person.rows:  # their events' cleaning flags
             events = person.rows["events"].column("event_id")
             for name in _BY_EVENT:

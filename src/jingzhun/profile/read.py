@@ -421,13 +421,10 @@ def check_lake_export(
     """The file ``profile export --out`` writes from a lake, and its format, checked before
     Spark starts: a path :func:`export_profiles` would take, and not inside the lake (a file
     there could be read as part of a table)."""
+    from jingzhun.store.lake import check_outside
+
     target, suffix = export_target(out)
-    root = Path(os.path.realpath(lake_path))
-    if target == root or root in target.parents:
-        raise InputError(
-            f"--out {out} is inside the lake {lake_path}",
-            hint="name a file outside the lake's folder: one inside could be read as a table",
-        )
+    check_outside(lake_path, target, out)
     return target, suffix
 
 

@@ -68,12 +68,6 @@ class RunResult:
         }
 
 
-def _columns(store: Store) -> dict[str, str]:
-    from jingzhun.profile.build import profile_columns
-
-    return profile_columns(store)
-
-
 def check_name(name: str) -> str:
     if not name or len(name) > 64 or any(c not in NAME_CHARS for c in name.lower()):
         raise InputError(
@@ -354,10 +348,6 @@ def _pack(pipe, model, new_of_old, extra) -> bytes:
         if key in extra:
             arrays[f"extra_{key}"] = np.asarray(extra[key])
     return F.to_npz(arrays)
-
-
-def _rfm(store: Store) -> pd.DataFrame:
-    return Inputs.of_store(store).rfm()
 
 
 #: Members drawn for a run's picture on two principal components.

@@ -273,7 +273,7 @@ class Lake:
         return folder
 
     def has(self, name: str) -> bool:
-        return (self.path / name).is_dir() and any((self.path / name).glob("*.parquet"))
+        return has_table(self.path, name)
 
     def _replace(self, name: str, write: Callable[[str], object]) -> int:
         ident(name)  # a table name is an identifier, as in the store
@@ -470,14 +470,30 @@ def table_names(lake: Path) -> list[str]:
     )
 
 
+def has_table(lake: Path, name: str) -> bool:
+    """Whether the lake at ``lake`` has table ``name``: a folder with Parquet files."""
+    folder = lake / name
+    return folder.is_dir() and any(folder.glob("*.parquet"))
+
+
 def column_names(lake: Path, name: str) -> list[str]:
     """The columns of the lake table ``name`` (from its Parquet footers); none without it."""
     import pyarrow.dataset as pads
 
-    folder = lake / name
-    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+    if not has_table(lake, name):
         return []
-    return list(pads.dataset(folder, format="parquet").schema.names)
+    return list(pads.dataset(lake / name, format="parquet").schema.names)
+
+
+def check_outside(lake: str | os.PathLike[str], target: Path, out: str | os.PathLike[str]) -> None:
+    """Refuse ``target`` (the resolved path of ``--out out``) inside the lake: a file there
+    could be read as part of a table."""
+    root = Path(os.path.realpath(lake))
+    if target == root or root in target.parents:
+        raise InputError(
+            f"--out {out} is inside the lake {lake}",
+            hint="name a file outside the lake's folder: one inside could be read as a table",
+        )
 
 
 def read_rows(lake: Path, name: str, where: Any = None) -> pa.Table | None:
@@ -492,11 +508,10 @@ def read_rows(lake: Path, name: str, where: Any = None) -> pa.Table | None:
     import pyarrow as pa
     import pyarrow.dataset as pads
 
-    folder = lake / name
-    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+    if not has_table(lake, name):
         return None
     # One batch read ahead: a filter on 10M events then peaks at ~0.7 GB, not ~1 GB.
-    scan = pads.dataset(folder, format="parquet").scanner(
+    scan = pads.dataset(lake / name, format="parquet").scanner(
         filter=where, batch_readahead=1, fragment_readahead=1
     )
     rows = scan.to_table()
@@ -537,9 +552,11 @@ __all__ = [
     "check_java",
     "check_lake",
     "check_master",
+    "check_outside",
     "check_pyspark",
     "column_names",
     "create_from_store",
+    "has_table",
     "read_rows",
     "store_tables",
     "table_names",
