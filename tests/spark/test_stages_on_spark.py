@@ -372,6 +372,9 @@ def test_segment_list_show_and_export_read_a_lakes_runs_as_a_stores(
     assert not (tmp_path / "d.csv").exists()
     missing = run(tmp_path, *spark, "segment", "show", "nope", db=lake)
     error_line(missing, "no segment run or name 'nope'")
+    # assign resolves the run from the lake's Parquet, before Spark starts
+    missing = run(tmp_path, *spark, "segment", "assign", "nope", db=lake)
+    error_line(missing, "no segment run or name 'nope'")
 
 
 def _linked_user(db: Path) -> tuple[str, str]:
