@@ -668,3 +668,22 @@ def test_build_the_simulated_shop(ws: Workspace, shop) -> None:
     both = truth.merge(profiles, on="user_id")
     assert len(both) == len(truth)
     assert both["frequency"].astype(float).corr(both["purchases"].astype(float)) > 0.8
+
+
+def test_the_build_reads_only_the_event_columns_its_traits_name() -> None:
+    from jingzhun.profile.build import EVENT_COLUMNS, _reads
+
+    plain = _reads([])
+    # No built-in trait reads the ids or the currency: the staged events leave them out.
+    assert not {"event_id", "anonymous_id", "currency", "campaign_id"} & set(plain)
+    assert {"event", "user_id", "ts", "revenue", "category", "price_percentile"} <= set(plain)
+    named = _reads(
+        [
+            CustomTrait(name="campaigns", agg="distinct", of="campaign_id"),
+            CustomTrait(name="cny", agg="count", where="currency = 'CNY' and event_id is not null"),
+        ]
+    )
+    assert set(named) == set(plain) | {"campaign_id", "currency", "event_id"}
+    assert list(named) == [c for c in EVENT_COLUMNS if c in named]  # in the events' order
+    # A where that does not parse: every column, and the trait's own check names the error.
+    assert _reads([CustomTrait(name="bad", agg="count", where="currency = ")]) == EVENT_COLUMNS

@@ -44,6 +44,24 @@ log = logging.getLogger(__name__)
 EVENT_COLUMNS: tuple[str, ...] = (*STORED_EVENT_COLUMNS, "category", "brand", "price_percentile")
 
 
+def _reads(traits: list[CustomTrait]) -> tuple[str, ...]:
+    """The event columns the build reads: the built-in traits' (:data:`traits.READS`) and
+    those the custom ``traits`` name. The base the build stages holds these only — the event
+    id, the device id and the like are a third of the events' bytes and no trait reads them.
+    A trait whose ``where`` does not parse reads every column here; :func:`_custom_agg`
+    names its error."""
+    names = set(tr.READS)
+    for t in traits:
+        if t.of:
+            names.add(t.of)
+        if t.where:
+            try:
+                names |= ex.parse(t.where).names()
+            except ex.ExprError:
+                return EVENT_COLUMNS
+    return tuple(c for c in EVENT_COLUMNS if c in names)
+
+
 @dataclass
 class BuildResult:
     as_of: datetime
@@ -267,7 +285,7 @@ def _front(
     cfg = settings.profile
     at = ibis.literal(as_of, type="timestamp")
     base, items = tr.base_events(store.ibis(), at, tables.get("items"))
-    base = base.select(*EVENT_COLUMNS)
+    base = base.select(*_reads(cfg.traits))
     events = tables.get("base", base)
     ctx = tr.Ctx(
         events,
