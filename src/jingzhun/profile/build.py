@@ -207,12 +207,17 @@ def plan(
     # Who has a profile: users signed up before as_of (or without a sign-up time) and anyone
     # with an event before it.
     known = users.filter(users.created_at.isnull() | (users.created_at < at)).select(
-        "user_id", "created_at"
+        user_id=ibis._.user_id.cast("string"), created_at=ibis._.created_at
     )
-    seen = agg.select(user_id=agg.user_id.cast("string"))
-    universe = known.select(user_id=known.user_id.cast("string")).union(seen, distinct=True)
-    p = universe.left_join(known, "user_id").select(universe.user_id, known.created_at)
-    p = p.left_join(agg, "user_id").drop("user_id_right")
+    agg = agg.mutate(user_id=agg.user_id.cast("string"))
+    # One outer join: the known users and those with events, each once (a union of their ids
+    # joined to both again cost Spark a distinct over both and two more joins).
+    p = known.outer_join(agg, known.user_id == agg.user_id)
+    p = p.select(
+        ibis.coalesce(p.user_id, p.user_id_right).name("user_id"),
+        "created_at",
+        *(c for c in agg.columns if c != "user_id"),
+    ).view()  # a relation of its own, which the table traits then join by user_id
     for table in tr.TABLES:
         p = p.left_join(use[table.name], "user_id").drop("user_id_right")
     # Counts are whole numbers, 0 for users without events; sums of money are 0.0.
