@@ -17,6 +17,7 @@ the rule's name and the position, before anything is written.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -288,7 +289,25 @@ def write_tags_on_lake(lake: Lake, plan: TagPlan, now: datetime) -> dict[str, in
     ``profiles``, their union written as the lake's ``tags`` (replaced in one rename) with the
     tags of other sources (a model's) kept; return counts."""
     profiles = lake.table("profiles")
-    sets = list(tag_rows(profiles, plan))
+    staging = lake.staging("tags")
+    rfm = None
+    try:
+        if plan.rfm:
+            # As write_tags: the RFM scores are computed once for their five tags (Spark
+            # would otherwise run their window sorts once a tag, in one job).
+            lake.backend.to_parquet(rfm_scores(profiles), staging / "rfm")
+            rfm = lake.backend.read_parquet(staging / "rfm", table_name="_jz_rfm")
+        return _write_tags_on_lake(lake, plan, now, profiles, rfm)
+    finally:
+        if rfm is not None:
+            lake.session.catalog.dropTempView("_jz_rfm")
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_tags_on_lake(
+    lake: Lake, plan: TagPlan, now: datetime, profiles: ir.Table, rfm: ir.Table | None
+) -> dict[str, int]:
+    sets = list(tag_rows(profiles, plan, rfm=rfm))
     parts = [t.table(now) for t in sets]
     if "tags" in lake.tables():
         kept = lake.table("tags")
