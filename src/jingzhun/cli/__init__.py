@@ -258,6 +258,15 @@ def _run(command: Any, argv: list[str] | None) -> None:
         # stage did not expect it: one line, never a traceback.
         where = f"{str(exc.filename)[:80]}: " if exc.filename else ""
         _fail(f"{where}{exc.strerror or exc}", 2 if exc.errno in _PATH_ERRNOS else 1)
+    except Exception as exc:
+        # A Spark error a stage did not name (a lake file changed outside jingzhun, a worker
+        # lost): one line, not the JVM's stack trace.
+        from jingzhun.store.lake import spark_failure
+
+        failure = spark_failure(exc)
+        if failure is None:
+            raise
+        _fail(error_text(failure), failure.exit_code)
     # Without standalone mode, Click returns the exit code instead of exiting (130 after
     # Ctrl-C, for one).
     if isinstance(code, int) and code != 0:

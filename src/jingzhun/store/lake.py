@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from jingzhun.errors import InputError
+from jingzhun.errors import InputError, JingzhunError
 from jingzhun.store.sql import ident
 
 if TYPE_CHECKING:
@@ -60,6 +61,57 @@ _INSTALL = "pip install 'jingzhun[spark]'"
 
 class SparkUnavailable(InputError):
     """Spark cannot run here: pyspark, Java or the master is missing or wrong."""
+
+
+#: Words of a Spark error that mean a lake file is not what jingzhun writes (a table written
+#: by hand or by another tool): the lake is the input at fault.
+_NOT_OURS = (
+    "cannot be converted",
+    "DATA_TYPE_MISMATCH",
+    "UNRESOLVED_COLUMN",
+    "CANNOT_MERGE_SCHEMAS",
+    "is not a Parquet file",
+    "FAILED_READ_FILE",
+)
+
+
+def spark_failure(exc: BaseException) -> JingzhunError | None:
+    """A Spark error that reached the command line, as one line (``None`` for any other
+    error): the message of the deepest Java cause that has one — "Parquet column cannot be
+    converted in file …", not Spark's stack trace. A mismatch between a lake file and the
+    columns jingzhun writes is the lake's fault (an :class:`InputError`, exit 2)."""
+    try:
+        from py4j.protocol import Py4JJavaError
+        from pyspark.errors import PySparkException
+    except ImportError:
+        return None
+    if not isinstance(exc, (PySparkException, Py4JJavaError)):
+        return None
+    said = [str(exc)]
+    cause = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
+    try:
+        while cause is not None:
+            message = cause.getMessage()
+            if message:
+                said.append(str(message))
+            cause = cause.getCause()
+    except Exception:  # the JVM has gone: what Python holds is all there is
+        pass
+    lines = [ln.strip() for text in said for ln in text.splitlines()[:1] if ln.strip()]
+    # "Job aborted …" and py4j's "An error occurred while calling o280.save" wrap the cause;
+    # the cause that names a file says most ("… reading file file:///lake/users/x.parquet.
+    # Data type mismatches when reading Parquet column [user_id] …"), else the deepest.
+    told = [ln for ln in lines if not ln.startswith(("Job aborted", "An error occurred"))]
+    fallback = told[-1] if told else (lines[0] if lines else type(exc).__name__)
+    chosen = next((ln for ln in told if "file" in ln), fallback)
+    first = re.sub(r"\s*SQLSTATE: \w+\s*$", "", chosen)[:300] or type(exc).__name__
+    if any(word in text for text in said for word in _NOT_OURS):
+        return InputError(
+            f"Spark could not read the lake: {first}",
+            hint="a lake table was changed outside jingzhun; rewrite it with jingzhun, or "
+            "make the lake again with `jingzhun lake init`",
+        )
+    return JingzhunError(f"Spark failed: {first}")
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -323,7 +375,12 @@ def _session(master: str, lake: Path, driver_memory: str | None = None) -> Any:
         "rootLogger.level = error\nrootLogger.appenderRef.stderr.ref = console\n"
         "appender.console.type = Console\nappender.console.name = console\n"
         "appender.console.target = SYSTEM_ERR\nappender.console.layout.type = PatternLayout\n"
-        "appender.console.layout.pattern = spark: %p %c{1}: %m%n\n",
+        "appender.console.layout.pattern = spark: %p %c{1}: %m%n\n"
+        # A log line, not a Java stack trace: the command's own error says what failed.
+        "appender.console.layout.alwaysWriteExceptions = false\n"
+        # A failed task is the command's error, said once by the command.
+        "logger.task.name = org.apache.spark.executor.Executor\nlogger.task.level = off\n"
+        "logger.set.name = org.apache.spark.scheduler.TaskSetManager\nlogger.set.level = off\n",
         encoding="utf-8",
     )
     builder = (
