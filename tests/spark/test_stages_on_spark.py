@@ -577,23 +577,24 @@ def test_privacy_erase_removes_a_person_from_a_lake_as_from_a_store(
 def test_a_lake_file_changed_outside_jingzhun_is_named_in_one_line(
     stages: Stages, tmp_path: Path
 ) -> None:
-    """A users file added by another tool, its user_id written as numbers: Spark cannot read
-    the table, and the command says so in one line (the file and the column, exit 2) — no
-    Java stack trace — and leaves the lake's profiles as they were."""
+    """An items file added by another tool, its item_id written as numbers: Spark cannot read
+    the table (the build's first step reads it), and the command says so in one line (the
+    file and the column, exit 2) — no Java stack trace — and leaves the lake's profiles as
+    they were."""
     lake = copy_lake(stages.lake, tmp_path / "lake")
     profiles_before = sorted(p.name for p in (lake / "profiles").iterdir())
-    users = pq.read_table(lake / "users").slice(0, 5)
-    numbers = users.set_column(
-        users.schema.get_field_index("user_id"), "user_id", pa.array(range(5), pa.int64())
+    items = pq.read_table(lake / "items").slice(0, 5)
+    numbers = items.set_column(
+        items.schema.get_field_index("item_id"), "item_id", pa.array(range(5), pa.int64())
     )
-    pq.write_table(numbers, lake / "users" / "zz-by-hand.parquet")
+    pq.write_table(numbers, lake / "items" / "zz-by-hand.parquet")
     res = run(tmp_path, "--engine", "spark", "profile", "build", db=lake)
     assert res.code == 2 and res.stdout == "", res.stderr
     # The JVM's own start-up notices may precede it; one error line, no stack trace.
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, res.stderr
     assert "Spark could not read the lake" in errors[0] and "zz-by-hand.parquet" in errors[0]
-    assert "[user_id]" in errors[0] and "jingzhun lake init" in errors[0]
+    assert "[item_id]" in errors[0] and "jingzhun lake init" in errors[0]
     assert "\tat " not in res.stderr and "Traceback" not in res.stderr
     assert "ERROR Executor" not in res.stderr, res.stderr
     assert sorted(p.name for p in (lake / "profiles").iterdir()) == profiles_before

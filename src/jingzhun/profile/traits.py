@@ -317,7 +317,7 @@ def affinity(c: Ctx) -> ir.Table:
     )
     # The user's total as a window over their rows, not an aggregate joined back: Spark
     # inlines the aggregate's input on both sides of such a join and ran the events' window
-    # and grouping twice (at 10M events, 17-22 s where this takes ~9 s).
+    # and grouping twice (at 10M events, 17-22 s where this takes 10-12 s).
     return raw.select(
         "user_id", "category", score=raw.raw / raw.raw.sum().over(group_by=raw.user_id)
     )
