@@ -952,7 +952,9 @@ def main(argv: list[str] | None = None) -> None:
         default=2,
         help="runs of each DuckDB, Polars and pandas workload (best kept)",
     )
-    parser.add_argument("--spark-repeat", type=int, default=1)
+    parser.add_argument(
+        "--spark-repeat", type=int, default=2, help="runs of each Spark workload (best kept)"
+    )
     parser.add_argument("--spark-timeout", type=float, default=3600)
     parser.add_argument("--no-spark", dest="spark", action="store_false")
     parser.add_argument("--no-ingest", dest="ingest", action="store_false")
