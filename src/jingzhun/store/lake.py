@@ -77,8 +77,9 @@ _NOT_OURS = (
 
 def spark_failure(exc: BaseException) -> JingzhunError | None:
     """A Spark error that reached the command line, as one line (``None`` for any other
-    error): the message of the deepest Java cause that has one — "Parquet column cannot be
-    converted in file …", not Spark's stack trace. A mismatch between a lake file and the
+    error): of the messages along its Java causes, the first that names a file ("… reading
+    file file:///lake/items/x.parquet. Data type mismatches when reading Parquet column …"),
+    else the deepest — not Spark's stack trace. A mismatch between a lake file and the
     columns jingzhun writes is the lake's fault (an :class:`InputError`, exit 2)."""
     try:
         from py4j.protocol import Py4JJavaError
