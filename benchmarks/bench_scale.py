@@ -71,7 +71,8 @@ name = "{VIEWS}"
 agg = "count"
 where = "event = 'product_viewed' and category = '{CATEGORY}'"
 """
-#: Built-in traits among the core ones (traits.AGGS and traits.DERIVED), then the computed one.
+#: Built-in traits among the core ones (traits.AGGS, traits.DERIVED and two counts of table
+#: traits), then the computed one.
 CORE_AGGS = (
     "first_seen",
     "last_seen",
@@ -125,6 +126,11 @@ def core_ibis(backend: Any, as_of: Any) -> Any:
     base, _ = tr.base_events(backend, at)
     e = base.select(*EVENT_COLUMNS)
     aggs = {a.name: a.fn(e) for a in tr.AGGS if a.name in CORE_AGGS}
+    # The build takes these two from table traits that group by day and by item
+    # (traits._weekday, traits._last_items); in one aggregate, as the Polars and pandas
+    # versions write them, they are distinct counts: the same numbers.
+    aggs["active_days"] = tr.distinct(e, e.ts.date())
+    aggs["distinct_items"] = tr.distinct(e, e.item_id)
     # What the computed trait of CONFIG compiles to (count where event and category match).
     aggs[VIEWS] = e.count(where=(e.event == "product_viewed") & (e.category == CATEGORY))
     agg = e.group_by("user_id").aggregate(**aggs)

@@ -221,7 +221,7 @@ def plan(
     for table in tr.TABLES:
         p = p.left_join(use[table.name], "user_id").drop("user_id_right")
     # Counts are whole numbers, 0 for users without events; sums of money are 0.0.
-    counts = [a.name for a in tr.AGGS if a.name.startswith("n_") or a.name in tr.COUNT_TRAITS]
+    counts = [n for n, _ in tr.catalogue() if n.startswith("n_") or n in tr.COUNT_TRAITS]
     counts += [t.name for t in cfg.traits if t.agg in ("count", "distinct")]
     zero = {name: p[name].fill_null(0).cast("int64") for name in counts}
     zero.update({name: p[name].fill_null(0.0) for name in tr.SUM_TRAITS})
