@@ -504,9 +504,9 @@ def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None)
 
     now = utcnow()
     staging = lake.staging("profile-build")
-    views: list[str] = []
+    tables: list[str] = []
     try:
-        materialise = _on_spark(lake, staging, views)
+        materialise = _on_spark(lake, staging, tables)
         p = _materialise(
             lake,
             settings,
@@ -520,24 +520,37 @@ def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None)
         lake.adopt("profile_affinity", staging / "profile_affinity")
         tag_counts = write_tags_on_lake(lake, p.tags, now)
     finally:
-        for view in views:
-            lake.session.catalog.dropTempView(view)
+        for table in tables:  # the session's entries; their files go with the staging folder
+            lake.session.sql(f"DROP TABLE IF EXISTS {table}")
         shutil.rmtree(staging, ignore_errors=True)
     return BuildResult(as_of, users, list(p.columns), tag_counts, time.perf_counter() - started)
 
 
-def _on_spark(lake: Lake, staging: Path, views: list[str]) -> Materialise:
+def _on_spark(lake: Lake, staging: Path, tables: list[str]) -> Materialise:
     """:data:`Materialise` on a lake: each piece written as Parquet into ``staging`` (a
-    folder per piece) and read back as a temporary view (named in ``views``)."""
+    folder per piece), as a table of the session (named in ``tables``) that the next steps
+    read.
+
+    A piece with ``user_id`` (but the one the lake keeps) is written bucketed by it (``bucketBy``, as many buckets as the
+    session's shuffle partitions), and Spark knows it: every later step that groups or joins
+    by user reads it partitioned already, where it shuffled it again per step. At 10M events
+    the staged events cost ~5 s more to write, the seven per-user steps over them ~18 s less
+    (a build 124 -> 106 s, in process).
+    """
+    buckets = int(lake.session.conf.get("spark.sql.shuffle.partitions") or 8)
+    suffix = staging.name.rsplit(".", 1)[-1]  # the staging folder's own: two builds apart
 
     def materialise(name: str, expr: ir.Table, keep: bool) -> ir.Table:
         t = time.perf_counter()
-        folder = staging / name
-        lake.backend.to_parquet(expr, folder)
-        view = f"_jz_profile_{name}"
-        views.append(view)
-        table = lake.backend.read_parquet(folder, table_name=view)
+        table = f"_jz_profile_{name}_{suffix}"
+        writer = lake.session.sql(lake.backend.compile(expr)).write.mode("overwrite")
+        if "user_id" in expr.columns and not keep:
+            # Not a piece the lake keeps (the affinity): bucketed, an empty one is no file,
+            # and the lake's reader then has no schema; the session's table has its own.
+            writer = writer.bucketBy(buckets, "user_id")
+        tables.append(table)
+        writer.option("path", str(staging / name)).format("parquet").saveAsTable(table)
         log.debug("profile piece %s on Spark: %.1f s", name, time.perf_counter() - t)
-        return table
+        return lake.backend.table(table)
 
     return materialise
