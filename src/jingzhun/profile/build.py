@@ -521,7 +521,7 @@ def build_on_lake(lake: Lake, settings: Settings, as_of: datetime | None = None)
         tag_counts = write_tags_on_lake(lake, p.tags, now)
     finally:
         for table in tables:  # the session's entries; their files go with the staging folder
-            lake.session.sql(f"DROP TABLE IF EXISTS {table}")
+            lake.backend.drop_table(table, force=True)
         shutil.rmtree(staging, ignore_errors=True)
     return BuildResult(as_of, users, list(p.columns), tag_counts, time.perf_counter() - started)
 

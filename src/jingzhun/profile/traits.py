@@ -86,14 +86,26 @@ class Table:
     name: str
     doc: str
     fn: Callable[[Ctx], ir.Table]  # user_id, the trait's column and those of ``also``
-    #: (name, doc) of further traits the same grouped query gives (a count of the rows it
-    #: groups by user costs nothing more there; a distinct count in the aggregates costs a pass)
-    also: tuple[tuple[str, str], ...] = field(default=())
+    #: Further traits the same grouped query gives (a count of the rows it groups by user
+    #: costs nothing more there; a distinct count in the aggregates costs a pass).
+    also: tuple[Also, ...] = field(default=())
 
     @property
     def outputs(self) -> tuple[tuple[str, str], ...]:
         """(name, doc) of every column the query gives besides ``user_id``."""
-        return ((self.name, self.doc), *self.also)
+        return ((self.name, self.doc), *((a.name, a.doc) for a in self.also))
+
+
+@dataclass(frozen=True)
+class Also:
+    """A further column of a :class:`Table` trait. ``after``: the trait it follows in the
+    profile's columns (None: the table's own column), so a count that moved from the
+    aggregates to a table kept its place: models and exports read the profile's columns
+    in order."""
+
+    name: str
+    doc: str
+    after: str | None = None
 
 
 def _is_order(e: ir.Table) -> ir.BooleanValue:
@@ -444,7 +456,7 @@ TABLES: tuple[Table, ...] = (
         "category_affinity",
         "Time-decayed category affinity A(u) (a map category -> share) and the top 3 categories.",
         _affinity_map,
-        (("top_categories", "The 3 categories with the highest affinity."),),
+        (Also("top_categories", "The 3 categories with the highest affinity."),),
     ),
     Table("top_brands", "The 3 brands with the most weighted interactions.", _top_brands),
     Table(
@@ -456,7 +468,11 @@ TABLES: tuple[Table, ...] = (
         "preferred_weekday",
         "The weekday (0 = Monday) with most events.",
         _weekday,
-        (("active_days", "Distinct calendar days (UTC) with at least one event."),),
+        (
+            Also(
+                "active_days", "Distinct calendar days (UTC) with at least one event.", "last_seen"
+            ),
+        ),
     ),
     Table(
         "preferred_hour",
@@ -467,7 +483,7 @@ TABLES: tuple[Table, ...] = (
         "last_items",
         "The last items (most recent first) the user viewed, carted or bought.",
         _last_items,
-        (("distinct_items", "Distinct items viewed, carted or bought."),),
+        (Also("distinct_items", "Distinct items viewed, carted or bought.", "price_percentile"),),
     ),
 )
 
@@ -476,7 +492,13 @@ def catalogue() -> list[tuple[str, str]]:
     """(name, doc) of every built-in trait, in profile-column order."""
     out = [(a.name, a.doc) for a in AGGS] + [(d.name, d.doc) for d in DERIVED]
     for t in TABLES:
-        out += t.outputs
+        out.append((t.name, t.doc))
+        out += [(a.name, a.doc) for a in t.also if a.after is None]
+    for t in TABLES:
+        for a in t.also:
+            if a.after is not None:
+                at = next(i for i, (name, _) in enumerate(out) if name == a.after)
+                out.insert(at + 1, (a.name, a.doc))
     out.append(
         (
             "score",
