@@ -90,18 +90,13 @@ class Table:
     #: costs nothing more there; a distinct count in the aggregates costs a pass).
     also: tuple[Also, ...] = field(default=())
 
-    @property
-    def outputs(self) -> tuple[tuple[str, str], ...]:
-        """(name, doc) of every column the query gives besides ``user_id``."""
-        return ((self.name, self.doc), *((a.name, a.doc) for a in self.also))
-
 
 @dataclass(frozen=True)
 class Also:
-    """A further column of a :class:`Table` trait. ``after``: the trait it follows in the
-    profile's columns (None: the table's own column), so a count that moved from the
-    aggregates to a table kept its place: models and exports read the profile's columns
-    in order."""
+    """A further column of a :class:`Table` trait. ``after``: the trait (listed before this
+    table) it follows in the profile's columns (None: the table's own column), so a count
+    that moved from the aggregates to a table kept its place: models and exports read the
+    profile's columns in order."""
 
     name: str
     doc: str
@@ -493,12 +488,9 @@ def catalogue() -> list[tuple[str, str]]:
     out = [(a.name, a.doc) for a in AGGS] + [(d.name, d.doc) for d in DERIVED]
     for t in TABLES:
         out.append((t.name, t.doc))
-        out += [(a.name, a.doc) for a in t.also if a.after is None]
-    for t in TABLES:
         for a in t.also:
-            if a.after is not None:
-                at = next(i for i, (name, _) in enumerate(out) if name == a.after)
-                out.insert(at + 1, (a.name, a.doc))
+            at = len(out) if a.after is None else [n for n, _ in out].index(a.after) + 1
+            out.insert(at, (a.name, a.doc))
     out.append(
         (
             "score",
