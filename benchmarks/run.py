@@ -21,6 +21,7 @@ import bench_scale
 import bench_segment
 import bench_server
 import bench_synth
+import summary
 
 BENCHMARKS = {
     "synth": bench_synth.main,
@@ -50,6 +51,7 @@ def main(names: list[str]) -> None:
         print(f"== {name}", file=sys.stderr, flush=True)
         BENCHMARKS[name]()
         print(f"== {name} done in {time.perf_counter() - t:.0f}s", file=sys.stderr, flush=True)
+    summary.write(names=list(BENCHMARKS))  # docs/benchmarks.md: each one's last run
 
 
 if __name__ == "__main__":
