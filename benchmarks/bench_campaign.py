@@ -52,7 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_recommend import busy_seconds, children_cpu, src_version
-from common import DATA, ROOT, best, run, save
+from common import DATA, ROOT, best, copy_store, run, save
 
 SEED = 20261205
 #: The conversion window of the simulated campaigns (the spec's default); the CUPED covariate
@@ -397,7 +397,7 @@ def selection(db: str) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="jz-bench-campaign-") as tmp:
         copy = Path(tmp) / "store.duckdb"
-        shutil.copyfile(db, copy)
+        copy_store(db, copy)
         settings = Settings()
         ws = Workspace(Store.open(copy, settings), settings)
         try:
@@ -473,7 +473,7 @@ def selection_baseline(db: str) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="jz-bench-campaign-") as tmp:
         copy = Path(tmp) / "store.duckdb"
-        shutil.copyfile(db, copy)
+        copy_store(db, copy)
         store = Store.open(copy, Settings())
         try:
             t0 = time.perf_counter()
@@ -562,7 +562,7 @@ def send_emails(db: str, emails: int, connections: int) -> dict[str, Any]:
     name = "bench-send"
     with tempfile.TemporaryDirectory(prefix="jz-bench-campaign-") as tmp:
         copy = Path(tmp) / "store.duckdb"
-        shutil.copyfile(db, copy)
+        copy_store(db, copy)
         sink = Sink()
         settings = Settings.model_validate(
             {

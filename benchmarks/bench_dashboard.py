@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, save
+from common import DATA, ROOT, copy_store, save
 
 CHROMIUM = "/usr/bin/chromium"
 TARGET = {"demo_page_s": 1.0, "one_million_page_s": 2.0}
@@ -67,7 +66,7 @@ def million_store() -> Path:
         if not source.exists():
             raise SystemExit(f"{source} is missing: run bench_campaign.py first (it builds it)")
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, db)
+        copy_store(source, db)
         import jingzhun
 
         with jingzhun.open(db) as ws:
@@ -165,7 +164,7 @@ def run_store(name: str, db: Path, pages: list[tuple[str, str]], runs: int) -> d
     from playwright.sync_api import sync_playwright
 
     copy = db.with_name(f"bench-{os.getpid()}.duckdb")
-    shutil.copyfile(db, copy)
+    copy_store(db, copy)
     key = admin_key(copy)
     port = free_port()
     server = subprocess.Popen(

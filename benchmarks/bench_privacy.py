@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import textwrap
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, best, run, save
+from common import DATA, best, copy_store, run, save
 
 KEY = "YmVuY2htYXJrLW9ubHktbWFzdGVyLWtleS0zMi1ieXQ"
 ENV = {"JINGZHUN_MASTER_KEY": KEY}
@@ -95,7 +94,7 @@ def ingest(path: Path, *, plain: bool, again: bool = False) -> dict[str, Any]:
 
 def sealed_store() -> tuple[Path, dict[str, Any]]:
     db = FOLDER / "store.duckdb"
-    shutil.copyfile(SOURCE, db)
+    copy_store(SOURCE, db)
     sealed = run(
         f"""
         import time

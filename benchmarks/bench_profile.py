@@ -9,12 +9,11 @@ in-process.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from common import DATA, best, run, save, shop_files
+from common import DATA, best, copy_store, run, save, shop_files
 
 TARGET = {"build_seconds": 30.0, "speedup_vs_pandas": 5.0, "lookup_p99_ms": 5.0}
 
@@ -124,7 +123,7 @@ def main(rows: int = 10_000_000, repeat: int = 2) -> None:
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="jz-bench-profile-") as tmp:
             db = Path(tmp) / "store.duckdb"
-            shutil.copy(store, db)
+            copy_store(store, db)
             builds.append(
                 run(
                     f"""

@@ -57,7 +57,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from common import DATA, ROOT, run, run_command, save, shop_files
+from common import DATA, ROOT, copy_store, run, run_command, save, shop_files
 
 SIZES = {"tiny": 100_000, "S": 1_000_000, "mid": 2_000_000, "M": 10_000_000}
 DEFAULT_SIZES = ("S", "mid", "M")
@@ -665,8 +665,7 @@ def profiles(
             with tempfile.TemporaryDirectory(prefix="jz-bench-scale-") as tmp:
                 if code is None:
                     copy = Path(tmp) / "store.duckdb"
-                    shutil.copy(db, copy)
-                    shutil.copy(db + ".key", str(copy) + ".key")
+                    copy_store(db, copy)
                     code = _child(
                         "duckdb_full",
                         db=str(copy),

@@ -14,12 +14,11 @@ method runs with automatic k and its adjusted Rand index against the true person
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from common import DATA, best, run, save, shop_files
+from common import DATA, best, copy_store, run, save, shop_files
 from jingzhun.segment.features import DEFAULT_FEATURES
 
 TARGET = {"minibatch_auto_k_seconds": 60.0, "assign_one_ms": 1.0, "k_within": 1}
@@ -49,7 +48,7 @@ def _matrix(rows: int) -> Path:
         bench_profile.main(repeat=1)
     with tempfile.TemporaryDirectory(prefix="jz-bench-seg-") as tmp:
         db = Path(tmp) / "store.duckdb"
-        shutil.copy(store, db)
+        copy_store(store, db)
         run(
             f"""
             import numpy as np

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, save
+from common import DATA, copy_store, save
 
 SECONDS = float(os.environ.get("BENCH_SERVER_SECONDS", "20"))
 USERS = 20_000
@@ -436,13 +436,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="jz-bench-server-"))
     try:
         db = tmp / "store.duckdb"
-        shutil.copy(source, db)
+        copy_store(source, db)
         with Workspace.open(db) as ws:
             keys = {s: apikeys.create(ws.store, f"bench-{s}", s)[1] for s in ("ingest", "read")}
             users = [r[0] for r in ws.store.rows("SELECT user_id FROM profiles ORDER BY user_id")]
             items = [r[0] for r in ws.store.rows("SELECT item_id FROM items ORDER BY item_id")]
         baseline_db = tmp / "baseline.duckdb"
-        shutil.copy(source, baseline_db)
+        copy_store(source, baseline_db)
         baselines = in_process_baselines(baseline_db, users, items)
         server = Server(db)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -183,6 +184,17 @@ def machine() -> dict[str, Any]:
         "duckdb": duckdb.__version__,
         "pyarrow": pyarrow.__version__,
     }
+
+
+def copy_store(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Copy a store: its DuckDB file and, when it has one, the vault key file beside it (a
+    copy without its key cannot read or write personal data: ingest refuses)."""
+    from jingzhun.store.vault import key_file
+
+    shutil.copyfile(source, dest)
+    if key_file(source).exists():
+        shutil.copyfile(key_file(source), key_file(dest))
+    return Path(dest)
 
 
 def save(name: str, payload: dict[str, Any]) -> Path:
