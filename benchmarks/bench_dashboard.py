@@ -209,6 +209,7 @@ def run_store(name: str, db: Path, pages: list[tuple[str, str]], runs: int) -> d
         server.wait(60)
         copy.unlink(missing_ok=True)
         copy.with_name(copy.name + ".wal").unlink(missing_ok=True)
+        copy.with_name(copy.name + ".key").unlink(missing_ok=True)  # copy_store's
 
 
 def main(argv: list[str] | None = None) -> None:

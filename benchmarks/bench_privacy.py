@@ -144,10 +144,11 @@ def command(db: Path, *args: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run it; ``argv`` the options (none from ``make bench``: the full run)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--people", type=int, default=3)
-    args = ap.parse_args(argv)
+    args = ap.parse_args(argv or [])
     if not SOURCE.exists():
         raise SystemExit(f"error: {SOURCE} is missing; run bench_campaign.py first")
     os.environ.update(ENV)
@@ -191,4 +192,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -2,8 +2,9 @@
 ``docs/benchmarks.md`` between two markers (``make bench`` rewrites it after its run;
 ``python benchmarks/summary.py`` from the results already there).
 
-It reads only ``benchmarks/results/<name>.json``, so it names what was measured, when and at
-which commit; the sections below the table give the figures, baselines and reasons.
+It reads only ``benchmarks/results/<name>.json``: each criterion with its target, the figure
+it was judged on and when that run was; the sections below the table give the baselines,
+every repeat and the reasons.
 """
 
 from __future__ import annotations
