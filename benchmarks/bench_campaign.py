@@ -298,6 +298,7 @@ from datetime import timedelta
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from bench_campaign import history
+from common import move_store
 from jingzhun.synth import SynthConfig, simulate
 from jingzhun.workspace import Workspace
 folder = Path({folder!r})
@@ -314,7 +315,7 @@ with Workspace.open(folder / "building.duckdb", config=None) as ws:
     ws.recs.batch(5)
     _out.update(history(ws))
 shutil.rmtree(folder / "shop")
-(folder / "building.duckdb").rename(folder / "store.duckdb")
+move_store(folder / "building.duckdb", folder / "store.duckdb")
 """
 
 

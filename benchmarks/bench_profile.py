@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import DATA, best, copy_store, run, save, shop_files
+from common import DATA, best, copy_store, move_store, run, save, shop_files
 
 TARGET = {"build_seconds": 30.0, "speedup_vs_pandas": 5.0, "lookup_p99_ms": 5.0}
 
@@ -118,7 +118,7 @@ def main(rows: int = 10_000_000, repeat: int = 2) -> None:
             """,
             timeout=3600,
         )
-        tmp.replace(store)
+        move_store(tmp, store)
     builds = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="jz-bench-profile-") as tmp:

@@ -197,6 +197,17 @@ def copy_store(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> 
     return Path(dest)
 
 
+def move_store(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Move a store made under a temporary name into place, with its vault key file: a store
+    renamed without its key keeps personal data no one can read."""
+    from jingzhun.store.vault import key_file
+
+    if key_file(source).exists():
+        os.replace(key_file(source), key_file(dest))
+    os.replace(source, dest)
+    return Path(dest)
+
+
 def save(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
