@@ -344,14 +344,19 @@ def history(ws: Any) -> dict[str, Any]:
 
     from jingzhun.campaign import delivery
     from jingzhun.campaign.assign import unit_sql
-    from jingzhun.campaign.audience import campaign_now
-    from jingzhun.campaign.consent import address_hash_sql
+    from jingzhun.campaign.audience import campaign_now, draw
+    from jingzhun.campaign.consent import suppress
+    from jingzhun.store.sql import Sql
+    from jingzhun.store.vault import opened_people, vault_for
 
     now = campaign_now(ws.store, None)
     for name, share, days_ago in (("history-1", 0.6, 6), ("history-2", 0.5, 2)):
         s = spec(name, {"share": share}, {})
         ws.campaigns.create(s)
-        delivery.snapshot(ws.store, ws.campaigns.spec(name), domain="shop.example")
+        parsed = ws.campaigns.spec(name)
+        consent = ws.settings.privacy.default_marketing_consent
+        d = draw(ws.store, parsed, consent_default=consent)
+        delivery.write_snapshot(ws.store, parsed, d, domain="shop.example")
         ws.store.run(
             "UPDATE deliveries SET state = 'sent', tries = 1, answer = '250', sent_at = ? "
             "WHERE campaign = ? AND state = 'queued'",
@@ -364,11 +369,25 @@ def history(ws: Any) -> dict[str, Any]:
         f"'unsubscribe:history-1' FROM users WHERE {unit_sql('user_id')} < ?",
         [now - timedelta(days=5), "history", "revoked", 0.02],
     )
-    ws.store.run(
-        f"INSERT INTO suppressions SELECT 'email', {address_hash_sql('email')}, user_id, "
-        f"'hard_bounce', 'history-1', ? FROM pii WHERE email IS NOT NULL "
-        f"AND {unit_sql('user_id')} < ? ON CONFLICT DO NOTHING",
-        [now - timedelta(days=6), "history", "bounced", 0.005],
+    # The addresses are sealed in the vault: open the chosen users' records, then suppress
+    # them as a hard bounce does (address hash and blind index).
+    opened_people(
+        ws.store.con,
+        vault_for(ws.store),
+        Sql(f"SELECT user_id, sealed FROM pii WHERE {unit_sql('user_id')} < ?"),
+        Sql("_jz_history_bounced"),
+        ["history", "bounced", 0.005],
+    )
+    bounced = ws.store.rows(
+        "SELECT email, user_id FROM _jz_history_bounced WHERE email IS NOT NULL"
+    )
+    suppress(
+        ws.store,
+        bounced,
+        channel="email",
+        reason="hard_bounce",
+        source="history-1",
+        now=now - timedelta(days=6),
     )
     return {
         "users": ws.store.count("users"),
@@ -406,7 +425,7 @@ def selection(db: str) -> dict[str, Any]:
             ws.campaigns.create(SELECT_SPEC)
             t1 = time.perf_counter()
             parsed = ws.campaigns.spec(SELECT_SPEC["name"])
-            d = draw(ws.store, parsed)
+            d = draw(ws.store, parsed, consent_default=settings.privacy.default_marketing_consent)
             t2 = time.perf_counter()
             write_snapshot(ws.store, parsed, d, domain="shop.example")
             t3 = time.perf_counter()
