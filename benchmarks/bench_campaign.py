@@ -450,8 +450,9 @@ def selection(db: str) -> dict[str, Any]:
     }
 
 
-#: The same selection in one plain statement: the profile condition, the exclusions, the
-#: same MD5 control draw (``unit_sql``'s expression with the campaign and salt inlined).
+#: The same selection in one plain statement: the profile condition, the exclusions (the
+#: addresses and suppressions through the vault's blind index, as the audience reads them),
+#: the same MD5 control draw (``unit_sql``'s expression with the campaign and salt inlined).
 _BASELINE_SQL = """
 CREATE TABLE baseline_members AS
 WITH now AS (SELECT max(ts) + INTERVAL 1 MICROSECOND AS now FROM events),
@@ -462,9 +463,9 @@ consented AS (
     USING (user_id)
     WHERE coalesce(l.status = 'GRANTED', lower(trim(json_extract_string(u.attributes,
         '$.marketing_opt_in'))) IN ('true', '1', 'yes', 'y', 't'))),
-addressed AS (SELECT user_id FROM pii WHERE nullif(trim(email), '') IS NOT NULL),
+addressed AS (SELECT user_id FROM pii WHERE email_index IS NOT NULL),
 suppressed AS (SELECT p.user_id FROM pii p JOIN suppressions s
-    ON s.channel = 'email' AND s.address_hash = sha256(lower(trim(p.email)))),
+    ON s.channel = 'email' AND s.address_index = p.email_index),
 buyers AS (SELECT DISTINCT user_id FROM stitched_events, now WHERE event = 'order_completed'
     AND user_id IS NOT NULL AND ts >= now.now - INTERVAL 3 DAY AND ts < now.now),
 capped AS (SELECT user_id FROM deliveries, now WHERE state = 'sent'
