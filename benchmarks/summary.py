@@ -66,7 +66,7 @@ VALUES: dict[str, dict[str, str]] = {
     },
     "server": {
         "ingest_events_per_s": "max:results.ingest[*].events_per_s",
-        "recommendations_ms_p99": "results.recommendations.ms_p99",
+        "recommendations_ms_p99": "results.recommendations_paced.ms_p99",
         "visible_ms_p99": "results.visibility.ms_p99",
     },
     "privacy": {
