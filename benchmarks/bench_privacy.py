@@ -33,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, best, copy_store, run, save
+from jingzhun.store.vault import key_file
 
 KEY = "YmVuY2htYXJrLW9ubHktbWFzdGVyLWtleS0zMi1ieXQ"
 ENV = {"JINGZHUN_MASTER_KEY": KEY}
@@ -56,18 +57,34 @@ def users_file() -> Path:
     if path.exists():
         return path
     FOLDER.mkdir(parents=True, exist_ok=True)
+    # The shop's personal data is sealed in its vault: open every record (its own key).
     run(
         f"""
-        import duckdb
-        con = duckdb.connect({str(SOURCE)!r}, read_only=True)
-        con.execute('''COPY (SELECT u.user_id, u.created_at, u.gender, u.birth_year, u.city,
-                                    u.region, u.signup_channel, p.email, p.phone, p.name, p.address
-                             FROM users u LEFT JOIN pii p USING (user_id))
-                       TO {str(path)!r} (FORMAT parquet)''')
-        _out["users"] = con.execute("SELECT count(*) FROM users").fetchone()[0]
-        """
+        import pyarrow.parquet as pq
+        from jingzhun.store import Store
+        from jingzhun.store.sql import Sql
+        from jingzhun.store.vault import opened_people, vault_for
+        with Store.open({str(SOURCE)!r}, read_only=True) as store:
+            opened_people(store.con, vault_for(store), Sql("SELECT user_id, sealed FROM pii"),
+                          Sql("_people"))
+            # (the store's connection has no file access: pyarrow writes the file)
+            people = store.con.sql('''SELECT u.user_id, u.created_at, u.gender, u.birth_year,
+                                             u.city, u.region, u.signup_channel, p.email,
+                                             p.phone, p.name, p.address
+                                      FROM users u LEFT JOIN _people p USING (user_id)''')
+            pq.write_table(people.to_arrow_table(), {str(path)!r})
+            _out["users"] = store.count("users")
+            _out["with_email"] = store.scalar("SELECT count(email) FROM _people")
+        """,
+        env=_own_key(SOURCE),
     )
     return path
+
+
+def _own_key(db: Path) -> dict[str, str]:
+    """The environment for commands on a copy of the shop: its own key file opens its vault
+    (the benchmark's ``KEY`` is for the stores it makes)."""
+    return {"JINGZHUN_MASTER_KEY": key_file(db).read_text(encoding="utf-8").strip()}
 
 
 def ingest(path: Path, *, plain: bool, again: bool = False) -> dict[str, Any]:
@@ -93,6 +110,9 @@ def ingest(path: Path, *, plain: bool, again: bool = False) -> dict[str, Any]:
 
 
 def sealed_store() -> tuple[Path, dict[str, Any]]:
+    """A copy of the shop for export and erasure, its vault opened once. The shop is made by
+    this jingzhun, so it is sealed already: ``seal_seconds`` is opening the vault, not the
+    one-time sealing of a store an older jingzhun wrote in plain text."""
     db = FOLDER / "store.duckdb"
     copy_store(SOURCE, db)
     sealed = run(
@@ -101,13 +121,14 @@ def sealed_store() -> tuple[Path, dict[str, Any]]:
         from jingzhun.store import Store
         from jingzhun.store.vault import vault_for
         with Store.open({str(db)!r}) as store:
+            _out["sealed_before"] = store.scalar("SELECT count(sealed) FROM pii")
             t = time.perf_counter()
             vault_for(store, create=True)
             _out["seal_seconds"] = round(time.perf_counter() - t, 3)
             _out["pii_rows"] = store.count("pii")
             _out["events"] = store.count("events")
         """,
-        env=ENV,
+        env=_own_key(db),
         timeout=3600,
     )
     return db, sealed
@@ -139,7 +160,7 @@ def command(db: Path, *args: str) -> dict[str, Any]:
             raise SystemExit(p.stderr)
         _out["stdout_bytes"] = len(p.stdout)
         """,
-        env=ENV,
+        env=_own_key(db),
     )
 
 
@@ -174,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
                 "users_ingest_plaintext_baseline": plain,
                 "users_reingest_vault_unchanged": again,
                 "vault_overhead": round(overhead, 3),
-                "seal_pre_vault_store": sealed,
+                "open_sealed_store": sealed,
                 "export_command_seconds": [r["command_seconds"] for r in exports],
                 "export_bytes": [r["stdout_bytes"] for r in exports],
                 "erase_command_seconds": [r["command_seconds"] for r in erases],
