@@ -297,7 +297,7 @@ import shutil, sys
 from datetime import timedelta
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from bench_campaign import history
+from bench_campaign import fill_shop
 from common import move_store
 from jingzhun.synth import SynthConfig, simulate
 from jingzhun.workspace import Workspace
@@ -308,12 +308,7 @@ files = data.write(folder / "shop")
 del data
 _out["simulate_seconds"] = round(time.perf_counter() - t, 1)
 with Workspace.open(folder / "building.duckdb", config=None) as ws:
-    for kind in ("items", "users", "events"):
-        ws.ingest.files(kind, [files[kind]])
-    ws.profiles.build()
-    ws.recs.train("pop")
-    ws.recs.batch(5)
-    _out.update(history(ws))
+    _out.update(fill_shop(ws, files))
 shutil.rmtree(folder / "shop")
 move_store(folder / "building.duckdb", folder / "store.duckdb")
 """
@@ -334,6 +329,18 @@ def shop_store(users: int, seed: int = 1) -> Path:
     )
     print(f"built in {built['seconds']:.0f} s: {built}", file=sys.stderr, flush=True)
     return store
+
+
+def fill_shop(ws: Any, files: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark's shop in the empty workspace ``ws`` from the simulated ``files`` (items,
+    users, events): profiles, popularity recommendations for every user, and the
+    :func:`history`; returns what :func:`history` counted."""
+    for kind in ("items", "users", "events"):
+        ws.ingest.files(kind, [files[kind]])
+    ws.profiles.build()
+    ws.recs.train("pop")
+    ws.recs.batch(5)
+    return history(ws)
 
 
 def history(ws: Any) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, copy_store, save
+from common import DATA, ROOT, copy_store, remove_store, save
 
 CHROMIUM = "/usr/bin/chromium"
 TARGET = {"demo_page_s": 1.0, "one_million_page_s": 2.0}
@@ -207,9 +207,7 @@ def run_store(name: str, db: Path, pages: list[tuple[str, str]], runs: int) -> d
     finally:
         server.terminate()
         server.wait(60)
-        copy.unlink(missing_ok=True)
-        copy.with_name(copy.name + ".wal").unlink(missing_ok=True)
-        copy.with_name(copy.name + ".key").unlink(missing_ok=True)  # copy_store's
+        remove_store(copy)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -208,6 +208,15 @@ def move_store(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> 
     return Path(dest)
 
 
+def remove_store(path: str | os.PathLike[str]) -> None:
+    """Remove a store's DuckDB file, its write-ahead log and its vault key file, if there."""
+    from jingzhun.store.vault import key_file
+
+    p = Path(path)
+    for leftover in (p, p.with_name(p.name + ".wal"), key_file(p)):
+        leftover.unlink(missing_ok=True)
+
+
 def save(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -20,12 +20,7 @@ import bench_campaign  # noqa: E402
 def test_the_history_is_made_and_the_baseline_draws_the_same_members(shop, tmp_path) -> None:
     db = tmp_path / "store.duckdb"
     with Workspace.open(db, config=None) as ws:
-        for kind in ("items", "users", "events"):
-            ws.ingest.files(kind, [shop.file(kind)])
-        ws.profiles.build()
-        ws.recs.train("pop")
-        ws.recs.batch(5)
-        made = bench_campaign.history(ws)
+        made = bench_campaign.fill_shop(ws, {k: shop.file(k) for k in ("items", "users", "events")})
         revoked = ws.store.scalar("SELECT count(*) FROM consents WHERE status = 'REVOKED'")
         indexed = ws.store.scalar("SELECT count(address_index) FROM suppressions")
     assert made["history_sent"] > 0
